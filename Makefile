@@ -1,0 +1,30 @@
+# The two commands of the README:  `make grade`  and  `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+GRADER := $(VENV)/bin/grader
+OUT    ?= out
+
+.PHONY: system setup data grade test check-types bench
+system:
+	@scripts/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[grading,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: system setup
+	$(GRADER) data
+
+grade: data
+	$(GRADER) grade submissions/ --out $(OUT)
+
+test: data
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+bench: data
+	$(PY) benchmarks/bench_check.py

@@ -1,0 +1,109 @@
+"""Trusted measurement: compare the exported predictions with the official labels.
+
+Runs in the grader's process. The probe file was written by the student's process, so it is
+read as plain JSON and validated field by field; nothing in it is executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from grader.results import ExecutionRecord, Measurement
+
+# "Test Accuracy (Overall): 55.57% (5557/10000)", "test accuracy: 89.4 %", "Accuracy of the network ... : 88 %"
+_REPORTED = (
+    re.compile(r"test\s+accuracy\s*\(overall\)\s*:?\s*([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
+    re.compile(r"test[^\n%]{0,40}?acc(?:uracy)?[^\n%]{0,20}?\b([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
+    re.compile(r"accuracy[^\n%]{0,60}?\b([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
+)
+
+
+def reported_accuracy(printed: str) -> float | None:
+    """The last test accuracy the notebook printed, in percent, or None."""
+    for pattern in _REPORTED:
+        values = [float(m.group(1)) for m in pattern.finditer(printed)]
+        values = [v for v in values if 0 <= v <= 100]
+        if values:
+            return values[-1]
+    return None
+
+
+def _predictions(section: Any, total: int, classes: int) -> list[int] | None:
+    """The prediction list of a probe section when it is well-formed, else None."""
+    if not isinstance(section, dict):
+        return None
+    values = section.get("predictions")
+    if not isinstance(values, list) or len(values) != total:
+        return None
+    if not all(type(v) is int and -1 <= v < classes for v in values):
+        return None
+    return values
+
+
+def _read_probe(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, float]:
+    correct = sum(1 for p, y in zip(predictions, labels) if p == y)
+    return correct, 100.0 * correct / len(labels)
+
+
+def measure(record: ExecutionRecord, labels: tuple[int, ...], tolerance: float, classes: int = 10) -> Measurement:
+    """Accuracy from the student's own last test pass, else from the probe's pass; with flags."""
+    reported = reported_accuracy(record.outputs_text)
+    flags: list[str] = []
+    notes: list[str] = []
+    probe = _read_probe(record.probe_file)
+    if probe is None:
+        problem = None if record.reason else "the grader's probe wrote no readable record"
+        return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
+    total = len(labels)
+    student = _predictions(probe.get("student_pass"), total, classes)
+    own = _predictions(probe.get("probe_pass"), total, classes)
+    if probe.get("student_pass") is not None and student is None:
+        flags.append("probe-output-invalid")
+    if student is not None:
+        missing = [i for i, p in enumerate(student) if p == -1]
+        if missing:
+            flags.append("test-pass-incomplete")
+            notes.append(f"the notebook's test pass covered {total - len(missing)} of {total} test images; "
+                         + ("the rest were predicted by the grader's own pass" if own else "the rest count as wrong"))
+            if own is not None:
+                for i in missing:
+                    student[i] = own[i]
+        predictions, source = student, "student-test-pass"
+        if own is not None:
+            own_accuracy = _accuracy(own, labels)[1]
+            student_accuracy = _accuracy(student, labels)[1]
+            if abs(own_accuracy - student_accuracy) > tolerance:
+                flags.append("probe-pass-disagrees")
+                notes.append(f"the notebook's test pass gives {student_accuracy:.2f}%, the grader's own pass over the "
+                             f"test set (eval mode, dataset transform) gives {own_accuracy:.2f}%")
+    elif own is not None:
+        predictions, source = own, "probe-pass"
+        flags.append("no-test-pass")
+        notes.append("the notebook never ran its model over a test DataLoader; the grader predicted the test set itself")
+    else:
+        error = probe.get("probe_error")
+        problem = ("the notebook never built a model (no nn.Module with parameters was found)"
+                   if probe.get("model") is None else
+                   f"the grader could not run the model on the test set ({str(error)[:200]})")
+        return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
+    correct, accuracy = _accuracy(predictions, labels)
+    accuracy = round(accuracy, 2)
+    if reported is None:
+        flags.append("no-reported-accuracy")
+    elif abs(reported - accuracy) > tolerance:
+        flags.append("reported-accuracy-mismatch")
+        notes.append(f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%")
+    return Measurement(accuracy, reported, correct, total, source, tuple(flags), tuple(notes), None)

@@ -1,0 +1,109 @@
+"""Small helpers over Python's ast for reading notebooks statically (no torch, no execution)."""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from grader.submission import Cell, Submission, parseable
+
+_BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
+}
+
+
+@dataclass(frozen=True)
+class ParsedCell:
+    cell: Cell
+    tree: ast.Module | None  # None when the cell has a syntax error
+    error: str | None
+
+
+def parse_cells(submission: Submission) -> tuple[ParsedCell, ...]:
+    """Every code cell parsed after its IPython syntax is neutralized."""
+    parsed = []
+    for cell in submission.code_cells:
+        try:
+            parsed.append(ParsedCell(cell, ast.parse(parseable(cell.source)), None))
+        except SyntaxError as exc:
+            parsed.append(ParsedCell(cell, None, f"line {exc.lineno}: {exc.msg}"))
+    return tuple(parsed)
+
+
+def const_value(node: ast.AST, names: Mapping[str, float] | None = None) -> float | None:
+    """Evaluate a constant arithmetic expression (``28 * 28``, ``n_hidden // 2``), else None."""
+    names = names or {}
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = const_value(node.operand, names)
+        return -inner if inner is not None else None
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = const_value(node.left, names), const_value(node.right, names)
+        if left is None or right is None:
+            return None
+        try:
+            return _BINOPS[type(node.op)](left, right)
+        except (ZeroDivisionError, OverflowError):
+            return None
+    return None
+
+
+def dotted(node: ast.AST) -> str | None:
+    """'torch.nn.Linear' for an attribute chain, 'Dense' for a name, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def import_aliases(cells: tuple[ParsedCell, ...]) -> dict[str, str]:
+    """Local name -> full dotted name for every import (``Dense`` -> ``torch.nn.Linear``)."""
+    aliases: dict[str, str] = {}
+    for parsed in cells:
+        if parsed.tree is None:
+            continue
+        for node in ast.walk(parsed.tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return aliases
+
+
+def resolve(name: str, aliases: Mapping[str, str]) -> str:
+    """Expand the first component of a dotted name through the imports."""
+    head, _, rest = name.partition(".")
+    full = aliases.get(head, head)
+    return f"{full}.{rest}" if rest else full
+
+
+def top_level_constants(cells: tuple[ParsedCell, ...]) -> dict[str, float]:
+    """Module-level ``NAME = <constant expression>`` values, last assignment wins."""
+    values: dict[str, float] = {}
+    for parsed in cells:
+        if parsed.tree is None:
+            continue
+        for stmt in parsed.tree.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                value = const_value(stmt.value, values)
+                if value is not None:
+                    values[stmt.targets[0].id] = value
+    return values
+
+
+def walk_cells(cells: tuple[ParsedCell, ...]) -> Iterator[tuple[ParsedCell, ast.AST]]:
+    """Every node of every parsed cell, with its cell."""
+    for parsed in cells:
+        if parsed.tree is not None:
+            for node in ast.walk(parsed.tree):
+                yield parsed, node

@@ -1,0 +1,60 @@
+"""Render results into the human-facing reports; all markup lives in templates/ (Jinja2)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from grader.results import Result
+from grader.rubric import Rubric
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
+                     "flags", "report_present", "source", "reason")
+
+
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template of templates/ with ``context``."""
+    return _environment().get_template(template).render(**context)
+
+
+def check_text(result: Result, ran: bool, notices: tuple[str, ...] = ()) -> str:
+    """What `grader check` prints for a student."""
+    return render("check.txt.j2", r=result, ran=ran, notices=notices)
+
+
+def gradebook_csv(results: list[Result]) -> str:
+    """One row per student, the columns a TA pastes into the LMS."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(GRADEBOOK_COLUMNS)
+    for r in sorted(results, key=lambda r: r.student):
+        writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
+                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", r.source, r.reason or ""])
+    return buffer.getvalue()
+
+
+def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]]) -> None:
+    """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results."""
+    ordered = sorted(results, key=lambda r: r.student)
+    (out / "gradebook.csv").write_text(gradebook_csv(ordered), encoding="utf-8")
+    (out / "index.html").write_text(render("index.html.j2", results=ordered, rubric=rubric, skipped=skipped), encoding="utf-8")
+    students = out / "students"
+    students.mkdir(parents=True, exist_ok=True)
+    for r in ordered:
+        (students / f"{r.student}.html").write_text(render("student.html.j2", r=r, rubric=rubric), encoding="utf-8")

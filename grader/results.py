@@ -1,0 +1,124 @@
+"""The records passed between pipeline stages, and the result JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class Status(str, Enum):
+    GRADED = "graded"
+    VIOLATION = "violation"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule's verdict. ``ok`` is None when static analysis cannot decide."""
+
+    id: str
+    ok: bool | None
+    message: str
+    file: str | None = None
+    cell: int | None = None
+    line: int | None = None
+
+    @property
+    def violated(self) -> bool:
+        return self.ok is False
+
+
+@dataclass(frozen=True)
+class StaticReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def violations(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.violated)
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    """What running a submission produced. Paths point into its private work dir."""
+
+    status: Status  # GRADED here means "ran to the end"
+    reason: str | None
+    failed_cell: int | None
+    duration_s: float
+    executed_notebook: Path | None
+    probe_file: Path | None
+    outputs_text: str  # everything the notebook printed, for the reported accuracy
+
+
+@dataclass(frozen=True)
+class Measurement:
+    accuracy: float | None
+    reported_accuracy: float | None
+    correct: int | None
+    total: int | None
+    source: str | None  # "student-test-pass" or "probe-pass"
+    flags: tuple[str, ...]
+    notes: tuple[str, ...]
+    problem: str | None = None  # why there is no accuracy, when the run itself went fine
+
+
+@dataclass(frozen=True)
+class Score:
+    status: Status
+    score: int
+    max_score: int
+    bonus: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One student's result; ``to_json`` is the stable contract of ARCHITECTURE.md."""
+
+    student: str
+    source: str
+    status: Status
+    accuracy: float | None
+    reported_accuracy: float | None
+    score: int
+    max_score: int
+    bonus: int
+    checks: tuple[Check, ...]
+    flags: tuple[str, ...]
+    duration_s: float
+    reason: str | None = None
+    measured_by: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    report_pdf: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["checks"] = [asdict(c) for c in self.checks]
+        data["flags"] = list(self.flags)
+        data["notes"] = list(self.notes)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        fields = dict(data)
+        fields["status"] = Status(fields["status"])
+        fields["checks"] = tuple(Check(**c) for c in fields.get("checks", []))
+        fields["flags"] = tuple(fields.get("flags", []))
+        fields["notes"] = tuple(fields.get("notes", []))
+        return cls(**fields)
+
+    def write(self, path: Path) -> None:
+        """Write atomically (write, then rename) so a killed batch never leaves half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Result:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,211 @@
+"""Load rubric.yaml into typed, validated dataclasses. Errors name the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grader.errors import RubricError
+
+FROZEN_ITEMS = ("epochs", "valid_size", "linear_layers")
+LAYER_GROUPS = ("normalization", "dropout", "activation")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    at_least: float
+    points: int
+
+
+@dataclass(frozen=True)
+class AccuracyPolicy:
+    thresholds: tuple[Threshold, ...]  # ascending by at_least
+    max_points: int
+    bonus: Threshold
+    report_points: int
+    mismatch_tolerance: float
+
+
+@dataclass(frozen=True)
+class FilePatterns:
+    notebook: str
+    script: str
+    report: str
+
+    def account_of(self, name: str) -> tuple[str, str] | None:
+        """(account, kind) for a file name that matches a pattern, kind in notebook/script/report."""
+        for kind in ("report", "notebook", "script"):
+            match = _pattern_regex(getattr(self, kind)).fullmatch(name)
+            if match:
+                return match.group("account"), kind
+        return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    total_timeout_s: float
+    cell_timeout_s: float
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class Rubric:
+    homework: str
+    seed: int
+    files: FilePatterns
+    template: Path
+    accuracy: AccuracyPolicy
+    frozen: tuple[str, ...]
+    allowed_layers: tuple[str, ...]
+    violation_points: int
+    limits: Limits
+    path: Path
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    head, _, tail = pattern.partition("{account}")
+    return re.compile(re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]*?)" + re.escape(tail))
+
+
+def default_rubric_path() -> Path:
+    """--rubric, else $GRADER_RUBRIC, else ./rubric.yaml, else the one beside the package."""
+    env = os.environ.get("GRADER_RUBRIC")
+    if env:
+        return Path(env)
+    here = Path("rubric.yaml")
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parent.parent / "rubric.yaml"
+
+
+class _Fields:
+    """Typed access to one YAML mapping; every error names the dotted field."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise RubricError(f"rubric: {where or 'the file'} must be a mapping of fields")
+        self.data = data
+        self.where = where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str) -> Any:
+        if key not in self.data:
+            raise RubricError(f"rubric: field {self._name(key)} is missing")
+        return self.data[key]
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.get(key), self._name(key))
+
+    def number(self, key: str, minimum: float = 0) -> float:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise RubricError(f"rubric: {self._name(key)} must be a number >= {minimum:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise RubricError(f"rubric: {self._name(key)} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise RubricError(f"rubric: {self._name(key)} must be a non-empty string, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RubricError(f"rubric: {self._name(key)} must be a list of strings, got {value!r}")
+        return value
+
+
+def _threshold(data: Any, where: str) -> Threshold:
+    fields = _Fields(data, where)
+    return Threshold(at_least=fields.number("at_least"), points=fields.integer("points"))
+
+
+def _accuracy(fields: _Fields) -> AccuracyPolicy:
+    raw = fields.get("thresholds")
+    if not isinstance(raw, list) or not raw:
+        raise RubricError("rubric: accuracy.thresholds must be a non-empty list of {at_least, points}")
+    levels = [_threshold(item, f"accuracy.thresholds[{i}]") for i, item in enumerate(raw)]
+    for i, (low, high) in enumerate(zip(levels, levels[1:]), start=1):
+        if high.at_least <= low.at_least or high.points < low.points:
+            raise RubricError(
+                f"rubric: accuracy.thresholds[{i}] must have a higher at_least and no fewer points than the one before"
+            )
+    max_points = fields.integer("max_points")
+    if levels[-1].points > max_points:
+        raise RubricError(f"rubric: accuracy.max_points ({max_points}) is below the top threshold's points")
+    return AccuracyPolicy(
+        thresholds=tuple(levels),
+        max_points=max_points,
+        bonus=_threshold(fields.get("bonus"), "accuracy.bonus"),
+        report_points=fields.integer("report_points"),
+        mismatch_tolerance=fields.number("mismatch_tolerance"),
+    )
+
+
+def _files(fields: _Fields) -> FilePatterns:
+    patterns = {key: fields.text(key) for key in ("notebook", "script", "report")}
+    for key, pattern in patterns.items():
+        if pattern.count("{account}") != 1:
+            raise RubricError(f"rubric: files.{key} must contain {{account}} exactly once, got {pattern!r}")
+    return FilePatterns(**patterns)
+
+
+def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
+    unknown = sorted(set(fields.data) - set(LAYER_GROUPS))
+    if unknown:
+        raise RubricError(f"rubric: allowed_layers.{unknown[0]} is not a group; use {', '.join(LAYER_GROUPS)}")
+    return tuple(name for group in LAYER_GROUPS if group in fields.data for name in fields.strings(group))
+
+
+def parse_rubric(data: Any, path: Path) -> Rubric:
+    """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
+    top = _Fields(data, "")
+    frozen = top.strings("frozen")
+    for item in frozen:
+        if item not in FROZEN_ITEMS:
+            raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(FROZEN_ITEMS)}")
+    limits = top.sub("limits")
+    template = path.parent / top.sub("reference").text("template")
+    return Rubric(
+        homework=top.text("homework"),
+        seed=top.integer("seed"),
+        files=_files(top.sub("files")),
+        template=template,
+        accuracy=_accuracy(top.sub("accuracy")),
+        frozen=tuple(frozen),
+        allowed_layers=_allowed_layers(top.sub("allowed_layers")),
+        violation_points=top.sub("on_violation").integer("automatic_points"),
+        limits=Limits(
+            total_timeout_s=limits.number("total_timeout_s", minimum=1),
+            cell_timeout_s=limits.number("cell_timeout_s", minimum=1),
+            memory_mb=limits.integer("memory_mb", minimum=256),
+        ),
+        path=path,
+    )
+
+
+def load_rubric(path: Path | None = None) -> Rubric:
+    """Read and validate rubric.yaml (see ``default_rubric_path`` for where it is looked up)."""
+    path = path or default_rubric_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RubricError(f"rubric: cannot read {path}: {exc.strerror}; pass --rubric FILE") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"rubric: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_rubric(data, path.resolve())

@@ -1,0 +1,33 @@
+"""Rubric + rule verdicts + run + measurement -> Score. Pure policy, no I/O."""
+
+from __future__ import annotations
+
+from grader.results import ExecutionRecord, Measurement, Score, StaticReport, Status
+from grader.rubric import Rubric
+
+
+def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]:
+    """(points, bonus) for ``correct`` of ``total``; compared exactly, not on a rounded percent."""
+    policy = rubric.accuracy
+    reached = [t.points for t in policy.thresholds if correct * 100 >= t.at_least * total]
+    bonus = policy.bonus.points if correct * 100 >= policy.bonus.at_least * total else 0
+    return (max(reached) if reached else 0), bonus
+
+
+def score(rubric: Rubric, static: StaticReport, record: ExecutionRecord | None,
+          measurement: Measurement | None) -> Score:
+    """Decide status and points. A broken rule outranks a failed run; the accuracy is kept either way."""
+    max_score = rubric.accuracy.max_points
+    violations = static.violations
+    if violations:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        return Score(Status.VIOLATION, rubric.violation_points, max_score, 0, f"rule broken: {first.message}{more}")
+    if record is None or measurement is None:
+        return Score(Status.GRADED, 0, max_score, 0, "not run (static checks only)")
+    if record.status is not Status.GRADED:
+        return Score(record.status, 0, max_score, 0, record.reason)
+    if measurement.correct is None or measurement.total is None:
+        return Score(Status.ERROR, 0, max_score, 0, measurement.problem or "no accuracy could be measured")
+    points, bonus = accuracy_points(rubric, measurement.correct, measurement.total)
+    return Score(Status.GRADED, points, max_score, bonus, None)

@@ -1,0 +1,47 @@
+"""Shared fixtures: the shipped rubric, the template's facts, a tiny FashionMNIST."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinydata import make_tiny_fashion_mnist  # noqa: E402
+
+from grader.data import Dataset  # noqa: E402
+from grader.grade import Context  # noqa: E402
+from grader.reference import FrozenFacts, derive_facts  # noqa: E402
+from grader.rubric import Rubric, load_rubric  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def rubric() -> Rubric:
+    return load_rubric(ROOT / "rubric.yaml")
+
+
+@pytest.fixture(scope="session")
+def facts(rubric: Rubric) -> FrozenFacts:
+    return derive_facts(rubric.template)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("tiny-fmnist")))
+
+
+@pytest.fixture(scope="session")
+def tiny_context(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> Context:
+    return Context(rubric, facts, tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def run_context(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> Context:
+    """Runs on the tiny dataset with no frozen rules, for tests about execution alone."""
+    return Context(dataclasses.replace(rubric, frozen=()), facts, tiny_dataset)

@@ -1,0 +1,129 @@
+"""Real kernel runs on the tiny dataset: every fault becomes a status with a reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.grade import Context, grade_submission
+from grader.results import Result, Status
+from grader.submission import read_submission
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+DATA = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+from torchvision import datasets, transforms
+test_data = datasets.FashionMNIST('/content/drive/MyDrive/data', train=False, download=True, transform=transforms.ToTensor())
+test_loader = torch.utils.data.DataLoader(test_data, batch_size=16)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 512)
+        self.fc2 = nn.Linear(512, 256)
+        self.fc3 = nn.Linear(256, 10)
+    def forward(self, x):
+        x = x.view(-1, 28 * 28)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+model = Net()
+'''
+TEST_LOOP = '''
+correct = 0
+for data, target in test_loader:
+    pred = model(data).argmax(1)
+    correct += (pred == target).sum().item()
+print('Test Accuracy (Overall): %.2f%% (%d/%d)' % (100 * correct / len(test_data), correct, len(test_data)))
+'''
+
+
+def _grade(tmp_path: Path, context: Context, cells: list[str], name: str = "HW3_student.ipynb") -> Result:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    path = tmp_path / name
+    nbformat.write(notebook, str(path))
+    return grade_submission(read_submission(path, "student"), context, tmp_path / "work", tmp_path / "executed.ipynb")
+
+
+def test_tiny_training_is_graded_from_the_students_own_test_pass(tmp_path: Path, tiny_context: Context) -> None:
+    sub = read_submission(FIXTURES / "HW3_tinyok.py", "tinyok")
+    result = grade_submission(sub, tiny_context, tmp_path / "work", tmp_path / "executed.ipynb")
+    assert result.status is Status.GRADED, result.reason
+    assert result.measured_by == "student-test-pass"
+    assert result.accuracy is not None and result.accuracy >= 90
+    assert result.reported_accuracy == result.accuracy and not result.flags
+    assert (result.score, result.bonus) == (60, 5)
+    assert [c.ok for c in result.checks] == [True, True, True]
+    executed = nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4)
+    assert len(executed.cells) == len(sub.cells)  # the probe's cells are not in the saved notebook
+    assert "Test Accuracy (Overall)" in json.dumps(executed.cells[-1].outputs)
+
+
+def test_printed_accuracy_is_not_believed(tmp_path: Path, run_context: Context) -> None:
+    fake = TEST_LOOP.replace("print(", "print('Test Accuracy (Overall): 95.00% (9500/10000)')\n#")
+    result = _grade(tmp_path, run_context, [DATA, fake])
+    assert result.reported_accuracy == 95.0
+    assert result.accuracy is not None and result.accuracy < 40  # an untrained model
+    assert "reported-accuracy-mismatch" in result.flags and result.score == 0
+
+
+def test_exception_names_cell_and_line_and_keeps_the_accuracy(tmp_path: Path, run_context: Context) -> None:
+    result = _grade(tmp_path, run_context, [DATA, TEST_LOOP, "dataiter = iter(test_loader)\nimages, labels = dataiter.next()"])
+    assert result.status is Status.ERROR and result.score == 0
+    assert result.reason is not None and result.reason.startswith("cell 3, line 2: AttributeError")
+    assert result.accuracy is not None  # the test pass before the error was still measured
+
+
+def test_timeout_names_the_cell(tmp_path: Path, run_context: Context) -> None:
+    limits = dataclasses.replace(run_context.rubric.limits, total_timeout_s=6, cell_timeout_s=6)
+    context = dataclasses.replace(run_context, rubric=dataclasses.replace(run_context.rubric, limits=limits))
+    result = _grade(tmp_path, context, ["x = 1", "import time\nwhile True:\n    time.sleep(0.1)"])
+    assert result.status is Status.TIMEOUT
+    assert result.reason is not None and result.reason.startswith("cell 2: still running")
+
+
+def test_kernel_death_is_an_error_with_the_cell(tmp_path: Path, run_context: Context) -> None:
+    result = _grade(tmp_path, run_context, ["x = 1", "import os\nos._exit(3)"])
+    assert result.status is Status.ERROR
+    assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
+
+
+def test_a_notebook_without_a_model(tmp_path: Path, run_context: Context) -> None:
+    result = _grade(tmp_path, run_context, ["import numpy as np\nprint(np.arange(3))"])
+    assert result.status is Status.ERROR
+    assert result.reason is not None and "never built a model" in result.reason
+
+
+def test_without_a_test_loader_the_grader_predicts_itself(tmp_path: Path, run_context: Context) -> None:
+    direct = "with torch.no_grad():\n    out = model(test_data.data.float() / 255)\nprint('done')"
+    result = _grade(tmp_path, run_context, [DATA, direct])
+    assert result.status is Status.GRADED
+    assert result.measured_by == "probe-pass" and "no-test-pass" in result.flags
+
+
+TRAIN_NORMALIZED = '''
+train_data = datasets.FashionMNIST('data', train=True, download=False, transform=transforms.ToTensor())
+train_loader = torch.utils.data.DataLoader(train_data, batch_size=32, shuffle=True)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(3):
+    for data, target in train_loader:
+        opt.zero_grad()
+        F.cross_entropy(model(1 - data), target).backward()
+        opt.step()
+'''
+
+
+def test_preprocessing_inside_the_test_loop_is_honoured(tmp_path: Path, run_context: Context) -> None:
+    """The model was trained on inverted images and the test loop inverts too; a shuffled loader
+    with worker processes still maps every output to its test index."""
+    loop = TEST_LOOP.replace("model(data)", "model(1 - data)")
+    loader = "test_loader = torch.utils.data.DataLoader(test_data, batch_size=16, shuffle=True, num_workers=2)"
+    result = _grade(tmp_path, run_context, [DATA, TRAIN_NORMALIZED, loader, loop])
+    assert result.status is Status.GRADED, result.reason
+    assert result.measured_by == "student-test-pass"
+    assert result.accuracy is not None and result.accuracy >= 90
+    assert result.reported_accuracy == result.accuracy
+    assert "probe-pass-disagrees" in result.flags  # the grader's own pass does not invert

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from grader.errors import RubricError
+from grader.rubric import load_rubric, parse_rubric
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_rubric_matches_the_homework_policy() -> None:
+    rubric = load_rubric(ROOT / "rubric.yaml")
+    levels = [(t.at_least, t.points) for t in rubric.accuracy.thresholds]
+    assert levels == [(80, 30), (84, 50), (89, 60)]
+    assert (rubric.accuracy.bonus.at_least, rubric.accuracy.bonus.points) == (90, 5)
+    assert rubric.accuracy.max_points == 60 and rubric.accuracy.report_points == 40
+    assert rubric.frozen == ("epochs", "valid_size", "linear_layers")
+    assert "BatchNorm1d" in rubric.allowed_layers and "Dropout" in rubric.allowed_layers
+    assert rubric.template.is_file()
+    assert rubric.files.account_of("HW3_M112rhyang.ipynb") == ("M112rhyang", "notebook")
+    assert rubric.files.account_of("HW3_M112rhyang.py") == ("M112rhyang", "script")
+    assert rubric.files.account_of("HW3_Report_M112rhyang.pdf") == ("M112rhyang", "report")
+    assert rubric.files.account_of("homework3.ipynb") is None
+
+
+def _with(change: dict[str, Any]) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "rubric.yaml").read_text())
+    for dotted, value in change.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"seed": "zero"}, "seed must be an integer"),
+        ({"accuracy.max_points": None}, "field accuracy.max_points is missing"),
+        ({"accuracy.thresholds": []}, "accuracy.thresholds must be a non-empty list"),
+        ({"accuracy.bonus": {"at_least": "high", "points": 5}}, "accuracy.bonus.at_least must be a number"),
+        ({"files.notebook": "HW3.ipynb"}, "files.notebook must contain {account}"),
+        ({"frozen": ["epochs", "learning_rate"]}, "frozen item 'learning_rate' is unknown"),
+        ({"allowed_layers": {"weights": ["Conv2d"]}}, "allowed_layers.weights is not a group"),
+        ({"limits.total_timeout_s": 0}, "limits.total_timeout_s must be a number >= 1"),
+    ],
+)
+def test_a_wrong_field_names_the_field(change: dict[str, Any], expected: str) -> None:
+    with pytest.raises(RubricError) as info:
+        parse_rubric(_with(change), ROOT / "rubric.yaml")
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_thresholds_must_rise(tmp_path: Path) -> None:
+    data = _with({})
+    data["accuracy"]["thresholds"][1]["at_least"] = 70
+    with pytest.raises(RubricError, match=r"accuracy.thresholds\[1\]"):
+        parse_rubric(data, tmp_path / "rubric.yaml")
+
+
+def test_unreadable_or_invalid_yaml_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(RubricError, match="cannot read"):
+        load_rubric(tmp_path / "missing.yaml")
+    bad = tmp_path / "rubric.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(RubricError, match="not valid YAML"):
+        load_rubric(bad)
