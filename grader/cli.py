@@ -124,7 +124,10 @@ def _data(args: argparse.Namespace) -> ExitCode:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0)
     handlers = {"check": _check, "grade": _grade, "data": _data}
     try:
         return int(handlers[args.command](args))

@@ -77,6 +77,21 @@ def _assigned_name(parsed: ParsedCell, call: ast.Call) -> str | None:
     return None
 
 
+def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float]) -> list[str]:
+    """Names of constants in (0, 1) that scale a size (``valid_size * num_train``), best first."""
+    fractions = {name for name, value in constants.items() if 0 < value < 1}
+    scaling = [
+        side.id
+        for parsed in cells if parsed.tree
+        for node in ast.walk(parsed.tree)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)
+        for side in (node.left, node.right)
+        if isinstance(side, ast.Name) and side.id in fractions
+    ]
+    named = [name for name in fractions if "val" in name.lower()]
+    return list(dict.fromkeys(scaling + named))
+
+
 def derive_facts(template: Path) -> FrozenFacts:
     """Read the template and return its frozen facts; RubricError when one cannot be found."""
     try:
@@ -93,7 +108,7 @@ def derive_facts(template: Path) -> FrozenFacts:
                 epochs_name = epochs_name or (names[0] if names else None)
     if epochs_name is None:
         raise RubricError(f"reference template {template.name}: no training loop `for ... in range(n_epochs)` found")
-    valid = [name for name, value in constants.items() if "valid" in name.lower() and 0 < value < 1]
+    valid = _split_fractions(cells, constants)
     if not valid:
         raise RubricError(f"reference template {template.name}: no `valid_size = 0.x` assignment found")
     layers = tuple(LinearLayer(*linear_shape(call, constants), _assigned_name(parsed, call))

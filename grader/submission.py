@@ -63,7 +63,7 @@ def _cells_from_notebook(path: Path, text: str) -> list[Cell]:
     raw_cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(raw_cells, list):
         raise SubmissionError(f"{path.name}: not a Jupyter notebook (no 'cells' list); submit the .ipynb from Colab or Jupyter")
-    cells = []
+    cells: list[Cell] = []
     for number, raw in enumerate(raw_cells, start=1):
         if not isinstance(raw, dict):
             raise SubmissionError(f"{path.name}: cell {number} is not a notebook cell; download the notebook again")
@@ -82,7 +82,7 @@ def _cells_from_script(text: str) -> list[Cell]:
     if not starts:
         return [Cell(1, "code", text, 1)]
     bounds = ([0] if starts[0] > 0 else []) + starts + [len(lines)]
-    cells = []
+    cells: list[Cell] = []
     for begin, end in zip(bounds, bounds[1:]):
         body = lines[begin:end]
         first = begin

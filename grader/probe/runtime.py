@@ -171,7 +171,7 @@ def _patch_dataset(root: str) -> None:
         else:
             _state.test_sets.append(self)
 
-    FashionMNIST.__init__ = __init__  # type: ignore[method-assign]
+    FashionMNIST.__init__ = __init__
 
 
 def _patch_loaders() -> None:
@@ -341,7 +341,8 @@ def export() -> None:
             "covered": int(graded.seen.sum()),
             "batches": graded.batches,
         }
-        model, found_by = graded.model, "test-pass"
+        model: torch.nn.Module | None = graded.model
+        found_by = "test-pass"
     else:
         model, found_by = _find_model()
     if model is not None:

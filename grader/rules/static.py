@@ -7,6 +7,7 @@ when static analysis cannot tell, leaving it to the run.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable
 
 from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants
@@ -64,6 +65,16 @@ def _frozen_value(sub: Submission, cells: tuple[ParsedCell, ...], rule: str, nam
     return None
 
 
+def _range_count(args: list[ast.expr], constants: dict[str, float]) -> float | None:
+    """How many times ``range(*args)`` iterates, when its arguments are constants."""
+    values = [const_value(a, constants) for a in args]
+    if not 1 <= len(values) <= 3 or any(v is None for v in values):
+        return None
+    start, stop, step = (0.0, values[0], 1.0) if len(values) == 1 else (values[0], values[1], values[2] if len(values) == 3 else 1.0)
+    assert start is not None and stop is not None and step is not None
+    return max(0, math.ceil((stop - start) / step)) if step else None
+
+
 def check_epochs(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
     constants = top_level_constants(cells)
     problem = _frozen_value(sub, cells, "epochs", facts.epochs_name, facts.epochs, constants)
@@ -74,19 +85,13 @@ def check_epochs(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFa
         return _check(sub, "epochs", None, None, None, "no training loop `for ... in range(...)` found; the run will count epochs")
     for parsed, loop in loops:
         assert isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
-        args = loop.iter.args
-        values = [const_value(a, constants) for a in args]
-        count = (values[0] if len(values) == 1 else values[1] - values[0]
-                 if len(values) == 2 and None not in values else None)  # type: ignore[operator]
-        uses_name = any(isinstance(n, ast.Name) and n.id == facts.epochs_name for a in args for n in ast.walk(a))
+        count = _range_count(loop.iter.args, constants)
         shown = ast.unparse(loop.iter)
         if count is None:
             return _check(sub, "epochs", parsed, loop, None, f"the training loop runs {shown}; the run will count epochs")
         if count != facts.epochs:
             return _check(sub, "epochs", parsed, loop, False,
                           f"the training loop runs {shown}, {count:g} epochs; the homework fixes {facts.epochs}")
-        if not uses_name and not len(args) <= 2:
-            return _check(sub, "epochs", parsed, loop, None, f"the training loop runs {shown}; the run will count epochs")
     return Check("epochs", True, f"{facts.epochs_name} = {facts.epochs} and the training loop runs it", sub.path.name)
 
 
@@ -128,8 +133,8 @@ def check_layers(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFa
         parsed, call = loop_built[0]
         return _check(sub, "linear_layers", parsed, call, None, "Linear layers are built in a loop; the run will check them")
     if len(shapes) != len(expected):
-        parsed, call = calls[-1] if calls else (None, None)
-        return _check(sub, "linear_layers", parsed, call, False,
+        last_cell, last_call = calls[-1] if calls else (None, None)
+        return _check(sub, "linear_layers", last_cell, last_call, False,
                       f"the model has {len(shapes)} nn.Linear layers; the homework fixes {len(expected)}: "
                       + ", ".join(f"{i}->{o}" for i, o in expected))
     for (parsed, call), shape, want in zip(calls, shapes, expected):

@@ -1,0 +1,58 @@
+"""Grader overhead on a real run: `grader check X --run` against the bare notebook run.
+
+The bare run is `jupyter execute` (nbclient) on the same notebook in a folder whose data/
+points at the prepared FashionMNIST, so it trains exactly what the grader trains, without
+the probe, the measurement or the reports. Runs alternate; the medians and their ratio are
+printed.
+
+Usage: python benchmarks/bench_run.py [NOTEBOOK] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from grader.data import prepare
+
+    dataset = prepare()
+    notebook = Path(args.notebook).resolve()
+    bare, graded = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        (work / "data").symlink_to(dataset.root)
+        shutil.copy(notebook, work / notebook.name)
+        for _ in range(args.runs):
+            bare.append(_timed([str(BIN / "jupyter-execute"), notebook.name], work))
+            graded.append(_timed([str(BIN / "grader"), "check", str(notebook), "--run"], ROOT))
+    b, g = statistics.median(bare), statistics.median(graded)
+    print(f"{notebook.name}: bare run median {b:.1f} s {sorted(round(t, 1) for t in bare)}, "
+          f"grader check --run median {g:.1f} s {sorted(round(t, 1) for t in graded)}, ratio {g / b:.3f}")
+
+
+if __name__ == "__main__":
+    main()

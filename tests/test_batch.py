@@ -1,0 +1,71 @@
+"""A batch on the tiny dataset: every student gets a result, a row and a page; nothing is lost."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.batch import grade_directory
+from grader.grade import Context
+from grader.results import Result, Status
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    class_dir = tmp_path / "class"
+    (class_dir / "alice").mkdir(parents=True)
+    shutil.copy(FIXTURES / "HW3_tinyok.py", class_dir / "alice" / "HW3_alice.py")
+    (class_dir / "alice" / "HW3_Report_alice.pdf").write_bytes(b"%PDF-1.4")
+    wide = (FIXTURES / "HW3_tinyok.py").read_text().replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)")
+    (class_dir / "HW3_bob.py").write_text(wide.replace("nn.Linear(512, 256)", "nn.Linear(640, 256)"))
+    (class_dir / "HW3_carol.ipynb").write_text("{ this is not json")
+    (class_dir / "HW3_Report_dave.pdf").write_bytes(b"%PDF-1.4")
+    (class_dir / "random notes.txt").write_text("hi")
+    out = tmp_path / "out"
+    seen: list[str] = []
+    summary = grade_directory(class_dir, out, tiny_context, lambda r: seen.append(r.student))
+
+    results = {r.student: r for r in summary.results}
+    assert sorted(seen) == sorted(results) == ["alice", "bob", "carol", "dave"]
+    assert results["alice"].status is Status.GRADED and results["alice"].report_pdf == "HW3_Report_alice.pdf"
+    assert results["bob"].status is Status.VIOLATION and results["bob"].score == 0
+    assert results["bob"].accuracy is not None  # measured anyway, for the TA
+    layers = next(c for c in results["bob"].checks if c.id == "linear_layers")
+    assert layers.ok is False and "nn.Linear(784, 640) differs from the fixed 784->512" in layers.message
+    assert results["carol"].status is Status.ERROR and "broken JSON" in (results["carol"].reason or "")
+    assert results["dave"].status is Status.ERROR and "only the report PDF" in (results["dave"].reason or "")
+    assert summary.skipped == (("random notes.txt", "name matches no pattern (HW3_{account}.ipynb)"),)
+
+    for student, result in results.items():
+        assert Result.read(out / "results" / f"{student}.json") == result
+        assert (out / "students" / f"{student}.html").is_file()
+    rows = list(csv.DictReader((out / "gradebook.csv").open()))
+    assert [r["account"] for r in rows] == ["alice", "bob", "carol", "dave"]
+    assert rows[0]["automatic_score"] == "60" and rows[0]["bonus"] == "5" and rows[0]["report_present"] == "yes"
+    assert (out / "executed" / "HW3_alice.ipynb").exists() is False and (out / "executed" / "alice.ipynb").is_file()
+    index = (out / "index.html").read_text()
+    assert 'href="students/bob.html"' in index and "random notes.txt" in index
+
+
+def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_context: Context,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.batch
+
+    real = grader.batch.grade_submission
+
+    def flaky(sub, context, workdir, keep):  # type: ignore[no-untyped-def]
+        if sub.account == "boom":
+            raise RuntimeError("disk on fire")
+        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep)
+
+    monkeypatch.setattr(grader.batch, "grade_submission", flaky)
+    for account in ("boom", "fine"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
+    summary = grade_directory(tmp_path, tmp_path / "out", tiny_context)
+    results = {r.student: r for r in summary.results}
+    assert results["boom"].status is Status.ERROR and "internal grader error: RuntimeError: disk on fire" == results["boom"].reason
+    assert results["fine"].status is Status.GRADED

@@ -1,0 +1,61 @@
+"""Real end-to-end runs on the real FashionMNIST, through the installed `grader` command (minutes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GRADER = shutil.which("grader") or str(Path(sys.executable).parent / "grader")
+
+pytestmark = pytest.mark.slow
+
+
+def _grader(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRADER, *args], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+
+
+def test_reference_solution_reaches_the_top_level() -> None:
+    done = _grader("check", "reference/solutions/HW3_solution.ipynb", "--run", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "graded" and result["measured_by"] == "student-test-pass"
+    assert result["accuracy"] >= 89 and result["score"] == 60
+    assert result["bonus"] == (5 if result["accuracy"] >= 90 else 0)
+    assert abs(result["reported_accuracy"] - result["accuracy"]) <= 0.01 and result["flags"] == []
+
+
+def test_grading_the_shipped_submissions(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _grader("grade", "submissions", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    assert set(results) == {"baseline01", "M112rhyang", "wideboy", "bragger"}
+
+    baseline = results["baseline01"]  # the template as handed out
+    assert baseline["status"] == "graded" and 50 <= baseline["accuracy"] <= 61 and baseline["score"] == 0
+
+    solution = results["M112rhyang"]
+    assert solution["status"] == "graded" and solution["accuracy"] >= 89 and solution["score"] == 60
+    assert solution["report_pdf"] == "HW3_Report_M112rhyang.pdf"
+
+    wide = results["wideboy"]  # fc1 widened to 1024: a violation, accuracy still measured
+    assert wide["status"] == "violation" and wide["score"] == 0 and wide["accuracy"] is not None
+    layers = next(c for c in wide["checks"] if c["id"] == "linear_layers")
+    assert layers["ok"] is False and layers["cell"] is not None and layers["line"] is not None
+
+    bragger = results["bragger"]  # a Colab .py export that prints 95% but trains the baseline
+    assert bragger["reported_accuracy"] == 95.0
+    assert abs(bragger["accuracy"] - baseline["accuracy"]) < 0.01 and bragger["score"] == 0
+    assert "reported-accuracy-mismatch" in bragger["flags"]
+
+    rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
+    assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 4
+    assert len(list((out / "executed").glob("*.ipynb"))) == 4
