@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--rubric", type=Path, help="rubric.yaml to grade with (default: ./rubric.yaml, else the shipped one)")
         sub.add_argument("--data", type=Path, metavar="DIR", help="folder with the four FashionMNIST IDX files (default: the prepared cache)")
         sub.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for a whole notebook (overrides the rubric)")
+        sub.add_argument("--no-sandbox", action="store_true",
+                         help="run notebooks without bubblewrap isolation (only for code you trust)")
 
     check = commands.add_parser("check", help="check one notebook or script before submitting")
     check.add_argument("path", type=Path, help="the .ipynb (or Colab-exported .py)")
@@ -69,13 +71,20 @@ def _rubric(args: argparse.Namespace) -> Rubric:
     return rubric
 
 
-def _context(args: argparse.Namespace, run: bool) -> Context:
+def _context(args: argparse.Namespace, run: bool, sandboxed: bool = False) -> Context:
     from grader.data import prepare
     from grader.grade import Context
     from grader.reference import derive_facts
 
     rubric = _rubric(args)
-    return Context(rubric, derive_facts(rubric.template), prepare(args.data) if run else None)
+    return Context(rubric, derive_facts(rubric.template), prepare(args.data) if run else None, sandboxed)
+
+
+def _sandbox_reason(args: argparse.Namespace) -> str | None:
+    """Why runs will not be sandboxed (None: they will be)."""
+    from grader.sandbox import unavailable_reason
+
+    return "--no-sandbox was given" if args.no_sandbox else unavailable_reason()
 
 
 def _check(args: argparse.Namespace) -> ExitCode:
@@ -83,7 +92,10 @@ def _check(args: argparse.Namespace) -> ExitCode:
     from grader.report import check_text
     from grader.submission import read_submission
 
-    context = _context(args, args.run)
+    unsandboxed = _sandbox_reason(args) if args.run else None
+    if unsandboxed:  # a student's own code on their own machine: fine, but say so
+        print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
+    context = _context(args, args.run, sandboxed=args.run and unsandboxed is None)
     path: Path = args.path
     matched = context.rubric.files.account_of(path.name)
     notices = () if matched else (f"the file name should be {context.rubric.files.notebook} (or .py) when you submit",)
@@ -100,7 +112,11 @@ def _check(args: argparse.Namespace) -> ExitCode:
 def _grade(args: argparse.Namespace) -> ExitCode:
     from grader.batch import grade_directory
 
-    context = _context(args, run=True)
+    unsandboxed = _sandbox_reason(args)
+    if unsandboxed and not args.no_sandbox:
+        raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
+                          "or pass --no-sandbox to run it unisolated")
+    context = _context(args, run=True, sandboxed=unsandboxed is None)
 
     def progress(result: Result) -> None:
         accuracy = f"{result.accuracy:.2f}%" if result.accuracy is not None else "-"

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import shutil
 import struct
 import tempfile
@@ -23,6 +24,7 @@ FILES = {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+TEST_LABELS = "t10k-labels-idx1-ubyte"
 _STAMP = "verified.json"
 
 
@@ -36,9 +38,29 @@ class Dataset:
     def raw(self) -> Path:
         return self.root / "FashionMNIST" / "raw"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(self.raw / name for name in FILES)
+
     def test_labels(self) -> tuple[int, ...]:
         """The official test labels, read by the grader itself (never by student code)."""
-        return read_idx_labels(self.raw / "t10k-labels-idx1-ubyte")
+        return read_idx_labels(self.raw / TEST_LABELS)
+
+
+def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> Dataset:
+    """The dataset one run's kernel reads: links to the prepared files, and with
+    ``hide_test_labels`` a copy of the test labels in a random order the kernel cannot know."""
+    raw = Dataset(folder).raw
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        target = raw / name
+        if hide_test_labels and name == TEST_LABELS:
+            labels = list(dataset.test_labels())
+            random.SystemRandom().shuffle(labels)
+            target.write_bytes(struct.pack(">II", 2049, len(labels)) + bytes(labels))
+        else:
+            target.symlink_to((dataset.raw / name).resolve())
+    return Dataset(folder)
 
 
 def default_cache() -> Path:

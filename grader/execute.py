@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from grader.data import Dataset
 from grader.results import ExecutionRecord, Status
+from grader.sandbox import Sandbox, command, namespace_inits, prepare_workdir, wait_ended
 from grader.submission import Submission
 
 PROBE_FILE = "grader_probe.json"
@@ -32,15 +35,63 @@ _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How to run one submission: where, on which data, with which seed and limits."""
+    """How to run one submission: where, on which data, with which seed, limits and isolation."""
 
-    workdir: Path
-    dataset: Dataset
+    workdir: Path  # the notebook's working directory; the only place it may write when sandboxed
+    dataset: Dataset  # what the notebook's FashionMNIST(...) reads (bound read-only in the sandbox)
     seed: int
     cell_timeout_s: float
     total_timeout_s: float
+    sandbox: Sandbox | None = None  # None: a plain child process (a student's own machine)
+    max_output_bytes: int = 20 * 1024 * 1024
     num_classes: int = 10
     kernel_name: str = "python3"
+
+
+class _SandboxedKernelManager(AsyncKernelManager):
+    """Starts the kernel inside bubblewrap; talks to it over Unix sockets (no network inside)."""
+
+    wrapper: list[str] = []
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        os.chmod(self.connection_file, 0o644)  # the kernel runs as another user when the grader is root
+
+
+class _LimitedClient(NotebookClient):
+    """An nbclient that keeps at most ``budget`` bytes of output; the rest becomes one notice."""
+
+    def __init__(self, notebook: NotebookNode, budget: int, **kwargs: Any) -> None:
+        super().__init__(notebook, **kwargs)
+        self.budget = budget
+        self.truncated = False
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        self.budget -= len(json.dumps(msg.get("content", {})))
+        if self.budget >= 0:
+            return super().output(outs, msg, display_id, cell_index)
+        if not self.truncated:
+            self.truncated = True
+            outs.append(nbformat.v4.new_output("stream", name="stderr",
+                                               text="\n[grader: the rest of this notebook's output was not kept]\n"))
+        return None
+
+
+def _kernel_manager(plan: RunPlan) -> AsyncKernelManager:
+    # Async, as nbclient expects: a blocking client would wait forever for a dead kernel's output.
+    if plan.sandbox is None:
+        return AsyncKernelManager(kernel_name=plan.kernel_name)
+    sockets = plan.workdir / ".kernel"
+    sockets.mkdir(exist_ok=True)
+    prepare_workdir(plan.sandbox)
+    manager = _SandboxedKernelManager(kernel_name=plan.kernel_name, transport="ipc", ip=str(sockets / "s"),
+                                      connection_file=str(sockets / "kernel.json"))
+    manager.wrapper = command(plan.sandbox, _kernel_vars(plan))
+    return manager
 
 
 def build_notebook(submission: Submission) -> NotebookNode:
@@ -85,11 +136,61 @@ def _printed_text(cells: list[NotebookNode]) -> str:
     return "".join(parts)
 
 
-def _kernel_env(plan: RunPlan) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONHASHSEED"] = str(plan.seed)
-    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    return env
+def _kernel_vars(plan: RunPlan) -> dict[str, str]:
+    """Variables the kernel gets on top of its environment (or, sandboxed, instead of it)."""
+    return {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
+def _shut_down(manager: AsyncKernelManager) -> None:
+    """Kill the kernel; for a sandbox, return only once every process inside has ended."""
+    if not manager.has_kernel:
+        return
+    process = getattr(manager.provisioner, "process", None)
+    inits = namespace_inits(process.pid) if isinstance(manager, _SandboxedKernelManager) and process else []
+    run_sync(manager.shutdown_kernel)(now=True)
+    wait_ended(inits)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: Status
+    reason: str | None = None
+    failed_cell: int | None = None
+
+
+def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submission, plan: RunPlan,
+               started: float) -> _Outcome:
+    """Execute the cells in order; after a student cell fails, only the probe's export still runs."""
+    outcome = _Outcome(Status.GRADED)
+    last = len(notebook.cells) - 1
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code" or not cell.source.strip() or (outcome.status is not Status.GRADED and index != last):
+            continue  # after a failed student cell, only the probe's export still runs
+        number = submission.cells[index - 1].number if 0 < index < last else None
+        where = _where(submission, number, None) if number else "the grader's probe"
+        remaining = plan.total_timeout_s - (time.monotonic() - started)
+        client.timeout = max(1, int(min(plan.cell_timeout_s, remaining)))
+        if outcome.status is not Status.GRADED:  # only the export is left: its failure adds nothing
+            try:
+                client.execute_cell(cell, index)
+            except (CellTimeoutError, DeadKernelError, CellExecutionError):
+                pass
+            return outcome
+        try:
+            client.execute_cell(cell, index)
+        except CellTimeoutError:
+            limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
+            return _Outcome(Status.TIMEOUT, f"{where}: still running at the {limit} time limit ({client.timeout} s)", number)
+        except DeadKernelError:
+            return _Outcome(Status.ERROR, f"{where}: the kernel died (a crash, os._exit, or the memory limit)", number)
+        except CellExecutionError as exc:
+            if number is None:
+                return _Outcome(Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}")
+            reason = f"{_where(submission, number, _error_line(exc))}: {exc.ename}: {exc.evalue}"
+            if exc.ename == "MemoryError" and plan.sandbox is not None:
+                reason += f" (the memory limit of {plan.sandbox.limits.memory_mb} MB was hit)"
+            outcome = _Outcome(Status.ERROR, reason, number)
+    return outcome
 
 
 def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
@@ -97,62 +198,37 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
 
     An exception in a student cell stops the run (like `jupyter nbconvert --execute`), but the
     probe still exports what it recorded, so the TA sees the accuracy reached before the error.
+    The kernel is always shut down at the end; in a sandbox that ends every process it started.
     """
     plan.workdir.mkdir(parents=True, exist_ok=True)
     setup, export = _probe_cells(plan)
     notebook = build_notebook(submission)
     student_cells = list(notebook.cells)
     notebook.cells = [setup, *student_cells, export]
-    client = NotebookClient(
-        notebook,
-        timeout=int(plan.cell_timeout_s),
-        kernel_name=plan.kernel_name,
-        resources={"metadata": {"path": str(plan.workdir)}},
-        allow_errors=False,
-        record_timing=False,
-    )
+    manager = _kernel_manager(plan)
+    client = _LimitedClient(notebook, plan.max_output_bytes, km=manager, timeout=int(plan.cell_timeout_s),
+                            kernel_name=plan.kernel_name, resources={"metadata": {"path": str(plan.workdir)}},
+                            allow_errors=False, record_timing=False)
     started = time.monotonic()
-    status, reason, failed = Status.GRADED, None, None
-    log = (plan.workdir / KERNEL_LOG).open("wb")  # the kernel's own stderr, kept out of the TA's terminal
-    with log, client.setup_kernel(env=_kernel_env(plan), stdout=log, stderr=log):
-        for index, cell in enumerate(notebook.cells):
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            number = submission.cells[index - 1].number if 0 < index <= len(student_cells) else None
-            remaining = plan.total_timeout_s - (time.monotonic() - started)
-            client.timeout = max(1, int(min(plan.cell_timeout_s, remaining)))
-            is_export = index == len(notebook.cells) - 1
-            if status is not Status.GRADED and not is_export:
-                continue
-            try:
-                client.execute_cell(cell, index)
-            except CellTimeoutError:
-                limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
-                status, failed = Status.TIMEOUT, number
-                reason = f"{_where(submission, number, None) if number else 'the grader'}: still running at the {limit} time limit ({client.timeout} s)"
-                break
-            except DeadKernelError:
-                status, failed = Status.ERROR, number
-                where = _where(submission, number, None) if number else "the grader's export"
-                reason = f"{where}: the kernel died (a crash, os._exit, or out of memory)"
-                break
-            except CellExecutionError as exc:
-                if number is None:  # the grader's own cells
-                    status, reason = Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}"
-                    break
-                status, failed = Status.ERROR, number
-                reason = f"{_where(submission, number, _error_line(exc))}: {exc.ename}: {exc.evalue}"
-    duration = time.monotonic() - started
+    with (plan.workdir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
+        try:
+            with client.setup_kernel(env={**os.environ, **_kernel_vars(plan)}, stdout=log, stderr=log):
+                outcome = _run_cells(client, notebook, submission, plan, started)
+        except RuntimeError as exc:  # the kernel did not come up
+            outcome = _Outcome(Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}")
+        finally:
+            _shut_down(manager)
     notebook.cells = student_cells
     executed = plan.workdir / EXECUTED_FILE
     nbformat.write(notebook, str(executed))
     probe = plan.workdir / PROBE_FILE
     return ExecutionRecord(
-        status=status,
-        reason=reason,
-        failed_cell=failed,
-        duration_s=round(duration, 2),
+        status=outcome.status,
+        reason=outcome.reason,
+        failed_cell=outcome.failed_cell,
+        duration_s=round(time.monotonic() - started, 2),
         executed_notebook=executed,
         probe_file=probe if probe.is_file() else None,
         outputs_text=_printed_text(student_cells),
+        flags=("output-truncated",) if client.truncated else (),
     )

@@ -6,9 +6,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.data import Dataset
+from grader.data import Dataset, kernel_view
 from grader.reference import FrozenFacts
-from grader.results import ExecutionRecord, Measurement, Result, StaticReport
+from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport
 from grader.rubric import Rubric
 from grader.rules.static import check_static
 from grader.score import score
@@ -17,31 +17,59 @@ from grader.submission import Submission
 
 @dataclass(frozen=True)
 class Context:
-    """What every submission of a batch is graded against."""
+    """What every submission of a batch is graded against, and how it runs."""
 
     rubric: Rubric
     facts: FrozenFacts
     dataset: Dataset | None  # None: static checks only
+    sandboxed: bool = False  # run each kernel inside bubblewrap
 
 
-def run_submission(sub: Submission, context: Context, workdir: Path) -> tuple[ExecutionRecord, Measurement]:
-    """Execute in a kernel, then measure in this process."""
+@dataclass(frozen=True)
+class Run:
+    """What running a submission gave: the record, the measurement and the run-time rule verdicts."""
+
+    record: ExecutionRecord
+    measurement: Measurement
+    checks: tuple[Check, ...]
+
+
+def run_submission(sub: Submission, context: Context, workdir: Path) -> Run:
+    """Execute in a kernel, then measure and judge the rules in this process."""
     # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel machinery.
     from grader.execute import RunPlan, execute
     from grader.measure import measure
+    from grader.probe_file import read_probe
+    from grader.rules.runtime import check_runtime
+    from grader.sandbox import Sandbox, SandboxLimits, python_paths
 
     assert context.dataset is not None
-    rubric = context.rubric
-    plan = RunPlan(workdir=workdir, dataset=context.dataset, seed=rubric.seed,
-                   cell_timeout_s=rubric.limits.cell_timeout_s, total_timeout_s=rubric.limits.total_timeout_s)
+    rubric, limits = context.rubric, context.rubric.limits
+    view = kernel_view(context.dataset, workdir / "data", rubric.hide_test_labels)
+    work = workdir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    sandbox = None
+    if context.sandboxed:
+        sandbox = Sandbox(workdir=work, readonly=python_paths() + view.files,
+                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb))
+    plan = RunPlan(workdir=work, dataset=view, seed=rubric.seed, cell_timeout_s=limits.cell_timeout_s,
+                   total_timeout_s=limits.total_timeout_s, sandbox=sandbox,
+                   max_output_bytes=limits.max_output_mb * 1024 * 1024)
     record = execute(sub, plan)
-    return record, measure(record, context.dataset.test_labels(), rubric.accuracy.mismatch_tolerance)
+    probe = read_probe(record.probe_file)
+    measurement = measure(record, probe, context.dataset.test_labels(), rubric.accuracy.mismatch_tolerance,
+                          compare_reported=not rubric.hide_test_labels)
+    return Run(record, measurement, check_runtime(probe, context.facts, rubric))
 
 
-def assemble(sub: Submission, static: StaticReport, record: ExecutionRecord | None,
-             measurement: Measurement | None, context: Context) -> Result:
+def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Context) -> Result:
     """Score and wrap everything into the result record."""
-    verdict = score(context.rubric, static, record, measurement)
+    from grader.rules.runtime import disagreements
+
+    checks = static.checks + (run.checks if run else ())
+    measurement = run.measurement if run else None
+    verdict = score(context.rubric, checks, run.record if run else None, measurement)
+    differ = disagreements(checks)
     return Result(
         student=sub.account,
         source=sub.path.name,
@@ -51,12 +79,12 @@ def assemble(sub: Submission, static: StaticReport, record: ExecutionRecord | No
         score=verdict.score,
         max_score=verdict.max_score,
         bonus=verdict.bonus,
-        checks=static.checks,
-        flags=measurement.flags if measurement else (),
-        duration_s=record.duration_s if record else 0.0,
+        checks=checks,
+        flags=(run.record.flags + run.measurement.flags if run else ()) + (("static-run-disagree",) if differ else ()),
+        duration_s=run.record.duration_s if run else 0.0,
         reason=verdict.reason,
         measured_by=measurement.source if measurement else None,
-        notes=measurement.notes if measurement else (),
+        notes=(measurement.notes if measurement else ()) + differ,
         report_pdf=sub.report.name if sub.report else None,
     )
 
@@ -65,9 +93,9 @@ def grade_submission(sub: Submission, context: Context, workdir: Path, keep_exec
     """Check, run (when the context has a dataset), measure and score one submission."""
     static = check_static(sub, context.facts, context.rubric)
     if context.dataset is None:
-        return assemble(sub, static, None, None, context)
-    record, measurement = run_submission(sub, context, workdir)
-    if keep_executed is not None and record.executed_notebook is not None:
+        return assemble(sub, static, None, context)
+    run = run_submission(sub, context, workdir)
+    if keep_executed is not None and run.record.executed_notebook is not None:
         keep_executed.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(record.executed_notebook, keep_executed)
-    return assemble(sub, static, record, measurement, context)
+        shutil.copyfile(run.record.executed_notebook, keep_executed)
+    return assemble(sub, static, run, context)

@@ -6,9 +6,7 @@ read as plain JSON and validated field by field; nothing in it is executed or un
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from grader.results import ExecutionRecord, Measurement
@@ -43,27 +41,22 @@ def _predictions(section: Any, total: int, classes: int) -> list[int] | None:
     return values
 
 
-def _read_probe(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, float]:
     correct = sum(1 for p, y in zip(predictions, labels) if p == y)
     return correct, 100.0 * correct / len(labels)
 
 
-def measure(record: ExecutionRecord, labels: tuple[int, ...], tolerance: float, classes: int = 10) -> Measurement:
-    """Accuracy from the student's own last test pass, else from the probe's pass; with flags."""
+def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple[int, ...], tolerance: float,
+            compare_reported: bool = True, classes: int = 10) -> Measurement:
+    """Accuracy from the student's own last test pass, else from the probe's pass; with flags.
+
+    ``probe`` is the probe's record (see probe_file.read_probe), None when there is none.
+    ``compare_reported`` is False when the kernel saw shuffled test labels: what it printed then
+    says nothing about the model.
+    """
     reported = reported_accuracy(record.outputs_text)
     flags: list[str] = []
     notes: list[str] = []
-    probe = _read_probe(record.probe_file)
     if probe is None:
         problem = None if record.reason else "the grader's probe wrote no readable record"
         return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
@@ -101,7 +94,9 @@ def measure(record: ExecutionRecord, labels: tuple[int, ...], tolerance: float, 
         return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
     correct, accuracy = _accuracy(predictions, labels)
     accuracy = round(accuracy, 2)
-    if reported is None:
+    if not compare_reported:
+        notes.append("the test labels were hidden from the notebook, so its printed accuracy is not compared")
+    elif reported is None:
         flags.append("no-reported-accuracy")
     elif abs(reported - accuracy) > tolerance:
         flags.append("reported-accuracy-mismatch")

@@ -26,6 +26,7 @@ class Check:
     file: str | None = None
     cell: int | None = None
     line: int | None = None
+    stage: str = "static"  # "static" (the code as written) or "run" (what the run recorded)
 
     @property
     def violated(self) -> bool:
@@ -52,6 +53,7 @@ class ExecutionRecord:
     executed_notebook: Path | None
     probe_file: Path | None
     outputs_text: str  # everything the notebook printed, for the reported accuracy
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ class Limits:
     total_timeout_s: float
     cell_timeout_s: float
     memory_mb: int
+    max_processes: int
+    max_file_mb: int
+    max_output_mb: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Rubric:
     allowed_layers: tuple[str, ...]
     violation_points: int
     limits: Limits
+    hide_test_labels: bool
     path: Path
 
 
@@ -120,6 +124,12 @@ class _Fields:
         if not isinstance(value, str) or not value.strip():
             raise RubricError(f"rubric: {self._name(key)} must be a non-empty string, got {value!r}")
         return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(key)
+        if value not in allowed:
+            raise RubricError(f"rubric: {self._name(key)} must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
 
     def strings(self, key: str) -> list[str]:
         value = self.get(key)
@@ -192,7 +202,11 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             total_timeout_s=limits.number("total_timeout_s", minimum=1),
             cell_timeout_s=limits.number("cell_timeout_s", minimum=1),
             memory_mb=limits.integer("memory_mb", minimum=256),
+            max_processes=limits.integer("max_processes", minimum=16),
+            max_file_mb=limits.integer("max_file_mb", minimum=1),
+            max_output_mb=limits.integer("max_output_mb", minimum=1),
         ),
+        hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
         path=path,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grader.results import ExecutionRecord, Measurement, Score, StaticReport, Status
+from grader.results import Check, ExecutionRecord, Measurement, Score, Status
 from grader.rubric import Rubric
 
 
@@ -14,11 +14,12 @@ def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]
     return (max(reached) if reached else 0), bonus
 
 
-def score(rubric: Rubric, static: StaticReport, record: ExecutionRecord | None,
+def score(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,
           measurement: Measurement | None) -> Score:
-    """Decide status and points. A broken rule outranks a failed run; the accuracy is kept either way."""
+    """Decide status and points. A broken rule (static or at run time) outranks a failed run;
+    the accuracy is kept either way."""
     max_score = rubric.accuracy.max_points
-    violations = static.violations
+    violations = [c for c in checks if c.violated]
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""

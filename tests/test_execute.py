@@ -56,7 +56,7 @@ def test_tiny_training_is_graded_from_the_students_own_test_pass(tmp_path: Path,
     assert result.accuracy is not None and result.accuracy >= 90
     assert result.reported_accuracy == result.accuracy and not result.flags
     assert (result.score, result.bonus) == (60, 5)
-    assert [c.ok for c in result.checks] == [True, True, True]
+    assert [(c.stage, c.ok) for c in result.checks] == [("static", True)] * 3 + [("run", True)] * 3
     executed = nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4)
     assert len(executed.cells) == len(sub.cells)  # the probe's cells are not in the saved notebook
     assert "Test Accuracy (Overall)" in json.dumps(executed.cells[-1].outputs)
@@ -89,6 +89,12 @@ def test_kernel_death_is_an_error_with_the_cell(tmp_path: Path, run_context: Con
     result = _grade(tmp_path, run_context, ["x = 1", "import os\nos._exit(3)"])
     assert result.status is Status.ERROR
     assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
+
+
+def test_colab_only_calls_do_not_break_the_run(tmp_path: Path, run_context: Context) -> None:
+    colab = "from google.colab import drive, files\ndrive.mount('/content/drive')\nfiles.download('model.pt')"
+    result = _grade(tmp_path, run_context, [colab, DATA, TEST_LOOP])
+    assert result.status is Status.GRADED, result.reason
 
 
 def test_a_notebook_without_a_model(tmp_path: Path, run_context: Context) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from grader.measure import measure, reported_accuracy
+from grader.probe_file import read_probe
 from grader.results import ExecutionRecord, Status
 
 LABELS = tuple(i % 10 for i in range(100))
@@ -26,12 +27,13 @@ def test_reported_accuracy(printed: str, expected: float | None) -> None:
     assert reported_accuracy(printed) == expected
 
 
-def _record(tmp_path: Path, probe: dict[str, Any] | str | None, printed: str = "") -> ExecutionRecord:
+def _record(tmp_path: Path, probe: dict[str, Any] | str | None, printed: str = "") -> tuple[ExecutionRecord, Any]:
+    """An execution record and the probe record as the grader reads it back from disk."""
     path = None
     if probe is not None:
         path = tmp_path / "probe.json"
         path.write_text(probe if isinstance(probe, str) else json.dumps(probe))
-    return ExecutionRecord(Status.GRADED, None, None, 1.0, None, path, printed)
+    return ExecutionRecord(Status.GRADED, None, None, 1.0, None, path, printed), read_probe(path)
 
 
 def _predictions(correct: int) -> list[int]:
@@ -40,13 +42,13 @@ def _predictions(correct: int) -> list[int]:
 
 def test_student_pass_is_graded_and_printed_value_compared(tmp_path: Path) -> None:
     probe = {"student_pass": {"predictions": _predictions(56)}, "probe_pass": {"predictions": _predictions(56)}, "model": {}}
-    m = measure(_record(tmp_path, probe, "Test Accuracy (Overall): 95.00% (95/100)"), LABELS, 0.5)
+    m = measure(*_record(tmp_path, probe, "Test Accuracy (Overall): 95.00% (95/100)"), LABELS, 0.5)
     assert (m.accuracy, m.correct, m.source, m.reported_accuracy) == (56.0, 56, "student-test-pass", 95.0)
     assert m.flags == ("reported-accuracy-mismatch",)
 
 
 def test_probe_pass_is_the_fallback(tmp_path: Path) -> None:
-    m = measure(_record(tmp_path, {"student_pass": None, "probe_pass": {"predictions": _predictions(90)}, "model": {}},
+    m = measure(*_record(tmp_path, {"student_pass": None, "probe_pass": {"predictions": _predictions(90)}, "model": {}},
                         "Test Accuracy (Overall): 90.00%"), LABELS, 0.5)
     assert (m.accuracy, m.source) == (90.0, "probe-pass")
     assert "no-test-pass" in m.flags and "reported-accuracy-mismatch" not in m.flags
@@ -54,7 +56,7 @@ def test_probe_pass_is_the_fallback(tmp_path: Path) -> None:
 
 def test_disagreeing_passes_are_flagged_and_student_pass_wins(tmp_path: Path) -> None:
     probe = {"student_pass": {"predictions": _predictions(80)}, "probe_pass": {"predictions": _predictions(70)}, "model": {}}
-    m = measure(_record(tmp_path, probe), LABELS, 0.5)
+    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
     assert m.accuracy == 80.0 and "probe-pass-disagrees" in m.flags and "no-reported-accuracy" in m.flags
 
 
@@ -62,7 +64,7 @@ def test_incomplete_pass_is_filled_from_the_probe(tmp_path: Path) -> None:
     student = _predictions(100)
     student[-4:] = [-1] * 4
     probe = {"student_pass": {"predictions": student}, "probe_pass": {"predictions": _predictions(98)}, "model": {}}
-    m = measure(_record(tmp_path, probe), LABELS, 0.5)
+    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
     assert m.correct == 98 and "test-pass-incomplete" in m.flags
 
 
@@ -76,12 +78,12 @@ def test_incomplete_pass_is_filled_from_the_probe(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_predictions_are_never_trusted(tmp_path: Path, probe: dict[str, Any]) -> None:
-    m = measure(_record(tmp_path, probe), LABELS, 0.5)
+    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
     assert m.accuracy is None and "probe-output-invalid" in m.flags
 
 
 def test_no_model_and_unreadable_probe(tmp_path: Path) -> None:
-    m = measure(_record(tmp_path, {"student_pass": None, "probe_pass": None, "model": None}), LABELS, 0.5)
+    m = measure(*_record(tmp_path, {"student_pass": None, "probe_pass": None, "model": None}), LABELS, 0.5)
     assert m.accuracy is None and m.problem is not None and "never built a model" in m.problem
-    m = measure(_record(tmp_path, "not json"), LABELS, 0.5)
+    m = measure(*_record(tmp_path, "not json"), LABELS, 0.5)
     assert m.accuracy is None and m.problem is not None and "no readable record" in m.problem

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from grader.results import Check, ExecutionRecord, Measurement, StaticReport, Status
+from grader.results import Check, ExecutionRecord, Measurement, Status
 from grader.rubric import Rubric
 from grader.score import accuracy_points, score
 
-CLEAN = StaticReport((Check("epochs", True, "ok"),))
+CLEAN = (Check("epochs", True, "ok"),)
 RAN = ExecutionRecord(Status.GRADED, None, None, 10.0, None, None, "")
 
 
@@ -28,7 +28,8 @@ def test_graded_run(rubric: Rubric) -> None:
 
 
 def test_violation_costs_the_automatic_points(rubric: Rubric) -> None:
-    broken = StaticReport((Check("epochs", False, "cell 5, line 1: n_epochs is 20; the homework fixes it at 10"),))
+    broken = (Check("epochs", False, "cell 5, line 1: n_epochs is 20; the homework fixes it at 10"),
+              Check("epochs", True, "trained for 10 passes", stage="run"))
     s = score(rubric, broken, RAN, _measured(9100))
     assert (s.status, s.score, s.bonus) == (Status.VIOLATION, 0, 0)
     assert s.reason is not None and "n_epochs is 20" in s.reason

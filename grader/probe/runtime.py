@@ -20,6 +20,8 @@ import sys
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
@@ -44,48 +46,87 @@ class _Pass:
         self.model = model
 
 
+class _TrainPass:
+    """One iteration over a loader of the training set: which indices it drew, which optimizers stepped."""
+
+    def __init__(self, mapping: list[int] | None, size: int) -> None:
+        self.mapping = mapping
+        self.drawn = torch.zeros(size, dtype=torch.bool)
+        self.batches = 0
+        self.steps = 0
+        self.param_ids: set[int] = set()
+        self.optimizers: set[int] = set()
+        self.complete = False
+
+    def add(self, loader_indices: list[int]) -> None:
+        indices = loader_indices if self.mapping is None else [self.mapping[i] for i in loader_indices]
+        self.drawn[torch.tensor(indices, dtype=torch.long)] = True
+        self.batches += 1
+
+    def stepped(self, optimizer: torch.optim.Optimizer) -> None:
+        self.steps += 1
+        if id(optimizer) not in self.optimizers:
+            self.optimizers.add(id(optimizer))
+            self.param_ids.update(id(p) for group in optimizer.param_groups for p in group["params"])
+
+
 class _State:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.classes = int(config["num_classes"])
         self.test_sets: list[FashionMNIST] = []
-        self.train_ids: set[int] = set()
-        self.creating: _Pass | None = None  # the pass whose iterator is being constructed
+        self.train_sets: list[FashionMNIST] = []
+        self.train_passes: list[_TrainPass] = []
+        self.training: _TrainPass | None = None  # the train pass that last yielded a batch
+        self.creating: _Pass | _TrainPass | None = None  # the pass whose iterator is being constructed
         self.open: _Pass | None = None  # the pass currently being iterated
         self.graded: _Pass | None = None  # the last complete pass that recorded outputs
         self.batch: torch.Tensor | None = None  # test indices of the batch just yielded
         self.outer: torch.nn.Module | None = None  # outermost module in the current call
         self.hooks: list[Any] = []
         self.complete_test_passes = 0
-        self.train_loader_passes = 0
         self.internal = False
 
     # -- which loader is a test loader -------------------------------------------------
-    def test_mapping(self, dataset: Any, top: bool = True) -> Any:
-        """None for the test set itself, a list of test indices for a Subset, or _NOT_TEST."""
-        if any(dataset is t for t in self.test_sets):
+    @staticmethod
+    def mapping(dataset: Any, known: list[FashionMNIST], top: bool = True) -> Any:
+        """How loader indices map onto one of ``known``: None for the dataset itself, a list of
+        indices for a Subset of it, or _NOT_TEST when the loader reads something else."""
+        if any(dataset is k for k in known):
             return None
         if isinstance(dataset, Subset):
-            inner = self.test_mapping(dataset.dataset, top=False)
+            inner = _State.mapping(dataset.dataset, known, top=False)
             if inner is _NOT_TEST:
                 return _NOT_TEST
             return [int(i) if inner is None else inner[int(i)] for i in dataset.indices]
-        if top and hasattr(dataset, "__dict__"):  # a student's wrapper Dataset around the test set
+        if top and hasattr(dataset, "__dict__"):  # a student's wrapper Dataset around it
             for value in vars(dataset).values():
-                if any(value is t for t in self.test_sets) and _safe_len(dataset) == len(value):
+                if any(value is k for k in known) and _safe_len(dataset) == len(value):
                     return None
         return _NOT_TEST
 
-    def start_pass(self, dataset: Any) -> _Pass | None:
+    def start_pass(self, dataset: Any) -> _Pass | _TrainPass | None:
         self.end_open_pass()
-        mapping = self.test_mapping(dataset)
-        if mapping is _NOT_TEST:
-            if id(dataset) in self.train_ids or id(getattr(dataset, "dataset", None)) in self.train_ids:
-                self.train_loader_passes += 1
-            return None
-        size = len(self.test_sets[-1])
-        self.open = _Pass(mapping, size, self.classes)
-        return self.open
+        mapping = self.mapping(dataset, self.test_sets)
+        if mapping is not _NOT_TEST:
+            self.open = _Pass(mapping, len(self.test_sets[-1]), self.classes)
+            return self.open
+        mapping = self.mapping(dataset, self.train_sets)
+        if mapping is not _NOT_TEST:
+            train = _TrainPass(mapping, len(self.train_sets[-1]))
+            self.train_passes.append(train)
+            return train
+        return None
+
+    def on_train_batch(self, track: _TrainPass, loader_indices: Any) -> None:
+        if loader_indices is None:
+            return
+        track.add([loader_indices] if isinstance(loader_indices, int) else [int(i) for i in loader_indices])
+        self.training = track
+
+    def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.training is not None and not self.internal:
+            self.training.stepped(optimizer)
 
     def end_open_pass(self, complete: bool = False) -> None:
         current = self.open
@@ -167,7 +208,7 @@ def _patch_dataset(root: str) -> None:
         original(*bound.args, **bound.kwargs)
         assert _state is not None
         if bound.arguments.get("train", True):
-            _state.train_ids.add(id(self))
+            _state.train_sets.append(self)
         else:
             _state.test_sets.append(self)
 
@@ -215,9 +256,15 @@ def _patch_loaders() -> None:
         except StopIteration:
             if track is _state.open:
                 _state.end_open_pass(complete=True)
+            elif isinstance(track, _TrainPass):
+                track.complete = True
             raise
         pending = self.__dict__.get("_grader_pending")
-        _state.on_batch(track, pending.popleft() if pending else None)
+        indices = pending.popleft() if pending else None
+        if isinstance(track, _TrainPass):
+            _state.on_train_batch(track, indices)
+        else:
+            _state.on_batch(track, indices)
         return batch
 
     DataLoader.__iter__ = __iter__  # type: ignore[method-assign]
@@ -238,6 +285,32 @@ def _seed(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _stub_colab() -> None:
+    """Colab exports call drive.mount() and files.download(); outside Colab those become no-ops."""
+    import importlib
+    import importlib.util
+    import types
+
+    try:
+        if importlib.util.find_spec("google.colab") is not None:
+            return
+    except ImportError:
+        pass
+    colab, drive, files = (types.ModuleType(f"google.colab{suffix}") for suffix in ("", ".drive", ".files"))
+    setattr(drive, "mount", lambda *args, **kwargs: print("[grader] drive.mount() skipped: the grader provides the data"))
+    setattr(files, "download", lambda *args, **kwargs: None)
+    setattr(files, "upload", lambda *args, **kwargs: {})
+    setattr(colab, "drive", drive)
+    setattr(colab, "files", files)
+    try:
+        google = importlib.import_module("google")  # a real namespace package (protobuf) keeps working
+    except ImportError:
+        google = types.ModuleType("google")
+        google.__path__ = []
+    setattr(google, "colab", colab)
+    sys.modules.update({"google": google, "google.colab": colab, "google.colab.drive": drive, "google.colab.files": files})
+
+
 def install(config: dict[str, Any]) -> None:
     """Seed, redirect the dataset and start recording. Called once, before student code."""
     global _state
@@ -245,6 +318,8 @@ def install(config: dict[str, Any]) -> None:
     _seed(int(config["seed"]))
     _patch_dataset(str(config["data_root"]))
     _patch_loaders()
+    _stub_colab()
+    register_optimizer_step_post_hook(_state.on_step)
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -277,32 +352,125 @@ def _find_model() -> tuple[torch.nn.Module | None, str]:
     return None, "none"
 
 
+def _forward(model: torch.nn.Module, images: torch.Tensor) -> Any:
+    try:
+        return model(images)
+    except Exception:  # noqa: BLE001 - the model may want flattened input
+        return model(images.reshape(images.shape[0], -1))
+
+
+class _Internal:
+    """Eval mode, no grad, and the probe's own loaders not counted as the student's passes."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.was_training = model.training
+        self.no_grad = torch.no_grad()
+
+    def __enter__(self) -> torch.device:
+        assert _state is not None
+        _state.internal = True
+        self.model.eval()
+        self.no_grad.__enter__()
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def __exit__(self, *exc: object) -> None:
+        assert _state is not None
+        self.no_grad.__exit__(None, None, None)
+        self.model.train(self.was_training)
+        _state.internal = False
+
+
 def _probe_pass(model: torch.nn.Module, dataset: Any, classes: int) -> list[int]:
     """Predict every test image with the test dataset's transform, in eval mode."""
-    assert _state is not None
-    device = next(model.parameters()).device
-    was_training = model.training
-    _state.internal = True
     predictions: list[int] = []
-    try:
-        model.eval()
-        loader = DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0)
-        with torch.no_grad():
-            for images, _labels in loader:
-                images = images.to(device)
-                try:
-                    output = model(images)
-                except Exception:  # noqa: BLE001 - the model may want flattened input
-                    output = model(images.reshape(images.shape[0], -1))
-                if isinstance(output, (tuple, list)):
-                    output = output[0]
-                if output.dim() != 2 or output.shape[1] != classes:
-                    raise ValueError(f"the model's output has shape {tuple(output.shape)}, not (batch, {classes})")
-                predictions.extend(int(p) for p in output.argmax(1).cpu())
-    finally:
-        model.train(was_training)
-        _state.internal = False
+    with _Internal(model) as device:
+        for images, _labels in DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0):
+            output = _forward(model, images.to(device))
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            if output.dim() != 2 or output.shape[1] != classes:
+                raise ValueError(f"the model's output has shape {tuple(output.shape)}, not (batch, {classes})")
+            predictions.extend(int(p) for p in output.argmax(1).cpu())
     return predictions
+
+
+# Tensor ops that apply weights: matrix products, convolutions, embeddings, recurrent cells, attention.
+_WEIGHT_OPS = frozenset({
+    "mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv", "dot", "vdot", "linear", "einsum",
+    "convolution", "_convolution", "convolution_overrideable", "cudnn_convolution", "mkldnn_convolution",
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "embedding", "embedding_bag", "_embedding_bag", "lstm", "gru", "rnn_tanh", "rnn_relu",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math",
+})
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records the weight-applying ops of one forward pass, with their operand shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[dict[str, Any]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = func._overloadpacket.__name__
+        if name in _WEIGHT_OPS and len(self.ops) < 200:
+            self.ops.append({"op": name, "shapes": [list(a.shape) for a in args if isinstance(a, torch.Tensor)]})
+        return func(*args, **(kwargs or {}))
+
+
+def _architecture(model: torch.nn.Module, dataset: Any) -> dict[str, Any]:
+    """What the trained model is made of: modules owning parameters, and the weight ops of a real forward."""
+    owners = [
+        {"module": name or "(model)", "type": type(module).__name__,
+         "shapes": [list(p.shape) for p in module.parameters(recurse=False)]}
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
+    record: dict[str, Any] = {"parameters": owners[:200], "ops": None, "error": None}
+    try:
+        images = torch.stack([dataset[i][0] for i in range(2)])
+        with _Internal(model) as device:
+            recorder = _OpRecorder()
+            with recorder:
+                _forward(model, images.to(device))
+        record["ops"] = recorder.ops
+    except Exception as exc:  # noqa: BLE001 - recorded, judged by the grader
+        record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return record
+
+
+def _training(state: _State, model: torch.nn.Module | None) -> dict[str, Any]:
+    """The passes over the training set, which trained model each stepped, and the split they drew.
+
+    A trained model is identified by the set of parameters its optimizer updated. When the graded
+    model itself was never stepped (it loaded a candidate's checkpoint), its training is that of
+    all trained models together, and the grader judges them all.
+    """
+    if not state.train_sets:
+        return {"dataset_size": None, "passes": [], "trained_indices": 0, "validation_indices": 0, "overlap": 0,
+                "lineage": "none"}
+    size = len(state.train_sets[-1])
+    params = {id(p) for p in model.parameters()} if model is not None else set()
+    direct = [tp for tp in state.train_passes if tp.param_ids & params]
+    stepped = direct or [tp for tp in state.train_passes if tp.steps]
+    trained = torch.zeros(size, dtype=torch.bool)
+    for tp in stepped:
+        trained |= tp.drawn
+    validation = torch.zeros(size, dtype=torch.bool)
+    groups: dict[frozenset[int], int] = {}
+    passes = []
+    for tp in state.train_passes:
+        if not tp.steps and bool((tp.drawn & ~trained).any()):
+            validation |= tp.drawn  # an evaluation pass reaching beyond the training images
+        group = groups.setdefault(frozenset(tp.param_ids), len(groups)) if tp.steps else None
+        passes.append({"complete": tp.complete, "batches": tp.batches, "samples": int(tp.drawn.sum()),
+                       "steps": tp.steps, "updates_model": tp in direct, "trained_model": group})
+    return {"dataset_size": size, "passes": passes[:2000], "trained_indices": int(trained.sum()),
+            "validation_indices": int(validation.sum()), "overlap": int((trained & validation).sum()),
+            "lineage": "direct" if direct else ("loaded" if stepped else "none")}
 
 
 def _describe(model: torch.nn.Module, found_by: str) -> dict[str, Any]:
@@ -328,11 +496,11 @@ def export() -> None:
         "version": 1,
         "num_classes": classes,
         "complete_test_passes": state.complete_test_passes,
-        "train_loader_passes": state.train_loader_passes,
         "student_pass": None,
         "probe_pass": None,
         "probe_error": None,
         "model": None,
+        "architecture": None,
     }
     if graded is not None and graded.model is not None:
         predictions = graded.probs.argmax(1)
@@ -345,6 +513,7 @@ def export() -> None:
         found_by = "test-pass"
     else:
         model, found_by = _find_model()
+    report["training"] = _training(state, model)
     if model is not None:
         report["model"] = _describe(model, found_by)
         dataset = state.test_sets[-1] if state.test_sets else None
@@ -353,6 +522,7 @@ def export() -> None:
 
             dataset = FashionMNIST(str(state.config["data_root"]), train=False, transform=transforms.ToTensor())
         report["num_test"] = len(dataset)
+        report["architecture"] = _architecture(model, dataset)
         try:
             report["probe_pass"] = {"predictions": _probe_pass(model, dataset, classes)}
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the grader

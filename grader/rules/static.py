@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections import Counter
 from collections.abc import Callable
 
 from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants
@@ -75,6 +76,34 @@ def _range_count(args: list[ast.expr], constants: dict[str, float]) -> float | N
     return max(0, math.ceil((stop - start) / step)) if step else None
 
 
+def _enclosing_functions(cells: tuple[ParsedCell, ...]) -> dict[int, ast.FunctionDef]:
+    """id(node) -> the innermost function definition around it."""
+    owner: dict[int, ast.FunctionDef] = {}
+    for parsed in cells:
+        for function in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.FunctionDef)) if parsed.tree else ():
+            for node in ast.walk(function):
+                owner[id(node)] = function
+    return owner
+
+
+def _count_through_calls(cells: tuple[ParsedCell, ...], function: ast.FunctionDef, args: list[ast.expr],
+                         constants: dict[str, float]) -> float | None:
+    """The loop count when ``range`` takes a parameter of ``function`` (``def train(model, n_epochs)``)
+    and every call of the function passes the same constant (or leaves the default)."""
+    params = [a.arg for a in function.args.args]
+    defaults = dict(zip(params[len(params) - len(function.args.defaults):], function.args.defaults))
+    counts = set()
+    for parsed in cells:
+        for call in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.Call)) if parsed.tree else ():
+            if dotted(call.func) != function.name:
+                continue
+            passed = dict(zip(params, call.args)) | {k.arg: k.value for k in call.keywords if k.arg}
+            values = {p: const_value(passed.get(p, defaults.get(p)) or ast.Constant(None), constants) for p in params}
+            known = {name: value for name, value in values.items() if value is not None}
+            counts.add(_range_count(args, {**constants, **known}))
+    return counts.pop() if len(counts) == 1 else None
+
+
 def check_epochs(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
     constants = top_level_constants(cells)
     problem = _frozen_value(sub, cells, "epochs", facts.epochs_name, facts.epochs, constants)
@@ -83,9 +112,13 @@ def check_epochs(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFa
     loops = [(parsed, node) for parsed in cells if parsed.tree for node in ast.walk(parsed.tree) if is_epoch_loop(node)]
     if not loops:
         return _check(sub, "epochs", None, None, None, "no training loop `for ... in range(...)` found; the run will count epochs")
+    functions = _enclosing_functions(cells)
     for parsed, loop in loops:
         assert isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
         count = _range_count(loop.iter.args, constants)
+        function = functions.get(id(loop))
+        if count is None and function is not None:
+            count = _count_through_calls(cells, function, loop.iter.args, constants)
         shown = ast.unparse(loop.iter)
         if count is None:
             return _check(sub, "epochs", parsed, loop, None, f"the training loop runs {shown}; the run will count epochs")
@@ -105,45 +138,105 @@ def check_valid_size(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froz
     used = any(isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
                for parsed in cells if parsed.tree for node in ast.walk(parsed.tree))
     if not used:
-        return _check(sub, "valid_size", None, None, False,
-                      f"{name} is set but the train/validation split does not use it; split with {name}")
+        literal = next(((p, n) for p in cells if p.tree for n in ast.walk(p.tree)
+                        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
+                        and any(isinstance(side, ast.Constant) and isinstance(side.value, float) and 0 < side.value < 1
+                                for side in (n.left, n.right))), (None, None))
+        shown = f" (here it uses {ast.unparse(literal[1])})" if literal[1] is not None else ""
+        return _check(sub, "valid_size", literal[0], literal[1], False,
+                      f"{name} is set but the train/validation split does not use it{shown}; split with {name}")
     return Check("valid_size", True, f"{name} = {facts.valid_size:g} and the split uses it", sub.path.name)
 
 
-def check_layers(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
+_FUNCTIONAL_WEIGHT_OPS = frozenset({"linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                                    "conv_transpose2d", "conv_transpose3d", "embedding", "embedding_bag"})
+
+
+def _frozen_weight(node: ast.AST | None, facts: FrozenFacts) -> bool:
+    """True for ``self.fc1.weight``-style arguments: F.linear applied with a frozen layer's own weight."""
+    names = {layer.name.rsplit(".", 1)[-1] for layer in facts.linear_layers if layer.name}
+    parts = (dotted(node) or "").split(".") if node is not None else []
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in names
+
+
+def _added_weights(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check | None:
+    """A violation for the first weight-carrying layer, raw nn.Parameter or functional weight op added."""
     aliases = import_aliases(cells)
     for parsed, node in ((p, n) for p in cells if p.tree for n in ast.walk(p.tree)):
-        if isinstance(node, ast.Call):
-            name = resolve(dotted(node.func) or "", aliases)
-            short = name.rsplit(".", 1)[-1]
-            if name.startswith("torch.nn.") and short.startswith(_WEIGHT_LAYERS):
+        if not isinstance(node, ast.Call):
+            continue
+        name = resolve(dotted(node.func) or "", aliases)
+        short = name.rsplit(".", 1)[-1]
+        if name.startswith("torch.nn.functional."):
+            weight = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "weight"), None)
+            if short in _FUNCTIONAL_WEIGHT_OPS and not (short == "linear" and _frozen_weight(weight, facts)):
                 return _check(sub, "linear_layers", parsed, node, False,
-                              f"adds a {short} layer; only normalization, activation and dropout layers may be added")
-            if name in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
-                return _check(sub, "linear_layers", parsed, node, False,
-                              "creates raw weights with nn.Parameter; the model may only use its three Linear layers")
+                              f"applies its own weights with F.{short}; only the three Linear layers may apply weights")
+        elif name.startswith("torch.nn.") and short.startswith(_WEIGHT_LAYERS):
+            return _check(sub, "linear_layers", parsed, node, False,
+                          f"adds a {short} layer; only normalization, activation and dropout layers may be added")
+        elif name in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            return _check(sub, "linear_layers", parsed, node, False,
+                          "creates raw weights with nn.Parameter; the model may only use its three Linear layers")
+    return None
+
+
+def _by_model(cells: tuple[ParsedCell, ...], calls: list[tuple[ParsedCell, ast.Call]]) -> dict[str, list[tuple[ParsedCell, ast.Call]]]:
+    """Linear calls grouped by the class that defines them ('' for code outside any class)."""
+    owner: dict[int, str] = {}
+    for parsed in cells:
+        for cls in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.ClassDef)) if parsed.tree else ():
+            for node in ast.walk(cls):
+                owner[id(node)] = cls.name
+    groups: dict[str, list[tuple[ParsedCell, ast.Call]]] = {}
+    for parsed, call in calls:
+        groups.setdefault(owner.get(id(call), ""), []).append((parsed, call))
+    return groups
+
+
+def _compare_group(sub: Submission, group: list[tuple[ParsedCell, ast.Call]], facts: FrozenFacts,
+                   constants: dict[str, float]) -> Check:
+    """ok, undecided or a violation for one model's Linear layers, compared as a multiset of sizes."""
+    expected = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
+    fixed = ", ".join(f"{i}->{o}" for i, o in expected.elements())
+    remaining = expected.copy()
+    for parsed, call in group:
+        shape = linear_shape(call, constants)
+        if None in shape:
+            return _check(sub, "linear_layers", parsed, call, None, "a Linear layer's size is computed at run time; the run will check it")
+        if remaining[shape] > 0:
+            remaining[shape] -= 1
+        elif len(group) <= sum(expected.values()):
+            return _check(sub, "linear_layers", parsed, call, False, f"nn.Linear({shape[0]}, {shape[1]}) differs from the fixed {fixed}")
+    if len(group) != sum(expected.values()):
+        parsed, call = group[-1]
+        return _check(sub, "linear_layers", parsed, call, False,
+                      f"the model has {len(group)} nn.Linear layers; the homework fixes {sum(expected.values())}: {fixed}")
+    return Check("linear_layers", True, f"the three Linear layers are unchanged ({fixed}) and no weight layer was added",
+                 sub.path.name)
+
+
+def check_layers(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
+    added = _added_weights(sub, cells, facts)
+    if added is not None:
+        return added
     calls = linear_calls(cells)
-    constants = top_level_constants(cells)
-    expected = [(layer.in_features, layer.out_features) for layer in facts.linear_layers]
-    shapes = [linear_shape(call, constants) for _, call in calls]
+    if not calls:
+        return _check(sub, "linear_layers", None, None, False, "no nn.Linear layer was found; the homework fixes three")
     in_loops = {id(n) for p in cells if p.tree for loop in ast.walk(p.tree)
                 if isinstance(loop, (ast.For, ast.While, ast.ListComp, ast.GeneratorExp)) for n in ast.walk(loop)}
     loop_built = [(p, c) for p, c in calls if id(c) in in_loops]
     if loop_built:
         parsed, call = loop_built[0]
         return _check(sub, "linear_layers", parsed, call, None, "Linear layers are built in a loop; the run will check them")
-    if len(shapes) != len(expected):
-        last_cell, last_call = calls[-1] if calls else (None, None)
-        return _check(sub, "linear_layers", last_cell, last_call, False,
-                      f"the model has {len(shapes)} nn.Linear layers; the homework fixes {len(expected)}: "
-                      + ", ".join(f"{i}->{o}" for i, o in expected))
-    for (parsed, call), shape, want in zip(calls, shapes, expected):
-        if None in shape:
-            return _check(sub, "linear_layers", parsed, call, None, "a Linear layer's size is computed at run time; the run will check it")
-        if shape != want:
-            return _check(sub, "linear_layers", parsed, call, False,
-                          f"nn.Linear({shape[0]}, {shape[1]}) differs from the fixed {want[0]}->{want[1]}")
-    return Check("linear_layers", True, "the three Linear layers are unchanged and no weight layer was added", sub.path.name)
+    constants = top_level_constants(cells)
+    verdicts = [_compare_group(sub, group, facts, constants) for group in _by_model(cells, calls).values()]
+    if all(v.ok for v in verdicts):
+        return verdicts[0]
+    if len(verdicts) > 1 and any(v.ok for v in verdicts):
+        return Check("linear_layers", None, "several model classes are defined and not all keep the three Linear layers; "
+                     "the run checks the one that is trained", sub.path.name)
+    return next(v for v in verdicts if not v.ok)
 
 
 _RULES: dict[str, Callable[[Submission, tuple[ParsedCell, ...], FrozenFacts], Check]] = {

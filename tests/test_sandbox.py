@@ -1,0 +1,193 @@
+"""Hostile notebooks inside the bubblewrap sandbox: each is contained and ends with a status and reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.batch import grade_directory
+from grader.data import Dataset
+from grader.grade import Context, grade_submission
+from grader.reference import FrozenFacts
+from grader.results import Result, Status
+from grader.rubric import Rubric
+from grader.sandbox import unavailable_reason
+from grader.submission import read_submission
+
+FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}")
+
+MODEL = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+from torchvision import datasets, transforms
+test_data = datasets.FashionMNIST('data', train=False, download=True, transform=transforms.ToTensor())
+test_loader = torch.utils.data.DataLoader(test_data, batch_size=50)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.view(-1, 784))))))
+model = Net()
+'''
+
+
+@pytest.fixture(scope="module")
+def sandboxed(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> Context:
+    limits = dataclasses.replace(rubric.limits, total_timeout_s=60, cell_timeout_s=60, memory_mb=3072,
+                                 max_processes=64, max_output_mb=1)
+    return Context(dataclasses.replace(rubric, frozen=(), limits=limits), facts, tiny_dataset, sandboxed=True)
+
+
+def _grade(tmp_path: Path, context: Context, *cells: str) -> Result:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    path = tmp_path / "submissions" / "HW3_mallory.ipynb"
+    path.parent.mkdir(exist_ok=True)
+    nbformat.write(notebook, str(path))
+    return grade_submission(read_submission(path, "mallory"), context, tmp_path / "run", tmp_path / "out" / "executed.ipynb")
+
+
+def _printed(tmp_path: Path) -> str:
+    notebook = nbformat.read(str(tmp_path / "out" / "executed.ipynb"), as_version=4)
+    return "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+
+
+def test_no_escape_through_network_or_files(tmp_path: Path, sandboxed: Context) -> None:
+    marker = f"escape-{uuid.uuid4().hex}"
+    (tmp_path / "submissions" / "HW3_sibling.ipynb").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "submissions" / "HW3_sibling.ipynb").write_text("{}")
+    (tmp_path / "out").mkdir()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(20)
+    accepted: list[object] = []
+    threading.Thread(target=lambda: accepted.append(_accept(server)), daemon=True).start()
+    targets = [Path.home() / marker, Path("/tmp") / marker, tmp_path / "run" / marker, tmp_path / "out" / marker,
+               tmp_path / "submissions" / marker]
+    attack = f'''
+import os, socket, urllib.request
+def attempt(what, action):
+    try:
+        action()
+        print(what, "SUCCEEDED")
+    except Exception as exc:
+        print(what, "failed:", type(exc).__name__)
+attempt("grader's loopback", lambda: socket.create_connection(("127.0.0.1", {server.getsockname()[1]}), timeout=3))
+attempt("internet", lambda: urllib.request.urlopen("http://1.1.1.1", timeout=3))
+for target in {[str(t) for t in targets]!r}:
+    attempt("write " + target, lambda: open(target, "w").write("x"))
+attempt("write ../", lambda: open("../{marker}", "w").write("x"))
+print("listing:", sorted(os.listdir("..")), os.listdir({str(tmp_path / "submissions")!r}) if os.path.exists({str(tmp_path / "submissions")!r}) else "no submissions dir")
+print("home:", os.path.expanduser("~") == os.getcwd(), "uid:", os.getuid())
+'''
+    result = _grade(tmp_path, sandboxed, MODEL, attack)
+    printed = _printed(tmp_path)
+    assert result.status is Status.GRADED, result.reason
+    assert "SUCCEEDED" not in printed.replace(f"write /tmp/{marker} SUCCEEDED", ""), printed  # /tmp inside is private
+    assert "grader's loopback failed" in printed and "internet failed" in printed
+    assert not accepted or accepted == [None]
+    for target in targets:
+        assert not target.exists(), target
+    assert not any(p.name == marker for p in (tmp_path / "run").rglob("*") if p.parent != tmp_path / "run" / "work")
+    assert "HW3_sibling" not in printed and "no submissions dir" in printed
+    server.close()
+
+
+def _accept(server: socket.socket) -> object:
+    try:
+        return server.accept()
+    except OSError:
+        return None
+
+
+def test_memory_bomb_hits_the_limit(tmp_path: Path, sandboxed: Context) -> None:
+    result = _grade(tmp_path, sandboxed, MODEL, "hog = []\nwhile True:\n    hog.append(bytearray(200 * 1024 * 1024))")
+    assert result.status is Status.ERROR
+    assert result.reason is not None and result.reason.startswith("cell 2, line 3: MemoryError")
+    assert "memory limit of 3072 MB" in result.reason
+
+
+def test_bounded_fork_bomb_is_stopped_and_leaves_nothing(tmp_path: Path, sandboxed: Context) -> None:
+    bomb = "import os, time\nchildren = 0\nfor i in range(400):\n    if os.fork() == 0:\n        time.sleep(300)\n        os._exit(0)\n    children += 1"
+    result = _grade(tmp_path, sandboxed, MODEL, bomb)
+    assert result.status is Status.ERROR
+    assert result.reason is not None and "BlockingIOError" in result.reason
+    assert _sandboxed_processes() == []
+
+
+def test_crashes_are_errors_naming_the_cell(tmp_path: Path, sandboxed: Context) -> None:
+    result = _grade(tmp_path, sandboxed, MODEL, "import ctypes\nctypes.string_at(0)")
+    assert result.status is Status.ERROR
+    assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
+
+
+def test_infinite_loop_times_out_and_leaves_nothing(tmp_path: Path, sandboxed: Context) -> None:
+    limits = dataclasses.replace(sandboxed.rubric.limits, total_timeout_s=12, cell_timeout_s=12)
+    context = dataclasses.replace(sandboxed, rubric=dataclasses.replace(sandboxed.rubric, limits=limits))
+    result = _grade(tmp_path, context, MODEL, "import subprocess\nsubprocess.Popen(['sleep', '600'])\nwhile True:\n    pass")
+    assert result.status is Status.TIMEOUT
+    assert result.reason is not None and result.reason.startswith("cell 2: still running")
+    assert _sandboxed_processes() == []
+
+
+def test_a_flood_of_output_is_cut(tmp_path: Path, sandboxed: Context) -> None:
+    flood = "line = 'x' * 1000\nfor i in range(200_000):\n    print(line)\nprint('done')"
+    result = _grade(tmp_path, sandboxed, MODEL, flood)  # 200 MB printed
+    assert "output-truncated" in result.flags
+    assert (tmp_path / "out" / "executed.ipynb").stat().st_size < 3 * 1024 * 1024
+
+
+def test_patched_comparisons_cannot_raise_the_measured_accuracy(tmp_path: Path, sandboxed: Context) -> None:
+    cheat = '''
+torch.Tensor.eq = lambda self, other: torch.ones(self.shape, dtype=torch.bool)
+torch.Tensor.__eq__ = torch.Tensor.eq
+correct = 0
+for data, target in test_loader:
+    correct += (model(data).argmax(1) == target).sum().item()
+print('Test Accuracy (Overall): %.2f%%' % (100 * correct / len(test_data)))
+'''
+    result = _grade(tmp_path, sandboxed, MODEL, cheat)
+    assert result.reported_accuracy == 100.0
+    assert result.accuracy is not None and result.accuracy < 50
+    assert "reported-accuracy-mismatch" in result.flags
+
+
+def test_hidden_labels_keep_the_truth_out_of_the_kernel(tmp_path: Path, sandboxed: Context) -> None:
+    context = dataclasses.replace(sandboxed, rubric=dataclasses.replace(sandboxed.rubric, hide_test_labels=True))
+    peek = "print('labels seen:', test_data.targets[:40].tolist())"
+    result = _grade(tmp_path, context, MODEL, peek)
+    seen = [int(x) for x in _printed(tmp_path).split("labels seen: [")[1].split("]")[0].split(",")]
+    assert seen != list(context.dataset.test_labels()[:40])  # type: ignore[union-attr]
+    assert sorted(seen) != seen and result.accuracy is not None
+
+
+def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandboxed: Context, tiny_context: Context) -> None:
+    alone = grade_submission(read_submission(FIXTURES / "HW3_tinyok.py", "alice"), tiny_context, tmp_path / "alone")
+    batch = tmp_path / "class"
+    batch.mkdir()
+    shutil.copy(FIXTURES / "HW3_tinyok.py", batch / "HW3_alice.py")
+    bomb = (FIXTURES / "HW3_tinyok.py").read_text() + "\nimport os\nwhile True:\n    os.fork()\n"
+    (batch / "HW3_mallory.py").write_text(bomb)
+    context = dataclasses.replace(tiny_context, sandboxed=True)
+    results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context).results}
+    assert results["alice"].status is Status.GRADED and results["alice"].accuracy == alone.accuracy
+    assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
+    assert _sandboxed_processes() == []
+
+
+def _sandboxed_processes() -> list[str]:
+    """Processes still alive that a sandbox started (run as a sandbox user, or bwrap itself)."""
+    listing = subprocess.run(["ps", "-eo", "uid=,stat=,comm="], capture_output=True, text=True).stdout.splitlines()
+    alive = [line.split() for line in listing if not line.split()[1].startswith("Z")]
+    return [" ".join(p) for p in alive if (int(p[0]) >= 60000 and p[0] != str(os.geteuid())) or p[-1] == "bwrap"]
