@@ -2,8 +2,9 @@
 
 The bare run is `jupyter execute` (nbclient) on the same notebook in a folder whose data/
 points at the prepared FashionMNIST, so it trains exactly what the grader trains, without
-the probe, the measurement or the reports. Runs alternate; the medians and their ratio are
-printed.
+the probe, the measurement or the reports. The grader runs twice per round: in the sandbox
+(the default where bubblewrap works) and with --no-sandbox. Runs alternate; medians and
+their ratios to the bare run are printed.
 
 Usage: python benchmarks/bench_run.py [NOTEBOOK] [--runs N]
 """
@@ -41,17 +42,21 @@ def main() -> None:
 
     dataset = prepare()
     notebook = Path(args.notebook).resolve()
-    bare, graded = [], []
+    series: dict[str, list[float]] = {"bare": [], "sandboxed": [], "no-sandbox": []}
+    grader = [str(BIN / "grader"), "check", str(notebook), "--run"]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         (work / "data").symlink_to(dataset.root)
         shutil.copy(notebook, work / notebook.name)
         for _ in range(args.runs):
-            bare.append(_timed([str(BIN / "jupyter-execute"), notebook.name], work))
-            graded.append(_timed([str(BIN / "grader"), "check", str(notebook), "--run"], ROOT))
-    b, g = statistics.median(bare), statistics.median(graded)
-    print(f"{notebook.name}: bare run median {b:.1f} s {sorted(round(t, 1) for t in bare)}, "
-          f"grader check --run median {g:.1f} s {sorted(round(t, 1) for t in graded)}, ratio {g / b:.3f}")
+            series["bare"].append(_timed([str(BIN / "jupyter-execute"), notebook.name], work))
+            series["sandboxed"].append(_timed(grader, ROOT))
+            series["no-sandbox"].append(_timed([*grader, "--no-sandbox"], ROOT))
+    bare = statistics.median(series["bare"])
+    print(f"{notebook.name}, {args.runs} runs each:")
+    for name, times in series.items():
+        median = statistics.median(times)
+        print(f"  {name:<11} median {median:6.1f} s  ratio {median / bare:.3f}  {sorted(round(t, 1) for t in times)}")
 
 
 if __name__ == "__main__":

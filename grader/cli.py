@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-import traceback
 import tempfile
+import time
+import traceback
+from collections import Counter
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader.errors import GraderError
-from grader.results import Result, Status
+from grader.results import Status
 from grader.rubric import Rubric, load_rubric
 
 if TYPE_CHECKING:
     from grader.grade import Context
+    from grader.slots import Slot
 
 
 class ExitCode(IntEnum):
@@ -52,7 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="grade a folder of submissions (the TA's batch)")
     grade.add_argument("directory", type=Path, help="folder holding HW3_<account>.ipynb/.py files")
     grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
+    grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: one per GPU slot, "
+                                                             "else one per two cores)")
+    grade.add_argument("--gpus", metavar="LIST", help="GPU indices to use, e.g. 0,1 (default: all visible; 'none' for CPU)")
+    grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
+    grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
     common(grade)
+
+    env = commands.add_parser("env", help="list the modules the submissions need that are missing here")
+    env.add_argument("directory", type=Path, help="folder of submissions")
+    env.add_argument("--install", action="store_true", help="pip install the missing ones the rubric allows")
+    env.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
 
     data = commands.add_parser("data", help="prepare and verify FashionMNIST; say where it is")
     data.add_argument("--from", dest="source", type=Path, metavar="DIR", help="folder with the four IDX files (.gz or not)")
@@ -100,8 +114,9 @@ def _check(args: argparse.Namespace) -> ExitCode:
     matched = context.rubric.files.account_of(path.name)
     notices = () if matched else (f"the file name should be {context.rubric.files.notebook} (or .py) when you submit",)
     submission = read_submission(path, matched[0] if matched else None)
+    slot = _slots(args, context.rubric)[0] if args.run else None  # the rubric's threads, a GPU if there is one
     with tempfile.TemporaryDirectory(prefix="grader-check-") as work:
-        result = grade_submission(submission, context, Path(work))
+        result = grade_submission(submission, context, Path(work), slot=slot)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -109,25 +124,66 @@ def _check(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK if result.status is Status.GRADED else ExitCode.FAILED
 
 
+def _slots(args: argparse.Namespace, rubric: Rubric) -> tuple[Slot, ...]:
+    from grader.slots import plan_slots, visible_gpus
+
+    jobs, gpus_arg, per_gpu = getattr(args, "jobs", 1), getattr(args, "gpus", None), getattr(args, "per_gpu", 1)
+    if jobs is not None and jobs < 1 or per_gpu < 1:
+        raise GraderError("--jobs and --per-gpu must be at least 1")
+    gpus = visible_gpus() if gpus_arg is None else () if gpus_arg == "none" else tuple(
+        g.strip() for g in gpus_arg.split(",") if g.strip())
+    if any(not g.isdigit() for g in gpus):
+        raise GraderError(f"--gpus {gpus_arg}: give GPU indices like 0,1 (or 'none')")
+    return plan_slots(jobs, os.cpu_count() or 1, gpus, per_gpu, rubric.cpu_threads)
+
+
 def _grade(args: argparse.Namespace) -> ExitCode:
-    from grader.batch import grade_directory
+    from grader.batch import Progress, grade_directory
+    from grader.report import render
 
     unsandboxed = _sandbox_reason(args)
     if unsandboxed and not args.no_sandbox:
         raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
                           "or pass --no-sandbox to run it unisolated")
     context = _context(args, run=True, sandboxed=unsandboxed is None)
+    slots = _slots(args, context.rubric)
+    started = time.monotonic()
+    fresh: list[float] = []
 
-    def progress(result: Result) -> None:
-        accuracy = f"{result.accuracy:.2f}%" if result.accuracy is not None else "-"
-        print(f"{result.student:<20} {result.status.value:<9} {accuracy:>7}  {result.score}/{result.max_score}"
-              f"{' +' + str(result.bonus) if result.bonus else ''}  {result.reason or ''}", flush=True)
+    def progress(p: Progress) -> None:
+        if not p.cached:
+            fresh.append(time.monotonic() - started)
+        left = p.total - p.done
+        eta = None
+        if fresh and left:
+            seconds = fresh[-1] / len(fresh) * left / len(slots) * min(len(slots), len(fresh))
+            eta = f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+        print(render("progress.txt.j2", p=p, r=p.result, width=len(str(p.total)), eta=eta), end="", flush=True)
 
-    summary = grade_directory(args.directory, args.out, context, progress)
-    for name, why in summary.skipped:
-        print(f"skipped {name}: {why}")
-    print(f"{len(summary.results)} graded into {args.out}/ (gradebook.csv, index.html, results/, students/, executed/)")
+    summary = grade_directory(args.directory, args.out, context, slots, progress, force=args.force)
+    counts = sorted(Counter(r.status.value for r in summary.results).items())
+    print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
+                 cached=summary.cached, seconds=time.monotonic() - started, counts=counts), end="")
     return ExitCode.OK
+
+
+def _env(args: argparse.Namespace) -> ExitCode:
+    from grader import environment
+    from grader.report import render
+    from grader.submission import discover
+
+    rubric = load_rubric(args.rubric)
+    found = discover(args.directory, rubric.files)
+    needs = environment.scan(found.submissions)
+    missing = [n for n in needs if not n.installed]
+    allowed = {p.lower() for p in rubric.allowed_packages}
+    installable = [n.package for n in missing if n.package.lower() in allowed]
+    print(render("env.txt.j2", needs=needs, missing=missing, allowed=allowed, install=args.install), end="")
+    if args.install and installable:
+        if environment.install(installable) != 0:
+            raise GraderError(f"pip could not install {' '.join(installable)}; see its output above")
+        return ExitCode.OK
+    return ExitCode.FAILED if missing else ExitCode.OK
 
 
 def _data(args: argparse.Namespace) -> ExitCode:
@@ -144,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
-    handlers = {"check": _check, "grade": _grade, "data": _data}
+    handlers = {"check": _check, "grade": _grade, "env": _env, "data": _data}
     try:
         return int(handlers[args.command](args))
     except GraderError as exc:

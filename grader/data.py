@@ -104,8 +104,17 @@ def verify(raw: Path) -> list[str]:
     """Names of the four files that are missing or fail their checksum."""
     bad = [name for name, digest in FILES.items() if not (raw / name).is_file() or _sha256(raw / name) != digest]
     if not bad:
+        _make_readable(raw)
         (raw / _STAMP).write_text(json.dumps(_stamp_of(raw)))
     return bad
+
+
+def _make_readable(raw: Path) -> None:
+    """The sandbox runs student code as another user, which must be able to read the data."""
+    for name in FILES:
+        path = raw / name
+        if path.stat().st_mode & 0o444 != 0o444 and path.stat().st_uid == os.geteuid():
+            path.chmod(0o644)
 
 
 def _find_file(directory: Path, name: str) -> Path | None:
@@ -155,6 +164,7 @@ def prepare(source: Path | None = None, cache: Path | None = None, allow_downloa
     """
     dataset = Dataset(cache or default_cache())
     if source is None and _is_verified(dataset.raw):
+        _make_readable(dataset.raw)
         return dataset
     attempts: list[str] = []
     if source is not None:

@@ -24,6 +24,7 @@ from nbformat import NotebookNode
 from grader.data import Dataset
 from grader.results import ExecutionRecord, Status
 from grader.sandbox import Sandbox, command, namespace_inits, prepare_workdir, wait_ended
+from grader.slots import Slot
 from grader.submission import Submission
 
 PROBE_FILE = "grader_probe.json"
@@ -44,6 +45,7 @@ class RunPlan:
     total_timeout_s: float
     sandbox: Sandbox | None = None  # None: a plain child process (a student's own machine)
     max_output_bytes: int = 20 * 1024 * 1024
+    slot: Slot | None = None  # threads and GPU in a parallel batch; None: the whole machine
     num_classes: int = 10
     kernel_name: str = "python3"
 
@@ -109,6 +111,7 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
         "data_root": str(plan.dataset.root),
         "output": str(plan.workdir / PROBE_FILE),
         "num_classes": plan.num_classes,
+        "threads": plan.slot.threads if plan.slot else None,
     }
     setup = f"import grader.probe.runtime as _gp\n_gp.install(__import__('json').loads({json.dumps(config)!r}))\ndel _gp"
     export = "import grader.probe.runtime as _gp\n_gp.export()\ndel _gp"
@@ -138,7 +141,11 @@ def _printed_text(cells: list[NotebookNode]) -> str:
 
 def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     """Variables the kernel gets on top of its environment (or, sandboxed, instead of it)."""
-    return {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    if plan.slot is not None:
+        threads = str(plan.slot.threads)
+        variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, CUDA_VISIBLE_DEVICES=plan.slot.gpu or "")
+    return variables
 
 
 def _shut_down(manager: AsyncKernelManager) -> None:
@@ -189,6 +196,8 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
             reason = f"{_where(submission, number, _error_line(exc))}: {exc.ename}: {exc.evalue}"
             if exc.ename == "MemoryError" and plan.sandbox is not None:
                 reason += f" (the memory limit of {plan.sandbox.limits.memory_mb} MB was hit)"
+            elif exc.ename == "ModuleNotFoundError":
+                reason += " (not in the grading environment: see `grader env`)"
             outcome = _Outcome(Status.ERROR, reason, number)
     return outcome
 

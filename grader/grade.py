@@ -11,6 +11,7 @@ from grader.reference import FrozenFacts
 from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport
 from grader.rubric import Rubric
 from grader.rules.static import check_static
+from grader.slots import Slot
 from grader.score import score
 from grader.submission import Submission
 
@@ -34,14 +35,14 @@ class Run:
     checks: tuple[Check, ...]
 
 
-def run_submission(sub: Submission, context: Context, workdir: Path) -> Run:
+def run_submission(sub: Submission, context: Context, workdir: Path, slot: Slot | None = None) -> Run:
     """Execute in a kernel, then measure and judge the rules in this process."""
     # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel machinery.
     from grader.execute import RunPlan, execute
     from grader.measure import measure
     from grader.probe_file import read_probe
     from grader.rules.runtime import check_runtime
-    from grader.sandbox import Sandbox, SandboxLimits, python_paths
+    from grader.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths
 
     assert context.dataset is not None
     rubric, limits = context.rubric, context.rubric.limits
@@ -51,10 +52,11 @@ def run_submission(sub: Submission, context: Context, workdir: Path) -> Run:
     sandbox = None
     if context.sandboxed:
         sandbox = Sandbox(workdir=work, readonly=python_paths() + view.files,
-                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb))
+                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb),
+                          gpus=(slot.gpu,) if slot and slot.gpu else (), uid=SANDBOX_UID - (slot.index if slot else 0))
     plan = RunPlan(workdir=work, dataset=view, seed=rubric.seed, cell_timeout_s=limits.cell_timeout_s,
                    total_timeout_s=limits.total_timeout_s, sandbox=sandbox,
-                   max_output_bytes=limits.max_output_mb * 1024 * 1024)
+                   max_output_bytes=limits.max_output_mb * 1024 * 1024, slot=slot)
     record = execute(sub, plan)
     probe = read_probe(record.probe_file)
     measurement = measure(record, probe, context.dataset.test_labels(), rubric.accuracy.mismatch_tolerance,
@@ -89,12 +91,14 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
     )
 
 
-def grade_submission(sub: Submission, context: Context, workdir: Path, keep_executed: Path | None = None) -> Result:
-    """Check, run (when the context has a dataset), measure and score one submission."""
+def grade_submission(sub: Submission, context: Context, workdir: Path, keep_executed: Path | None = None,
+                     slot: Slot | None = None) -> Result:
+    """Check, run (when the context has a dataset), measure and score one submission.
+    ``slot`` gives the run its share of the machine in a parallel batch."""
     static = check_static(sub, context.facts, context.rubric)
     if context.dataset is None:
         return assemble(sub, static, None, context)
-    run = run_submission(sub, context, workdir)
+    run = run_submission(sub, context, workdir, slot)
     if keep_executed is not None and run.record.executed_notebook is not None:
         keep_executed.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.record.executed_notebook, keep_executed)

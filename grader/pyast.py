@@ -67,16 +67,13 @@ def dotted(node: ast.AST) -> str | None:
 def import_aliases(cells: tuple[ParsedCell, ...]) -> dict[str, str]:
     """Local name -> full dotted name for every import (``Dense`` -> ``torch.nn.Linear``)."""
     aliases: dict[str, str] = {}
-    for parsed in cells:
-        if parsed.tree is None:
-            continue
-        for node in ast.walk(parsed.tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                for alias in node.names:
-                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for _, node in walk_cells(cells):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     return aliases
 
 

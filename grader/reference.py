@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import RubricError, SubmissionError
-from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants
+from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants, walk_cells
 from grader.submission import read_submission
 
 LINEAR_NAMES = ("torch.nn.Linear", "torch.nn.modules.linear.Linear")
@@ -48,15 +48,8 @@ def is_epoch_loop(node: ast.AST) -> bool:
 def linear_calls(cells: tuple[ParsedCell, ...]) -> list[tuple[ParsedCell, ast.Call]]:
     """Every call of nn.Linear however it was imported, in order of appearance."""
     aliases = import_aliases(cells)
-    found = []
-    for parsed in cells:
-        if parsed.tree is None:
-            continue
-        for node in ast.walk(parsed.tree):
-            if isinstance(node, ast.Call):
-                name = dotted(node.func)
-                if name and resolve(name, aliases) in LINEAR_NAMES:
-                    found.append((parsed, node))
+    found = [(parsed, node) for parsed, node in walk_cells(cells)
+             if isinstance(node, ast.Call) and resolve(dotted(node.func) or "", aliases) in LINEAR_NAMES]
     return sorted(found, key=lambda item: (item[0].cell.number, item[1].lineno, item[1].col_offset))
 
 
@@ -82,8 +75,7 @@ def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float])
     fractions = {name for name, value in constants.items() if 0 < value < 1}
     scaling = [
         side.id
-        for parsed in cells if parsed.tree
-        for node in ast.walk(parsed.tree)
+        for _, node in walk_cells(cells)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)
         for side in (node.left, node.right)
         if isinstance(side, ast.Name) and side.id in fractions

@@ -96,6 +96,7 @@ class Result:
     measured_by: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     report_pdf: str | None = None
+    cache_key: str | None = None  # what it was graded from; a batch re-run reuses it while this matches
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

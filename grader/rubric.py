@@ -60,6 +60,7 @@ class Limits:
 class Rubric:
     homework: str
     seed: int
+    cpu_threads: int
     files: FilePatterns
     template: Path
     accuracy: AccuracyPolicy
@@ -68,6 +69,7 @@ class Rubric:
     violation_points: int
     limits: Limits
     hide_test_labels: bool
+    allowed_packages: tuple[str, ...]
     path: Path
 
 
@@ -192,6 +194,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
     return Rubric(
         homework=top.text("homework"),
         seed=top.integer("seed"),
+        cpu_threads=top.integer("cpu_threads", minimum=1),
         files=_files(top.sub("files")),
         template=template,
         accuracy=_accuracy(top.sub("accuracy")),
@@ -207,6 +210,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             max_output_mb=limits.integer("max_output_mb", minimum=1),
         ),
         hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
+        allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ import pytest
 from grader.batch import grade_directory
 from grader.grade import Context
 from grader.results import Result, Status
+from grader.slots import Slot, plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SLOTS = plan_slots(2, 2, (), 1, 1)
 
 
 def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,7 +30,7 @@ def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytes
     (class_dir / "random notes.txt").write_text("hi")
     out = tmp_path / "out"
     seen: list[str] = []
-    summary = grade_directory(class_dir, out, tiny_context, lambda r: seen.append(r.student))
+    summary = grade_directory(class_dir, out, tiny_context, SLOTS, lambda p: seen.append(p.result.student))
 
     results = {r.student: r for r in summary.results}
     assert sorted(seen) == sorted(results) == ["alice", "bob", "carol", "dave"]
@@ -57,15 +60,44 @@ def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_contex
 
     real = grader.batch.grade_submission
 
-    def flaky(sub, context, workdir, keep):  # type: ignore[no-untyped-def]
+    def flaky(sub, context, workdir, keep, slot):  # type: ignore[no-untyped-def]
         if sub.account == "boom":
             raise RuntimeError("disk on fire")
-        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep)
+        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep, slot)
 
     monkeypatch.setattr(grader.batch, "grade_submission", flaky)
     for account in ("boom", "fine"):
         shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
-    summary = grade_directory(tmp_path, tmp_path / "out", tiny_context)
+    summary = grade_directory(tmp_path, tmp_path / "out", tiny_context, SLOTS)
     results = {r.student: r for r in summary.results}
     assert results["boom"].status is Status.ERROR and "internal grader error: RuntimeError: disk on fire" == results["boom"].reason
     assert results["fine"].status is Status.GRADED
+
+
+def test_slots_share_cores_and_gpus() -> None:
+    assert plan_slots(None, 2, (), 1, 2) == (Slot(0, 2, None),)
+    assert plan_slots(None, 16, (), 1, 2) == tuple(Slot(i, 2, None) for i in range(8))
+    assert plan_slots(3, 16, (), 1, 2) == tuple(Slot(i, 2, None) for i in range(3))
+    assert [s.gpu for s in plan_slots(None, 16, ("0", "1"), 4, 2)] == ["0"] * 4 + ["1"] * 4
+    assert [s.gpu for s in plan_slots(3, 8, ("5",), 1, 2)] == ["5", "5", "5"]
+
+
+def test_a_rerun_reuses_finished_results_and_regrades_what_changed(tmp_path: Path, tiny_context: Context) -> None:
+    class_dir = tmp_path / "class"
+    class_dir.mkdir()
+    for account in ("ann", "ben"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", class_dir / f"HW3_{account}.py")
+    out = tmp_path / "out"
+    first = grade_directory(class_dir, out, tiny_context, SLOTS)
+    assert first.cached == 0 and all(r.cache_key for r in first.results)
+    # A batch killed after writing ann's result: ben's is gone, and ann's file was damaged on another try.
+    (out / "results" / "ben.json").unlink()
+    again = grade_directory(class_dir, out, tiny_context, SLOTS)
+    assert again.cached == 1 and [r.student for r in again.results] == ["ann", "ben"]
+    assert [replace(r, duration_s=0) for r in again.results] == [replace(r, duration_s=0) for r in first.results]
+    # A changed submission is graded again; --force grades everything.
+    (class_dir / "HW3_ann.py").write_text((FIXTURES / "HW3_tinyok.py").read_text() + "\nprint('changed')\n")
+    assert grade_directory(class_dir, out, tiny_context, SLOTS).cached == 1
+    assert grade_directory(class_dir, out, tiny_context, SLOTS, force=True).cached == 0
+    rows = (out / "gradebook.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["ann", "ben"]

@@ -97,6 +97,16 @@ def test_colab_only_calls_do_not_break_the_run(tmp_path: Path, run_context: Cont
     assert result.status is Status.GRADED, result.reason
 
 
+def test_pip_installs_never_reach_for_the_network(tmp_path: Path, run_context: Context) -> None:
+    cells = ["!pip install numpy\n%pip install -q surely-absent-package-xyz==1.0", "import surely_absent_package_xyz"]
+    result = _grade(tmp_path, run_context, cells)
+    printed = json.dumps(nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4).cells[0].outputs)
+    assert "pip install numpy: already installed; skipped" in printed
+    assert "surely-absent-package-xyz not in the grading environment" in printed and "grader env --install" in printed
+    assert result.reason is not None and result.reason.startswith("cell 2, line 1: ModuleNotFoundError")
+    assert result.duration_s < 60
+
+
 def test_a_notebook_without_a_model(tmp_path: Path, run_context: Context) -> None:
     result = _grade(tmp_path, run_context, ["import numpy as np\nprint(np.arange(3))"])
     assert result.status is Status.ERROR

@@ -21,6 +21,7 @@ from grader.reference import FrozenFacts
 from grader.results import Result, Status
 from grader.rubric import Rubric
 from grader.sandbox import unavailable_reason
+from grader.slots import plan_slots
 from grader.submission import read_submission
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -180,7 +181,7 @@ def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandbox
     bomb = (FIXTURES / "HW3_tinyok.py").read_text() + "\nimport os\nwhile True:\n    os.fork()\n"
     (batch / "HW3_mallory.py").write_text(bomb)
     context = dataclasses.replace(tiny_context, sandboxed=True)
-    results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context).results}
+    results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context, plan_slots(2, 2, (), 1, 1)).results}
     assert results["alice"].status is Status.GRADED and results["alice"].accuracy == alone.accuracy
     assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
     assert _sandboxed_processes() == []

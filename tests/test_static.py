@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grader.reference import FrozenFacts, derive_facts
-from grader.rubric import Rubric
+from grader.rubric import Rubric, load_rubric
 from grader.rules.static import check_static
 from grader.submission import read_submission
 
@@ -66,5 +66,13 @@ def test_a_second_template_with_other_names(tmp_path: Path) -> None:
     path = tmp_path / "course_template.py"
     path.write_text(other)
     facts = derive_facts(path)
-    assert (facts.epochs_name, facts.valid_name, facts.valid_size) == ("EPOCHS", "val_fraction", 0.2)
+    assert (facts.epochs_name, facts.epochs, facts.valid_name, facts.valid_size) == ("EPOCHS", 12, "val_fraction", 0.2)
     assert [(l.in_features, l.out_features) for l in facts.linear_layers] == [(784, 512), (512, 128), (128, 10)]
+    # The same code checks submissions against this template's facts, not HW3's.
+    rubric = load_rubric(ROOT / "rubric.yaml")
+    assert {rule: ok for rule, (ok, _) in _verdicts(tmp_path, other, rubric, facts).items()} == {
+        "epochs": True, "valid_size": True, "linear_layers": True}
+    hw3_sizes = other.replace("nn.Linear(512, 128)", "nn.Linear(512, 256)").replace("EPOCHS = 12", "EPOCHS = 10")
+    verdicts = _verdicts(tmp_path, hw3_sizes, rubric, facts)
+    assert verdicts["epochs"][0] is False and "the homework fixes it at 12" in verdicts["epochs"][1]
+    assert verdicts["linear_layers"][0] is False and "nn.Linear(512, 256) differs" in verdicts["linear_layers"][1]

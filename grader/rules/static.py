@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants
+from grader.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants, walk_cells
 from grader.reference import FrozenFacts, is_epoch_loop, linear_calls, linear_shape
 from grader.results import Check, StaticReport
 from grader.rubric import Rubric
@@ -37,18 +37,15 @@ def _check(sub: Submission, rule: str, parsed: ParsedCell | None, node: ast.AST 
 def _assignments(cells: tuple[ParsedCell, ...], name: str) -> list[tuple[ParsedCell, ast.AST, ast.AST | None]]:
     """(cell, statement, value) for every assignment to ``name``; value None for augmented ones."""
     found: list[tuple[ParsedCell, ast.AST, ast.AST | None]] = []
-    for parsed in cells:
-        if parsed.tree is None:
-            continue
-        for node in ast.walk(parsed.tree):
-            if isinstance(node, ast.Assign):
-                for target in node.targets:
-                    if isinstance(target, ast.Name) and target.id == name:
-                        found.append((parsed, node, node.value))
-                    elif isinstance(target, ast.Tuple) and any(isinstance(e, ast.Name) and e.id == name for e in target.elts):
-                        found.append((parsed, node, None))
-            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name) and node.target.id == name:
-                found.append((parsed, node, node.value if isinstance(node, ast.AnnAssign) else None))
+    for parsed, node in walk_cells(cells):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == name:
+                    found.append((parsed, node, node.value))
+                elif isinstance(target, ast.Tuple) and any(isinstance(e, ast.Name) and e.id == name for e in target.elts):
+                    found.append((parsed, node, None))
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name) and node.target.id == name:
+            found.append((parsed, node, node.value if isinstance(node, ast.AnnAssign) else None))
     return found
 
 
@@ -79,8 +76,8 @@ def _range_count(args: list[ast.expr], constants: dict[str, float]) -> float | N
 def _enclosing_functions(cells: tuple[ParsedCell, ...]) -> dict[int, ast.FunctionDef]:
     """id(node) -> the innermost function definition around it."""
     owner: dict[int, ast.FunctionDef] = {}
-    for parsed in cells:
-        for function in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.FunctionDef)) if parsed.tree else ():
+    for _, function in walk_cells(cells):
+        if isinstance(function, ast.FunctionDef):
             for node in ast.walk(function):
                 owner[id(node)] = function
     return owner
@@ -93,14 +90,11 @@ def _count_through_calls(cells: tuple[ParsedCell, ...], function: ast.FunctionDe
     params = [a.arg for a in function.args.args]
     defaults = dict(zip(params[len(params) - len(function.args.defaults):], function.args.defaults))
     counts = set()
-    for parsed in cells:
-        for call in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.Call)) if parsed.tree else ():
-            if dotted(call.func) != function.name:
-                continue
+    for _, call in walk_cells(cells):
+        if isinstance(call, ast.Call) and dotted(call.func) == function.name:
             passed = dict(zip(params, call.args)) | {k.arg: k.value for k in call.keywords if k.arg}
             values = {p: const_value(passed.get(p, defaults.get(p)) or ast.Constant(None), constants) for p in params}
-            known = {name: value for name, value in values.items() if value is not None}
-            counts.add(_range_count(args, {**constants, **known}))
+            counts.add(_range_count(args, {**constants, **{n: v for n, v in values.items() if v is not None}}))
     return counts.pop() if len(counts) == 1 else None
 
 
@@ -109,7 +103,7 @@ def check_epochs(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFa
     problem = _frozen_value(sub, cells, "epochs", facts.epochs_name, facts.epochs, constants)
     if problem is not None:
         return problem
-    loops = [(parsed, node) for parsed in cells if parsed.tree for node in ast.walk(parsed.tree) if is_epoch_loop(node)]
+    loops = [(parsed, node) for parsed, node in walk_cells(cells) if is_epoch_loop(node)]
     if not loops:
         return _check(sub, "epochs", None, None, None, "no training loop `for ... in range(...)` found; the run will count epochs")
     functions = _enclosing_functions(cells)
@@ -136,9 +130,9 @@ def check_valid_size(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froz
     if not _assignments(cells, name):
         return _check(sub, "valid_size", None, None, None, f"{name} is never set; the run will check the split")
     used = any(isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
-               for parsed in cells if parsed.tree for node in ast.walk(parsed.tree))
+               for _, node in walk_cells(cells))
     if not used:
-        literal = next(((p, n) for p in cells if p.tree for n in ast.walk(p.tree)
+        literal = next(((p, n) for p, n in walk_cells(cells)
                         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
                         and any(isinstance(side, ast.Constant) and isinstance(side.value, float) and 0 < side.value < 1
                                 for side in (n.left, n.right))), (None, None))
@@ -162,7 +156,7 @@ def _frozen_weight(node: ast.AST | None, facts: FrozenFacts) -> bool:
 def _added_weights(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check | None:
     """A violation for the first weight-carrying layer, raw nn.Parameter or functional weight op added."""
     aliases = import_aliases(cells)
-    for parsed, node in ((p, n) for p in cells if p.tree for n in ast.walk(p.tree)):
+    for parsed, node in walk_cells(cells):
         if not isinstance(node, ast.Call):
             continue
         name = resolve(dotted(node.func) or "", aliases)
@@ -184,8 +178,8 @@ def _added_weights(sub: Submission, cells: tuple[ParsedCell, ...], facts: Frozen
 def _by_model(cells: tuple[ParsedCell, ...], calls: list[tuple[ParsedCell, ast.Call]]) -> dict[str, list[tuple[ParsedCell, ast.Call]]]:
     """Linear calls grouped by the class that defines them ('' for code outside any class)."""
     owner: dict[int, str] = {}
-    for parsed in cells:
-        for cls in (n for n in ast.walk(parsed.tree) if isinstance(n, ast.ClassDef)) if parsed.tree else ():
+    for _, cls in walk_cells(cells):
+        if isinstance(cls, ast.ClassDef):
             for node in ast.walk(cls):
                 owner[id(node)] = cls.name
     groups: dict[str, list[tuple[ParsedCell, ast.Call]]] = {}
@@ -223,7 +217,7 @@ def check_layers(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFa
     calls = linear_calls(cells)
     if not calls:
         return _check(sub, "linear_layers", None, None, False, "no nn.Linear layer was found; the homework fixes three")
-    in_loops = {id(n) for p in cells if p.tree for loop in ast.walk(p.tree)
+    in_loops = {id(n) for _, loop in walk_cells(cells)
                 if isinstance(loop, (ast.For, ast.While, ast.ListComp, ast.GeneratorExp)) for n in ast.walk(loop)}
     loop_built = [(p, c) for p, c in calls if id(c) in in_loops]
     if loop_built:
