@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="grade a folder of submissions (the TA's batch)")
     grade.add_argument("directory", type=Path, help="folder holding HW3_<account>.ipynb/.py files")
     grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
-    grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: one per GPU slot, "
-                                                             "else one per two cores)")
+    grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: --per-gpu per "
+                                                             "GPU, else cores / the rubric's cpu_threads)")
     grade.add_argument("--gpus", metavar="LIST", help="GPU indices to use, e.g. 0,1 (default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
@@ -147,6 +147,10 @@ def _grade(args: argparse.Namespace) -> ExitCode:
                           "or pass --no-sandbox to run it unisolated")
     context = _context(args, run=True, sandboxed=unsandboxed is None)
     slots = _slots(args, context.rubric)
+    cores = os.cpu_count() or 1
+    if not any(s.gpu for s in slots) and len(slots) * context.rubric.cpu_threads > cores:
+        print(f"grader: note: {len(slots)} jobs x {context.rubric.cpu_threads} threads on {cores} cores; "
+              "runs will slow each other down", file=sys.stderr)
     started = time.monotonic()
     fresh: list[float] = []
 

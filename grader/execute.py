@@ -23,7 +23,7 @@ from nbformat import NotebookNode
 
 from grader.data import Dataset
 from grader.results import ExecutionRecord, Status
-from grader.sandbox import Sandbox, command, namespace_inits, prepare_workdir, wait_ended
+from grader.sandbox import Sandbox, command, end_namespaces, namespace_inits, prepare_workdir
 from grader.slots import Slot
 from grader.submission import Submission
 
@@ -145,17 +145,24 @@ def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     if plan.slot is not None:
         threads = str(plan.slot.threads)
         variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, CUDA_VISIBLE_DEVICES=plan.slot.gpu or "")
+        if plan.slot.crowded:
+            # Spinning OpenMP threads of jobs that share cores starve each other (4 template runs with
+            # --jobs 2 on 2 cores: over 5 min spinning, 81 s passive); alone, spinning is faster.
+            variables["OMP_WAIT_POLICY"] = "PASSIVE"
     return variables
 
 
-def _shut_down(manager: AsyncKernelManager) -> None:
-    """Kill the kernel; for a sandbox, return only once every process inside has ended."""
-    if not manager.has_kernel:
-        return
+def _namespace_inits(manager: AsyncKernelManager) -> list[int]:
+    """The sandbox's namespace init, found while the kernel runs (its bwrap parent may die first)."""
     process = getattr(manager.provisioner, "process", None)
-    inits = namespace_inits(process.pid) if isinstance(manager, _SandboxedKernelManager) and process else []
-    run_sync(manager.shutdown_kernel)(now=True)
-    wait_ended(inits)
+    return namespace_inits(process.pid) if isinstance(manager, _SandboxedKernelManager) and process else []
+
+
+def _shut_down(manager: AsyncKernelManager, inits: list[int]) -> None:
+    """Kill the kernel; for a sandbox, return only once every process inside has ended."""
+    if manager.has_kernel:
+        run_sync(manager.shutdown_kernel)(now=True)
+    end_namespaces(inits)
 
 
 @dataclass(frozen=True)
@@ -219,14 +226,16 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
                             kernel_name=plan.kernel_name, resources={"metadata": {"path": str(plan.workdir)}},
                             allow_errors=False, record_timing=False)
     started = time.monotonic()
+    inits: list[int] = []
     with (plan.workdir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
         try:
             with client.setup_kernel(env={**os.environ, **_kernel_vars(plan)}, stdout=log, stderr=log):
+                inits = _namespace_inits(manager)
                 outcome = _run_cells(client, notebook, submission, plan, started)
         except RuntimeError as exc:  # the kernel did not come up
             outcome = _Outcome(Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}")
         finally:
-            _shut_down(manager)
+            _shut_down(manager, inits)
     notebook.cells = student_cells
     executed = plan.workdir / EXECUTED_FILE
     nbformat.write(notebook, str(executed))

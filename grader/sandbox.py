@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,9 +140,15 @@ def namespace_inits(bwrap_pid: int) -> list[int]:
     return [pid for pid in pids if (info := _state_and_parent(pid)) is not None and info[1] == bwrap_pid]
 
 
-def wait_ended(pids: list[int], timeout_s: float = 30) -> None:
-    """Wait until each namespace init is gone or a zombie: the kernel only lets it exit after
-    every other process of its namespace has been killed."""
+def end_namespaces(pids: list[int], timeout_s: float = 30) -> None:
+    """Kill each sandbox's PID-namespace init (which makes the kernel kill every process inside) and
+    wait until it is gone or a zombie: it only gets there once its whole namespace has ended."""
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap":  # not a reused pid
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         states = [_state_and_parent(pid) for pid in pids]

@@ -11,8 +11,9 @@ class Slot:
     """The resources one running submission gets."""
 
     index: int
-    threads: int  # torch/OpenMP threads, so parallel jobs do not oversubscribe the cores
+    threads: int  # torch/OpenMP threads: fixed by the rubric, so results do not depend on the batch width
     gpu: str | None  # CUDA device index, or None for CPU only
+    crowded: bool = False  # the jobs' threads outnumber the cores
 
 
 def visible_gpus() -> tuple[str, ...]:
@@ -30,4 +31,6 @@ def plan_slots(jobs: int | None, cpus: int, gpus: tuple[str, ...], per_gpu: int,
     ``jobs`` defaults to all of them; without, ``jobs`` defaults to as many as the cores hold."""
     if jobs is None:
         jobs = len(gpus) * per_gpu if gpus else max(1, cpus // threads)
-    return tuple(Slot(i, threads, gpus[(i // per_gpu) % len(gpus)] if gpus else None) for i in range(max(1, jobs)))
+    jobs = max(1, jobs)
+    crowded = jobs * threads > cpus
+    return tuple(Slot(i, threads, gpus[(i // per_gpu) % len(gpus)] if gpus else None, crowded) for i in range(jobs))

@@ -78,6 +78,7 @@ def test_slots_share_cores_and_gpus() -> None:
     assert plan_slots(None, 2, (), 1, 2) == (Slot(0, 2, None),)
     assert plan_slots(None, 16, (), 1, 2) == tuple(Slot(i, 2, None) for i in range(8))
     assert plan_slots(3, 16, (), 1, 2) == tuple(Slot(i, 2, None) for i in range(3))
+    assert plan_slots(2, 2, (), 1, 2) == tuple(Slot(i, 2, None, crowded=True) for i in range(2))
     assert [s.gpu for s in plan_slots(None, 16, ("0", "1"), 4, 2)] == ["0"] * 4 + ["1"] * 4
     assert [s.gpu for s in plan_slots(3, 8, ("5",), 1, 2)] == ["5", "5", "5"]
 

@@ -127,8 +127,9 @@ def test_bounded_fork_bomb_is_stopped_and_leaves_nothing(tmp_path: Path, sandbox
     assert _sandboxed_processes() == []
 
 
-def test_crashes_are_errors_naming_the_cell(tmp_path: Path, sandboxed: Context) -> None:
-    result = _grade(tmp_path, sandboxed, MODEL, "import ctypes\nctypes.string_at(0)")
+@pytest.mark.parametrize("crash", ["import ctypes\nctypes.string_at(0)", "import os\nos._exit(7)"])
+def test_crashes_are_errors_naming_the_cell(tmp_path: Path, sandboxed: Context, crash: str) -> None:
+    result = _grade(tmp_path, sandboxed, MODEL, crash)
     assert result.status is Status.ERROR
     assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
 
