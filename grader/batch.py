@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grader
+from grader.archive import unpack
 from grader.errors import SubmissionError
 from grader.grade import Context, grade_submission
 from grader.report import write_batch_reports
@@ -75,17 +76,26 @@ def _reusable(path: Path, key: str) -> Result | None:
     return result if result.cache_key == key else None
 
 
+def _shown(path: Path, roots: tuple[Path, ...]) -> str:
+    """A file's name relative to the folder it was found in."""
+    for root in roots:
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return path.name
+
+
 def grade_directory(directory: Path, out: Path, context: Context, slots: tuple[Slot, ...],
                     on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False) -> BatchSummary:
     """Grade every submission under ``directory`` with one job per slot; write each result as soon as
     it is known; reuse results whose cache key still matches unless ``force``."""
     rubric = context.rubric
-    found = discover(directory, rubric.files)
+    root, unpacked = unpack(directory, out / "unpacked")
+    found = discover(root, rubric.files, *unpacked)
     if not found.submissions and not found.unreadable:
         raise SubmissionError(
             f"{directory}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
         )
-    skipped = tuple((str(p.relative_to(directory)), f"name matches no pattern ({rubric.files.notebook})")
+    skipped = tuple((_shown(p, (root, *unpacked)), f"name matches no pattern ({rubric.files.notebook})")
                     for p in found.unmatched)
     results_dir = out / "results"
     total = len(found.submissions) + len(found.unreadable)

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
 
     grade = commands.add_parser("grade", help="grade a folder of submissions (the TA's batch)")
-    grade.add_argument("directory", type=Path, help="folder holding HW3_<account>.ipynb/.py files")
+    grade.add_argument("directory", type=Path, help="folder (or .zip) holding HW3_<account>.ipynb/.py files")
     grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
     grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: --per-gpu per "
                                                              "GPU, else cores / the rubric's cpu_threads)")
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     common(grade)
 
     env = commands.add_parser("env", help="list the modules the submissions need that are missing here")
-    env.add_argument("directory", type=Path, help="folder of submissions")
+    env.add_argument("directory", type=Path, help="folder (or .zip) of submissions")
     env.add_argument("--install", action="store_true", help="pip install the missing ones the rubric allows")
     env.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
 
@@ -173,12 +173,14 @@ def _grade(args: argparse.Namespace) -> ExitCode:
 
 def _env(args: argparse.Namespace) -> ExitCode:
     from grader import environment
+    from grader.archive import unpack
     from grader.report import render
     from grader.submission import discover
 
     rubric = load_rubric(args.rubric)
-    found = discover(args.directory, rubric.files)
-    needs = environment.scan(found.submissions)
+    with tempfile.TemporaryDirectory(prefix="grader-env-") as temp:
+        root, unpacked = unpack(args.directory, Path(temp))
+        needs = environment.scan(discover(root, rubric.files, *unpacked).submissions)
     missing = [n for n in needs if not n.installed]
     allowed = {p.lower() for p in rubric.allowed_packages}
     installable = [n.package for n in missing if n.package.lower() in allowed]

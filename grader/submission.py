@@ -111,13 +111,15 @@ def read_submission(path: Path, account: str | None = None) -> Submission:
     return Submission(account=account or path.stem, path=path, cells=tuple(cells))
 
 
-def discover(directory: Path, patterns: FilePatterns) -> Discovery:
-    """Group the files under ``directory`` by account; the .ipynb is graded when both exist."""
+def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
+    """Group the files under ``directory`` (and the ``more`` folders, e.g. unpacked zips) by account;
+    the .ipynb is graded when both exist. Zip archives themselves are not listed as unmatched."""
     if not directory.is_dir():
-        raise SubmissionError(f"{directory}: no such directory; give the folder of submissions")
+        raise SubmissionError(f"{directory}: no such directory; give the folder of submissions (or its .zip)")
     by_account: dict[str, dict[str, Path]] = {}
     unmatched = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    found = (p for root in (directory, *more) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for path in sorted(p for p in found if p.suffix != ".zip"):
         matched = patterns.account_of(path.name)
         if matched is None:
             unmatched.append(path)

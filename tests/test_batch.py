@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -102,3 +103,30 @@ def test_a_rerun_reuses_finished_results_and_regrades_what_changed(tmp_path: Pat
     assert grade_directory(class_dir, out, tiny_context, SLOTS, force=True).cached == 0
     rows = (out / "gradebook.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["ann", "ben"]
+
+
+def test_a_zip_from_the_lms_is_unpacked_safely(tmp_path: Path, tiny_context: Context) -> None:
+    import zipfile
+
+    from grader.archive import unpack
+    from grader.errors import SubmissionError
+
+    archive = tmp_path / "HW3 submissions.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(FIXTURES / "HW3_tinyok.py", "HW3/alice/HW3_alice.py")
+        zipped.writestr("__MACOSX/HW3/._HW3_alice.py", "junk")
+    folder = tmp_path / "class"
+    folder.mkdir()
+    shutil.copy(archive, folder / archive.name)
+    shutil.copy(FIXTURES / "HW3_tinyok.py", folder / "HW3_bob.py")
+    for source in (archive, folder):  # the zip itself, or a folder holding it
+        out = tmp_path / f"out-{source.suffix or 'dir'}"
+        summary = grade_directory(source, out, dataclasses.replace(tiny_context, dataset=None), SLOTS)
+        expected = ["alice"] if source == archive else ["alice", "bob"]
+        assert [r.student for r in summary.results] == expected and summary.skipped == ()
+        assert not (folder / "HW3").exists()  # never unpacked beside the TA's files
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zipped:
+        zipped.writestr("../../escape.py", "x = 1")
+    with pytest.raises(SubmissionError, match="points outside the archive"):
+        unpack(evil, tmp_path / "unpacked")

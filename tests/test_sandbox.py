@@ -17,9 +17,9 @@ import pytest
 from grader.batch import grade_directory
 from grader.data import Dataset
 from grader.grade import Context, grade_submission
-from grader.reference import FrozenFacts
+from grader.reference import FrozenFacts, derive_facts
 from grader.results import Result, Status
-from grader.rubric import Rubric
+from grader.rubric import Rubric, load_rubric
 from grader.sandbox import unavailable_reason
 from grader.slots import plan_slots
 from grader.submission import read_submission
@@ -193,3 +193,50 @@ def _sandboxed_processes() -> list[str]:
     listing = subprocess.run(["ps", "-eo", "uid=,stat=,comm="], capture_output=True, text=True).stdout.splitlines()
     alive = [line.split() for line in listing if not line.split()[1].startswith("Z")]
     return [" ".join(p) for p in alive if (int(p[0]) >= 60000 and p[0] != str(os.geteuid())) or p[-1] == "bwrap"]
+
+
+def test_a_batch_killed_with_sigkill_resumes_without_losing_or_doubling(tmp_path: Path, tiny_dataset: Dataset) -> None:
+    import signal
+    import sys
+    import time
+
+    batch = tmp_path / "class"
+    batch.mkdir()
+    for account in ("ann", "ben", "cid"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", batch / f"HW3_{account}.py")
+    out = tmp_path / "out"
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from grader.batch import grade_directory
+from grader.data import Dataset
+from grader.grade import Context
+from grader.reference import derive_facts
+from grader.rubric import load_rubric
+from grader.slots import plan_slots
+rubric = load_rubric(Path({str(Path(__file__).parent.parent / "rubric.yaml")!r}))
+context = Context(rubric, derive_facts(rubric.template), Dataset(Path({str(tiny_dataset.root)!r})), sandboxed=True)
+grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, plan_slots(1, 2, (), 1, 1))
+"""
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 240
+    while not list((out / "results").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)  # power loss in the middle of the batch
+    child.wait()
+    finished = {p.stem for p in (out / "results").glob("*.json")}
+    assert 1 <= len(finished) < 3
+    time.sleep(1)
+    assert _sandboxed_processes() == []  # its sandboxes died with it
+
+    rubric = load_rubric(Path(__file__).parent.parent / "rubric.yaml")
+    context = Context(rubric, derive_facts(rubric.template), tiny_dataset, sandboxed=True)
+    again = grade_directory(batch, out, context, plan_slots(1, 2, (), 1, 1))
+    assert again.cached == len(finished) and [r.student for r in again.results] == ["ann", "ben", "cid"]
+    rows = (out / "gradebook.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == ["ann", "ben", "cid"]
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["ann.json", "ben.json", "cid.json"]
+    started = time.monotonic()
+    third = grade_directory(batch, out, context, plan_slots(1, 2, (), 1, 1))
+    assert third.cached == 3 and time.monotonic() - started < 5

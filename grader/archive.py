@@ -1,0 +1,44 @@
+"""Unpack the zip a TA gets from the mail or the LMS, safely, before discovery."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from grader.errors import SubmissionError
+
+MAX_BYTES = 4 * 1024**3  # a whole class, unpacked
+MAX_MEMBERS = 100_000
+
+
+def _safe_members(archive: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
+    members = archive.infolist()
+    if len(members) > MAX_MEMBERS or sum(m.file_size for m in members) > MAX_BYTES:
+        raise SubmissionError(f"{name}: too large to unpack ({len(members)} files); unpack it yourself and grade the folder")
+    for member in members:
+        path = PurePosixPath(member.filename)
+        if path.is_absolute() or ".." in path.parts:
+            raise SubmissionError(f"{name}: entry {member.filename!r} points outside the archive; unpack it by hand")
+    return [m for m in members if not m.is_dir() and "__MACOSX" not in PurePosixPath(m.filename).parts]
+
+
+def unpack(source: Path, into: Path) -> tuple[Path, tuple[Path, ...]]:
+    """(the folder to discover in, the extra folders holding unpacked zips): ``source`` may be a zip,
+    or a folder with zips in it; each zip is unpacked under ``into``, never beside the TA's files."""
+    if source.is_file() and zipfile.is_zipfile(source):
+        zips, root = [source], into
+    elif source.is_dir():
+        zips, root = sorted(p for p in source.rglob("*.zip") if p.is_file()), source
+    else:
+        return source, ()
+    unpacked = []
+    for path in zips:
+        target = into / path.stem
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in _safe_members(archive, path.name):
+                    archive.extract(member, target)
+        except zipfile.BadZipFile:
+            raise SubmissionError(f"{path.name}: not a readable zip archive; download it again") from None
+        unpacked.append(target)
+    return (root, ()) if root == into else (root, tuple(unpacked))
