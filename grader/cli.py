@@ -162,7 +162,7 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         if fresh and left:
             seconds = fresh[-1] / len(fresh) * left / len(slots) * min(len(slots), len(fresh))
             eta = f"{int(seconds // 60)}:{int(seconds % 60):02d}"
-        print(render("progress.txt.j2", p=p, r=p.result, width=len(str(p.total)), eta=eta), end="", flush=True)
+        print(render("progress.txt.j2", p=p, r=p.result, width=len(str(p.total)), eta=eta).rstrip("\n"), flush=True)
 
     summary = grade_directory(args.directory, args.out, context, slots, progress, force=args.force)
     counts = sorted(Counter(r.status.value for r in summary.results).items())
