@@ -10,6 +10,7 @@ from grader.data import Dataset, kernel_view
 from grader.reference import FrozenFacts
 from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport
 from grader.rubric import Rubric
+from grader.rules.runtime import disagreements
 from grader.rules.static import check_static
 from grader.slots import Slot
 from grader.score import score
@@ -66,8 +67,6 @@ def run_submission(sub: Submission, context: Context, workdir: Path, slot: Slot 
 
 def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Context) -> Result:
     """Score and wrap everything into the result record."""
-    from grader.rules.runtime import disagreements
-
     checks = static.checks + (run.checks if run else ())
     measurement = run.measurement if run else None
     verdict = score(context.rubric, checks, run.record if run else None, measurement)

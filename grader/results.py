@@ -37,10 +37,6 @@ class Check:
 class StaticReport:
     checks: tuple[Check, ...]
 
-    @property
-    def violations(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if c.violated)
-
 
 @dataclass(frozen=True)
 class ExecutionRecord:
