@@ -11,7 +11,7 @@ system:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[grading,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[grading,ray,dev]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -11,6 +11,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from grader.results import Status
 from grader.rubric import Rubric, load_rubric
 
 if TYPE_CHECKING:
+    from grader.executor import Executor
     from grader.grade import Context
     from grader.slots import Slot
 
@@ -61,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--gpus", metavar="LIST", help="GPU indices to use, e.g. 0,1 (default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
+    grade.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])")
+    grade.add_argument("--address", metavar="ADDR", help="the Ray cluster's head, e.g. 10.0.0.5:6379 "
+                                                         "(default: start a Ray instance on this machine)")
     common(grade)
 
     env = commands.add_parser("env", help="list the modules the submissions need that are missing here")
@@ -137,8 +143,31 @@ def _slots(args: argparse.Namespace, rubric: Rubric) -> tuple[Slot, ...]:
     return plan_slots(jobs, os.cpu_count() or 1, gpus, per_gpu, rubric.cpu_threads)
 
 
+def _executor(args: argparse.Namespace, rubric: Rubric) -> AbstractContextManager[Executor]:
+    """The local executor over this machine's slots, or a connection to a Ray cluster."""
+    if args.executor == "ray":
+        from grader.ray_executor import RayPlan, ray_executor
+
+        if args.jobs is not None or args.gpus not in (None, "none"):
+            raise GraderError("with --executor ray, Ray places the jobs: drop --jobs and --gpus (or say --gpus none)")
+        if args.per_gpu < 1:
+            raise GraderError("--per-gpu must be at least 1")
+        return ray_executor(args.address, RayPlan(rubric.cpu_threads, args.per_gpu, use_gpus=args.gpus != "none"))
+    if args.address:
+        raise GraderError("--address is for --executor ray")
+    from grader.executor import LocalExecutor
+
+    slots = _slots(args, rubric)
+    cores = os.cpu_count() or 1
+    if not any(s.gpu for s in slots) and len(slots) * rubric.cpu_threads > cores:
+        print(f"grader: note: {len(slots)} jobs x {rubric.cpu_threads} threads on {cores} cores; "
+              "runs will slow each other down", file=sys.stderr)
+    return nullcontext(LocalExecutor(slots))
+
+
 def _grade(args: argparse.Namespace) -> ExitCode:
-    from grader.batch import Progress, grade_directory
+    from grader.batch import grade_directory
+    from grader.progress import progress_display
     from grader.report import render
 
     unsandboxed = _sandbox_reason(args)
@@ -146,25 +175,9 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
                           "or pass --no-sandbox to run it unisolated")
     context = _context(args, run=True, sandboxed=unsandboxed is None)
-    slots = _slots(args, context.rubric)
-    cores = os.cpu_count() or 1
-    if not any(s.gpu for s in slots) and len(slots) * context.rubric.cpu_threads > cores:
-        print(f"grader: note: {len(slots)} jobs x {context.rubric.cpu_threads} threads on {cores} cores; "
-              "runs will slow each other down", file=sys.stderr)
     started = time.monotonic()
-    fresh: list[float] = []
-
-    def progress(p: Progress) -> None:
-        if not p.cached:
-            fresh.append(time.monotonic() - started)
-        left = p.total - p.done
-        eta = None
-        if fresh and left:
-            seconds = fresh[-1] / len(fresh) * left / len(slots) * min(len(slots), len(fresh))
-            eta = f"{int(seconds // 60)}:{int(seconds % 60):02d}"
-        print(render("progress.txt.j2", p=p, r=p.result, width=len(str(p.total)), eta=eta).rstrip("\n"), flush=True)
-
-    summary = grade_directory(args.directory, args.out, context, slots, progress, force=args.force)
+    with _executor(args, context.rubric) as executor, progress_display(sys.stdout, executor.width) as show:
+        summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force)
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts), end="")

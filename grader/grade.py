@@ -14,7 +14,7 @@ from grader.rules.runtime import disagreements
 from grader.rules.static import check_static
 from grader.slots import Slot
 from grader.score import score
-from grader.submission import Submission
+from grader.submission import Submission, twin_difference
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
     measurement = run.measurement if run else None
     verdict = score(context.rubric, checks, run.record if run else None, measurement)
     differ = disagreements(checks)
+    twin = twin_difference(sub)
+    found = sub.notes + ((twin,) if twin else ())
+    found_flags = (("other-copies",) if sub.notes else ()) + (("script-differs",) if twin else ())
     return Result(
         student=sub.account,
         source=sub.path.name,
@@ -81,11 +84,12 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         max_score=verdict.max_score,
         bonus=verdict.bonus,
         checks=checks,
-        flags=(run.record.flags + run.measurement.flags if run else ()) + (("static-run-disagree",) if differ else ()),
+        flags=(run.record.flags + run.measurement.flags if run else ()) + (("static-run-disagree",) if differ else ())
+        + found_flags,
         duration_s=run.record.duration_s if run else 0.0,
         reason=verdict.reason,
         measured_by=measurement.source if measurement else None,
-        notes=(measurement.notes if measurement else ()) + differ,
+        notes=(measurement.notes if measurement else ()) + differ + found,
         report_pdf=sub.report.name if sub.report else None,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -112,12 +113,26 @@ class Result:
         return cls(**fields)
 
     def write(self, path: Path) -> None:
-        """Write atomically (write, then rename) so a killed batch never leaves half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        """Write atomically, so a killed batch never leaves half a file."""
+        write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
     @classmethod
     def read(cls, path: Path) -> Result:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def failed_result(account: str, source: Path, reason: str, max_score: int) -> Result:
+    """A result for a submission that could not be graded at all."""
+    return Result(student=account, source=source.name, status=Status.ERROR, accuracy=None, reported_accuracy=None,
+                  score=0, max_score=max_score, bonus=0, checks=(), flags=(), duration_s=0.0, reason=reason)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write, flush to disk, then rename: after a crash or power loss the file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+MAX_RUNNING = 256  # jobs one machine may run at once, across every grader process on it
 
 
 @dataclass(frozen=True)
@@ -34,3 +41,25 @@ def plan_slots(jobs: int | None, cpus: int, gpus: tuple[str, ...], per_gpu: int,
     jobs = max(1, jobs)
     crowded = jobs * threads > cpus
     return tuple(Slot(i, threads, gpus[(i // per_gpu) % len(gpus)] if gpus else None, crowded) for i in range(jobs))
+
+
+@contextmanager
+def claim_index(lock_dir: Path | None = None) -> Iterator[int]:
+    """A number no other running job on this machine holds (any grader process, local or a Ray
+    worker), for as long as the block runs. It picks the sandbox's uid, so that each job's process
+    limit counts only its own processes. The kernel drops the lock when its holder dies."""
+    folder = lock_dir or Path(tempfile.gettempdir()) / "grader-slots"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for index in range(MAX_RUNNING):
+        fd = os.open(folder / f"{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield index
+        finally:
+            os.close(fd)  # closing releases the lock
+        return
+    raise RuntimeError(f"more than {MAX_RUNNING} jobs are running on this machine")

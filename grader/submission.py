@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Submission:
     cells: tuple[Cell, ...]
     script: Path | None = None  # the .py twin, kept for comparison when the .ipynb is graded
     report: Path | None = None
+    notes: tuple[str, ...] = ()  # what discovery saw that the TA should know (e.g. differing copies)
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:
@@ -51,6 +53,7 @@ class Discovery:
     submissions: tuple[Submission, ...]
     unmatched: tuple[Path, ...]  # files whose name matches no pattern
     unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
+    set_aside: tuple[tuple[Path, str], ...] = ()  # extra copies of a file, with why they were not used
 
 
 def _cells_from_notebook(path: Path, text: str) -> list[Cell]:
@@ -111,35 +114,125 @@ def read_submission(path: Path, account: str | None = None) -> Submission:
     return Submission(account=account or path.stem, path=path, cells=tuple(cells))
 
 
+# How browsers, file managers and LMS re-uploads name a second copy: "x (1)", "x - Copy", "x copy 2".
+_COPY_SUFFIX = re.compile(r"^(?P<stem>.+?)(?: ?\((?P<paren>\d+)\)| - Copy(?: \((?P<win>\d+)\))?| copy(?: (?P<mac>\d+))?)$",
+                          re.IGNORECASE)
+_NUMBERED = re.compile(r"^(?P<account>.+)-(?P<n>\d+)$")  # Canvas's resubmission: HW3_x-1.ipynb
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    copy: int  # 0 for the file's own name, N for its Nth copy
+
+
+def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int] | None:
+    """(account, kind, copy number) of a file name; an LMS prefix before the pattern
+    ("Jane Doe_1234_assignsubmission_file_HW3_x.ipynb") and a copy suffix are allowed."""
+    stem, dot, suffix = name.rpartition(".")
+    copy, bare = 0, name
+    dup = _COPY_SUFFIX.match(stem) if dot else None
+    if dup:
+        copy = int(dup.group("paren") or dup.group("win") or dup.group("mac") or 1)
+        bare = f"{dup.group('stem')}.{suffix}"
+    for candidate in (name, bare) if copy else (name,):
+        starts = [0] + [i + 1 for i, ch in enumerate(candidate) if ch in "_- "]
+        for start in starts:
+            matched = patterns.account_of(candidate[start:])
+            if matched:
+                return matched[0], matched[1], copy if candidate is bare else 0
+    return None
+
+
+def _pick(account: str, kind: str, found: list[_Found]) -> tuple[Path, list[tuple[Path, str]], str | None]:
+    """The copy to use (the newest; the highest copy number on a tie), the others with why they were
+    set aside, and a note for the student's result when the copies differ."""
+    newest = max(found, key=lambda f: (int(f.path.stat().st_mtime), f.copy))
+    content = newest.path.read_bytes()
+    newest = min((f for f in found if f.path.read_bytes() == content), key=lambda f: f.copy)  # same: the plain name
+    aside, differ = [], []
+    for other in found:
+        if other is newest:
+            continue
+        same = other.path.read_bytes() == content
+        aside.append((other.path, f"{'identical' if same else 'older, different'} copy of {account}'s {kind}; "
+                                  f"{newest.path.name} was used"))
+        if not same:
+            differ.append(other.path.name)
+    note = (f"{len(found)} copies of the {kind} were found; graded {newest.path.name}, the newest, and set aside "
+            f"{', '.join(differ)}, which differ{'s' if len(differ) == 1 else ''}: check which one was meant") if differ else None
+    return newest.path, aside, note
+
+
 def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
     """Group the files under ``directory`` (and the ``more`` folders, e.g. unpacked zips) by account;
-    the .ipynb is graded when both exist. Zip archives themselves are not listed as unmatched."""
+    the .ipynb is graded when both exist; of several copies of one file the newest is used.
+    Zip archives themselves are not listed as unmatched."""
     if not directory.is_dir():
         raise SubmissionError(f"{directory}: no such directory; give the folder of submissions (or its .zip)")
-    by_account: dict[str, dict[str, Path]] = {}
+    by_account: dict[str, dict[str, list[_Found]]] = {}
     unmatched = []
-    found = (p for root in (directory, *more) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    for path in sorted(p for p in found if p.suffix != ".zip"):
-        matched = patterns.account_of(path.name)
-        if matched is None:
+    files = (p for root in (directory, *more) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for path in sorted(p for p in files if p.suffix != ".zip"):
+        identified = _identify(path.name, patterns)
+        if identified is None:
             unmatched.append(path)
             continue
-        account, kind = matched
-        by_account.setdefault(account, {}).setdefault(kind, path)
-    submissions, unreadable = [], []
-    for account, files in sorted(by_account.items()):
-        main = files.get("notebook") or files.get("script")
+        account, kind, copy = identified
+        by_account.setdefault(account, {}).setdefault(kind, []).append(_Found(path, copy))
+    for account in list(by_account):  # HW3_x-1.ipynb beside HW3_x.ipynb is x's resubmission, not student "x-1"
+        numbered = _NUMBERED.match(account)
+        if numbered and numbered.group("account") in by_account:
+            for kind, found in by_account.pop(account).items():
+                by_account[numbered["account"]].setdefault(kind, []).extend(_Found(f.path, int(numbered["n"])) for f in found)
+    submissions, unreadable, set_aside = [], [], []
+    for account, kinds in sorted(by_account.items()):
+        chosen: dict[str, Path] = {}
+        notes = []
+        for kind, found in sorted(kinds.items()):
+            chosen[kind], aside, note = _pick(account, kind, found)
+            set_aside += aside
+            notes += [note] if note else []
+        main = chosen.get("notebook") or chosen.get("script")
         if main is None:
-            unreadable.append((account, files["report"], "only the report PDF was submitted, no notebook or script"))
+            unreadable.append((account, chosen["report"], "only the report PDF was submitted, no notebook or script"))
             continue
         try:
             sub = read_submission(main, account)
         except SubmissionError as exc:
             unreadable.append((account, main, str(exc)))
             continue
-        script = files.get("script") if main.suffix == ".ipynb" else None
-        submissions.append(Submission(account, main, sub.cells, script, files.get("report")))
-    return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable))
+        script = chosen.get("script") if main.suffix == ".ipynb" else None
+        submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes)))
+    return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
+
+
+def _comparable_lines(sub: Submission) -> list[str]:
+    """Code lines without blanks, comments, IPython magics or cell markers, as both exports keep them."""
+    lines = []
+    for cell in sub.code_cells:
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text and not text.startswith(("#", "!", "%")) and "get_ipython()" not in text:
+                lines.append(text)
+    return lines
+
+
+def twin_difference(sub: Submission) -> str | None:
+    """A note when the .py kept beside the graded .ipynb has other code than the notebook."""
+    if sub.script is None:
+        return None
+    try:
+        twin = read_submission(sub.script, sub.account)
+    except SubmissionError as exc:
+        return f"{sub.script.name} kept beside the notebook could not be compared: {exc}"
+    ours, theirs = _comparable_lines(sub), _comparable_lines(twin)
+    if ours == theirs:
+        return None
+    changed = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in
+                  difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False).get_opcodes() if tag != "equal")
+    return (f"{sub.script.name} differs from the notebook in {changed} code line{'s' if changed != 1 else ''}; "
+            f"the notebook was graded")
 
 
 def parseable(source: str) -> str:

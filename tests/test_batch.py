@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from grader.batch import grade_directory
+from grader.executor import LocalExecutor
 from grader.grade import Context
 from grader.results import Result, Status
 from grader.slots import Slot, plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SLOTS = plan_slots(2, 2, (), 1, 1)
+SLOTS = LocalExecutor(plan_slots(2, 2, (), 1, 1))
 
 
 def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,10 +32,13 @@ def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytes
     (class_dir / "random notes.txt").write_text("hi")
     out = tmp_path / "out"
     seen: list[str] = []
-    summary = grade_directory(class_dir, out, tiny_context, SLOTS, lambda p: seen.append(p.result.student))
+    running: list[tuple[str, ...]] = []
+    summary = grade_directory(class_dir, out, tiny_context, SLOTS,
+                              lambda p: seen.append(p.result.student) if p.result else running.append(p.running))
 
     results = {r.student: r for r in summary.results}
     assert sorted(seen) == sorted(results) == ["alice", "bob", "carol", "dave"]
+    assert sorted(set(name for names in running for name in names)) == ["alice", "bob"]  # the two that ran
     assert results["alice"].status is Status.GRADED and results["alice"].report_pdf == "HW3_Report_alice.pdf"
     assert results["bob"].status is Status.VIOLATION and results["bob"].score == 0
     assert results["bob"].accuracy is not None  # measured anyway, for the TA
@@ -57,16 +61,16 @@ def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytes
 
 def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_context: Context,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import grader.batch
+    import grader.executor
 
-    real = grader.batch.grade_submission
+    real = grader.executor.grade_submission
 
     def flaky(sub, context, workdir, keep, slot):  # type: ignore[no-untyped-def]
         if sub.account == "boom":
             raise RuntimeError("disk on fire")
         return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep, slot)
 
-    monkeypatch.setattr(grader.batch, "grade_submission", flaky)
+    monkeypatch.setattr(grader.executor, "grade_submission", flaky)
     for account in ("boom", "fine"):
         shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
     summary = grade_directory(tmp_path, tmp_path / "out", tiny_context, SLOTS)

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from grader.batch import grade_directory
+from grader.executor import LocalExecutor
 from grader.data import Dataset
 from grader.grade import Context, grade_submission
 from grader.reference import FrozenFacts, derive_facts
@@ -182,7 +183,7 @@ def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandbox
     bomb = (FIXTURES / "HW3_tinyok.py").read_text() + "\nimport os\nwhile True:\n    os.fork()\n"
     (batch / "HW3_mallory.py").write_text(bomb)
     context = dataclasses.replace(tiny_context, sandboxed=True)
-    results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context, plan_slots(2, 2, (), 1, 1)).results}
+    results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context, LocalExecutor(plan_slots(2, 2, (), 1, 1))).results}
     assert results["alice"].status is Status.GRADED and results["alice"].accuracy == alone.accuracy
     assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
     assert _sandboxed_processes() == []
@@ -210,6 +211,7 @@ import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pathlib import Path
 from grader.batch import grade_directory
+from grader.executor import LocalExecutor
 from grader.data import Dataset
 from grader.grade import Context
 from grader.reference import derive_facts
@@ -217,7 +219,7 @@ from grader.rubric import load_rubric
 from grader.slots import plan_slots
 rubric = load_rubric(Path({str(Path(__file__).parent.parent / "rubric.yaml")!r}))
 context = Context(rubric, derive_facts(rubric.template), Dataset(Path({str(tiny_dataset.root)!r})), sandboxed=True)
-grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, plan_slots(1, 2, (), 1, 1))
+grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
 """
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 240
@@ -232,11 +234,11 @@ grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, plan_slots(1,
 
     rubric = load_rubric(Path(__file__).parent.parent / "rubric.yaml")
     context = Context(rubric, derive_facts(rubric.template), tiny_dataset, sandboxed=True)
-    again = grade_directory(batch, out, context, plan_slots(1, 2, (), 1, 1))
+    again = grade_directory(batch, out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
     assert again.cached == len(finished) and [r.student for r in again.results] == ["ann", "ben", "cid"]
     rows = (out / "gradebook.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[0] for r in rows) == ["ann", "ben", "cid"]
     assert sorted(p.name for p in (out / "results").iterdir()) == ["ann.json", "ben.json", "cid.json"]
     started = time.monotonic()
-    third = grade_directory(batch, out, context, plan_slots(1, 2, (), 1, 1))
+    third = grade_directory(batch, out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
     assert third.cached == 3 and time.monotonic() - started < 5

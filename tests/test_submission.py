@@ -115,3 +115,51 @@ def test_discover_groups_by_account(tmp_path: Path, rubric: Rubric) -> None:
     assert by_account["bob"].path.suffix == ".py" and by_account["bob"].report is None
     assert [(a, p.name) for a, p, _ in found.unreadable] == [("carol", "HW3_carol.ipynb")]
     assert [p.name for p in found.unmatched] == ["notes.txt"]
+
+
+def _notebook(code: str) -> str:
+    return json.dumps({"cells": [{"cell_type": "code", "source": code}], "nbformat": 4})
+
+
+def test_copies_from_downloads_and_lms_names_go_to_the_right_student(tmp_path: Path, rubric: Rubric) -> None:
+    import os
+
+    (tmp_path / "HW3_ann.ipynb").write_text(_notebook("x = 1"))
+    (tmp_path / "HW3_ann (1).ipynb").write_text(_notebook("x = 2"))  # downloaded again, after a fix
+    os.utime(tmp_path / "HW3_ann.ipynb", (1_700_000_000, 1_700_000_000))
+    (tmp_path / "HW3_bo.ipynb").write_text(_notebook("y = 1"))
+    (tmp_path / "HW3_bo - Copy.ipynb").write_text(_notebook("y = 1"))  # identical: no question to ask
+    (tmp_path / "HW3_cy.py").write_text("z = 1\n")
+    (tmp_path / "HW3_cy-1.py").write_text("z = 2\n")  # Canvas's name for a resubmission
+    (tmp_path / "HW3_d-2.py").write_text("w = 1\n")  # no HW3_d.*: an account with a dash
+    (tmp_path / "Eve Ng_4821_assignsubmission_file_HW3_eng.ipynb").write_text(_notebook("v = 1"))  # Moodle
+    (tmp_path / "ngeve_123_4567_HW3_Report_eng.pdf").write_bytes(b"%PDF")  # Canvas
+    found = discover(tmp_path, rubric.files)
+    subs = {s.account: s for s in found.submissions}
+    assert sorted(subs) == ["ann", "bo", "cy", "d-2", "eng"]
+    assert subs["ann"].path.name == "HW3_ann (1).ipynb" and subs["ann"].cells[0].source == "x = 2"
+    assert subs["ann"].notes == ("2 copies of the notebook were found; graded HW3_ann (1).ipynb, the newest, and set "
+                                 "aside HW3_ann.ipynb, which differs: check which one was meant",)
+    assert subs["bo"].notes == ()
+    assert subs["eng"].report is not None and subs["eng"].report.name == "ngeve_123_4567_HW3_Report_eng.pdf"
+    aside = {p.name: why for p, why in found.set_aside}
+    assert aside == {"HW3_ann.ipynb": "older, different copy of ann's notebook; HW3_ann (1).ipynb was used",
+                     "HW3_bo - Copy.ipynb": "identical copy of bo's notebook; HW3_bo.ipynb was used",
+                     "HW3_cy.py": "older, different copy of cy's script; HW3_cy-1.py was used"}
+    assert subs["cy"].path.name == "HW3_cy-1.py"  # written last (or in the same second: the higher copy number)
+    assert found.unmatched == ()
+
+
+def test_the_py_twin_is_compared_with_the_notebook(tmp_path: Path, rubric: Rubric) -> None:
+    from grader.submission import twin_difference
+
+    code = "import torch\n%matplotlib inline\nn_epochs = 30\nprint(n_epochs)"
+    (tmp_path / "HW3_ann.ipynb").write_text(_notebook(code))
+    (tmp_path / "HW3_ann.py").write_text("#!/usr/bin/env python\n# In[1]:\n\n\nimport torch\n"
+                                          "get_ipython().run_line_magic('matplotlib', 'inline')\nn_epochs = 30\n"
+                                          "print(n_epochs)\n")
+    (tmp_path / "HW3_bo.ipynb").write_text(_notebook(code))
+    (tmp_path / "HW3_bo.py").write_text("import torch\nn_epochs = 60\nprint(n_epochs)\nprint('extra')\n")
+    subs = {s.account: s for s in discover(tmp_path, rubric.files).submissions}
+    assert twin_difference(subs["ann"]) is None  # the same code, exported by nbconvert
+    assert twin_difference(subs["bo"]) == "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"

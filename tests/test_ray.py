@@ -1,0 +1,105 @@
+"""The Ray executor grades a class to the same results as the local one, against a real local
+Ray instance that this test starts (`ray start --head`) and stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grader.batch import grade_directory
+from grader.executor import LocalExecutor
+from grader.grade import Context
+from grader.results import Result, Status
+from grader.sandbox import unavailable_reason
+from grader.slots import plan_slots
+
+ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip install -e '.[ray]'")
+from grader.ray_executor import RayPlan, ray_executor  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RAY = Path(sys.executable).parent / "ray"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A one-node Ray cluster on this machine, as a course would start its head node."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix socket paths must fit in 107 bytes
+    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=4", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                   check=True, capture_output=True, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _class(folder: Path) -> Path:
+    """Good, violating, crashing and hostile submissions, and a notebook with a differing .py twin."""
+    ok = (FIXTURES / "HW3_tinyok.py").read_text()
+    folder.mkdir()
+    shutil.copy(FIXTURES / "HW3_tinyok.py", folder / "HW3_good.py")
+    wide = ok.replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)").replace("nn.Linear(512, 256)", "nn.Linear(640, 256)")
+    (folder / "HW3_wide.py").write_text(wide)
+    (folder / "HW3_crash.py").write_text(ok.replace("model = Net()", "model = Net()\nraise ValueError('oops')"))
+    (folder / "HW3_bomb.py").write_text(ok + "\nimport os\nwhile True:\n    os.fork()\n")
+    (folder / "HW3_Report_good.pdf").write_bytes(b"%PDF-1.4")
+    return folder
+
+
+def _comparable(result: Result) -> tuple[object, ...]:
+    return (result.student, result.source, result.status, result.accuracy, result.score, result.bonus,
+            result.flags, tuple((c.id, c.ok, c.stage) for c in result.checks), result.report_pdf, result.cache_key)
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason="needs bubblewrap")
+def test_ray_grades_a_class_like_the_local_executor(tmp_path: Path, tiny_context: Context, ray_head: str) -> None:
+    context = dataclasses.replace(tiny_context, sandboxed=True)
+    folder = _class(tmp_path / "class")
+    local = grade_directory(folder, tmp_path / "local", context, LocalExecutor(plan_slots(2, 2, (), 1, 1)))
+    seen: list[str] = []
+    with ray_executor(ray_head, RayPlan(threads=1, per_gpu=1, use_gpus=True)) as executor:
+        assert executor.device_kind == "cpu" and executor.width == 4  # 4 CPUs, 1 thread per job
+        remote = grade_directory(folder, tmp_path / "ray", context, executor,
+                                 lambda p: seen.append(p.result.student) if p.result else None)
+
+    assert [_comparable(r) for r in remote.results] == [_comparable(r) for r in local.results]
+    by_name = {r.student: r for r in remote.results}
+    assert by_name["good"].status is Status.GRADED and by_name["wide"].status is Status.VIOLATION
+    assert by_name["crash"].status is Status.ERROR and "ValueError" in (by_name["crash"].reason or "")
+    assert sorted(seen) == ["bomb", "crash", "good", "wide"]
+    for name in ("good", "wide"):  # the executed notebooks came back to the driver
+        assert (tmp_path / "ray" / "executed" / f"{name}.ipynb").stat().st_size > 1000
+        assert Result.read(tmp_path / "ray" / "results" / f"{name}.json") == by_name[name]
+    assert (tmp_path / "ray" / "gradebook.csv").read_text().count("\n") == 5
+
+    # The same OUT again: everything from the cache, nothing sent to Ray.
+    with ray_executor(ray_head, RayPlan(threads=1, per_gpu=1, use_gpus=True)) as executor:
+        again = grade_directory(folder, tmp_path / "ray", context, executor)
+    assert again.cached == 4
+
+
+def test_unreachable_cluster_and_infeasible_tasks_are_one_line_errors(ray_head: str) -> None:
+    from grader.errors import GraderError
+
+    with pytest.raises(GraderError, match="cannot reach the Ray cluster at 127.0.0.1:1 .*ray start --head"):
+        with ray_executor("127.0.0.1:1", RayPlan(1, 1, True)):
+            pass
+    with pytest.raises(GraderError, match="no Ray node has 64 CPUs"):
+        with ray_executor(ray_head, RayPlan(64, 1, True)):
+            pass
