@@ -1,10 +1,11 @@
 """Batch throughput and the cached re-run.
 
-Copies one notebook N times into a fresh class folder, grades it with `--jobs 1` and with
-`--jobs 2` (fresh OUT each, --force), then re-runs the last batch unchanged (served from the
-cache). Prints wall times and the jobs-1/jobs-2 ratio.
+Copies one notebook N times into a fresh class folder and grades it once per setup (fresh OUT
+each, --force): `--jobs J` for each J given, `--per-gpu K` for each K given (on a GPU machine),
+and `--executor ray` (a Ray instance on this machine) with --ray. Then it re-runs the last setup
+unchanged, which the cache serves. Prints wall times and each setup's speed-up over the first.
 
-Usage: python benchmarks/bench_batch.py [NOTEBOOK] [-n N] [--jobs 1 2 ...]
+Usage: python benchmarks/bench_batch.py [NOTEBOOK] [-n N] [--jobs 1 2 ...] [--per-gpu 1 4 8] [--ray]
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GRADER = str(Path(sys.executable).parent / "grader")
 
 
-def _grade(folder: Path, out: Path, *extra: str) -> float:
+def _grade(folder: Path, out: Path, extra: list[str]) -> float:
     start = time.perf_counter()
     done = subprocess.run([GRADER, "grade", str(folder), "--out", str(out), *extra], cwd=ROOT,
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"grader grade failed: {done.stderr.strip()}")
+        raise SystemExit(f"grader grade {' '.join(extra)} failed: {done.stderr.strip()[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -34,22 +35,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb"))
     parser.add_argument("-n", type=int, default=4, help="how many copies (default 4)")
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--jobs", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--per-gpu", type=int, nargs="*", default=[], help="GPU machines: e.g. 1 4 8")
+    parser.add_argument("--ray", action="store_true", help="also grade with --executor ray")
     args = parser.parse_args()
+    setups = ([["--jobs", str(j)] for j in args.jobs] + [["--per-gpu", str(k)] for k in args.per_gpu]
+              + ([["--executor", "ray"]] if args.ray else []))
+    if not setups:
+        raise SystemExit("give at least one of --jobs, --per-gpu, --ray")
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp) / "class"
         folder.mkdir()
         for i in range(args.n):
             shutil.copy(args.notebook, folder / f"HW3_student{i:03d}{Path(args.notebook).suffix}")
-        times = {}
-        for jobs in args.jobs:
-            times[jobs] = _grade(folder, Path(temp) / f"out{jobs}", "--jobs", str(jobs), "--force")
-            print(f"{args.n} x {Path(args.notebook).name}, --jobs {jobs}: {times[jobs]:.1f} s", flush=True)
-        cached = _grade(folder, Path(temp) / f"out{args.jobs[-1]}", "--jobs", str(args.jobs[-1]))
-        print(f"unchanged re-run (cached): {cached:.2f} s")
-        if 1 in times:
-            for jobs in args.jobs:
-                print(f"speed-up of --jobs {jobs} over --jobs 1: {times[1] / times[jobs]:.2f}")
+        times = []
+        for number, extra in enumerate(setups):
+            times.append(_grade(folder, Path(temp) / f"out{number}", [*extra, "--force"]))
+            print(f"{args.n} x {Path(args.notebook).name}, {' '.join(extra)}: {times[-1]:.1f} s "
+                  f"(speed-up over {' '.join(setups[0])}: {times[0] / times[-1]:.2f})", flush=True)
+        cached = _grade(folder, Path(temp) / f"out{len(setups) - 1}", setups[-1])
+        print(f"unchanged re-run of the last setup (cached): {cached:.2f} s")
 
 
 if __name__ == "__main__":

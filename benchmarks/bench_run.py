@@ -1,7 +1,7 @@
 """Grader overhead on a real run: `grader check X --run` against the bare notebook run.
 
-The bare run is `jupyter execute` (nbclient) on the same notebook in a folder whose data/
-points at the prepared FashionMNIST, so it trains exactly what the grader trains, without
+The bare run is `jupyter nbconvert --to notebook --execute` on the same notebook in a folder
+whose data/ points at the prepared FashionMNIST, so it trains exactly what the grader trains, without
 the probe, the measurement or the reports. The grader runs twice per round: in the sandbox
 (the default where bubblewrap works) and with --no-sandbox. Runs alternate; medians and
 their ratios to the bare run are printed.
@@ -49,7 +49,8 @@ def main() -> None:
         (work / "data").symlink_to(dataset.root)
         shutil.copy(notebook, work / notebook.name)
         for _ in range(args.runs):
-            series["bare"].append(_timed([str(BIN / "jupyter-execute"), notebook.name], work))
+            series["bare"].append(_timed([str(BIN / "jupyter-nbconvert"), "--to", "notebook", "--execute",
+                                          "--ExecutePreprocessor.timeout=-1", "--output", "bare-run", notebook.name], work))
             series["sandboxed"].append(_timed(grader, ROOT))
             series["no-sandbox"].append(_timed([*grader, "--no-sandbox"], ROOT))
     bare = statistics.median(series["bare"])

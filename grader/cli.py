@@ -180,7 +180,7 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force)
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
-                 cached=summary.cached, seconds=time.monotonic() - started, counts=counts), end="")
+                 cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
     return ExitCode.OK
 
 

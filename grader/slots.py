@@ -48,7 +48,7 @@ def claim_index(lock_dir: Path | None = None) -> Iterator[int]:
     """A number no other running job on this machine holds (any grader process, local or a Ray
     worker), for as long as the block runs. It picks the sandbox's uid, so that each job's process
     limit counts only its own processes. The kernel drops the lock when its holder dies."""
-    folder = lock_dir or Path(tempfile.gettempdir()) / "grader-slots"
+    folder = lock_dir or Path(tempfile.gettempdir()) / f"grader-slots-{os.geteuid()}"  # per user: only root's matter
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for index in range(MAX_RUNNING):
         fd = os.open(folder / f"{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)

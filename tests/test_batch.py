@@ -134,3 +134,24 @@ def test_a_zip_from_the_lms_is_unpacked_safely(tmp_path: Path, tiny_context: Con
         zipped.writestr("../../escape.py", "x = 1")
     with pytest.raises(SubmissionError, match="points outside the archive"):
         unpack(evil, tmp_path / "unpacked")
+
+
+def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from grader.slots import claim_index
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from grader.slots import claim_index\n"
+                               f"with claim_index(Path({str(tmp_path)!r})) as i:\n"
+                               "    print(i, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "0"
+        with claim_index(tmp_path) as first, claim_index(tmp_path) as second:
+            assert (first, second) == (1, 2)  # another process holds 0
+    finally:
+        holder.kill()
+        holder.wait()
+    with claim_index(tmp_path) as again:
+        assert again == 0  # freed when its holder died

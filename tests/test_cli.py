@@ -49,6 +49,11 @@ def test_check_json_and_a_violation(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["check", "reference/HW3_template.ipynb", "--timeout", "-3"], "--timeout must be a positive"),
         (["frobnicate"], "invalid choice"),
         (["grade", "submissions"], "--out"),
+        (["grade", "submissions", "--out", "o", "--no-sandbox", "--executor", "ray", "--jobs", "2"],
+         "Ray places the jobs: drop --jobs"),
+        (["grade", "submissions", "--out", "o", "--no-sandbox", "--address", "10.0.0.5:6379"],
+         "--address is for --executor ray"),
+        (["grade", "submissions", "--out", "o", "--no-sandbox", "--gpus", "first"], "--gpus first: give GPU indices"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str],
@@ -83,3 +88,39 @@ def test_console_script_and_module_entry_points() -> None:
         done = subprocess.run([executable, *command[1:]], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "check" in done.stdout and "grade" in done.stdout
 
+
+
+def test_the_local_executor_needs_no_ray(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code = "import sys, grader.cli, grader.batch, grader.executor, grader.progress; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed
+    monkeypatch.chdir(ROOT)
+    assert main(["grade", "submissions", "--out", "o", "--no-sandbox", "--executor", "ray"]) == ExitCode.USAGE
+    assert "--executor ray needs Ray: pip install 'grader[ray]'" in _one_line_error(capsys)
+
+
+def test_grade_prints_a_line_per_student_and_a_final_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real batch on the real dataset, with a fast notebook (an untrained model evaluated once)."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for account in ("ann", "bo"):
+        shutil.copy(ROOT / "tests" / "fixtures" / "HW3_quickeval.ipynb", folder / f"HW3_{account}.ipynb")
+    (folder / "HW3_bo (1).ipynb").write_text((folder / "HW3_bo.ipynb").read_text().replace("batch_size=500", "batch_size=250"))
+    out = tmp_path / "out"
+    args = ["grade", str(folder), "--out", str(out), "--jobs", "2"]
+    from grader.sandbox import unavailable_reason
+
+    assert main(args + (["--no-sandbox"] if unavailable_reason() else [])) == ExitCode.OK
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert sorted(line.split()[1] for line in lines if line.startswith("[")) == ["ann", "bo"]  # one line each
+    assert "\x1b" not in printed  # not a terminal: no live bar
+    header = lines.index(next(line for line in lines if line.startswith("account")))
+    assert lines[header].split() == ["account", "status", "accuracy", "score", "flags"]
+    assert [line.split()[0] for line in lines[header + 1:header + 3]] == ["ann", "bo"]
+    assert "other-copies" in lines[header + 2]
+    assert "skipped HW3_bo.ipynb: older, different copy of bo's notebook; HW3_bo (1).ipynb was used" in printed
+    assert "2 students into" in printed and (out / "gradebook.csv").is_file()
+    assert "HW3_bo.ipynb" in (out / "index.html").read_text()  # the copy set aside is listed for the TA
+    assert "check which one was meant" in (out / "students" / "bo.html").read_text()
