@@ -2,10 +2,11 @@
 
 Copies one notebook N times into a fresh class folder and grades it once per setup (fresh OUT
 each, --force): `--jobs J` for each J given, `--per-gpu K` for each K given (on a GPU machine),
-and `--executor ray` (a Ray instance on this machine) with --ray. Then it re-runs the last setup
+and `--executor ray` with --ray (a Ray instance started for the batch, or the cluster at
+`--ray ADDR`, which also saves the instance's start-up on the cached re-run). Then it re-runs the last setup
 unchanged, which the cache serves. Prints wall times and each setup's speed-up over the first.
 
-Usage: python benchmarks/bench_batch.py [NOTEBOOK] [-n N] [--jobs 1 2 ...] [--per-gpu 1 4 8] [--ray]
+Usage: python benchmarks/bench_batch.py [NOTEBOOK] [-n N] [--jobs 1 2 ...] [--per-gpu 1 4 8] [--ray [ADDR]]
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=4, help="how many copies (default 4)")
     parser.add_argument("--jobs", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--per-gpu", type=int, nargs="*", default=[], help="GPU machines: e.g. 1 4 8")
-    parser.add_argument("--ray", action="store_true", help="also grade with --executor ray")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDR",
+                        help="also grade with --executor ray (at the cluster ADDR if given)")
     args = parser.parse_args()
     setups = ([["--jobs", str(j)] for j in args.jobs] + [["--per-gpu", str(k)] for k in args.per_gpu]
-              + ([["--executor", "ray"]] if args.ray else []))
+              + ([["--executor", "ray", *(["--address", args.ray] if args.ray else [])]] if args.ray is not None else []))
     if not setups:
         raise SystemExit("give at least one of --jobs, --per-gpu, --ray")
     with tempfile.TemporaryDirectory() as temp:
