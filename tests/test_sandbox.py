@@ -176,17 +176,32 @@ def test_hidden_labels_keep_the_truth_out_of_the_kernel(tmp_path: Path, sandboxe
 
 
 def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandboxed: Context, tiny_context: Context) -> None:
-    alone = grade_submission(read_submission(FIXTURES / "HW3_tinyok.py", "alice"), tiny_context, tmp_path / "alone")
+    """Good, violating, crashing and hostile submissions with --jobs 2: the good ones as alone."""
+    ok = (FIXTURES / "HW3_tinyok.py").read_text()
+    late = ok.replace("lr=0.001", "lr=0.0000003")  # barely trained: an accuracy that is not 100%
+    alone = {name: grade_submission(read_submission(path, name), tiny_context, tmp_path / f"alone-{name}")
+             for name, path in (("alice", FIXTURES / "HW3_tinyok.py"), ("bea", _write(tmp_path / "HW3_bea.py", late)))}
     batch = tmp_path / "class"
     batch.mkdir()
     shutil.copy(FIXTURES / "HW3_tinyok.py", batch / "HW3_alice.py")
-    bomb = (FIXTURES / "HW3_tinyok.py").read_text() + "\nimport os\nwhile True:\n    os.fork()\n"
-    (batch / "HW3_mallory.py").write_text(bomb)
+    (batch / "HW3_bea.py").write_text(late)
+    (batch / "HW3_mallory.py").write_text(ok + "\nimport os\nwhile True:\n    os.fork()\n")
+    (batch / "HW3_wide.py").write_text(ok.replace("nn.Linear(256, 10)", "nn.Linear(256, 10)\n        self.fc4 = nn.Linear(10, 10)"))
+    (batch / "HW3_crash.py").write_text(ok.replace("model = Net()", "model = Net()\nraise RuntimeError('CUDA out of memory')"))
     context = dataclasses.replace(tiny_context, sandboxed=True)
     results = {r.student: r for r in grade_directory(batch, tmp_path / "out", context, LocalExecutor(plan_slots(2, 2, (), 1, 1))).results}
-    assert results["alice"].status is Status.GRADED and results["alice"].accuracy == alone.accuracy
+    for name in ("alice", "bea"):
+        assert results[name].status is Status.GRADED and results[name].accuracy == alone[name].accuracy
+    assert alone["alice"].accuracy != alone["bea"].accuracy  # two different good results, each kept
     assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
+    assert results["wide"].status is Status.VIOLATION
+    assert results["crash"].status is Status.ERROR and "CUDA out of memory" in (results["crash"].reason or "")
     assert _sandboxed_processes() == []
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def _sandboxed_processes() -> list[str]:
