@@ -38,7 +38,7 @@ def _node_problem(context: Context, environment: str) -> str | None:
     from grader.sandbox import unavailable_reason
 
     node = socket.gethostname()
-    here = environment_key(environment.rsplit("|", 1)[-1])
+    here = environment_key(environment.rsplit("|", 1)[-1])  # the key ends with the device kind
     if here != environment:
         return (f"node {node} has grader|python|torch|torchvision {here.rsplit('|', 1)[0]}, the batch was started with "
                 f"{environment.rsplit('|', 1)[0]}; install the same versions on every node")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from grader.batch import grade_directory
+from grader.cache import environment_key
 from grader.executor import LocalExecutor
 from grader.grade import Context
 from grader.results import Result, Status
@@ -103,3 +104,12 @@ def test_unreachable_cluster_and_infeasible_tasks_are_one_line_errors(ray_head: 
     with pytest.raises(GraderError, match="no Ray node has 64 CPUs"):
         with ray_executor(ray_head, RayPlan(64, 1, True)):
             pass
+
+
+def test_a_node_with_other_versions_refuses_with_its_name(tiny_context: Context) -> None:
+    from grader.ray_executor import _node_problem
+
+    assert _node_problem(tiny_context, environment_key("cpu")) is None
+    problem = _node_problem(tiny_context, "0.0.1|3.9.0|2.0.0|0.15.0|cpu")
+    assert problem is not None and problem.startswith(f"node {socket.gethostname()} has grader|python|torch|torchvision")
+    assert problem.endswith("the batch was started with 0.0.1|3.9.0|2.0.0|0.15.0; install the same versions on every node")
