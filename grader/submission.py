@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -207,14 +208,31 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
     return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
 
 
+def _is_export_noise(node: ast.stmt) -> bool:
+    """What exports add or drop without changing the program: markdown cells turned into string
+    literals (Colab's .py), magics (`pass` after `parseable`, or nbconvert's get_ipython() calls)."""
+    if isinstance(node, ast.Pass):
+        return True
+    if not isinstance(node, ast.Expr):
+        return False
+    value = node.value
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return True
+    return isinstance(value, ast.Call) and "get_ipython()" in ast.unparse(value.func)
+
+
 def _comparable_lines(sub: Submission) -> list[str]:
-    """Code lines without blanks, comments, IPython magics or cell markers, as both exports keep them."""
+    """The program's statements in one normal form (ast.unparse), so that formatting, comments,
+    cell markers and what an export adds do not count as differences."""
     lines = []
     for cell in sub.code_cells:
-        for line in cell.source.splitlines():
-            text = line.strip()
-            if text and not text.startswith(("#", "!", "%")) and "get_ipython()" not in text:
-                lines.append(text)
+        try:
+            tree = ast.parse(parseable(cell.source))
+        except SyntaxError:  # compared as text, without blanks and comments
+            lines += [t for t in (line.strip() for line in cell.source.splitlines()) if t and not t.startswith("#")]
+            continue
+        body = [node for node in tree.body if not _is_export_noise(node)]
+        lines += ast.unparse(ast.Module(body=body, type_ignores=[])).splitlines()
     return lines
 
 
