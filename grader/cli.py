@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])")
     grade.add_argument("--address", metavar="ADDR", help="the Ray cluster's head, e.g. 10.0.0.5:6379 "
-                                                         "(default: start a Ray instance on this machine)")
+                                                         "(default: $RAY_ADDRESS, else a Ray instance started here)")
     common(grade)
 
     env = commands.add_parser("env", help="list the modules the submissions need that are missing here")

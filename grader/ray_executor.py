@@ -87,9 +87,8 @@ class RayExecutor:
 
     @property
     def width(self) -> int:
-        if self.gpus:
-            return max(1, int(self.gpus * self.plan.per_gpu))
-        return max(1, int(self.cpus // self.plan.threads))
+        by_cpu = self.cpus // self.plan.threads
+        return max(1, int(min(by_cpu, self.gpus * self.plan.per_gpu) if self.gpus else by_cpu))
 
     def run(self, jobs: Sequence[Job], context: Context, listener: Listener) -> None:
         import ray

@@ -148,14 +148,16 @@ def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int] | None:
 def _pick(account: str, kind: str, found: list[_Found]) -> tuple[Path, list[tuple[Path, str]], str | None]:
     """The copy to use (the newest; the highest copy number on a tie), the others with why they were
     set aside, and a note for the student's result when the copies differ."""
+    if len(found) == 1:
+        return found[0].path, [], None
+    content = {f.path: f.path.read_bytes() for f in found}
     newest = max(found, key=lambda f: (int(f.path.stat().st_mtime), f.copy))
-    content = newest.path.read_bytes()
-    newest = min((f for f in found if f.path.read_bytes() == content), key=lambda f: f.copy)  # same: the plain name
+    newest = min((f for f in found if content[f.path] == content[newest.path]), key=lambda f: f.copy)  # same: plain name
     aside, differ = [], []
     for other in found:
         if other is newest:
             continue
-        same = other.path.read_bytes() == content
+        same = content[other.path] == content[newest.path]
         aside.append((other.path, f"{'identical' if same else 'older, different'} copy of {account}'s {kind}; "
                                   f"{newest.path.name} was used"))
         if not same:
