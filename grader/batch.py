@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.archive import unpack
-from grader.cache import cache_key, environment_key, reusable
+from grader.cache import batch_key, cache_key, environment_key, reusable
 from grader.errors import SubmissionError
 from grader.executor import Executor, Graded, Job
 from grader.grade import Context
@@ -91,10 +91,10 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         result = failed_result(account, path, why, rubric.accuracy.max_points)
         result.write(out / "results" / f"{account}.json")
         tracker.record(result, cached=False)
-    environment = environment_key(executor.device_kind)
+    batch = batch_key(context, environment_key(executor.device_kind))
     todo: list[Job] = []
     for sub in found.submissions:
-        key = cache_key(sub, context, environment)
+        key = cache_key(sub, batch)
         reused = None if force else reusable(out / "results" / f"{sub.account}.json", key)
         if reused is not None:
             tracker.record(reused, cached=True)

@@ -25,13 +25,19 @@ def environment_key(device_kind: str) -> str:
     return "|".join([grader.__version__, platform.python_version(), _version("torch"), _version("torchvision"), device_kind])
 
 
-def cache_key(sub: Submission, context: Context, environment: str) -> str:
-    """A digest of the submission's content, the rubric, the reference template and the environment."""
+def batch_key(context: Context, environment: str) -> str:
+    """A digest of what every submission of a batch is graded against: the rubric, the reference
+    template, the environment and whether runs are sandboxed (read once per batch)."""
     digest = hashlib.sha256()
-    for part in (sub.path.read_bytes(), context.rubric.path.read_bytes(), context.rubric.template.read_bytes(),
-                 environment.encode(), str(context.sandboxed).encode()):
+    for part in (context.rubric.path.read_bytes(), context.rubric.template.read_bytes(), environment.encode(),
+                 str(context.sandboxed).encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
+
+
+def cache_key(sub: Submission, batch: str) -> str:
+    """A digest of the submission's content and the batch's key (see ``batch_key``)."""
+    return hashlib.sha256(hashlib.sha256(sub.path.read_bytes()).digest() + batch.encode()).hexdigest()
 
 
 def reusable(path: Path, key: str) -> Result | None:

@@ -136,12 +136,12 @@ def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int] | None:
     if dup:
         copy = int(dup.group("paren") or dup.group("win") or dup.group("mac") or 1)
         bare = f"{dup.group('stem')}.{suffix}"
-    for candidate in (name, bare) if copy else (name,):
+    for candidate, number in ((name, 0), (bare, copy)) if copy else ((name, 0),):
         starts = [0] + [i + 1 for i, ch in enumerate(candidate) if ch in "_- "]
         for start in starts:
             matched = patterns.account_of(candidate[start:])
             if matched:
-                return matched[0], matched[1], copy if candidate is bare else 0
+                return matched[0], matched[1], number
     return None
 
 
