@@ -23,6 +23,7 @@ grade: data
 	$(GRADER) grade submissions/ --out $(OUT)
 
 test: data
+	@scripts/system-deps.sh chromium
 	$(PY) -m mypy
 	$(PY) -m pytest
 

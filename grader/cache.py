@@ -20,24 +20,40 @@ def _version(package: str) -> str:
         return "absent"
 
 
+def _code_digest() -> str:
+    """The grader's own code: an editable install keeps its version string while its code changes."""
+    package = Path(grader.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def environment_key(device_kind: str) -> str:
-    """What, besides the submission and the rubric, can change a grade: versions and device kind."""
-    return "|".join([grader.__version__, platform.python_version(), _version("torch"), _version("torchvision"), device_kind])
+    """What, besides the submission and the rubric, can change a grade: versions, code and device kind."""
+    return "|".join([grader.__version__, _code_digest(), platform.python_version(), _version("torch"),
+                     _version("torchvision"), device_kind])
 
 
 def batch_key(context: Context, environment: str) -> str:
-    """A digest of what every submission of a batch is graded against: the rubric, the reference
-    template, the environment and whether runs are sandboxed (read once per batch)."""
+    """A digest of what every submission of a batch is graded against: the rubric as in effect
+    (command-line overrides such as --timeout included), the reference template, the environment
+    and whether runs are sandboxed (read once per batch)."""
     digest = hashlib.sha256()
-    for part in (context.rubric.path.read_bytes(), context.rubric.template.read_bytes(), environment.encode(),
+    for part in (repr(context.rubric).encode(), context.rubric.template.read_bytes(), environment.encode(),
                  str(context.sandboxed).encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
 
 def cache_key(sub: Submission, batch: str) -> str:
-    """A digest of the submission's content and the batch's key (see ``batch_key``)."""
-    return hashlib.sha256(hashlib.sha256(sub.path.read_bytes()).digest() + batch.encode()).hexdigest()
+    """A digest of everything of the student's that the result depends on (the graded file, its
+    .py twin, the report PDF, the copies set aside) and the batch's key (see ``batch_key``)."""
+    digest = hashlib.sha256()
+    for path in (sub.path, sub.script, sub.report):
+        digest.update(hashlib.sha256(path.read_bytes()).digest() if path is not None else b"-")
+    digest.update(hashlib.sha256("\0".join(sub.notes).encode()).digest() + batch.encode())
+    return digest.hexdigest()
 
 
 def reusable(path: Path, key: str) -> Result | None:

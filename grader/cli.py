@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
     grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: --per-gpu per "
                                                              "GPU, else cores / the rubric's cpu_threads)")
-    grade.add_argument("--gpus", metavar="LIST", help="GPU indices to use, e.g. 0,1 (default: all visible; 'none' for CPU)")
+    grade.add_argument("--gpus", metavar="LIST", help="GPUs to use by nvidia-smi index or UUID, e.g. 0,1 "
+                                                      "(default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
     grade.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -116,6 +117,7 @@ def _check(args: argparse.Namespace) -> ExitCode:
     if unsandboxed:  # a student's own code on their own machine: fine, but say so
         print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
     context = _context(args, args.run, sandboxed=args.run and unsandboxed is None)
+    _limits_notice(context.sandboxed)
     path: Path = args.path
     matched = context.rubric.files.account_of(path.name)
     notices = () if matched else (f"the file name should be {context.rubric.files.notebook} (or .py) when you submit",)
@@ -131,6 +133,7 @@ def _check(args: argparse.Namespace) -> ExitCode:
 
 
 def _slots(args: argparse.Namespace, rubric: Rubric) -> tuple[Slot, ...]:
+    from grader.gpus import find as find_gpu
     from grader.slots import plan_slots, visible_gpus
 
     jobs, gpus_arg, per_gpu = getattr(args, "jobs", 1), getattr(args, "gpus", None), getattr(args, "per_gpu", 1)
@@ -138,9 +141,23 @@ def _slots(args: argparse.Namespace, rubric: Rubric) -> tuple[Slot, ...]:
         raise GraderError("--jobs and --per-gpu must be at least 1")
     gpus = visible_gpus() if gpus_arg is None else () if gpus_arg == "none" else tuple(
         g.strip() for g in gpus_arg.split(",") if g.strip())
-    if any(not g.isdigit() for g in gpus):
-        raise GraderError(f"--gpus {gpus_arg}: give GPU indices like 0,1 (or 'none')")
-    return plan_slots(jobs, os.cpu_count() or 1, gpus, per_gpu, rubric.cpu_threads)
+    unknown = [g for g in gpus if find_gpu(g) is None]
+    if unknown:
+        raise GraderError(f"GPU {', '.join(unknown)} is not on this machine; give nvidia-smi's indices (or UUIDs) "
+                          "like --gpus 0,1, or --gpus none")
+    return plan_slots(jobs, len(os.sched_getaffinity(0)), gpus, per_gpu, rubric.cpu_threads)
+
+
+def _limits_notice(sandboxed: bool) -> None:
+    """Say once when the sandbox cannot cap a run's processes together (no writable cgroup)."""
+    from grader.cgroups import find_hierarchy
+
+    if not sandboxed:
+        return
+    hierarchy, why = find_hierarchy()
+    if hierarchy is None:
+        print(f"grader: note: {why}; memory is capped per process (RLIMIT_DATA), "
+              "not for all of a notebook's processes together (run as root for cgroup limits)", file=sys.stderr)
 
 
 def _executor(args: argparse.Namespace, rubric: Rubric) -> AbstractContextManager[Executor]:
@@ -158,7 +175,7 @@ def _executor(args: argparse.Namespace, rubric: Rubric) -> AbstractContextManage
     from grader.executor import LocalExecutor
 
     slots = _slots(args, rubric)
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     if not any(s.gpu for s in slots) and len(slots) * rubric.cpu_threads > cores:
         print(f"grader: note: {len(slots)} jobs x {rubric.cpu_threads} threads on {cores} cores; "
               "runs will slow each other down", file=sys.stderr)
@@ -175,6 +192,7 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
                           "or pass --no-sandbox to run it unisolated")
     context = _context(args, run=True, sandboxed=unsandboxed is None)
+    _limits_notice(context.sandboxed)
     started = time.monotonic()
     with _executor(args, context.rubric) as executor, progress_display(sys.stdout, executor.width) as show:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force)

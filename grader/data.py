@@ -25,6 +25,7 @@ FILES = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 TEST_LABELS = "t10k-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
 _STAMP = "verified.json"
 
 
@@ -47,20 +48,52 @@ class Dataset:
         return read_idx_labels(self.raw / TEST_LABELS)
 
 
-def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> Dataset:
-    """The dataset one run's kernel reads: links to the prepared files, and with
-    ``hide_test_labels`` a copy of the test labels in a random order the kernel cannot know."""
+@dataclass(frozen=True)
+class KernelView:
+    """The dataset one run's kernel reads, and how its test set maps onto the official one."""
+
+    dataset: Dataset
+    order: tuple[int, ...] | None = None  # hidden labels: the official index of the kernel's k-th test image
+
+    def labels(self, official: tuple[int, ...]) -> tuple[int, ...]:
+        """The true label of each test image in the order the kernel sees them."""
+        return official if self.order is None else tuple(official[i] for i in self.order)
+
+
+def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> KernelView:
+    """Links to the prepared files for one run's kernel. With ``hide_test_labels`` the test images
+    come in a secret order and the test labels are random, so that nothing the kernel can read,
+    not even a copy of the public labels embedded in a notebook, says which prediction is right."""
     raw = Dataset(folder).raw
     raw.mkdir(parents=True, exist_ok=True)
+    order: tuple[int, ...] | None = None
     for name in FILES:
         target = raw / name
-        if hide_test_labels and name == TEST_LABELS:
+        if hide_test_labels and name == TEST_IMAGES:
+            data = (dataset.raw / name).read_bytes()
+            count, size = struct.unpack(">I", data[4:8])[0], 28 * 28
+            shuffled = list(range(count))
+            random.SystemRandom().shuffle(shuffled)
+            order = tuple(shuffled)
+            target.write_bytes(data[:16] + b"".join(data[16 + i * size:16 + (i + 1) * size] for i in order))
+        elif hide_test_labels and name == TEST_LABELS:
             labels = list(dataset.test_labels())
             random.SystemRandom().shuffle(labels)
             target.write_bytes(struct.pack(">II", 2049, len(labels)) + bytes(labels))
         else:
             target.symlink_to((dataset.raw / name).resolve())
-    return Dataset(folder)
+    return KernelView(Dataset(folder), order)
+
+
+def label_copies(dataset: Dataset, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Where the real test labels may be read below ``roots`` (what a sandbox shows): the Debian
+    package's folder, the prepared cache, and any file named like the test labels."""
+    found = [p for p in (DEBIAN_DIR, dataset.raw) if p.exists() and any(p.is_relative_to(r) for r in roots)]
+    for root in roots:
+        for folder, _dirs, names in os.walk(root):
+            found += [Path(folder) / n for n in names if "t10k-labels" in n.lower()
+                      and not any((Path(folder) / n).is_relative_to(f) for f in found)]
+    return tuple(found)
 
 
 def default_cache() -> Path:

@@ -1,7 +1,11 @@
 """Run one submission, cell by cell, in a real Jupyter kernel (a child process) -> ExecutionRecord.
 
 The only place that runs student code. The grader's process drives the kernel with nbclient
-and reads back plain files; it never imports what the notebook defined.
+and reads back one plain file; it never imports what the notebook defined.
+
+The run folder is the grader's: ``kernel/`` is the only part student code can write (the kernel's
+sockets, the probe's file); the executed notebook and the kernel's log are written beside it,
+where student code never had access. Sandboxed, the notebook works in RAM-backed scratch space.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +25,28 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
+from grader import cgroups
 from grader.data import Dataset
+from grader.probe_file import read_probe
 from grader.results import ExecutionRecord, Status
-from grader.sandbox import Sandbox, command, end_namespaces, namespace_inits, prepare_workdir
+from grader.sandbox import Sandbox, command, end_namespaces, lock_kernel_dir, namespace_inits, prepare_kernel_dir
 from grader.slots import Slot
 from grader.submission import Submission
 
-PROBE_FILE = "grader_probe.json"
+PROBE_FILE = "probe.json"
 EXECUTED_FILE = "executed.ipynb"
 KERNEL_LOG = "kernel.log"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
+SPIN_COUNT = 3000  # OpenMP busy-wait iterations before a thread sleeps (libgomp's default: 300,000)
+_DIED = "the kernel died (a crash, os._exit, or the memory limit)"
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """How to run one submission: where, on which data, with which seed, limits and isolation."""
 
-    workdir: Path  # the notebook's working directory; the only place it may write when sandboxed
+    rundir: Path  # the grader's folder for this run (see the module's docstring)
     dataset: Dataset  # what the notebook's FashionMNIST(...) reads (bound read-only in the sandbox)
     seed: int
     cell_timeout_s: float
@@ -48,6 +56,17 @@ class RunPlan:
     slot: Slot | None = None  # threads and GPU in a parallel batch; None: the whole machine
     num_classes: int = 10
     kernel_name: str = "python3"
+    cgroups: cgroups.Hierarchy | None = None  # sandboxed: a group per run caps memory, processes and CPU
+    gpu_memory_mb: int = 0  # the run's share of its GPU's memory (set by the probe); 0: no cap
+
+    @property
+    def kernel_dir(self) -> Path:
+        return self.rundir / "kernel"
+
+    @property
+    def workdir(self) -> Path:
+        """The notebook's working directory when it runs unsandboxed."""
+        return self.rundir / "work"
 
 
 class _SandboxedKernelManager(AsyncKernelManager):
@@ -83,16 +102,14 @@ class _LimitedClient(NotebookClient):
         return None
 
 
-def _kernel_manager(plan: RunPlan) -> AsyncKernelManager:
+def _kernel_manager(plan: RunPlan, sandbox: Sandbox | None) -> AsyncKernelManager:
     # Async, as nbclient expects: a blocking client would wait forever for a dead kernel's output.
-    if plan.sandbox is None:
+    if sandbox is None:
         return AsyncKernelManager(kernel_name=plan.kernel_name)
-    sockets = plan.workdir / ".kernel"
-    sockets.mkdir(exist_ok=True)
-    prepare_workdir(plan.sandbox)
+    sockets = plan.kernel_dir
     manager = _SandboxedKernelManager(kernel_name=plan.kernel_name, transport="ipc", ip=str(sockets / "s"),
                                       connection_file=str(sockets / "kernel.json"))
-    manager.wrapper = command(plan.sandbox, _kernel_vars(plan))
+    manager.wrapper = command(sandbox, _kernel_vars(plan))
     return manager
 
 
@@ -109,9 +126,10 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
     config = {
         "seed": plan.seed,
         "data_root": str(plan.dataset.root),
-        "output": str(plan.workdir / PROBE_FILE),
+        "output": str(plan.kernel_dir / PROBE_FILE),
         "num_classes": plan.num_classes,
         "threads": plan.slot.threads if plan.slot else None,
+        "gpu_memory_mb": plan.gpu_memory_mb,
     }
     setup = f"import grader.probe.runtime as _gp\n_gp.install(__import__('json').loads({json.dumps(config)!r}))\ndel _gp"
     export = "import grader.probe.runtime as _gp\n_gp.export()\ndel _gp"
@@ -144,11 +162,17 @@ def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     if plan.slot is not None:
         threads = str(plan.slot.threads)
-        variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, CUDA_VISIBLE_DEVICES=plan.slot.gpu or "")
+        variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        if plan.sandbox is None:  # sandboxed, the one GPU it can open is cuda:0
+            variables.update(CUDA_VISIBLE_DEVICES=plan.slot.gpu or "", CUDA_DEVICE_ORDER="PCI_BUS_ID")
         if plan.slot.crowded:
             # Spinning OpenMP threads of jobs that share cores starve each other (4 template runs with
-            # --jobs 2 on 2 cores: over 5 min spinning, 81 s passive); alone, spinning is faster.
+            # --jobs 2 on 2 cores: over 5 min spinning, 81 s passive).
             variables["OMP_WAIT_POLICY"] = "PASSIVE"
+        else:
+            # Spin briefly, then sleep: alone as fast as the default spin (within 3%), and beside other
+            # load at its fair share instead of collapsing (benchmarks/bench_neighbour.py).
+            variables.update(GOMP_SPINCOUNT=str(SPIN_COUNT), KMP_BLOCKTIME="1")
     return variables
 
 
@@ -196,7 +220,7 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
             limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
             return _Outcome(Status.TIMEOUT, f"{where}: still running at the {limit} time limit ({client.timeout} s)", number)
         except DeadKernelError:
-            return _Outcome(Status.ERROR, f"{where}: the kernel died (a crash, os._exit, or the memory limit)", number)
+            return _Outcome(Status.ERROR, f"{where}: {_DIED}", number)
         except CellExecutionError as exc:
             if number is None:
                 return _Outcome(Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}")
@@ -209,44 +233,92 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
     return outcome
 
 
+def _group_limits(plan: RunPlan) -> cgroups.GroupLimits:
+    """The run's cgroup caps: the sandbox's memory and processes, and the slot's threads as CPU share."""
+    limits = plan.sandbox.limits if plan.sandbox is not None else None
+    return cgroups.GroupLimits(memory_mb=limits.memory_mb if limits else 0,
+                               max_processes=limits.max_processes if limits else 0,
+                               cpus=float(plan.slot.threads if plan.slot else os.cpu_count() or 1))
+
+
+def _owner(plan: RunPlan) -> int | None:
+    """Whose files the probe's may be: the sandbox's user when the grader is root (else anyone's: ours)."""
+    return plan.sandbox.uid if plan.sandbox is not None and os.geteuid() == 0 else None
+
+
 def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     """Run the submission's cells in order with per-cell and total time limits.
 
     An exception in a student cell stops the run (like `jupyter nbconvert --execute`), but the
     probe still exports what it recorded, so the TA sees the accuracy reached before the error.
-    The kernel is always shut down at the end; in a sandbox that ends every process it started.
+    The kernel is always shut down at the end; in a sandbox that ends every process it started,
+    and the run's cgroup (where there is one) is read for peak memory and OOM kills, then removed.
     """
-    plan.workdir.mkdir(parents=True, exist_ok=True)
+    plan.rundir.mkdir(parents=True, exist_ok=True)
+    plan.workdir.mkdir(exist_ok=True)
     setup, export = _probe_cells(plan)
     notebook = build_notebook(submission)
     student_cells = list(notebook.cells)
     notebook.cells = [setup, *student_cells, export]
-    manager = _kernel_manager(plan)
-    client = _LimitedClient(notebook, plan.max_output_bytes, km=manager, timeout=int(plan.cell_timeout_s),
-                            kernel_name=plan.kernel_name, resources={"metadata": {"path": str(plan.workdir)}},
-                            allow_errors=False, record_timing=False)
+    hierarchy = plan.cgroups if plan.sandbox is not None else None
     started = time.monotonic()
-    inits: list[int] = []
-    with (plan.workdir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
-        try:
-            with client.setup_kernel(env={**os.environ, **_kernel_vars(plan)}, stdout=log, stderr=log):
-                inits = _namespace_inits(manager)
-                outcome = _run_cells(client, notebook, submission, plan, started)
-        except RuntimeError as exc:  # the kernel did not come up
-            outcome = _Outcome(Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}")
-        finally:
-            _shut_down(manager, inits)
+    with cgroups.job_group(hierarchy, plan.slot.index if plan.slot else 0, _group_limits(plan)) as group:
+        sandbox = replace(plan.sandbox, group=group) if plan.sandbox is not None else None
+        if sandbox is not None:
+            prepare_kernel_dir(sandbox, (PROBE_FILE,))
+        else:
+            plan.kernel_dir.mkdir(exist_ok=True)
+        outcome, truncated = _run(submission, plan, sandbox, notebook, started)
+        usage = cgroups.usage(group) if group is not None else None
     notebook.cells = student_cells
-    executed = plan.workdir / EXECUTED_FILE
+    executed = plan.rundir / EXECUTED_FILE
     nbformat.write(notebook, str(executed))
-    probe = plan.workdir / PROBE_FILE
+    probe = read_probe(plan.kernel_dir, PROBE_FILE, _owner(plan))
+    flags = ["output-truncated"] if truncated else []
+    notes = [probe.problem] if probe.problem else []
+    if probe.problem:
+        flags.append("probe-file-rejected")
+    if usage is not None and usage.oom_kills:
+        memory_mb = _group_limits(plan).memory_mb
+        flags.append("memory-limit")
+        notes.append(f"the memory limit ({memory_mb} MB for all the notebook's processes together) was reached "
+                     f"{usage.oom_kills} time(s): the kernel or one of its processes was killed")
+        if outcome.reason and outcome.reason.endswith(_DIED):
+            where = outcome.reason[: -len(_DIED)]
+            outcome = _Outcome(Status.ERROR, f"{where}the kernel was killed at the memory limit of {memory_mb} MB "
+                               "(all its processes together)", outcome.failed_cell)
     return ExecutionRecord(
         status=outcome.status,
         reason=outcome.reason,
         failed_cell=outcome.failed_cell,
         duration_s=round(time.monotonic() - started, 2),
         executed_notebook=executed,
-        probe_file=probe if probe.is_file() else None,
+        probe=probe.record,
         outputs_text=_printed_text(student_cells),
-        flags=("output-truncated",) if client.truncated else (),
+        flags=tuple(flags),
+        notes=tuple(notes),
+        peak_memory_mb=usage.peak_memory_mb if usage else None,
     )
+
+
+def _run(submission: Submission, plan: RunPlan, sandbox: Sandbox | None, notebook: NotebookNode,
+         started: float) -> tuple[_Outcome, bool]:
+    """Start the kernel, run every cell, shut it all down: (outcome, whether output was cut)."""
+    manager = _kernel_manager(plan, sandbox)
+    cwd = plan.workdir if sandbox is None else plan.rundir  # sandboxed, bwrap changes into its scratch home
+    client = _LimitedClient(notebook, plan.max_output_bytes, km=manager, timeout=int(plan.cell_timeout_s),
+                            kernel_name=plan.kernel_name, resources={"metadata": {"path": str(cwd)}},
+                            allow_errors=False, record_timing=False)
+    inits: list[int] = []
+    with (plan.rundir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
+        try:
+            with client.setup_kernel(env={**os.environ, **_kernel_vars(plan)}, stdout=log, stderr=log):
+                inits = _namespace_inits(manager)
+                if sandbox is not None:
+                    lock_kernel_dir(sandbox)  # its sockets exist; nothing may be added there any more
+                outcome = _run_cells(client, notebook, submission, plan, started)
+        except RuntimeError as exc:  # the kernel did not come up
+            outcome = _Outcome(Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}")
+        finally:
+            _shut_down(manager, inits)
+    return outcome, client.truncated

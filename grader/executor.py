@@ -13,7 +13,7 @@ from typing import Protocol
 
 from grader.grade import Context, grade_submission
 from grader.results import Result, failed_result
-from grader.slots import Slot, claim_index
+from grader.slots import Slot, claim_index, cores_for
 from grader.submission import Submission
 
 
@@ -67,8 +67,8 @@ def grade_job(job: Job, context: Context, slot: Slot) -> Graded:
     with claim_index() as index, tempfile.TemporaryDirectory(prefix=f"grader-{sub.account}-") as work:
         executed = Path(work) / "executed.ipynb"
         try:
-            result = replace(grade_submission(sub, context, Path(work) / "run", executed, replace(slot, index=index)),
-                             cache_key=job.key)
+            mine = replace(slot, index=index, cores=cores_for(index, slot.threads))
+            result = replace(grade_submission(sub, context, Path(work) / "run", executed, mine), cache_key=job.key)
         except Exception as exc:  # noqa: BLE001 - the batch goes on; the reason is kept
             result = failed_result(sub.account, sub.path, f"internal grader error: {type(exc).__name__}: {exc}",
                                    context.rubric.accuracy.max_points)

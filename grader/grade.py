@@ -6,7 +6,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.data import Dataset, kernel_view
+from grader.data import Dataset, kernel_view, label_copies
+from grader.errors import GraderError
+from grader.gpus import Gpu, find as find_gpu
 from grader.reference import FrozenFacts
 from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport
 from grader.rubric import Rubric
@@ -15,6 +17,7 @@ from grader.rules.static import check_static
 from grader.slots import Slot
 from grader.score import score
 from grader.submission import Submission, twin_difference
+from grader.tamper import runtime_evidence
 
 
 @dataclass(frozen=True)
@@ -36,40 +39,54 @@ class Run:
     checks: tuple[Check, ...]
 
 
-def run_submission(sub: Submission, context: Context, workdir: Path, slot: Slot | None = None) -> Run:
+def _gpu(slot: Slot | None) -> Gpu | None:
+    """The physical GPU of the slot; a slot naming a GPU this machine does not have is a setup error."""
+    if slot is None or slot.gpu is None:
+        return None
+    gpu = find_gpu(slot.gpu)
+    if gpu is None:
+        raise GraderError(f"GPU {slot.gpu} is not on this machine (no such entry under /proc/driver/nvidia/gpus)")
+    return gpu
+
+
+def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot | None = None) -> Run:
     """Execute in a kernel, then measure and judge the rules in this process."""
     # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel machinery.
+    from grader.cgroups import find_hierarchy
     from grader.execute import RunPlan, execute
     from grader.measure import measure
-    from grader.probe_file import read_probe
     from grader.rules.runtime import check_runtime
-    from grader.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths
+    from grader.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths, visible_roots
 
     assert context.dataset is not None
     rubric, limits = context.rubric, context.rubric.limits
-    view = kernel_view(context.dataset, workdir / "data", rubric.hide_test_labels)
-    work = workdir / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    view = kernel_view(context.dataset, rundir / "data", rubric.hide_test_labels)
     sandbox = None
     if context.sandboxed:
-        sandbox = Sandbox(workdir=work, readonly=python_paths() + view.files,
-                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb),
-                          gpus=(slot.gpu,) if slot and slot.gpu else (), uid=SANDBOX_UID - (slot.index if slot else 0))
-    plan = RunPlan(workdir=work, dataset=view, seed=rubric.seed, cell_timeout_s=limits.cell_timeout_s,
+        readonly = python_paths() + view.dataset.files
+        masked = label_copies(context.dataset, visible_roots(readonly)) if rubric.hide_test_labels else ()
+        sandbox = Sandbox(kernel_dir=rundir / "kernel", readonly=readonly,
+                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb,
+                                               limits.scratch_mb),
+                          gpu=_gpu(slot), uid=SANDBOX_UID - (slot.index if slot else 0),
+                          cores=slot.cores if slot else (), masked=masked)
+    plan = RunPlan(rundir=rundir, dataset=view.dataset, seed=rubric.seed, cell_timeout_s=limits.cell_timeout_s,
                    total_timeout_s=limits.total_timeout_s, sandbox=sandbox,
-                   max_output_bytes=limits.max_output_mb * 1024 * 1024, slot=slot)
+                   max_output_bytes=limits.max_output_mb * 1024 * 1024, slot=slot,
+                   cgroups=find_hierarchy()[0] if sandbox is not None else None,
+                   gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0)
     record = execute(sub, plan)
-    probe = read_probe(record.probe_file)
-    measurement = measure(record, probe, context.dataset.test_labels(), rubric.accuracy.mismatch_tolerance,
-                          compare_reported=not rubric.hide_test_labels)
-    return Run(record, measurement, check_runtime(probe, context.facts, rubric))
+    measurement = measure(record, record.probe, view.labels(context.dataset.test_labels()),
+                          rubric.accuracy.mismatch_tolerance, compare_reported=not rubric.hide_test_labels)
+    return Run(record, measurement, check_runtime(record.probe, context.facts, rubric))
 
 
 def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Context) -> Result:
     """Score and wrap everything into the result record."""
     checks = static.checks + (run.checks if run else ())
     measurement = run.measurement if run else None
-    verdict = score(context.rubric, checks, run.record if run else None, measurement)
+    tampering = static.tampering + (runtime_evidence(run.record.probe) if run else ())
+    verdict = score(context.rubric, checks, run.record if run else None, measurement, tampering)
     differ = disagreements(checks)
     twin = twin_difference(sub)
     found = sub.notes + ((twin,) if twin else ())
@@ -85,23 +102,25 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         bonus=verdict.bonus,
         checks=checks,
         flags=(run.record.flags + run.measurement.flags if run else ()) + (("static-run-disagree",) if differ else ())
-        + found_flags,
+        + found_flags + (("probe-tampered",) if tampering else ()) + (("probe-reachable",) if static.reachable else ()),
         duration_s=run.record.duration_s if run else 0.0,
         reason=verdict.reason,
         measured_by=measurement.source if measurement else None,
-        notes=(measurement.notes if measurement else ()) + differ + found,
+        notes=(run.record.notes if run else ()) + (measurement.notes if measurement else ()) + differ + found
+        + tampering + static.reachable,
         report_pdf=sub.report.name if sub.report else None,
+        peak_memory_mb=run.record.peak_memory_mb if run else None,
     )
 
 
-def grade_submission(sub: Submission, context: Context, workdir: Path, keep_executed: Path | None = None,
+def grade_submission(sub: Submission, context: Context, rundir: Path, keep_executed: Path | None = None,
                      slot: Slot | None = None) -> Result:
     """Check, run (when the context has a dataset), measure and score one submission.
     ``slot`` gives the run its share of the machine in a parallel batch."""
     static = check_static(sub, context.facts, context.rubric)
     if context.dataset is None:
         return assemble(sub, static, None, context)
-    run = run_submission(sub, context, workdir, slot)
+    run = run_submission(sub, context, rundir, slot)
     if keep_executed is not None and run.record.executed_notebook is not None:
         keep_executed.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.record.executed_notebook, keep_executed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,20 @@ GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bon
                      "flags", "report_present", "source", "reason")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(value: Any) -> Any:
+    """Every value rendered loses its control characters (a student's ANSI or OSC escape sequence
+    never reaches the TA's terminal); pages also escape all markup (autoescape on every .html.j2)."""
+    return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value) if isinstance(value, str) else value
+
+
 def _environment() -> Environment:
     return Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
-        autoescape=select_autoescape(["html"]),
+        autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=True),
+        finalize=_printable,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -37,20 +37,24 @@ class Check:
 @dataclass(frozen=True)
 class StaticReport:
     checks: tuple[Check, ...]
+    tampering: tuple[str, ...] = ()  # evidence that the code reaches into the grader (see tamper.py)
+    reachable: tuple[str, ...] = ()  # weaker signs: code that can reach the grader's objects
 
 
 @dataclass(frozen=True)
 class ExecutionRecord:
-    """What running a submission produced. Paths point into its private work dir."""
+    """What running a submission produced. The executed notebook lies in a folder of the grader's own."""
 
     status: Status  # GRADED here means "ran to the end"
     reason: str | None
     failed_cell: int | None
     duration_s: float
     executed_notebook: Path | None
-    probe_file: Path | None
+    probe: dict[str, Any] | None  # the probe's record: untrusted JSON, validated field by field by its users
     outputs_text: str  # everything the notebook printed, for the reported accuracy
     flags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    peak_memory_mb: float | None = None  # of all the run's processes together (where a cgroup measured it)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Result:
     measured_by: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     report_pdf: str | None = None
+    peak_memory_mb: float | None = None
     cache_key: str | None = None  # what it was graded from; a batch re-run reuses it while this matches
 
     def to_json(self) -> dict[str, Any]:

@@ -54,6 +54,8 @@ class Limits:
     max_processes: int
     max_file_mb: int
     max_output_mb: int
+    scratch_mb: int  # each RAM-backed writable place of a sandbox: the work dir, /tmp, /dev/shm
+    per_gpu_memory_mb: int  # a job's share of its GPU's memory; 0: no cap
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             max_processes=limits.integer("max_processes", minimum=16),
             max_file_mb=limits.integer("max_file_mb", minimum=1),
             max_output_mb=limits.integer("max_output_mb", minimum=1),
+            scratch_mb=limits.integer("scratch_mb", minimum=64),
+            per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
         ),
         hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),

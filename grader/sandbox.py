@@ -1,5 +1,6 @@
 """Build the isolated command a kernel runs in (bubblewrap): no network, read-only system,
-a private writable work dir, a private /tmp, limits, and only the assigned GPUs.
+RAM-backed size-capped scratch space (the work dir, /tmp, /dev/shm), one host folder for the
+kernel's sockets and the probe's file, limits, and only the assigned GPU.
 
 Nothing here runs student code; execute.py prepends ``command()`` to the kernel's command line.
 """
@@ -15,28 +16,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.cgroups import JobGroup, join_command
+from grader.gpus import Gpu, sandbox_args
+
 SANDBOX_UID = 65534  # nobody: when the grader runs as root, student code does not
+HOME = Path("/content")  # the notebook's working directory and $HOME inside, as in Colab
 _SYSTEM_DIRS = ("/usr", "/etc", "/opt")
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory_mb: int  # RLIMIT_DATA: heap and private mappings of every process inside
-    max_processes: int  # RLIMIT_NPROC, enforced when the grader runs as root (student code runs as nobody)
+    memory_mb: int  # all processes together (cgroup, where there is one) and each process's heap (RLIMIT_DATA)
+    max_processes: int  # the cgroup's pids.max, and RLIMIT_NPROC when the grader runs as root
     max_file_mb: int  # RLIMIT_FSIZE: the largest file it may write
+    scratch_mb: int  # size of each RAM-backed writable place: the work dir, /tmp and /dev/shm
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """Where one submission may read and write."""
+    """Where one submission may read and write, and what it may use."""
 
-    workdir: Path  # the only writable place, bound at the same path
+    kernel_dir: Path  # host folder bound read-write: the kernel's sockets and the probe's file
     readonly: tuple[Path, ...]  # bound read-only at the same path (a symlink shows its target's content there)
     limits: SandboxLimits
-    gpus: tuple[str, ...] = ()  # CUDA device indices to expose; () exposes no GPU device node
+    gpu: Gpu | None = None  # the one GPU it sees (as cuda:0); None: no GPU device at all
     uid: int = SANDBOX_UID  # the user student code runs as when the grader is root (one per parallel job)
+    cores: tuple[int, ...] = ()  # CPUs it may run on; (): any
+    group: JobGroup | None = None  # the cgroup every process of the run joins
+    masked: tuple[Path, ...] = ()  # files or folders hidden behind empty ones (copies of hidden test labels)
 
 
 def unavailable_reason() -> str | None:
@@ -59,6 +67,11 @@ def python_paths() -> tuple[Path, ...]:
     return tuple(sorted(paths))
 
 
+def visible_roots(readonly: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Every host folder a sandbox shows (the system folders and ``readonly``)."""
+    return tuple(Path(d) for d in _SYSTEM_DIRS if os.path.isdir(d)) + readonly
+
+
 def _user_args() -> list[str]:
     # As root, bwrap mounts without a user namespace and student code is dropped to nobody (so that
     # RLIMIT_NPROC holds); as a normal user, an unprivileged user namespace does the mounting.
@@ -76,18 +89,21 @@ def _parents(paths: list[Path]) -> list[str]:
     return [arg for text in seen for arg in ("--perms", "0755", "--dir", text)]
 
 
-def _gpu_args(gpus: tuple[str, ...]) -> list[str]:
-    if not gpus:
-        return []
-    nodes = [n for n in _GPU_NODES if os.path.exists(n)] + [f"/dev/nvidia{g}" for g in gpus if os.path.exists(f"/dev/nvidia{g}")]
-    return [arg for node in nodes for arg in ("--dev-bind", node, node)]
+def _scratch(path: str, mb: int) -> list[str]:
+    return ["--perms", "1777", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
+
+
+def _mask(path: Path) -> list[str]:
+    return ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
 
 
 def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
-    """The bwrap + setpriv + prlimit prefix that runs a command inside ``sandbox``, whose only
-    environment is PATH, HOME, LANG, TMPDIR, CUDA_VISIBLE_DEVICES and ``env``."""
-    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-            "--unshare-uts", "--unshare-cgroup-try", *_user_args(), "--clearenv"]
+    """The prefix that runs a command inside ``sandbox`` (cgroup, bwrap, setpriv, prlimit, taskset),
+    whose only environment is PATH, HOME, LANG, TMPDIR, CUDA_VISIBLE_DEVICES and ``env``."""
+    limits = sandbox.limits
+    args = join_command(sandbox.group) if sandbox.group else []
+    args += ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+             "--unshare-uts", "--unshare-cgroup-try", *_user_args(), "--clearenv"]
     for directory in _SYSTEM_DIRS:
         if os.path.isdir(directory):
             args += ["--ro-bind", directory, directory]
@@ -96,34 +112,52 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
             args += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             args += ["--ro-bind", link, link]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", *_gpu_args(sandbox.gpus)]
+    args += ["--proc", "/proc", "--dev", "/dev", *_scratch("/dev/shm", limits.scratch_mb),
+             *_scratch("/tmp", limits.scratch_mb), *sandbox_args(sandbox.gpu)]
     binds = [p for p in sandbox.readonly if p.exists()]
-    args += _parents([*binds, sandbox.workdir])  # after /tmp: the work dir usually lives below it
+    args += _parents([*binds, sandbox.kernel_dir, HOME])  # after /tmp: these usually live below it
     for path in binds:
         args += ["--ro-bind", os.path.realpath(path), str(path)]
-    args += ["--bind", str(sandbox.workdir), str(sandbox.workdir), "--chdir", str(sandbox.workdir)]
-    inside = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(sandbox.workdir),
-              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
-              "CUDA_VISIBLE_DEVICES": ",".join(sandbox.gpus), **env}
+    for path in sandbox.masked:
+        args += _mask(path)
+    args += ["--bind", str(sandbox.kernel_dir), str(sandbox.kernel_dir), *_scratch(str(HOME), limits.scratch_mb),
+             "--chdir", str(HOME)]
+    inside = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(HOME),
+              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1", **env}
+    if sandbox.gpu is None:
+        inside["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        inside.pop("CUDA_VISIBLE_DEVICES", None)  # the one GPU it can open is cuda:0
     for key, value in inside.items():
         args += ["--setenv", key, value]
     args.append("--")
     if os.geteuid() == 0:
         args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all"]
-    limits = sandbox.limits
     args += ["prlimit", f"--data={limits.memory_mb * 1024 * 1024}", f"--fsize={limits.max_file_mb * 1024 * 1024}"]
     if os.geteuid() == 0:
         args.append(f"--nproc={limits.max_processes}")
+    if sandbox.cores:
+        args += ["taskset", "--cpu-list", ",".join(str(c) for c in sandbox.cores)]
     return args
 
 
-def prepare_workdir(sandbox: Sandbox) -> None:
-    """Make the work dir writable by the sandbox's user (when the grader is root)."""
-    sandbox.workdir.mkdir(parents=True, exist_ok=True)
+def prepare_kernel_dir(sandbox: Sandbox, files: tuple[str, ...]) -> None:
+    """Create the kernel folder (and ``files`` in it, empty) for the sandbox's user to write."""
+    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (sandbox.kernel_dir / name).touch()
     if os.geteuid() == 0:
-        for path in [sandbox.workdir, *sandbox.workdir.rglob("*")]:
+        for path in [sandbox.kernel_dir, *(sandbox.kernel_dir / name for name in files)]:
             os.chown(path, sandbox.uid, sandbox.uid, follow_symlinks=False)
+
+
+def lock_kernel_dir(sandbox: Sandbox) -> None:
+    """Once the kernel's sockets exist: student code may write the files in the folder, but may not
+    add, replace or link anything there (the folder is root's again). Only when the grader is root."""
+    if os.geteuid() == 0:
+        os.chown(sandbox.kernel_dir, 0, 0, follow_symlinks=False)
+        os.chmod(sandbox.kernel_dir, 0o755, follow_symlinks=False)
 
 
 def _state_and_parent(pid: int) -> tuple[str, int] | None:

@@ -15,10 +15,13 @@ def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]
 
 
 def score(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,
-          measurement: Measurement | None) -> Score:
-    """Decide status and points. A broken rule (static or at run time) outranks a failed run;
-    the accuracy is kept either way."""
+          measurement: Measurement | None, tampering: tuple[str, ...] = ()) -> Score:
+    """Decide status and points. Evidence of tampering with the grader outranks everything, then a
+    broken rule (static or at run time), then a failed run; the accuracy is kept either way."""
     max_score = rubric.accuracy.max_points
+    if tampering:
+        more = f" (and {len(tampering) - 1} more)" if len(tampering) > 1 else ""
+        return Score(Status.ERROR, 0, max_score, 0, f"the notebook tampers with the grader: {tampering[0]}{more}")
     violations = [c for c in checks if c.violated]
     if violations:
         first = violations[0]

@@ -19,17 +19,27 @@ class Slot:
 
     index: int
     threads: int  # torch/OpenMP threads: fixed by the rubric, so results do not depend on the batch width
-    gpu: str | None  # CUDA device index, or None for CPU only
-    crowded: bool = False  # the jobs' threads outnumber the cores
+    gpu: str | None  # the GPU's nvidia-smi index (or UUID), or None for CPU only
+    crowded: bool = False  # this batch's jobs have more threads than the machine has cores
+    cores: tuple[int, ...] = ()  # CPUs the job is pinned to; (): not pinned
 
 
 def visible_gpus() -> tuple[str, ...]:
-    """GPU indices of this machine (from CUDA_VISIBLE_DEVICES, else /dev/nvidiaN), without importing torch."""
+    """GPUs of this machine by nvidia-smi index (CUDA_VISIBLE_DEVICES where set), without importing torch."""
+    from grader.gpus import installed
+
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return tuple(g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1")
-    return tuple(sorted((name[6:] for name in os.listdir("/dev") if name.startswith("nvidia") and name[6:].isdigit()),
-                        key=int))
+    return tuple(g.index for g in installed())
+
+
+def cores_for(index: int, threads: int, available: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The block of ``threads`` CPUs that the job holding machine-wide ``index`` is pinned to, so
+    that jobs never migrate onto each other's cores; () when the machine has no free block for it."""
+    cpus = tuple(sorted(os.sched_getaffinity(0))) if available is None else available
+    block = cpus[index * threads:(index + 1) * threads]
+    return block if len(block) == threads and len(cpus) > threads else ()
 
 
 def plan_slots(jobs: int | None, cpus: int, gpus: tuple[str, ...], per_gpu: int, threads: int) -> tuple[Slot, ...]:

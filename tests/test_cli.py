@@ -53,7 +53,7 @@ def test_check_json_and_a_violation(tmp_path: Path, capsys: pytest.CaptureFixtur
          "Ray places the jobs: drop --jobs"),
         (["grade", "submissions", "--out", "o", "--no-sandbox", "--address", "10.0.0.5:6379"],
          "--address is for --executor ray"),
-        (["grade", "submissions", "--out", "o", "--no-sandbox", "--gpus", "first"], "--gpus first: give GPU indices"),
+        (["grade", "submissions", "--out", "o", "--no-sandbox", "--gpus", "first"], "GPU first is not on this machine"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str],

@@ -29,11 +29,10 @@ def test_reported_accuracy(printed: str, expected: float | None) -> None:
 
 def _record(tmp_path: Path, probe: dict[str, Any] | str | None, printed: str = "") -> tuple[ExecutionRecord, Any]:
     """An execution record and the probe record as the grader reads it back from disk."""
-    path = None
     if probe is not None:
-        path = tmp_path / "probe.json"
-        path.write_text(probe if isinstance(probe, str) else json.dumps(probe))
-    return ExecutionRecord(Status.GRADED, None, None, 1.0, None, path, printed), read_probe(path)
+        (tmp_path / "probe.json").write_text(probe if isinstance(probe, str) else json.dumps(probe))
+    record = read_probe(tmp_path, "probe.json", None).record
+    return ExecutionRecord(Status.GRADED, None, None, 1.0, None, record, printed), record
 
 
 def _predictions(correct: int) -> list[int]:

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from grader.batch import grade_directory
+from grader.cgroups import find_hierarchy
 from grader.executor import LocalExecutor
 from grader.data import Dataset
 from grader.grade import Context, grade_submission
@@ -24,23 +25,11 @@ from grader.rubric import Rubric, load_rubric
 from grader.sandbox import unavailable_reason
 from grader.slots import plan_slots
 from grader.submission import read_submission
+from sandboxing import MODEL, sandboxed_processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}")
 
-MODEL = '''
-import torch, torch.nn as nn, torch.nn.functional as F
-from torchvision import datasets, transforms
-test_data = datasets.FashionMNIST('data', train=False, download=True, transform=transforms.ToTensor())
-test_loader = torch.utils.data.DataLoader(test_data, batch_size=50)
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
-    def forward(self, x):
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.view(-1, 784))))))
-model = Net()
-'''
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +90,7 @@ print("home:", os.path.expanduser("~") == os.getcwd(), "uid:", os.getuid())
     assert not accepted or accepted == [None]
     for target in targets:
         assert not target.exists(), target
-    assert not any(p.name == marker for p in (tmp_path / "run").rglob("*") if p.parent != tmp_path / "run" / "work")
+    assert not any(p.name == marker for p in (tmp_path / "run").rglob("*"))  # its work dir is RAM, not the host
     assert "HW3_sibling" not in printed and "no submissions dir" in printed
     server.close()
 
@@ -125,7 +114,7 @@ def test_bounded_fork_bomb_is_stopped_and_leaves_nothing(tmp_path: Path, sandbox
     result = _grade(tmp_path, sandboxed, MODEL, bomb)
     assert result.status is Status.ERROR
     assert result.reason is not None and "BlockingIOError" in result.reason
-    assert _sandboxed_processes() == []
+    assert sandboxed_processes() == []
 
 
 @pytest.mark.parametrize("crash", ["import ctypes\nctypes.string_at(0)", "import os\nos._exit(7)"])
@@ -141,7 +130,7 @@ def test_infinite_loop_times_out_and_leaves_nothing(tmp_path: Path, sandboxed: C
     result = _grade(tmp_path, context, MODEL, "import subprocess\nsubprocess.Popen(['sleep', '600'])\nwhile True:\n    pass")
     assert result.status is Status.TIMEOUT
     assert result.reason is not None and result.reason.startswith("cell 2: still running")
-    assert _sandboxed_processes() == []
+    assert sandboxed_processes() == []
 
 
 def test_a_flood_of_output_is_cut(tmp_path: Path, sandboxed: Context) -> None:
@@ -196,19 +185,12 @@ def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandbox
     assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
     assert results["wide"].status is Status.VIOLATION
     assert results["crash"].status is Status.ERROR and "CUDA out of memory" in (results["crash"].reason or "")
-    assert _sandboxed_processes() == []
+    assert sandboxed_processes() == []
 
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def _sandboxed_processes() -> list[str]:
-    """Processes still alive that a sandbox started (run as a sandbox user, or bwrap itself)."""
-    listing = subprocess.run(["ps", "-eo", "uid=,stat=,comm="], capture_output=True, text=True).stdout.splitlines()
-    alive = [line.split() for line in listing if not line.split()[1].startswith("Z")]
-    return [" ".join(p) for p in alive if (int(p[0]) >= 60000 and p[0] != str(os.geteuid())) or p[-1] == "bwrap"]
 
 
 def test_a_batch_killed_with_sigkill_resumes_without_losing_or_doubling(tmp_path: Path, tiny_dataset: Dataset) -> None:
@@ -245,12 +227,15 @@ grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, LocalExecutor
     finished = {p.stem for p in (out / "results").glob("*.json")}
     assert 1 <= len(finished) < 3
     time.sleep(1)
-    assert _sandboxed_processes() == []  # its sandboxes died with it
+    assert sandboxed_processes() == []  # its sandboxes died with it
 
     rubric = load_rubric(Path(__file__).parent.parent / "rubric.yaml")
     context = Context(rubric, derive_facts(rubric.template), tiny_dataset, sandboxed=True)
     again = grade_directory(batch, out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
     assert again.cached == len(finished) and [r.student for r in again.results] == ["ann", "ben", "cid"]
+    hierarchy = find_hierarchy()[0]
+    if hierarchy is not None:  # the killed grader's cgroups were swept by this one
+        assert not [f for base in hierarchy.bases for f in base.glob(f"job-{child.pid}-*")]
     rows = (out / "gradebook.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[0] for r in rows) == ["ann", "ben", "cid"]
     assert sorted(p.name for p in (out / "results").iterdir()) == ["ann.json", "ben.json", "cid.json"]

@@ -28,6 +28,8 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
 _NOT_TEST = object()
+_PATCHES: list[tuple[Any, str, Any]] = []  # (owner, attribute, what the probe put there)
+_OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
 
 
 class _Pass:
@@ -214,6 +216,7 @@ def _patch_dataset(root: str) -> None:
             _state.test_sets.append(self)
 
     FashionMNIST.__init__ = __init__
+    _PATCHES.append((FashionMNIST, "__init__", __init__))
 
 
 def _patch_loaders() -> None:
@@ -271,6 +274,34 @@ def _patch_loaders() -> None:
     DataLoader.__iter__ = __iter__  # type: ignore[method-assign]
     _BaseDataLoaderIter._next_index = _next_index  # type: ignore[method-assign]
     _BaseDataLoaderIter.__next__ = __next__  # type: ignore[method-assign]
+    _PATCHES.extend([(DataLoader, "__iter__", __iter__), (_BaseDataLoaderIter, "_next_index", _next_index),
+                     (_BaseDataLoaderIter, "__next__", __next__)])
+
+
+def _own_functions() -> dict[str, Any]:
+    """The probe's functions and methods by name (what student code would have to replace)."""
+    found: dict[str, Any] = {}
+    for name, value in list(globals().items()):
+        if inspect.isfunction(value) and value.__module__ == __name__:
+            found[name] = value
+        elif inspect.isclass(value) and value.__module__ == __name__:
+            found.update({f"{name}.{k}": v for k, v in vars(value).items() if inspect.isfunction(v)})
+    return found
+
+
+def _integrity() -> list[str]:
+    """What is no longer as the probe installed it: its module, functions, patches, state."""
+    problems = []
+    if sys.modules.get(__name__) is None or vars(sys.modules[__name__]) is not globals():
+        problems.append("the probe's module in sys.modules was replaced")
+    current = _own_functions()
+    for name, (function, code) in _OWN_CODE.items():
+        if function.__code__ is not code or current.get(name) is not function:
+            problems.append(f"the probe's {name} was replaced or its code changed")
+    for owner, attribute, wrapper in _PATCHES:
+        if vars(owner).get(attribute) is not wrapper:
+            problems.append(f"the probe's patch of {owner.__name__}.{attribute} was replaced")
+    return problems
 
 
 def _seed(seed: int) -> None:
@@ -352,11 +383,15 @@ def install(config: dict[str, Any]) -> None:
     _seed(int(config["seed"]))
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))  # this job's share of the cores in a parallel batch
+    if config.get("gpu_memory_mb") and torch.cuda.is_available():  # this job's share of a shared GPU
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, int(config["gpu_memory_mb"]) * 2**20 / total), 0)
     _patch_dataset(str(config["data_root"]))
     _patch_loaders()
     _stub_colab()
     _guard_pip()
     register_optimizer_step_post_hook(_state.on_step)
+    _OWN_CODE.update({name: (f, f.__code__) for name, f in _own_functions().items()})
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -538,6 +573,7 @@ def export() -> None:
         "probe_error": None,
         "model": None,
         "architecture": None,
+        "integrity": _integrity(),
     }
     if graded is not None and graded.model is not None:
         predictions = graded.probs.argmax(1)

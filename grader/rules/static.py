@@ -16,6 +16,7 @@ from grader.reference import FrozenFacts, is_epoch_loop, linear_calls, linear_sh
 from grader.results import Check, StaticReport
 from grader.rubric import Rubric
 from grader.submission import Submission
+from grader.tamper import static_evidence
 
 # Layers that carry weights and are not allowed as additions (prefixes of torch.nn class names).
 _WEIGHT_LAYERS = ("Conv", "LazyConv", "LazyLinear", "Bilinear", "RNN", "LSTM", "GRU", "Embedding",
@@ -248,4 +249,5 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
         if parsed.error:
             checks.append(Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); that cell was not checked",
                                 sub.path.name, parsed.cell.number if sub.path.suffix == ".ipynb" else None))
-    return StaticReport(tuple(checks))
+    tampering = static_evidence(sub, cells)
+    return StaticReport(tuple(checks), tampering.evidence, tampering.signs)
