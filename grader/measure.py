@@ -11,22 +11,52 @@ from typing import Any
 
 from grader.results import ExecutionRecord, Measurement
 
-# "Test Accuracy (Overall): 55.57% (5557/10000)", "test accuracy: 89.4 %", "Accuracy of the network ... : 88 %"
-_REPORTED = (
-    re.compile(r"test\s+accuracy\s*\(overall\)\s*:?\s*([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
-    re.compile(r"test[^\n%]{0,40}?acc(?:uracy)?[^\n%]{0,20}?\b([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
-    re.compile(r"accuracy[^\n%]{0,60}?\b([0-9]+(?:\.[0-9]+)?)\s*%", re.IGNORECASE),
-)
+# How students print their test accuracy: "Test Accuracy (Overall): 55.57% (5557/10000)",
+# "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images: 88 %",
+# "測試準確率：89.10%" (the course is taught in Taiwan), "测试准确率: 0.891".
+_ACCURACY = re.compile(r"acc(?:uracy)?|準確率|准确率|準確度|准确度|正確率|正确率|精確度|精确度|精度", re.IGNORECASE)
+_TEST = re.compile(r"test|測試|测试|evaluat", re.IGNORECASE)
+_OVERALL = re.compile(r"overall|總|总|整體|整体", re.IGNORECASE)
+_OTHER_SPLIT = re.compile(r"(?<![a-z])(?:val|valid|validation|train|training)(?![a-z])|驗證|验证|訓練|训练", re.IGNORECASE)
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*[%％]")
+_FRACTION = re.compile(r"(?<![0-9.])(0?\.[0-9]+|[01](?:\.0+)?)(?![0-9.%％/])")
+_PLAIN = re.compile(r"[:=：]\s*([0-9]+(?:\.[0-9]+)?)(?![0-9.%％/])")
+_DECIMAL = re.compile(r"(?<![0-9.])([0-9]{1,3}\.[0-9]+)(?![0-9.%％/])")
+_RATIO = re.compile(r"\b([0-9]+)\s*/\s*([0-9]+)\b")
+
+
+def _value(text: str) -> float | None:
+    """The accuracy in ``text`` (what follows the word 'accuracy'), in percent."""
+    for pattern, scale in ((_PERCENT, 1.0), (_FRACTION, 100.0), (_PLAIN, 1.0), (_DECIMAL, 1.0)):
+        match = pattern.search(text)
+        if match:
+            value = float(match.group(1)) * scale
+            if pattern is _PLAIN and value <= 1:
+                value *= 100  # "accuracy: 0.89" written after a colon is a fraction too
+            return value if 0 <= value <= 100 else None
+    ratio = _RATIO.search(text)
+    if ratio and 0 < int(ratio.group(2)) and int(ratio.group(1)) <= int(ratio.group(2)):
+        return 100.0 * int(ratio.group(1)) / int(ratio.group(2))
+    return None
 
 
 def reported_accuracy(printed: str) -> float | None:
-    """The last test accuracy the notebook printed, in percent, or None."""
-    for pattern in _REPORTED:
-        values = [float(m.group(1)) for m in pattern.finditer(printed)]
-        values = [v for v in values if 0 <= v <= 100]
-        if values:
-            return values[-1]
-    return None
+    """The test accuracy the notebook printed last, in percent (a fraction is read as one), or None.
+
+    Lines naming the overall accuracy win over other test lines, which win over any accuracy line;
+    validation and training accuracies are never read as the test accuracy.
+    """
+    found: dict[int, float] = {}
+    for line in printed.splitlines():
+        keyword = _ACCURACY.search(line)
+        if keyword is None or _OTHER_SPLIT.search(line):
+            continue
+        value = _value(line[keyword.end():]) or (_value(line) if _PERCENT.search(line) else None)
+        if value is None:
+            continue
+        rank = 2 if _OVERALL.search(line) else 1 if _TEST.search(line) else 0
+        found[rank] = value
+    return found[max(found)] if found else None
 
 
 def _predictions(section: Any, total: int, classes: int) -> list[int] | None:
@@ -98,6 +128,8 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         notes.append("the test labels were hidden from the notebook, so its printed accuracy is not compared")
     elif reported is None:
         flags.append("no-reported-accuracy")
+        notes.append("no printed test accuracy was found in the notebook's output (a percentage, a fraction or "
+                     "N/M on a line naming the test accuracy)")
     elif abs(reported - accuracy) > tolerance:
         flags.append("reported-accuracy-mismatch")
         notes.append(f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%")

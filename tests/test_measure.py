@@ -21,6 +21,17 @@ LABELS = tuple(i % 10 for i in range(100))
         ("Epoch 10 val acc 91.2%\ntest accuracy: 90.1 %\n", 90.1),
         ("Accuracy of the network on the 10000 test images: 88 %", 88.0),
         ("loss 0.31\n", None),
+        ("test_accuracy: 0.8884", 88.84),  # a fraction is a fraction, never a mismatch
+        ("Test accuracy: 89.1", 89.1),
+        ("Final test accuracy is 89.55", 89.55),
+        ("測試準確率：89.10%", 89.1),
+        ("测试准确率: 0.891", 89.1),
+        ("Test Accuracy of     0: 83% (834/1000)\nTest Accuracy (Overall): 88.9% (8890/10000)\n"
+         "Test Accuracy of     9: 95% (950/1000)", 88.9),
+        ("Test set: Average loss: 0.3, Accuracy: 8910/10000 (89%)", 89.0),
+        ("Test Acc: 0.9012 | loss 0.31", 90.12),
+        ("train acc: 0.95\nvalid acc 0.93\nEpoch 3: train_acc=0.91 val_acc=0.90", None),
+        ("驗證準確率: 91.0%", None),
     ],
 )
 def test_reported_accuracy(printed: str, expected: float | None) -> None:

@@ -76,3 +76,28 @@ def test_a_second_template_with_other_names(tmp_path: Path) -> None:
     verdicts = _verdicts(tmp_path, hw3_sizes, rubric, facts)
     assert verdicts["epochs"][0] is False and "the homework fixes it at 12" in verdicts["epochs"][1]
     assert verdicts["linear_layers"][0] is False and "nn.Linear(512, 256) differs" in verdicts["linear_layers"][1]
+
+
+def test_a_cell_that_does_not_parse_is_no_evidence(tmp_path: Path, rubric: Rubric, facts: FrozenFacts) -> None:
+    broken = TEMPLATE.replace("self.fc1 = nn.Linear(28 * 28, 512)", "self.fc1 = nn.Linear(28 * 28, 512")
+    assert broken != TEMPLATE
+    path = tmp_path / "HW3_x.py"
+    path.write_text(broken)
+    checks = check_static(read_submission(path), facts, rubric).checks
+    assert checks[0].id == "syntax" and "not valid Python" in checks[0].message  # the student sees it first
+    assert not any(c.violated for c in checks)  # a layer the grader could not read is not a missing layer
+    layers = next(c for c in checks if c.id == "linear_layers")
+    assert layers.ok is None and "does not parse" in layers.message
+
+
+@pytest.mark.parametrize(("split", "ok"), [
+    ("split = int(0.2 * num_train)", True),  # the template's fraction, written as a literal: legal
+    ("split = int(num_train * 0.2)", True),
+    ("split = int(0.1 * num_train)", False),
+    ("split = 12000", None),  # no fraction to compare: the run decides
+])
+def test_a_literal_split_fraction_is_judged_by_its_value(tmp_path: Path, rubric: Rubric, facts: FrozenFacts,
+                                                         split: str, ok: bool | None) -> None:
+    source = TEMPLATE.replace("split = int(np.floor(valid_size * num_train))", split)
+    assert split in source
+    assert _verdicts(tmp_path, source, rubric, facts)["valid_size"][0] is ok

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import math
+from dataclasses import replace
 from collections import Counter
 from collections.abc import Callable
 
@@ -137,9 +138,17 @@ def check_valid_size(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froz
                         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
                         and any(isinstance(side, ast.Constant) and isinstance(side.value, float) and 0 < side.value < 1
                                 for side in (n.left, n.right))), (None, None))
-        shown = f" (here it uses {ast.unparse(literal[1])})" if literal[1] is not None else ""
+        if literal[1] is None:  # split some other way (sizes, a library call): no evidence of a change
+            return _check(sub, "valid_size", None, None, None,
+                          f"{name} is set but not read, and no split fraction was found; the run will check the split")
+        fraction = next(side.value for side in (literal[1].left, literal[1].right)
+                        if isinstance(side, ast.Constant) and isinstance(side.value, float))
+        if math.isclose(fraction, facts.valid_size):
+            return Check("valid_size", True, f"the split uses {ast.unparse(literal[1])}, the fixed fraction "
+                                             f"{facts.valid_size:g}", sub.path.name)
         return _check(sub, "valid_size", literal[0], literal[1], False,
-                      f"{name} is set but the train/validation split does not use it{shown}; split with {name}")
+                      f"{name} is set but the train/validation split does not use it (here it uses "
+                      f"{ast.unparse(literal[1])}); split with {name}")
     return Check("valid_size", True, f"{name} = {facts.valid_size:g} and the split uses it", sub.path.name)
 
 
@@ -242,12 +251,20 @@ _RULES: dict[str, Callable[[Submission, tuple[ParsedCell, ...], FrozenFacts], Ch
 
 
 def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticReport:
-    """Every frozen rule of the rubric, checked on the code as written."""
+    """Every frozen rule of the rubric, checked on the code as written.
+
+    A cell that does not parse comes first, and makes every rule it could have changed undecided
+    (left to the run) instead of a violation: code that could not be read is no evidence.
+    """
     cells = parse_cells(sub)
     checks = [_RULES[rule](sub, cells, facts) for rule in rubric.frozen]
-    for parsed in cells:
-        if parsed.error:
-            checks.append(Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); that cell was not checked",
-                                sub.path.name, parsed.cell.number if sub.path.suffix == ".ipynb" else None))
+    broken = [Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); fix it first: "
+                                    "that cell was not checked", sub.path.name,
+                    parsed.cell.number if sub.path.suffix == ".ipynb" else None, parsed.cell.first_line)
+              for parsed in cells if parsed.error]
+    if broken:
+        checks = [replace(c, ok=None, message=f"undecided while {broken[0].message.split(':')[0]} does not parse "
+                                                  f"(the run will check it); statically: {c.message}")
+                  if c.violated else c for c in checks]
     tampering = static_evidence(sub, cells)
-    return StaticReport(tuple(checks), tampering.evidence, tampering.signs)
+    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs)
