@@ -261,8 +261,9 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     student_cells = list(notebook.cells)
     notebook.cells = [setup, *student_cells, export]
     hierarchy = plan.cgroups if plan.sandbox is not None else None
+    group_limits = _group_limits(plan)
     started = time.monotonic()
-    with cgroups.job_group(hierarchy, plan.slot.index if plan.slot else 0, _group_limits(plan)) as group:
+    with cgroups.job_group(hierarchy, plan.slot.index if plan.slot else 0, group_limits) as group:
         sandbox = replace(plan.sandbox, group=group) if plan.sandbox is not None else None
         if sandbox is not None:
             prepare_kernel_dir(sandbox, (PROBE_FILE,))
@@ -279,7 +280,7 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     if probe.problem:
         flags.append("probe-file-rejected")
     if usage is not None and usage.oom_kills:
-        memory_mb = _group_limits(plan).memory_mb
+        memory_mb = group_limits.memory_mb
         flags.append("memory-limit")
         notes.append(f"the memory limit ({memory_mb} MB for all the notebook's processes together) was reached "
                      f"{usage.oom_kills} time(s): the kernel or one of its processes was killed")

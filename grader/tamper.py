@@ -98,21 +98,22 @@ def _names_probe(text: str) -> bool:
     return any(name in text for name in _PROBE_NAMES)
 
 
+def _names_another_module(key: ast.AST) -> bool:
+    """A literal module name that is not the grader's."""
+    return isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+
+
 def _is_harmless_modules_lookup(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     """``'google.colab' in sys.modules``, ``sys.modules['x']``, ``sys.modules.get('x')`` with a literal
     name that is not the grader's: the Colab check students copy, not a search for the probe."""
     parent = parents.get(node)
     if isinstance(parent, ast.Compare) and all(isinstance(op, (ast.In, ast.NotIn)) for op in parent.ops):
-        left = parent.left
-        return isinstance(left, ast.Constant) and isinstance(left.value, str) and "grader" not in left.value
+        return _names_another_module(parent.left)
     if isinstance(parent, ast.Subscript):
-        key = parent.slice
-        return isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+        return _names_another_module(parent.slice)
     if isinstance(parent, ast.Attribute) and parent.attr == "get":
         call = parents.get(parent)
-        if isinstance(call, ast.Call) and call.args:
-            key = call.args[0]
-            return isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+        return isinstance(call, ast.Call) and bool(call.args) and _names_another_module(call.args[0])
     return False
 
 

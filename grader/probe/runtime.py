@@ -290,7 +290,7 @@ def _own_functions() -> dict[str, Any]:
 
 
 def _integrity() -> list[str]:
-    """What is no longer as the probe installed it: its module, functions, patches, state."""
+    """What is no longer as the probe installed it: its module, its functions and their code, its patches."""
     problems = []
     if sys.modules.get(__name__) is None or vars(sys.modules[__name__]) is not globals():
         problems.append("the probe's module in sys.modules was replaced")

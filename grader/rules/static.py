@@ -253,18 +253,20 @@ _RULES: dict[str, Callable[[Submission, tuple[ParsedCell, ...], FrozenFacts], Ch
 def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticReport:
     """Every frozen rule of the rubric, checked on the code as written.
 
-    A cell that does not parse comes first, and makes every rule it could have changed undecided
-    (left to the run) instead of a violation: code that could not be read is no evidence.
+    A cell that does not parse comes first, and while one does, no rule is called violated (left
+    to the run instead): code that could not be read is no evidence that a rule was kept or broken.
     """
     cells = parse_cells(sub)
     checks = [_RULES[rule](sub, cells, facts) for rule in rubric.frozen]
+    unreadable = [parsed for parsed in cells if parsed.error]
     broken = [Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); fix it first: "
                                     "that cell was not checked", sub.path.name,
                     parsed.cell.number if sub.path.suffix == ".ipynb" else None, parsed.cell.first_line)
-              for parsed in cells if parsed.error]
-    if broken:
-        checks = [replace(c, ok=None, message=f"undecided while {broken[0].message.split(':')[0]} does not parse "
-                                                  f"(the run will check it); statically: {c.message}")
+              for parsed in unreadable]
+    if unreadable:
+        where = sub.where(unreadable[0].cell)
+        checks = [replace(c, ok=None, message=f"undecided while {where} does not parse (the run will check it); "
+                                              f"statically: {c.message}")
                   if c.violated else c for c in checks]
     tampering = static_evidence(sub, cells)
     return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs)
