@@ -14,11 +14,13 @@ import json
 import os
 import re
 import time
+from queue import Empty
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import nbformat
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
@@ -40,6 +42,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 SPIN_COUNT = 3000  # OpenMP busy-wait iterations before a thread sleeps (libgomp's default: 300,000)
 _DIED = "the kernel died (a crash, os._exit, or the memory limit)"
+EXPORT_GRACE_S = 120  # the probe's export after a failed or interrupted cell
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,38 @@ class _Outcome:
     failed_cell: int | None = None
 
 
+def _interrupt(client: _LimitedClient) -> None:
+    """Interrupt the running cell through the kernel's control channel: ipykernel raises
+    KeyboardInterrupt in its own process, which a signal from here could not reach in a sandbox."""
+    if client.kc is not None:
+        client.kc.control_channel.send(client.kc.session.msg("interrupt_request", {}))
+
+
+def _settle(client: _LimitedClient, limit_s: float) -> None:
+    """Wait until the interrupted cell has ended. ipykernel aborts what was queued behind a cell
+    that failed, so an empty request is sent until one is answered instead of aborted."""
+    kernel = client.kc
+    if not isinstance(kernel, AsyncKernelClient):
+        return
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        request = kernel.execute("", silent=True, store_history=False)
+        while time.monotonic() < deadline:
+            try:
+                reply = run_sync(kernel.get_shell_msg)(timeout=1)
+            except Empty:
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == request:
+                if reply.get("content", {}).get("status") != "aborted":
+                    return
+                break
+        time.sleep(0.1)
+
+
 def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submission, plan: RunPlan,
                started: float) -> _Outcome:
-    """Execute the cells in order; after a student cell fails, only the probe's export still runs."""
+    """Execute the cells in order; after a student cell fails or is interrupted at the time limit,
+    only the probe's export still runs (within a grace period), so what was recorded is judged."""
     outcome = _Outcome(Status.GRADED)
     last = len(notebook.cells) - 1
     for index, cell in enumerate(notebook.cells):
@@ -209,7 +241,10 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
         remaining = plan.total_timeout_s - (time.monotonic() - started)
         client.timeout = max(1, int(min(plan.cell_timeout_s, remaining)))
         if outcome.status is not Status.GRADED:  # only the export is left: its failure adds nothing
+            client.timeout = EXPORT_GRACE_S
             try:
+                if outcome.status is Status.TIMEOUT:
+                    _settle(client, EXPORT_GRACE_S)
                 client.execute_cell(cell, index)
             except (CellTimeoutError, DeadKernelError, CellExecutionError):
                 pass
@@ -218,7 +253,9 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
             client.execute_cell(cell, index)
         except CellTimeoutError:
             limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
-            return _Outcome(Status.TIMEOUT, f"{where}: still running at the {limit} time limit ({client.timeout} s)", number)
+            outcome = _Outcome(Status.TIMEOUT, f"{where}: still running at the {limit} time limit ({client.timeout} s); "
+                                               "interrupted", number)
+            _interrupt(client)
         except DeadKernelError:
             return _Outcome(Status.ERROR, f"{where}: {_DIED}", number)
         except CellExecutionError as exc:

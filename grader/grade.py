@@ -10,10 +10,9 @@ from grader.data import Dataset, kernel_view, label_copies
 from grader.errors import GraderError
 from grader.gpus import Gpu, find as find_gpu
 from grader.reference import FrozenFacts
-from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport
+from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport, Status
 from grader.rubric import Rubric
-from grader.rules.runtime import disagreements
-from grader.rules.static import check_static
+from grader.rules import Finding, check_static, disagreements
 from grader.slots import Slot
 from grader.score import score
 from grader.submission import Submission, twin_difference
@@ -37,6 +36,7 @@ class Run:
     record: ExecutionRecord
     measurement: Measurement
     checks: tuple[Check, ...]
+    findings: tuple[Finding, ...] = ()  # flags the rules raise without a verdict, with their notes
 
 
 def _gpu(slot: Slot | None) -> Gpu | None:
@@ -55,7 +55,7 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     from grader.cgroups import find_hierarchy
     from grader.execute import RunPlan, execute
     from grader.measure import measure
-    from grader.rules.runtime import check_runtime
+    from grader.rules import check_runtime, findings, run_view
     from grader.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths, visible_roots
 
     assert context.dataset is not None
@@ -76,9 +76,21 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
                    cgroups=find_hierarchy()[0] if sandbox is not None else None,
                    gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0)
     record = execute(sub, plan)
+    facts = run_view(record.probe, record.status is Status.GRADED) if record.probe is not None else None
     measurement = measure(record, record.probe, view.labels(context.dataset.test_labels()),
-                          rubric.accuracy.mismatch_tolerance, compare_reported=not rubric.hide_test_labels)
-    return Run(record, measurement, check_runtime(record.probe, context.facts, rubric))
+                          rubric.accuracy.mismatch_tolerance, compare_reported=not rubric.hide_test_labels,
+                          training=facts.training if facts else None)
+    return Run(record, measurement, check_runtime(facts, context.facts, rubric), findings(facts, context.facts, rubric))
+
+
+def _at_error(run: Run) -> tuple[float | None, str | None, tuple[str, ...]]:
+    """(accuracy, measured by, notes): after a failed run the model is measured as it was at the error,
+    which is not the notebook's result, so it is shown as a note and never as the accuracy."""
+    measurement = run.measurement
+    if run.record.status is Status.GRADED or measurement.accuracy is None:
+        return measurement.accuracy, measurement.source, ()
+    return None, "model-at-error", (f"the run did not finish; the model as it was at that point scores "
+                                    f"{measurement.accuracy:.2f}% on the test set (not the notebook's result)",)
 
 
 def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Context) -> Result:
@@ -88,6 +100,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
     tampering = static.tampering + (runtime_evidence(run.record.probe) if run else ())
     verdict = score(context.rubric, checks, run.record if run else None, measurement, tampering)
     differ = disagreements(checks)
+    accuracy, measured_by, at_error = _at_error(run) if run else (None, None, ())
     twin = twin_difference(sub)
     found = sub.notes + ((twin,) if twin else ())
     found_flags = (("other-copies",) if sub.notes else ()) + (("script-differs",) if twin else ())
@@ -95,18 +108,20 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         student=sub.account,
         source=sub.path.name,
         status=verdict.status,
-        accuracy=measurement.accuracy if measurement else None,
+        accuracy=accuracy,
         reported_accuracy=measurement.reported_accuracy if measurement else None,
         score=verdict.score,
         max_score=verdict.max_score,
         bonus=verdict.bonus,
         checks=checks,
-        flags=(run.record.flags + run.measurement.flags if run else ()) + (("static-run-disagree",) if differ else ())
+        flags=(run.record.flags + run.measurement.flags + tuple(f for f, _ in run.findings) if run else ())
+        + (("static-run-disagree",) if differ else ())
         + found_flags + (("probe-tampered",) if tampering else ()) + (("probe-reachable",) if static.reachable else ()),
         duration_s=run.record.duration_s if run else 0.0,
         reason=verdict.reason,
-        measured_by=measurement.source if measurement else None,
-        notes=(run.record.notes if run else ()) + (measurement.notes if measurement else ()) + differ + found
+        measured_by=measured_by,
+        notes=(run.record.notes + tuple(n for _, n in run.findings) if run else ()) + at_error
+        + (measurement.notes if measurement else ()) + differ + found
         + tampering + static.reachable,
         report_pdf=sub.report.name if sub.report else None,
         peak_memory_mb=run.record.peak_memory_mb if run else None,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from grader.results import ExecutionRecord, Measurement
+from grader.results import ExecutionRecord, Measurement, Status
+from grader.run_facts import TestPass, Training, graded_test_pass, loaded_after_training, test_passes
 
 # How students print their test accuracy: "Test Accuracy (Overall): 55.57% (5557/10000)",
 # "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images: 88 %",
@@ -59,16 +60,24 @@ def reported_accuracy(printed: str) -> float | None:
     return found[max(found)] if found else None
 
 
-def _predictions(section: Any, total: int, classes: int) -> list[int] | None:
-    """The prediction list of a probe section when it is well-formed, else None."""
+def _probe_predictions(section: Any, total: int, classes: int) -> list[int] | None:
+    """The probe's fallback predictions when well-formed, else None."""
     if not isinstance(section, dict):
         return None
     values = section.get("predictions")
     if not isinstance(values, list) or len(values) != total:
         return None
-    if not all(type(v) is int and -1 <= v < classes for v in values):
+    if not all(type(v) is int and 0 <= v < classes for v in values):
         return None
     return values
+
+
+def _pass_predictions(test_pass: TestPass | None, total: int, classes: int) -> list[int] | None:
+    """A test pass's predictions, -1 where it predicted nothing; None when missing or malformed."""
+    if test_pass is None or test_pass.predictions is None or len(test_pass.predictions) != total:
+        return None
+    values = [b - 256 if b > 127 else b for b in test_pass.predictions]
+    return values if all(-1 <= v < classes for v in values) else None
 
 
 def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, float]:
@@ -76,13 +85,46 @@ def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, flo
     return correct, 100.0 * correct / len(labels)
 
 
+def _several_models(passes: list[TestPass], graded: TestPass) -> list[TestPass]:
+    """Passes of other models over the test images interleaved with the graded one (an ensemble)."""
+    return [p for p in passes if p.predictor != graded.predictor and p.first_batch <= graded.last_batch
+            and graded.first_batch <= p.last_batch]
+
+
+def test_set_selection(probe: dict[str, Any], passes: list[TestPass], graded: TestPass, training: Training | None,
+                       labels: tuple[int, ...], classes: int) -> str | None:
+    """Evidence that the graded model is a checkpoint chosen by its test accuracy: its predictions
+    are exactly those of a test pass made while it trained, that pass scored best among them, and it
+    was not the last (reloading the last epoch changes nothing). A checkpoint chosen on validation
+    that happens to be the best on the test set is flagged too: the TA reads the evidence."""
+    if training is None or training.lineage == "none" or not training.last_step:
+        return None
+    total = len(labels)
+    during = [p for p in passes if p is not graded and p.complete and training.first_step <= p.start_step < training.last_step]
+    scored = [(p, predictions) for p in during if (predictions := _pass_predictions(p, total, classes)) is not None]
+    chosen = _pass_predictions(graded, total, classes)
+    if len(scored) < 2 or chosen is None:
+        return None
+    accuracies = [_accuracy(predictions, labels)[0] for _, predictions in scored]
+    same = [k for k, (_, predictions) in enumerate(scored) if predictions == chosen]
+    if not same or same[-1] == len(scored) - 1 or accuracies[same[-1]] < max(accuracies):
+        return None
+    k = same[-1]
+    loaded = loaded_after_training(probe, training)
+    how = f"; a checkpoint was loaded into it after optimizer step {loaded}" if loaded is not None else ""
+    return (f"the test set was evaluated {len(scored)} times while the graded model trained; the graded model "
+            f"predicts exactly as at evaluation {k + 1}, the best of them on the test set "
+            f"({100 * accuracies[k] / total:.2f}%), not the last{how}: its checkpoint looks chosen by test accuracy")
+
+
 def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple[int, ...], tolerance: float,
-            compare_reported: bool = True, classes: int = 10) -> Measurement:
-    """Accuracy from the student's own last test pass, else from the probe's pass; with flags.
+            compare_reported: bool = True, classes: int = 10, training: Training | None = None) -> Measurement:
+    """Accuracy from the notebook's own last complete test pass (recognised by content), else from
+    the probe's fallback pass; with flags.
 
     ``probe`` is the probe's record (see probe_file.read_probe), None when there is none.
     ``compare_reported`` is False when the kernel saw shuffled test labels: what it printed then
-    says nothing about the model.
+    says nothing about the model. ``training`` (run_facts) tells whether the test set chose the checkpoint.
     """
     reported = reported_accuracy(record.outputs_text)
     flags: list[str] = []
@@ -91,11 +133,13 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         problem = None if record.reason else "the grader's probe wrote no readable record"
         return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
     total = len(labels)
-    student = _predictions(probe.get("student_pass"), total, classes)
-    own = _predictions(probe.get("probe_pass"), total, classes)
-    if probe.get("student_pass") is not None and student is None:
+    passes = test_passes(probe, total)
+    graded = graded_test_pass(passes)
+    student = _pass_predictions(graded, total, classes)
+    own = _probe_predictions(probe.get("probe_pass"), total, classes)
+    if graded is not None and student is None:
         flags.append("probe-output-invalid")
-    if student is not None:
+    if student is not None and graded is not None:
         missing = [i for i, p in enumerate(student) if p == -1]
         if missing:
             flags.append("test-pass-incomplete")
@@ -105,17 +149,23 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                 for i in missing:
                     student[i] = own[i]
         predictions, source = student, "student-test-pass"
-        if own is not None:
-            own_accuracy = _accuracy(own, labels)[1]
-            student_accuracy = _accuracy(student, labels)[1]
-            if abs(own_accuracy - student_accuracy) > tolerance:
-                flags.append("probe-pass-disagrees")
-                notes.append(f"the notebook's test pass gives {student_accuracy:.2f}%, the grader's own pass over the "
-                             f"test set (eval mode, dataset transform) gives {own_accuracy:.2f}%")
+        others = _several_models(passes, graded)
+        if others:
+            flags.append("several-models")
+            notes.append(f"{len({p.predictor for p in others}) + 1} models predicted the test images together (an "
+                         "ensemble?); the grader measured the last one alone")
+        selection = test_set_selection(probe, passes, graded, training, labels, classes)
+        if selection:
+            flags.append("test-set-selection")
+            notes.append(selection)
     elif own is not None:
         predictions, source = own, "probe-pass"
         flags.append("no-test-pass")
-        notes.append("the notebook never ran its model over a test DataLoader; the grader predicted the test set itself")
+        preprocessing = probe["probe_pass"].get("preprocessing")
+        notes.append("the notebook's model was never seen predicting the test images; the grader predicted them "
+                     f"itself ({preprocessing if isinstance(preprocessing, str) else 'preprocessing unknown'})")
+        if isinstance(preprocessing, str) and preprocessing.startswith("assumed"):
+            flags.append("assumed-preprocessing")
     else:
         error = probe.get("probe_error")
         problem = ("the notebook never built a model (no nn.Module with parameters was found)"
@@ -126,11 +176,11 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
     accuracy = round(accuracy, 2)
     if not compare_reported:
         notes.append("the test labels were hidden from the notebook, so its printed accuracy is not compared")
-    elif reported is None:
+    elif reported is None and record.status is Status.GRADED:
         flags.append("no-reported-accuracy")
         notes.append("no printed test accuracy was found in the notebook's output (a percentage, a fraction or "
                      "N/M on a line naming the test accuracy)")
-    elif abs(reported - accuracy) > tolerance:
+    elif reported is not None and abs(reported - accuracy) > tolerance:
         flags.append("reported-accuracy-mismatch")
         notes.append(f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%")
     return Measurement(accuracy, reported, correct, total, source, tuple(flags), tuple(notes), None)

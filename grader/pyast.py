@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from grader.submission import Cell, Submission, parseable
+from grader.submission import Cell, Submission, parse_python, parseable
 
 _BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -27,7 +27,7 @@ def parse_cells(submission: Submission) -> tuple[ParsedCell, ...]:
     parsed = []
     for cell in submission.code_cells:
         try:
-            parsed.append(ParsedCell(cell, ast.parse(parseable(cell.source)), None))
+            parsed.append(ParsedCell(cell, parse_python(parseable(cell.source)), None))
         except SyntaxError as exc:
             parsed.append(ParsedCell(cell, None, f"line {exc.lineno}: {exc.msg}"))
     return tuple(parsed)

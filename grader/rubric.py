@@ -12,7 +12,7 @@ import yaml
 
 from grader.errors import RubricError
 
-FROZEN_ITEMS = ("epochs", "valid_size", "linear_layers")
+EARLY_STOPPING = ("flag", "violation", "allowed")
 LAYER_GROUPS = ("normalization", "dropout", "activation")
 
 
@@ -71,6 +71,7 @@ class Rubric:
     violation_points: int
     limits: Limits
     hide_test_labels: bool
+    early_stopping: str  # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
     allowed_packages: tuple[str, ...]
     path: Path
 
@@ -186,11 +187,13 @@ def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
 
 def parse_rubric(data: Any, path: Path) -> Rubric:
     """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
+    from grader.rules import RULES  # the rules table imports the rubric's types; the frozen items come from it
+
     top = _Fields(data, "")
     frozen = top.strings("frozen")
     for item in frozen:
-        if item not in FROZEN_ITEMS:
-            raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(FROZEN_ITEMS)}")
+        if item not in RULES:
+            raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(RULES)}")
     limits = top.sub("limits")
     template = path.parent / top.sub("reference").text("template")
     return Rubric(
@@ -214,6 +217,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
         ),
         hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
+        early_stopping=top.choice("early_stopping", EARLY_STOPPING) if "early_stopping" in top.data else "flag",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,
     )

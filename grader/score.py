@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from grader.results import Check, ExecutionRecord, Measurement, Score, Status
 from grader.rubric import Rubric
+from grader.rules import effective
 
 
 def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]:
@@ -17,16 +18,20 @@ def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]
 def score(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,
           measurement: Measurement | None, tampering: tuple[str, ...] = ()) -> Score:
     """Decide status and points. Evidence of tampering with the grader outranks everything, then a
-    broken rule (static or at run time), then a failed run; the accuracy is kept either way."""
+    broken rule (the run's verdict where it decided, else the static one; a failed run is named
+    beside it), then a failed run."""
     max_score = rubric.accuracy.max_points
     if tampering:
         more = f" (and {len(tampering) - 1} more)" if len(tampering) > 1 else ""
         return Score(Status.ERROR, 0, max_score, 0, f"the notebook tampers with the grader: {tampering[0]}{more}")
-    violations = [c for c in checks if c.violated]
+    violations = [c for c in effective(checks) if c.violated]
     if violations:
         first = violations[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-        return Score(Status.VIOLATION, rubric.violation_points, max_score, 0, f"rule broken: {first.message}{more}")
+        failed = (f"; the run also failed: {record.reason}" if record is not None and record.status is not Status.GRADED
+                  and record.reason else "")
+        return Score(Status.VIOLATION, rubric.violation_points, max_score, 0,
+                     f"rule broken: {first.message}{more}{failed}")
     if record is None or measurement is None:
         return Score(Status.GRADED, 0, max_score, 0, "not run (static checks only)")
     if record.status is not Status.GRADED:

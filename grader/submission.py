@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import gc
 import json
 import re
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def _comparable_lines(sub: Submission) -> list[str]:
     lines = []
     for cell in sub.code_cells:
         try:
-            tree = ast.parse(parseable(cell.source))
+            tree = parse_python(parseable(cell.source))
         except SyntaxError:  # compared as text, without blanks and comments
             lines += [t for t in (line.strip() for line in cell.source.splitlines()) if t and not t.startswith("#")]
             continue
@@ -253,6 +254,21 @@ def twin_difference(sub: Submission) -> str | None:
                   difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False).get_opcodes() if tag != "equal")
     return (f"{sub.script.name} differs from the notebook in {changed} code line{'s' if changed != 1 else ''}; "
             f"the notebook was graded")
+
+
+def parse_python(source: str) -> ast.Module:
+    """``ast.parse`` with the garbage collector paused: on CPython 3.11.7 a collection that runs
+    finalizers while the tree is built can fail the parse with "AST constructor recursion depth
+    mismatch". Code nested too deeply to parse is a SyntaxError like any other unreadable cell."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    except (RecursionError, MemoryError) as exc:
+        raise SyntaxError(f"nested too deeply to read ({type(exc).__name__})") from None
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def parseable(source: str) -> str:

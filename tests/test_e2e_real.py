@@ -59,3 +59,20 @@ def test_grading_the_shipped_submissions(tmp_path: Path) -> None:
     assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
     assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 4
     assert len(list((out / "executed").glob("*.ipynb"))) == 4
+
+
+def test_hand_built_test_sets_are_measured_as_the_student_counts(tmp_path: Path) -> None:
+    """Two legal notebooks that once scored 10.01% (0/60): a TensorDataset normalized by hand, and
+    the whole test set in one forward call. On the real data the grader must measure what they print."""
+    batch = tmp_path / "class"
+    batch.mkdir()
+    patterns = ROOT / "tests" / "fixtures" / "patterns"
+    shutil.copy(patterns / "HW3_tensordataset.py", batch / "HW3_tds.py")
+    shutil.copy(patterns / "HW3_one_call_eval.py", batch / "HW3_onecall.py")
+    out = tmp_path / "out"
+    done = _grader("grade", str(batch), "--out", str(out), "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    for account in ("tds", "onecall"):
+        result = json.loads((out / "results" / f"{account}.json").read_text())
+        assert result["status"] == "graded" and result["measured_by"] == "student-test-pass", result
+        assert result["accuracy"] > 80 and abs(result["reported_accuracy"] - result["accuracy"]) <= 0.01, result

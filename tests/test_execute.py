@@ -70,11 +70,12 @@ def test_printed_accuracy_is_not_believed(tmp_path: Path, run_context: Context) 
     assert "reported-accuracy-mismatch" in result.flags and result.score == 0
 
 
-def test_exception_names_cell_and_line_and_keeps_the_accuracy(tmp_path: Path, run_context: Context) -> None:
+def test_exception_names_cell_and_line_and_labels_the_accuracy_at_the_error(tmp_path: Path, run_context: Context) -> None:
     result = _grade(tmp_path, run_context, [DATA, TEST_LOOP, "dataiter = iter(test_loader)\nimages, labels = dataiter.next()"])
     assert result.status is Status.ERROR and result.score == 0
     assert result.reason is not None and result.reason.startswith("cell 3, line 2: AttributeError")
-    assert result.accuracy is not None  # the test pass before the error was still measured
+    assert result.accuracy is None and result.measured_by == "model-at-error"  # measured, but not as the student's
+    assert any("the model as it was at that point scores" in note for note in result.notes)
 
 
 def test_timeout_names_the_cell(tmp_path: Path, run_context: Context) -> None:
@@ -83,6 +84,30 @@ def test_timeout_names_the_cell(tmp_path: Path, run_context: Context) -> None:
     result = _grade(tmp_path, context, ["x = 1", "import time\nwhile True:\n    time.sleep(0.1)"])
     assert result.status is Status.TIMEOUT
     assert result.reason is not None and result.reason.startswith("cell 2: still running")
+
+
+SLOW_TRAINING = '''
+import time
+train_data = datasets.FashionMNIST('data', train=True, download=True, transform=transforms.ToTensor())
+train_loader = torch.utils.data.DataLoader(train_data, batch_size=100)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for epoch in range(1000):
+    for data, target in train_loader:
+        optimizer.zero_grad()
+        F.cross_entropy(model(data), target).backward()
+        optimizer.step()
+    time.sleep(0.2)
+'''
+
+
+def test_a_run_stopped_at_the_time_limit_is_still_judged(tmp_path: Path, tiny_context: Context) -> None:
+    """The cell is interrupted and the probe exports: 1000 epochs were running, over 10 ran before the limit."""
+    limits = dataclasses.replace(tiny_context.rubric.limits, total_timeout_s=60, cell_timeout_s=8)
+    context = dataclasses.replace(tiny_context, rubric=dataclasses.replace(tiny_context.rubric, limits=limits))
+    result = _grade(tmp_path, context, [DATA, SLOW_TRAINING])
+    run = {c.id: c for c in result.checks if c.stage == "run"}
+    assert run["epochs"].ok is False and "passes over the training data" in run["epochs"].message, run
+    assert result.status is Status.VIOLATION and "the run also failed: cell 2: still running" in (result.reason or "")
 
 
 def test_kernel_death_is_an_error_with_the_cell(tmp_path: Path, run_context: Context) -> None:
@@ -113,11 +138,19 @@ def test_a_notebook_without_a_model(tmp_path: Path, run_context: Context) -> Non
     assert result.reason is not None and "never built a model" in result.reason
 
 
-def test_without_a_test_loader_the_grader_predicts_itself(tmp_path: Path, run_context: Context) -> None:
+def test_a_one_call_evaluation_is_the_students_test_pass(tmp_path: Path, run_context: Context) -> None:
     direct = "with torch.no_grad():\n    out = model(test_data.data.float() / 255)\nprint('done')"
     result = _grade(tmp_path, run_context, [DATA, direct])
     assert result.status is Status.GRADED
+    assert result.measured_by == "student-test-pass" and "no-test-pass" not in result.flags
+
+
+def test_without_a_test_pass_the_grader_predicts_itself(tmp_path: Path, run_context: Context) -> None:
+    result = _grade(tmp_path, run_context, [DATA, "print('no time left to evaluate')"])
+    assert result.status is Status.GRADED
     assert result.measured_by == "probe-pass" and "no-test-pass" in result.flags
+    assert "assumed-preprocessing" not in result.flags  # the notebook's test dataset has its transform
+    assert any("the notebook's test dataset and its transform" in note for note in result.notes)
 
 
 TRAIN_NORMALIZED = '''
@@ -141,5 +174,4 @@ def test_preprocessing_inside_the_test_loop_is_honoured(tmp_path: Path, run_cont
     assert result.status is Status.GRADED, result.reason
     assert result.measured_by == "student-test-pass"
     assert result.accuracy is not None and result.accuracy >= 90
-    assert result.reported_accuracy == result.accuracy
-    assert "probe-pass-disagrees" in result.flags  # the grader's own pass does not invert
+    assert result.reported_accuracy == result.accuracy  # inverted images are still the test images

@@ -294,7 +294,7 @@ attempt('fill the disk', lambda: open('big', 'wb').write(b'x' * (200 * 1024 * 10
 PATCH_AT_RUN_TIME = '''
 mods = getattr(__import__('s' + 'ys'), 'mod' + 'ules')
 probe = mods['.'.join(['grader', 'pro' + 'be', 'runtime'])]
-setattr(probe, '_probe_' + 'pass', lambda model, dataset, classes: [0] * len(dataset))
+setattr(probe, '_graded_' + 'pass', lambda recorder: None)
 '''
 
 MEMORY_ACROSS_PROCESSES = '''
@@ -367,7 +367,7 @@ def test_a_class_of_attackers_changes_nothing_on_the_host(tmp_path: Path, sandbo
     for name in ("patcher", "importer"):
         assert results[name].status is Status.ERROR and "probe-tampered" in results[name].flags, results[name]
         assert results[name].score == 0 and results[name].bonus == 0
-    assert "at export: the probe's _probe_pass was replaced" in (results["patcher"].reason or "")
+    assert "at export: the probe's runtime._graded_pass was replaced" in (results["patcher"].reason or "")
     assert "imports the grader's probe" in (results["importer"].reason or "")
 
     if find_hierarchy()[0] is not None:  # all processes together hit the cap; the kernel survives

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import pytest
 from grader.measure import measure, reported_accuracy
 from grader.probe_file import read_probe
 from grader.results import ExecutionRecord, Status
+from grader.run_facts import Training
 
 LABELS = tuple(i % 10 for i in range(100))
 
@@ -50,50 +52,84 @@ def _predictions(correct: int) -> list[int]:
     return [y if i < correct else (y + 1) % 10 for i, y in enumerate(LABELS)]
 
 
+def _test_pass(predictions: list[int], predictor: tuple[int, int] = (1, 1), complete: bool = True,
+               batches: tuple[int, int] = (1, 1), steps: tuple[int, int] = (100, 100)) -> dict[str, Any]:
+    """A test pass as the probe exports it: one signed byte per test image, -1 where none."""
+    return {"predictor": list(predictor), "covered": sum(p >= 0 for p in predictions), "complete": complete,
+            "start_step": steps[0], "end_step": steps[1], "first_batch": batches[0], "last_batch": batches[1],
+            "predictions": base64.b64encode(bytes(p % 256 for p in predictions)).decode()}
+
+
 def test_student_pass_is_graded_and_printed_value_compared(tmp_path: Path) -> None:
-    probe = {"student_pass": {"predictions": _predictions(56)}, "probe_pass": {"predictions": _predictions(56)}, "model": {}}
-    m = measure(*_record(tmp_path, probe, "Test Accuracy (Overall): 95.00% (95/100)"), LABELS, 0.5)
-    assert (m.accuracy, m.correct, m.source, m.reported_accuracy) == (56.0, 56, "student-test-pass", 95.0)
-    assert m.flags == ("reported-accuracy-mismatch",)
+    probe = {"test_passes": [_test_pass(_predictions(56))], "model": {}}
+    m = measure(*_record(tmp_path, probe, "Test Accuracy (Overall): 56.00% (56/100)"), LABELS, 0.5)
+    assert (m.accuracy, m.correct, m.total, m.source, m.flags) == (56.0, 56, 100, "student-test-pass", ())
+
+
+def test_the_last_complete_pass_is_graded(tmp_path: Path) -> None:
+    passes = [_test_pass(_predictions(40)), _test_pass(_predictions(70), batches=(2, 2)),
+              _test_pass([-1] * 50 + _predictions(100)[50:], complete=False, batches=(3, 3))]
+    m = measure(*_record(tmp_path, {"test_passes": passes, "model": {}}), LABELS, 0.5)
+    assert m.accuracy == 70.0 and "several-models" not in m.flags
 
 
 def test_probe_pass_is_the_fallback(tmp_path: Path) -> None:
-    m = measure(*_record(tmp_path, {"student_pass": None, "probe_pass": {"predictions": _predictions(90)}, "model": {}},
-                        "Test Accuracy (Overall): 90.00%"), LABELS, 0.5)
+    probe = {"test_passes": [], "probe_pass": {"predictions": _predictions(90), "preprocessing": "assumed: ToTensor() only"},
+             "model": {}}
+    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
     assert (m.accuracy, m.source) == (90.0, "probe-pass")
-    assert "no-test-pass" in m.flags and "reported-accuracy-mismatch" not in m.flags
+    assert "no-test-pass" in m.flags and "assumed-preprocessing" in m.flags
 
 
-def test_disagreeing_passes_are_flagged_and_student_pass_wins(tmp_path: Path) -> None:
-    probe = {"student_pass": {"predictions": _predictions(80)}, "probe_pass": {"predictions": _predictions(70)}, "model": {}}
+def test_an_incomplete_student_pass_is_completed_by_the_probe(tmp_path: Path) -> None:
+    student = [-1] * 10 + _predictions(100)[10:]
+    probe = {"test_passes": [_test_pass(student, complete=False)], "probe_pass": {"predictions": _predictions(98)},
+             "model": {}}
     m = measure(*_record(tmp_path, probe), LABELS, 0.5)
-    assert m.accuracy == 80.0 and "probe-pass-disagrees" in m.flags and "no-reported-accuracy" in m.flags
+    assert m.accuracy == 100.0 and "test-pass-incomplete" in m.flags
 
 
-def test_incomplete_pass_is_filled_from_the_probe(tmp_path: Path) -> None:
-    student = _predictions(100)
-    student[-4:] = [-1] * 4
-    probe = {"student_pass": {"predictions": student}, "probe_pass": {"predictions": _predictions(98)}, "model": {}}
-    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
-    assert m.correct == 98 and "test-pass-incomplete" in m.flags
+def test_interleaved_models_are_an_ensemble(tmp_path: Path) -> None:
+    passes = [_test_pass(_predictions(80), (1, 1), batches=(1, 9)), _test_pass(_predictions(90), (2, 2), batches=(2, 10))]
+    m = measure(*_record(tmp_path, {"test_passes": passes, "model": {}}), LABELS, 0.5)
+    assert m.accuracy == 90.0 and "several-models" in m.flags
 
 
 @pytest.mark.parametrize(
     "probe",
     [
-        {"student_pass": {"predictions": [11] * 100}, "probe_pass": None, "model": {}},  # out of range
-        {"student_pass": {"predictions": [0] * 99}, "probe_pass": None, "model": {}},  # wrong length
-        {"student_pass": {"predictions": ["0"] * 100}, "probe_pass": None, "model": {}},  # not ints
-        {"student_pass": {"predictions": [True] * 100}, "probe_pass": None, "model": {}},  # bools are not ints
+        {"test_passes": [{**_test_pass(_predictions(50)), "predictions": base64.b64encode(bytes([11] * 100)).decode()}]},
+        {"test_passes": [{**_test_pass(_predictions(50)), "predictions": base64.b64encode(bytes(99)).decode()}]},
+        {"test_passes": [{**_test_pass(_predictions(50)), "predictions": "not base64!"}]},
+        {"test_passes": [{**_test_pass(_predictions(50)), "predictions": [0] * 100}]},
     ],
 )
 def test_malformed_predictions_are_never_trusted(tmp_path: Path, probe: dict[str, Any]) -> None:
-    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
+    m = measure(*_record(tmp_path, {**probe, "model": {}}), LABELS, 0.5)
     assert m.accuracy is None and "probe-output-invalid" in m.flags
 
 
 def test_no_model_and_unreadable_probe(tmp_path: Path) -> None:
-    m = measure(*_record(tmp_path, {"student_pass": None, "probe_pass": None, "model": None}), LABELS, 0.5)
+    m = measure(*_record(tmp_path, {"test_passes": [], "probe_pass": None, "model": None}), LABELS, 0.5)
     assert m.accuracy is None and m.problem is not None and "never built a model" in m.problem
     m = measure(*_record(tmp_path, "not json"), LABELS, 0.5)
     assert m.accuracy is None and m.problem is not None and "no readable record" in m.problem
+
+
+def _trained() -> Training:
+    return Training(60000, "direct", (), (), 0, 0, False, last_step=1000, first_step=1)
+
+
+@pytest.mark.parametrize(("graded", "flagged"), [(70, True), (80, False), (75, False)])
+def test_a_checkpoint_chosen_on_the_test_set_is_flagged(tmp_path: Path, graded: int, flagged: bool) -> None:
+    """Test passes during training scored 60, 70 (best... until the last), 65, 80; the graded model
+    predicts exactly like one of them (70: the best before the end) or like the last one (80)."""
+    epochs = [_test_pass(_predictions(c), batches=(k, k), steps=(100 * k, 100 * k)) for k, c in enumerate((60, 70, 65, 68), 1)]
+    final = _test_pass(_predictions(graded), batches=(9, 9), steps=(1000, 1000))
+    if graded == 80:
+        epochs[-1] = _test_pass(_predictions(80), batches=(4, 4), steps=(400, 400))
+    record, probe = _record(tmp_path, {"test_passes": [*epochs, final], "model": {}})
+    m = measure(record, probe, LABELS, 0.5, training=_trained())
+    assert ("test-set-selection" in m.flags) is flagged, m.notes
+    if flagged:
+        assert any("predicts exactly as at evaluation 2, the best of them on the test set (70.00%)" in n for n in m.notes)

@@ -12,7 +12,7 @@ import yaml
 from grader.grade import Context, grade_submission
 from grader.reference import FrozenFacts
 from grader.rubric import Rubric
-from grader.rules.static import check_static
+from grader.rules import check_static
 from grader.submission import read_submission
 
 CORPUS = Path(__file__).parent / "fixtures" / "rules"

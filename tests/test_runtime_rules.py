@@ -1,18 +1,23 @@
-"""Run-time verdicts on probe records (what the kernel recorded), without running anything."""
+"""Run-time verdicts on probe records (the raw facts the kernel recorded), without running anything:
+lineage, split and epochs are computed here from passes, optimizers and parameter serials."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from typing import Any
 
+import numpy
 import pytest
 
 from grader.reference import FrozenFacts
 from grader.results import Check
 from grader.rubric import Rubric
-from grader.rules.runtime import check_runtime, disagreements
+from grader.rules import check_runtime, disagreements, effective, findings, run_view
 
-TRAIN = {"complete": True, "batches": 750, "samples": 48000, "steps": 750, "updates_model": True, "trained_model": 0}
-VALID = {"complete": True, "batches": 188, "samples": 12000, "steps": 0, "updates_model": False}
+SIZE = 60000
+VALID_IDX = range(0, 12000)
+TRAIN_IDX = range(12000, SIZE)
 OWNERS = [{"module": "fc1", "type": "Linear", "shapes": [[512, 784], [512]]},
           {"module": "bn1", "type": "BatchNorm1d", "shapes": [[512], [512]]},
           {"module": "fc2", "type": "Linear", "shapes": [[256, 512], [256]]},
@@ -21,11 +26,26 @@ OPS = [{"op": "addmm", "shapes": [[512], [2, 784], [784, 512]]}, {"op": "addmm",
        {"op": "addmm", "shapes": [[10], [2, 256], [256, 10]]}]
 
 
-def _record(**change: Any) -> dict[str, Any]:
+def _pass(indices: range | list[int], optimizer: int | None = 1, source: str = "loader") -> dict[str, Any]:
+    mask = numpy.zeros(SIZE, dtype=bool)
+    mask[list(indices)] = True
+    return {"source": source, "stepping": optimizer is not None, "drawn": base64.b64encode(numpy.packbits(mask).tobytes()).decode(),
+            "samples": int(mask.sum()), "batches": 10, "complete": True, "steps": {str(optimizer): 10} if optimizer else {}}
+
+
+TRAIN, VALID = _pass(TRAIN_IDX), _pass(VALID_IDX, None)
+
+
+def _record(passes: list[dict[str, Any]] | None = None, graded: list[int] | None = None,
+            optimizers: dict[str, list[int]] | None = None, **change: Any) -> dict[str, Any]:
+    optimizers = {"1": [1, 2, 3]} if optimizers is None else optimizers
     record: dict[str, Any] = {
-        "training": {"dataset_size": 60000, "passes": [TRAIN, VALID] * 10, "trained_indices": 48000,
-                     "validation_indices": 12000, "overlap": 0},
+        "train_size": SIZE,
+        "train_passes": [TRAIN, VALID] * 10 if passes is None else passes,
+        "optimizers": {k: {"params": v, "steps": 100, "first_step": 1, "last_step": 100} for k, v in optimizers.items()},
+        "model": {"class": "Net", "param_serials": [1, 2, 3] if graded is None else graded, "param_versions": 0},
         "architecture": {"parameters": OWNERS, "ops": OPS, "error": None},
+        "loads": [],
     }
     for key, value in change.items():
         section, field = key.split("__")
@@ -33,58 +53,106 @@ def _record(**change: Any) -> dict[str, Any]:
     return record
 
 
-def _verdicts(record: dict[str, Any] | None, facts: FrozenFacts, rubric: Rubric) -> dict[str, tuple[bool | None, str]]:
-    return {c.id: (c.ok, c.message) for c in check_runtime(record, facts, rubric)}
+def _verdicts(record: dict[str, Any], facts: FrozenFacts, rubric: Rubric, finished: bool = True) -> dict[str, tuple[bool | None, str]]:
+    return {c.id: (c.ok, c.message) for c in check_runtime(run_view(record, finished), facts, rubric)}
 
 
 def test_a_legal_run(facts: FrozenFacts, rubric: Rubric) -> None:
     verdicts = _verdicts(_record(), facts, rubric)
     assert {rule: ok for rule, (ok, _) in verdicts.items()} == {"epochs": True, "valid_size": True, "linear_layers": True}
-    assert all(c.stage == "run" for c in check_runtime(_record(), facts, rubric))
+    assert all(c.stage == "run" for c in check_runtime(run_view(_record(), True), facts, rubric))
 
 
 @pytest.mark.parametrize(
-    ("change", "rule", "message"),
+    ("record", "rule", "message"),
     [
-        ({"training__passes": [TRAIN, TRAIN, VALID] * 10}, "epochs", "trained for 20 passes"),
-        ({"training__passes": [TRAIN] * 9}, "epochs", "trained for 9 passes"),
-        ({"training__trained_indices": 54000}, "valid_size", "trained on 54000 of 60000 training images"),
-        ({"training__overlap": 120}, "valid_size", "120 images were used both to train"),
-        ({"architecture__parameters": [*OWNERS, {"module": "conv", "type": "Conv2d", "shapes": [[4, 1, 3, 3]]}]},
+        (_record([TRAIN, TRAIN, VALID] * 10), "epochs", "trained for 20 passes"),
+        (_record([_pass(range(6000, SIZE)), _pass(range(0, 6000), None)] * 10), "valid_size",
+         "trained on 54000 of 60000 training images"),
+        (_record([TRAIN, _pass(range(0, 12120), None)] * 10), "valid_size", "120 images were used both to train"),
+        (_record([], optimizers={}), "epochs", "never trained: no optimizer stepped it in the whole run (0 of 10"),
+        (_record(architecture__parameters=[*OWNERS, {"module": "conv", "type": "Conv2d", "shapes": [[4, 1, 3, 3]]}]),
          "linear_layers", "holds weights in conv (Conv2d)"),
-        ({"architecture__parameters": [*OWNERS, {"module": "(model)", "type": "Net", "shapes": [[4, 1, 3, 3]]}]},
+        (_record(architecture__parameters=[*OWNERS, {"module": "(model)", "type": "Net", "shapes": [[4, 1, 3, 3]]}]),
          "linear_layers", "holds weights in (model) (Net)"),
-        ({"architecture__parameters": [o if o["module"] != "fc1" else {**o, "shapes": [[1024, 784], [1024]]} for o in OWNERS]},
+        (_record(architecture__parameters=[o if o["module"] != "fc1" else {**o, "shapes": [[1024, 784], [1024]]} for o in OWNERS]),
          "linear_layers", "Linear layers are 784->1024, 512->256, 256->10"),
-        ({"architecture__ops": [{"op": "convolution", "shapes": [[2, 1, 28, 28], [4, 1, 3, 3]]}, *OPS]},
+        (_record(architecture__ops=[{"op": "convolution", "shapes": [[2, 1, 28, 28], [4, 1, 3, 3]]}, *OPS]),
          "linear_layers", "the forward pass applies convolution"),
-        ({"architecture__ops": [*OPS, OPS[2]]}, "linear_layers", "multiplies by weights of 784->512, 512->256, 256->10, 256->10"),
+        (_record(architecture__ops=[*OPS, OPS[2]]), "linear_layers", "multiplies by weights of 784->512, 512->256, 256->10, 256->10"),
     ],
 )
-def test_runtime_violations(facts: FrozenFacts, rubric: Rubric, change: dict[str, Any], rule: str, message: str) -> None:
-    ok, text = _verdicts(_record(**change), facts, rubric)[rule]
+def test_runtime_violations(facts: FrozenFacts, rubric: Rubric, record: dict[str, Any], rule: str, message: str) -> None:
+    ok, text = _verdicts(record, facts, rubric)[rule]
     assert ok is False and message in text
 
 
+def test_evaluation_passes_over_training_images_are_not_validation(facts: FrozenFacts, rubric: Rubric) -> None:
+    """A look at one batch, and a training-accuracy pass over the whole training set, steps no optimizer."""
+    look, everything = _pass(TRAIN_IDX[:64], None), _pass(range(SIZE), None)
+    verdicts = _verdicts(_record([look] + [TRAIN, VALID, everything] * 10), facts, rubric)
+    assert verdicts["valid_size"][0] is True and verdicts["epochs"][0] is True
+
+
+def test_content_passes_count_when_no_loader_trained(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Preloaded tensors: passes recognised by the model's inputs are the epochs; loader passes win when both exist."""
+    content = [_pass(TRAIN_IDX, source="content"), _pass(VALID_IDX, None, source="content")]
+    assert _verdicts(_record(content * 10), facts, rubric)["epochs"][0] is True
+    assert _verdicts(_record([TRAIN, VALID] * 10 + [_pass(TRAIN_IDX, source="content")] * 3), facts, rubric)["epochs"][0] is True
+    look = {**_pass(TRAIN_IDX[:64]), "steps": {"1": 1}}  # the template's look at one batch, then preloaded training
+    assert _verdicts(_record([look] + content * 10), facts, rubric)["epochs"][0] is True
+
+
+@pytest.mark.parametrize(("policy", "verdict", "flags"), [("flag", True, ["early-stopping"]), ("violation", False, []),
+                                                         ("allowed", True, [])])
+def test_early_stopping_follows_the_rubric(facts: FrozenFacts, rubric: Rubric, policy: str, verdict: bool,
+                                           flags: list[str]) -> None:
+    course = dataclasses.replace(rubric, early_stopping=policy)
+    view = run_view(_record([TRAIN, VALID] * 7), True)
+    check = {c.id: c for c in check_runtime(view, facts, course)}["epochs"]
+    assert check.ok is verdict and "7 of 10 epochs" in check.message
+    assert [flag for flag, _ in findings(view, facts, course)] == flags
+
+
+def test_an_interrupted_run_is_undecided_below_the_epochs_and_violated_above(facts: FrozenFacts, rubric: Rubric) -> None:
+    assert _verdicts(_record([TRAIN, VALID] * 7), facts, rubric, finished=False)["epochs"][0] is None
+    assert _verdicts(_record([TRAIN, TRAIN, VALID] * 7), facts, rubric, finished=False)["epochs"][0] is False
+    assert _verdicts(_record([], optimizers={}), facts, rubric, finished=False)["epochs"][0] is None
+
+
+def test_weights_updated_by_hand_are_not_zero_epochs(facts: FrozenFacts, rubric: Rubric) -> None:
+    record = _record([], optimizers={}, model__param_versions=30, model__has_grad=True)
+    assert _verdicts(record, facts, rubric)["epochs"][0] is None
+
+
 def test_candidates_that_did_not_become_the_graded_model_do_not_count(facts: FrozenFacts, rubric: Rubric) -> None:
-    other = {**TRAIN, "updates_model": False, "trained_model": 1}
-    assert _verdicts(_record(training__passes=[other] * 10 + [TRAIN, VALID] * 10), facts, rubric)["epochs"][0] is True
+    """A sweep: optimizer 2 trained a discarded model (other parameters) 10 times more."""
+    other = _pass(TRAIN_IDX, optimizer=2)
+    record = _record([other] * 10 + [TRAIN, VALID] * 10, optimizers={"1": [1, 2, 3], "2": [7, 8, 9]})
+    assert _verdicts(record, facts, rubric)["epochs"][0] is True
 
 
 @pytest.mark.parametrize(("per_model", "verdict"), [((10, 10), True), ((20, 12), False), ((10, 20), None)])
 def test_a_graded_model_that_loaded_a_checkpoint(facts: FrozenFacts, rubric: Rubric, per_model: tuple[int, int],
                                                  verdict: bool | None) -> None:
-    passes = [{**TRAIN, "updates_model": False, "trained_model": m} for m, n in enumerate(per_model) for _ in range(n)]
-    assert _verdicts(_record(training__passes=passes), facts, rubric)["epochs"][0] is verdict
+    passes = [_pass(TRAIN_IDX, optimizer=m + 1) for m, n in enumerate(per_model) for _ in range(n)]
+    record = _record(passes, graded=[50, 51, 52], optimizers={"1": [1, 2, 3], "2": [7, 8, 9]})
+    assert _verdicts(record, facts, rubric)["epochs"][0] is verdict
 
 
 def test_missing_or_malformed_records_are_undecided(facts: FrozenFacts, rubric: Rubric) -> None:
     assert check_runtime(None, facts, rubric) == ()
-    verdicts = _verdicts({"training": "junk", "architecture": {"parameters": None}}, facts, rubric)
+    junk = {"train_size": "junk", "train_passes": [{"drawn": "!!"}], "architecture": {"parameters": None}}
+    verdicts = _verdicts(junk, facts, rubric)
     assert {rule: ok for rule, (ok, _) in verdicts.items()} == {"epochs": None, "valid_size": None, "linear_layers": None}
+    bad_bitmap = _record([{**TRAIN, "drawn": base64.b64encode(b"x" * 10).decode()}] * 10)
+    assert _verdicts(bad_bitmap, facts, rubric)["epochs"][0] is not True
 
 
-def test_disagreement_is_reported() -> None:
+def test_disagreement_is_reported_and_a_decided_run_verdict_counts() -> None:
     checks = (Check("epochs", True, "ok"), Check("epochs", False, "20 passes", stage="run"),
-              Check("valid_size", None, "?"), Check("valid_size", True, "ok", stage="run"))
-    assert disagreements(checks) == ("epochs: the static check says ok, the run says violated",)
+              Check("valid_size", None, "?"), Check("valid_size", True, "ok", stage="run"),
+              Check("linear_layers", False, "conv in an unused class"), Check("linear_layers", True, "ok", stage="run"))
+    assert disagreements(checks) == ("epochs: the static check says ok, the run says violated",
+                                     "linear_layers: the static check says violated, the run says ok")
+    assert [c.violated for c in effective(checks)] == [True, False, False]

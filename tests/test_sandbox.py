@@ -182,7 +182,7 @@ def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandbox
     for name in ("alice", "bea"):
         assert results[name].status is Status.GRADED and results[name].accuracy == alone[name].accuracy
     assert alone["alice"].accuracy != alone["bea"].accuracy  # two different good results, each kept
-    assert results["mallory"].status is Status.ERROR and results["mallory"].accuracy is not None
+    assert results["mallory"].status is Status.ERROR and results["mallory"].measured_by == "model-at-error"
     assert results["wide"].status is Status.VIOLATION
     assert results["crash"].status is Status.ERROR and "CUDA out of memory" in (results["crash"].reason or "")
     assert sandboxed_processes() == []

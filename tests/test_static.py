@@ -8,7 +8,7 @@ import pytest
 
 from grader.reference import FrozenFacts, derive_facts
 from grader.rubric import Rubric, load_rubric
-from grader.rules.static import check_static
+from grader.rules import check_static
 from grader.submission import read_submission
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,221 @@
+"""What the notebook did with the data, as raw facts: passes over the training images, optimizer
+steps, checkpoints loaded, and the model's predictions on test images. It never judges them.
+
+Two ways of seeing a pass:
+- a DataLoader over the training FashionMNIST (or a Subset or wrapper of it): the indices its
+  sampler drew, whatever the transform (augmentation included);
+- by content: every outermost module call whose input rows are dataset images (see content.py),
+  however the notebook built its tensors. Test rows are paired with the first later module
+  output of shape (batch, classes), so ``model(x)``, ``model.forward(x)``, a compiled or wrapped
+  model and a softmax afterwards all give the model's predictions. Training rows are grouped
+  into passes, a new one starting when an image comes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import weakref
+from collections import Counter
+from typing import Any
+
+import torch
+
+from grader.probe.content import ImageIndex, Match
+from grader.probe.identity import Serials
+
+MAX_EXPORTED_PREDICTIONS = 50  # test passes whose predictions are exported (the last ones)
+
+
+def bitmap(mask: torch.Tensor) -> str:
+    """A bool tensor as base64 of its bits (numpy's packbits order)."""
+    import numpy
+
+    return base64.b64encode(numpy.packbits(mask.numpy()).tobytes()).decode()
+
+
+class TrainPass:
+    """One pass over training images: which it drew and the optimizer steps taken meanwhile."""
+
+    def __init__(self, source: str, size: int, stepping: bool) -> None:
+        self.source = source  # "loader" or "content"
+        self.stepping = stepping  # content passes: grad enabled and the module in training mode
+        self.drawn = torch.zeros(size, dtype=torch.bool)
+        self.batches = 0
+        self.steps: Counter[int] = Counter()  # optimizer serial -> steps
+        self.complete = False
+        self.last_batch = 0  # the recorder's clock when it last drew a batch
+
+    def draw(self, indices: list[int], clock: int) -> None:
+        if indices:
+            self.drawn[torch.tensor(indices, dtype=torch.long)] = True
+        self.batches += 1
+        self.last_batch = clock
+
+    def export(self) -> dict[str, Any]:
+        return {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
+                "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
+                "steps": {str(k): v for k, v in self.steps.items()}}
+
+
+class TestPass:
+    """One pass of one predictor (input module, output module) over test images."""
+
+    def __init__(self, predictor: tuple[int, int], size: int, step: int) -> None:
+        self.predictor = predictor
+        self.predictions = torch.full((size,), -1, dtype=torch.int8)
+        self.rows = 0
+        self.batches = 0
+        self.start_step = step
+        self.end_step = step
+        self.first_batch = 0  # the recorder's count of test batches, to tell interleaved passes apart
+        self.last_batch = 0
+        self.complete = False
+
+    def export(self, with_predictions: bool) -> dict[str, Any]:
+        covered = int((self.predictions >= 0).sum())
+        record: dict[str, Any] = {"predictor": list(self.predictor), "covered": covered, "rows": self.rows,
+                                  "batches": self.batches, "complete": self.complete,
+                                  "start_step": self.start_step, "end_step": self.end_step,
+                                  "first_batch": self.first_batch, "last_batch": self.last_batch}
+        if with_predictions:
+            record["predictions"] = base64.b64encode(self.predictions.numpy().tobytes()).decode()
+        return record
+
+
+class Recorder:
+    def __init__(self, index: ImageIndex, classes: int, serials: Serials) -> None:
+        self.index = index
+        self.classes = classes
+        self.serials = serials
+        self.internal = False  # the probe's own calls at export are not the notebook's
+        self.steps = 0
+        self.clock = 0  # counts training batches, to tell which pass an optimizer step follows
+        self.test_batches = 0
+        self.last_step_clock = 0  # the clock at the last optimizer step
+        self.train_passes: list[TrainPass] = []
+        self.test_passes: list[TestPass] = []
+        self.optimizers: dict[int, dict[str, Any]] = {}
+        self.loads: list[dict[str, int | None]] = []
+        self.modules: dict[int, weakref.ref[torch.nn.Module]] = {}
+        self.samples: dict[int, torch.Tensor] = {}  # input module serial -> two rows of its last test input
+        self.loader: TrainPass | None = None  # the training DataLoader pass that last yielded a batch
+        self._content: dict[bool, TrainPass | None] = {True: None, False: None}
+        self._open: dict[tuple[int, int], TestPass] = {}
+        self._depth = 0
+        self._pending: tuple[Match, int] | None = None
+
+    # -- module calls ------------------------------------------------------------------------
+    def module_serial(self, module: torch.nn.Module) -> int:
+        serial = self.serials.of(module)
+        self.modules.setdefault(serial, weakref.ref(module))
+        return serial
+
+    def before_call(self, module: torch.nn.Module, args: Any) -> None:
+        self._depth += 1
+        if self._depth != 1 or self.internal or not args:
+            return
+        stepping = torch.is_grad_enabled() and module.training
+        if stepping and self.loader is not None and self.loader.last_batch > self.last_step_clock:
+            return  # a training DataLoader's batch before the next step: its pass records it; no need to look
+        match = self.index.match(args[0])
+        if match is None:
+            return
+        if match.split == "test":
+            serial = self.module_serial(module)
+            self._pending = (match, serial)
+            self.samples[serial] = args[0][:2].detach().clone()
+        else:
+            self._train_rows(match, stepping)
+
+    def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth or self._pending is None or self.internal:
+            return
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]
+        match, first = self._pending
+        if not isinstance(output, torch.Tensor) or output.dim() != 2 or tuple(output.shape) != (match.batch, self.classes):
+            return
+        self._pending = None
+        self._test_rows((first, self.module_serial(module)), match, output.detach().argmax(1).cpu())
+
+    def _test_rows(self, predictor: tuple[int, int], match: Match, predictions: torch.Tensor) -> None:
+        size = self.index.sizes["test"]
+        current = self._open.get(predictor)
+        singles = torch.tensor([group[0] for group in match.indices if len(group) == 1], dtype=torch.long)
+        if current is None or current.rows >= size or bool((current.predictions[singles] >= 0).any()):
+            current = TestPass(predictor, size, self.steps)
+            current.first_batch = self.test_batches + 1
+            self._open[predictor] = current
+            self.test_passes.append(current)
+        rows = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group], dtype=torch.long)
+        indices = torch.tensor([i for group in match.indices for i in group], dtype=torch.long)
+        current.predictions[indices] = predictions[rows].to(torch.int8)
+        current.rows += len(match.positions)
+        current.batches += 1
+        self.test_batches += 1
+        current.last_batch = self.test_batches
+        current.end_step = self.steps
+        if bool((current.predictions >= 0).all()):
+            current.complete = True
+            del self._open[predictor]
+
+    def _train_rows(self, match: Match, stepping: bool) -> None:
+        current = self._content[stepping]
+        singles = [group[0] for group in match.indices if len(group) == 1]
+        if current is None or bool(current.drawn[torch.tensor(singles, dtype=torch.long)].any()):
+            if current is not None:
+                current.complete = True
+            current = TrainPass("content", self.index.sizes["train"], stepping)
+            self._content[stepping] = current
+            self.train_passes.append(current)
+        self.clock += 1
+        current.draw([i for group in match.indices for i in group], self.clock)
+
+    # -- DataLoader passes over the training set -------------------------------------------------
+    def start_loader_pass(self, size: int) -> TrainPass:
+        track = TrainPass("loader", size, True)
+        self.train_passes.append(track)
+        return track
+
+    def loader_batch(self, track: TrainPass, indices: list[int]) -> None:
+        self.clock += 1
+        track.draw(indices, self.clock)
+        self.loader = track
+
+    # -- optimizers and checkpoints -----------------------------------------------------------
+    def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.internal:
+            return
+        self.steps += 1
+        serial = self.serials.of(optimizer)
+        entry = self.optimizers.get(serial)
+        count = sum(len(group["params"]) for group in optimizer.param_groups)
+        if entry is None or len(entry["params"]) != count:
+            params = [self.serials.of(p) for group in optimizer.param_groups for p in group["params"]]
+            entry = self.optimizers.setdefault(serial, {"first_step": self.steps, "steps": 0})
+            entry["params"] = params
+        entry["steps"] += 1
+        entry["last_step"] = self.steps
+        since = entry.get("clock", 0)  # a step counts for the passes that drew a batch since its previous step
+        for track in (self.loader, self._content[True]):
+            if track is not None and track.last_batch > since:
+                track.steps[serial] += 1
+        entry["clock"] = self.last_step_clock = self.clock
+
+    def on_load(self, module: torch.nn.Module) -> None:
+        first = next(module.parameters(), None)
+        self.loads.append({"param": self.serials.of(first) if first is not None else None, "step": self.steps})
+
+    # -- export -------------------------------------------------------------------------------
+    def export(self) -> dict[str, Any]:
+        keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:]))
+        return {
+            "steps": self.steps,
+            "train_size": self.index.sizes.get("train"),
+            "test_size": self.index.sizes.get("test"),
+            "train_passes": [p.export() for p in self.train_passes[-2000:]],
+            "test_passes": [p.export(id(p) in keep) for p in self.test_passes[-2000:]],
+            "optimizers": {str(k): v for k, v in self.optimizers.items()},
+            "loads": self.loads[-1000:],
+        }

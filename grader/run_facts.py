@@ -1,0 +1,210 @@
+"""What the run did, computed in the grader's process from the probe's raw record (untrusted JSON).
+
+The probe only lists facts: the passes over training images (which indices each drew, which
+optimizers stepped meanwhile), each optimizer's parameters, the checkpoints loaded, the test
+passes and the graded model's parameters. Lineage (which passes trained the graded model), the
+training and validation sets, their overlap, early stopping and test-set selection are decided
+here, where the notebook cannot change them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from grader.probe_file import integer, section
+
+EVALUATION_COVER = 0.9  # a pass without steps drawing this share of the trained images evaluates on them
+
+
+@dataclass(frozen=True)
+class TrainPass:
+    source: str  # "loader" (a DataLoader over the training set) or "content" (model inputs recognised)
+    stepping: bool
+    drawn: int  # bit set of training indices
+    batches: int
+    complete: bool
+    steps: dict[int, int]  # optimizer serial -> steps during the pass
+
+    @property
+    def stepped(self) -> bool:
+        return any(self.steps.values())
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    params: frozenset[int]
+    steps: int
+    first_step: int
+    last_step: int
+
+
+@dataclass(frozen=True)
+class TestPass:
+    predictor: tuple[int, int]
+    covered: int
+    complete: bool
+    start_step: int
+    end_step: int
+    first_batch: int
+    last_batch: int
+    predictions: bytes | None  # one signed byte per test image, -1 where not predicted
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the graded model was trained, as the grader reads the record."""
+
+    train_size: int | None
+    lineage: str  # "direct": its own parameters were stepped; "loaded": it took a trained model's weights; "none"
+    passes: tuple[TrainPass, ...]  # the passes that trained it (direct) or trained any model (loaded)
+    groups: tuple[int, ...]  # loaded: passes per trained model (one per optimized parameter set)
+    trained: int  # bit set of the images it was trained on
+    validation: int  # bit set of the images evaluated without training on them
+    changed_without_optimizer: bool  # no optimizer step, yet its weights were changed in place
+    last_step: int  # the last optimizer step of its training (0 when none)
+    first_step: int
+
+
+def _bits(text: Any, size: int) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != (size + 7) // 8:
+        return None
+    return int.from_bytes(raw, "big")
+
+
+def _steps(value: Any) -> dict[int, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {int(k): v for k, v in value.items() if isinstance(k, str) and k.isdigit() and type(v) is int and v > 0}
+
+
+def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
+    found = []
+    raw = record.get("train_passes")
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        drawn = _bits(item.get("drawn"), size)
+        if drawn is None or item.get("source") not in ("loader", "content"):
+            continue
+        found.append(TrainPass(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
+                               item.get("complete") is True, _steps(item.get("steps"))))
+    return found
+
+
+def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
+    found = {}
+    raw = record.get("optimizers")
+    for key, item in (raw.items() if isinstance(raw, dict) else []):
+        params = item.get("params") if isinstance(item, dict) else None
+        if not (isinstance(key, str) and key.isdigit() and isinstance(params, list)):
+            continue
+        found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
+                                    integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0)
+    return found
+
+
+def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
+    found = []
+    raw = record.get("test_passes")
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        predictor = item.get("predictor")
+        if not (isinstance(predictor, list) and len(predictor) == 2 and all(type(p) is int for p in predictor)):
+            continue
+        predictions = None
+        if isinstance(item.get("predictions"), str):
+            try:
+                predictions = base64.b64decode(item["predictions"], validate=True)
+            except (binascii.Error, ValueError):
+                predictions = None
+            if predictions is not None and len(predictions) != size:
+                predictions = None
+        covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
+                                            ("covered", "start_step", "end_step", "first_batch", "last_batch"))
+        found.append(TestPass((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
+                              last, predictions))
+    return found
+
+
+def graded_test_pass(passes: list[TestPass]) -> TestPass | None:
+    """The notebook's last complete test pass, else its most complete one (the probe exports by the same rule)."""
+    complete = [p for p in passes if p.complete]
+    if complete:
+        return complete[-1]
+    return max(passes, key=lambda p: p.covered, default=None)
+
+
+def graded_params(record: dict[str, Any]) -> frozenset[int]:
+    model = section(record, "model")
+    serials = model.get("param_serials")
+    return frozenset(p for p in serials if type(p) is int) if isinstance(serials, list) else frozenset()
+
+
+def training(record: dict[str, Any]) -> Training:
+    size = integer(record.get("train_size"))
+    model = section(record, "model")
+    # Weights changed in place after a backward pass, with no optimizer: a hand-written update.
+    changed = (integer(model.get("param_versions")) or 0) > 0 and model.get("has_grad") is True
+    if not size:
+        return Training(None, "none", (), (), 0, 0, changed, 0, 0)
+    passes = train_passes(record, size)
+    opts = optimizers(record)
+    params = graded_params(record)
+    stepping = [p for p in passes if p.stepped]
+    # DataLoader passes over the training set are the epochs when they carry the training (they see
+    # augmented images too); passes recognised by content when the notebook trains on preloaded
+    # tensors (a look at one loader batch before that must not make the loader the source).
+    by_source = {kind: sum(sum(p.steps.values()) for p in stepping if p.source == kind) for kind in ("loader", "content")}
+    source = "loader" if by_source["loader"] and by_source["loader"] * 2 >= by_source["content"] else "content"
+    stepping = [p for p in stepping if p.source == source]
+    own = {serial for serial, o in opts.items() if o.params & params}
+    direct = [p for p in stepping if own & set(p.steps)]
+    groups: dict[frozenset[int], int] = {}
+    if direct:
+        lineage, used = "direct", direct
+        steps = [opts[s] for s in own if opts[s].steps]
+    elif stepping:
+        lineage, used = "loaded", stepping
+        steps = [o for o in opts.values() if o.steps]
+        for p in stepping:
+            for serial in p.steps:
+                if serial in opts:
+                    groups[opts[serial].params] = groups.get(opts[serial].params, 0) + 1
+    else:
+        lineage, used, steps = "none", [], []
+    trained = 0
+    for p in used:
+        trained |= p.drawn
+    count = trained.bit_count()
+    validation = 0
+    for p in passes:  # validation is read from the same kind of pass as training, never mixed
+        if p.source != source or p.stepped or (p.source == "content" and p.stepping):
+            continue
+        if not p.drawn & ~trained:
+            continue  # only images it trained on: a look at a batch, a training-accuracy pass
+        if count and (p.drawn & trained).bit_count() >= EVALUATION_COVER * count:
+            continue  # an evaluation over the whole training set, not a validation set
+        validation |= p.drawn
+    return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
+                    changed and not steps, max((o.last_step for o in steps), default=0),
+                    min((o.first_step for o in steps), default=0))
+
+
+def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None:
+    """The step after which a checkpoint was loaded into the graded model once its training ended."""
+    params = graded_params(record)
+    raw = record.get("loads")
+    for item in reversed(raw if isinstance(raw, list) else []):
+        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("step")) or 0) >= facts.last_step:
+            return integer(item.get("step"))
+    return None
