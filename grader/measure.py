@@ -60,6 +60,9 @@ def reported_accuracy(printed: str) -> float | None:
     return found[max(found)] if found else None
 
 
+TRAINED_ON_TEST_STEPS = 10  # fewer may be a test loss computed beside a training step
+
+
 def _probe_predictions(section: Any, total: int, classes: int) -> list[int] | None:
     """The probe's fallback predictions when well-formed, else None."""
     if not isinstance(section, dict):
@@ -100,7 +103,7 @@ def test_set_selection(probe: dict[str, Any], passes: list[TestPass], graded: Te
     if training is None or training.lineage == "none" or not training.last_step:
         return None
     total = len(labels)
-    during = [p for p in passes if p is not graded and p.complete and training.first_step <= p.start_step < training.last_step]
+    during = [p for p in passes if p is not graded and p.complete and training.first_step <= p.start_step <= training.last_step]
     scored = [(p, predictions) for p in during if (predictions := _pass_predictions(p, total, classes)) is not None]
     chosen = _pass_predictions(graded, total, classes)
     if len(scored) < 2 or chosen is None:
@@ -154,6 +157,11 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
             flags.append("several-models")
             notes.append(f"{len({p.predictor for p in others}) + 1} models predicted the test images together (an "
                          "ensemble?); the grader measured the last one alone")
+        test_steps = probe.get("test_steps")
+        if type(test_steps) is int and test_steps >= TRAINED_ON_TEST_STEPS:
+            flags.append("trained-on-test-images")
+            notes.append(f"{test_steps} optimizer steps came right after test images went through the model with "
+                         "gradients in training mode: it looks trained on the test set")
         selection = test_set_selection(probe, passes, graded, training, labels, classes)
         if selection:
             flags.append("test-set-selection")

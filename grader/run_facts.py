@@ -16,7 +16,6 @@ from typing import Any
 
 from grader.probe_file import integer, section
 
-EVALUATION_COVER = 0.9  # a pass without steps drawing this share of the trained images evaluates on them
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,7 @@ class TrainPass:
     batches: int
     complete: bool
     steps: dict[int, int]  # optimizer serial -> steps during the pass
+    start_step: int  # optimizer steps taken before it began
 
     @property
     def stepped(self) -> bool:
@@ -64,6 +64,7 @@ class Training:
     trained: int  # bit set of the images it was trained on
     validation: int  # bit set of the images evaluated without training on them
     changed_without_optimizer: bool  # no optimizer step, yet its weights were changed in place
+    unplaced_steps: int  # steps of its optimizers that no recognised pass over the training images carried
     last_step: int  # the last optimizer step of its training (0 when none)
     first_step: int
 
@@ -96,7 +97,7 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
         if drawn is None or item.get("source") not in ("loader", "content"):
             continue
         found.append(TrainPass(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
-                               item.get("complete") is True, _steps(item.get("steps"))))
+                               item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0))
     return found
 
 
@@ -156,7 +157,7 @@ def training(record: dict[str, Any]) -> Training:
     # Weights changed in place after a backward pass, with no optimizer: a hand-written update.
     changed = (integer(model.get("param_versions")) or 0) > 0 and model.get("has_grad") is True
     if not size:
-        return Training(None, "none", (), (), 0, 0, changed, 0, 0)
+        return Training(None, "none", (), (), 0, 0, changed, 0, 0, 0)
     passes = train_passes(record, size)
     opts = optimizers(record)
     params = graded_params(record)
@@ -187,17 +188,18 @@ def training(record: dict[str, Any]) -> Training:
         trained |= p.drawn
     count = trained.bit_count()
     validation = 0
+    begun = min((o.first_step for o in steps), default=0)
     for p in passes:  # validation is read from the same kind of pass as training, never mixed
-        if p.source != source or p.stepped or (p.source == "content" and p.stepping):
-            continue
-        if not p.drawn & ~trained:
-            continue  # only images it trained on: a look at a batch, a training-accuracy pass
-        if count and (p.drawn & trained).bit_count() >= EVALUATION_COVER * count:
-            continue  # an evaluation over the whole training set, not a validation set
+        if p.source != source or p.stepped or (p.source == "content" and p.stepping) or p.start_step < begun:
+            continue  # a pass before training began is a look at the data (a batch, its mean and std)
+        outside = (p.drawn & ~trained).bit_count()
+        if 2 * outside <= p.drawn.bit_count():
+            continue  # mostly images it trained on: plotting a few, a training-accuracy pass
         validation |= p.drawn
+    own_steps = sum(opts[s].steps for s in own)
     return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
-                    changed and not steps, max((o.last_step for o in steps), default=0),
-                    min((o.first_step for o in steps), default=0))
+                    changed and not steps, own_steps if lineage == "none" else 0,
+                    max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0))
 
 
 def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None:

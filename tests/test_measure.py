@@ -117,7 +117,7 @@ def test_no_model_and_unreadable_probe(tmp_path: Path) -> None:
 
 
 def _trained() -> Training:
-    return Training(60000, "direct", (), (), 0, 0, False, last_step=1000, first_step=1)
+    return Training(60000, "direct", (), (), 0, 0, False, 0, last_step=1000, first_step=1)
 
 
 @pytest.mark.parametrize(("graded", "flagged"), [(70, True), (80, False), (75, False)])
@@ -133,3 +133,11 @@ def test_a_checkpoint_chosen_on_the_test_set_is_flagged(tmp_path: Path, graded: 
     assert ("test-set-selection" in m.flags) is flagged, m.notes
     if flagged:
         assert any("predicts exactly as at evaluation 2, the best of them on the test set (70.00%)" in n for n in m.notes)
+
+
+def test_steps_after_test_batches_are_flagged(tmp_path: Path) -> None:
+    probe = {"test_passes": [_test_pass(_predictions(99))], "test_steps": 750, "model": {}}
+    m = measure(*_record(tmp_path, probe), LABELS, 0.5)
+    assert "trained-on-test-images" in m.flags and m.accuracy == 99.0
+    m = measure(*_record(tmp_path, {**probe, "test_steps": 2}), LABELS, 0.5)
+    assert "trained-on-test-images" not in m.flags

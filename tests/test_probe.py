@@ -105,7 +105,7 @@ def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Datase
     recorder = Recorder(index, 10, serials)
     net = _Net()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    recorder.loader_batch(recorder.start_loader_pass(len(train)), list(range(20)))
+    recorder.loader_batch(recorder.start_loader_pass(len(train)), list(range(20)), (train[:20].float(), None))
     for epoch in range(10):
         for start in range(0, 480, 32):
             _call(recorder, net, train[start:start + 32].float())
@@ -115,3 +115,23 @@ def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Datase
     assert facts.lineage == "direct" and len(facts.passes) == 10
     assert all(p.source == "content" for p in facts.passes)
     assert facts.trained.bit_count() >= 480 - 32  # the first batch may be left to the loader pass
+
+
+def test_steps_decide_which_draws_trained_the_model(tiny_dataset: Dataset) -> None:
+    """A notebook that calls model.eval() for validation and forgets model.train(): its batches still
+    trained the model (a step followed each), and its validation calls did not."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().eval()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    for epoch in range(2):
+        for start in range(0, 480, 32):
+            _call(recorder, net, train[start:start + 32].float())
+            recorder.on_step(optimizer, (), {})
+        with torch.no_grad():
+            _call(recorder, net, train[480:].float())
+    recorder.export()
+    trained = [p for p in recorder.train_passes if p.stepping]
+    validated = [p for p in recorder.train_passes if not p.stepping]
+    assert [int(p.drawn.sum()) for p in trained] == [480, 480] and [int(p.drawn.sum()) for p in validated] == [120, 120]
+    assert all(sum(p.steps.values()) == 15 for p in trained)

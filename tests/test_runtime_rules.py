@@ -30,7 +30,8 @@ def _pass(indices: range | list[int], optimizer: int | None = 1, source: str = "
     mask = numpy.zeros(SIZE, dtype=bool)
     mask[list(indices)] = True
     return {"source": source, "stepping": optimizer is not None, "drawn": base64.b64encode(numpy.packbits(mask).tobytes()).decode(),
-            "samples": int(mask.sum()), "batches": 10, "complete": True, "steps": {str(optimizer): 10} if optimizer else {}}
+            "samples": int(mask.sum()), "batches": 10, "complete": True, "steps": {str(optimizer): 10} if optimizer else {},
+            "start_step": 1}
 
 
 TRAIN, VALID = _pass(TRAIN_IDX), _pass(VALID_IDX, None)
@@ -92,6 +93,24 @@ def test_evaluation_passes_over_training_images_are_not_validation(facts: Frozen
     look, everything = _pass(TRAIN_IDX[:64], None), _pass(range(SIZE), None)
     verdicts = _verdicts(_record([look] + [TRAIN, VALID, everything] * 10), facts, rubric)
     assert verdicts["valid_size"][0] is True and verdicts["epochs"][0] is True
+
+
+def test_looks_at_the_training_images_are_not_validation(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Before training: a shuffled batch of the whole training set, or its mean and std; after: plotting
+    predictions for a few random training images (mostly ones it trained on)."""
+    before = {**_pass(range(0, SIZE, 50), None), "start_step": 0}
+    plot = _pass([*range(0, 4), *range(12000, 12016)], None)
+    verdicts = _verdicts(_record([before] + [TRAIN, VALID] * 10 + [plot]), facts, rubric)
+    assert verdicts["valid_size"][0] is True
+
+
+def test_steps_over_passes_the_grader_cannot_follow_are_undecided(facts: FrozenFacts, rubric: Rubric) -> None:
+    """A dataset the grader does not know (augmented images in a custom Dataset): the optimizer stepped,
+    so it is never "0 epochs"."""
+    view = run_view(_record([]), True)
+    check = {c.id: c for c in check_runtime(view, facts, rubric)}["epochs"]
+    assert check.ok is None and "stepped 100 times" in check.message
+    assert [flag for flag, _ in findings(view, facts, rubric)] == ["training-not-followed"]
 
 
 def test_content_passes_count_when_no_loader_trained(facts: FrozenFacts, rubric: Rubric) -> None:

@@ -36,8 +36,9 @@ def bitmap(mask: torch.Tensor) -> str:
 class TrainPass:
     """One pass over training images: which it drew and the optimizer steps taken meanwhile."""
 
-    def __init__(self, source: str, size: int, stepping: bool) -> None:
+    def __init__(self, source: str, size: int, stepping: bool, start_step: int) -> None:
         self.source = source  # "loader" or "content"
+        self.start_step = start_step  # optimizer steps taken before it began
         self.stepping = stepping  # content passes: grad enabled and the module in training mode
         self.drawn = torch.zeros(size, dtype=torch.bool)
         self.batches = 0
@@ -54,6 +55,7 @@ class TrainPass:
     def export(self) -> dict[str, Any]:
         return {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
                 "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
+                "start_step": self.start_step,
                 "steps": {str(k): v for k, v in self.steps.items()}}
 
 
@@ -91,7 +93,6 @@ class Recorder:
         self.steps = 0
         self.clock = 0  # counts training batches, to tell which pass an optimizer step follows
         self.test_batches = 0
-        self.last_step_clock = 0  # the clock at the last optimizer step
         self.train_passes: list[TrainPass] = []
         self.test_passes: list[TestPass] = []
         self.optimizers: dict[int, dict[str, Any]] = {}
@@ -99,6 +100,12 @@ class Recorder:
         self.modules: dict[int, weakref.ref[torch.nn.Module]] = {}
         self.samples: dict[int, torch.Tensor] = {}  # input module serial -> two rows of its last test input
         self.loader: TrainPass | None = None  # the training DataLoader pass that last yielded a batch
+        self.yielded: Any = None  # the first tensor of that batch
+        self.fetching = 0  # > 0 while a DataLoader builds a batch: its transforms are modules too, not the model
+        self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
+        self._test_grad = False
+        self._test_since_step = False
+        self._undecided_draw: tuple[list[int], bool] | None = None
         self._content: dict[bool, TrainPass | None] = {True: None, False: None}
         self._open: dict[tuple[int, int], TestPass] = {}
         self._depth = 0
@@ -112,24 +119,30 @@ class Recorder:
 
     def before_call(self, module: torch.nn.Module, args: Any) -> None:
         self._depth += 1
-        if self._depth != 1 or self.internal or not args:
+        if self._depth != 1 or self.internal or self.fetching or not args:
             return
         stepping = torch.is_grad_enabled() and module.training
-        if stepping and self.loader is not None and self.loader.last_batch > self.last_step_clock:
-            return  # a training DataLoader's batch before the next step: its pass records it; no need to look
+        if stepping and args[0] is self.yielded:
+            return  # the batch a training DataLoader just yielded: its pass records it; no need to look
         match = self.index.match(args[0])
         if match is None:
+            pending = self._pending
+            if pending is not None and not (isinstance(args[0], torch.Tensor) and args[0].dim() > 0
+                                            and args[0].shape[0] == pending[0].batch):
+                self._pending = None  # another computation: the test batch's output will not come
             return
         if match.split == "test":
             serial = self.module_serial(module)
             self._pending = (match, serial)
             self.samples[serial] = args[0][:2].detach().clone()
+            self._test_grad = stepping
         else:
+            self._pending = None
             self._train_rows(match, stepping)
 
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self._depth = max(0, self._depth - 1)
-        if self._depth or self._pending is None or self.internal:
+        if self._depth or self._pending is None or self.internal or self.fetching:
             return
         if isinstance(output, (tuple, list)) and output:
             output = output[0]
@@ -143,7 +156,8 @@ class Recorder:
         size = self.index.sizes["test"]
         current = self._open.get(predictor)
         singles = torch.tensor([group[0] for group in match.indices if len(group) == 1], dtype=torch.long)
-        if current is None or current.rows >= size or bool((current.predictions[singles] >= 0).any()):
+        if (current is None or current.rows >= size or current.end_step != self.steps
+                or bool((current.predictions[singles] >= 0).any())):
             current = TestPass(predictor, size, self.steps)
             current.first_batch = self.test_batches + 1
             self._open[predictor] = current
@@ -156,37 +170,55 @@ class Recorder:
         self.test_batches += 1
         current.last_batch = self.test_batches
         current.end_step = self.steps
+        self._test_since_step = self._test_since_step or self._test_grad
         if bool((current.predictions >= 0).all()):
             current.complete = True
             del self._open[predictor]
 
     def _train_rows(self, match: Match, stepping: bool) -> None:
-        current = self._content[stepping]
-        singles = [group[0] for group in match.indices if len(group) == 1]
-        if current is None or bool(current.drawn[torch.tensor(singles, dtype=torch.long)].any()):
+        """Training images reached the model: whether they trained it is known by what follows."""
+        self._settle_draw(followed_by_step=False)
+        # Images sharing one key (duplicates, rare collisions) are left out: which one it was is unknown.
+        self._undecided_draw = ([group[0] for group in match.indices if len(group) == 1], stepping)
+
+    def _settle_draw(self, followed_by_step: bool) -> None:
+        """The last draw trained the model when an optimizer step followed it or it ran with grad in train mode."""
+        if self._undecided_draw is None:
+            return
+        indices, stepping = self._undecided_draw
+        self._undecided_draw = None
+        training = stepping or followed_by_step
+        current = self._content[training]
+        if current is None or bool(current.drawn[torch.tensor(indices, dtype=torch.long)].any()):
             if current is not None:
                 current.complete = True
-            current = TrainPass("content", self.index.sizes["train"], stepping)
-            self._content[stepping] = current
+            current = TrainPass("content", self.index.sizes["train"], training, self.steps)
+            self._content[training] = current
             self.train_passes.append(current)
         self.clock += 1
-        current.draw([i for group in match.indices for i in group], self.clock)
+        current.draw(indices, self.clock)
 
     # -- DataLoader passes over the training set -------------------------------------------------
     def start_loader_pass(self, size: int) -> TrainPass:
-        track = TrainPass("loader", size, True)
+        track = TrainPass("loader", size, True, self.steps)
         self.train_passes.append(track)
         return track
 
-    def loader_batch(self, track: TrainPass, indices: list[int]) -> None:
+    def loader_batch(self, track: TrainPass, indices: list[int], batch: Any) -> None:
         self.clock += 1
         track.draw(indices, self.clock)
         self.loader = track
+        first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+        self.yielded = first if isinstance(first, torch.Tensor) else None
 
     # -- optimizers and checkpoints -----------------------------------------------------------
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
             return
+        self._settle_draw(followed_by_step=True)
+        if self._test_since_step:
+            self.test_steps += 1
+            self._test_since_step = False
         self.steps += 1
         serial = self.serials.of(optimizer)
         entry = self.optimizers.get(serial)
@@ -201,7 +233,7 @@ class Recorder:
         for track in (self.loader, self._content[True]):
             if track is not None and track.last_batch > since:
                 track.steps[serial] += 1
-        entry["clock"] = self.last_step_clock = self.clock
+        entry["clock"] = self.clock
 
     def on_load(self, module: torch.nn.Module) -> None:
         first = next(module.parameters(), None)
@@ -209,8 +241,11 @@ class Recorder:
 
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:
-        keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:]))
+        self._settle_draw(followed_by_step=False)
+        complete = [p for p in self.test_passes if p.complete]
+        keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
         return {
+            "test_steps": self.test_steps,
             "steps": self.steps,
             "train_size": self.index.sizes.get("train"),
             "test_size": self.index.sizes.get("test"),

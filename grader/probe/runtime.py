@@ -47,8 +47,7 @@ class _State:
                                  self.serials)
         self.patches = Patches()
         self.hooks: list[Any] = []
-        self.test_sets: list[FashionMNIST] = []
-        self.train_sets: list[FashionMNIST] = []
+        self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
 
 
 _state: _State | None = None
@@ -61,20 +60,25 @@ def _safe_len(obj: Any) -> int:
         return -1
 
 
-def _train_mapping(dataset: Any, known: list[FashionMNIST], top: bool = True) -> Any:
-    """How a loader's indices map onto a training FashionMNIST: None for the dataset itself, a list
-    for a Subset of it, _NOT_TRAIN when the loader reads something else."""
-    if any(dataset is k for k in known):
-        return None
+def _train_mapping(dataset: Any, depth: int = 0) -> Any:
+    """How a loader's indices map onto the training FashionMNIST: None for the dataset itself (or a
+    copy of it), a list for a Subset (``random_split``), through a student's wrapper Dataset of the
+    same length at any level; _NOT_TRAIN when the loader reads something else."""
+    if isinstance(dataset, FashionMNIST):
+        return None if dataset.train else _NOT_TRAIN
+    if depth > 4:
+        return _NOT_TRAIN
     if isinstance(dataset, Subset):
-        inner = _train_mapping(dataset.dataset, known, top=False)
+        inner = _train_mapping(dataset.dataset, depth + 1)
         if inner is _NOT_TRAIN:
             return _NOT_TRAIN
         return [int(i) if inner is None else inner[int(i)] for i in dataset.indices]
-    if top and hasattr(dataset, "__dict__"):  # a student's wrapper Dataset around it
-        for value in vars(dataset).values():
-            if any(value is k for k in known) and _safe_len(dataset) == len(value):
-                return None
+    if hasattr(dataset, "__dict__"):  # a wrapper Dataset (a transform added to a split, say)
+        for value in list(vars(dataset).values()):
+            if hasattr(value, "__getitem__") and hasattr(value, "__len__") and _safe_len(value) == _safe_len(dataset):
+                inner = _train_mapping(value, depth + 1)
+                if inner is not _NOT_TRAIN:
+                    return inner
     return _NOT_TRAIN
 
 
@@ -90,7 +94,8 @@ def _patch_dataset(state: _State) -> None:
         if "download" in bound.arguments:
             bound.arguments["download"] = False  # the data is already there; no network here
         original(*bound.args, **bound.kwargs)
-        (state.train_sets if bound.arguments.get("train", True) else state.test_sets).append(self)
+        if not bound.arguments.get("train", True):
+            state.test_sets.append(self)
 
     state.patches.set(FashionMNIST, "__init__", __init__)
 
@@ -105,8 +110,9 @@ def _patch_loaders(state: _State) -> None:
     def __iter__(self: DataLoader) -> Any:  # type: ignore[type-arg]
         if recorder.internal:
             return loader_iter(self)
-        mapping = _train_mapping(self.dataset, state.train_sets)
-        track = None if mapping is _NOT_TRAIN else (recorder.start_loader_pass(len(state.train_sets[-1])), mapping)
+        mapping = _train_mapping(self.dataset)
+        size = recorder.index.sizes.get("train")
+        track = None if mapping is _NOT_TRAIN or size is None else (recorder.start_loader_pass(size), mapping)
         reused = getattr(self, "_iterator", None)
         if reused is not None:  # persistent workers: the iterator is reset, not rebuilt
             reused.__dict__.pop("_grader_pending", None)
@@ -123,18 +129,22 @@ def _patch_loaders(state: _State) -> None:
 
     def __next__(self: _BaseDataLoaderIter) -> Any:
         track = self.__dict__.get("_grader_track")
-        if track is None:
-            return iter_next(self)
+        recorder.fetching += 1  # a dataset's transforms (Normalize, ...) are modules: not the model's calls
         try:
             batch = iter_next(self)
         except StopIteration:
-            track[0].complete = True
+            if track is not None:
+                track[0].complete = True
             raise
+        finally:
+            recorder.fetching -= 1
+        if track is None:
+            return batch
         pending = self.__dict__.get("_grader_pending")
         indices = pending.popleft() if pending else None
         if indices is not None:
             indices = [indices] if isinstance(indices, int) else [int(i) for i in indices]
-            recorder.loader_batch(track[0], indices if track[1] is None else [track[1][i] for i in indices])
+            recorder.loader_batch(track[0], indices if track[1] is None else [track[1][i] for i in indices], batch)
         return batch
 
     state.patches.set(DataLoader, "__iter__", __iter__)
@@ -314,8 +324,8 @@ def _test_dataset(state: _State) -> tuple[Any, str]:
     """The notebook's own test dataset (its transform is the test-time preprocessing), else ToTensor()."""
     from torchvision import transforms
 
-    dataset = state.test_sets[-1] if state.test_sets else None
-    if dataset is not None and dataset.transform is not None:
+    dataset = next((d for d in reversed(state.test_sets) if d.transform is not None), None)
+    if dataset is not None:
         return dataset, "the notebook's test dataset and its transform"
     state.recorder.internal = True
     try:

@@ -93,7 +93,8 @@ def _fewer(n: int, run: RunView, facts: FrozenFacts, rubric: Rubric, what: str) 
     if rubric.early_stopping == "violation":
         return run_check(RULE, False, f"{shown}: it stopped early; this course counts early stopping as a changed "
                                       "number of epochs")
-    return run_check(RULE, True, f"{shown}: it stopped early (allowed by this course's rubric)")
+    allowed = "flagged for the TA" if rubric.early_stopping == "flag" else "allowed by this course's rubric"
+    return run_check(RULE, True, f"{shown}: it stopped early ({allowed})")
 
 
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
@@ -101,6 +102,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     if training.lineage == "none":
         if not run.has_model:
             return run_check(RULE, None, "no model was found; epochs not counted")
+        if training.unplaced_steps:
+            return run_check(RULE, None, f"the graded model's optimizer stepped {training.unplaced_steps} times, but over "
+                                         "no pass of the training images the grader could follow; epochs not counted")
         if training.changed_without_optimizer:
             return run_check(RULE, None, "the graded model's weights were updated without a torch optimizer; "
                                          "epochs not counted")
@@ -133,7 +137,12 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
 
 
 def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[tuple[str, str], ...]:
-    """The flag ``early-stopping`` (rubric: flag) when a complete run trained fewer epochs than fixed."""
+    """The flag ``early-stopping`` (rubric: flag) when a complete run trained fewer epochs than fixed, and
+    ``training-not-followed`` when its optimizer stepped over passes the grader could not see."""
+    if run.training.unplaced_steps:
+        return (("training-not-followed", f"the graded model's optimizer stepped {run.training.unplaced_steps} times over "
+                                          "images the grader could not match to the training set (a dataset it does "
+                                          "not know, or changed pixels); epochs and split were not measured"),)
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
