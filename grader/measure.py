@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from grader.results import ExecutionRecord, Measurement, Status
-from grader.run_facts import TestPass, Training, graded_test_pass, loaded_after_training, test_passes
+from grader.run_facts import TestPass, Training, graded_test_pass, loaded_after_training, stale, test_passes
 
 # How students print their test accuracy: "Test Accuracy (Overall): 55.57% (5557/10000)",
 # "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images: 88 %",
@@ -94,8 +94,8 @@ def _several_models(passes: list[TestPass], graded: TestPass) -> list[TestPass]:
             and graded.first_batch <= p.last_batch]
 
 
-def test_set_selection(probe: dict[str, Any], passes: list[TestPass], graded: TestPass, training: Training | None,
-                       labels: tuple[int, ...], classes: int) -> str | None:
+def test_set_selection(probe: dict[str, Any], passes: list[TestPass], graded: TestPass | None, chosen: list[int],
+                       training: Training | None, labels: tuple[int, ...], classes: int) -> str | None:
     """Evidence that the graded model is a checkpoint chosen by its test accuracy: its predictions
     are exactly those of a test pass made while it trained, that pass scored best among them, and it
     was not the last (reloading the last epoch changes nothing). A checkpoint chosen on validation
@@ -105,8 +105,7 @@ def test_set_selection(probe: dict[str, Any], passes: list[TestPass], graded: Te
     total = len(labels)
     during = [p for p in passes if p is not graded and p.complete and training.first_step <= p.start_step <= training.last_step]
     scored = [(p, predictions) for p in during if (predictions := _pass_predictions(p, total, classes)) is not None]
-    chosen = _pass_predictions(graded, total, classes)
-    if len(scored) < 2 or chosen is None:
+    if len(scored) < 2:
         return None
     accuracies = [_accuracy(predictions, labels)[0] for _, predictions in scored]
     same = [k for k, (_, predictions) in enumerate(scored) if predictions == chosen]
@@ -142,6 +141,12 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
     own = _probe_predictions(probe.get("probe_pass"), total, classes)
     if graded is not None and student is None:
         flags.append("probe-output-invalid")
+    why = stale(probe, graded, training) if graded is not None and graded.complete and own is not None else None
+    if why is not None:
+        flags.append("stale-test-pass")
+        notes.append(f"the notebook's last test pass does not show the graded model as it ended ({why}); the grader "
+                     "predicted the test set with the final model itself")
+        student = None
     if student is not None and graded is not None:
         missing = [i for i, p in enumerate(student) if p == -1]
         if missing:
@@ -162,16 +167,13 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
             flags.append("trained-on-test-images")
             notes.append(f"{test_steps} optimizer steps came right after test images went through the model with "
                          "gradients in training mode: it looks trained on the test set")
-        selection = test_set_selection(probe, passes, graded, training, labels, classes)
-        if selection:
-            flags.append("test-set-selection")
-            notes.append(selection)
     elif own is not None:
         predictions, source = own, "probe-pass"
-        flags.append("no-test-pass")
         preprocessing = probe["probe_pass"].get("preprocessing")
-        notes.append("the notebook's model was never seen predicting the test images; the grader predicted them "
-                     f"itself ({preprocessing if isinstance(preprocessing, str) else 'preprocessing unknown'})")
+        if why is None:
+            flags.append("no-test-pass")
+            notes.append("the notebook's model was never seen predicting the test images; the grader predicted them "
+                         f"itself ({preprocessing if isinstance(preprocessing, str) else 'preprocessing unknown'})")
         if isinstance(preprocessing, str) and preprocessing.startswith("assumed"):
             flags.append("assumed-preprocessing")
     else:
@@ -180,6 +182,12 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                    if probe.get("model") is None else
                    f"the grader could not run the model on the test set ({str(error)[:200]})")
         return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
+    # The graded predictions (the notebook's, or the grader's own pass over the graded model) compared
+    # with the test passes made while it trained.
+    selection = test_set_selection(probe, passes, graded, predictions, training, labels, classes)
+    if selection:
+        flags.append("test-set-selection")
+        notes.append(selection)
     correct, accuracy = _accuracy(predictions, labels)
     accuracy = round(accuracy, 2)
     if not compare_reported:

@@ -202,6 +202,19 @@ def training(record: dict[str, Any]) -> Training:
                     max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0))
 
 
+def stale(record: dict[str, Any], graded: TestPass, facts: Training | None) -> str | None:
+    """Why the graded test pass no longer shows the graded model: it trained on, or took other
+    weights, after that pass; None when the pass shows the model as it ended."""
+    if facts is not None and facts.lineage == "direct" and facts.last_step > graded.end_step:
+        return f"its optimizer stepped {facts.last_step - graded.end_step} more times after that pass"
+    params = graded_params(record)
+    raw = record.get("loads")
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("test_batch")) or 0) >= graded.last_batch:
+            return "weights were loaded into it after that pass"
+    return None
+
+
 def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None:
     """The step after which a checkpoint was loaded into the graded model once its training ended."""
     params = graded_params(record)

@@ -141,3 +141,14 @@ def test_steps_after_test_batches_are_flagged(tmp_path: Path) -> None:
     assert "trained-on-test-images" in m.flags and m.accuracy == 99.0
     m = measure(*_record(tmp_path, {**probe, "test_steps": 2}), LABELS, 0.5)
     assert "trained-on-test-images" not in m.flags
+
+
+def test_a_checkpoint_chosen_on_the_test_set_is_flagged_without_a_final_test_pass(tmp_path: Path) -> None:
+    """The notebook hides its final evaluation (noised images): the grader's own pass over the graded
+    model is compared with the test passes made while it trained."""
+    epochs = [_test_pass(_predictions(c), batches=(k, k), steps=(100 * k, 100 * k)) for k, c in enumerate((60, 70, 65, 68), 1)]
+    probe = {"test_passes": epochs, "probe_pass": {"predictions": _predictions(70)}, "model": {}}
+    record, probe_record = _record(tmp_path, probe)
+    m = measure(record, probe_record, LABELS, 0.5, training=_trained())  # trained until step 1000, last pass at 400
+    assert m.source == "probe-pass" and m.accuracy == 70.0
+    assert "stale-test-pass" in m.flags and "test-set-selection" in m.flags and "no-test-pass" not in m.flags

@@ -237,7 +237,8 @@ class Recorder:
 
     def on_load(self, module: torch.nn.Module) -> None:
         first = next(module.parameters(), None)
-        self.loads.append({"param": self.serials.of(first) if first is not None else None, "step": self.steps})
+        self.loads.append({"param": self.serials.of(first) if first is not None else None, "step": self.steps,
+                           "test_batch": self.test_batches})
 
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:
