@@ -135,3 +135,19 @@ def test_steps_decide_which_draws_trained_the_model(tiny_dataset: Dataset) -> No
     validated = [p for p in recorder.train_passes if not p.stepping]
     assert [int(p.drawn.sum()) for p in trained] == [480, 480] and [int(p.drawn.sum()) for p in validated] == [120, 120]
     assert all(sum(p.steps.values()) == 15 for p in trained)
+
+
+def test_patches_are_recorded_checked_and_undone() -> None:
+    from grader.probe.patches import Patches
+
+    class Owner:
+        def method(self) -> str:
+            return "original"
+
+    patches = Patches()
+    patches.set(Owner, "method", lambda self: "patched")
+    assert Owner().method() == "patched" and patches.changed() == []
+    Owner.method = lambda self: "student"  # type: ignore[method-assign]
+    assert patches.changed() == ["Owner.method"]
+    patches.undo()
+    assert Owner().method() == "original" and patches.applied == []

@@ -23,10 +23,3 @@ class Serials:
         self._count += 1
         self._by_id[id(obj)] = (weakref.ref(obj), self._count)
         return self._count
-
-    def alive(self, serial: int) -> Any:
-        """The object with this serial, or None once it is gone."""
-        for ref, number in self._by_id.values():
-            if number == serial:
-                return ref()
-        return None

@@ -123,6 +123,7 @@ class Recorder:
             return
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
+            self._settle_draw(followed_by_step=False)  # a new batch came before any step
             return  # the batch a training DataLoader just yielded: its pass records it; no need to look
         match = self.index.match(args[0])
         if match is None:

@@ -117,7 +117,11 @@ def _patch_loaders(state: _State) -> None:
         if reused is not None:  # persistent workers: the iterator is reset, not rebuilt
             reused.__dict__.pop("_grader_pending", None)
             reused.__dict__["_grader_track"] = track
-        iterator = loader_iter(self)
+        recorder.fetching += 1  # worker processes start here and inherit it: their transforms are not the model
+        try:
+            iterator = loader_iter(self)
+        finally:
+            recorder.fetching -= 1
         iterator.__dict__["_grader_track"] = track
         return iterator
 
