@@ -9,6 +9,7 @@ measures the model alone), and status and flags must be as expected.yaml says.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import yaml
 
 from tinydata import make_tiny_fashion_mnist
 
+from grader.batch import grade_directory
 from grader.data import Dataset
-from grader.grade import Context, grade_submission
+from grader.executor import LocalExecutor
+from grader.grade import Context
+from grader.results import Result
 from grader.sandbox import unavailable_reason
-from grader.submission import read_submission
+from grader.slots import plan_slots
 
 CORPUS = Path(__file__).parent / "fixtures" / "patterns"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
@@ -34,18 +38,24 @@ def test_the_corpus_is_broad() -> None:
 
 
 @pytest.fixture(scope="module")
-def context(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> Context:
-    """Sandboxed where this machine can (as in a TA's batch), else a plain kernel; on tiny data where a
-    quarter of the images show another class's pattern, so no model reaches 100% and its predictions
-    change from epoch to epoch (a wrong index mapping or a wrong checkpoint shows in the accuracy)."""
+def results(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """The corpus graded as one class, two jobs at a time, sandboxed where this machine can (as in a
+    TA's batch); on tiny data where a quarter of the images also show another class's band, so no
+    model reaches 100% and its predictions change from epoch to epoch (a wrong index mapping or a
+    wrong checkpoint shows in the accuracy)."""
     noisy = Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("noisy-fmnist"), noise=0.25))
-    return dataclasses.replace(tiny_context, dataset=noisy, sandboxed=unavailable_reason() is None)
+    context = dataclasses.replace(tiny_context, dataset=noisy, sandboxed=unavailable_reason() is None)
+    folder = tmp_path_factory.mktemp("patterns")
+    for name in EXPECTED:
+        shutil.copy(CORPUS / name, folder / name)
+    summary = grade_directory(folder, folder.parent / "patterns-out", context, LocalExecutor(plan_slots(2, 2, (), 1, 1)))
+    return {r.source: r for r in summary.results}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_the_notebooks_own_evaluation_is_measured(name: str, context: Context, tmp_path: Path) -> None:
+def test_the_notebooks_own_evaluation_is_measured(name: str, results: dict[str, Result]) -> None:
     expected = EXPECTED[name]
-    result = grade_submission(read_submission(CORPUS / name), context, tmp_path)
+    result = results[name]
     shown = (result.reason, result.flags, result.notes, [(c.id, c.ok, c.message) for c in result.checks if c.ok is not True])
     assert result.status.value == expected["status"], shown
     assert set(expected["flags"]) <= set(result.flags), shown
