@@ -30,7 +30,7 @@ from torchvision.datasets import FashionMNIST
 from grader.probe import content, identity, model as models, passes, patches
 from grader.probe.content import ImageIndex
 from grader.probe.identity import Serials
-from grader.probe.passes import Recorder, TrainPass
+from grader.probe.passes import Recorder
 from grader.probe.patches import Patches
 
 _NOT_TRAIN = object()
