@@ -57,9 +57,10 @@ def find(name: str, driver: Path = DRIVER) -> Gpu | None:
 
 
 def sandbox_args(gpu: Gpu | None, driver: Path = DRIVER) -> list[str]:
-    """bwrap arguments exposing exactly ``gpu`` (after ``--proc /proc --dev /dev``); none for no GPU."""
+    """bwrap arguments exposing exactly ``gpu`` (after ``--proc /proc --dev /dev``); for no GPU, no
+    device node and an empty driver listing (seen on an H200: without it a CPU job's NVML lists the GPU)."""
     if gpu is None:
-        return []
+        return ["--tmpfs", str(driver)] if driver.is_dir() else []
     nodes = [n for n in CONTROL_NODES if os.path.exists(n)] + [f"/dev/nvidia{gpu.minor}"]
     args = [arg for node in nodes for arg in ("--dev-bind", node, node)]
     if driver.is_dir():  # NVML lists what it finds here: hide the other GPUs

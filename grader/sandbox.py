@@ -97,11 +97,19 @@ def _mask(path: Path) -> list[str]:
     return ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
 
 
+def die_with(parent: int) -> list[str]:
+    """A prefix that kills the command when process ``parent`` dies, also when it dies while the
+    command is starting: bwrap's --die-with-parent alone misses a grader killed before bwrap runs."""
+    check = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'  # after the signal is armed: was the parent gone?
+    return ["setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "grader-guard", str(parent)]
+
+
 def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
     """The prefix that runs a command inside ``sandbox`` (cgroup, bwrap, setpriv, prlimit, taskset),
-    whose only environment is PATH, HOME, LANG, TMPDIR, CUDA_VISIBLE_DEVICES and ``env``."""
+    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and ``env``."""
     limits = sandbox.limits
-    args = join_command(sandbox.group) if sandbox.group else []
+    args = die_with(os.getpid())
+    args += join_command(sandbox.group) if sandbox.group else []
     args += ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
              "--unshare-uts", "--unshare-cgroup-try", *_user_args(), "--clearenv"]
     for directory in _SYSTEM_DIRS:
@@ -123,7 +131,9 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
     args += ["--bind", str(sandbox.kernel_dir), str(sandbox.kernel_dir), *_scratch(str(HOME), limits.scratch_mb),
              "--chdir", str(HOME)]
     inside = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(HOME),
-              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1", **env}
+              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
+              # a job's uid has no passwd entry: getpass.getuser() (torch's caches use it) reads these first
+              "USER": "student", "LOGNAME": "student", **env}
     if sandbox.gpu is None:
         inside["CUDA_VISIBLE_DEVICES"] = ""
     else:

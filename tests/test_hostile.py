@@ -219,6 +219,7 @@ def test_each_job_sees_exactly_its_gpu(tmp_path: Path) -> None:
     limits = SandboxLimits(1024, 64, 16, 64)
     cpu_only = command(Sandbox(tmp_path / "k", (), limits), {})
     assert cpu_only[cpu_only.index("CUDA_VISIBLE_DEVICES") + 1] == ""
+    assert sandbox_args(None, driver) == ["--tmpfs", str(driver)]  # a CPU job lists no GPU at all
     with_gpu = command(Sandbox(tmp_path / "k", (), limits, gpu=gpu), {"CUDA_VISIBLE_DEVICES": "1"})
     assert "CUDA_VISIBLE_DEVICES" not in with_gpu  # its one GPU is cuda:0
 

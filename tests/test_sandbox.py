@@ -244,3 +244,41 @@ grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, LocalExecutor
     started = time.monotonic()
     third = grade_directory(batch, out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
     assert third.cached == 3 and time.monotonic() - started < 5
+
+
+def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_it_starts() -> None:
+    import sys
+    import time
+
+    from grader.sandbox import die_with
+
+    # The grader is already gone when the guard looks (here: a parent pid that is not the parent).
+    late = subprocess.run([*die_with(1), "sleep", "600"], timeout=30)
+    assert late.returncode == 125
+    # The grader dies after the guard armed the signal: what the guard started dies with it.
+    parent = subprocess.run([sys.executable, "-c", "import os, subprocess, sys\n"
+                             f"from grader.sandbox import die_with\n"
+                             "child = subprocess.Popen([*die_with(os.getpid()), 'sleep', '600'])\n"
+                             "print(child.pid, flush=True)\n"
+                             "import time; time.sleep(1)\n"
+                             "os._exit(0)\n"], capture_output=True, text=True, timeout=60)
+    orphan = int(parent.stdout.split()[0])
+    gone = time.monotonic() + 10
+    while Path(f"/proc/{orphan}").exists() and time.monotonic() < gone:
+        time.sleep(0.1)
+    state = Path(f"/proc/{orphan}/stat").read_text().split()[2] if Path(f"/proc/{orphan}").exists() else "gone"
+    assert state in ("gone", "Z")
+
+
+def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) -> None:
+    """Every parallel job gets its own uid, which /etc/passwd does not list; torch 2.11 asks
+    getpass.getuser() for its cache folder, and that failed every job but the first on an H200."""
+    import sys
+
+    from grader.sandbox import Sandbox, SandboxLimits, command, prepare_kernel_dir, python_paths
+
+    box = Sandbox(tmp_path / "box", python_paths(), SandboxLimits(2000, 64, 100, 64), uid=65530)
+    prepare_kernel_dir(box, ())
+    done = subprocess.run([*command(box, {}), sys.executable, "-c", "import getpass; print(getpass.getuser())"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "student", done.stderr
