@@ -1,7 +1,8 @@
-"""Wall time of the static pre-check `grader check FILE` (no run), as a student sees it.
+"""Wall time of the static pre-check, as a student sees it: `grader check FILE` (no run) in N fresh
+processes (interpreter start included), and `grader.precheck(FILE)` called N times in a real
+Jupyter kernel (the first call, which imports the grader, reported apart).
 
 Usage: python benchmarks/bench_check.py [FILE] [--runs N]
-Prints the median and spread of N fresh processes (interpreter start included).
 """
 
 from __future__ import annotations
@@ -30,6 +31,30 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     print(f"grader check {Path(args.file).name}: median {statistics.median(times):.3f} s "
           f"(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)")
+    first, calls = _in_kernel(args.file, args.runs)
+    print(f"grader.precheck() in a kernel: first call {first:.3f} s, then median {statistics.median(calls):.3f} s "
+          f"(min {min(calls):.3f}, max {max(calls):.3f}, {args.runs} calls)")
+
+
+def _in_kernel(file: str, runs: int) -> tuple[float, list[float]]:
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+    try:
+        code = ("import time\nstart = time.perf_counter()\nimport grader\n"
+                f"verdict = grader.precheck({file!r})\nprint(time.perf_counter() - start, verdict.problem)")
+        seconds = []
+        for _ in range(runs + 1):
+            printed: list[str] = []
+            client.execute_interactive(code, output_hook=lambda m: printed.append(m["content"].get("text", "")), timeout=60)
+            value, problem = "".join(printed).split(maxsplit=1)
+            if problem.strip() != "None":
+                raise SystemExit(f"precheck failed: {problem}")
+            seconds.append(float(value))
+        return seconds[0], seconds[1:]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
 
 if __name__ == "__main__":

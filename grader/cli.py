@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="run notebooks without bubblewrap isolation (only for code you trust)")
 
     check = commands.add_parser("check", help="check one notebook or script before submitting")
-    check.add_argument("path", type=Path, help="the .ipynb (or Colab-exported .py)")
+    check.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                       help="the .ipynb (or Colab-exported .py); with --package, the folder or the three files")
     check.add_argument("--run", action="store_true", help="also run it, measure the accuracy and score it")
+    check.add_argument("--package", action="store_true",
+                       help="also check what the TA receives: the three file names, the .py against the .ipynb, "
+                            "and the report PDF's \"Best accuracy\" line")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
     common(check)
 
@@ -110,6 +114,7 @@ def _sandbox_reason(args: argparse.Namespace) -> str | None:
 
 def _check(args: argparse.Namespace) -> ExitCode:
     from grader.grade import grade_submission
+    from grader.package import against_measured, inspect
     from grader.report import check_text
     from grader.submission import read_submission
 
@@ -118,18 +123,39 @@ def _check(args: argparse.Namespace) -> ExitCode:
         print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
     context = _context(args, args.run, sandboxed=args.run and unsandboxed is None)
     _limits_notice(context.sandboxed)
-    path: Path = args.path
+    package = inspect(args.paths, context.rubric.files) if args.package else None
+    if package is not None and package.main is None:
+        raise GraderError("no notebook or script to check: " + "; ".join(package.problems))
+    if package is None and len(args.paths) != 1:
+        raise GraderError("give one notebook or script (or --package with the folder or the three files)")
+    path: Path = package.main if package is not None and package.main else args.paths[0]
     matched = context.rubric.files.account_of(path.name)
     notices = () if matched else (f"the file name should be {context.rubric.files.notebook} (or .py) when you submit",)
     submission = read_submission(path, matched[0] if matched else None)
     slot = _slots(args, context.rubric)[0] if args.run else None  # the rubric's threads, a GPU if there is one
     with tempfile.TemporaryDirectory(prefix="grader-check-") as work:
         result = grade_submission(submission, context, Path(work), slot=slot)
+    if package is not None and args.run:
+        package = against_measured(package, result.accuracy, context.rubric.accuracy.mismatch_tolerance)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        record = result.to_json()
+        if package is not None:
+            record["package"] = {"files": {k: p.name for k, p in package.files.items()}, "problems": list(package.problems),
+                                 "notes": list(package.notes),
+                                 "report_accuracy": package.headline.accuracy if package.headline else None}
+        print(json.dumps(record, indent=2))
     else:
-        print(check_text(result, args.run, notices), end="")
-    return ExitCode.OK if result.status is Status.GRADED else ExitCode.FAILED
+        print(check_text(result, context.rubric, _how_it_ran(unsandboxed, slot) if args.run else None, notices, package),
+              end="")
+    ok = result.status is Status.GRADED and not (package is not None and package.problems)
+    return ExitCode.OK if ok else ExitCode.FAILED
+
+
+def _how_it_ran(unsandboxed: str | None, slot: Slot | None) -> str:
+    where = "in the sandbox" if unsandboxed is None else f"without a sandbox ({unsandboxed})"
+    if slot is not None and slot.gpu is not None:
+        return f"{where}, on GPU {slot.gpu} (the TA's run on other hardware can differ by a few tenths of a point)"
+    return f"{where}, on the CPU ({slot.threads if slot else 1} threads)"
 
 
 def _slots(args: argparse.Namespace, rubric: Rubric) -> tuple[Slot, ...]:

@@ -162,7 +162,8 @@ def _printed_text(cells: list[NotebookNode]) -> str:
 
 def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     """Variables the kernel gets on top of its environment (or, sandboxed, instead of it)."""
-    variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                 "GRADER_PROBE": "1"}  # a grader.precheck() left in the notebook does nothing while graded
     if plan.slot is not None:
         threads = str(plan.slot.threads)
         variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)

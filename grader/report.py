@@ -6,14 +6,17 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from grader.resources import shipped
 from grader.results import Result
 from grader.rubric import Rubric
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+if TYPE_CHECKING:
+    from grader.package import Package
+
 GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
                      "flags", "report_present", "source", "reason")
 
@@ -29,7 +32,7 @@ def _printable(value: Any) -> Any:
 
 def _environment() -> Environment:
     return Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
+        loader=FileSystemLoader(str(shipped("templates"))),
         autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=True),
         finalize=_printable,
         undefined=StrictUndefined,
@@ -44,9 +47,14 @@ def render(template: str, **context: Any) -> str:
     return _environment().get_template(template).render(**context)
 
 
-def check_text(result: Result, ran: bool, notices: tuple[str, ...] = ()) -> str:
-    """What `grader check` prints for a student."""
-    return render("check.txt.j2", r=result, ran=ran, notices=notices)
+def check_text(result: Result, rubric: Rubric, how: str | None, notices: tuple[str, ...] = (),
+               package: Package | None = None) -> str:
+    """What `grader check` prints for a student; ``how`` says where it ran (None: static checks only)."""
+    from grader.score import band
+
+    found = band(rubric, result.accuracy) if how and result.accuracy is not None else None
+    return render("check.txt.j2", r=result, ran=how is not None, how=how, rubric=rubric, band=found,
+                  notices=notices, package=package)
 
 
 def gradebook_csv(results: list[Result]) -> str:

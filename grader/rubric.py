@@ -82,14 +82,16 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 
 
 def default_rubric_path() -> Path:
-    """--rubric, else $GRADER_RUBRIC, else ./rubric.yaml, else the one beside the package."""
+    """--rubric, else $GRADER_RUBRIC, else ./rubric.yaml, else the one the grader ships."""
     env = os.environ.get("GRADER_RUBRIC")
     if env:
         return Path(env)
     here = Path("rubric.yaml")
     if here.is_file():
         return here
-    return Path(__file__).resolve().parent.parent / "rubric.yaml"
+    from grader.resources import shipped
+
+    return shipped("rubric.yaml")
 
 
 class _Fields:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from grader.results import Check, ExecutionRecord, Measurement, Score, Status
 from grader.rubric import Rubric
 from grader.rules import effective
@@ -13,6 +15,34 @@ def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]
     reached = [t.points for t in policy.thresholds if correct * 100 >= t.at_least * total]
     bonus = policy.bonus.points if correct * 100 >= policy.bonus.at_least * total else 0
     return (max(reached) if reached else 0), bonus
+
+
+@dataclass(frozen=True)
+class Band:
+    """Where an accuracy stands on the rubric's scale, for a student reading `grader check --run`."""
+
+    points: int
+    bonus: int
+    reached: float | None  # the highest threshold reached (percent)
+    next_at: float | None  # the next threshold (percent), None at the top
+    next_gain: str | None  # what it adds: "84 points", "the 5 bonus points"
+
+
+def band(rubric: Rubric, accuracy: float) -> Band:
+    """The band of ``accuracy`` (percent, as measured) and the next threshold above it."""
+    policy = rubric.accuracy
+    reached = [t for t in policy.thresholds if accuracy >= t.at_least]
+    points = max((t.points for t in reached), default=0)
+    bonus = policy.bonus.points if policy.bonus.points and accuracy >= policy.bonus.at_least else 0
+    above = [t for t in policy.thresholds if t.at_least > accuracy and t.points > points]
+    if above:
+        nxt = min(above, key=lambda t: t.at_least)
+        next_at, gain = nxt.at_least, f"{nxt.points} points"
+    elif policy.bonus.points and not bonus:
+        next_at, gain = policy.bonus.at_least, f"the {policy.bonus.points} bonus points"
+    else:
+        next_at, gain = None, None
+    return Band(points, bonus, max((t.at_least for t in reached), default=None), next_at, gain)
 
 
 def score(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,

@@ -116,6 +116,15 @@ def read_submission(path: Path, account: str | None = None) -> Submission:
     return Submission(account=account or path.stem, path=path, cells=tuple(cells))
 
 
+def notebook_from_text(text: str, name: str, account: str | None = None) -> Submission:
+    """A notebook held in memory (the one open in Colab or Jupyter), named ``name`` in messages."""
+    path = Path(name)
+    cells = _cells_from_notebook(path, text)
+    if not any(c.kind == "code" and c.source.strip() for c in cells):
+        raise SubmissionError(f"{path.name}: has no code to run; is this the right notebook?")
+    return Submission(account=account or path.stem, path=path, cells=tuple(cells))
+
+
 # How browsers, file managers and LMS re-uploads name a second copy: "x (1)", "x - Copy", "x copy 2".
 _COPY_SUFFIX = re.compile(r"^(?P<stem>.+?)(?: ?\((?P<paren>\d+)\)| - Copy(?: \((?P<win>\d+)\))?| copy(?: (?P<mac>\d+))?)$",
                           re.IGNORECASE)

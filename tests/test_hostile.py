@@ -91,7 +91,7 @@ def test_every_page_shows_markup_as_text(tmp_path: Path, rubric: Rubric) -> None
         html = page.read_text()
         assert "<script>" not in html and "<img" not in html and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
         assert "&lt;script&gt;" in html
-    texts = [check_text(_hostile_result(), ran=True),
+    texts = [check_text(_hostile_result(), rubric, how="in the sandbox"),
              render("summary.txt.j2", results=[_hostile_result()], skipped=[("x\x1b[2J", "y")], out=tmp_path, cached=0,
                     seconds=1.0, counts=[("error", 1)])]
     for text in texts:

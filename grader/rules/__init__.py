@@ -36,13 +36,14 @@ class Rule:
     static: Callable[[Submission, tuple[ParsedCell, ...], FrozenFacts], Check]
     runtime: Callable[[RunView, FrozenFacts, Rubric], Check]
     findings: Callable[[RunView, FrozenFacts, Rubric], tuple[Finding, ...]] = _no_findings
+    instead: str = ""  # what a student may change instead of breaking it
 
 
 RULES: dict[str, Rule] = {
     rule.id: rule for rule in (
-        Rule(epochs.RULE, epochs.static, epochs.runtime, epochs.findings),
-        Rule(valid_size.RULE, valid_size.static, valid_size.runtime),
-        Rule(linear_layers.RULE, linear_layers.static, linear_layers.runtime),
+        Rule(epochs.RULE, epochs.static, epochs.runtime, epochs.findings, epochs.INSTEAD),
+        Rule(valid_size.RULE, valid_size.static, valid_size.runtime, instead=valid_size.INSTEAD),
+        Rule(linear_layers.RULE, linear_layers.static, linear_layers.runtime, instead=linear_layers.INSTEAD),
     )
 }
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from grader.rubric import Rubric
 
 RULE = "epochs"
+# Shown beside a violation: what the student may change instead.
+INSTEAD = ("keep the number of epochs; "
+           "within them you may change the optimizer, learning rate, scheduler, batch size, loss, augmentation and input normalization")
 
 
 def _range_count(args: list[ast.expr], constants: dict[str, float]) -> float | None:

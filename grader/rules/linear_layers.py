@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from grader.rubric import Rubric
 
 RULE = "linear_layers"
+# Shown beside a violation: what the student may change instead.
+INSTEAD = ("keep the three nn.Linear layers as they are; "
+           "you may add normalization, dropout and activation layers between them and change the weight init")
 _MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear"}
 
 # Layers that carry weights and are not allowed as additions (prefixes of torch.nn class names).

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from grader.rubric import Rubric
 
 RULE = "valid_size"
+# Shown beside a violation: what the student may change instead.
+INSTEAD = ("keep valid_size and split with it; "
+           "you may change how batches are drawn, the batch size and the augmentation of the training part")
 SPLIT_TOLERANCE = 0.005  # of the training set: a few images either way is not a changed valid_size
 
 

@@ -1,0 +1,102 @@
+"""`grader check --package`: what the TA will receive, checked before it is sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.cli import ExitCode, main
+from grader.package import against_measured, inspect
+from grader.report_pdf import headline
+from grader.rubric import Rubric
+from pdfs import make_pdf
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "reference" / "HW3_template"
+
+
+def _package(folder: Path, account: str = "ann", report: list[str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(f"{TEMPLATE}.ipynb", folder / f"HW3_{account}.ipynb")
+    shutil.copy(f"{TEMPLATE}.py", folder / f"HW3_{account}.py")
+    make_pdf(folder / f"HW3_Report_{account}.pdf", report if report is not None else ["Best accuracy: 90.28%", "Methods"])
+    return folder
+
+
+def test_the_report_headline_is_read_from_real_pdfs(tmp_path: Path) -> None:
+    assert headline(make_pdf(tmp_path / "a.pdf", ["Best accuracy: 90.28%", "I used AdamW (lr 3e-3)"])).accuracy == 90.28
+    late = headline(make_pdf(tmp_path / "b.pdf", ["HW3 report, M112rhyang", "Best Accuracy : 88,5 %"]))
+    assert late.accuracy == 88.5 and not late.first_line
+    missing = headline(make_pdf(tmp_path / "c.pdf", ["My accuracy was good"]))
+    assert missing.accuracy is None and "Best accuracy: xx.xx%" in (missing.problem or "")
+    (tmp_path / "d.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\ntrailer << /Root 1 0 R >>")
+    broken = headline(tmp_path / "d.pdf")
+    assert broken.accuracy is None and "export the report again" in (broken.problem or "")
+
+
+def test_matplotlib_pdf_with_embedded_fonts_is_read(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(8.5, 11))
+    figure.text(0.1, 0.9, "Best accuracy: 89.61%", fontsize=16)
+    figure.text(0.1, 0.8, "Loss curves below", fontsize=12)
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        figure.savefig(tmp_path / "r.pdf")
+    plt.close(figure)
+    assert headline(tmp_path / "r.pdf").accuracy == 89.61
+
+
+def test_a_complete_package_is_ready(tmp_path: Path, rubric: Rubric) -> None:
+    package = inspect([_package(tmp_path / "p")], rubric.files)
+    assert package.account == "ann" and package.problems == () and package.headline and package.headline.accuracy == 90.28
+    assert against_measured(package, 90.0, 0.5).problems == ()
+    off = against_measured(package, 89.1, 0.5).problems
+    assert len(off) == 1 and "states Best accuracy 90.28%" in off[0] and "89.10%" in off[0]
+
+
+def test_each_problem_is_one_line_saying_what_to_fix(tmp_path: Path, rubric: Rubric) -> None:
+    folder = _package(tmp_path / "p", report=["Results", "accuracy 90%"])
+    (folder / "HW3_ann.py").unlink()
+    (folder / "hw3-ann.ipynb").write_text("{}")
+    problems = inspect([folder], rubric.files).problems
+    assert any("hw3-ann.ipynb does not follow the name" in p and "HW3_{account}.ipynb" in p for p in problems)
+    assert any(p.startswith("HW3_ann.py is missing") and "Download .py" in p for p in problems)
+    assert any("Best accuracy: xx.xx%" in p for p in problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_two_accounts_and_a_stale_script_are_named(tmp_path: Path, rubric: Rubric) -> None:
+    folder = _package(tmp_path / "p")
+    (folder / "HW3_Report_ann.pdf").rename(folder / "HW3_Report_bob.pdf")
+    script = folder / "HW3_ann.py"
+    script.write_text(script.read_text().replace("n_epochs = 10", "n_epochs = 12"))
+    problems = inspect([folder], rubric.files).problems
+    assert any("different accounts" in p and "ann:" in p and "bob:" in p for p in problems)
+    assert any("HW3_ann.py differs from the notebook in 1 code line" in p and "download the .py again" in p for p in problems)
+
+
+def test_cli_package_exit_codes_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _package(tmp_path / "p")
+    assert main(["check", "--package", str(folder)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "ready to submit" in out and "states Best accuracy 90.28%" in out
+    files = [str(folder / n) for n in ("HW3_ann.ipynb", "HW3_ann.py", "HW3_Report_ann.pdf")]
+    assert main(["check", "--package", *files]) == ExitCode.OK
+    (folder / "HW3_Report_ann.pdf").unlink()
+    assert main(["check", "--package", str(folder)]) == ExitCode.FAILED
+    assert "FIX:      HW3_Report_ann.pdf is missing" in capsys.readouterr().out
+    assert main(["check", *files[:2]]) == ExitCode.USAGE  # two files without --package
+
+
+def test_the_band_names_the_next_threshold(rubric: Rubric) -> None:
+    from grader.score import band
+
+    assert band(rubric, 85.2) == dataclasses.replace(band(rubric, 85.2), points=50, reached=84, next_at=89, next_gain="60 points")
+    assert band(rubric, 89.5).next_gain == "the 5 bonus points" and band(rubric, 90.1).next_at is None
+    assert band(rubric, 12.0).reached is None and band(rubric, 12.0).next_at == 80
