@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +24,16 @@ def _safe_members(archive: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
     return [m for m in members if not m.is_dir() and "__MACOSX" not in PurePosixPath(m.filename).parts]
 
 
+def _keep_time(path: Path, member: zipfile.ZipInfo) -> None:
+    """Give the unpacked file the time the archive stored (local time, as `unzip` reads it): in a
+    batch it is when the file was submitted, and the deadline is checked against it."""
+    try:
+        stamp = time.mktime((*member.date_time, 0, 0, -1))
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+    except (OverflowError, ValueError, OSError):
+        pass  # an impossible stored date: the file keeps the time it was unpacked
+
+
 def unpack(source: Path, into: Path) -> tuple[Path, tuple[Path, ...]]:
     """(the folder to discover in, the extra folders holding unpacked zips): ``source`` may be a zip,
     or a folder with zips in it; each zip is unpacked under ``into``, never beside the TA's files."""
@@ -37,7 +49,8 @@ def unpack(source: Path, into: Path) -> tuple[Path, tuple[Path, ...]]:
         try:
             with zipfile.ZipFile(path) as archive:
                 for member in _safe_members(archive, path.name):
-                    archive.extract(member, target)
+                    written = archive.extract(member, target)
+                    _keep_time(Path(written), member)
         except zipfile.BadZipFile:
             raise SubmissionError(f"{path.name}: not a readable zip archive; download it again") from None
         unpacked.append(target)

@@ -94,7 +94,7 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     batch = batch_key(context, environment_key(executor.device_kind))
     todo: list[Job] = []
     for sub in found.submissions:
-        key = cache_key(sub, batch)
+        key = cache_key(sub, batch, timed=context.rubric.deadline is not None)
         reused = None if force else reusable(out / "results" / f"{sub.account}.json", key)
         if reused is not None:
             tracker.record(reused, cached=True)

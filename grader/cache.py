@@ -46,13 +46,16 @@ def batch_key(context: Context, environment: str) -> str:
     return digest.hexdigest()
 
 
-def cache_key(sub: Submission, batch: str) -> str:
+def cache_key(sub: Submission, batch: str, timed: bool = False) -> str:
     """A digest of everything of the student's that the result depends on (the graded file, its
-    .py twin, the report PDF, the copies set aside) and the batch's key (see ``batch_key``)."""
+    .py twin, the report PDF, the copies set aside; when it came in if ``timed``) and the batch's key
+    (see ``batch_key``)."""
     digest = hashlib.sha256()
     for path in (sub.path, sub.script, sub.report):
         digest.update(hashlib.sha256(path.read_bytes()).digest() if path is not None else b"-")
     digest.update(hashlib.sha256("\0".join(sub.notes).encode()).digest() + batch.encode())
+    if timed:  # the rubric has a deadline: when it came in can change the score
+        digest.update(sub.submitted.at.isoformat().encode() if sub.submitted else b"-")
     return digest.hexdigest()
 
 

@@ -74,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
                                                          "(default: $RAY_ADDRESS, else a Ray instance started here)")
     common(grade)
 
+    ci = commands.add_parser("ci", help="grade the submission in a repository on CI (GitHub Actions and Classroom, "
+                                        "GitLab, Jenkins)")
+    ci.add_argument("path", type=Path, nargs="?", default=Path("."), metavar="PATH",
+                    help="the repository holding HW3_<account>.ipynb (or .py) (default: .)")
+    ci.add_argument("--static", action="store_true", help="only the static rule checks (no run, no points)")
+    ci.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here (GitLab, Jenkins)")
+    common(ci)
+
+    scope = commands.add_parser("gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)")
+    scope.add_argument("zip", type=Path, nargs="?", metavar="OUT.zip", help="where to write the autograder zip")
+    scope.add_argument("--wheel", type=Path, metavar="FILE", help="the grader wheel to ship (default: built from this checkout)")
+    scope.add_argument("--autograder", type=Path, metavar="ROOT",
+                       help="grade ROOT/submission and write ROOT/results/results.json (run_autograder does this)")
+    common(scope)
+
     env = commands.add_parser("env", help="list the modules the submissions need that are missing here")
     env.add_argument("directory", type=Path, help="folder (or .zip) of submissions")
     env.add_argument("--install", action="store_true", help="pip install the missing ones the rubric allows")
@@ -228,6 +243,45 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _ci(args: argparse.Namespace) -> ExitCode:
+    from grader import ci
+
+    submission = ci.find_submission(args.path, _rubric(args).files)
+    run = not args.static
+    unsandboxed = _sandbox_reason(args) if run else None
+    if unsandboxed:
+        print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
+    context = _context(args, run, sandboxed=run and unsandboxed is None)
+    _limits_notice(context.sandboxed)
+    slot = _slots(args, context.rubric)[0] if run else None
+    environment = ci.CiEnvironment.of(os.environ, Path.cwd())
+    outcome = ci.grade(submission, context, environment, slot)
+    ci.publish(outcome, environment, sys.stdout, _how_it_ran(unsandboxed, slot) if run else None, args.junit)
+    return ExitCode.OK if outcome.passed else ExitCode.FAILED
+
+
+def _gradescope(args: argparse.Namespace) -> ExitCode:
+    from grader import gradescope
+
+    if (args.zip is None) == (args.autograder is None):
+        raise GraderError("give OUT.zip to build the autograder, or --autograder ROOT to grade inside Gradescope")
+    if args.zip is not None:
+        rubric = _rubric(args)
+        with tempfile.TemporaryDirectory(prefix="grader-wheel-") as work:
+            wheel = args.wheel or gradescope.checkout_wheel(Path(work))
+            if not wheel.is_file():
+                raise GraderError(f"--wheel {wheel}: no such file")
+            gradescope.build_autograder(args.zip, rubric, wheel)
+        print(f"Gradescope autograder written to {args.zip}; upload it as the assignment's autograder (README: Gradescope)")
+        return ExitCode.OK
+    unsandboxed = _sandbox_reason(args)  # a container per submission: unsandboxed is said in the output
+    context = _context(args, run=True, sandboxed=unsandboxed is None)
+    slot = _slots(args, context.rubric)[0]
+    record = gradescope.grade_autograder(args.autograder, context, _how_it_ran(unsandboxed, slot), slot)
+    print(record["output"])
+    return ExitCode.OK
+
+
 def _env(args: argparse.Namespace) -> ExitCode:
     from grader import environment
     from grader.archive import unpack
@@ -263,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
-    handlers = {"check": _check, "grade": _grade, "env": _env, "data": _data}
+    handlers = {"check": _check, "grade": _grade, "ci": _ci, "gradescope": _gradescope, "env": _env, "data": _data}
     try:
         return int(handlers[args.command](args))
     except GraderError as exc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.data import Dataset, kernel_view, label_copies
+from grader.deadline import apply as apply_late, days_late, describe
 from grader.errors import GraderError
 from grader.gpus import Gpu, find as find_gpu
 from grader.reference import FrozenFacts
@@ -93,12 +94,22 @@ def _at_error(run: Run) -> tuple[float | None, str | None, tuple[str, ...]]:
                                     f"{measurement.accuracy:.2f}% on the test set (not the notebook's result)",)
 
 
+def _lateness(sub: Submission, rubric: Rubric) -> tuple[int | None, tuple[str, ...]]:
+    """Started days late (None without a deadline or a submission time) and the note saying so."""
+    if rubric.deadline is None or sub.submitted is None:
+        return None, ()
+    days = days_late(sub.submitted.at, rubric.deadline)
+    return days, ((describe(sub.submitted, rubric.deadline, days),) if days else ())
+
+
 def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Context) -> Result:
     """Score and wrap everything into the result record."""
     checks = static.checks + (run.checks if run else ())
     measurement = run.measurement if run else None
     tampering = static.tampering + (runtime_evidence(run.record.probe) if run else ())
     verdict = score(context.rubric, checks, run.record if run else None, measurement, tampering)
+    late_days, late_note = _lateness(sub, context.rubric)
+    verdict = apply_late(verdict, late_days or 0, context.rubric.late)
     differ = disagreements(checks)
     accuracy, measured_by, at_error = _at_error(run) if run else (None, None, ())
     twin = twin_difference(sub)
@@ -116,14 +127,17 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         checks=checks,
         flags=(run.record.flags + run.measurement.flags + tuple(f for f, _ in run.findings) if run else ())
         + (("static-run-disagree",) if differ else ())
-        + found_flags + (("probe-tampered",) if tampering else ()) + (("probe-reachable",) if static.reachable else ()),
+        + found_flags + (("probe-tampered",) if tampering else ()) + (("probe-reachable",) if static.reachable else ())
+        + (("late",) if late_days else ()),
         duration_s=run.record.duration_s if run else 0.0,
         reason=verdict.reason,
         measured_by=measured_by,
         notes=(run.record.notes + tuple(n for _, n in run.findings) if run else ()) + at_error
         + (measurement.notes if measurement else ()) + differ + found
-        + tampering + static.reachable,
+        + tampering + static.reachable + late_note,
         report_pdf=sub.report.name if sub.report else None,
+        submitted_at=sub.submitted.at.isoformat(timespec="seconds") if sub.submitted else None,
+        late_days=late_days,
         peak_memory_mb=run.record.peak_memory_mb if run else None,
     )
 

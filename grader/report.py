@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from grader.package import Package
 
 GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
-                     "flags", "report_present", "source", "reason")
+                     "flags", "report_present", "source", "reason", "submitted_at", "late_days")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")  # also what XML and UTF-8 refuse
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$@:])")
 
 
 def _printable(value: Any) -> Any:
@@ -30,16 +32,26 @@ def _printable(value: Any) -> Any:
     return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value) if isinstance(value, str) else value
 
 
+def markdown_text(value: Any) -> str:
+    """``value`` as literal text on one line of Markdown, and of the HTML GitHub renders from it (the
+    ``md`` filter): line breaks become spaces, Markdown's specials are backslash-escaped (also ``|``
+    in a table cell), and ``& < >`` become entities."""
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(value)))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _environment() -> Environment:
-    return Environment(
+    environment = Environment(
         loader=FileSystemLoader(str(shipped("templates"))),
-        autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=True),
+        autoescape=select_autoescape(enabled_extensions=("html.j2", "html", "xml.j2", "xml"), default_for_string=True),
         finalize=_printable,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.filters["md"] = markdown_text
+    return environment
 
 
 def render(template: str, **context: Any) -> str:
@@ -64,7 +76,8 @@ def gradebook_csv(results: list[Result]) -> str:
     writer.writerow(GRADEBOOK_COLUMNS)
     for r in sorted(results, key=lambda r: r.student):
         writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
-                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", r.source, r.reason or ""])
+                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", r.source, r.reason or "",
+                         r.submitted_at or "", "" if r.late_days is None else r.late_days])
     return buffer.getvalue()
 
 

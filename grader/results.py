@@ -99,6 +99,8 @@ class Result:
     report_pdf: str | None = None
     peak_memory_mb: float | None = None
     cache_key: str | None = None  # what it was graded from; a batch re-run reuses it while this matches
+    submitted_at: str | None = None  # ISO time it came in (commit or file time), where known
+    late_days: int | None = None  # started days after the rubric's deadline (0: on time); None: no deadline
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

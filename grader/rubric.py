@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from grader.deadline import LatePolicy
 from grader.errors import RubricError
 
 EARLY_STOPPING = ("flag", "violation", "allowed")
@@ -74,6 +77,8 @@ class Rubric:
     early_stopping: str  # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
     allowed_packages: tuple[str, ...]
     path: Path
+    deadline: datetime | None = None  # timezone-aware; None: no deadline
+    late: LatePolicy = LatePolicy()
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -187,6 +192,37 @@ def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
     return tuple(name for group in LAYER_GROUPS if group in fields.data for name in fields.strings(group))
 
 
+def _deadline(value: Any) -> datetime | None:
+    """An ISO 8601 time with its offset ("2026-12-01T23:59:00+08:00"), or a time and a zone name
+    ("2026-12-01 23:59 Asia/Taipei"); YAML may already have read the first as a datetime."""
+    if value is None:
+        return None
+    example = 'e.g. "2026-12-01T23:59:00+08:00" or "2026-12-01 23:59 Asia/Taipei"'
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            head, _, zone = value.strip().rpartition(" ")
+            try:
+                parsed = datetime.fromisoformat(head).replace(tzinfo=ZoneInfo(zone))
+            except (ValueError, ZoneInfoNotFoundError):
+                raise RubricError(f"rubric: deadline {value!r} is not a time with a time zone; {example}") from None
+    else:
+        raise RubricError(f"rubric: deadline must be a time with a time zone, {example}; got {value!r}")
+    if parsed.tzinfo is None:
+        raise RubricError(f"rubric: deadline {value!s} has no time zone; {example}")
+    return parsed
+
+
+def _late(top: _Fields) -> LatePolicy:
+    if "late" not in top.data:
+        return LatePolicy()
+    late = top.sub("late")
+    return LatePolicy(penalty_per_day=late.number("penalty_per_day"), zero_after_days=late.integer("zero_after_days"))
+
+
 def parse_rubric(data: Any, path: Path) -> Rubric:
     """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
     from grader.rules import RULES  # the rules table imports the rubric's types; the frozen items come from it
@@ -222,6 +258,8 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
         early_stopping=top.choice("early_stopping", EARLY_STOPPING) if "early_stopping" in top.data else "flag",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,
+        deadline=_deadline(top.data.get("deadline")),
+        late=_late(top),
     )
 
 

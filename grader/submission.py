@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.deadline import Submitted, file_time
 from grader.errors import SubmissionError
 from grader.rubric import FilePatterns
 
@@ -38,6 +39,7 @@ class Submission:
     script: Path | None = None  # the .py twin, kept for comparison when the .ipynb is graded
     report: Path | None = None
     notes: tuple[str, ...] = ()  # what discovery saw that the TA should know (e.g. differing copies)
+    submitted: Submitted | None = None  # when it came in, where a deadline can be checked
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:
@@ -216,7 +218,8 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
             unreadable.append((account, main, str(exc)))
             continue
         script = chosen.get("script") if main.suffix == ".ipynb" else None
-        submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes)))
+        submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes),
+                                      file_time(main)))
     return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
 
 

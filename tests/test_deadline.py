@@ -1,0 +1,96 @@
+"""The rubric's deadline: when a submission came in (zip entry time, file time, commit time), how
+late it is, and what that costs by the rubric's policy."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grader.batch import grade_directory
+from grader.deadline import LatePolicy, Submitted, apply, commit_time, days_late
+from grader.errors import RubricError
+from grader.executor import LocalExecutor
+from grader.grade import Context
+from grader.results import Score, Status
+from grader.rubric import Rubric, parse_rubric
+from grader.slots import plan_slots
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+TAIPEI = timezone(timedelta(hours=8))
+
+
+def _rubric_with(**fields: object) -> Rubric:
+    data = yaml.safe_load((ROOT / "rubric.yaml").read_text())
+    data.update(fields)
+    return parse_rubric(data, ROOT / "rubric.yaml")
+
+
+def test_deadline_forms_and_errors() -> None:
+    expected = datetime(2026, 12, 1, 23, 59, tzinfo=TAIPEI)
+    assert _rubric_with(deadline="2026-12-01T23:59:00+08:00").deadline == expected
+    assert _rubric_with(deadline="2026-12-01 23:59 Asia/Taipei").deadline == expected
+    unquoted = yaml.safe_load("deadline: 2026-12-01T23:59:00+08:00")["deadline"]  # YAML reads it as a datetime
+    assert _rubric_with(deadline=unquoted).deadline == expected
+    assert _rubric_with().deadline is None and _rubric_with().late == LatePolicy()
+    for bad, says in (("2026-12-01 23:59", "no time zone"), ("next friday", "not a time"),
+                      ("2026-12-01 23:59 Mars/Olympus", "not a time"), (5, "must be a time")):
+        with pytest.raises(RubricError, match=says):
+            _rubric_with(deadline=bad)
+    with pytest.raises(RubricError, match="late.penalty_per_day"):
+        _rubric_with(late={"penalty_per_day": -1, "zero_after_days": 0})
+
+
+def test_days_late_and_the_late_policy() -> None:
+    deadline = datetime(2026, 12, 1, 23, 59, tzinfo=TAIPEI)
+    assert days_late(deadline, deadline) == 0 and days_late(deadline - timedelta(days=3), deadline) == 0
+    assert days_late(deadline + timedelta(minutes=1), deadline) == 1
+    assert days_late(deadline + timedelta(days=1, seconds=1), deadline) == 2
+    full = Score(Status.GRADED, 60, 60, 5, None)
+    assert apply(full, 0, LatePolicy(10, 3)) == full and apply(full, 2, LatePolicy()) == full
+    assert (apply(full, 2, LatePolicy(10, 0)).score, apply(full, 2, LatePolicy(10, 0)).bonus) == (48, 4)
+    assert (apply(full, 3, LatePolicy(10, 3)).score, apply(full, 3, LatePolicy(10, 3)).bonus) == (0, 0)
+    assert apply(full, 20, LatePolicy(10, 0)).score == 0
+
+
+def test_a_batch_from_the_lms_zip_marks_who_was_late(tmp_path: Path, tiny_context: Context) -> None:
+    """Static only (no run), so the test is fast: the late flag, the note and the gradebook columns."""
+    deadline = datetime(2026, 12, 1, 23, 59, tzinfo=TAIPEI)
+    rubric = dataclasses.replace(tiny_context.rubric, deadline=deadline, late=LatePolicy(10, 0))
+    context = dataclasses.replace(tiny_context, rubric=rubric, dataset=None)
+    code = (FIXTURES / "HW3_tinyok.py").read_bytes()
+    archive = tmp_path / "HW3 submissions.zip"
+    local = deadline.astimezone().replace(tzinfo=None)  # zip entries store this machine's local time
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(zipfile.ZipInfo("HW3_early.py", (local - timedelta(hours=5)).timetuple()[:6]), code)
+        z.writestr(zipfile.ZipInfo("HW3_late.py", (local + timedelta(days=1, hours=2)).timetuple()[:6]), code)
+    out = tmp_path / "out"
+    results = {r.student: r for r in grade_directory(archive, out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1))).results}
+    assert results["early"].late_days == 0 and "late" not in results["early"].flags
+    assert results["late"].late_days == 2 and "late" in results["late"].flags
+    assert any("after the deadline (2 started days late)" in n and "by its file time" in n for n in results["late"].notes)
+    rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert rows["late"]["late_days"] == "2" and rows["early"]["late_days"] == "0"
+    assert rows["late"]["submitted_at"].startswith((deadline + timedelta(days=1, hours=2)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H"))
+
+
+def test_commit_time_is_read_from_git(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / "HW3_ann.py")
+    when = "2026-12-02T01:30:00+08:00"
+    env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when, "GIT_AUTHOR_NAME": "a",
+           "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@x"}
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "hw3"], cwd=tmp_path, check=True, env=env)
+    assert commit_time(tmp_path / "HW3_ann.py") == Submitted(datetime(2026, 12, 2, 1, 30, tzinfo=TAIPEI), "commit time")
+    (tmp_path / "HW3_new.py").write_text("x = 1\n")
+    assert commit_time(tmp_path / "HW3_new.py") is None  # never committed
