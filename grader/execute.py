@@ -160,6 +160,16 @@ def _printed_text(cells: list[NotebookNode]) -> str:
     return "".join(parts)
 
 
+# What a CI runner gives its steps: files that become workflow commands and step outputs, tokens.
+_CI_VARIABLES = ("GITHUB_", "RUNNER_", "ACTIONS_", "CI_", "GITLAB_")
+
+
+def _host_environment() -> dict[str, str]:
+    """The grader's environment for an unsandboxed kernel, less what a CI runner hands its steps:
+    a notebook gets no $GITHUB_OUTPUT to append a forged `result=` to, and no token."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_CI_VARIABLES)}
+
+
 def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     """Variables the kernel gets on top of its environment (or, sandboxed, instead of it)."""
     variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
@@ -351,7 +361,7 @@ def _run(submission: Submission, plan: RunPlan, sandbox: Sandbox | None, noteboo
     inits: list[int] = []
     with (plan.rundir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
         try:
-            with client.setup_kernel(env={**os.environ, **_kernel_vars(plan)}, stdout=log, stderr=log):
+            with client.setup_kernel(env={**_host_environment(), **_kernel_vars(plan)}, stdout=log, stderr=log):
                 inits = _namespace_inits(manager)
                 if sandbox is not None:
                     lock_kernel_dir(sandbox)  # its sockets exist; nothing may be added there any more

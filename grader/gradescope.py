@@ -69,8 +69,14 @@ def grade_autograder(root: Path, context: Context, how: str, slot: Slot | None =
         record = results(found, check_text(result, context.rubric, how if found.ran else None))
     except GraderError as exc:
         record = unreadable(str(exc))
-    (root / "results").mkdir(parents=True, exist_ok=True)
-    (root / "results" / "results.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001 - Gradescope must get a results.json, whatever happened
+        record = unreadable(f"the grader could not grade this submission ({type(exc).__name__}); "
+                            "tell the course staff, who will grade it by hand")
+    results_dir = root / "results"
+    if results_dir.is_symlink() or (results_dir.exists() and not results_dir.is_dir()):
+        results_dir.unlink()  # not ours: Gradescope's folder, which nothing else should have replaced
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "results.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 

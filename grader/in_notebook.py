@@ -88,7 +88,16 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and self.result is not None and not any(c.violated for c in self.result.checks)
+        """Every rule decided and kept."""
+        return self.problem is None and self.result is not None and all(c.ok for c in self.result.checks)
+
+    @property
+    def headline(self) -> str:
+        if self.ok:
+            return "Ready: every rule is kept"
+        if self.result is not None and any(c.violated for c in self.result.checks):
+            return "Fix before submitting"
+        return "Nothing is broken, but not every rule could be decided: see below"
 
     def _render(self, template: str) -> str:
         from grader.report import render

@@ -6,7 +6,9 @@ import ast
 import difflib
 import gc
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def _cells_from_notebook(path: Path, text: str) -> list[Cell]:
         raise SubmissionError(
             f"{path.name}: not a notebook (broken JSON at line {exc.lineno}); download it again as .ipynb"
         ) from None
+    except (RecursionError, ValueError):  # nested too deeply for json, or numbers too long
+        raise SubmissionError(f"{path.name}: not a notebook Jupyter wrote (nested too deeply); download it again as .ipynb") from None
     raw_cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(raw_cells, list):
         raise SubmissionError(f"{path.name}: not a Jupyter notebook (no 'cells' list); submit the .ipynb from Colab or Jupyter")
@@ -100,16 +104,42 @@ def _cells_from_script(text: str) -> list[Cell]:
     return cells
 
 
+MAX_SUBMISSION_BYTES = 200 * 1024 * 1024  # a notebook with every output kept stays far below
+
+
+def read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of a student's file: a regular file, not a link (it could point at a device, a FIFO
+    or someone else's file), opened without blocking, at most ``cap`` bytes. SubmissionError else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SubmissionError(f"{path}: no such file") from None
+    except OSError as exc:
+        kind = "a symbolic link" if path.is_symlink() else f"unreadable ({exc.strerror})"
+        raise SubmissionError(f"{path.name}: {kind}; submit the file itself") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise SubmissionError(f"{path}: is a directory; use `grader grade {path} --out OUT` for a class")
+        raise SubmissionError(f"{path.name}: not a regular file; submit the file itself")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > cap:
+            raise SubmissionError(f"{path.name}: {info.st_size // 2**20} MB, over the {cap // 2**20} MB limit; "
+                                  "clear the outputs and save it again")
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise SubmissionError(f"{path.name}: over the {cap // 2**20} MB limit; clear the outputs and save it again")
+    return data
+
+
 def read_submission(path: Path, account: str | None = None) -> Submission:
     """Read one .ipynb or .py file into cells; raise SubmissionError with a one-line reason."""
-    if not path.exists():
-        raise SubmissionError(f"{path}: no such file")
-    if path.is_dir():
-        raise SubmissionError(f"{path}: is a directory; use `grader grade {path} --out OUT` for a class")
+    data = read_capped(path, MAX_SUBMISSION_BYTES)
     if path.suffix not in (".ipynb", ".py"):
         raise SubmissionError(f"{path.name}: not a notebook or script; give the .ipynb (or the .py exported from Colab)")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SubmissionError(f"{path.name}: not UTF-8 text; export it again from Colab or Jupyter") from None
     cells = _cells_from_notebook(path, text) if path.suffix == ".ipynb" else _cells_from_script(text)
@@ -216,6 +246,10 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
             sub = read_submission(main, account)
         except SubmissionError as exc:
             unreadable.append((account, main, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one file the reader cannot handle never stops the class
+            unreadable.append((account, main, f"{main.name}: could not be read ({type(exc).__name__}); "
+                                              "download it again from Colab or Jupyter"))
             continue
         script = chosen.get("script") if main.suffix == ".ipynb" else None
         submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes),

@@ -94,3 +94,37 @@ def test_commit_time_is_read_from_git(tmp_path: Path) -> None:
     assert commit_time(tmp_path / "HW3_ann.py") == Submitted(datetime(2026, 12, 2, 1, 30, tzinfo=TAIPEI), "commit time")
     (tmp_path / "HW3_new.py").write_text("x = 1\n")
     assert commit_time(tmp_path / "HW3_new.py") is None  # never committed
+
+
+def test_a_students_own_zip_cannot_backdate_its_files(tmp_path: Path) -> None:
+    """Entries of the LMS's export keep their stored times; a zip found inside the class folder is a
+    student's, whose stored times they chose: its files get the zip file's time, as do impossible dates."""
+    from grader.archive import unpack
+
+    code = (FIXTURES / "HW3_tinyok.py").read_bytes()
+    folder = tmp_path / "class"
+    folder.mkdir()
+    own = folder / "HW3_mine.zip"
+    with zipfile.ZipFile(own, "w") as z:
+        z.writestr(zipfile.ZipInfo("HW3_mine.py", (1980, 1, 1, 0, 0, 0)), code)
+    os.utime(own, (1_900_000_000, 1_900_000_000))
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w") as z:
+        z.writestr(zipfile.ZipInfo("HW3_a.py", (2026, 11, 30, 12, 0, 0)), code)
+        z.writestr(zipfile.ZipInfo("HW3_b.py", (2026, 15, 31, 31, 63, 0)), code)  # no such date
+    os.utime(export, (1_800_000_000, 1_800_000_000))
+    _, unpacked = unpack(folder, tmp_path / "u1")
+    assert (unpacked[0] / "HW3_mine.py").stat().st_mtime == 1_900_000_000
+    root, _ = unpack(export, tmp_path / "u2")
+    assert datetime.fromtimestamp((root / "export" / "HW3_a.py").stat().st_mtime) == datetime(2026, 11, 30, 12, 0, 0)
+    assert (root / "export" / "HW3_b.py").stat().st_mtime == 1_800_000_000
+
+
+def test_an_unsandboxed_notebook_gets_none_of_the_ci_runners_files_or_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader.execute import _host_environment
+
+    for name in ("GITHUB_OUTPUT", "GITHUB_TOKEN", "RUNNER_TEMP", "ACTIONS_RUNTIME_TOKEN", "CI_JOB_TOKEN"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("HOME_AWAY", "kept")
+    kept = _host_environment()
+    assert not [k for k in kept if k.startswith(("GITHUB_", "RUNNER_", "ACTIONS_", "CI_"))] and kept["HOME_AWAY"] == "kept"

@@ -21,28 +21,28 @@ def _grader(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([GRADER, *args], cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
-def test_reference_solution_reaches_the_top_level() -> None:
-    done = _grader("check", "reference/solutions/HW3_solution.ipynb", "--run", "--json")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["status"] == "graded" and result["measured_by"] == "student-test-pass"
-    assert result["accuracy"] >= 89 and result["score"] == 60
-    assert result["bonus"] == (5 if result["accuracy"] >= 90 else 0)
-    assert abs(result["reported_accuracy"] - result["accuracy"]) <= 0.01 and result["flags"] == []
-
-
-def test_grading_the_shipped_submissions(tmp_path: Path) -> None:
+def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path) -> None:
+    """One real class, two jobs at a time: the four shipped submissions (the reference solution among
+    them), and two legal notebooks that once scored 10.01% (0/60): a TensorDataset normalized by hand,
+    and the whole test set in one forward call, which must be measured as they count."""
+    batch = tmp_path / "class"
+    shutil.copytree(ROOT / "submissions", batch)
+    patterns = ROOT / "tests" / "fixtures" / "patterns"
+    shutil.copy(patterns / "HW3_tensordataset.py", batch / "HW3_tds.py")
+    shutil.copy(patterns / "HW3_one_call_eval.py", batch / "HW3_onecall.py")
     out = tmp_path / "out"
-    done = _grader("grade", "submissions", "--out", str(out))
+    done = _grader("grade", str(batch), "--out", str(out), "--jobs", "2")
     assert done.returncode == 0, done.stderr
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
-    assert set(results) == {"baseline01", "M112rhyang", "wideboy", "bragger"}
+    assert set(results) == {"baseline01", "M112rhyang", "wideboy", "bragger", "tds", "onecall"}
 
     baseline = results["baseline01"]  # the template as handed out
     assert baseline["status"] == "graded" and 50 <= baseline["accuracy"] <= 61 and baseline["score"] == 0
 
-    solution = results["M112rhyang"]
-    assert solution["status"] == "graded" and solution["accuracy"] >= 89 and solution["score"] == 60
+    solution = results["M112rhyang"]  # the reference solution with its .py twin and report
+    assert solution["status"] == "graded" and solution["measured_by"] == "student-test-pass"
+    assert solution["accuracy"] >= 89 and solution["score"] == 60 and solution["bonus"] == (5 if solution["accuracy"] >= 90 else 0)
+    assert abs(solution["reported_accuracy"] - solution["accuracy"]) <= 0.01 and solution["flags"] == []
     assert solution["report_pdf"] == "HW3_Report_M112rhyang.pdf"
 
     wide = results["wideboy"]  # fc1 widened to 1024: a violation, accuracy still measured
@@ -55,24 +55,12 @@ def test_grading_the_shipped_submissions(tmp_path: Path) -> None:
     assert abs(bragger["accuracy"] - baseline["accuracy"]) < 0.01 and bragger["score"] == 0
     assert "reported-accuracy-mismatch" in bragger["flags"]
 
-    rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
-    assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
-    assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 4
-    assert len(list((out / "executed").glob("*.ipynb"))) == 4
-
-
-def test_hand_built_test_sets_are_measured_as_the_student_counts(tmp_path: Path) -> None:
-    """Two legal notebooks that once scored 10.01% (0/60): a TensorDataset normalized by hand, and
-    the whole test set in one forward call. On the real data the grader must measure what they print."""
-    batch = tmp_path / "class"
-    batch.mkdir()
-    patterns = ROOT / "tests" / "fixtures" / "patterns"
-    shutil.copy(patterns / "HW3_tensordataset.py", batch / "HW3_tds.py")
-    shutil.copy(patterns / "HW3_one_call_eval.py", batch / "HW3_onecall.py")
-    out = tmp_path / "out"
-    done = _grader("grade", str(batch), "--out", str(out), "--jobs", "2")
-    assert done.returncode == 0, done.stderr
     for account in ("tds", "onecall"):
-        result = json.loads((out / "results" / f"{account}.json").read_text())
+        result = results[account]
         assert result["status"] == "graded" and result["measured_by"] == "student-test-pass", result
         assert result["accuracy"] > 80 and abs(result["reported_accuracy"] - result["accuracy"]) <= 0.01, result
+
+    rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
+    assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 6
+    assert len(list((out / "executed").glob("*.ipynb"))) == 6

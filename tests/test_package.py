@@ -100,3 +100,30 @@ def test_the_band_names_the_next_threshold(rubric: Rubric) -> None:
     assert band(rubric, 85.2) == dataclasses.replace(band(rubric, 85.2), points=50, reached=84, next_at=89, next_gain="60 points")
     assert band(rubric, 89.5).next_gain == "the 5 bonus points" and band(rubric, 90.1).next_at is None
     assert band(rubric, 12.0).reached is None and band(rubric, 12.0).next_at == 80
+
+
+def test_hostile_reports_cost_at_most_the_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report is the student's file: a parser-spinning PDF is cut at the time limit, a link to a
+    device or a FIFO is refused, an AES-encrypted report with no password is read, odd bytes are a problem line."""
+    import os
+
+    from pypdf import PdfReader, PdfWriter
+
+    import grader.report_pdf as report_pdf
+    from pdfs import make_slow_pdf
+
+    monkeypatch.setattr(report_pdf, "PARSE_SECONDS", 2)
+    slow = headline(make_slow_pdf(tmp_path / "slow.pdf"))
+    assert slow.accuracy is None and "took over 2 s to read" in (slow.problem or "")
+    (tmp_path / "zero.pdf").symlink_to("/dev/zero")
+    assert "a symbolic link" in (headline(tmp_path / "zero.pdf").problem or "")
+    os.mkfifo(tmp_path / "fifo.pdf")
+    assert "not a regular file" in (headline(tmp_path / "fifo.pdf").problem or "")
+    writer = PdfWriter(clone_from=PdfReader(make_pdf(tmp_path / "plain.pdf", ["Best accuracy: 89.90%"])))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="AES-256")
+    with (tmp_path / "aes.pdf").open("wb") as handle:
+        writer.write(handle)
+    assert headline(tmp_path / "aes.pdf").accuracy == 89.9
+    (tmp_path / "odd.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 50)
+    odd = headline(tmp_path / "odd.pdf")
+    assert odd.accuracy is None and odd.problem is not None and "\n" not in odd.problem

@@ -103,3 +103,15 @@ def test_markup_in_the_notebook_is_shown_as_text(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     html = precheck(path)._repr_html_()
     assert "<script>" not in html and "<img" not in html and "&lt;img src=x" in html
+
+
+def test_an_unreadable_cell_is_not_called_ready(tmp_path: Path) -> None:
+    from grader.in_notebook import precheck
+
+    data = json.loads(TEMPLATE.read_text())
+    data["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                          "source": "def broken(:\n    pass"})
+    (tmp_path / "HW3_cy.ipynb").write_text(json.dumps(data))
+    verdict = precheck(tmp_path / "HW3_cy.ipynb")
+    assert not verdict.ok and verdict.headline.startswith("Nothing is broken, but not every rule could be decided")
+    assert "undecided" in str(verdict) and "Ready" not in verdict._repr_html_()

@@ -171,3 +171,24 @@ def test_the_py_twin_is_compared_with_the_notebook(tmp_path: Path, rubric: Rubri
     assert twin_difference(subs["ann"]) is None  # the same code, exported by nbconvert
     assert twin_difference(subs["cy"]) is None  # ... and by Colab (header and markdown as strings)
     assert twin_difference(subs["bo"]) == "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"
+
+
+def test_hostile_files_are_one_unreadable_result_each(tmp_path: Path, rubric: Rubric) -> None:
+    """A notebook nested too deeply for json, a link to a device, a FIFO and a link to another file:
+    each is that student's one-line reason; the good submission beside them is still found."""
+    import os
+
+    (tmp_path / "HW3_deep.ipynb").write_text('{"cells": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (tmp_path / "HW3_good.py").write_text("import torch\nx = 1\n")
+    (tmp_path / "HW3_zero.ipynb").symlink_to("/dev/zero")
+    (tmp_path / "HW3_linked.py").symlink_to(tmp_path / "HW3_good.py")
+    os.mkfifo(tmp_path / "HW3_fifo.py")
+    found = discover(tmp_path, rubric.files)
+    assert [s.account for s in found.submissions] == ["good"]
+    reasons = {account: why for account, _, why in found.unreadable}
+    assert "nested too deeply" in reasons["deep"] and "a symbolic link" in reasons["linked"]
+    assert all("\n" not in why for why in reasons.values())
+    with pytest.raises(SubmissionError, match="not a regular file"):
+        read_submission(tmp_path / "HW3_fifo.py")
+    with pytest.raises(SubmissionError, match="a symbolic link"):
+        read_submission(tmp_path / "HW3_zero.ipynb")
