@@ -17,17 +17,7 @@ def make_pdf(path: Path, lines: list[str]) -> Path:
                b"/Resources << /Font << /F1 5 0 R >> >> >>",
                b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return _write(path, objects)
 
 
 def make_slow_pdf(path: Path, tokens: int = 1_900_000, calls: int = 5000) -> Path:
@@ -45,6 +35,11 @@ def make_slow_pdf(path: Path, tokens: int = 1_900_000, calls: int = 5000) -> Pat
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
                b"<< /Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /Font << /F1 5 0 R >> >> "
                b"/Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream" % (len(form), form)]
+    return _write(path, objects)
+
+
+def _write(path: Path, objects: list[bytes]) -> Path:
+    """Objects 1..N (1 the catalog), the cross-reference table and the trailer."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):
