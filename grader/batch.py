@@ -13,9 +13,10 @@ from grader.cache import batch_key, cache_key, environment_key, reusable
 from grader.errors import SubmissionError
 from grader.executor import Executor, Graded, Job
 from grader.grade import Context
+from grader.mail import is_mail, unpack_mail
 from grader.report import write_batch_reports
 from grader.results import Result, failed_result, write_atomic
-from grader.submission import discover
+from grader.submission import Arrival, discover
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,15 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     """Grade every submission under ``directory`` (a folder or a zip) with ``executor``; write each
     result as soon as it is known; reuse results whose cache key still matches unless ``force``."""
     rubric = context.rubric
-    root, unpacked = unpack(directory, out / "unpacked")
-    found = discover(root, rubric.files, *unpacked)
+    unpacked: tuple[Path, ...] = ()
+    arrivals: dict[Path, Arrival] = {}
+    mail_skipped: tuple[tuple[str, str], ...] = ()
+    if is_mail(directory):  # an mbox or .eml files: the attachments, dated by their mails
+        bag = unpack_mail(directory, out / "unpacked" / "mail")
+        root, arrivals, mail_skipped = bag.folder, bag.arrivals, bag.skipped
+    else:
+        root, unpacked = unpack(directory, out / "unpacked")
+    found = discover(root, rubric.files, *unpacked, arrivals=arrivals)
     if not found.submissions and not found.unreadable:
         raise SubmissionError(
             f"{directory}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
@@ -86,6 +94,7 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     roots = (root, *unpacked)
     skipped = tuple((_shown(p, roots), f"name matches no pattern ({rubric.files.notebook})") for p in found.unmatched)
     skipped += tuple((_shown(p, roots), why) for p, why in found.set_aside)
+    skipped += mail_skipped
     tracker = _Tracker(out, len(found.submissions) + len(found.unreadable), on_progress)
     for account, path, why in found.unreadable:
         result = failed_result(account, path, why, rubric.accuracy.max_points)

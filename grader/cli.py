@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
 
     grade = commands.add_parser("grade", help="grade a folder of submissions (the TA's batch)")
-    grade.add_argument("directory", type=Path, help="folder (or .zip) holding HW3_<account>.ipynb/.py files")
+    grade.add_argument("directory", type=Path, help="folder (or .zip, or the mails: an .mbox file or a folder of .eml "
+                                                    "files) holding HW3_<account>.ipynb/.py files")
     grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
     grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: --per-gpu per "
                                                              "GPU, else cores / the rubric's cpu_threads)")

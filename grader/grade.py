@@ -134,7 +134,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         measured_by=measured_by,
         notes=(run.record.notes + tuple(n for _, n in run.findings) if run else ()) + at_error
         + (measurement.notes if measurement else ()) + differ + found
-        + tampering + static.reachable + late_note,
+        + tampering + static.reachable + late_note + ((sub.received,) if sub.received else ()),
         report_pdf=sub.report.name if sub.report else None,
         submitted_at=sub.submitted.at.isoformat(timespec="seconds") if sub.submitted else None,
         late_days=late_days,

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,14 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """How a file came in, where discovery cannot read it off the file (a mail's date and sender)."""
+
+    submitted: Submitted | None
+    note: str  # one line for the TA
+
+
+@dataclass(frozen=True)
 class Submission:
     account: str
     path: Path
@@ -42,6 +51,7 @@ class Submission:
     report: Path | None = None
     notes: tuple[str, ...] = ()  # what discovery saw that the TA should know (e.g. differing copies)
     submitted: Submitted | None = None  # when it came in, where a deadline can be checked
+    received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:
@@ -209,10 +219,11 @@ def _pick(account: str, kind: str, found: list[_Found]) -> tuple[Path, list[tupl
     return newest.path, aside, note
 
 
-def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
+def discover(directory: Path, patterns: FilePatterns, *more: Path,
+             arrivals: Mapping[Path, Arrival] | None = None) -> Discovery:
     """Group the files under ``directory`` (and the ``more`` folders, e.g. unpacked zips) by account;
     the .ipynb is graded when both exist; of several copies of one file the newest is used.
-    Zip archives themselves are not listed as unmatched."""
+    Zip archives themselves are not listed as unmatched. ``arrivals``: how files came in (mail)."""
     if not directory.is_dir():
         raise SubmissionError(f"{directory}: no such directory; give the folder of submissions (or its .zip)")
     by_account: dict[str, dict[str, list[_Found]]] = {}
@@ -252,8 +263,9 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path) -> Discovery:
                                               "download it again from Colab or Jupyter"))
             continue
         script = chosen.get("script") if main.suffix == ".ipynb" else None
+        arrival = (arrivals or {}).get(main)
         submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes),
-                                      file_time(main)))
+                                      arrival.submitted if arrival else file_time(main), arrival.note if arrival else None))
     return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
 
 

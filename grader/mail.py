@@ -1,0 +1,121 @@
+"""Submissions that came by mail: an mbox file or a folder of .eml files (what Thunderbird, Gmail's
+export or any mail client saves) becomes a folder of attachments, one subfolder per mail.
+
+Each attachment keeps the mail's date as its file time and as when it was submitted, with a note
+naming the sender (the account comes from the file names), so discovery groups them by account from the file names, resolves several mails of one
+student to the newest, and the rubric's deadline is checked against the mail's date. Mails with
+nothing to grade are listed, never dropped. Names and sizes are the sender's: an attachment is
+written under its bare file name, without control characters, within a size cap.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import mailbox
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timezone
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from grader.deadline import Submitted
+from grader.submission import Arrival
+
+MAX_ATTACHMENT_BYTES = 200 * 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
+
+
+@dataclass(frozen=True)
+class Mailbag:
+    folder: Path  # one subfolder per mail, holding its attachments
+    arrivals: dict[Path, Arrival]  # attachment file -> its mail's date, and a note naming the sender
+    skipped: tuple[tuple[str, str], ...]  # (the mail, described; why nothing of it is graded)
+
+
+def is_mail(source: Path) -> bool:
+    """An mbox file, a single .eml, or a folder of .eml files only (a class folder with a stray mail in
+    it is still a class folder)."""
+    if source.is_dir():
+        files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return bool(files) and all(p.suffix.lower() == ".eml" for p in files)
+    if source.suffix.lower() in (".mbox", ".eml"):
+        return True
+    try:
+        with source.open("rb") as handle:
+            return handle.read(5) == b"From "
+    except OSError:
+        return False
+
+
+def _messages(source: Path) -> Iterator[tuple[str, EmailMessage]]:
+    """(where it was found, the message) for every mail of ``source``."""
+    parser = BytesParser(policy=email.policy.default)
+    if source.is_dir() or source.suffix.lower() == ".eml":
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".eml" and p.is_file()) if source.is_dir() else [source]
+        for path in files:
+            yield path.name, _as_email(parser.parsebytes(path.read_bytes()))
+        return
+    box = mailbox.mbox(source, create=False)
+    for number, key in enumerate(box.keys(), start=1):
+        yield f"mail {number}", _as_email(parser.parsebytes(box.get_bytes(key)))
+
+
+def _as_email(message: object) -> EmailMessage:
+    assert isinstance(message, EmailMessage)  # what BytesParser gives with the default policy
+    return message
+
+
+def _date(message: EmailMessage) -> Submitted | None:
+    try:
+        when = parsedate_to_datetime(str(message["Date"]))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return Submitted(when if when.tzinfo else when.replace(tzinfo=timezone.utc), "mail date")
+
+
+def _safe_name(raw: str | None) -> str | None:
+    """The attachment's bare file name, or None when it has none worth writing."""
+    name = _CONTROL.sub("", (raw or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip()
+    return name if name and name not in (".", "..") else None
+
+
+def unpack_mail(source: Path, into: Path) -> Mailbag:
+    """Write every mail's attachments under ``into`` (emptied first: it is the grader's own folder)."""
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    arrivals: dict[Path, Arrival] = {}
+    skipped: list[tuple[str, str]] = []
+    for number, (found_as, message) in enumerate(_messages(source), start=1):
+        sender, subject, submitted = str(message["From"] or "unknown sender"), str(message["Subject"] or ""), _date(message)
+        described = f"{found_as} from {sender} «{subject}»"
+        when = submitted.at.isoformat(timespec="minutes") if submitted else "no readable date"
+        arrival = Arrival(submitted, f"came by mail from {sender} ({when}, subject «{subject}»)")
+        folder = into / f"mail-{number:04d}"
+        written = []
+        for part in message.iter_attachments():
+            name = _safe_name(part.get_filename())
+            payload = part.get_payload(decode=True)
+            if name is None or not isinstance(payload, bytes):
+                continue
+            if len(payload) > MAX_ATTACHMENT_BYTES:
+                skipped.append((f"{described}: {name}", f"over {MAX_ATTACHMENT_BYTES // 2**20} MB; not unpacked"))
+                continue
+            path = folder / name
+            if path in arrivals:
+                skipped.append((f"{described}: {name}", "a second attachment of the same name in one mail; the first was kept"))
+                continue
+            folder.mkdir(exist_ok=True)
+            path.write_bytes(payload)
+            if submitted is not None:
+                os.utime(path, (submitted.at.timestamp(), submitted.at.timestamp()))
+            arrivals[path] = arrival
+            written.append(path)
+        if not written:
+            skipped.append((described, "no attachment to grade"))
+    return Mailbag(into, arrivals, tuple(skipped))

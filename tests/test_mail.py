@@ -1,0 +1,88 @@
+"""Submissions by mail: an mbox (or .eml files) graded to the right accounts, dated by the mails,
+the newest of a student's mails used, and every mail with nothing to grade listed."""
+
+from __future__ import annotations
+
+import dataclasses
+import mailbox
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from grader.batch import grade_directory
+from grader.deadline import LatePolicy
+from grader.executor import LocalExecutor
+from grader.grade import Context
+from grader.mail import is_mail, unpack_mail
+from grader.slots import plan_slots
+from pdfs import make_pdf
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TAIPEI = timezone(timedelta(hours=8))
+DEADLINE = datetime(2024, 7, 21, 23, 59, tzinfo=TAIPEI)
+
+
+def _mail(sender: str, subject: str, when: datetime, files: dict[str, bytes]) -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, "ta@course.edu", subject
+    message["Date"] = format_datetime(when)
+    message.set_content("HW3 attached.")
+    for name, data in files.items():
+        kind = ("application", "pdf") if name.endswith(".pdf") else ("application", "octet-stream")
+        message.add_attachment(data, maintype=kind[0], subtype=kind[1], filename=name)
+    return message
+
+
+def _class_mails(tmp_path: Path) -> list[EmailMessage]:
+    code = (FIXTURES / "HW3_tinyok.py").read_bytes()
+    report = make_pdf(tmp_path / "r.pdf", ["Best accuracy: 88.00%"]).read_bytes()
+    return [
+        _mail("王小明 <amy@uni.edu>", "王小明_HW3", DEADLINE - timedelta(days=1),
+              {"HW3_amy01.py": code, "HW3_Report_amy01.pdf": report}),
+        _mail("Bob <bob@uni.edu>", "鮑伯_HW3", DEADLINE + timedelta(hours=30), {"HW3_bob02.py": code}),
+        _mail("王小明 <amy@uni.edu>", "Re: 王小明_HW3 (fixed)", DEADLINE - timedelta(hours=2),
+              {"HW3_amy01.py": code + b"\nprint('resubmitted')\n"}),
+        _mail("Cat <cat@uni.edu>", "HW3", DEADLINE - timedelta(hours=5), {}),
+        _mail("Dan <dan@uni.edu>", "homework", DEADLINE - timedelta(hours=3), {"homework3.py": code, "../../etc/x.py": b"x"}),
+    ]
+
+
+def test_an_mbox_grades_to_the_right_accounts_with_the_right_dates(tmp_path: Path, tiny_context: Context) -> None:
+    box = mailbox.mbox(tmp_path / "class.mbox")
+    for message in _class_mails(tmp_path):
+        box.add(message)
+    box.flush()
+    assert is_mail(tmp_path / "class.mbox")
+    rubric = dataclasses.replace(tiny_context.rubric, deadline=DEADLINE, late=LatePolicy(10, 0))
+    context = dataclasses.replace(tiny_context, rubric=rubric, dataset=None)  # static: the round trip, not the runs
+    out = tmp_path / "out"
+    summary = grade_directory(tmp_path / "class.mbox", out, context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
+    results = {r.student: r for r in summary.results}
+    assert sorted(results) == ["amy01", "bob02"]
+    amy, bob = results["amy01"], results["bob02"]
+    assert amy.late_days == 0 and "late" not in amy.flags and amy.report_pdf == "HW3_Report_amy01.pdf"
+    assert any("came by mail from 王小明 <amy@uni.edu>" in n and "(fixed)" in n for n in amy.notes)  # the newest mail
+    assert bob.late_days == 2 and "late" in bob.flags
+    assert any("by its mail date" in n and "2 started days late" in n for n in bob.notes)
+    skipped = dict(summary.skipped)
+    assert any("older, different copy of amy01" in why for why in skipped.values())
+    assert any("Cat <cat@uni.edu>" in name and why == "no attachment to grade" for name, why in skipped.items())
+    assert any(name.endswith("homework3.py") for name in skipped)  # a wrong name: listed, not dropped
+    assert not (out / "etc").exists() and not (tmp_path / "etc").exists()  # a path in a name stays a name
+    unpacked = {p.name for p in (out / "unpacked" / "mail").rglob("*") if p.is_file()}
+    assert unpacked == {"HW3_amy01.py", "HW3_Report_amy01.pdf", "HW3_bob02.py", "homework3.py", "x.py"}
+
+
+def test_a_folder_of_eml_files_is_mail_and_a_class_folder_is_not(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for number, message in enumerate(_class_mails(tmp_path)[:2]):
+        (folder / f"{number}.eml").write_bytes(bytes(message))
+    assert is_mail(folder)
+    bag = unpack_mail(folder, tmp_path / "u")
+    assert sorted(p.name for p in bag.arrivals) == ["HW3_Report_amy01.pdf", "HW3_amy01.py", "HW3_bob02.py"]
+    late = next(a for p, a in bag.arrivals.items() if p.name == "HW3_bob02.py")
+    assert late.submitted is not None and late.submitted.at == DEADLINE + timedelta(hours=30)
+    (folder / "HW3_x.py").write_text("x = 1\n")
+    assert not is_mail(folder)  # a class folder with a stray mail in it
