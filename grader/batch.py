@@ -14,6 +14,7 @@ from grader.errors import SubmissionError
 from grader.executor import Executor, Graded, Job
 from grader.grade import Context
 from grader.mail import is_mail, unpack_mail
+from grader.overrides import Override
 from grader.report import write_batch_reports
 from grader.results import Result, failed_result, write_atomic
 from grader.submission import Arrival, discover
@@ -74,7 +75,8 @@ class _Tracker:
 
 
 def grade_directory(directory: Path, out: Path, context: Context, executor: Executor,
-                    on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False) -> BatchSummary:
+                    on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False,
+                    overrides: dict[str, Override] | None = None) -> BatchSummary:
     """Grade every submission under ``directory`` (a folder or a zip) with ``executor``; write each
     result as soon as it is known; reuse results whose cache key still matches unless ``force``."""
     rubric = context.rubric
@@ -110,6 +112,6 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         else:
             todo.append(Job(sub, key))
     executor.run(todo, context, tracker)
-    write_batch_reports(out, tracker.results, rubric, list(skipped))
+    write_batch_reports(out, tracker.results, rubric, list(skipped), overrides)
     return BatchSummary(tuple(sorted(tracker.results, key=lambda r: r.student)), skipped,
                         len(found.submissions) - len(todo))

@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                                                       "(default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
+    grade.add_argument("--overrides", type=Path, metavar="FILE",
+                       help="the TA's points, bonus, report points and notes per account (default: OUT/overrides.yaml)")
     grade.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])")
     grade.add_argument("--address", metavar="ADDR", help="the Ray cluster's head, e.g. 10.0.0.5:6379 "
@@ -82,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("--static", action="store_true", help="only the static rule checks (no run, no points)")
     ci.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here (GitLab, Jenkins)")
     common(ci)
+
+    report = commands.add_parser("report", help="render the gradebook and pages again from OUT's results and "
+                                                 "overrides, running nothing")
+    report.add_argument("out", type=Path, metavar="OUT", help="the folder a `grader grade` wrote")
+    report.add_argument("--overrides", type=Path, metavar="FILE", help="default: OUT/overrides.yaml")
+    report.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
 
     scope = commands.add_parser("gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)")
     scope.add_argument("zip", type=Path, nargs="?", metavar="OUT.zip", help="where to write the autograder zip")
@@ -226,6 +234,7 @@ def _executor(args: argparse.Namespace, rubric: Rubric) -> AbstractContextManage
 
 def _grade(args: argparse.Namespace) -> ExitCode:
     from grader.batch import grade_directory
+    from grader.overrides import for_batch
     from grader.progress import progress_display
     from grader.report import render
 
@@ -237,7 +246,8 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     _limits_notice(context.sandboxed)
     started = time.monotonic()
     with _executor(args, context.rubric) as executor, progress_display(sys.stdout, executor.width) as show:
-        summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force)
+        summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
+                                  overrides=for_batch(args.out, args.overrides, context.rubric))
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
@@ -259,6 +269,18 @@ def _ci(args: argparse.Namespace) -> ExitCode:
     outcome = ci.grade(submission, context, environment, slot)
     ci.publish(outcome, environment, sys.stdout, _how_it_ran(unsandboxed, slot) if run else None, args.junit)
     return ExitCode.OK if outcome.passed else ExitCode.FAILED
+
+
+def _report(args: argparse.Namespace) -> ExitCode:
+    from grader.overrides import for_batch
+    from grader.report import rerender
+
+    if not (args.out / "results").is_dir():
+        raise GraderError(f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`")
+    rubric = load_rubric(args.rubric)
+    count = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric))
+    print(f"{count} results rendered again: {args.out / 'gradebook.csv'}, {args.out / 'index.html'}")
+    return ExitCode.OK
 
 
 def _gradescope(args: argparse.Namespace) -> ExitCode:
@@ -318,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
-    handlers = {"check": _check, "grade": _grade, "ci": _ci, "gradescope": _gradescope, "env": _env, "data": _data}
+    handlers = {"check": _check, "grade": _grade, "ci": _ci, "gradescope": _gradescope, "report": _report,
+                "env": _env, "data": _data}
     try:
         return int(handlers[args.command](args))
     except GraderError as exc:

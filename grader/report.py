@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from grader.resources import shipped
-from grader.results import Result
+from grader.overrides import Grade, Override, grades
+from grader.results import Result, write_atomic
 from grader.rubric import Rubric
 
 if TYPE_CHECKING:
     from grader.package import Package
 
 GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
-                     "flags", "report_present", "source", "reason", "submitted_at", "late_days")
+                     "flags", "report_present", "source", "reason", "submitted_at", "late_days",
+                     "override_points", "override_bonus", "report_points", "total", "override_note")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")  # also what XML and UTF-8 refuse
@@ -69,24 +72,53 @@ def check_text(result: Result, rubric: Rubric, how: str | None, notices: tuple[s
                   notices=notices, package=package)
 
 
-def gradebook_csv(results: list[Result]) -> str:
-    """One row per student, the columns a TA pastes into the LMS."""
+def gradebook_csv(rows: list[Grade]) -> str:
+    """One row per student, the columns a TA pastes into the LMS: the automatic result, what the
+    TA set by hand (overrides.yaml) and the total."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(GRADEBOOK_COLUMNS)
-    for r in sorted(results, key=lambda r: r.student):
+    for g in rows:
+        r, o = g.result, g.override
         writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
                          r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", r.source, r.reason or "",
-                         r.submitted_at or "", "" if r.late_days is None else r.late_days])
+                         r.submitted_at or "", "" if r.late_days is None else r.late_days,
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, o.note or ""])
     return buffer.getvalue()
 
 
-def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]]) -> None:
-    """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results."""
-    ordered = sorted(results, key=lambda r: r.student)
-    (out / "gradebook.csv").write_text(gradebook_csv(ordered), encoding="utf-8")
-    (out / "index.html").write_text(render("index.html.j2", results=ordered, rubric=rubric, skipped=skipped), encoding="utf-8")
+def _blank(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]],
+                        overrides: dict[str, Override] | None = None) -> None:
+    """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results and the
+    TA's overrides; OUT/skipped.json keeps the files not graded, for `grader report` to show again."""
+    rows = grades(results, overrides or {})
+    write_atomic(out / "skipped.json", json.dumps(skipped).encode())
+    (out / "gradebook.csv").write_text(gradebook_csv(rows), encoding="utf-8")
+    (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped), encoding="utf-8")
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
-    for r in ordered:
-        (students / f"{r.student}.html").write_text(render("student.html.j2", r=r, rubric=rubric), encoding="utf-8")
+    for g in rows:
+        (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric),
+                                                           encoding="utf-8")
+
+
+def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override]) -> int:
+    """Every page and export again from OUT/results/*.json and the overrides, running nothing;
+    returns how many results were read (a damaged one is skipped and listed)."""
+    results, skipped = [], []
+    for path in sorted((out / "results").glob("*.json")):
+        try:
+            results.append(Result.read(path))
+        except (OSError, ValueError, TypeError, KeyError):
+            skipped.append((path.name, "damaged result file; grade this student again"))
+    try:
+        stored = json.loads((out / "skipped.json").read_text(encoding="utf-8"))
+        skipped += [(str(name), str(why)) for name, why in stored]
+    except (OSError, ValueError, TypeError):
+        pass
+    write_batch_reports(out, results, rubric, skipped, overrides)
+    return len(results)

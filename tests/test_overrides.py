@@ -1,0 +1,79 @@
+"""The TA's overrides: kept beside the automatic results, shown with the total, kept by every
+regrade, and `grader report OUT` renders everything again without running anything."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.batch import grade_directory
+from grader.cli import ExitCode, main
+from grader.errors import GraderError
+from grader.executor import LocalExecutor
+from grader.grade import Context
+from grader.overrides import for_batch, parse_overrides
+from grader.results import Result
+from grader.rubric import Rubric
+from grader.slots import plan_slots
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    return {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+
+
+def test_overrides_survive_a_forced_regrade_and_a_rerender(tmp_path: Path, tiny_context: Context) -> None:
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for account in ("amy01", "bob02"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", folder / f"HW3_{account}.py")
+    (folder / "notes.txt").write_text("not a submission")
+    out = tmp_path / "out"
+    static = dataclasses.replace(tiny_context, dataset=None)  # 0 automatic points: the overrides are what shows
+    executor = LocalExecutor(plan_slots(1, 2, (), 1, 1))
+    grade_directory(folder, out, static, executor)
+    before = {p.name: p.read_bytes() for p in (out / "results").glob("*.json")}
+    (out / "overrides.yaml").write_text("amy01: {report_points: 35, bonus: 5, note: excellent report}\n"
+                                        "bob02: {points: 50, note: '<b>regraded</b> after the complaint'}\n")
+    grade_directory(folder, out, static, executor, force=True, overrides=for_batch(out, None, static.rubric))
+    rows = _rows(out)
+    assert (rows["amy01"]["report_points"], rows["amy01"]["override_bonus"], rows["amy01"]["total"]) == ("35", "5", "40")
+    assert (rows["bob02"]["automatic_score"], rows["bob02"]["override_points"], rows["bob02"]["total"]) == ("0", "50", "50")
+    after = {p.name: Result.read(p) for p in (out / "results").glob("*.json")}
+    assert sorted(after) == sorted(before) and all(r.score == 0 and r.bonus == 0 for r in after.values())  # never overwritten
+    page = (out / "students" / "bob02.html").read_text()
+    assert "Set by the TA" in page and "&lt;b&gt;regraded&lt;/b&gt;" in page and "<b>regraded" not in page
+
+    (out / "gradebook.csv").unlink()
+    (out / "index.html").unlink()
+    (out / "overrides.yaml").write_text("amy01: {report_points: 38}\n")
+    assert main(["report", str(out)]) == ExitCode.OK
+    rows = _rows(out)
+    assert rows["amy01"]["total"] == "38" and rows["bob02"]["total"] == "0"
+    assert "notes.txt" in (out / "index.html").read_text()  # the files not graded are listed again
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ({"amy": {"points": 70}}, "amy.points must be a whole number from 0 to 60"),
+    ({"amy": {"report_points": -1}}, "amy.report_points"),
+    ({"amy": {"grade": 5}}, "amy.grade is not a field"),
+    ({"amy": 5}, "amy must be a mapping"),
+    (["amy"], "must map accounts"),
+    ({"amy": {"note": 3}}, "amy.note must be text"),
+])
+def test_a_wrong_override_is_one_line_naming_the_field(rubric: Rubric, data: object, says: str) -> None:
+    with pytest.raises(GraderError, match=says):
+        parse_overrides(data, rubric)
+
+
+def test_report_needs_a_graded_out_and_an_existing_overrides_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == ExitCode.USAGE
+    assert "no results/ folder" in capsys.readouterr().err
+    (tmp_path / "results").mkdir()
+    assert main(["report", str(tmp_path), "--overrides", str(tmp_path / "nope.yaml")]) == ExitCode.USAGE
+    assert "no such file" in capsys.readouterr().err
