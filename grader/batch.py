@@ -13,6 +13,7 @@ from grader.cache import batch_key, cache_key, environment_key, reusable
 from grader.errors import SubmissionError
 from grader.executor import Executor, Graded, Job
 from grader.grade import Context
+from grader.exports import Roster
 from grader.mail import is_mail, unpack_mail
 from grader.overrides import Override
 from grader.report import write_batch_reports
@@ -76,7 +77,7 @@ class _Tracker:
 
 def grade_directory(directory: Path, out: Path, context: Context, executor: Executor,
                     on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False,
-                    overrides: dict[str, Override] | None = None) -> BatchSummary:
+                    overrides: dict[str, Override] | None = None, roster: Roster | None = None) -> BatchSummary:
     """Grade every submission under ``directory`` (a folder or a zip) with ``executor``; write each
     result as soon as it is known; reuse results whose cache key still matches unless ``force``."""
     rubric = context.rubric
@@ -112,6 +113,6 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         else:
             todo.append(Job(sub, key))
     executor.run(todo, context, tracker)
-    write_batch_reports(out, tracker.results, rubric, list(skipped), overrides)
+    write_batch_reports(out, tracker.results, rubric, list(skipped), overrides, roster)
     return BatchSummary(tuple(sorted(tracker.results, key=lambda r: r.student)), skipped,
                         len(found.submissions) - len(todo))

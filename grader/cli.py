@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
     grade.add_argument("--overrides", type=Path, metavar="FILE",
                        help="the TA's points, bonus, report points and notes per account (default: OUT/overrides.yaml)")
+    grade.add_argument("--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities: writes "
+                                                                   "OUT/canvas.csv and/or OUT/moodle.csv")
     grade.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])")
     grade.add_argument("--address", metavar="ADDR", help="the Ray cluster's head, e.g. 10.0.0.5:6379 "
@@ -89,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                                                  "overrides, running nothing")
     report.add_argument("out", type=Path, metavar="OUT", help="the folder a `grader grade` wrote")
     report.add_argument("--overrides", type=Path, metavar="FILE", help="default: OUT/overrides.yaml")
+    report.add_argument("--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities")
     report.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
 
     scope = commands.add_parser("gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)")
@@ -234,6 +237,7 @@ def _executor(args: argparse.Namespace, rubric: Rubric) -> AbstractContextManage
 
 def _grade(args: argparse.Namespace) -> ExitCode:
     from grader.batch import grade_directory
+    from grader.exports import load_roster
     from grader.overrides import for_batch
     from grader.progress import progress_display
     from grader.report import render
@@ -247,7 +251,8 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     started = time.monotonic()
     with _executor(args, context.rubric) as executor, progress_display(sys.stdout, executor.width) as show:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
-                                  overrides=for_batch(args.out, args.overrides, context.rubric))
+                                  overrides=for_batch(args.out, args.overrides, context.rubric),
+                                  roster=load_roster(args.roster) if args.roster else None)
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
@@ -272,13 +277,15 @@ def _ci(args: argparse.Namespace) -> ExitCode:
 
 
 def _report(args: argparse.Namespace) -> ExitCode:
+    from grader.exports import load_roster
     from grader.overrides import for_batch
     from grader.report import rerender
 
     if not (args.out / "results").is_dir():
         raise GraderError(f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`")
     rubric = load_rubric(args.rubric)
-    count = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric))
+    roster = load_roster(args.roster) if args.roster else None
+    count = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric), roster)
     print(f"{count} results rendered again: {args.out / 'gradebook.csv'}, {args.out / 'index.html'}")
     return ExitCode.OK
 

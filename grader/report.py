@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from grader.resources import shipped
+from grader.exports import Roster, lms_files, missing
 from grader.overrides import Grade, Override, grades
 from grader.results import Result, write_atomic
 from grader.rubric import Rubric
@@ -72,19 +74,26 @@ def check_text(result: Result, rubric: Rubric, how: str | None, notices: tuple[s
                   notices=notices, package=package)
 
 
-def gradebook_csv(rows: list[Grade]) -> str:
+def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
     """One row per student, the columns a TA pastes into the LMS: the automatic result, what the
-    TA set by hand (overrides.yaml) and the total."""
+    TA set by hand (overrides.yaml) and the total; a roster's student with no submission is `missing`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(GRADEBOOK_COLUMNS)
     for g in rows:
         r, o = g.result, g.override
         writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
-                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", r.source, r.reason or "",
-                         r.submitted_at or "", "" if r.late_days is None else r.late_days,
-                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, o.note or ""])
+                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
+                         _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, _cell(o.note or "")])
+    for account in missing:
+        writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"] + [""] * 7)
     return buffer.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet will not run as a formula (a student's exception message can start with =)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _blank(value: int | None) -> str:
@@ -92,12 +101,16 @@ def _blank(value: int | None) -> str:
 
 
 def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]],
-                        overrides: dict[str, Override] | None = None) -> None:
+                        overrides: dict[str, Override] | None = None, roster: Roster | None = None) -> None:
     """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results and the
-    TA's overrides; OUT/skipped.json keeps the files not graded, for `grader report` to show again."""
+    TA's overrides; with a roster, OUT/canvas.csv and OUT/moodle.csv for the columns it has;
+    OUT/skipped.json keeps the files not graded, for `grader report` to show again."""
     rows = grades(results, overrides or {})
     write_atomic(out / "skipped.json", json.dumps(skipped).encode())
-    (out / "gradebook.csv").write_text(gradebook_csv(rows), encoding="utf-8")
+    absent = missing(roster, rows) if roster else []
+    (out / "gradebook.csv").write_text(gradebook_csv(rows, absent), encoding="utf-8")
+    for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
+        (out / name).write_text(text, encoding="utf-8")
     (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped), encoding="utf-8")
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
@@ -106,7 +119,7 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
                                                            encoding="utf-8")
 
 
-def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override]) -> int:
+def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:
     """Every page and export again from OUT/results/*.json and the overrides, running nothing;
     returns how many results were read (a damaged one is skipped and listed)."""
     results, skipped = [], []
@@ -120,5 +133,5 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override]) -> int:
         skipped += [(str(name), str(why)) for name, why in stored]
     except (OSError, ValueError, TypeError):
         pass
-    write_batch_reports(out, results, rubric, skipped, overrides)
+    write_batch_reports(out, results, rubric, skipped, overrides, roster)
     return len(results)

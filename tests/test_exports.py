@@ -1,0 +1,72 @@
+"""Grades out: Canvas's and Moodle's import CSVs from a roster, a roster student without a
+submission shown as missing, and no student text a spreadsheet would run as a formula."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.batch import grade_directory
+from grader.cli import ExitCode, main
+from grader.errors import GraderError
+from grader.executor import LocalExecutor
+from grader.exports import load_roster
+from grader.grade import Context
+from grader.overrides import for_batch
+from grader.slots import plan_slots
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROSTER = ("Student,ID,SIS User ID,SIS Login ID,Section,Email address,account\n"
+          "\"Wang, Amy\",101,S001,amy01,Sec A,amy@uni.edu,amy01\n"
+          "Bob Lee,102,S002,bob02,Sec A,bob@uni.edu,bob02\n"
+          "Cat Chen,103,S003,cat03,Sec B,cat@uni.edu,cat03\n")
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_canvas_and_moodle_files_from_a_roster(tmp_path: Path, tiny_context: Context) -> None:
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for account in ("amy01", "bob02"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", folder / f"HW3_{account}.py")
+    (tmp_path / "roster.csv").write_text(ROSTER)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overrides.yaml").write_text("amy01: {report_points: 35, note: '=HYPERLINK(\"http://x\")'}\n")
+    static = dataclasses.replace(tiny_context, dataset=None)
+    grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)),
+                    overrides=for_batch(out, None, static.rubric), roster=load_roster(tmp_path / "roster.csv"))
+    canvas = _read(out / "canvas.csv")
+    assert list(canvas[0]) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "HW3"]
+    by_login = {row["SIS Login ID"]: row for row in canvas}
+    assert by_login["amy01"]["HW3"] == "35" and by_login["amy01"]["Student"] == "Wang, Amy"
+    assert by_login["bob02"]["HW3"] == "0" and by_login["cat03"]["HW3"] == ""  # no submission: no grade
+    moodle = _read(out / "moodle.csv")
+    assert list(moodle[0]) == ["Email address", "HW3", "Feedback"]
+    assert {r["Email address"]: r["Feedback"] for r in moodle}["cat@uni.edu"] == "missing: no submission"
+    book = {r["account"]: r for r in _read(out / "gradebook.csv")}
+    assert book["cat03"]["status"] == "missing" and book["cat03"]["reason"] == "no submission found"
+    assert book["amy01"]["override_note"].startswith("'=HYPERLINK")  # text, not a formula
+
+    (out / "canvas.csv").unlink()
+    assert main(["report", str(out), "--roster", str(tmp_path / "roster.csv")]) == ExitCode.OK
+    assert _read(out / "canvas.csv") == canvas
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("Student,ID\nA,1\n", "no `account` column"),
+    ("account,Name\namy01,Amy\n", "neither Canvas's columns"),
+    ("account,Username\namy01,a\namy01,b\n", "account amy01 appears twice (line 3)"),
+])
+def test_a_wrong_roster_is_one_line(tmp_path: Path, text: str, says: str) -> None:
+    (tmp_path / "r.csv").write_text(text)
+    with pytest.raises(GraderError, match=re.escape(says)):
+        load_roster(tmp_path / "r.csv")
