@@ -16,6 +16,7 @@ from pathlib import Path
 from grader.errors import DataError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 # sha256 of the four uncompressed IDX files (the same bytes whatever the .gz around them).
 FILES = {

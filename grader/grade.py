@@ -138,6 +138,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         report_pdf=sub.report.name if sub.report else None,
         submitted_at=sub.submitted.at.isoformat(timespec="seconds") if sub.submitted else None,
         late_days=late_days,
+        confusion=measurement.confusion if measurement and accuracy is not None else None,
         peak_memory_mb=run.record.peak_memory_mb if run else None,
     )
 

@@ -199,4 +199,14 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
     elif reported is not None and abs(reported - accuracy) > tolerance:
         flags.append("reported-accuracy-mismatch")
         notes.append(f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%")
-    return Measurement(accuracy, reported, correct, total, source, tuple(flags), tuple(notes), None)
+    return Measurement(accuracy, reported, correct, total, source, tuple(flags), tuple(notes), None,
+                       confusion(predictions, labels, classes))
+
+
+def confusion(predictions: list[int], labels: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
+    """Counts by (true class, predicted class) of the graded predictions."""
+    counts = [[0] * classes for _ in range(classes)]
+    for predicted, truth in zip(predictions, labels):
+        if 0 <= predicted < classes and 0 <= truth < classes:
+            counts[truth][predicted] += 1
+    return tuple(tuple(row) for row in counts)

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from grader.resources import shipped
+from grader.class_summary import summarize
+from grader.data import CLASS_NAMES
 from grader.exports import Roster, lms_files, missing
 from grader.overrides import Grade, Override, grades
 from grader.results import Result, write_atomic
@@ -34,6 +37,8 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$@:])")
 def _printable(value: Any) -> Any:
     """Every value rendered loses its control characters (a student's ANSI or OSC escape sequence
     never reaches the TA's terminal); pages also escape all markup (autoescape on every .html.j2)."""
+    if isinstance(value, Markup):  # the grader's own markup (an SVG plot it drew), never a student's text
+        return value
     return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value) if isinstance(value, str) else value
 
 
@@ -111,12 +116,13 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     (out / "gradebook.csv").write_text(gradebook_csv(rows, absent), encoding="utf-8")
     for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
         (out / name).write_text(text, encoding="utf-8")
-    (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped), encoding="utf-8")
+    (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
+                                           summary=summarize(rows, rubric)), encoding="utf-8")
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
-        (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric),
-                                                           encoding="utf-8")
+        (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
+                                                                  classes=CLASS_NAMES), encoding="utf-8")
 
 
 def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:

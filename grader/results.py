@@ -67,6 +67,7 @@ class Measurement:
     flags: tuple[str, ...]
     notes: tuple[str, ...]
     problem: str | None = None  # why there is no accuracy, when the run itself went fine
+    confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class] of the graded predictions
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Result:
     cache_key: str | None = None  # what it was graded from; a batch re-run reuses it while this matches
     submitted_at: str | None = None  # ISO time it came in (commit or file time), where known
     late_days: int | None = None  # started days after the rubric's deadline (0: on time); None: no deadline
+    confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class], where measured
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,6 +119,8 @@ class Result:
         fields["checks"] = tuple(Check(**c) for c in fields.get("checks", []))
         fields["flags"] = tuple(fields.get("flags", []))
         fields["notes"] = tuple(fields.get("notes", []))
+        if fields.get("confusion") is not None:
+            fields["confusion"] = tuple(tuple(int(n) for n in row) for row in fields["confusion"])
         return cls(**fields)
 
     def write(self, path: Path) -> None:

@@ -32,6 +32,7 @@ class AccuracyPolicy:
     bonus: Threshold
     report_points: int
     mismatch_tolerance: float
+    borderline_margin: float = 0.3  # points from a threshold within which a result is listed as borderline
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def _accuracy(fields: _Fields) -> AccuracyPolicy:
         bonus=_threshold(fields.get("bonus"), "accuracy.bonus"),
         report_points=fields.integer("report_points"),
         mismatch_tolerance=fields.number("mismatch_tolerance"),
+        borderline_margin=fields.number("borderline_margin") if "borderline_margin" in fields.data else 0.3,
     )
 
 

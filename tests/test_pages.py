@@ -1,0 +1,61 @@
+"""The class page and a student page in a real headless Chromium: they render (screenshots taken,
+not blank), run no failing script, carry the plot inline with its text alternative, and show the
+bands, the borderline list, the review list and the per-class matrix."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grader.report import write_batch_reports
+from grader.results import Check, Result, Status
+from grader.rubric import Rubric
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+
+
+def _class() -> list[Result]:
+    rng = random.Random(3)
+    results = []
+    for i, accuracy in enumerate([55.72, 88.95, 89.10, 90.08, 84.20, 79.90, None]):
+        confusion = None if accuracy is None else tuple(
+            tuple(900 if row == column else rng.randint(0, 30) for column in range(10)) for row in range(10))
+        results.append(Result(
+            student=f"s{i}", source=f"HW3_s{i}.ipynb", status=Status.GRADED if accuracy else Status.ERROR,
+            accuracy=accuracy, reported_accuracy=accuracy, score=0, max_score=60, bonus=0,
+            checks=(Check("epochs", True, "n_epochs = 10 and the training loop runs it", f"HW3_s{i}.ipynb", 3, 2),),
+            flags=("reported-accuracy-mismatch",) if i == 3 else (), duration_s=50.0,
+            reason=None if accuracy else "cell 4 raised RuntimeError: <script>alert(1)</script>", confusion=confusion))
+    return results
+
+
+def _browse(page: Path, screenshot: Path) -> tuple[str, str]:
+    """(the rendered DOM, what the browser logged), and a screenshot of the page."""
+    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    shown = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    subprocess.run([*common, "--window-size=1200,2000", f"--screenshot={screenshot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    return shown.stdout, shown.stderr
+
+
+def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: Rubric) -> None:
+    write_batch_reports(tmp_path, _class(), rubric, [("notes.txt", "name matches no pattern")])
+    index, log = _browse(tmp_path / "index.html", tmp_path / "index.png")
+    assert "Uncaught" not in log and ":CONSOLE" not in log  # the sorting script ran without an error
+    assert '<figure role="img" aria-label="Histogram of the measured test accuracies' in index and "<svg" in index
+    assert "84% to 89%: 50 points" in index and "not measured" in index
+    borderline = index[index.index("Borderline"):index.index("Review first")]
+    assert 'href="students/s1.html"' in borderline and "-0.05 from 89.0%" in borderline
+    assert 'href="students/s0.html"' not in borderline  # 55.72% is near no threshold
+    review = index[index.index("Review first"):index.index("All submissions")]
+    assert "s3" in review and "s6" in review and "&lt;script&gt;alert(1)&lt;/script&gt;" in review
+    student, log = _browse(tmp_path / "students" / "s3.html", tmp_path / "s3.png")
+    assert "Uncaught" not in log and "Per class" in student and "9 Ankle boot" in student
+    for screenshot in (tmp_path / "index.png", tmp_path / "s3.png"):
+        data = screenshot.read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a page, not a blank screen
