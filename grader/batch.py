@@ -18,7 +18,8 @@ from grader.mail import is_mail, unpack_mail
 from grader.overrides import Override
 from grader.report import write_batch_reports
 from grader.results import Result, failed_result, write_atomic
-from grader.submission import Arrival, discover
+from grader.similarity import save as save_pairs, similar_pairs
+from grader.submission import Arrival, discover, read_submission
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         raise SubmissionError(
             f"{directory}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
         )
+    policy = rubric.similarity
+    save_pairs(out, similar_pairs(list(found.submissions), read_submission(rubric.template), policy.threshold,
+                                  policy.min_lines))
     roots = (root, *unpacked)
     skipped = tuple((_shown(p, roots), f"name matches no pattern ({rubric.files.notebook})") for p in found.unmatched)
     skipped += tuple((_shown(p, roots), why) for p, why in found.set_aside)

@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from grader.resources import shipped
+from grader import similarity
 from grader.class_summary import summarize
 from grader.data import CLASS_NAMES
 from grader.exports import Roster, lms_files, missing
@@ -116,8 +117,13 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     (out / "gradebook.csv").write_text(gradebook_csv(rows, absent), encoding="utf-8")
     for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
         (out / name).write_text(text, encoding="utf-8")
+    pairs = similarity.load(out)
     (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
-                                           summary=summarize(rows, rubric)), encoding="utf-8")
+                                           summary=summarize(rows, rubric), pairs=pairs), encoding="utf-8")
+    similar = out / "similar"
+    similar.mkdir(exist_ok=True)
+    for pair in pairs:
+        (similar / f"{pair.a}--{pair.b}.html").write_text(render("similar.html.j2", p=pair, rubric=rubric), encoding="utf-8")
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:

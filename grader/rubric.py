@@ -36,6 +36,12 @@ class AccuracyPolicy:
 
 
 @dataclass(frozen=True)
+class SimilarityPolicy:
+    threshold: float = 0.85  # Jaccard of two submissions' own statements (the template's left out)
+    min_lines: int = 8  # statements of its own a submission needs to be compared at all
+
+
+@dataclass(frozen=True)
 class FilePatterns:
     notebook: str
     script: str
@@ -79,6 +85,7 @@ class Rubric:
     allowed_packages: tuple[str, ...]
     path: Path
     deadline: datetime | None = None  # timezone-aware; None: no deadline
+    similarity: SimilarityPolicy = SimilarityPolicy()
     late: LatePolicy = LatePolicy()
 
 
@@ -218,6 +225,16 @@ def _deadline(value: Any) -> datetime | None:
     return parsed
 
 
+def _similarity(top: _Fields) -> SimilarityPolicy:
+    if "similarity" not in top.data:
+        return SimilarityPolicy()
+    fields = top.sub("similarity")
+    threshold = fields.number("threshold")
+    if threshold > 1:
+        raise RubricError(f"rubric: similarity.threshold must be between 0 and 1, got {threshold:g}")
+    return SimilarityPolicy(threshold, fields.integer("min_lines", minimum=1))
+
+
 def _late(top: _Fields) -> LatePolicy:
     if "late" not in top.data:
         return LatePolicy()
@@ -262,6 +279,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
         path=path,
         deadline=_deadline(top.data.get("deadline")),
         late=_late(top),
+        similarity=_similarity(top),
     )
 
 

@@ -282,7 +282,7 @@ def _is_export_noise(node: ast.stmt) -> bool:
     return isinstance(value, ast.Call) and "get_ipython()" in ast.unparse(value.func)
 
 
-def _comparable_lines(sub: Submission) -> list[str]:
+def comparable_lines(sub: Submission) -> list[str]:
     """The program's statements in one normal form (ast.unparse), so that formatting, comments,
     cell markers and what an export adds do not count as differences."""
     lines = []
@@ -305,7 +305,7 @@ def twin_difference(sub: Submission) -> str | None:
         twin = read_submission(sub.script, sub.account)
     except SubmissionError as exc:
         return f"{sub.script.name} kept beside the notebook could not be compared: {exc}"
-    ours, theirs = _comparable_lines(sub), _comparable_lines(twin)
+    ours, theirs = comparable_lines(sub), comparable_lines(twin)
     if ours == theirs:
         return None
     changed = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in
