@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import platform
 from pathlib import Path
 
 import grader
+from grader.environment import installed_version
 from grader.grade import Context
 from grader.results import Result
 from grader.submission import Submission
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _code_digest() -> str:
@@ -31,8 +24,8 @@ def _code_digest() -> str:
 
 def environment_key(device_kind: str) -> str:
     """What, besides the submission and the rubric, can change a grade: versions, code and device kind."""
-    return "|".join([grader.__version__, _code_digest(), platform.python_version(), _version("torch"),
-                     _version("torchvision"), device_kind])
+    return "|".join([grader.__version__, _code_digest(), platform.python_version(), installed_version("torch"),
+                     installed_version("torchvision"), device_kind])
 
 
 def batch_key(context: Context, environment: str) -> str:

@@ -4,6 +4,7 @@ them are missing here, and installing the allowed ones (outside the sandbox, bef
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import importlib.util
 import re
 import shlex
@@ -59,6 +60,14 @@ def scan(submissions: tuple[Submission, ...]) -> tuple[Need, ...]:
     return tuple(Need(module, _MODULE_PACKAGES.get(module, module.replace("_", "-")), tuple(sorted(students)),
                       importlib.util.find_spec(module) is not None)
                  for module, students in sorted(users.items(), key=lambda item: (-len(item[1]), item[0])))
+
+
+def installed_version(package: str) -> str:
+    """The version of ``package`` installed here, or "absent"."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def install(packages: list[str]) -> int:

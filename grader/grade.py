@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.data import Dataset, kernel_view, label_copies
 from grader.deadline import apply as apply_late, days_late, describe
+from grader.environment import installed_version
 from grader.errors import GraderError
 from grader.gpus import Gpu, find as find_gpu
 from grader.reference import FrozenFacts
@@ -154,4 +155,12 @@ def grade_submission(sub: Submission, context: Context, rundir: Path, keep_execu
     if keep_executed is not None and run.record.executed_notebook is not None:
         keep_executed.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.record.executed_notebook, keep_executed)
-    return assemble(sub, static, run, context)
+    return replace(assemble(sub, static, run, context), environment=_environment(context, slot))
+
+
+def _environment(context: Context, slot: Slot | None) -> str:
+    """One line: the stack and the share of the machine the notebook ran with."""
+    versions = ", ".join(f"{p} {installed_version(p)}" for p in ("torch", "torchvision"))
+    device = f"GPU {slot.gpu}" if slot and slot.gpu else f"CPU, {slot.threads if slot else context.rubric.cpu_threads} threads"
+    return f"{versions}; {device}; seed {context.rubric.seed}; {'sandboxed' if context.sandboxed else 'not sandboxed'}"
+

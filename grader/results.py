@@ -28,6 +28,7 @@ class Check:
     cell: int | None = None
     line: int | None = None
     stage: str = "static"  # "static" (the code as written) or "run" (what the run recorded)
+    excerpt: tuple[tuple[int, str], ...] = ()  # (line as the student counts it, its text) around ``line``
 
     @property
     def violated(self) -> bool:
@@ -103,6 +104,7 @@ class Result:
     submitted_at: str | None = None  # ISO time it came in (commit or file time), where known
     late_days: int | None = None  # started days after the rubric's deadline (0: on time); None: no deadline
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class], where measured
+    environment: str | None = None  # what ran it: torch, torchvision, device, threads, seed
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -116,7 +118,8 @@ class Result:
     def from_json(cls, data: dict[str, Any]) -> Result:
         fields = dict(data)
         fields["status"] = Status(fields["status"])
-        fields["checks"] = tuple(Check(**c) for c in fields.get("checks", []))
+        fields["checks"] = tuple(Check(**{**c, "excerpt": tuple((int(n), str(t)) for n, t in c.get("excerpt", ()))})
+                                 for c in fields.get("checks", []))
         fields["flags"] = tuple(fields.get("flags", []))
         fields["notes"] = tuple(fields.get("notes", []))
         if fields.get("confusion") is not None:

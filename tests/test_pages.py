@@ -59,3 +59,25 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     for screenshot in (tmp_path / "index.png", tmp_path / "s3.png"):
         data = screenshot.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a page, not a blank screen
+
+
+def test_a_broken_rule_shows_its_lines_and_the_page_names_the_environment(tmp_path: Path, rubric: Rubric,
+                                                                          tiny_context: object) -> None:
+    import dataclasses
+
+    from grader.batch import grade_directory
+    from grader.executor import LocalExecutor
+    from grader.slots import plan_slots
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    code = (Path(__file__).parent / "fixtures" / "HW3_tinyok.py").read_text()
+    (folder / "HW3_bo.py").write_text(code.replace("n_epochs = 10", "n_epochs = 12  # <b>more</b>"))
+    out = tmp_path / "out"
+    static = dataclasses.replace(tiny_context, dataset=None)  # type: ignore[type-var]
+    grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
+    page = (out / "students" / "bo.html").read_text()
+    line = next(n for n, text in enumerate(code.splitlines(), 1) if "n_epochs = 10" in text)
+    assert f'<span class="hit">{line:4d}  n_epochs = 12  # &lt;b&gt;more&lt;/b&gt;</span>' in page
+    assert "not run (static checks only)" in page and 'href="../results/bo.json"' in page
+    assert "<b>0 points</b>" in page

@@ -39,7 +39,16 @@ def static_check(sub: Submission, rule: str, parsed: ParsedCell | None, node: as
     file_line = cell.first_line + line - 1 if line and sub.path.suffix == ".py" else line
     where = sub.where(cell, line)
     return Check(rule, ok, f"{where}: {message}" if ok is False else message, sub.path.name,
-                 cell.number if sub.path.suffix == ".ipynb" else None, file_line)
+                 cell.number if sub.path.suffix == ".ipynb" else None, file_line,
+                 excerpt=_excerpt(cell.source, line, file_line) if ok is False and line else ())
+
+
+def _excerpt(source: str, line: int, shown: int | None, around: int = 2) -> tuple[tuple[int, str], ...]:
+    """The lines around ``line`` of a cell, numbered as the student counts them (``shown`` for ``line``)."""
+    lines = source.splitlines()
+    offset = (shown or line) - line
+    first, last = max(1, line - around), min(len(lines), line + around)
+    return tuple((n + offset, lines[n - 1][:300]) for n in range(first, last + 1))
 
 
 def assignments(cells: tuple[ParsedCell, ...], name: str) -> list[tuple[ParsedCell, ast.AST, ast.AST | None]]:
