@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from grader.data import Dataset, kernel_view, label_copies
 from grader.deadline import apply as apply_late, days_late, describe
@@ -15,6 +16,7 @@ from grader.reference import FrozenFacts
 from grader.results import Check, ExecutionRecord, Measurement, Result, StaticReport, Status
 from grader.rubric import Rubric
 from grader.rules import Finding, check_static, disagreements
+from grader.run_facts import training_curve
 from grader.slots import Slot
 from grader.score import score
 from grader.submission import Submission, twin_difference
@@ -39,6 +41,7 @@ class Run:
     measurement: Measurement
     checks: tuple[Check, ...]
     findings: tuple[Finding, ...] = ()  # flags the rules raise without a verdict, with their notes
+    curve: dict[str, Any] | None = None  # the graded model's training curve, where the probe saw one
 
 
 def _gpu(slot: Slot | None) -> Gpu | None:
@@ -82,7 +85,9 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     measurement = measure(record, record.probe, view.labels(context.dataset.test_labels()),
                           rubric.accuracy.mismatch_tolerance, compare_reported=not rubric.hide_test_labels,
                           training=facts.training if facts else None)
-    return Run(record, measurement, check_runtime(facts, context.facts, rubric), findings(facts, context.facts, rubric))
+    curve = training_curve(record.probe, facts.training) if facts is not None and record.probe is not None else None
+    return Run(record, measurement, check_runtime(facts, context.facts, rubric), findings(facts, context.facts, rubric),
+               curve)
 
 
 def _at_error(run: Run) -> tuple[float | None, str | None, tuple[str, ...]]:
@@ -140,6 +145,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
         submitted_at=sub.submitted.at.isoformat(timespec="seconds") if sub.submitted else None,
         late_days=late_days,
         confusion=measurement.confusion if measurement and accuracy is not None else None,
+        curve=run.curve if run else None,
         peak_memory_mb=run.record.peak_memory_mb if run else None,
     )
 

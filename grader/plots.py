@@ -46,3 +46,31 @@ def accuracy_histogram(accuracies: Sequence[float], rubric: Rubric) -> Markup:
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         figure.tight_layout()
         return _svg(figure)
+
+
+def training_curve(curve: dict[str, object]) -> Markup:
+    """The graded model's training loss (left axis) and learning rate (right axis) per optimizer step,
+    with a light line where each pass over the training data (epoch) began."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    every, first = int(str(curve["every"])), int(str(curve["first_step"]))
+    loss, lr = list(curve["loss"]), list(curve["lr"])  # type: ignore[call-overload]
+    steps = [first + every * i for i in range(len(loss))]
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 9}):
+        figure = Figure(figsize=(7, 2.6))
+        axes = figure.add_subplot()
+        for start in curve["epochs"]:  # type: ignore[attr-defined]
+            axes.axvline(start, color="#dddddd", linewidth=0.8)
+        axes.plot([s for s, v in zip(steps, loss) if v is not None], [v for v in loss if v is not None],
+                  color="#4c78a8", linewidth=1.2, label="training loss")
+        axes.set_xlabel("optimizer step (grey lines: a pass over the training data began)")
+        axes.set_ylabel("training loss")
+        rate = axes.twinx()
+        rate.plot([s for s, v in zip(steps, lr) if v is not None], [v for v in lr if v is not None],
+                  color="#e45756", linewidth=1, linestyle="--", label="learning rate")
+        rate.set_ylabel("learning rate")
+        handles = [*axes.get_lines()[-1:], *rate.get_lines()]
+        axes.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
+        figure.tight_layout()
+        return _svg(figure)

@@ -19,6 +19,7 @@ from grader.class_summary import summarize
 from grader.data import CLASS_NAMES
 from grader.exports import Roster, lms_files, missing
 from grader.overrides import Grade, Override, grades
+from grader.plots import training_curve
 from grader.results import Result, write_atomic
 from grader.rubric import Rubric
 
@@ -127,8 +128,9 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
+        curve = training_curve(g.result.curve) if g.result.curve else None
         (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
-                                                                  classes=CLASS_NAMES), encoding="utf-8")
+                                                                  classes=CLASS_NAMES, curve=curve), encoding="utf-8")
 
 
 def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:

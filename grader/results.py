@@ -105,6 +105,7 @@ class Result:
     late_days: int | None = None  # started days after the rubric's deadline (0: on time); None: no deadline
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class], where measured
     environment: str | None = None  # what ran it: torch, torchvision, device, threads, seed
+    curve: dict[str, Any] | None = None  # the graded model's loss and learning rate per step (run_facts.training_curve)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

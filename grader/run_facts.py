@@ -10,6 +10,7 @@ here, where the notebook cannot change them.
 from __future__ import annotations
 
 import base64
+import math
 import binascii
 from dataclasses import dataclass
 from typing import Any
@@ -223,3 +224,34 @@ def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None
         if isinstance(item, dict) and item.get("param") in params and (integer(item.get("step")) or 0) >= facts.last_step:
             return integer(item.get("step"))
     return None
+
+
+def _series(value: Any, length: int) -> list[float | None] | None:
+    if not isinstance(value, list) or len(value) != length:
+        return None
+    clean: list[float | None] = []
+    for v in value:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        clean.append(float(v) if ok else None)
+    return clean
+
+
+def training_curve(record: dict[str, Any], facts: Training) -> dict[str, Any] | None:
+    """The graded model's optimizer (the one with the most steps) as the probe recorded it: the loss
+    and the learning rate as means over ``every`` steps from ``first_step``, and the steps at which
+    each training pass (epoch) began. None without one, or when the record is not well formed."""
+    opts = optimizers(record)
+    params = graded_params(record)
+    own = [s for s, o in opts.items() if o.params & params and o.steps]
+    if not own:
+        return None
+    serial = max(own, key=lambda s: opts[s].steps)
+    raw = record["optimizers"][str(serial)].get("curve")
+    every = raw.get("every") if isinstance(raw, dict) else None
+    if type(every) is not int or every < 1 or not isinstance(raw.get("loss"), list) or len(raw["loss"]) > 2000:
+        return None
+    loss, lr = _series(raw.get("loss"), len(raw["loss"])), _series(raw.get("lr"), len(raw["loss"]))
+    if loss is None or lr is None or not any(v is not None for v in loss + lr):
+        return None
+    return {"every": every, "first_step": opts[serial].first_step, "loss": loss, "lr": lr,
+            "epochs": [p.start_step for p in facts.passes]}

@@ -60,6 +60,12 @@ def test_tiny_training_is_graded_from_the_students_own_test_pass(tmp_path: Path,
     executed = nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4)
     assert len(executed.cells) == len(sub.cells)  # the probe's cells are not in the saved notebook
     assert "Test Accuracy (Overall)" in json.dumps(executed.cells[-1].outputs)
+    # What the grader recorded of the training itself: the loss at each step, the rate, where epochs began.
+    curve = result.curve
+    assert curve is not None and curve["every"] == 1 and len(curve["loss"]) == len(curve["lr"]) == 10 * 24
+    assert curve["loss"][-1] < curve["loss"][0] / 10 and set(curve["lr"]) == {0.001}
+    assert curve["epochs"] == [24 * epoch for epoch in range(10)]
+    assert sum(map(sum, result.confusion or ())) == 200 and result.environment and "seed 0" in result.environment
 
 
 def test_printed_accuracy_is_not_believed(tmp_path: Path, run_context: Context) -> None:

@@ -24,6 +24,7 @@ from grader.probe.content import ImageIndex, Match
 from grader.probe.identity import Serials
 
 MAX_EXPORTED_PREDICTIONS = 50  # test passes whose predictions are exported (the last ones)
+MAX_CURVE_POINTS = 600  # points of a loss or learning-rate curve (means over steps)
 
 
 def bitmap(mask: torch.Tensor) -> str:
@@ -84,6 +85,23 @@ class TestPass:
         return record
 
 
+def curve(points: list[tuple[torch.Tensor | None, float | None]], most: int = MAX_CURVE_POINTS) -> dict[str, Any]:
+    """An optimizer's loss and learning rate per step, as means over ``every`` steps (at most ``most`` points)."""
+    every = max(1, -(-len(points) // most))
+    values = [loss for loss, _ in points if loss is not None]
+    losses = iter(torch.stack([v.float().cpu() for v in values]).tolist() if values else [])  # one copy off the device
+    flat = [(next(losses) if loss is not None else None, lr) for loss, lr in points]
+
+    def means(column: int) -> list[float | None]:
+        out: list[float | None] = []
+        for start in range(0, len(flat), every):
+            chunk = [float(v) for v in (row[column] for row in flat[start:start + every]) if v is not None]
+            out.append(sum(chunk) / len(chunk) if chunk else None)
+        return out
+
+    return {"every": every, "loss": means(0), "lr": means(1)}
+
+
 class Recorder:
     def __init__(self, index: ImageIndex, classes: int, serials: Serials) -> None:
         self.index = index
@@ -110,6 +128,8 @@ class Recorder:
         self._open: dict[tuple[int, int], TestPass] = {}
         self._depth = 0
         self._pending: tuple[Match, int] | None = None
+        self._loss: torch.Tensor | None = None  # the last loss: a scalar with a gradient from an outermost call
+        self.curves: dict[int, list[tuple[torch.Tensor | None, float | None]]] = {}  # optimizer -> (loss, lr) per step
 
     # -- module calls ------------------------------------------------------------------------
     def module_serial(self, module: torch.nn.Module) -> int:
@@ -143,6 +163,9 @@ class Recorder:
 
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self._depth = max(0, self._depth - 1)
+        if (not self._depth and not self.internal and not self.fetching and isinstance(output, torch.Tensor)
+                and output.dim() == 0 and output.requires_grad):
+            self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
         if self._depth or self._pending is None or self.internal or self.fetching:
             return
         if isinstance(output, (tuple, list)) and output:
@@ -230,6 +253,9 @@ class Recorder:
             entry["params"] = params
         entry["steps"] += 1
         entry["last_step"] = self.steps
+        lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+        self.curves.setdefault(serial, []).append((self._loss, float(lr) if isinstance(lr, (int, float, torch.Tensor)) else None))
+        self._loss = None
         since = entry.get("clock", 0)  # a step counts for the passes that drew a batch since its previous step
         for track in (self.loader, self._content[True]):
             if track is not None and track.last_batch > since:
@@ -253,6 +279,6 @@ class Recorder:
             "test_size": self.index.sizes.get("test"),
             "train_passes": [p.export() for p in self.train_passes[-2000:]],
             "test_passes": [p.export(id(p) in keep) for p in self.test_passes[-2000:]],
-            "optimizers": {str(k): v for k, v in self.optimizers.items()},
+            "optimizers": {str(k): {**v, "curve": curve(self.curves.get(k, []))} for k, v in self.optimizers.items()},
             "loads": self.loads[-1000:],
         }
