@@ -63,4 +63,15 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
     assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
     assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 6
+    # The pages a TA opens first, in a real browser: the class histogram, and the solution's curve and matrix.
+    index, page = (out / "index.html").read_text(), (out / "students" / "M112rhyang.html").read_text()
+    assert "Histogram of the measured test accuracies" in index and "<svg" in index
+    assert "Training, as the grader saw it" in page and "Per class" in page and "9 Ankle boot" in page
+    chromium = shutil.which("chromium")
+    if chromium is not None:
+        for html in (out / "index.html", out / "students" / "M112rhyang.html"):
+            shot = html.with_suffix(".png")
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000",
+                            f"--screenshot={shot}", html.as_uri()], capture_output=True, timeout=120, check=True)
+            assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
     assert len(list((out / "executed").glob("*.ipynb"))) == 6
