@@ -22,11 +22,15 @@ def _grader(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path) -> None:
-    """One real class, two jobs at a time: the four shipped submissions (the reference solution among
-    them), and two legal notebooks that once scored 10.01% (0/60): a TensorDataset normalized by hand,
-    and the whole test set in one forward call, which must be measured as they count."""
+    """One real class, two jobs at a time: two shipped submissions (the template as handed out, and the
+    reference solution with its .py twin and report), and two legal notebooks that once scored 10.01%
+    (0/60): a TensorDataset normalized by hand, and the whole test set in one forward call, which must
+    be measured as they count. (The shipped violation and the notebook that prints 95% are judged on
+    the tiny data in test_batch and test_execute: the same mechanisms, without two more real trainings.)"""
     batch = tmp_path / "class"
-    shutil.copytree(ROOT / "submissions", batch)
+    batch.mkdir()
+    for name in ("HW3_baseline01.ipynb", "HW3_M112rhyang.ipynb", "HW3_M112rhyang.py", "HW3_Report_M112rhyang.pdf"):
+        shutil.copy2(ROOT / "submissions" / name, batch / name)
     patterns = ROOT / "tests" / "fixtures" / "patterns"
     shutil.copy(patterns / "HW3_tensordataset.py", batch / "HW3_tds.py")
     shutil.copy(patterns / "HW3_one_call_eval.py", batch / "HW3_onecall.py")
@@ -34,7 +38,7 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     done = _grader("grade", str(batch), "--out", str(out), "--jobs", "2")
     assert done.returncode == 0, done.stderr
     results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
-    assert set(results) == {"baseline01", "M112rhyang", "wideboy", "bragger", "tds", "onecall"}
+    assert set(results) == {"baseline01", "M112rhyang", "tds", "onecall"}
 
     baseline = results["baseline01"]  # the template as handed out
     assert baseline["status"] == "graded" and 50 <= baseline["accuracy"] <= 61 and baseline["score"] == 0
@@ -45,16 +49,6 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     assert abs(solution["reported_accuracy"] - solution["accuracy"]) <= 0.01 and solution["flags"] == []
     assert solution["report_pdf"] == "HW3_Report_M112rhyang.pdf"
 
-    wide = results["wideboy"]  # fc1 widened to 1024: a violation, accuracy still measured
-    assert wide["status"] == "violation" and wide["score"] == 0 and wide["accuracy"] is not None
-    layers = next(c for c in wide["checks"] if c["id"] == "linear_layers")
-    assert layers["ok"] is False and layers["cell"] is not None and layers["line"] is not None
-
-    bragger = results["bragger"]  # a Colab .py export that prints 95% but trains the baseline
-    assert bragger["reported_accuracy"] == 95.0
-    assert abs(bragger["accuracy"] - baseline["accuracy"]) < 0.01 and bragger["score"] == 0
-    assert "reported-accuracy-mismatch" in bragger["flags"]
-
     for account in ("tds", "onecall"):
         result = results[account]
         assert result["status"] == "graded" and result["measured_by"] == "student-test-pass", result
@@ -62,7 +56,7 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
 
     rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
     assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"
-    assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 6
+    assert (out / "index.html").is_file() and len(list((out / "students").glob("*.html"))) == 4
     # The pages a TA opens first, in a real browser: the class histogram, and the solution's curve and matrix.
     index, page = (out / "index.html").read_text(), (out / "students" / "M112rhyang.html").read_text()
     assert "Histogram of the measured test accuracies" in index and "<svg" in index
