@@ -145,11 +145,7 @@ def _check(args: argparse.Namespace) -> ExitCode:
     from grader.report import check_text
     from grader.submission import read_submission
 
-    unsandboxed = _sandbox_reason(args) if args.run else None
-    if unsandboxed:  # a student's own code on their own machine: fine, but say so
-        print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
-    context = _context(args, args.run, sandboxed=args.run and unsandboxed is None)
-    _limits_notice(context.sandboxed)
+    context, slot, how = _own_code(args, args.run)
     package = inspect(args.paths, context.rubric.files) if args.package else None
     if package is not None and package.main is None:
         raise GraderError("no notebook or script to check: " + "; ".join(package.problems))
@@ -159,7 +155,6 @@ def _check(args: argparse.Namespace) -> ExitCode:
     matched = context.rubric.files.account_of(path.name)
     notices = () if matched else (f"the file name should be {context.rubric.files.notebook} (or .py) when you submit",)
     submission = read_submission(path, matched[0] if matched else None)
-    slot = _slots(args, context.rubric)[0] if args.run else None  # the rubric's threads, a GPU if there is one
     with tempfile.TemporaryDirectory(prefix="grader-check-") as work:
         result = grade_submission(submission, context, Path(work), slot=slot)
     if package is not None and args.run:
@@ -172,10 +167,21 @@ def _check(args: argparse.Namespace) -> ExitCode:
                                  "report_accuracy": package.headline.accuracy if package.headline else None}
         print(json.dumps(record, indent=2))
     else:
-        print(check_text(result, context.rubric, _how_it_ran(unsandboxed, slot) if args.run else None, notices, package),
-              end="")
+        print(check_text(result, context.rubric, how, notices, package), end="")
     ok = result.status is Status.GRADED and not (package is not None and package.problems)
     return ExitCode.OK if ok else ExitCode.FAILED
+
+
+def _own_code(args: argparse.Namespace, run: bool) -> tuple[Context, Slot | None, str | None]:
+    """Context, slot and the "ran:" line for one submission that is the user's own code (check, ci):
+    without a sandbox it still runs, and says so. The slot has the rubric's threads, a GPU if there is one."""
+    unsandboxed = _sandbox_reason(args) if run else None
+    if unsandboxed:
+        print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
+    context = _context(args, run, sandboxed=run and unsandboxed is None)
+    _limits_notice(context.sandboxed)
+    slot = _slots(args, context.rubric)[0] if run else None
+    return context, slot, _how_it_ran(unsandboxed, slot) if run else None
 
 
 def _how_it_ran(unsandboxed: str | None, slot: Slot | None) -> str:
@@ -263,16 +269,10 @@ def _ci(args: argparse.Namespace) -> ExitCode:
     from grader import ci
 
     submission = ci.find_submission(args.path, _rubric(args).files)
-    run = not args.static
-    unsandboxed = _sandbox_reason(args) if run else None
-    if unsandboxed:
-        print(f"grader: running without a sandbox ({unsandboxed})", file=sys.stderr)
-    context = _context(args, run, sandboxed=run and unsandboxed is None)
-    _limits_notice(context.sandboxed)
-    slot = _slots(args, context.rubric)[0] if run else None
+    context, slot, how = _own_code(args, not args.static)
     environment = ci.CiEnvironment.of(os.environ, Path.cwd())
     outcome = ci.grade(submission, context, environment, slot)
-    ci.publish(outcome, environment, sys.stdout, _how_it_ran(unsandboxed, slot) if run else None, args.junit)
+    ci.publish(outcome, environment, sys.stdout, how, args.junit)
     return ExitCode.OK if outcome.passed else ExitCode.FAILED
 
 

@@ -68,21 +68,17 @@ def _write(header: list[str], rows: list[list[str]]) -> str:
 
 
 def canvas_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
-    """Canvas's gradebook import: its five identity columns, then the assignment with each total."""
-    absent = [c for c in CANVAS_COLUMNS if c not in roster.columns]
-    if absent:
-        raise GraderError(f"--roster: the Canvas export needs the columns {', '.join(absent)} "
-                          "(download Canvas's gradebook CSV and add an `account` column)")
+    """Canvas's gradebook import: its five identity columns (``lms_files`` checked the roster has
+    them), then the assignment with each total."""
     totals = {g.result.student: str(g.total) for g in graded}
     rows = [[person[c] for c in CANVAS_COLUMNS] + [totals.get(account, "")] for account, person in sorted(roster.people.items())]
     return _write([*CANVAS_COLUMNS, assignment], rows)
 
 
 def moodle_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
-    """Moodle's grade import: the roster's identifier column(s), the grade and a feedback line."""
+    """Moodle's grade import: the roster's identifier column(s) (``lms_files`` checked it has one),
+    the grade and a feedback line."""
     identifiers = [c for c in MOODLE_IDENTIFIERS if c in roster.columns]
-    if not identifiers:
-        raise GraderError(f"--roster: the Moodle export needs one of the columns {', '.join(MOODLE_IDENTIFIERS)}")
     by_account = {g.result.student: g for g in graded}
     rows = []
     for account, person in sorted(roster.people.items()):
