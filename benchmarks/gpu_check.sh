@@ -7,7 +7,9 @@
 # dependencies, pyzmq, tornado, rpds-py, debugpy), data/ (the four FashionMNIST .gz files) and
 # `apt-get download bubblewrap` for a machine without bwrap. Prints, step by step:
 #   1. the machine: GPU, driver, torch, cgroups, what a sandboxed process sees of the GPU;
-#   2. a bare run of tests/fixtures/HW3_cuda.py (python3, no grader) on the GPU;
+#   2. a bare run of tests/fixtures/HW3_cuda.py (python3, no grader) on the GPU, then (bare2) the same
+#      pinned to 2 cores with 2 threads, as a graded job runs (cpu_threads: 2): the like-for-like baseline;
+#      (probe) the same in one process without and with the probe, its hooks timed (benchmarks/probe_cost.py);
 #   3. sandboxed batches of that notebook on the GPU: --per-gpu 1 (2 copies), 8 (8 copies), 4 (4 copies);
 #   4. the same 8 copies on the CPU (--gpus none, cores / cpu_threads jobs);
 # each batch's wall time (EXTRA: more grader arguments; STEPS to run fewer; SKIP_INSTALL, CPU_COPIES for a dry run)
@@ -23,7 +25,7 @@ NOTEBOOK=$ROOT/tests/fixtures/HW3_cuda.py
 step() { echo; echo "== $(date +%T) $*"; }
 elapsed() { python3 -c "import sys, time; print(round(time.time() - int(sys.argv[1]) / 1e9, 1))" "$1"; }
 
-STEPS=" ${STEPS:-machine sandbox bare gpu1 gpu8 gpu4 cpu8} "  # a rerun may name fewer
+STEPS=" ${STEPS:-machine sandbox bare bare2 probe gpu1 gpu8 gpu4 cpu8} "  # a rerun may name fewer
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 
 want machine && {
@@ -71,6 +73,15 @@ want bare && mkdir -p "$WORK/bare" && ln -sfn ~/.cache/grader/fashion-mnist "$WO
 want bare && ( cd "$WORK/bare" && start=$(date +%s%N) && python3 "$NOTEBOOK" | grep -E "device:|Overall" \
   && echo "bare wall: $(elapsed "$start") s" )
 
+want bare2 && step "bare run on the GPU, like a graded job: 2 cores (taskset -c 0,1), 2 threads"
+want bare2 && mkdir -p "$WORK/bare" && ln -sfn ~/.cache/grader/fashion-mnist "$WORK/bare/data"
+want bare2 && ( cd "$WORK/bare" && start=$(date +%s%N) && taskset -c 0,1 env OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 \
+  python3 "$NOTEBOOK" | grep -E "device:|Overall" && echo "bare2 wall: $(elapsed "$start") s" )
+
+want probe && step "the probe's own cost, like a graded job's cores: benchmarks/probe_cost.py bare, then --probe --timed"
+want probe && for mode in "" "--probe --timed"; do taskset -c 0,1 env OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 \
+  python3 benchmarks/probe_cost.py "$NOTEBOOK" $mode | grep -vE "^(Epoch|Test Accuracy of)"; done
+
 batch() {  # name copies grader-arguments...
   local name=$1 copies=$2; shift 2
   local class=$WORK/class-$name out=$WORK/out-$name
@@ -92,10 +103,14 @@ for path in sorted((out / "results").glob("*.json")):
     seen = [line for line in text.splitlines() if line.startswith("device:")][:1]
     print(f"  {r['student']}: {r['status']} acc {r['accuracy']} printed {r['reported_accuracy']} by {r['measured_by']} "
           f"{r['duration_s']} s peak {r['peak_memory_mb']} MB flags {r['flags']} {r['reason'] or ''} {seen}")
+    curve = r.get("curve") or {}
+    print(f"    curve: {len(curve.get('loss', []))} points every {curve.get('every')} steps, loss "
+          f"{[round(x, 3) for x in curve.get('loss', [])[:1] + curve.get('loss', [])[-1:]]}, "
+          f"epochs at {curve.get('epochs', [])[:3]}...; confusion {'yes' if r.get('confusion') else 'no'}")
 EOF
 }
 
-want gpu1 && batch gpu1 2 --per-gpu 1
+want gpu1 && batch gpu1 "${GPU1_COPIES:-2}" --per-gpu 1
 want gpu8 && batch gpu8 8 --per-gpu 8
 want gpu4 && batch gpu4 4 --per-gpu 4
 want cpu8 && batch cpu8 "${CPU_COPIES:-8}" --gpus none

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import grader
@@ -31,9 +32,11 @@ def environment_key(device_kind: str) -> str:
 def batch_key(context: Context, environment: str) -> str:
     """A digest of what every submission of a batch is graded against: the rubric as in effect
     (command-line overrides such as --timeout included), the reference template, the environment
-    and whether runs are sandboxed (read once per batch)."""
+    and whether runs are sandboxed (read once per batch). The rubric's seed policy is left out: it
+    only combines runs already made (grader.seeds), so changing it runs nothing again."""
     digest = hashlib.sha256()
-    for part in (repr(context.rubric).encode(), context.rubric.template.read_bytes(), environment.encode(),
+    rubric = replace(context.rubric, seed_policy="fixed")
+    for part in (repr(rubric).encode(), context.rubric.template.read_bytes(), environment.encode(),
                  str(context.sandboxed).encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()

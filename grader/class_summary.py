@@ -9,6 +9,7 @@ from markupsafe import Markup
 from grader.overrides import Grade
 from grader.results import Status
 from grader.rubric import Rubric
+from grader.score import near_threshold
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,11 @@ def bands(rows: list[Grade], rubric: Rubric) -> tuple[Band, ...]:
 
 def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
     """Results within the rubric's margin of a threshold (the bonus's included), closest first."""
-    policy = rubric.accuracy
-    levels = [t.at_least for t in policy.thresholds] + ([policy.bonus.at_least] if policy.bonus.points else [])
     close = []
     for g in rows:
         a = g.result.accuracy
-        if a is None:
-            continue
-        near = min(levels, key=lambda level: abs(a - level))
-        if abs(a - near) <= policy.borderline_margin:
+        near = None if a is None else near_threshold(rubric, a)
+        if a is not None and near is not None:
             close.append(Borderline(g, near, round(a - near, 2)))
     return tuple(sorted(close, key=lambda b: abs(b.gap)))
 

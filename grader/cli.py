@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                                       "(default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
+    grade.add_argument("--borderline-seeds", type=int, default=0, metavar="K",
+                       help="run each result within the rubric's borderline_margin of a threshold again with K more "
+                            "seeds; the rubric's seed_policy decides its points (default 0: off)")
     grade.add_argument("--overrides", type=Path, metavar="FILE",
                        help="the TA's points, bonus, report points and notes per account (default: OUT/overrides.yaml)")
     grade.add_argument("--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities: writes "
@@ -248,6 +251,8 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     from grader.progress import progress_display
     from grader.report import render
 
+    if args.borderline_seeds < 0:
+        raise GraderError("--borderline-seeds must be 0 (off) or more")
     unsandboxed = _sandbox_reason(args)
     if unsandboxed and not args.no_sandbox:
         raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
@@ -258,7 +263,8 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     with _executor(args, context.rubric) as executor, progress_display(sys.stdout, executor.width) as show:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
                                   overrides=for_batch(args.out, args.overrides, context.rubric),
-                                  roster=load_roster(args.roster) if args.roster else None)
+                                  roster=load_roster(args.roster) if args.roster else None,
+                                  borderline_seeds=args.borderline_seeds)
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))

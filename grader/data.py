@@ -26,6 +26,7 @@ FILES = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 TEST_LABELS = "t10k-labels-idx1-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 _STAMP = "verified.json"
 
@@ -47,6 +48,25 @@ class Dataset:
     def test_labels(self) -> tuple[int, ...]:
         """The official test labels, read by the grader itself (never by student code)."""
         return read_idx_labels(self.raw / TEST_LABELS)
+
+    def test_images(self, indices: list[int]) -> bytes:
+        """The official test images at ``indices``, 784 bytes (28x28, row by row) each, concatenated."""
+        pixels = 28 * 28
+        with (self.raw / TEST_IMAGES).open("rb") as handle:
+            magic, count = struct.unpack(">II", handle.read(8))
+            if magic != 2051:
+                raise DataError(f"{self.raw / TEST_IMAGES} is not an IDX image file; run `grader data` again")
+            rows = []
+            for index in indices:
+                if not 0 <= index < count:
+                    raise DataError(f"test image {index} is not in {self.raw / TEST_IMAGES}")
+                handle.seek(16 + index * pixels)
+                rows.append(handle.read(pixels))
+        return b"".join(rows)
+
+    def train_labels(self) -> tuple[int, ...]:
+        """The official training labels (the validation curve is scored against them)."""
+        return read_idx_labels(self.raw / TRAIN_LABELS)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from grader.submission import Submission
 
 @dataclass(frozen=True)
 class Job:
-    """One submission to grade, and the cache key its result will carry."""
+    """One submission to grade, and the cache key its result will carry; ``seed`` replaces the
+    rubric's seed (a borderline result's re-run, grader.seeds)."""
 
     submission: Submission
     key: str
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ def grade_job(job: Job, context: Context, slot: Slot) -> Graded:
         executed = Path(work) / "executed.ipynb"
         try:
             mine = replace(slot, index=index, cores=cores_for(index, slot.threads))
-            result = replace(grade_submission(sub, context, Path(work) / "run", executed, mine), cache_key=job.key)
+            seeded = {} if job.seed is None else {"seed": job.seed}  # a main run's call is unchanged
+            result = replace(grade_submission(sub, context, Path(work) / "run", executed, mine, **seeded),
+                             cache_key=job.key)
         except Exception as exc:  # noqa: BLE001 - the batch goes on; the reason is kept
             result = failed_result(sub.account, sub.path, f"internal grader error: {type(exc).__name__}: {exc}",
                                    context.rubric.accuracy.max_points)

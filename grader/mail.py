@@ -84,8 +84,17 @@ def _safe_name(raw: str | None) -> str | None:
     return name if name and name not in (".", "..") else None
 
 
-def unpack_mail(source: Path, into: Path) -> Mailbag:
-    """Write every mail's attachments under ``into`` (emptied first: it is the grader's own folder)."""
+def _names_homework(subject: str, homework: str) -> bool:
+    """Whether a subject names the homework the way the handout asks (`<name>_HW3`), leniently: HW3,
+    hw 3, HW-3 anywhere."""
+    letters, digits = re.match(r"(\D*)(\d*)", homework).groups()  # type: ignore[union-attr]
+    pattern = re.escape(letters) + r"[\s_-]*" + re.escape(digits) if digits else re.escape(homework)
+    return re.search(rf"(?<![A-Za-z0-9]){pattern}(?![0-9])", subject, re.IGNORECASE) is not None
+
+
+def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
+    """Write every mail's attachments under ``into`` (emptied first: it is the grader's own folder).
+    A mail whose subject does not name ``homework`` is listed too, and its attachments graded."""
     if into.exists():
         shutil.rmtree(into)
     into.mkdir(parents=True)
@@ -118,4 +127,7 @@ def unpack_mail(source: Path, into: Path) -> Mailbag:
             written.append(path)
         if not written:
             skipped.append((described, "no attachment to grade"))
+        elif homework and not _names_homework(subject, homework):
+            skipped.append((described, f"its subject does not name {homework} (the handout asks for "
+                                       f"<name>_{homework}); its attachments were graded all the same"))
     return Mailbag(into, arrivals, tuple(skipped))

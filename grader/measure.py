@@ -83,6 +83,28 @@ def _pass_predictions(test_pass: TestPass | None, total: int, classes: int) -> l
     return values if all(-1 <= v < classes for v in values) else None
 
 
+def _confidence(section: Any, total: int) -> tuple[float, ...] | None:
+    """The probe's fallback confidences when well-formed (numbers in [0, 1]), else None."""
+    values = section.get("confidence") if isinstance(section, dict) else None
+    if not isinstance(values, list) or len(values) != total:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+MOST_CONFIDENT_WRONG = 10
+
+
+def confidently_wrong(predictions: list[int], labels: tuple[int, ...], confidence: tuple[float, ...] | None,
+                      most: int = MOST_CONFIDENT_WRONG) -> tuple[tuple[int, int, int, float], ...]:
+    """The wrongly predicted test images the model was surest of: (index, label, predicted, confidence)."""
+    if confidence is None:
+        return ()
+    wrong = [(i, y, p, confidence[i]) for i, (p, y) in enumerate(zip(predictions, labels)) if p != y and p >= 0]
+    return tuple(sorted(wrong, key=lambda w: (-w[3], w[0]))[:most])
+
+
 def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, float]:
     correct = sum(1 for p, y in zip(predictions, labels) if p == y)
     return correct, 100.0 * correct / len(labels)
@@ -157,6 +179,7 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                 for i in missing:
                     student[i] = own[i]
         predictions, source = student, "student-test-pass"
+        sure = graded.confidence if not missing else None
         others = _several_models(passes, graded)
         if others:
             flags.append("several-models")
@@ -169,6 +192,7 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                          "gradients in training mode: it looks trained on the test set")
     elif own is not None:
         predictions, source = own, "probe-pass"
+        sure = _confidence(probe.get("probe_pass"), total)
         preprocessing = probe["probe_pass"].get("preprocessing")
         if why is None:
             flags.append("no-test-pass")
@@ -200,7 +224,7 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         flags.append("reported-accuracy-mismatch")
         notes.append(f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%")
     return Measurement(accuracy, reported, correct, total, source, tuple(flags), tuple(notes), None,
-                       confusion(predictions, labels, classes))
+                       confusion(predictions, labels, classes), confidently_wrong(predictions, labels, sure))
 
 
 def confusion(predictions: list[int], labels: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -19,8 +21,8 @@ from grader.class_summary import summarize
 from grader.data import CLASS_NAMES
 from grader.exports import Roster, lms_files, missing
 from grader.overrides import Grade, Override, grades
-from grader.plots import training_curve
-from grader.results import Result, write_atomic
+from grader.plots import training_curve, wrong_strip
+from grader.results import Result, Status, write_atomic
 from grader.rubric import Rubric
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 
 GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
                      "flags", "report_present", "source", "reason", "submitted_at", "late_days",
-                     "override_points", "override_bonus", "report_points", "total", "override_note")
+                     "override_points", "override_bonus", "report_points", "total", "override_note",
+                     "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")  # also what XML and UTF-8 refuse
@@ -92,10 +95,21 @@ def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
         writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
                          r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
                          _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
-                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, _cell(o.note or "")])
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, _cell(o.note or ""),
+                         *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy)])
     for account in missing:
-        writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"] + [""] * 7)
+        writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"]
+                        + [""] * (len(GRADEBOOK_COLUMNS) - 10))
     return buffer.getvalue()
+
+
+def _seed_cells(r: Result) -> tuple[str, str]:
+    """(each run's seed:accuracy, a failed or rule-breaking one as seed:status; the accuracy the
+    automatic points came from: the seed policy's run, else the measured one of a graded result)."""
+    runs = ";".join(f"{s.seed}:{s.accuracy:.2f}" if s.counted and s.accuracy is not None else f"{s.seed}:{s.status.value}"
+                    for s in r.seed_runs)
+    used = r.seed_accuracy if r.seed_runs else r.accuracy if r.status is Status.GRADED else None
+    return runs, "" if used is None else f"{used:.2f}"
 
 
 def _cell(text: str) -> str:
@@ -103,7 +117,7 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _blank(value: int | None) -> str:
+def _blank(value: float | None) -> str:
     return "" if value is None else str(value)
 
 
@@ -120,7 +134,8 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
         (out / name).write_text(text, encoding="utf-8")
     pairs = similarity.load(out)
     (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
-                                           summary=summarize(rows, rubric), pairs=pairs), encoding="utf-8")
+                                           summary=summarize(rows, rubric), pairs=pairs, absent=absent),
+                                    encoding="utf-8")
     similar = out / "similar"
     similar.mkdir(exist_ok=True)
     for pair in pairs:
@@ -128,9 +143,23 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
-        curve = training_curve(g.result.curve) if g.result.curve else None
+        curve = training_curve(g.result.curve, rubric) if g.result.curve else None
         (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
-                                                                  classes=CLASS_NAMES, curve=curve), encoding="utf-8")
+                                                                  classes=CLASS_NAMES, curve=curve,
+                                                                  wrong=_wrong_strip(g.result)), encoding="utf-8")
+
+
+def _wrong_strip(result: Result) -> Markup | None:
+    """The surest mistakes as thumbnails, when the result carries their pixels (from the official file)."""
+    if not result.wrong or not result.wrong_images:
+        return None
+    try:
+        pixels = base64.b64decode(result.wrong_images, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(pixels) != 28 * 28 * len(result.wrong):
+        return None
+    return wrong_strip(result.wrong, pixels, CLASS_NAMES)
 
 
 def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:

@@ -69,6 +69,7 @@ class Measurement:
     notes: tuple[str, ...]
     problem: str | None = None  # why there is no accuracy, when the run itself went fine
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class] of the graded predictions
+    wrong: tuple[tuple[int, int, int, float], ...] = ()  # surest mistakes: (test index, label, predicted, confidence)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,32 @@ class Score:
     max_score: int
     bonus: int
     reason: str | None
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One run of a borderline submission with one seed (grader.seeds): what it measured, not a result."""
+
+    seed: int
+    status: Status
+    accuracy: float | None
+    correct: int | None
+    total: int | None
+    reported_accuracy: float | None = None  # what the notebook printed in this run
+    reason: str | None = None  # why it failed or which rule it broke
+
+    @property
+    def counted(self) -> bool:
+        """Whether the seed policy may use it: it ran to the end, broke no rule and was measured."""
+        return self.status is Status.GRADED and self.correct is not None and bool(self.total)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SeedRun:
+        known = {f: data.get(f) for f in ("accuracy", "correct", "total", "reported_accuracy", "reason")}
+        return cls(seed=int(data["seed"]), status=Status(data["status"]), **known)
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,16 @@ class Result:
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class], where measured
     environment: str | None = None  # what ran it: torch, torchvision, device, threads, seed
     curve: dict[str, Any] | None = None  # the graded model's loss and learning rate per step (run_facts.training_curve)
+    correct: int | None = None  # test images predicted right by the run with the rubric's seed, where measured
+    total: int | None = None  # test images of that measurement
+    seed_runs: tuple[SeedRun, ...] = ()  # a borderline result's runs, the rubric's seed first (grader.seeds)
+    seed_policy: str | None = None  # the rubric's seed_policy that chose the run giving the points
+    seed_accuracy: float | None = None  # the accuracy of the run the points came from
+    seed_chosen: int | None = None  # that run's seed
+    wrong: tuple[tuple[int, int, int, float], ...] = ()  # surest mistakes: (official test index, label, predicted, confidence)
+    wrong_images: str | None = None  # their 28x28 pixels from the official IDX file, base64, 784 bytes each
+    saved_accuracy: float | None = None  # printed in the outputs saved in the submitted notebook (the student's run)
+    report_accuracy: float | None = None  # "Best accuracy: xx%" on the report PDF's first page
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,7 +150,14 @@ class Result:
         data["checks"] = [asdict(c) for c in self.checks]
         data["flags"] = list(self.flags)
         data["notes"] = list(self.notes)
+        data["seed_runs"] = [run.to_json() for run in self.seed_runs]
         return data
+
+    @property
+    def seed_spread(self) -> tuple[float, float] | None:
+        """(lowest, highest) accuracy of the seed runs the policy counts; None without seed runs."""
+        counted = [run.accuracy for run in self.seed_runs if run.counted and run.accuracy is not None]
+        return (min(counted), max(counted)) if counted else None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -125,6 +169,8 @@ class Result:
         fields["notes"] = tuple(fields.get("notes", []))
         if fields.get("confusion") is not None:
             fields["confusion"] = tuple(tuple(int(n) for n in row) for row in fields["confusion"])
+        fields["seed_runs"] = tuple(SeedRun.from_json(run) for run in fields.get("seed_runs", []))
+        fields["wrong"] = tuple((int(i), int(y), int(p), float(c)) for i, y, p, c in fields.get("wrong", ()))
         return cls(**fields)
 
     def write(self, path: Path) -> None:

@@ -16,6 +16,7 @@ from grader.deadline import LatePolicy
 from grader.errors import RubricError
 
 EARLY_STOPPING = ("flag", "violation", "allowed")
+SEED_POLICIES = ("fixed", "median", "best")  # which run of a borderline result's seeds decides its points
 LAYER_GROUPS = ("normalization", "dropout", "activation")
 
 
@@ -87,6 +88,7 @@ class Rubric:
     deadline: datetime | None = None  # timezone-aware; None: no deadline
     similarity: SimilarityPolicy = SimilarityPolicy()
     late: LatePolicy = LatePolicy()
+    seed_policy: str = "fixed"  # a borderline result run with more seeds: "fixed", "median" or "best" (grader.seeds)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -280,6 +282,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
         deadline=_deadline(top.data.get("deadline")),
         late=_late(top),
         similarity=_similarity(top),
+        seed_policy=top.choice("seed_policy", SEED_POLICIES) if "seed_policy" in top.data else "fixed",
     )
 
 

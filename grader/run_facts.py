@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import binascii
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ class TrainPass:
     complete: bool
     steps: dict[int, int]  # optimizer serial -> steps during the pass
     start_step: int  # optimizer steps taken before it began
+    predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
 
     @property
     def stepped(self) -> bool:
@@ -52,6 +54,7 @@ class TestPass:
     first_batch: int
     last_batch: int
     predictions: bytes | None  # one signed byte per test image, -1 where not predicted
+    confidence: tuple[float, ...] | None = None  # per test image: the softmax of the output at the prediction
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,22 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
         drawn = _bits(item.get("drawn"), size)
         if drawn is None or item.get("source") not in ("loader", "content"):
             continue
+        predictions = _bytes(item.get("predictions"), drawn.bit_count())
         found.append(TrainPass(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
-                               item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0))
+                               item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
+                               predictions))
     return found
+
+
+def _bytes(text: Any, size: int) -> bytes | None:
+    """Exactly ``size`` bytes sent as base64, else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == size else None
 
 
 def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
@@ -134,8 +150,22 @@ def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
         covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
                                             ("covered", "start_step", "end_step", "first_batch", "last_batch"))
         found.append(TestPass((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
-                              last, predictions))
+                              last, predictions, half_floats(item.get("confidence"), size) if predictions else None))
     return found
+
+
+def half_floats(text: Any, size: int) -> tuple[float, ...] | None:
+    """``size`` probabilities sent as base64 of little-endian float16; None unless all are in [0, 1]."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 2 * size:
+        return None
+    values = struct.unpack(f"<{size}e", raw)
+    return values if all(0.0 <= v <= 1.0 for v in values) else None  # NaN fails both comparisons
 
 
 def graded_test_pass(passes: list[TestPass]) -> TestPass | None:
@@ -236,10 +266,51 @@ def _series(value: Any, length: int) -> list[float | None] | None:
     return clean
 
 
-def training_curve(record: dict[str, Any], facts: Training) -> dict[str, Any] | None:
+def members(bits: int, size: int) -> list[int]:
+    """The indices in a bit set as _bits reads it (numpy's packbits order: index 0 is the first byte's top bit)."""
+    text = format(bits, f"0{8 * ((size + 7) // 8)}b")[:size]
+    return [i for i, bit in enumerate(text) if bit == "1"]
+
+
+def _percent(predicted: list[tuple[int, int]], labels: tuple[int, ...]) -> float | None:
+    """Accuracy (percent) of (index, predicted class) pairs; None when none was predicted."""
+    scored = [(i, p) for i, p in predicted if p >= 0 and i < len(labels)]
+    return round(100.0 * sum(1 for i, p in scored if labels[i] == p) / len(scored), 2) if scored else None
+
+
+def validation_points(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...]) -> list[list[float]]:
+    """[optimizer steps before it, accuracy %] of each pass that evaluated the model on training images
+    it mostly did not train on (the validation set), scored here against the official labels."""
+    size = facts.train_size or 0
+    points = []
+    for p in train_passes(record, size) if size else []:
+        if p.predictions is None or p.stepped or 2 * (p.drawn & ~facts.trained).bit_count() <= p.drawn.bit_count():
+            continue
+        drawn = members(p.drawn, size)
+        accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in zip(drawn, p.predictions)], train_labels)
+        if accuracy is not None:
+            points.append([p.start_step, accuracy])
+    return points[-500:]
+
+
+def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[list[float]]:
+    """[optimizer steps before its end, accuracy %] of each complete pass over the test images."""
+    points = []
+    for p in test_passes(record, len(test_labels)):
+        if p.complete and p.predictions is not None:
+            accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(p.predictions)], test_labels)
+            if accuracy is not None:
+                points.append([p.end_step, accuracy])
+    return points[-500:]
+
+
+def training_curve(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...] = (),
+                   test_labels: tuple[int, ...] = ()) -> dict[str, Any] | None:
     """The graded model's optimizer (the one with the most steps) as the probe recorded it: the loss
     and the learning rate as means over ``every`` steps from ``first_step``, and the steps at which
-    each training pass (epoch) began. None without one, or when the record is not well formed."""
+    each training pass (epoch) began; with labels, the validation and test accuracy of the passes
+    that evaluated a model (steps before them, percent). None without one, or when the record is
+    not well formed."""
     opts = optimizers(record)
     params = graded_params(record)
     own = [s for s, o in opts.items() if o.params & params and o.steps]
@@ -254,4 +325,6 @@ def training_curve(record: dict[str, Any], facts: Training) -> dict[str, Any] | 
     if loss is None or lr is None or not any(v is not None for v in loss + lr):
         return None
     return {"every": every, "first_step": opts[serial].first_step, "loss": loss, "lr": lr,
-            "epochs": [p.start_step for p in facts.passes]}
+            "epochs": [p.start_step for p in facts.passes],
+            "validation": validation_points(record, facts, train_labels) if train_labels else [],
+            "test": test_points(record, test_labels) if test_labels else []}

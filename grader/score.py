@@ -17,6 +17,16 @@ def accuracy_points(rubric: Rubric, correct: int, total: int) -> tuple[int, int]
     return (max(reached) if reached else 0), bonus
 
 
+def near_threshold(rubric: Rubric, accuracy: float) -> float | None:
+    """The threshold (the bonus's included) that ``accuracy`` is within the rubric's borderline
+    margin of, the closest one; None when it is near none. The one definition of "borderline": the
+    class page's list and the re-runs with more seeds (grader.seeds) both use it."""
+    policy = rubric.accuracy
+    levels = [t.at_least for t in policy.thresholds] + ([policy.bonus.at_least] if policy.bonus.points else [])
+    near = min(levels, key=lambda level: abs(accuracy - level))
+    return near if abs(accuracy - near) <= policy.borderline_margin else None
+
+
 @dataclass(frozen=True)
 class Band:
     """Where an accuracy stands on the rubric's scale, for a student reading `grader check --run`."""

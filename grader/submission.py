@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+from typing import Any
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class Submission:
     notes: tuple[str, ...] = ()  # what discovery saw that the TA should know (e.g. differing copies)
     submitted: Submitted | None = None  # when it came in, where a deadline can be checked
     received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
+    saved_output: str = ""  # the text outputs saved in the submitted .ipynb (its run on the student's machine)
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:
@@ -72,7 +74,30 @@ class Discovery:
     set_aside: tuple[tuple[Path, str], ...] = ()  # extra copies of a file, with why they were not used
 
 
-def _cells_from_notebook(path: Path, text: str) -> list[Cell]:
+MAX_SAVED_OUTPUT = 1 << 20  # characters of saved output kept: the printed accuracy is near the end
+
+
+def _saved_output(raw_cells: list[Any]) -> str:
+    """The text a notebook's saved outputs show (streams and plain-text results), for the accuracy
+    the student saw when they ran it (often on a Colab GPU)."""
+    parts: list[str] = []
+    for raw in raw_cells:
+        outputs = raw.get("outputs") if isinstance(raw, dict) else None
+        for output in outputs if isinstance(outputs, list) else []:
+            if not isinstance(output, dict):
+                continue
+            text = output.get("text")
+            if text is None and isinstance(output.get("data"), dict):
+                text = output["data"].get("text/plain")
+            if isinstance(text, list):
+                text = "".join(str(part) for part in text)
+            if isinstance(text, str):
+                parts.append(text if text.endswith("\n") else text + "\n")
+    return "".join(parts)[-MAX_SAVED_OUTPUT:]
+
+
+def _notebook(path: Path, text: str) -> tuple[list[Cell], str]:
+    """The cells of a notebook's JSON text and its saved output text."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -93,7 +118,7 @@ def _cells_from_notebook(path: Path, text: str) -> list[Cell]:
             source = "".join(str(part) for part in source)
         kind = raw.get("cell_type", "code")
         cells.append(Cell(number, kind if kind in ("code", "markdown", "raw") else "raw", str(source)))
-    return cells
+    return cells, _saved_output(raw_cells)
 
 
 def _cells_from_script(text: str) -> list[Cell]:
@@ -152,16 +177,16 @@ def read_submission(path: Path, account: str | None = None) -> Submission:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SubmissionError(f"{path.name}: not UTF-8 text; export it again from Colab or Jupyter") from None
-    cells = _cells_from_notebook(path, text) if path.suffix == ".ipynb" else _cells_from_script(text)
+    cells, saved = _notebook(path, text) if path.suffix == ".ipynb" else (_cells_from_script(text), "")
     if not any(c.kind == "code" and c.source.strip() for c in cells):
         raise SubmissionError(f"{path.name}: has no code to run; is this the right file?")
-    return Submission(account=account or path.stem, path=path, cells=tuple(cells))
+    return Submission(account=account or path.stem, path=path, cells=tuple(cells), saved_output=saved)
 
 
 def notebook_from_text(text: str, name: str, account: str | None = None) -> Submission:
     """A notebook held in memory (the one open in Colab or Jupyter), named ``name`` in messages."""
     path = Path(name)
-    cells = _cells_from_notebook(path, text)
+    cells, _saved = _notebook(path, text)
     if not any(c.kind == "code" and c.source.strip() for c in cells):
         raise SubmissionError(f"{path.name}: has no code to run; is this the right notebook?")
     return Submission(account=account or path.stem, path=path, cells=tuple(cells))
@@ -265,7 +290,8 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path,
         script = chosen.get("script") if main.suffix == ".ipynb" else None
         arrival = (arrivals or {}).get(main)
         submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), tuple(notes),
-                                      arrival.submitted if arrival else file_time(main), arrival.note if arrival else None))
+                                      arrival.submitted if arrival else file_time(main), arrival.note if arrival else None,
+                                      sub.saved_output))
     return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import shutil
@@ -48,6 +49,14 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     assert solution["accuracy"] >= 89 and solution["score"] == 60 and solution["bonus"] == (5 if solution["accuracy"] >= 90 else 0)
     assert abs(solution["reported_accuracy"] - solution["accuracy"]) <= 0.01 and solution["flags"] == []
     assert solution["report_pdf"] == "HW3_Report_M112rhyang.pdf"
+    assert solution["report_accuracy"] is not None  # its report's "Best accuracy", read in the batch
+    # What only the grader records: a validation pass after each of the 10 epochs, scored against the
+    # official training labels, the final test pass, and the ten surest mistakes with their pixels.
+    curve = solution["curve"]
+    assert len(curve["validation"]) == 10 and all(80 < accuracy < 95 for _, accuracy in curve["validation"])
+    assert curve["test"][-1][1] == solution["accuracy"]
+    assert len(solution["wrong"]) == 10 and all(p != y for _, y, p, _ in solution["wrong"])
+    assert len(base64.b64decode(solution["wrong_images"])) == 10 * 784
 
     for account in ("tds", "onecall"):
         result = results[account]
@@ -61,6 +70,7 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     index, page = (out / "index.html").read_text(), (out / "students" / "M112rhyang.html").read_text()
     assert "Histogram of the measured test accuracies" in index and "<svg" in index
     assert "Training, as the grader saw it" in page and "Per class" in page and "9 Ankle boot" in page
+    assert "validation accuracy (scored by the grader)" in page and "Surest mistakes" in page
     chromium = shutil.which("chromium")
     if chromium is not None:
         for html in (out / "index.html", out / "students" / "M112rhyang.html"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import base64
 import json
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def test_tiny_training_is_graded_from_the_students_own_test_pass(tmp_path: Path,
     assert curve is not None and curve["every"] == 1 and len(curve["loss"]) == len(curve["lr"]) == 10 * 24
     assert curve["loss"][-1] < curve["loss"][0] / 10 and set(curve["lr"]) == {0.001}
     assert curve["epochs"] == [24 * epoch for epoch in range(10)]
+    # The validation pass after each epoch, scored here against the training labels; the final test pass.
+    assert [step for step, _ in curve["validation"]] == [24 * epoch for epoch in range(1, 11)]
+    assert curve["validation"][-1][1] >= curve["validation"][0][1] > 50 and curve["validation"][-1][1] >= 90
+    assert curve["test"] == [[240, result.accuracy]]
     assert sum(map(sum, result.confusion or ())) == 200 and result.environment and "seed 0" in result.environment
 
 
@@ -73,6 +78,14 @@ def test_printed_accuracy_is_not_believed(tmp_path: Path, run_context: Context) 
     result = _grade(tmp_path, run_context, [DATA, fake])
     assert result.reported_accuracy == 95.0
     assert result.accuracy is not None and result.accuracy < 40  # an untrained model
+    # The surest mistakes: wrong, sorted by the model's softmax, with the official file's pixels.
+    wrong, dataset = result.wrong, run_context.dataset
+    assert dataset is not None and len(wrong) == 10
+    labels = dataset.test_labels()
+    assert all(p != y == labels[i] for i, y, p, _ in wrong)
+    assert [c for *_, c in wrong] == sorted((c for *_, c in wrong), reverse=True) and 0.1 < wrong[0][3] <= 1
+    assert result.wrong_images and base64.b64decode(result.wrong_images) == dataset.test_images([i for i, *_ in wrong])
+    assert dataset.test_images([wrong[0][0]]) != dataset.test_images([wrong[1][0]])
     assert "reported-accuracy-mismatch" in result.flags and result.score == 0
 
 

@@ -55,6 +55,8 @@ def test_canvas_and_moodle_files_from_a_roster(tmp_path: Path, tiny_context: Con
     book = {r["account"]: r for r in _read(out / "gradebook.csv")}
     assert book["cat03"]["status"] == "missing" and book["cat03"]["reason"] == "no submission found"
     assert book["amy01"]["override_note"].startswith("'=HYPERLINK")  # text, not a formula
+    index = (out / "index.html").read_text()
+    assert "In the roster, no submission" in index and "matched no file" in index and "cat03" in index
 
     (out / "canvas.csv").unlink()
     assert main(["report", str(out), "--roster", str(tmp_path / "roster.csv")]) == ExitCode.OK

@@ -69,6 +69,9 @@ def test_an_mbox_grades_to_the_right_accounts_with_the_right_dates(tmp_path: Pat
     assert any("older, different copy of amy01" in why for why in skipped.values())
     assert any("Cat <cat@uni.edu>" in name and why == "no attachment to grade" for name, why in skipped.items())
     assert any(name.endswith("homework3.py") for name in skipped)  # a wrong name: listed, not dropped
+    # Dan's subject "homework" does not name HW3: listed; every other subject does (鮑伯_HW3, Re: ..., HW3).
+    wrong_subject = [name for name, why in skipped.items() if "subject does not name HW3" in why]
+    assert len(wrong_subject) == 1 and "Dan <dan@uni.edu>" in wrong_subject[0]
     assert not (out / "etc").exists() and not (tmp_path / "etc").exists()  # a path in a name stays a name
     unpacked = {p.name for p in (out / "unpacked" / "mail").rglob("*") if p.is_file()}
     assert unpacked == {"HW3_amy01.py", "HW3_Report_amy01.pdf", "HW3_bob02.py", "homework3.py", "x.py"}
@@ -84,5 +87,9 @@ def test_a_folder_of_eml_files_is_mail_and_a_class_folder_is_not(tmp_path: Path)
     assert sorted(p.name for p in bag.arrivals) == ["HW3_Report_amy01.pdf", "HW3_amy01.py", "HW3_bob02.py"]
     late = next(a for p, a in bag.arrivals.items() if p.name == "HW3_bob02.py")
     assert late.submitted is not None and late.submitted.at == DEADLINE + timedelta(hours=30)
+    from grader.mail import _names_homework
+
+    assert [_names_homework(s, "HW3") for s in ("楊荏宏_HW3", "hw 3 楊", "Re: HW-3", "HW3.", "HW31", "HW13", "hw")] == \
+        [True, True, True, True, False, False, False]
     (folder / "HW3_x.py").write_text("x = 1\n")
     assert not is_mail(folder)  # a class folder with a stray mail in it

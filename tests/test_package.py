@@ -127,3 +127,43 @@ def test_hostile_reports_cost_at_most_the_limits(tmp_path: Path, monkeypatch: py
     (tmp_path / "odd.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 50)
     odd = headline(tmp_path / "odd.pdf")
     assert odd.accuracy is None and odd.problem is not None and "\n" not in odd.problem
+
+
+def test_a_batch_shows_the_students_own_run_and_the_reports_figure_beside_the_grade(tmp_path: Path,
+                                                                                   tiny_context: object) -> None:
+    """The accuracy the student saw (the outputs saved in the submitted .ipynb, often from a Colab GPU)
+    and the report's "Best accuracy" are read in the batch, kept beside the measured one, shown on
+    the pages and the gradebook; a report far from the measured accuracy is flagged."""
+    import csv
+    import json
+
+    import nbformat
+
+    from grader.batch import grade_directory
+    from grader.executor import LocalExecutor
+    from grader.grade import _stated
+    from grader.slots import plan_slots
+    from grader.submission import Submission, read_submission
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    code = (Path(__file__).parent / "fixtures" / "HW3_tinyok.py").read_text()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="Epoch: 10 \tValidation Accuracy: 91.2%\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="Test Accuracy (Overall): 89.47% (8947/10000)\n")])])
+    nbformat.write(notebook, str(folder / "HW3_amy.ipynb"))
+    make_pdf(folder / "HW3_Report_amy.pdf", ["Best accuracy: 89.9%", "<script>x</script>"])
+    out = tmp_path / "out"
+    static = dataclasses.replace(tiny_context, dataset=None)  # type: ignore[type-var]
+    summary = grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
+    result = summary.results[0]
+    assert (result.saved_accuracy, result.report_accuracy) == (89.47, 89.9)
+    assert json.loads((out / "results" / "amy.json").read_text())["saved_accuracy"] == 89.47
+    row = next(csv.DictReader((out / "gradebook.csv").open()))
+    assert (row["saved_accuracy"], row["report_accuracy"]) == ("89.47", "89.9")
+    page = (out / "students" / "amy.html").read_text()
+    assert "In the submitted notebook" in page and "89.47%" in page and "The report states" in page
+    # Measured 88.2%: the report's 89.9% is further than the tolerance: flagged, with both numbers.
+    stated = _stated(Submission("amy", folder / "HW3_amy.ipynb", (), report=folder / "HW3_Report_amy.pdf"), 88.2, 0.5)
+    assert stated.flags == ("report-accuracy-differs",) and "89.9% but the grader measured 88.20%" in stated.notes[0]
+    assert _stated(read_submission(folder / "HW3_amy.ipynb", "amy"), 89.5, 0.5).flags == ()  # no report: no flag

@@ -4,6 +4,8 @@ bands, the borderline list, the review list and the per-class matrix."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import random
 import shutil
 import subprocess
@@ -31,6 +33,13 @@ def _class() -> list[Result]:
             checks=(Check("epochs", True, "n_epochs = 10 and the training loop runs it", f"HW3_s{i}.ipynb", 3, 2),),
             flags=("reported-accuracy-mismatch",) if i == 3 else (), duration_s=50.0,
             reason=None if accuracy else "cell 4 raised RuntimeError: <script>alert(1)</script>", confusion=confusion))
+    steps = 7500
+    curve = {"every": 13, "first_step": 1, "loss": [2.0 / (1 + k / 50) for k in range(577)], "lr": [0.001] * 577,
+             "epochs": [750 * e for e in range(10)], "validation": [[750 * e, 80 + e] for e in range(1, 11)],
+             "test": [[steps, 90.08]]}
+    pixels = bytes(rng.randrange(256) for _ in range(3 * 784))
+    results[3] = dataclasses.replace(results[3], curve=curve, wrong=((12, 6, 0, 0.99), (7, 2, 4, 0.9), (3, 9, 7, 0.5)),
+                                     wrong_images=base64.b64encode(pixels).decode())
     return results
 
 
@@ -56,6 +65,11 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     assert "s3" in review and "s6" in review and "&lt;script&gt;alert(1)&lt;/script&gt;" in review
     student, log = _browse(tmp_path / "students" / "s3.html", tmp_path / "s3.png")
     assert "Uncaught" not in log and "Per class" in student and "9 Ankle boot" in student
+    # The curve's accuracy panel (validation scored by the grader, the test passes, the thresholds) ...
+    assert "validation and test accuracy by step" in student and "10 evaluations, last 90.00%" in student
+    # ... and the surest mistakes: thumbnails embedded in the SVG (no file, no CDN), with their classes.
+    mistakes = student[student.index("Surest mistakes"):student.index("Per class")]
+    assert mistakes.count("data:image/png;base64,") == 3 and "#12" in mistakes and "Shirt" in mistakes
     for screenshot in (tmp_path / "index.png", tmp_path / "s3.png"):
         data = screenshot.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a page, not a blank screen

@@ -151,3 +151,52 @@ def test_patches_are_recorded_checked_and_undone() -> None:
     assert patches.changed() == ["Owner.method"]
     patches.undo()
     assert Owner().method() == "original" and patches.applied == []
+
+
+_FETCH_SCRIPT = """
+import json, sys, torch
+import torch.nn.modules.module as hooks
+import grader.probe.runtime as runtime
+from torch.utils.data import DataLoader, Dataset
+root = sys.argv[1]
+runtime.install({"seed": 0, "data_root": root, "output": sys.argv[2], "num_classes": 10, "threads": 1,
+                 "gpu_memory_mb": 0})
+seen = []
+
+class Images(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        seen.append(len(hooks._global_forward_pre_hooks) + len(hooks._global_forward_hooks))
+        return torch.nn.Identity()(torch.full((784,), float(i))), i % 10
+
+model = torch.nn.Linear(784, 10)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for images, labels in DataLoader(Images(), batch_size=4):
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+after = len(hooks._global_forward_pre_hooks) + len(hooks._global_forward_hooks)
+runtime.export()
+print(json.dumps({"seen": seen, "after": after}))
+"""
+
+
+def test_the_module_hooks_are_out_while_a_loader_fetches_and_back_for_the_model(tiny_dataset: Dataset,
+                                                                               tmp_path: Path) -> None:
+    """A dataset's per-image transforms are modules: the probe's hooks are taken out while a batch is
+    built (hundreds of thousands of calls a run), and the model's calls after it are still seen."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, "-c", _FETCH_SCRIPT, str(tiny_dataset.root), str(out)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["seen"] == [0] * 8 and counts["after"] == 2
+    record = json.loads(out.read_text())
+    assert record["integrity"] == []
+    assert sum(entry["steps"] for entry in record["optimizers"].values()) == 2
+    assert record["optimizers"] and next(iter(record["optimizers"].values())).get("curve", {}).get("loss")

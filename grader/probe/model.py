@@ -82,11 +82,15 @@ class Internal:
         self.recorder.internal = False
 
 
-def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: Any) -> list[int]:
-    """Predict every test image through ``dataset`` (the notebook's test dataset when it built one), in eval mode."""
+def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: Any) -> tuple[list[int], list[float]]:
+    """Predict every test image through ``dataset`` (the notebook's test dataset when it built one), in
+    eval mode: the class and the softmax of the output there, per image."""
     from torch.utils.data import DataLoader
 
+    from grader.probe.passes import predict
+
     predictions: list[int] = []
+    confidence: list[float] = []
     with Internal(model, recorder) as device:
         for images, _labels in DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0):
             output = forward(model, images.to(device))
@@ -94,8 +98,10 @@ def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: 
                 output = output[0]
             if output.dim() != 2 or output.shape[1] != classes:
                 raise ValueError(f"the model's output has shape {tuple(output.shape)}, not (batch, {classes})")
-            predictions.extend(int(p) for p in output.argmax(1).cpu())
-    return predictions
+            classes_, softmax = predict(output)
+            predictions.extend(classes_.tolist())
+            confidence.extend(round(c, 4) for c in softmax.tolist())
+    return predictions, confidence
 
 
 # Tensor ops that apply weights: matrix products, convolutions, embeddings, recurrent cells, attention.

@@ -46,18 +46,27 @@ class TrainPass:
         self.steps: Counter[int] = Counter()  # optimizer serial -> steps
         self.complete = False
         self.last_batch = 0  # the recorder's clock when it last drew a batch
+        self.predictions: torch.Tensor | None = None  # the model's class per image, where it evaluated them
 
-    def draw(self, indices: list[int], clock: int) -> None:
+    def draw(self, indices: list[int], clock: int, predictions: torch.Tensor | None = None) -> None:
         if indices:
-            self.drawn[torch.tensor(indices, dtype=torch.long)] = True
+            where = torch.tensor(indices, dtype=torch.long)
+            self.drawn[where] = True
+            if predictions is not None:
+                if self.predictions is None:
+                    self.predictions = torch.full(self.drawn.shape, -1, dtype=torch.int8)
+                self.predictions[where] = predictions.to(torch.int8)
         self.batches += 1
         self.last_batch = clock
 
     def export(self) -> dict[str, Any]:
-        return {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
-                "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
-                "start_step": self.start_step,
-                "steps": {str(k): v for k, v in self.steps.items()}}
+        record = {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
+                  "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
+                  "start_step": self.start_step,
+                  "steps": {str(k): v for k, v in self.steps.items()}}
+        if self.predictions is not None:  # one signed byte per drawn image, in index order
+            record["predictions"] = base64.b64encode(self.predictions[self.drawn].numpy().tobytes()).decode()
+        return record
 
 
 class TestPass:
@@ -66,6 +75,7 @@ class TestPass:
     def __init__(self, predictor: tuple[int, int], size: int, step: int) -> None:
         self.predictor = predictor
         self.predictions = torch.full((size,), -1, dtype=torch.int8)
+        self.confidence = torch.zeros(size, dtype=torch.float16)  # softmax of the output at the prediction
         self.rows = 0
         self.batches = 0
         self.start_step = step
@@ -82,7 +92,15 @@ class TestPass:
                                   "first_batch": self.first_batch, "last_batch": self.last_batch}
         if with_predictions:
             record["predictions"] = base64.b64encode(self.predictions.numpy().tobytes()).decode()
+            record["confidence"] = base64.b64encode(self.confidence.numpy().tobytes()).decode()
         return record
+
+
+def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class per row and the softmax of the output there, copied off the device in one transfer."""
+    output = output.detach()
+    both = torch.stack([output.argmax(1).to(torch.float32), torch.softmax(output.float(), 1).amax(1)]).cpu()
+    return both[0].to(torch.long), both[1]
 
 
 def curve(points: list[tuple[torch.Tensor | None, float | None]], most: int = MAX_CURVE_POINTS) -> dict[str, Any]:
@@ -123,11 +141,12 @@ class Recorder:
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
         self._test_since_step = False
-        self._undecided_draw: tuple[list[int], bool] | None = None
+        self._undecided_draw: tuple[list[int], bool, torch.Tensor | None] | None = None
         self._content: dict[bool, TrainPass | None] = {True: None, False: None}
         self._open: dict[tuple[int, int], TestPass] = {}
         self._depth = 0
         self._pending: tuple[Match, int] | None = None
+        self._pending_train: Match | None = None  # training rows evaluated without training: their output is awaited
         self._loss: torch.Tensor | None = None  # the last loss: a scalar with a gradient from an outermost call
         self.curves: dict[int, list[tuple[torch.Tensor | None, float | None]]] = {}  # optimizer -> (loss, lr) per step
 
@@ -147,36 +166,45 @@ class Recorder:
             return  # the batch a training DataLoader just yielded: its pass records it; no need to look
         match = self.index.match(args[0])
         if match is None:
-            pending = self._pending
-            if pending is not None and not (isinstance(args[0], torch.Tensor) and args[0].dim() > 0
-                                            and args[0].shape[0] == pending[0].batch):
+            batch = args[0].shape[0] if isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else None
+            if self._pending is not None and batch != self._pending[0].batch:
                 self._pending = None  # another computation: the test batch's output will not come
+            if self._pending_train is not None and batch != self._pending_train.batch:
+                self._pending_train = None
             return
         if match.split == "test":
             serial = self.module_serial(module)
-            self._pending = (match, serial)
+            self._pending, self._pending_train = (match, serial), None
             self.samples[serial] = args[0][:2].detach().clone()
             self._test_grad = stepping
         else:
             self._pending = None
             self._train_rows(match, stepping)
+            self._pending_train = None if stepping else match  # a validation batch: its predictions follow
 
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self._depth = max(0, self._depth - 1)
         if (not self._depth and not self.internal and not self.fetching and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
-        if self._depth or self._pending is None or self.internal or self.fetching:
+        if self._depth or (self._pending is None and self._pending_train is None) or self.internal or self.fetching:
             return
         if isinstance(output, (tuple, list)) and output:
             output = output[0]
-        match, first = self._pending
-        if not isinstance(output, torch.Tensor) or output.dim() != 2 or tuple(output.shape) != (match.batch, self.classes):
+        awaited = self._pending[0] if self._pending is not None else self._pending_train
+        assert awaited is not None
+        if not isinstance(output, torch.Tensor) or output.dim() != 2 or tuple(output.shape) != (awaited.batch, self.classes):
             return
-        self._pending = None
-        self._test_rows((first, self.module_serial(module)), match, output.detach().argmax(1).cpu())
+        if self._pending is not None:
+            match, first = self._pending
+            self._pending = None
+            self._test_rows((first, self.module_serial(module)), match, *predict(output))
+        else:
+            self._pending_train = None
+            self._valid_rows(awaited, output.detach().argmax(1).cpu())
 
-    def _test_rows(self, predictor: tuple[int, int], match: Match, predictions: torch.Tensor) -> None:
+    def _test_rows(self, predictor: tuple[int, int], match: Match, predictions: torch.Tensor,
+                   confidence: torch.Tensor) -> None:
         size = self.index.sizes["test"]
         current = self._open.get(predictor)
         singles = torch.tensor([group[0] for group in match.indices if len(group) == 1], dtype=torch.long)
@@ -189,6 +217,7 @@ class Recorder:
         rows = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group], dtype=torch.long)
         indices = torch.tensor([i for group in match.indices for i in group], dtype=torch.long)
         current.predictions[indices] = predictions[rows].to(torch.int8)
+        current.confidence[indices] = confidence[rows].to(torch.float16)
         current.rows += len(match.positions)
         current.batches += 1
         self.test_batches += 1
@@ -203,13 +232,22 @@ class Recorder:
         """Training images reached the model: whether they trained it is known by what follows."""
         self._settle_draw(followed_by_step=False)
         # Images sharing one key (duplicates, rare collisions) are left out: which one it was is unknown.
-        self._undecided_draw = ([group[0] for group in match.indices if len(group) == 1], stepping)
+        self._undecided_draw = ([group[0] for group in match.indices if len(group) == 1], stepping, None)
+
+    def _valid_rows(self, match: Match, predictions: torch.Tensor) -> None:
+        """The model's classes for the training rows it just evaluated (the grader scores them)."""
+        draw = self._undecided_draw
+        if draw is None:
+            return
+        rows = torch.tensor([p for p, group in zip(match.positions, match.indices) if len(group) == 1], dtype=torch.long)
+        if len(rows) == len(draw[0]):
+            self._undecided_draw = (draw[0], draw[1], predictions[rows])
 
     def _settle_draw(self, followed_by_step: bool) -> None:
         """The last draw trained the model when an optimizer step followed it or it ran with grad in train mode."""
         if self._undecided_draw is None:
             return
-        indices, stepping = self._undecided_draw
+        indices, stepping, predictions = self._undecided_draw
         self._undecided_draw = None
         training = stepping or followed_by_step
         current = self._content[training]
@@ -220,7 +258,7 @@ class Recorder:
             self._content[training] = current
             self.train_passes.append(current)
         self.clock += 1
-        current.draw(indices, self.clock)
+        current.draw(indices, self.clock, None if training else predictions)
 
     # -- DataLoader passes over the training set -------------------------------------------------
     def start_loader_pass(self, size: int) -> TrainPass:

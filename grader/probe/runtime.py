@@ -47,10 +47,39 @@ class _State:
                                  self.serials)
         self.patches = Patches()
         self.hooks: list[Any] = []
+        self.module_hooks = _Quiet()  # the module hooks, taken out while a DataLoader builds a batch
         self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
 
 
 _state: _State | None = None
+
+
+class _Quiet:
+    """Takes the probe's global module hooks out while a DataLoader builds a batch and puts them back.
+
+    A dataset's per-image transforms (Normalize, RandomRotation, ...) are modules: with the hooks in,
+    each image costs two hook calls that only return (the recorder ignores calls while fetching),
+    hundreds of thousands per run. Nested fetches (a loader inside a dataset) are counted."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+        self.depth = 0
+        self.taken: list[tuple[dict[int, Any], int, Any]] = []
+
+    def __enter__(self) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            for handle in self.handles:
+                for table in (handle.hooks_dict_ref(), *(ref() for ref in getattr(handle, "extra_dict_ref", ()))):
+                    if table is not None and handle.id in table:
+                        self.taken.append((table, handle.id, table.pop(handle.id)))
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            for table, key, value in self.taken:
+                table[key] = value
+            self.taken.clear()
 
 
 def _safe_len(obj: Any) -> int:
@@ -119,7 +148,8 @@ def _patch_loaders(state: _State) -> None:
             reused.__dict__["_grader_track"] = track
         recorder.fetching += 1  # worker processes start here and inherit it: their transforms are not the model
         try:
-            iterator = loader_iter(self)
+            with state.module_hooks:
+                iterator = loader_iter(self)
         finally:
             recorder.fetching -= 1
         iterator.__dict__["_grader_track"] = track
@@ -135,7 +165,8 @@ def _patch_loaders(state: _State) -> None:
         track = self.__dict__.get("_grader_track")
         recorder.fetching += 1  # a dataset's transforms (Normalize, ...) are modules: not the model's calls
         try:
-            batch = iter_next(self)
+            with state.module_hooks:
+                batch = iter_next(self)
         except StopIteration:
             if track is not None:
                 track[0].complete = True
@@ -177,6 +208,7 @@ def _watch_calls(state: _State) -> None:
     state.hooks = [register.register_module_forward_pre_hook(before),
                    register.register_module_forward_hook(after, always_call=True),
                    register_optimizer_step_post_hook(recorder.on_step)]
+    state.module_hooks.handles = state.hooks[:2]
     warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
 
 
@@ -356,8 +388,8 @@ def _describe_model(state: _State, report: dict[str, Any]) -> None:
                                     or any((load["test_batch"] or 0) >= graded.last_batch for load in recorder.loads))
     if graded is None or not graded.complete or stale:  # the grader decides which predictions count
         try:
-            predictions = models.fallback_pass(model, dataset, state.classes, recorder)
-            report["probe_pass"] = {"predictions": predictions, "preprocessing": preprocessing}
+            predictions, confidence = models.fallback_pass(model, dataset, state.classes, recorder)
+            report["probe_pass"] = {"predictions": predictions, "confidence": confidence, "preprocessing": preprocessing}
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the grader
             report["probe_error"] = f"{type(exc).__name__}: {exc}"[:500]
 

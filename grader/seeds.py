@@ -1,0 +1,125 @@
+"""Borderline grades a TA can defend: a result within the rubric's margin of a threshold is run
+again with more seeds, and the rubric's ``seed_policy`` decides which run gives the points.
+
+The policy lives here: which results are borderline (``score.near_threshold``, the class page's
+definition), which seeds (the rubric's seed + 1 .. + K), and how the runs combine (``choose``,
+``merge``). A seed re-run is never the student's result: each is kept as
+``OUT/seeds/<account>/<seed>.json`` (with its executed notebook beside it), reused while its key
+matches, and merged into the student's result, whose ``accuracy`` stays the rubric seed's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+from grader.deadline import apply as apply_late
+from grader.results import Result, Score, SeedRun, Status, write_atomic
+from grader.rubric import Rubric
+from grader.score import accuracy_points, near_threshold
+
+FOLDER = "seeds"
+
+
+def extra_seeds(rubric: Rubric, count: int) -> tuple[int, ...]:
+    """The seeds a borderline result is run again with: the rubric's seed + 1 .. + ``count``."""
+    return tuple(rubric.seed + i for i in range(1, count + 1))
+
+
+def is_borderline(rubric: Rubric, result: Result) -> bool:
+    """Whether ``result`` is re-run with more seeds: graded (never a violation, a failed run or a
+    tampering notebook), measured, and within the rubric's margin of a threshold or the bonus."""
+    return (result.status is Status.GRADED and result.accuracy is not None and result.correct is not None
+            and bool(result.total) and near_threshold(rubric, result.accuracy) is not None)
+
+
+def first_run(rubric: Rubric, result: Result) -> SeedRun:
+    """The student's own run, with the rubric's seed, as one of the seed runs."""
+    return SeedRun(rubric.seed, result.status, result.accuracy, result.correct, result.total,
+                   result.reported_accuracy, result.reason)
+
+
+def seed_run(seed: int, result: Result) -> SeedRun:
+    """What a re-run with ``seed`` gave, from the result grading it produced."""
+    return SeedRun(seed, result.status, result.accuracy, result.correct, result.total, result.reported_accuracy,
+                   result.reason)
+
+
+def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
+    """The run whose accuracy gives the points. ``runs[0]`` is the run with the rubric's seed (it
+    always counts); failed or rule-breaking runs are never chosen by ``median`` or ``best``.
+    median: of an even count the lower middle one, so the points are one real run's."""
+    if policy == "fixed":
+        return runs[0]
+    counted = [run for run in runs if run.counted]
+
+    def rate(run: SeedRun) -> Fraction:
+        assert run.correct is not None and run.total
+        return Fraction(run.correct, run.total)
+
+    if policy == "best":
+        return max(counted, key=rate)  # on a tie the earliest: the rubric's seed first
+    if policy == "median":
+        ordered = sorted(counted, key=rate)
+        return ordered[(len(ordered) - 1) // 2]
+    raise ValueError(f"unknown seed policy {policy!r}")
+
+
+def merge(rubric: Rubric, result: Result, extra: Sequence[SeedRun]) -> Result:
+    """``result`` with its re-runs (``extra``, in seed order) and the points the rubric's policy
+    gives, scored again like any run (``score.accuracy_points``, then the late policy). Idempotent:
+    it starts from the rubric seed's run, so a result merged before is merged afresh (no re-runs:
+    the points are the rubric seed's again)."""
+    if not extra:
+        if not result.seed_runs:
+            return result
+        runs: tuple[SeedRun, ...] = ()
+        chosen = first_run(rubric, result)
+    else:
+        runs = (first_run(rubric, result), *extra)
+        chosen = choose(rubric.seed_policy, runs)
+    assert chosen.correct is not None and chosen.total is not None
+    points, bonus = accuracy_points(rubric, chosen.correct, chosen.total)
+    verdict = apply_late(Score(Status.GRADED, points, result.max_score, bonus, None), result.late_days or 0,
+                         rubric.late)
+    return replace(result, score=verdict.score, bonus=verdict.bonus, seed_runs=runs,
+                   seed_policy=rubric.seed_policy if runs else None, seed_accuracy=chosen.accuracy if runs else None,
+                   seed_chosen=chosen.seed if runs else None)
+
+
+def seed_key(key: str, seed: int) -> str:
+    """A re-run's cache key: the student's result's key (submission, rubric, environment) and the
+    seed. The seed policy and the count are not in it: changing them reruns nothing already run."""
+    return hashlib.sha256(f"{key}|seed {seed}".encode()).hexdigest()
+
+
+def _path(out: Path, account: str, seed: int, suffix: str) -> Path:
+    return out / FOLDER / account / f"{seed}{suffix}"
+
+
+def stored(out: Path, account: str, seed: int, key: str) -> SeedRun | None:
+    """The re-run with ``seed`` kept under OUT/seeds/ if it was run under ``key``; None if absent,
+    damaged or stale."""
+    try:
+        data = json.loads(_path(out, account, seed, ".json").read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("cache_key") != key:
+            return None
+        run = SeedRun.from_json(data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return run if run.seed == seed else None
+
+
+def store(out: Path, account: str, seed: int, result: Result, executed: bytes | None) -> SeedRun:
+    """Keep a finished re-run (atomically; its executed notebook first, the JSON last: its presence
+    means done). Its key is the one its result carries: none after a grader failure, so it runs again."""
+    if executed is not None:
+        write_atomic(_path(out, account, seed, ".ipynb"), executed)
+    run = seed_run(seed, result)
+    record = {**run.to_json(), "cache_key": result.cache_key}
+    write_atomic(_path(out, account, seed, ".json"), (json.dumps(record, indent=2) + "\n").encode())
+    return run
