@@ -154,13 +154,23 @@ def _is_verified(raw: Path) -> bool:
         return False
 
 
+def _failing(raw: Path) -> list[str]:
+    """Names of the four files that are missing from ``raw`` or fail their checksum."""
+    return [name for name, digest in FILES.items() if not (raw / name).is_file() or _sha256(raw / name) != digest]
+
+
 def verify(raw: Path) -> list[str]:
-    """Names of the four files that are missing or fail their checksum."""
-    bad = [name for name, digest in FILES.items() if not (raw / name).is_file() or _sha256(raw / name) != digest]
+    """Names of the four files that are missing or fail their checksum; stamps them verified if none."""
+    bad = _failing(raw)
     if not bad:
-        _make_readable(raw)
-        (raw / _STAMP).write_text(json.dumps(_stamp_of(raw)))
+        _stamp(raw)
     return bad
+
+
+def _stamp(raw: Path) -> None:
+    """Mark the checksummed files of ``raw`` verified as they are now (size and mtime)."""
+    _make_readable(raw)
+    (raw / _STAMP).write_text(json.dumps(_stamp_of(raw)))
 
 
 def _make_readable(raw: Path) -> None:
@@ -186,16 +196,26 @@ def _copy_from(directory: Path, raw: Path) -> list[str]:
     if missing:
         return missing
     raw.mkdir(parents=True, exist_ok=True)
-    for name, source in found.items():
-        assert source is not None
-        target = raw / name
-        if source.resolve() == target.resolve():
-            continue
-        opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rb") as src, tempfile.NamedTemporaryFile(dir=raw, delete=False) as dst:
-            shutil.copyfileobj(src, dst)
-        Path(dst.name).replace(target)
-    return verify(raw)
+    if all(path is not None and path.resolve() == (raw / name).resolve() for name, path in found.items()):
+        return verify(raw)
+    # Copied and checked beside the cache first: wrong files never replace a good cache, and a grader
+    # reading the cache meanwhile only ever sees whole, verified files (each moved in atomically).
+    staging = Path(tempfile.mkdtemp(dir=raw, prefix=".incoming-"))
+    try:
+        for name, source in found.items():
+            assert source is not None
+            opener = gzip.open if source.suffix == ".gz" else open
+            with opener(source, "rb") as src, (staging / name).open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        bad = _failing(staging)
+        if bad:
+            return bad
+        for name in FILES:
+            (staging / name).replace(raw / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _stamp(raw)  # the files were checksummed in staging and moved whole
+    return []
 
 
 def _download_into(root: Path) -> list[str]:

@@ -73,16 +73,21 @@ class Training:
     first_step: int
 
 
-def _bits(text: Any, size: int) -> int | None:
+def _bytes(text: Any, size: int) -> bytes | None:
+    """Exactly ``size`` bytes sent as base64, else None."""
     if not isinstance(text, str):
         return None
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    if len(raw) != (size + 7) // 8:
-        return None
-    return int.from_bytes(raw, "big")
+    return raw if len(raw) == size else None
+
+
+def _bits(text: Any, size: int) -> int | None:
+    """A bit set of ``size`` bits sent as base64 of numpy's packbits, as one integer (index 0 the top bit)."""
+    raw = _bytes(text, (size + 7) // 8)
+    return None if raw is None else int.from_bytes(raw, "big")
 
 
 def _steps(value: Any) -> dict[int, int]:
@@ -107,17 +112,6 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
     return found
 
 
-def _bytes(text: Any, size: int) -> bytes | None:
-    """Exactly ``size`` bytes sent as base64, else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == size else None
-
-
 def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
     found = {}
     raw = record.get("optimizers")
@@ -139,14 +133,7 @@ def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
         predictor = item.get("predictor")
         if not (isinstance(predictor, list) and len(predictor) == 2 and all(type(p) is int for p in predictor)):
             continue
-        predictions = None
-        if isinstance(item.get("predictions"), str):
-            try:
-                predictions = base64.b64decode(item["predictions"], validate=True)
-            except (binascii.Error, ValueError):
-                predictions = None
-            if predictions is not None and len(predictions) != size:
-                predictions = None
+        predictions = _bytes(item.get("predictions"), size)
         covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
                                             ("covered", "start_step", "end_step", "first_batch", "last_batch"))
         found.append(TestPass((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
@@ -156,13 +143,8 @@ def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
 
 def half_floats(text: Any, size: int) -> tuple[float, ...] | None:
     """``size`` probabilities sent as base64 of little-endian float16; None unless all are in [0, 1]."""
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) != 2 * size:
+    raw = _bytes(text, 2 * size)
+    if raw is None:
         return None
     values = struct.unpack(f"<{size}e", raw)
     return values if all(0.0 <= v <= 1.0 for v in values) else None  # NaN fails both comparisons

@@ -55,3 +55,17 @@ def test_real_files_from_a_named_gz_folder_are_verified(tmp_path: Path) -> None:
     # A corrupted cache is detected and rebuilt from Debian's copy.
     (dataset.raw / "t10k-labels-idx1-ubyte").write_bytes(gzip.compress(b"junk"))
     assert data.prepare(cache=tmp_path / "cache", allow_download=False).test_labels()[:3] == dataset.test_labels()[:3]
+
+
+@pytest.mark.skipif(not data.DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_wrong_files_never_replace_a_good_cache(tmp_path: Path) -> None:
+    """`grader data --from` a folder of wrong files (a tiny or altered copy) fails with one line and
+    leaves the verified cache as it was: graders reading it meanwhile never see those files."""
+    cache = tmp_path / "cache"
+    good = data.prepare(data.DEBIAN_DIR, cache=cache)
+    before = {name: (good.raw / name).read_bytes() for name in data.FILES}
+    with pytest.raises(DataError, match="missing or corrupt"):
+        data.prepare(make_tiny_fashion_mnist(tmp_path / "tiny"), cache=cache)
+    assert {name: (good.raw / name).read_bytes() for name in data.FILES} == before
+    assert data._is_verified(good.raw) and not list(good.raw.glob(".incoming-*"))
+    assert len(data.prepare(cache=cache, allow_download=False).test_labels()) == 10000
