@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.archive import unpack
@@ -17,11 +17,12 @@ from grader.grade import Context
 from grader.exports import Roster
 from grader.mail import is_mail, unpack_mail
 from grader.overrides import Override
+from grader.rubric import Rubric
 from grader.report import write_batch_reports
 from grader.results import Result, SeedRun, failed_result, write_atomic
 from grader import seeds
 from grader.similarity import save as save_pairs, similar_pairs
-from grader.submission import Arrival, Submission, discover, read_submission
+from grader.submission import Arrival, Discovery, Submission, discover, read_submission
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,28 @@ def _with_seeds(out: Path, results: list[Result], submissions: dict[str, Submiss
     return merged, len(todo)
 
 
+def _one_sender(found: Discovery, arrivals: dict[Path, Arrival], rubric: Rubric) -> Discovery:
+    """Flag ``sender-mismatch`` where one account's files came in mails from more than one address
+    (a classmate's mail can replace a file: the newest is graded, so the TA must see who sent what)."""
+    if not arrivals:
+        return found
+    others: dict[str, set[str]] = {}
+    for path, _why in found.set_aside:
+        named = rubric.files.account_of(path.name)
+        sender = arrivals[path].sender if path in arrivals else None
+        if named and sender:
+            others.setdefault(named[0], set()).add(sender)
+    changed = []
+    for sub in found.submissions:
+        own = arrivals[sub.path].sender if sub.path in arrivals else None
+        extra = sorted(others.get(sub.account, set()) - {own}) if own else []
+        if extra:
+            note = f"{sub.path.name} came from {own}, an older copy of {sub.account}'s files from {', '.join(extra)}"
+            sub = replace(sub, flags=sub.flags + ("sender-mismatch",), notes=sub.notes + (note,))
+        changed.append(sub)
+    return replace(found, submissions=tuple(changed))
+
+
 def grade_directory(directory: Path, out: Path, context: Context, executor: Executor,
                     on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False,
                     overrides: dict[str, Override] | None = None, roster: Roster | None = None,
@@ -157,7 +180,7 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         root, arrivals, mail_skipped = bag.folder, bag.arrivals, bag.skipped
     else:
         root, unpacked = unpack(directory, out / "unpacked")
-    found = discover(root, rubric.files, *unpacked, arrivals=arrivals)
+    found = _one_sender(discover(root, rubric.files, *unpacked, arrivals=arrivals), arrivals, rubric)
     if not found.submissions and not found.unreadable:
         raise SubmissionError(
             f"{directory}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"

@@ -157,7 +157,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, context: Co
     wrong = measurement.wrong if measurement and accuracy is not None else ()
     stated = _stated(sub, accuracy, context.rubric.accuracy.mismatch_tolerance)
     found = sub.notes + ((twin,) if twin else ())
-    found_flags = (("other-copies",) if sub.notes else ()) + (("script-differs",) if twin else ())
+    found_flags = (("other-copies",) if sub.notes else ()) + (("script-differs",) if twin else ()) + sub.flags
     return Result(
         student=sub.account,
         source=sub.path.name,

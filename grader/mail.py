@@ -17,10 +17,10 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 from grader.deadline import Submitted
@@ -70,17 +70,40 @@ def _as_email(message: object) -> EmailMessage:
     return message
 
 
-def _date(message: EmailMessage) -> Submitted | None:
+def _parsed(text: str) -> datetime | None:
     try:
-        when = parsedate_to_datetime(str(message["Date"]))
+        when = parsedate_to_datetime(text.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    return Submitted(when if when.tzinfo else when.replace(tzinfo=timezone.utc), "mail date")
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _date(message: EmailMessage) -> Submitted | None:
+    """When the mail came in: the stamp the receiving server put on top (the last `Received:` hop,
+    after its `;`), which the sender cannot set; else the `Date:` the sender's client wrote."""
+    received = message.get_all("Received") or []
+    when = _parsed(str(received[0]).rpartition(";")[2]) if received else None
+    if when is not None:
+        return Submitted(when, "mail's arrival time (Received)")
+    when = _parsed(str(message["Date"] or ""))
+    return Submitted(when, "mail date") if when is not None else None
+
+
+def _address(sender: str) -> str:
+    """The bare address of a From header, lower case ("Amy <Amy@Uni.edu>" -> "amy@uni.edu")."""
+    return parseaddr(sender)[1].lower() or sender.strip().lower()
+
+
+MAX_NAME = 120  # characters of an attachment's name kept (a file system allows 255 bytes)
 
 
 def _safe_name(raw: str | None) -> str | None:
-    """The attachment's bare file name, or None when it has none worth writing."""
+    """The attachment's bare file name, or None when it has none worth writing; a long name keeps its
+    end (the suffix) within MAX_NAME characters."""
     name = _CONTROL.sub("", (raw or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip()
+    name = name[-MAX_NAME:] if len(name.encode()) > MAX_NAME else name
+    while len(name.encode()) > 240:  # wide characters: bytes, not characters, are what the file system counts
+        name = name[1:]
     return name if name and name not in (".", "..") else None
 
 
@@ -92,6 +115,19 @@ def _names_homework(subject: str, homework: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9]){pattern}(?![0-9])", subject, re.IGNORECASE) is not None
 
 
+def _attachments(message: EmailMessage, described: str, skipped: list[tuple[str, str]]) -> list[EmailMessage]:
+    """The mail's attachments; a MIME structure the parser cannot walk is listed, and only that mail lost."""
+    try:
+        parts = list(message.iter_attachments())
+        for part in parts:
+            part.get_filename()
+            part.get_payload(decode=True)
+    except Exception as exc:  # noqa: BLE001 - any malformed part: this mail only
+        skipped.append((described, f"its attachments could not be read ({type(exc).__name__}); nothing of it was graded"))
+        return []
+    return [part for part in parts if isinstance(part, EmailMessage)]
+
+
 def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
     """Write every mail's attachments under ``into`` (emptied first: it is the grader's own folder).
     A mail whose subject does not name ``homework`` is listed too, and its attachments graded."""
@@ -101,13 +137,17 @@ def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
     arrivals: dict[Path, Arrival] = {}
     skipped: list[tuple[str, str]] = []
     for number, (found_as, message) in enumerate(_messages(source), start=1):
-        sender, subject, submitted = str(message["From"] or "unknown sender"), str(message["Subject"] or ""), _date(message)
+        try:
+            sender, subject, submitted = str(message["From"] or "unknown sender"), str(message["Subject"] or ""), _date(message)
+        except Exception as exc:  # noqa: BLE001 - a header the mail parser cannot read stops only this mail
+            skipped.append((found_as, f"its headers could not be read ({type(exc).__name__}); nothing of it was graded"))
+            continue
         described = f"{found_as} from {sender} «{subject}»"
         when = submitted.at.isoformat(timespec="minutes") if submitted else "no readable date"
-        arrival = Arrival(submitted, f"came by mail from {sender} ({when}, subject «{subject}»)")
+        arrival = Arrival(submitted, f"came by mail from {sender} ({when}, subject «{subject}»)", _address(sender))
         folder = into / f"mail-{number:04d}"
         written = []
-        for part in message.iter_attachments():
+        for part in _attachments(message, described, skipped):
             name = _safe_name(part.get_filename())
             payload = part.get_payload(decode=True)
             if name is None or not isinstance(payload, bytes):
@@ -119,8 +159,12 @@ def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
             if path in arrivals:
                 skipped.append((f"{described}: {name}", "a second attachment of the same name in one mail; the first was kept"))
                 continue
-            folder.mkdir(exist_ok=True)
-            path.write_bytes(payload)
+            try:
+                folder.mkdir(exist_ok=True)
+                path.write_bytes(payload)
+            except OSError as exc:
+                skipped.append((f"{described}: {name}", f"could not be written ({exc.strerror}); not unpacked"))
+                continue
             if submitted is not None:
                 os.utime(path, (submitted.at.timestamp(), submitted.at.timestamp()))
             arrivals[path] = arrival

@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from grader.results import ExecutionRecord, Measurement, Status
-from grader.run_facts import TestPass, Training, graded_test_pass, loaded_after_training, stale, test_passes
+from grader.run_facts import (TestPass, Training, graded_test_pass, half_floats, loaded_after_training, stale,
+                              test_passes)
 
 # How students print their test accuracy: "Test Accuracy (Overall): 55.57% (5557/10000)",
 # "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images: 88 %",
@@ -24,6 +25,9 @@ _FRACTION = re.compile(r"(?<![0-9.])(0?\.[0-9]+|[01](?:\.0+)?)(?![0-9.%％/])")
 _PLAIN = re.compile(r"[:=：]\s*([0-9]+(?:\.[0-9]+)?)(?![0-9.%％/])")
 _DECIMAL = re.compile(r"(?<![0-9.])([0-9]{1,3}\.[0-9]+)(?![0-9.%％/])")
 _RATIO = re.compile(r"\b([0-9]+)\s*/\s*([0-9]+)\b")
+
+
+MAX_LINE = 500  # characters of a printed line read for an accuracy (students print short lines)
 
 
 def _value(text: str) -> float | None:
@@ -48,7 +52,8 @@ def reported_accuracy(printed: str) -> float | None:
     validation and training accuracies are never read as the test accuracy.
     """
     found: dict[int, float] = {}
-    for line in printed.splitlines():
+    for whole in printed.splitlines():
+        line = whole[:MAX_LINE]  # the patterns below may backtrack: never over a line of any length
         keyword = _ACCURACY.search(line)
         if keyword is None or _OTHER_SPLIT.search(line):
             continue
@@ -153,6 +158,11 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
     reported = reported_accuracy(record.outputs_text)
     flags: list[str] = []
     notes: list[str] = []
+    unwatched = probe.get("unwatched_steps") if probe is not None else None
+    if type(unwatched) is int and unwatched > 0:
+        flags.append("training-unwatched")
+        notes.append(f"{unwatched} optimizer step{'s' if unwatched != 1 else ''} ran while a DataLoader was building a "
+                     "batch (training inside a dataset): the grader could not see what those steps trained on")
     if probe is None:
         problem = None if record.reason else "the grader's probe wrote no readable record"
         return Measurement(None, reported, None, None, None, tuple(flags), tuple(notes), problem)
@@ -179,7 +189,7 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                 for i in missing:
                     student[i] = own[i]
         predictions, source = student, "student-test-pass"
-        sure = graded.confidence if not missing else None
+        sure = half_floats(graded.confidence) if not missing else None
         others = _several_models(passes, graded)
         if others:
             flags.append("several-models")

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,10 +143,20 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
-        curve = training_curve(g.result.curve, rubric) if g.result.curve else None
+        curve = _plot(lambda: training_curve(g.result.curve, rubric) if g.result.curve else None)
         (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
                                                                   classes=CLASS_NAMES, curve=curve,
-                                                                  wrong=_wrong_strip(g.result)), encoding="utf-8")
+                                                                  wrong=_plot(lambda: _wrong_strip(g.result))),
+                                                           encoding="utf-8")
+
+
+def _plot(draw: Callable[[], Markup | None]) -> Markup | None:
+    """A student's plot, or none when its numbers cannot be drawn: one odd result never costs the
+    class its pages (the numbers come from a record the student's process wrote)."""
+    try:
+        return draw()
+    except (ValueError, OverflowError, TypeError, KeyError, MemoryError):
+        return None
 
 
 def _wrong_strip(result: Result) -> Markup | None:

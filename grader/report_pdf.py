@@ -10,7 +10,6 @@ holds: invisible or covered text counts as much as visible text, so the check is
 from __future__ import annotations
 
 import re
-import resource
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,15 +21,19 @@ from grader.submission import read_capped
 MAX_PDF_BYTES = 50 * 1024 * 1024
 PARSE_SECONDS = 20
 PARSE_MEMORY = 1024 * 1024 * 1024  # address space of the parsing process
-_BEST = re.compile(r"best\s+accuracy\s*[:：=]?\s*(\d{1,3}(?:[.,]\d+)?)\s*%", re.IGNORECASE)
-_EXTRACT = """
-import io, logging, sys
+MAX_TEXT = 100_000  # characters of the first page kept: the headline opens it
+# Bounded repeats only: a page of "Best accuracy" and a million spaces must not make the search quadratic.
+_BEST = re.compile(r"best[ \t]{1,5}accuracy[ \t]{0,20}[:：=]?[ \t]{0,20}(\d{1,3}(?:[.,]\d{1,6})?)[ \t]{0,5}%", re.IGNORECASE)
+# The memory limit is set by the child itself (no preexec_fn: the batch forks from several threads).
+_EXTRACT = f"""
+import io, logging, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({PARSE_MEMORY}, {PARSE_MEMORY}))
 logging.disable(logging.CRITICAL)
 from pypdf import PdfReader
 reader = PdfReader(io.BytesIO(sys.stdin.buffer.read()), strict=False)
 if reader.is_encrypted:
     reader.decrypt("")
-sys.stdout.write(reader.pages[0].extract_text() if reader.pages else "\\0no pages")
+sys.stdout.write(reader.pages[0].extract_text()[:{MAX_TEXT}] if reader.pages else "\\0no pages")
 """
 
 
@@ -43,10 +46,6 @@ class ReportHeadline:
     problem: str | None = None
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (PARSE_MEMORY, PARSE_MEMORY))
-
-
 def first_page_text(pdf: Path) -> str:
     """The text of the first page; ValueError with one line when it cannot be read."""
     try:
@@ -56,7 +55,7 @@ def first_page_text(pdf: Path) -> str:
     again = "; export the report again as PDF"
     try:
         done = subprocess.run([sys.executable, "-I", "-c", _EXTRACT], input=data, capture_output=True,
-                              timeout=PARSE_SECONDS, preexec_fn=_limit_memory)  # noqa: PLW1509 - no threads here
+                              timeout=PARSE_SECONDS)
     except subprocess.TimeoutExpired:
         raise ValueError(f"{pdf.name} took over {PARSE_SECONDS} s to read{again}") from None
     if done.returncode != 0:

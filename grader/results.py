@@ -92,10 +92,12 @@ class SeedRun:
     total: int | None
     reported_accuracy: float | None = None  # what the notebook printed in this run
     reason: str | None = None  # why it failed or which rule it broke
+    flags: tuple[str, ...] = ()  # what that run raised (grading it like any run)
 
     @property
     def counted(self) -> bool:
-        """Whether the seed policy may use it: it ran to the end, broke no rule and was measured."""
+        """Whether the seed policy may use it: it ran to the end, broke no rule and was measured
+        (grader.seeds also leaves out a re-run raising a flag the rubric seed's run did not)."""
         return self.status is Status.GRADED and self.correct is not None and bool(self.total)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class SeedRun:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SeedRun:
         known = {f: data.get(f) for f in ("accuracy", "correct", "total", "reported_accuracy", "reason")}
-        return cls(seed=int(data["seed"]), status=Status(data["status"]), **known)
+        return cls(seed=int(data["seed"]), status=Status(data["status"]), flags=tuple(data.get("flags", ())), **known)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ class Rubric:
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     head, _, tail = pattern.partition("{account}")
-    return re.compile(re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]*?)" + re.escape(tail))
+    # At most 64 characters: an account names files (OUT/results/<account>.json, similar/<a>--<b>.html).
+    return re.compile(re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}?)" + re.escape(tail))
 
 
 def default_rubric_path() -> Path:

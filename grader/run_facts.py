@@ -54,7 +54,7 @@ class TestPass:
     first_batch: int
     last_batch: int
     predictions: bytes | None  # one signed byte per test image, -1 where not predicted
-    confidence: tuple[float, ...] | None = None  # per test image: the softmax of the output at the prediction
+    confidence: bytes | None = None  # per test image, float16: the softmax at the prediction (see half_floats)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Training:
     unplaced_steps: int  # steps of its optimizers that no recognised pass over the training images carried
     last_step: int  # the last optimizer step of its training (0 when none)
     first_step: int
+
+
+MAX_PASSES = 2000  # passes of each kind read from a record (the probe writes at most that many)
 
 
 def _bytes(text: Any, size: int) -> bytes | None:
@@ -99,7 +102,7 @@ def _steps(value: Any) -> dict[int, int]:
 def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
     found = []
     raw = record.get("train_passes")
-    for item in raw if isinstance(raw, list) else []:
+    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
         if not isinstance(item, dict):
             continue
         drawn = _bits(item.get("drawn"), size)
@@ -127,7 +130,7 @@ def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
 def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
     found = []
     raw = record.get("test_passes")
-    for item in raw if isinstance(raw, list) else []:
+    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
         if not isinstance(item, dict):
             continue
         predictor = item.get("predictor")
@@ -137,15 +140,16 @@ def test_passes(record: dict[str, Any], size: int) -> list[TestPass]:
         covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
                                             ("covered", "start_step", "end_step", "first_batch", "last_batch"))
         found.append(TestPass((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
-                              last, predictions, half_floats(item.get("confidence"), size) if predictions else None))
+                              last, predictions, _bytes(item.get("confidence"), 2 * size) if predictions else None))
     return found
 
 
-def half_floats(text: Any, size: int) -> tuple[float, ...] | None:
-    """``size`` probabilities sent as base64 of little-endian float16; None unless all are in [0, 1]."""
-    raw = _bytes(text, 2 * size)
-    if raw is None:
+def half_floats(raw: bytes | None) -> tuple[float, ...] | None:
+    """Probabilities sent as little-endian float16 (decoded only for the graded pass); None unless all
+    are in [0, 1]."""
+    if raw is None or len(raw) % 2:
         return None
+    size = len(raw) // 2
     values = struct.unpack(f"<{size}e", raw)
     return values if all(0.0 <= v <= 1.0 for v in values) else None  # NaN fails both comparisons
 
@@ -260,13 +264,21 @@ def _percent(predicted: list[tuple[int, int]], labels: tuple[int, ...]) -> float
     return round(100.0 * sum(1 for i, p in scored if labels[i] == p) / len(scored), 2) if scored else None
 
 
+MAX_STEP = 10**9  # optimizer steps a run could take; a forged record's larger numbers are dropped
+
+
+def _step(value: int) -> bool:
+    return 0 <= value <= MAX_STEP
+
+
 def validation_points(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...]) -> list[list[float]]:
     """[optimizer steps before it, accuracy %] of each pass that evaluated the model on training images
     it mostly did not train on (the validation set), scored here against the official labels."""
     size = facts.train_size or 0
     points = []
     for p in train_passes(record, size) if size else []:
-        if p.predictions is None or p.stepped or 2 * (p.drawn & ~facts.trained).bit_count() <= p.drawn.bit_count():
+        if (p.predictions is None or p.stepped or not _step(p.start_step)
+                or 2 * (p.drawn & ~facts.trained).bit_count() <= p.drawn.bit_count()):
             continue
         drawn = members(p.drawn, size)
         accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in zip(drawn, p.predictions)], train_labels)
@@ -279,7 +291,7 @@ def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[li
     """[optimizer steps before its end, accuracy %] of each complete pass over the test images."""
     points = []
     for p in test_passes(record, len(test_labels)):
-        if p.complete and p.predictions is not None:
+        if p.complete and p.predictions is not None and _step(p.end_step):
             accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(p.predictions)], test_labels)
             if accuracy is not None:
                 points.append([p.end_step, accuracy])
@@ -301,12 +313,13 @@ def training_curve(record: dict[str, Any], facts: Training, train_labels: tuple[
     serial = max(own, key=lambda s: opts[s].steps)
     raw = record["optimizers"][str(serial)].get("curve")
     every = raw.get("every") if isinstance(raw, dict) else None
-    if type(every) is not int or every < 1 or not isinstance(raw.get("loss"), list) or len(raw["loss"]) > 2000:
+    if (type(every) is not int or not 1 <= every <= MAX_STEP or not _step(opts[serial].first_step)
+            or not isinstance(raw.get("loss"), list) or len(raw["loss"]) > 2000):
         return None
     loss, lr = _series(raw.get("loss"), len(raw["loss"])), _series(raw.get("lr"), len(raw["loss"]))
     if loss is None or lr is None or not any(v is not None for v in loss + lr):
         return None
     return {"every": every, "first_step": opts[serial].first_step, "loss": loss, "lr": lr,
-            "epochs": [p.start_step for p in facts.passes],
+            "epochs": [p.start_step for p in facts.passes if _step(p.start_step)],
             "validation": validation_points(record, facts, train_labels) if train_labels else [],
             "test": test_points(record, test_labels) if test_labels else []}

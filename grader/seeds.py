@@ -40,55 +40,88 @@ def is_borderline(rubric: Rubric, result: Result) -> bool:
 def first_run(rubric: Rubric, result: Result) -> SeedRun:
     """The student's own run, with the rubric's seed, as one of the seed runs."""
     return SeedRun(rubric.seed, result.status, result.accuracy, result.correct, result.total,
-                   result.reported_accuracy, result.reason)
+                   result.reported_accuracy, result.reason, result.flags)
 
 
 def seed_run(seed: int, result: Result) -> SeedRun:
     """What a re-run with ``seed`` gave, from the result grading it produced."""
     return SeedRun(seed, result.status, result.accuracy, result.correct, result.total, result.reported_accuracy,
-                   result.reason)
+                   result.reason, result.flags)
+
+
+def counts(run: SeedRun, first: SeedRun) -> bool:
+    """Whether a re-run's accuracy may be used: it ran to the end, broke no rule, was measured, and
+    raised no flag the rubric seed's run did not (a notebook that reads its seed and, say, trains on
+    the test images only under the others must not win by it)."""
+    return run.counted and set(run.flags) <= set(first.flags)
 
 
 def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
     """The run whose accuracy gives the points. ``runs[0]`` is the run with the rubric's seed (it
-    always counts); failed or rule-breaking runs are never chosen by ``median`` or ``best``.
-    median: of an even count the lower middle one, so the points are one real run's."""
+    always counts). best: the best counted run. median: over every run, a re-run that does not
+    count (it failed, broke a rule or raised a new flag) as 0 correct, so crashing the other seeds
+    never leaves the lucky one alone; of an even count the lower middle run."""
+    first = runs[0]
     if policy == "fixed":
-        return runs[0]
-    counted = [run for run in runs if run.counted]
+        return first
 
     def rate(run: SeedRun) -> Fraction:
+        if run is not first and not counts(run, first):
+            return Fraction(0)
         assert run.correct is not None and run.total
         return Fraction(run.correct, run.total)
 
     if policy == "best":
-        return max(counted, key=rate)  # on a tie the earliest: the rubric's seed first
+        return max((run for run in runs if run is first or counts(run, first)), key=rate)  # a tie: the earliest
     if policy == "median":
-        ordered = sorted(counted, key=rate)
+        ordered = sorted(runs, key=rate)
         return ordered[(len(ordered) - 1) // 2]
     raise ValueError(f"unknown seed policy {policy!r}")
 
 
+EXCLUDED = "seed-rerun-excluded"  # the result's flag when a re-run failed, broke a rule or raised a new flag
+_NOTE = "the re-run with seed "
+
+
 def merge(rubric: Rubric, result: Result, extra: Sequence[SeedRun]) -> Result:
     """``result`` with its re-runs (``extra``, in seed order) and the points the rubric's policy
-    gives, scored again like any run (``score.accuracy_points``, then the late policy). Idempotent:
-    it starts from the rubric seed's run, so a result merged before is merged afresh (no re-runs:
-    the points are the rubric seed's again)."""
+    gives, scored again like any run (``score.accuracy_points``, then the late policy); a re-run
+    that does not count is flagged and named in a note. Idempotent: it starts from the rubric
+    seed's run, so a result merged before is merged afresh (no re-runs: the points are the rubric
+    seed's again)."""
+    if not extra and not result.seed_runs:
+        return result
+    result = replace(result, flags=tuple(f for f in result.flags if f != EXCLUDED),
+                     notes=tuple(n for n in result.notes if not n.startswith(_NOTE)))
     if not extra:
-        if not result.seed_runs:
-            return result
         runs: tuple[SeedRun, ...] = ()
         chosen = first_run(rubric, result)
     else:
         runs = (first_run(rubric, result), *extra)
         chosen = choose(rubric.seed_policy, runs)
-    assert chosen.correct is not None and chosen.total is not None
-    points, bonus = accuracy_points(rubric, chosen.correct, chosen.total)
+    excluded = [run for run in runs[1:] if not counts(run, runs[0])]
+    if chosen in excluded:  # the median fell on a re-run that does not count: it counts as 0 correct
+        points, bonus, accuracy = 0, 0, 0.0
+    else:
+        assert chosen.correct is not None and chosen.total is not None
+        (points, bonus), accuracy = accuracy_points(rubric, chosen.correct, chosen.total), chosen.accuracy or 0.0
     verdict = apply_late(Score(Status.GRADED, points, result.max_score, bonus, None), result.late_days or 0,
                          rubric.late)
+    notes = tuple(f"{_NOTE}{run.seed} does not count ({_why(run, runs[0])})"
+                  + ("; the median counts it as 0 correct" if rubric.seed_policy == "median" else "")
+                  for run in excluded)
     return replace(result, score=verdict.score, bonus=verdict.bonus, seed_runs=runs,
-                   seed_policy=rubric.seed_policy if runs else None, seed_accuracy=chosen.accuracy if runs else None,
-                   seed_chosen=chosen.seed if runs else None)
+                   seed_policy=rubric.seed_policy if runs else None, seed_accuracy=accuracy if runs else None,
+                   seed_chosen=chosen.seed if runs else None,
+                   flags=result.flags + ((EXCLUDED,) if excluded else ()), notes=result.notes + notes)
+
+
+def _why(run: SeedRun, first: SeedRun) -> str:
+    if run.status is not Status.GRADED:
+        return f"{run.status.value}: {run.reason}" if run.reason else run.status.value
+    if not run.counted:
+        return "not measured"
+    return "it raised " + ", ".join(sorted(set(run.flags) - set(first.flags))) + ", which the rubric seed's run did not"
 
 
 def seed_key(key: str, seed: int) -> str:

@@ -41,6 +41,7 @@ class Arrival:
 
     submitted: Submitted | None
     note: str  # one line for the TA
+    sender: str | None = None  # a mail's sender address, to tell when one account's files came from two
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Submission:
     submitted: Submitted | None = None  # when it came in, where a deadline can be checked
     received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
     saved_output: str = ""  # the text outputs saved in the submitted .ipynb (its run on the student's machine)
+    flags: tuple[str, ...] = ()  # what discovery raises for the TA (a mail from another sender)
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:

@@ -93,3 +93,49 @@ def test_a_folder_of_eml_files_is_mail_and_a_class_folder_is_not(tmp_path: Path)
         [True, True, True, True, False, False, False]
     (folder / "HW3_x.py").write_text("x = 1\n")
     assert not is_mail(folder)  # a class folder with a stray mail in it
+
+
+def test_a_mail_the_parser_chokes_on_or_a_long_name_costs_only_itself(tmp_path: Path) -> None:
+    """`From: <` makes the header parser raise; a 300-character attachment name is longer than a file
+    system takes. Each is one listed line; the other mails are unpacked."""
+    code = (FIXTURES / "HW3_tinyok.py").read_text().replace("\nFrom ", "\n>From ")
+
+    def raw(sender: str, name: str) -> str:
+        return (f"From MAILER-DAEMON Mon Jul 20 10:00:00 2026\nFrom: {sender}\nSubject: x_HW3\n"
+                "Date: Mon, 20 Jul 2026 10:00:00 +0800\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=BB\n\n"
+                "--BB\nContent-Type: text/plain\n\nhi\n--BB\nContent-Type: text/x-python\n"
+                f'Content-Disposition: attachment; filename="{name}"\n\n{code}\n--BB--\n\n')
+
+    box = tmp_path / "class.mbox"
+    box.write_text(raw("amy <amy@uni.edu>", "HW3_amy01.py") + raw("<", "HW3_bob02.py")
+                   + raw("cat <cat@uni.edu>", "m" * 300 + ".py"))
+    bag = unpack_mail(box, tmp_path / "u", "HW3")
+    names = sorted(p.name for p in bag.arrivals)
+    assert names[0] == "HW3_amy01.py" and len(names) == 2 and len(names[1]) <= 120 and names[1].endswith(".py")
+    assert bag.skipped == (("mail 2", "its headers could not be read (IndexError); nothing of it was graded"),)
+
+
+def test_the_servers_stamp_dates_a_mail_and_another_senders_copy_is_flagged(tmp_path: Path,
+                                                                            tiny_context: Context) -> None:
+    """A sender writes `Date:` themselves; the receiving server's `Received:` stamp on top is what
+    counts. A classmate's later mail carrying amy01's file replaces it (the newest is graded), and
+    the result says so: the flag sender-mismatch and both addresses."""
+    code = (FIXTURES / "HW3_tinyok.py").read_bytes()
+    backdated = _mail("Larry <larry@uni.edu>", "賴瑞_HW3", DEADLINE - timedelta(days=1), {"HW3_larry03.py": code})
+    backdated["Received"] = f"from mail.uni.edu by mx.course.edu; {format_datetime(DEADLINE + timedelta(days=3))}"
+    box = mailbox.mbox(tmp_path / "class.mbox")
+    for message in (backdated,
+                    _mail("Amy <amy@uni.edu>", "王小明_HW3", DEADLINE - timedelta(days=2), {"HW3_amy01.py": code}),
+                    _mail("Mallory <mal@evil.example>", "HW3", DEADLINE - timedelta(days=1),
+                          {"HW3_amy01.py": code + b"\nn_epochs = 12\n"})):
+        box.add(message)
+    box.flush()
+    rubric = dataclasses.replace(tiny_context.rubric, deadline=DEADLINE, late=LatePolicy(10, 0))
+    context = dataclasses.replace(tiny_context, rubric=rubric, dataset=None)
+    summary = grade_directory(tmp_path / "class.mbox", tmp_path / "out", context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
+    results = {r.student: r for r in summary.results}
+    larry, amy = results["larry03"], results["amy01"]
+    assert larry.late_days == 3 and "late" in larry.flags
+    assert any("by its mail's arrival time (Received)" in n for n in larry.notes)
+    assert "sender-mismatch" in amy.flags and "sender-mismatch" not in larry.flags
+    assert any("came from mal@evil.example" in n and "amy@uni.edu" in n for n in amy.notes)

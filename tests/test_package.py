@@ -167,3 +167,19 @@ def test_a_batch_shows_the_students_own_run_and_the_reports_figure_beside_the_gr
     stated = _stated(Submission("amy", folder / "HW3_amy.ipynb", (), report=folder / "HW3_Report_amy.pdf"), 88.2, 0.5)
     assert stated.flags == ("report-accuracy-differs",) and "89.9% but the grader measured 88.20%" in stated.notes[0]
     assert _stated(read_submission(folder / "HW3_amy.ipynb", "amy"), 89.5, 0.5).flags == ()  # no report: no flag
+
+
+def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) -> None:
+    """A saved output "Test accuracy 111...1" and a report "Best accuracy" + a million spaces once made
+    the patterns backtrack for hours while holding the GIL (every grading thread of the batch stopped).
+    Both must come back; the subprocess's limit is a hang guard, generous on any machine."""
+    import subprocess
+    import sys
+
+    script = ("from grader.measure import reported_accuracy\nfrom grader.report_pdf import _BEST\n"
+              "assert reported_accuracy('Test accuracy ' + '1' * 1_000_000) is None\n"
+              "assert _BEST.search('Best accuracy' + ' ' * 2_000_000) is None\n"
+              "assert reported_accuracy('Test Accuracy (Overall): 89.47% (8947/10000)') == 89.47\n"
+              "assert _BEST.search('Best accuracy: 89.9%').group(1) == '89.9'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -95,3 +95,20 @@ def test_a_broken_rule_shows_its_lines_and_the_page_names_the_environment(tmp_pa
     assert f'<span class="hit">{line:4d}  n_epochs = 12  # &lt;b&gt;more&lt;/b&gt;</span>' in page
     assert "not run (static checks only)" in page and 'href="../results/bo.json"' in page
     assert "<b>0 points</b>" in page
+
+
+def test_numbers_no_plot_can_draw_cost_only_that_plot(tmp_path: Path, rubric: Rubric) -> None:
+    """The curve comes from a record the student's process wrote: a forged step of 10**400 is dropped
+    where it is read, and a curve that still cannot be drawn leaves the page without it, never the
+    class without its pages."""
+    from grader.run_facts import test_points
+
+    record = {"test_passes": [{"predictor": [1, 2], "covered": 2, "complete": True, "start_step": 0,
+                               "end_step": 10**400, "predictions": base64.b64encode(bytes([1, 2])).decode()}]}
+    assert test_points(record, (1, 2)) == []
+    broken = dataclasses.replace(_class()[3], curve={"every": 1, "first_step": 10**400, "loss": [1.0], "lr": [0.1],
+                                                       "epochs": [0], "validation": [], "test": []})
+    write_batch_reports(tmp_path, [broken, _class()[0]], rubric, [])
+    page = (tmp_path / "students" / "s3.html").read_text()
+    assert "Per class" in page and "Training, as the grader saw it" not in page
+    assert (tmp_path / "students" / "s0.html").is_file()

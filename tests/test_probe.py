@@ -200,3 +200,62 @@ def test_the_module_hooks_are_out_while_a_loader_fetches_and_back_for_the_model(
     assert record["integrity"] == []
     assert sum(entry["steps"] for entry in record["optimizers"].values()) == 2
     assert record["optimizers"] and next(iter(record["optimizers"].values())).get("curve", {}).get("loss")
+
+
+_THREAD_SCRIPT = """
+import json, sys, threading, torch
+import grader.probe.runtime as runtime
+from torch.utils.data import DataLoader, Dataset
+runtime.install({"seed": 0, "data_root": sys.argv[1], "output": sys.argv[2], "num_classes": 10, "threads": 1,
+                 "gpu_memory_mb": 0})
+model = torch.nn.Linear(784, 10)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+inside, release = threading.Event(), threading.Event()
+
+class Slow(Dataset):  # a prefetching thread's loader, busy building a batch the whole time
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        inside.set()
+        release.wait(60)
+        return torch.zeros(784), 0
+
+class Sneaky(Dataset):  # trains the model inside a dataset's __getitem__
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.rand(4, 784)), torch.zeros(4, dtype=torch.long)).backward()
+        optimizer.step()
+        return torch.zeros(784), 0
+
+thread = threading.Thread(target=lambda: list(DataLoader(Slow())), daemon=True)
+thread.start()
+inside.wait(60)
+x, criterion = torch.rand(8, 784), torch.nn.CrossEntropyLoss()
+for _ in range(3):  # the main thread trains while the other thread's fetch is open: still watched
+    optimizer.zero_grad()
+    criterion(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    optimizer.step()
+release.set()
+thread.join(60)
+list(DataLoader(Sneaky(), batch_size=2))
+runtime.export()
+"""
+
+
+def test_a_prefetching_thread_hides_nothing_and_training_inside_a_dataset_is_counted(tiny_dataset: Dataset,
+                                                                                    tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "probe.json"
+    subprocess.run([sys.executable, "-c", _THREAD_SCRIPT, str(tiny_dataset.root), str(out)],
+                   capture_output=True, text=True, timeout=120, check=True)
+    record = json.loads(out.read_text())
+    assert record["integrity"] == [] and record["steps"] == 5 and record["unwatched_steps"] == 2
+    curve = next(iter(record["optimizers"].values()))["curve"]
+    assert [loss is not None for loss in curve["loss"]] == [True, True, True, False, False]  # the 3 watched steps

@@ -114,12 +114,32 @@ def test_best_takes_the_highest_and_prefers_the_rubrics_seed_on_a_tie() -> None:
     assert seeds.choose("best", [_run(0, 89.5), _run(1, 89.5)]).seed == 0
 
 
-def test_failed_or_violating_reruns_never_count() -> None:
+def test_failed_violating_or_newly_flagged_reruns_never_help() -> None:
     runs = [_run(0, 88.9), _run(1, 95.0, Status.VIOLATION), _run(2, None, Status.ERROR), _run(3, None, Status.TIMEOUT),
             _run(4, 88.8)]
     assert [r.counted for r in runs] == [True, False, False, False, True]
     assert seeds.choose("best", runs).seed == 0  # not the violating run's 95%
-    assert seeds.choose("median", runs).seed == 4  # of 88.8 and 88.9 only: the lower
+    # The median counts a re-run that does not count as 0 correct: crashing the other seeds never
+    # leaves the lucky run alone (ordered 0, 0, 0, 88.8, 88.9: the middle one is a failed run).
+    assert seeds.choose("median", runs).seed in (1, 2, 3)
+    assert seeds.choose("median", [_run(0, 88.9), _run(1, 89.1), _run(2, None, Status.ERROR)]).seed == 0
+    # A notebook that reads its seed and trains on the test images only under the others: those
+    # runs raise a flag the rubric seed's run did not, so neither best nor the median uses them.
+    cheat = [_run(0, 89.0), dataclasses.replace(_run(1, 99.0), flags=("trained-on-test-images",)),
+             dataclasses.replace(_run(2, 99.5), flags=("trained-on-test-images",))]
+    assert seeds.choose("best", cheat).seed == 0 and seeds.choose("median", cheat).seed in (1, 2)
+    same = [dataclasses.replace(_run(0, 89.0), flags=("late",)), dataclasses.replace(_run(1, 89.5), flags=("late",))]
+    assert seeds.choose("best", same).seed == 1  # a flag the first run raised too is no reason
+
+
+def test_a_median_that_falls_on_a_failed_rerun_gives_no_points_and_says_why(rubric: Rubric) -> None:
+    dodger = seeds.merge(_rubric(rubric, "median"), _result(89.0),
+                         [_run(1, None, Status.ERROR), dataclasses.replace(_run(2, None, Status.ERROR), reason="boom")])
+    assert (dodger.score, dodger.seed_accuracy) == (0, 0.0) and seeds.EXCLUDED in dodger.flags
+    assert any("seed 2 does not count (error: boom); the median counts it as 0 correct" in n for n in dodger.notes)
+    again = seeds.merge(_rubric(rubric, "fixed"), dodger, [_run(1, None, Status.ERROR)])
+    assert again.score == 60 and again.flags.count(seeds.EXCLUDED) == 1  # merged afresh, flagged once
+    assert sum("does not count" in n for n in again.notes) == 1
 
 
 def test_merge_rescores_by_the_policy_and_keeps_the_measured_accuracy(rubric: Rubric) -> None:
@@ -151,7 +171,7 @@ def test_the_json_keeps_seed_runs_and_old_files_still_read(rubric: Rubric) -> No
     merged = seeds.merge(_rubric(rubric, "median"), _result(88.9), [_run(1, 89.2), _run(2, None, Status.ERROR)])
     data = json.loads(json.dumps(merged.to_json()))
     assert data["seed_runs"][2] == {"seed": 2, "status": "error", "accuracy": None, "correct": None, "total": None,
-                                    "reported_accuracy": None, "reason": None}
+                                    "reported_accuracy": None, "reason": None, "flags": []}
     assert Result.from_json(data) == merged
     old = {k: v for k, v in _result(88.9).to_json().items()
            if k not in ("correct", "total", "seed_runs", "seed_policy", "seed_accuracy", "seed_chosen")}
@@ -181,17 +201,18 @@ def test_pages_and_gradebook_show_the_spread(tmp_path: Path, rubric: Rubric) -> 
     page = (tmp_path / "students" / "amy<b>.html").read_text()
     seeds_part = page[page.index('<h2 id="seeds">'):page.index("<h2>Rules")]
     assert "88.90% to 89.20%</b> over 3 counted runs" in seeds_part
-    assert "the median of the counted runs" in seeds_part and "<b>89.00%</b> (seed 3), 60/60" in seeds_part
+    # The failed seed 2 is 0 correct in the median: 0, 88.9, 89.0, 89.2 -> the lower middle, seed 0.
+    assert "the median of the runs" in seeds_part and "<b>88.90%</b> (seed 0), 50/60" in seeds_part
     assert "printed in the grader's run: <b>90.1%</b>" in seeds_part
     assert "cell 4: &lt;i&gt;boom&lt;/i&gt;" in seeds_part and "<i>boom" not in seeds_part
-    assert "never counted in the median or the best" in seeds_part
+    assert "counts as 0 correct in the median and is never the best" in seeds_part
     index = (tmp_path / "index.html").read_text()
     listed = index[index.index("Borderline"):index.index("All submissions")]
-    assert "-0.10 from 89.0%; 4 seeds: 88.90% to 89.20%, points from 89.00% (median); printed 90.1%" in listed
+    assert "-0.10 from 89.0%; 4 seeds: 88.90% to 89.20%, points from 88.90% (median); printed 90.1%" in listed
     assert "amy&lt;b&gt;" in listed
     row = next(csv.DictReader((tmp_path / "gradebook.csv").open()))
-    assert row["seed_accuracies"] == "0:88.90;1:89.20;2:error;3:89.00" and row["points_accuracy"] == "89.00"
-    assert row["automatic_score"] == "60" and row["accuracy"] == "88.90"
+    assert row["seed_accuracies"] == "0:88.90;1:89.20;2:error;3:89.00" and row["points_accuracy"] == "88.90"
+    assert row["automatic_score"] == "50" and row["accuracy"] == "88.90" and "seed-rerun-excluded" in row["flags"]
     write_batch_reports(tmp_path, [_result(86.0)], rubric, [])  # no seed runs: no section, the measured accuracy
     assert 'id="seeds"' not in (tmp_path / "students" / "amy.html").read_text()
     row = next(csv.DictReader((tmp_path / "gradebook.csv").open()))

@@ -14,6 +14,7 @@ Two ways of seeing a pass:
 from __future__ import annotations
 
 import base64
+import threading
 import weakref
 from collections import Counter
 from typing import Any
@@ -137,7 +138,8 @@ class Recorder:
         self.samples: dict[int, torch.Tensor] = {}  # input module serial -> two rows of its last test input
         self.loader: TrainPass | None = None  # the training DataLoader pass that last yielded a batch
         self.yielded: Any = None  # the first tensor of that batch
-        self.fetching = 0  # > 0 while a DataLoader builds a batch: its transforms are modules too, not the model
+        self._fetches: dict[int, int] = {}  # thread -> DataLoader batches it is building (their transforms are modules)
+        self.unwatched_steps = 0  # optimizer steps taken inside a DataLoader's fetch (training hidden in a dataset)
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
         self._test_since_step = False
@@ -150,6 +152,25 @@ class Recorder:
         self._loss: torch.Tensor | None = None  # the last loss: a scalar with a gradient from an outermost call
         self.curves: dict[int, list[tuple[torch.Tensor | None, float | None]]] = {}  # optimizer -> (loss, lr) per step
 
+    # -- DataLoader fetches, per thread ------------------------------------------------------------
+    @property
+    def fetching(self) -> int:
+        """How many batches this thread is building now (a background prefetch thread's do not hide
+        the main thread's model calls)."""
+        return self._fetches.get(threading.get_ident(), 0)
+
+    def begin_fetch(self) -> None:
+        thread = threading.get_ident()
+        self._fetches[thread] = self._fetches.get(thread, 0) + 1
+
+    def end_fetch(self) -> None:
+        thread = threading.get_ident()
+        left = self._fetches.get(thread, 0) - 1
+        if left > 0:
+            self._fetches[thread] = left
+        else:
+            self._fetches.pop(thread, None)
+
     # -- module calls ------------------------------------------------------------------------
     def module_serial(self, module: torch.nn.Module) -> int:
         serial = self.serials.of(module)
@@ -157,8 +178,10 @@ class Recorder:
         return serial
 
     def before_call(self, module: torch.nn.Module, args: Any) -> None:
+        if self.fetching:
+            return  # a dataset's transform, not the model
         self._depth += 1
-        if self._depth != 1 or self.internal or self.fetching or not args:
+        if self._depth != 1 or self.internal or not args:
             return
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
@@ -183,11 +206,13 @@ class Recorder:
             self._pending_train = None if stepping else match  # a validation batch: its predictions follow
 
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self.fetching:
+            return
         self._depth = max(0, self._depth - 1)
-        if (not self._depth and not self.internal and not self.fetching and isinstance(output, torch.Tensor)
+        if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
-        if self._depth or (self._pending is None and self._pending_train is None) or self.internal or self.fetching:
+        if self._depth or (self._pending is None and self._pending_train is None) or self.internal:
             return
         if isinstance(output, (tuple, list)) and output:
             output = output[0]
@@ -277,6 +302,8 @@ class Recorder:
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
             return
+        if self.fetching:
+            self.unwatched_steps += 1  # its module calls were not watched: say so
         self._settle_draw(followed_by_step=True)
         if self._test_since_step:
             self.test_steps += 1
@@ -312,6 +339,7 @@ class Recorder:
         keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
         return {
             "test_steps": self.test_steps,
+            "unwatched_steps": self.unwatched_steps,
             "steps": self.steps,
             "train_size": self.index.sizes.get("train"),
             "test_size": self.index.sizes.get("test"),

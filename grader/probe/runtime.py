@@ -17,6 +17,7 @@ import json
 import random
 import re
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,19 @@ class _Quiet:
 
     A dataset's per-image transforms (Normalize, RandomRotation, ...) are modules: with the hooks in,
     each image costs two hook calls that only return (the recorder ignores calls while fetching),
-    hundreds of thousands per run. Nested fetches (a loader inside a dataset) are counted."""
+    hundreds of thousands per run. Nested fetches (a loader inside a dataset) are counted. Only the
+    main thread's fetches take them out: a prefetching thread must not hide the main thread's model
+    calls (the recorder ignores that thread's calls by itself)."""
 
     def __init__(self) -> None:
         self.handles: list[Any] = []
         self.depth = 0
         self.taken: list[tuple[dict[int, Any], int, Any]] = []
+        self.main = threading.main_thread().ident
 
     def __enter__(self) -> None:
+        if threading.get_ident() != self.main:
+            return
         self.depth += 1
         if self.depth == 1:
             for handle in self.handles:
@@ -75,6 +81,8 @@ class _Quiet:
                         self.taken.append((table, handle.id, table.pop(handle.id)))
 
     def __exit__(self, *exc: object) -> None:
+        if threading.get_ident() != self.main:
+            return
         self.depth -= 1
         if self.depth == 0:
             for table, key, value in self.taken:
@@ -146,12 +154,12 @@ def _patch_loaders(state: _State) -> None:
         if reused is not None:  # persistent workers: the iterator is reset, not rebuilt
             reused.__dict__.pop("_grader_pending", None)
             reused.__dict__["_grader_track"] = track
-        recorder.fetching += 1  # worker processes start here and inherit it: their transforms are not the model
+        recorder.begin_fetch()  # worker processes start here and inherit it: their transforms are not the model
         try:
             with state.module_hooks:
                 iterator = loader_iter(self)
         finally:
-            recorder.fetching -= 1
+            recorder.end_fetch()
         iterator.__dict__["_grader_track"] = track
         return iterator
 
@@ -163,7 +171,7 @@ def _patch_loaders(state: _State) -> None:
 
     def __next__(self: _BaseDataLoaderIter) -> Any:
         track = self.__dict__.get("_grader_track")
-        recorder.fetching += 1  # a dataset's transforms (Normalize, ...) are modules: not the model's calls
+        recorder.begin_fetch()  # a dataset's transforms (Normalize, ...) are modules: not the model's calls
         try:
             with state.module_hooks:
                 batch = iter_next(self)
@@ -172,7 +180,7 @@ def _patch_loaders(state: _State) -> None:
                 track[0].complete = True
             raise
         finally:
-            recorder.fetching -= 1
+            recorder.end_fetch()
         if track is None:
             return batch
         pending = self.__dict__.get("_grader_pending")
