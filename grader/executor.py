@@ -70,8 +70,7 @@ def grade_job(job: Job, context: Context, slot: Slot) -> Graded:
         executed = Path(work) / "executed.ipynb"
         try:
             mine = replace(slot, index=index, cores=cores_for(index, slot.threads))
-            seeded = {} if job.seed is None else {"seed": job.seed}  # a main run's call is unchanged
-            result = replace(grade_submission(sub, context, Path(work) / "run", executed, mine, **seeded),
+            result = replace(grade_submission(sub, context, Path(work) / "run", executed, mine, job.seed),
                              cache_key=job.key)
         except Exception as exc:  # noqa: BLE001 - the batch goes on; the reason is kept
             result = failed_result(sub.account, sub.path, f"internal grader error: {type(exc).__name__}: {exc}",

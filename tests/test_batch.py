@@ -65,10 +65,10 @@ def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_contex
 
     real = grader.executor.grade_submission
 
-    def flaky(sub, context, workdir, keep, slot):  # type: ignore[no-untyped-def]
+    def flaky(sub, context, workdir, keep, slot, seed=None):  # type: ignore[no-untyped-def]
         if sub.account == "boom":
             raise RuntimeError("disk on fire")
-        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep, slot)
+        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep, slot, seed)
 
     monkeypatch.setattr(grader.executor, "grade_submission", flaky)
     for account in ("boom", "fine"):
