@@ -78,6 +78,10 @@ def headline(pdf: Path) -> ReportHeadline:
     if match is None:
         return ReportHeadline(None, False, f"{pdf.name}: its first page does not state \"Best accuracy: xx.xx%\"; "
                                            "put that line at the top of the report")
+    value = float(match.group(1).replace(",", "."))
+    if value > 100:
+        return ReportHeadline(None, False, f"{pdf.name}: its first page states a best accuracy of {value:g}%, over "
+                                           "100%; put the accuracy the notebook reached at the top of the report")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = bool(lines) and _BEST.search(lines[0]) is not None
-    return ReportHeadline(float(match.group(1).replace(",", ".")), first)
+    return ReportHeadline(value, first)

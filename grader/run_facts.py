@@ -96,7 +96,8 @@ def _bits(text: Any, size: int) -> int | None:
 def _steps(value: Any) -> dict[int, int]:
     if not isinstance(value, dict):
         return {}
-    return {int(k): v for k, v in value.items() if isinstance(k, str) and k.isdigit() and type(v) is int and v > 0}
+    return {int(k): v for k, v in value.items()
+            if isinstance(k, str) and k.isascii() and k.isdigit() and type(v) is int and v > 0}
 
 
 def train_passes(record: dict[str, Any], size: int) -> list[TrainPass]:
@@ -120,7 +121,7 @@ def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
     raw = record.get("optimizers")
     for key, item in (raw.items() if isinstance(raw, dict) else []):
         params = item.get("params") if isinstance(item, dict) else None
-        if not (isinstance(key, str) and key.isdigit() and isinstance(params, list)):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and isinstance(params, list)):
             continue
         found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
                                     integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0)
@@ -264,6 +265,7 @@ def _percent(predicted: list[tuple[int, int]], labels: tuple[int, ...]) -> float
     return round(100.0 * sum(1 for i, p in scored if labels[i] == p) / len(scored), 2) if scored else None
 
 
+MAX_POINTS = 500  # evaluations plotted per curve (an epoch's validation pass is one)
 MAX_STEP = 10**9  # optimizer steps a run could take; a forged record's larger numbers are dropped
 
 
@@ -276,15 +278,15 @@ def validation_points(record: dict[str, Any], facts: Training, train_labels: tup
     it mostly did not train on (the validation set), scored here against the official labels."""
     size = facts.train_size or 0
     points = []
-    for p in train_passes(record, size) if size else []:
-        if (p.predictions is None or p.stepped or not _step(p.start_step)
-                or 2 * (p.drawn & ~facts.trained).bit_count() <= p.drawn.bit_count()):
-            continue
+    evaluated = [p for p in (train_passes(record, size) if size else [])
+                 if p.predictions is not None and not p.stepped and _step(p.start_step)
+                 and 2 * (p.drawn & ~facts.trained).bit_count() > p.drawn.bit_count()]
+    for p in evaluated[-MAX_POINTS:]:  # a forged record's thousands of passes cost no more than this
         drawn = members(p.drawn, size)
-        accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in zip(drawn, p.predictions)], train_labels)
+        accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in zip(drawn, p.predictions or b"")], train_labels)
         if accuracy is not None:
             points.append([p.start_step, accuracy])
-    return points[-500:]
+    return points
 
 
 def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[list[float]]:
@@ -295,7 +297,7 @@ def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[li
             accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(p.predictions)], test_labels)
             if accuracy is not None:
                 points.append([p.end_step, accuracy])
-    return points[-500:]
+    return points[-MAX_POINTS:]
 
 
 def training_curve(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...] = (),
