@@ -34,7 +34,8 @@ GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bon
                      "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")  # also what XML and UTF-8 refuse
+# Also what XML and UTF-8 refuse, and the bidirectional controls (a name written backwards on the page).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$@:])")
 

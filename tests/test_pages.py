@@ -53,7 +53,10 @@ def _browse(page: Path, screenshot: Path) -> tuple[str, str]:
 
 
 def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: Rubric) -> None:
-    write_batch_reports(tmp_path, _class(), rubric, [("notes.txt", "name matches no pattern")])
+    write_batch_reports(tmp_path, _class(), rubric, [("notes.txt", "name matches no pattern"),
+                                                     ("HW3_\u202eyp.bob", "name matches no pattern")])
+    raw = (tmp_path / "index.html").read_text()
+    assert "HW3_\ufffdyp.bob" in raw and "\u202e" not in raw  # a name never shows written backwards
     index, log = _browse(tmp_path / "index.html", tmp_path / "index.png")
     assert "Uncaught" not in log and ":CONSOLE" not in log  # the sorting script ran without an error
     assert '<figure role="img" aria-label="Histogram of the measured test accuracies' in index and "<svg" in index
