@@ -101,7 +101,7 @@ def _safe_name(raw: str | None) -> str | None:
     """The attachment's bare file name, or None when it has none worth writing; a long name keeps its
     end (the suffix) within MAX_NAME characters."""
     name = _CONTROL.sub("", (raw or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip()
-    name = name[-MAX_NAME:] if len(name.encode()) > MAX_NAME else name
+    name = name[-MAX_NAME:]
     while len(name.encode()) > 240:  # wide characters: bytes, not characters, are what the file system counts
         name = name[1:]
     return name if name and name not in (".", "..") else None
@@ -115,17 +115,14 @@ def _names_homework(subject: str, homework: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9]){pattern}(?![0-9])", subject, re.IGNORECASE) is not None
 
 
-def _attachments(message: EmailMessage, described: str, skipped: list[tuple[str, str]]) -> list[EmailMessage]:
-    """The mail's attachments; a MIME structure the parser cannot walk is listed, and only that mail lost."""
+def _attachments(message: EmailMessage, described: str, skipped: list[tuple[str, str]]) -> list[tuple[str | None, object]]:
+    """(the name it was sent under, the decoded payload) of each attachment, each decoded once; a MIME
+    structure the parser cannot walk is listed, and only that mail lost."""
     try:
-        parts = list(message.iter_attachments())
-        for part in parts:
-            part.get_filename()
-            part.get_payload(decode=True)
+        return [(part.get_filename(), part.get_payload(decode=True)) for part in message.iter_attachments()]
     except Exception as exc:  # noqa: BLE001 - any malformed part: this mail only
         skipped.append((described, f"its attachments could not be read ({type(exc).__name__}); nothing of it was graded"))
         return []
-    return [part for part in parts if isinstance(part, EmailMessage)]
 
 
 def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
@@ -147,9 +144,8 @@ def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
         arrival = Arrival(submitted, f"came by mail from {sender} ({when}, subject «{subject}»)", _address(sender))
         folder = into / f"mail-{number:04d}"
         written = []
-        for part in _attachments(message, described, skipped):
-            name = _safe_name(part.get_filename())
-            payload = part.get_payload(decode=True)
+        for sent_as, payload in _attachments(message, described, skipped):
+            name = _safe_name(sent_as)
             if name is None or not isinstance(payload, bytes):
                 continue
             if len(payload) > MAX_ATTACHMENT_BYTES:
