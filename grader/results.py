@@ -100,6 +100,12 @@ class SeedRun:
         (grader.seeds also leaves out a re-run raising a flag the rubric seed's run did not)."""
         return self.status is Status.GRADED and self.correct is not None and bool(self.total)
 
+    def counts_beside(self, first: SeedRun) -> bool:
+        """Whether its accuracy may be used beside the rubric seed's run ``first``: counted, and raising
+        no flag ``first`` did not (a notebook that reads its seed and, say, trains on the test images
+        only under the others must not win by it)."""
+        return self.counted and set(self.flags) <= set(first.flags)
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status.value}
 
@@ -156,9 +162,14 @@ class Result:
         return data
 
     @property
+    def counted_runs(self) -> tuple[SeedRun, ...]:
+        """The seed runs whose accuracy the policy may use (SeedRun.counts_beside the rubric seed's)."""
+        return tuple(run for run in self.seed_runs if run.counts_beside(self.seed_runs[0]))
+
+    @property
     def seed_spread(self) -> tuple[float, float] | None:
         """(lowest, highest) accuracy of the seed runs the policy counts; None without seed runs."""
-        counted = [run.accuracy for run in self.seed_runs if run.counted and run.accuracy is not None]
+        counted = [run.accuracy for run in self.counted_runs if run.accuracy is not None]
         return (min(counted), max(counted)) if counted else None
 
     @classmethod

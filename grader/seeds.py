@@ -49,13 +49,6 @@ def seed_run(seed: int, result: Result) -> SeedRun:
                    result.reason, result.flags)
 
 
-def counts(run: SeedRun, first: SeedRun) -> bool:
-    """Whether a re-run's accuracy may be used: it ran to the end, broke no rule, was measured, and
-    raised no flag the rubric seed's run did not (a notebook that reads its seed and, say, trains on
-    the test images only under the others must not win by it)."""
-    return run.counted and set(run.flags) <= set(first.flags)
-
-
 def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
     """The run whose accuracy gives the points. ``runs[0]`` is the run with the rubric's seed (it
     always counts). best: the best counted run. median: over every run, a re-run that does not
@@ -66,13 +59,13 @@ def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
         return first
 
     def rate(run: SeedRun) -> Fraction:
-        if run is not first and not counts(run, first):
+        if run is not first and not run.counts_beside(first):
             return Fraction(0)
         assert run.correct is not None and run.total
         return Fraction(run.correct, run.total)
 
     if policy == "best":
-        return max((run for run in runs if run is first or counts(run, first)), key=rate)  # a tie: the earliest
+        return max((run for run in runs if run is first or run.counts_beside(first)), key=rate)  # a tie: the earliest
     if policy == "median":
         ordered = sorted(runs, key=rate)
         return ordered[(len(ordered) - 1) // 2]
@@ -99,7 +92,7 @@ def merge(rubric: Rubric, result: Result, extra: Sequence[SeedRun]) -> Result:
     else:
         runs = (first_run(rubric, result), *extra)
         chosen = choose(rubric.seed_policy, runs)
-    excluded = [run for run in runs[1:] if not counts(run, runs[0])]
+    excluded = [run for run in runs[1:] if not run.counts_beside(runs[0])]
     if chosen in excluded:  # the median fell on a re-run that does not count: it counts as 0 correct
         points, bonus, accuracy = 0, 0, 0.0
     else:

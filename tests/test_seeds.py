@@ -128,6 +128,8 @@ def test_failed_violating_or_newly_flagged_reruns_never_help() -> None:
     cheat = [_run(0, 89.0), dataclasses.replace(_run(1, 99.0), flags=("trained-on-test-images",)),
              dataclasses.replace(_run(2, 99.5), flags=("trained-on-test-images",))]
     assert seeds.choose("best", cheat).seed == 0 and seeds.choose("median", cheat).seed in (1, 2)
+    shown = dataclasses.replace(_result(89.0), seed_runs=tuple(cheat))
+    assert [r.seed for r in shown.counted_runs] == [0] and shown.seed_spread == (89.0, 89.0)  # the page's spread too
     same = [dataclasses.replace(_run(0, 89.0), flags=("late",)), dataclasses.replace(_run(1, 89.5), flags=("late",))]
     assert seeds.choose("best", same).seed == 1  # a flag the first run raised too is no reason
 
