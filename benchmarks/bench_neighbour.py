@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from grader.data import prepare
+    from grader.intake.dataset import prepare
 
     dataset = prepare()
     notebook = Path(args.notebook).resolve()

@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 def precheck(path: str | None = None) -> object:
     """Check the notebook open in Colab or Jupyter (or ``path``) against the homework's rules, in
     well under a second, and show the verdict in the cell: ``import grader; grader.precheck()``."""
-    from grader.in_notebook import precheck as run
+    from grader.pipeline.precheck import precheck as run
 
     return run(path)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import grade_directory
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.results import Result, Status
-from grader.slots import Slot, plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.model.results import Result, Status
+from grader.run.slots import Slot, plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SLOTS = LocalExecutor(plan_slots(2, 2, (), 1, 1))
@@ -61,16 +61,16 @@ def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytes
 
 def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_context: Context,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import grader.executor
+    import grader.pipeline.executors.local
 
-    real = grader.executor.grade_submission
+    real = grader.pipeline.executors.local.grade_one
 
-    def flaky(sub, context, workdir, keep, slot, seed=None):  # type: ignore[no-untyped-def]
+    def flaky(sub, context, slot, seed=None, keep=None):  # type: ignore[no-untyped-def]
         if sub.account == "boom":
             raise RuntimeError("disk on fire")
-        return real(sub, context.__class__(context.rubric, context.facts, None), workdir, keep, slot, seed)
+        return real(sub, context.__class__(context.rubric, context.facts, None), slot, seed, keep)
 
-    monkeypatch.setattr(grader.executor, "grade_submission", flaky)
+    monkeypatch.setattr(grader.pipeline.executors.local, "grade_one", flaky)
     for account in ("boom", "fine"):
         shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
     summary = grade_directory(tmp_path, tmp_path / "out", tiny_context, SLOTS)
@@ -112,8 +112,8 @@ def test_a_rerun_reuses_finished_results_and_regrades_what_changed(tmp_path: Pat
 def test_a_zip_from_the_lms_is_unpacked_safely(tmp_path: Path, tiny_context: Context) -> None:
     import zipfile
 
-    from grader.archive import unpack
-    from grader.errors import SubmissionError
+    from grader.intake.archive import unpack
+    from grader.model.errors import SubmissionError
 
     archive = tmp_path / "HW3 submissions.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -140,10 +140,10 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from grader.slots import claim_index
+    from grader.run.slots import claim_index
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from grader.slots import claim_index\n"
+                               "from grader.run.slots import claim_index\n"
                                f"with claim_index(Path({str(tmp_path)!r})) as i:\n"
                                "    print(i, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:

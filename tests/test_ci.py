@@ -14,14 +14,14 @@ import pytest
 import yaml
 from junitparser import Failure, JUnitXml, Skipped, TestCase as JUnitCase
 
-from grader import ci
+from grader.outputs import ci
 from grader.cli import ExitCode, main
-from grader.data import Dataset
-from grader.ipynb_lines import notebook_lines
-from grader.report import markdown_text
-from grader.results import Check, Result, Status
-from grader.rubric import Rubric
-from grader.submission import read_submission
+from grader.model.dataset import Dataset
+from grader.intake.ipynb_lines import notebook_lines
+from grader.outputs.text import markdown_text
+from grader.model.results import Check, Result, Status
+from grader.model.rubric import Rubric
+from grader.intake.read import read_submission
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -268,7 +268,7 @@ def test_a_run_from_the_command_line_on_tiny_data(tmp_path: Path, github: GitHub
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The whole `grader ci` with a run; the tiny dataset stands in for the prepared FashionMNIST
     (whose checksums it would fail)."""
-    monkeypatch.setattr("grader.data.prepare", lambda *_args, **_kwargs: tiny_dataset)
+    monkeypatch.setattr("grader.intake.dataset.prepare", lambda *_args, **_kwargs: tiny_dataset)
     repo = _repo(tmp_path, {"HW3_alice.py": TINYOK})
     junit = tmp_path / "junit.xml"
     args = ["ci", str(repo), "--no-sandbox", "--rubric", str(ROOT / "rubric.yaml"), "--junit", str(junit)]

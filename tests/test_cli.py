@@ -91,7 +91,7 @@ def test_console_script_and_module_entry_points() -> None:
 
 
 def test_the_local_executor_needs_no_ray(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    code = "import sys, grader.cli, grader.batch, grader.executor, grader.progress; print('ray' in sys.modules)"
+    code = "import sys, grader.cli, grader.pipeline.batch, grader.pipeline.executors.local, grader.outputs.progress; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False"
     monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed
@@ -109,7 +109,7 @@ def test_grade_prints_a_line_per_student_and_a_final_table(tmp_path: Path, capsy
     (folder / "HW3_bo (1).ipynb").write_text((folder / "HW3_bo.ipynb").read_text().replace("batch_size=500", "batch_size=250"))
     out = tmp_path / "out"
     args = ["grade", str(folder), "--out", str(out), "--jobs", "2"]
-    from grader.sandbox import unavailable_reason
+    from grader.run.sandbox import unavailable_reason
 
     assert main(args + (["--no-sandbox"] if unavailable_reason() else [])) == ExitCode.OK
     printed = capsys.readouterr().out

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import data
-from grader.errors import DataError
+from grader.model.dataset import read_idx_labels
+from grader.intake import dataset as data
+from grader.model.errors import DataError
 from tinydata import make_tiny_fashion_mnist
 
 
@@ -21,7 +22,7 @@ def test_corrupt_label_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "t10k-labels-idx1-ubyte"
     bad.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05ab")
     with pytest.raises(DataError, match="not an IDX label file"):
-        data.read_idx_labels(bad)
+        read_idx_labels(bad)
 
 
 def test_wrong_files_fail_their_checksum(tmp_path: Path) -> None:

@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.batch import grade_directory
-from grader.deadline import LatePolicy, Submitted, apply, commit_time, days_late
-from grader.errors import RubricError
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.results import Score, Status
-from grader.rubric import Rubric, parse_rubric
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.model.rubric import LatePolicy
+from grader.model.submission import Submitted
+from grader.scoring.late import apply, days_late
+from grader.run.children import commit_time
+from grader.model.errors import RubricError
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.model.results import Score, Status
+from grader.model.rubric import Rubric, parse_rubric
+from grader.run.slots import plan_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -99,7 +102,7 @@ def test_commit_time_is_read_from_git(tmp_path: Path) -> None:
 def test_a_students_own_zip_cannot_backdate_its_files(tmp_path: Path) -> None:
     """Entries of the LMS's export keep their stored times; a zip found inside the class folder is a
     student's, whose stored times they chose: its files get the zip file's time, as do impossible dates."""
-    from grader.archive import unpack
+    from grader.intake.archive import unpack
 
     code = (FIXTURES / "HW3_tinyok.py").read_bytes()
     folder = tmp_path / "class"
@@ -121,7 +124,7 @@ def test_a_students_own_zip_cannot_backdate_its_files(tmp_path: Path) -> None:
 
 
 def test_an_unsandboxed_notebook_gets_none_of_the_ci_runners_files_or_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    from grader.execute import _host_environment
+    from grader.run.execute import _host_environment
 
     for name in ("GITHUB_OUTPUT", "GITHUB_TOKEN", "RUNNER_TEMP", "ACTIONS_RUNTIME_TOKEN", "CI_JOB_TOKEN"):
         monkeypatch.setenv(name, "x")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import environment
+from grader.static import environment
 from grader.cli import ExitCode, main
-from grader.submission import read_submission
+from grader.intake.read import read_submission
 
 NOTEBOOK = '''
 !pip install seaborn==0.13.2 einops

@@ -10,9 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.grade import Context, grade_submission
-from grader.results import Result, Status
-from grader.submission import read_submission
+from grader.model.context import Context
+from grader.pipeline.grade import grade_in
+from grader.model.results import Result, Status
+from grader.intake.read import read_submission
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -46,12 +47,12 @@ def _grade(tmp_path: Path, context: Context, cells: list[str], name: str = "HW3_
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     path = tmp_path / name
     nbformat.write(notebook, str(path))
-    return grade_submission(read_submission(path, "student"), context, tmp_path / "work", tmp_path / "executed.ipynb")
+    return grade_in(tmp_path / "work", read_submission(path, "student"), context, keep_executed=tmp_path / "executed.ipynb")
 
 
 def test_tiny_training_is_graded_from_the_students_own_test_pass(tmp_path: Path, tiny_context: Context) -> None:
     sub = read_submission(FIXTURES / "HW3_tinyok.py", "tinyok")
-    result = grade_submission(sub, tiny_context, tmp_path / "work", tmp_path / "executed.ipynb")
+    result = grade_in(tmp_path / "work", sub, tiny_context, keep_executed=tmp_path / "executed.ipynb")
     assert result.status is Status.GRADED, result.reason
     assert result.measured_by == "student-test-pass"
     assert result.accuracy is not None and result.accuracy >= 90
@@ -98,7 +99,7 @@ def test_exception_names_cell_and_line_and_labels_the_accuracy_at_the_error(tmp_
 
 
 def test_timeout_names_the_cell(tmp_path: Path, run_context: Context) -> None:
-    limits = dataclasses.replace(run_context.rubric.limits, total_timeout_s=6, cell_timeout_s=6)
+    limits = dataclasses.replace(run_context.rubric.limits, total_timeout_s=20, cell_timeout_s=20)
     context = dataclasses.replace(run_context, rubric=dataclasses.replace(run_context.rubric, limits=limits))
     result = _grade(tmp_path, context, ["x = 1", "import time\nwhile True:\n    time.sleep(0.1)"])
     assert result.status is Status.TIMEOUT

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import grade_directory
+from grader.pipeline.batch import grade_directory
 from grader.cli import ExitCode, main
-from grader.errors import GraderError
-from grader.executor import LocalExecutor
-from grader.exports import load_roster
-from grader.grade import Context
-from grader.overrides import for_batch
-from grader.slots import plan_slots
+from grader.model.errors import GraderError
+from grader.pipeline.executors.local import LocalExecutor
+from grader.outputs.exports import load_roster
+from grader.model.context import Context
+from grader.scoring.overrides import for_batch
+from grader.run.slots import plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROSTER = ("Student,ID,SIS User ID,SIS Login ID,Section,Email address,account\n"

@@ -15,11 +15,12 @@ import jsonschema
 import pytest
 
 from grader.cli import ExitCode, main
-from grader.deadline import LatePolicy, Submitted
-from grader.gradescope import _uploaded, grade_autograder
-from grader.grade import Context
-from grader.reference import derive_facts
-from grader.rubric import load_rubric
+from grader.model.rubric import LatePolicy
+from grader.model.submission import Submitted
+from grader.pipeline.commands import _uploaded, grade_autograder
+from grader.model.context import Context
+from grader.static.reference import derive_facts
+from grader.model.rubric import load_rubric
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -17,19 +17,23 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.cache import batch_key, cache_key, environment_key
-from grader.cgroups import GroupLimits, find_hierarchy, job_group, sweep, usage
-from grader.data import Dataset, kernel_view, label_copies
-from grader.executor import LocalExecutor
-from grader.gpus import find as find_gpu, installed, sandbox_args
-from grader.grade import Context, grade_submission
-from grader.probe_file import read_probe, read_untrusted
-from grader.report import check_text, render, write_batch_reports
-from grader.results import Check, Result, Status
-from grader.rubric import Rubric
-from grader.sandbox import Sandbox, SandboxLimits, command, unavailable_reason
-from grader.slots import cores_for, plan_slots
-from grader.submission import read_submission
+from grader.pipeline.cache import batch_key, cache_key, environment_key
+from grader.run.cgroups import GroupLimits, find_hierarchy, job_group, sweep, usage
+from grader.model.findings import Finding, Flag
+from grader.model.dataset import Dataset
+from grader.intake.dataset import kernel_view, label_copies
+from grader.pipeline.executors.local import LocalExecutor
+from grader.run.gpus import find as find_gpu, installed, sandbox_args
+from grader.model.context import Context
+from grader.pipeline.grade import grade_in
+from grader.model.record import read_probe, read_untrusted
+from grader.outputs.text import check_text, render
+from grader.outputs.pages import write_batch_reports
+from grader.model.results import Check, Result, Status
+from grader.model.rubric import Rubric
+from grader.run.sandbox import Sandbox, SandboxLimits, command, unavailable_reason
+from grader.run.slots import cores_for, plan_slots
+from grader.intake.read import read_submission
 from sandboxing import MODEL, sandboxed_processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,6 +69,11 @@ def test_untrusted_files_are_never_followed_blocked_on_or_read_whole(tmp_path: P
         read_untrusted(folder, "ok.json", os.geteuid() + 1, 1024)
     assert read_untrusted(folder, "ok.json", os.geteuid(), 1024) == b'{"version": 1}'
     assert read_probe(folder, "fifo.json", None).problem == "the probe's file was not read: fifo.json is not a regular file"
+    assert "format '1', not 2" in (read_probe(folder, "ok.json", None).problem or "")  # another format: not believed
+    (folder / "ok.json").write_text('{"version": "2"}')
+    assert read_probe(folder, "ok.json", None).record is None
+    (folder / "ok.json").write_text('{"version": 2}')
+    assert read_probe(folder, "ok.json", None).record == {"version": 2}
     assert read_probe(folder, "missing.json", None) == read_probe(folder, "missing.json", None)
     assert read_probe(folder, "missing.json", None).record is None and read_probe(folder, "missing.json", None).problem is None
     (folder / "deep.json").write_text("[" * 100_000)
@@ -129,7 +138,7 @@ def test_cache_key_covers_overrides_twin_report_and_copies(tmp_path: Path, tiny_
     assert keyed != base
     report.write_bytes(b"%PDF-1.4 two")
     assert cache_key(with_both, batch) != keyed
-    assert cache_key(dataclasses.replace(sub, notes=("another copy differs",)), batch) != base
+    assert cache_key(dataclasses.replace(sub, findings=(Finding(Flag.OTHER_COPIES, "another copy differs"),)), batch) != base
     assert cache_key(sub, batch) == base
 
 
@@ -181,7 +190,7 @@ def test_gc_walks_are_a_flag_not_an_error(tmp_path: Path, tiny_context: Context)
 def _static(tmp_path: Path, context: Context, code: str) -> Result:
     path = tmp_path / "HW3_eve.py"
     path.write_text(code + "\n")
-    return grade_submission(read_submission(path, "eve"), dataclasses.replace(context, dataset=None), tmp_path / "run")
+    return grade_in(tmp_path / "run", read_submission(path, "eve"), dataclasses.replace(context, dataset=None))
 
 
 # -- hidden labels ---------------------------------------------------------------------------------
@@ -229,7 +238,7 @@ def test_each_job_sees_exactly_its_gpu(tmp_path: Path) -> None:
 
 def test_cgroup_v2_layout_and_values(tmp_path: Path) -> None:
     """The v2 path on a stand-in tree (these machines mount v1): controllers, base folder, caps."""
-    from grader.cgroups import create
+    from grader.run.cgroups import create
 
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     (tmp_path / "cgroup.subtree_control").write_text("")
@@ -336,7 +345,7 @@ def _printed(out: Path, account: str) -> str:
 @needs_sandbox
 @needs_root
 def test_a_class_of_attackers_changes_nothing_on_the_host(tmp_path: Path, sandboxed: Context) -> None:
-    from grader.batch import grade_directory
+    from grader.pipeline.batch import grade_directory
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -422,7 +431,7 @@ def _grade_notebook(folder: Path, context: Context, *cells: str) -> Result:
     folder.mkdir(parents=True)
     path = folder / "HW3_cheat.ipynb"
     _notebook(path, *cells)
-    return grade_submission(read_submission(path, "cheat"), context, folder / "run", folder / "executed.ipynb")
+    return grade_in(folder / "run", read_submission(path, "cheat"), context, keep_executed=folder / "executed.ipynb")
 
 
 WORKERS = (FIXTURES / "HW3_tinyok.py").read_text().replace(
@@ -438,15 +447,15 @@ def test_dataloader_workers_get_the_same_accuracy_sandboxed(tmp_path: Path, tiny
     path = tmp_path / "HW3_workers.py"
     path.write_text(WORKERS)
     sub = read_submission(path, "workers")
-    plain = grade_submission(sub, tiny_context, tmp_path / "plain")
-    boxed = grade_submission(sub, dataclasses.replace(tiny_context, sandboxed=True), tmp_path / "boxed")
+    plain = grade_in(tmp_path / "plain", sub, tiny_context)
+    boxed = grade_in(tmp_path / "boxed", sub, dataclasses.replace(tiny_context, sandboxed=True))
     assert plain.status is Status.GRADED and boxed.status is Status.GRADED, boxed.reason
     assert boxed.accuracy == plain.accuracy and plain.accuracy is not None and plain.accuracy > 50
 
 
 def test_the_kernel_folder_is_locked_before_student_code(tmp_path: Path) -> None:
     """Unit view of the lock: after it, the folder is root's and 0755 (when the grader is root)."""
-    from grader.sandbox import lock_kernel_dir, prepare_kernel_dir
+    from grader.run.sandbox import lock_kernel_dir, prepare_kernel_dir
 
     sandbox = Sandbox(tmp_path / "kernel", (), SandboxLimits(1024, 64, 16, 64), uid=65530)
     prepare_kernel_dir(sandbox, ("probe.json",))

@@ -30,7 +30,7 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
     (elsewhere / "HW3_ann.py").write_text((FIXTURES / "HW3_tinyok.py").read_text())
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("GRADER_RUBRIC", None)
-    where = subprocess.run([sys.executable, "-c", "import grader, grader.resources as r; print(grader.__file__); "
+    where = subprocess.run([sys.executable, "-c", "import grader, grader.model.resources as r; print(grader.__file__); "
                             "print(r.shipped('templates'))"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert where.stdout.splitlines() == [str(site / "grader" / "__init__.py"), str(site / "grader" / "_data" / "templates")]
     check = subprocess.run([sys.executable, "-m", "grader", "check", "HW3_ann.py"], cwd=elsewhere, env=env,

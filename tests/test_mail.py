@@ -10,12 +10,12 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from grader.batch import grade_directory
-from grader.deadline import LatePolicy
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.mail import is_mail, unpack_mail
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.model.rubric import LatePolicy
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.intake.mail import is_mail, unpack_mail
+from grader.run.slots import plan_slots
 from pdfs import make_pdf
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -87,7 +87,7 @@ def test_a_folder_of_eml_files_is_mail_and_a_class_folder_is_not(tmp_path: Path)
     assert sorted(p.name for p in bag.arrivals) == ["HW3_Report_amy01.pdf", "HW3_amy01.py", "HW3_bob02.py"]
     late = next(a for p, a in bag.arrivals.items() if p.name == "HW3_bob02.py")
     assert late.submitted is not None and late.submitted.at == DEADLINE + timedelta(hours=30)
-    from grader.mail import _names_homework
+    from grader.intake.mail import _names_homework
 
     assert [_names_homework(s, "HW3") for s in ("楊荏宏_HW3", "hw 3 楊", "Re: HW-3", "HW3.", "HW31", "HW13", "hw")] == \
         [True, True, True, True, False, False, False]

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from grader.measure import measure, reported_accuracy
-from grader.probe_file import read_probe
-from grader.results import ExecutionRecord, Status
-from grader.run_facts import Training
+from grader.judge.measure import measure, reported_accuracy
+from grader.model.record import read_probe
+from grader.model.results import ExecutionRecord, Status
+from grader.judge.run_facts import Training
 
 LABELS = tuple(i % 10 for i in range(100))
 
@@ -43,7 +43,7 @@ def test_reported_accuracy(printed: str, expected: float | None) -> None:
 def _record(tmp_path: Path, probe: dict[str, Any] | str | None, printed: str = "") -> tuple[ExecutionRecord, Any]:
     """An execution record and the probe record as the grader reads it back from disk."""
     if probe is not None:
-        (tmp_path / "probe.json").write_text(probe if isinstance(probe, str) else json.dumps(probe))
+        (tmp_path / "probe.json").write_text(probe if isinstance(probe, str) else json.dumps({"version": 2, **probe}))
     record = read_probe(tmp_path, "probe.json", None).record
     return ExecutionRecord(Status.GRADED, None, None, 1.0, None, record, printed), record
 

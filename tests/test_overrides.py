@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import grade_directory
+from grader.pipeline.batch import grade_directory
 from grader.cli import ExitCode, main
-from grader.errors import GraderError
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.overrides import for_batch, parse_overrides
-from grader.results import Result
-from grader.rubric import Rubric
-from grader.slots import plan_slots
+from grader.model.errors import GraderError
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.scoring.overrides import for_batch, parse_overrides
+from grader.model.results import Result
+from grader.model.rubric import Rubric
+from grader.run.slots import plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

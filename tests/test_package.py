@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from grader.cli import ExitCode, main
-from grader.package import against_measured, inspect
-from grader.report_pdf import headline
-from grader.rubric import Rubric
+from grader.model.findings import Flag, flags_of, notes_of
+from grader.pipeline.package import against_measured, inspect
+from grader.pipeline.grade import report_headline as headline
+from grader.model.rubric import Rubric
 from pdfs import make_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ def test_cli_package_exit_codes_and_text(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_the_band_names_the_next_threshold(rubric: Rubric) -> None:
-    from grader.score import band
+    from grader.scoring.score import band
 
     assert band(rubric, 85.2) == dataclasses.replace(band(rubric, 85.2), points=50, reached=84, next_at=89, next_gain="60 points")
     assert band(rubric, 89.5).next_gain == "the 5 bonus points" and band(rubric, 90.1).next_at is None
@@ -109,7 +110,7 @@ def test_hostile_reports_cost_at_most_the_limits(tmp_path: Path, monkeypatch: py
 
     from pypdf import PdfReader, PdfWriter
 
-    import grader.report_pdf as report_pdf
+    import grader.run.children as report_pdf
     from pdfs import make_slow_pdf
 
     monkeypatch.setattr(report_pdf, "PARSE_SECONDS", 2)
@@ -139,11 +140,12 @@ def test_a_batch_shows_the_students_own_run_and_the_reports_figure_beside_the_gr
 
     import nbformat
 
-    from grader.batch import grade_directory
-    from grader.executor import LocalExecutor
-    from grader.grade import _stated
-    from grader.slots import plan_slots
-    from grader.submission import Submission, read_submission
+    from grader.pipeline.batch import grade_directory
+    from grader.pipeline.executors.local import LocalExecutor
+    from grader.pipeline.grade import _stated
+    from grader.run.slots import plan_slots
+    from grader.model.submission import Submission
+    from grader.intake.read import read_submission
 
     folder = tmp_path / "class"
     folder.mkdir()
@@ -164,9 +166,11 @@ def test_a_batch_shows_the_students_own_run_and_the_reports_figure_beside_the_gr
     page = (out / "students" / "amy.html").read_text()
     assert "In the submitted notebook" in page and "89.47%" in page and "The report states" in page
     # Measured 88.2%: the report's 89.9% is further than the tolerance: flagged, with both numbers.
-    stated = _stated(Submission("amy", folder / "HW3_amy.ipynb", (), report=folder / "HW3_Report_amy.pdf"), 88.2, 0.5)
-    assert stated.flags == ("report-accuracy-differs",) and "89.9% but the grader measured 88.20%" in stated.notes[0]
-    assert _stated(read_submission(folder / "HW3_amy.ipynb", "amy"), 89.5, 0.5).flags == ()  # no report: no flag
+    report = headline(folder / "HW3_Report_amy.pdf")
+    _saved, _report, stated = _stated(Submission("amy", folder / "HW3_amy.ipynb", ()), report, 88.2, 0.5)
+    assert flags_of(stated) == (Flag.REPORT_ACCURACY_DIFFERS,)
+    assert "89.9% but the grader measured 88.20%" in notes_of(stated)[0]
+    assert _stated(read_submission(folder / "HW3_amy.ipynb", "amy"), None, 89.5, 0.5)[2] == ()  # no report: no flag
 
 
 def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) -> None:
@@ -176,7 +180,7 @@ def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) 
     import subprocess
     import sys
 
-    script = ("from grader.measure import reported_accuracy\nfrom grader.report_pdf import _BEST\n"
+    script = ("from grader.judge.measure import reported_accuracy\nfrom grader.judge.stated import _BEST\n"
               "assert reported_accuracy('Test accuracy ' + '1' * 1_000_000) is None\n"
               "assert _BEST.search('Best accuracy' + ' ' * 2_000_000) is None\n"
               "assert reported_accuracy('Test Accuracy (Overall): 89.47% (8947/10000)') == 89.47\n"
@@ -186,7 +190,7 @@ def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) 
 
 
 def test_a_report_over_100_percent_or_a_forged_record_key_is_refused_not_believed(tmp_path: Path) -> None:
-    from grader.run_facts import optimizers, train_passes
+    from grader.judge.run_facts import optimizers, train_passes
 
     found = headline(make_pdf(tmp_path / "r.pdf", ["Best accuracy: 999%"]))
     assert found.accuracy is None and found.problem and "over 100%" in found.problem

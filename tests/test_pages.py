@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.report import write_batch_reports
-from grader.results import Check, Result, Status
-from grader.rubric import Rubric
+from grader.outputs.pages import write_batch_reports
+from grader.model.results import Check, Result, Status
+from grader.model.rubric import Rubric
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
@@ -82,9 +82,9 @@ def test_a_broken_rule_shows_its_lines_and_the_page_names_the_environment(tmp_pa
                                                                           tiny_context: object) -> None:
     import dataclasses
 
-    from grader.batch import grade_directory
-    from grader.executor import LocalExecutor
-    from grader.slots import plan_slots
+    from grader.pipeline.batch import grade_directory
+    from grader.pipeline.executors.local import LocalExecutor
+    from grader.run.slots import plan_slots
 
     folder = tmp_path / "class"
     folder.mkdir()
@@ -104,7 +104,7 @@ def test_numbers_no_plot_can_draw_cost_only_that_plot(tmp_path: Path, rubric: Ru
     """The curve comes from a record the student's process wrote: a forged step of 10**400 is dropped
     where it is read, and a curve that still cannot be drawn leaves the page without it, never the
     class without its pages."""
-    from grader.run_facts import test_points
+    from grader.judge.run_facts import test_points
 
     record = {"test_passes": [{"predictor": [1, 2], "covered": 2, "complete": True, "start_step": 0,
                                "end_step": 10**400, "predictions": base64.b64encode(bytes([1, 2])).decode()}]}

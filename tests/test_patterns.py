@@ -18,13 +18,13 @@ import yaml
 
 from tinydata import make_tiny_fashion_mnist
 
-from grader.batch import grade_directory
-from grader.data import Dataset
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.results import Result
-from grader.sandbox import unavailable_reason
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.model.dataset import Dataset
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.model.results import Result
+from grader.run.sandbox import unavailable_reason
+from grader.run.slots import plan_slots
 
 CORPUS = Path(__file__).parent / "fixtures" / "patterns"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())

@@ -94,7 +94,7 @@ def test_without_a_notebook_it_says_what_to_do_and_inside_a_grading_run_it_does_
 
 
 def test_markup_in_the_notebook_is_shown_as_text(tmp_path: Path) -> None:
-    from grader.in_notebook import precheck
+    from grader.pipeline.precheck import precheck
 
     data = json.loads(TEMPLATE.read_text())
     data["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
@@ -106,7 +106,7 @@ def test_markup_in_the_notebook_is_shown_as_text(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_cell_is_not_called_ready(tmp_path: Path) -> None:
-    from grader.in_notebook import precheck
+    from grader.pipeline.precheck import precheck
 
     data = json.loads(TEMPLATE.read_text())
     data["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,

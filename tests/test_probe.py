@@ -12,7 +12,7 @@ import torch
 from grader.probe.content import ImageIndex, read_images
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
-from grader.data import Dataset
+from grader.model.dataset import Dataset
 
 
 def _index(dataset: Dataset) -> tuple[ImageIndex, torch.Tensor, torch.Tensor]:
@@ -98,7 +98,7 @@ def test_a_new_pass_starts_when_an_image_comes_back(tiny_dataset: Dataset) -> No
 def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Dataset) -> None:
     """The template's `next(iter(train_loader))` before training on preloaded tensors: the epochs are
     the content passes, and the grader (run_facts) counts them, not the one-batch loader pass."""
-    from grader.run_facts import training
+    from grader.judge.run_facts import training
 
     index, _, train = _index(tiny_dataset)
     serials = Serials()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from grader.batch import Progress
-from grader.progress import Eta, LiveProgress, PlainProgress, progress_display
-from grader.results import Result, Status
+from grader.pipeline.batch import Progress
+from grader.outputs.progress import Eta, LiveProgress, PlainProgress, progress_display
+from grader.model.results import Result, Status
 
 
 def _result(student: str, accuracy: float | None = 91.25) -> Result:

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import grade_directory
-from grader.cache import environment_key
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.results import Result, Status
-from grader.sandbox import unavailable_reason
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.pipeline.cache import environment_key
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.model.results import Result, Status
+from grader.run.sandbox import unavailable_reason
+from grader.run.slots import plan_slots
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip install -e '.[ray]'")
-from grader.ray_executor import RayPlan, ray_executor  # noqa: E402
+from grader.pipeline.executors.ray import RayPlan, ray_executor  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RAY = Path(sys.executable).parent / "ray"
@@ -96,7 +96,7 @@ def test_ray_grades_a_class_like_the_local_executor(tmp_path: Path, tiny_context
 
 
 def test_unreachable_cluster_and_infeasible_tasks_are_one_line_errors(ray_head: str) -> None:
-    from grader.errors import GraderError
+    from grader.model.errors import GraderError
 
     with pytest.raises(GraderError, match="cannot reach the Ray cluster at 127.0.0.1:1 .*ray start --head"):
         with ray_executor("127.0.0.1:1", RayPlan(1, 1, True)):
@@ -107,7 +107,7 @@ def test_unreachable_cluster_and_infeasible_tasks_are_one_line_errors(ray_head: 
 
 
 def test_a_node_with_other_versions_refuses_with_its_name(tiny_context: Context) -> None:
-    from grader.ray_executor import _node_problem
+    from grader.pipeline.executors.ray import _node_problem
 
     assert _node_problem(tiny_context, environment_key("cpu")) is None
     problem = _node_problem(tiny_context, "0.0.1|3.9.0|2.0.0|0.15.0|cpu")

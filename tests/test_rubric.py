@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grader.errors import RubricError
-from grader.rubric import load_rubric, parse_rubric
+from grader.model.errors import RubricError
+from grader.model.rubric import load_rubric, parse_rubric
 
 ROOT = Path(__file__).resolve().parent.parent
 

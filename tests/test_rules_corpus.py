@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from grader.grade import Context, grade_submission
-from grader.reference import FrozenFacts
-from grader.rubric import Rubric
-from grader.rules import check_static
-from grader.submission import read_submission
+from grader.model.context import Context
+from grader.pipeline.grade import grade_in
+from grader.model.rubric import FrozenFacts
+from grader.model.rubric import Rubric
+from grader.static.rules import check_static
+from grader.intake.read import read_submission
 
 CORPUS = Path(__file__).parent / "fixtures" / "rules"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
@@ -46,7 +47,7 @@ RUNS = sorted(name for name, e in EXPECTED.items() if "run" in e)
 @pytest.mark.parametrize("name", RUNS)
 def test_run_time_verdicts(name: str, tiny_context: Context, tmp_path: Path) -> None:
     expected = EXPECTED[name]
-    result = grade_submission(read_submission(CORPUS / name), tiny_context, tmp_path)
+    result = grade_in(tmp_path, read_submission(CORPUS / name), tiny_context)
     run = {c.id: VERDICT[c.ok] for c in result.checks if c.stage == "run"}
     assert run == expected["run"], (result.reason, [c.message for c in result.checks if c.stage == "run"])
     static_ok = all(v != "violation" for v in expected["static"].values())

@@ -10,10 +10,11 @@ from typing import Any
 import numpy
 import pytest
 
-from grader.reference import FrozenFacts
-from grader.results import Check
-from grader.rubric import Rubric
-from grader.rules import check_runtime, disagreements, effective, findings, run_view
+from grader.model.rubric import FrozenFacts
+from grader.model.results import Check
+from grader.model.rubric import Rubric
+from grader.static.rules import check_runtime, findings, run_view
+from grader.scoring.score import disagreements, effective
 
 SIZE = 60000
 VALID_IDX = range(0, 12000)
@@ -110,7 +111,7 @@ def test_steps_over_passes_the_grader_cannot_follow_are_undecided(facts: FrozenF
     view = run_view(_record([]), True)
     check = {c.id: c for c in check_runtime(view, facts, rubric)}["epochs"]
     assert check.ok is None and "stepped 100 times" in check.message
-    assert [flag for flag, _ in findings(view, facts, rubric)] == ["training-not-followed"]
+    assert [f.flag for f in findings(view, facts, rubric)] == ["training-not-followed"]
 
 
 def test_content_passes_count_when_no_loader_trained(facts: FrozenFacts, rubric: Rubric) -> None:
@@ -130,7 +131,7 @@ def test_early_stopping_follows_the_rubric(facts: FrozenFacts, rubric: Rubric, p
     view = run_view(_record([TRAIN, VALID] * 7), True)
     check = {c.id: c for c in check_runtime(view, facts, course)}["epochs"]
     assert check.ok is verdict and "7 of 10 epochs" in check.message
-    assert [flag for flag, _ in findings(view, facts, course)] == flags
+    assert [f.flag for f in findings(view, facts, course)] == flags
 
 
 def test_an_interrupted_run_is_undecided_below_the_epochs_and_violated_above(facts: FrozenFacts, rubric: Rubric) -> None:

@@ -14,17 +14,19 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.batch import grade_directory
-from grader.cgroups import find_hierarchy
-from grader.executor import LocalExecutor
-from grader.data import Dataset
-from grader.grade import Context, grade_submission
-from grader.reference import FrozenFacts, derive_facts
-from grader.results import Result, Status
-from grader.rubric import Rubric, load_rubric
-from grader.sandbox import unavailable_reason
-from grader.slots import plan_slots
-from grader.submission import read_submission
+from grader.pipeline.batch import grade_directory
+from grader.run.cgroups import find_hierarchy
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.dataset import Dataset
+from grader.model.context import Context
+from grader.pipeline.grade import grade_in
+from grader.model.rubric import FrozenFacts
+from grader.static.reference import derive_facts
+from grader.model.results import Result, Status
+from grader.model.rubric import Rubric, load_rubric
+from grader.run.sandbox import unavailable_reason
+from grader.run.slots import plan_slots
+from grader.intake.read import read_submission
 from sandboxing import MODEL, sandboxed_processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,7 +47,7 @@ def _grade(tmp_path: Path, context: Context, *cells: str) -> Result:
     path = tmp_path / "submissions" / "HW3_mallory.ipynb"
     path.parent.mkdir(exist_ok=True)
     nbformat.write(notebook, str(path))
-    return grade_submission(read_submission(path, "mallory"), context, tmp_path / "run", tmp_path / "out" / "executed.ipynb")
+    return grade_in(tmp_path / "run", read_submission(path, "mallory"), context, keep_executed=tmp_path / "out" / "executed.ipynb")
 
 
 def _printed(tmp_path: Path) -> str:
@@ -168,7 +170,7 @@ def test_one_hostile_submission_costs_the_others_nothing(tmp_path: Path, sandbox
     """Good, violating, crashing and hostile submissions with --jobs 2: the good ones as alone."""
     ok = (FIXTURES / "HW3_tinyok.py").read_text()
     late = ok.replace("lr=0.001", "lr=0.0000003")  # barely trained: an accuracy that is not 100%
-    alone = {name: grade_submission(read_submission(path, name), tiny_context, tmp_path / f"alone-{name}")
+    alone = {name: grade_in(tmp_path / f"alone-{name}", read_submission(path, name), tiny_context)
              for name, path in (("alice", FIXTURES / "HW3_tinyok.py"), ("bea", _write(tmp_path / "HW3_bea.py", late)))}
     batch = tmp_path / "class"
     batch.mkdir()
@@ -207,13 +209,13 @@ def test_a_batch_killed_with_sigkill_resumes_without_losing_or_doubling(tmp_path
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pathlib import Path
-from grader.batch import grade_directory
-from grader.executor import LocalExecutor
-from grader.data import Dataset
-from grader.grade import Context
-from grader.reference import derive_facts
-from grader.rubric import load_rubric
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.pipeline.executors.local import LocalExecutor
+from grader.intake.dataset import Dataset
+from grader.pipeline.grade import Context
+from grader.static.reference import derive_facts
+from grader.model.rubric import load_rubric
+from grader.run.slots import plan_slots
 rubric = load_rubric(Path({str(Path(__file__).parent.parent / "rubric.yaml")!r}))
 context = Context(rubric, derive_facts(rubric.template), Dataset(Path({str(tiny_dataset.root)!r})), sandboxed=True)
 grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
@@ -250,14 +252,14 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_it_start
     import sys
     import time
 
-    from grader.sandbox import die_with
+    from grader.run.sandbox import die_with
 
     # The grader is already gone when the guard looks (here: a parent pid that is not the parent).
     late = subprocess.run([*die_with(1), "sleep", "600"], timeout=30)
     assert late.returncode == 125
     # The grader dies after the guard armed the signal: what the guard started dies with it.
     parent = subprocess.run([sys.executable, "-c", "import os, subprocess, sys\n"
-                             f"from grader.sandbox import die_with\n"
+                             f"from grader.run.sandbox import die_with\n"
                              "child = subprocess.Popen([*die_with(os.getpid()), 'sleep', '600'])\n"
                              "print(child.pid, flush=True)\n"
                              "import time; time.sleep(1)\n"
@@ -275,7 +277,7 @@ def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) 
     getpass.getuser() for its cache folder, and that failed every job but the first on an H200."""
     import sys
 
-    from grader.sandbox import Sandbox, SandboxLimits, command, prepare_kernel_dir, python_paths
+    from grader.run.sandbox import Sandbox, SandboxLimits, command, prepare_kernel_dir, python_paths
 
     box = Sandbox(tmp_path / "box", python_paths(), SandboxLimits(2000, 64, 100, 64), uid=65530)
     prepare_kernel_dir(box, ())

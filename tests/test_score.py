@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from grader.results import Check, ExecutionRecord, Measurement, Status
-from grader.rubric import Rubric
-from grader.score import accuracy_points, score
+from grader.model.results import Check, ExecutionRecord, Measurement, Status
+from grader.model.rubric import Rubric
+from grader.scoring.score import accuracy_points, score
 
 CLEAN = (Check("epochs", True, "ok"),)
 RAN = ExecutionRecord(Status.GRADED, None, None, 10.0, None, None, "")
@@ -19,7 +19,7 @@ def test_thresholds_are_exact(rubric: Rubric, correct: int, points: int, bonus: 
 
 
 def _measured(correct: int) -> Measurement:
-    return Measurement(correct / 100, None, correct, 10000, "student-test-pass", (), ())
+    return Measurement(correct / 100, None, correct, 10000, "student-test-pass", ())
 
 
 def test_graded_run(rubric: Rubric) -> None:
@@ -55,6 +55,6 @@ def test_failed_runs_score_zero_with_their_reason(rubric: Rubric) -> None:
     timed_out = ExecutionRecord(Status.TIMEOUT, "cell 7: still running", 7, 99.0, None, None, "")
     s = score(rubric, CLEAN, timed_out, _measured(9000))
     assert (s.status, s.score, s.reason) == (Status.TIMEOUT, 0, "cell 7: still running")
-    nothing = Measurement(None, None, None, None, None, (), (), "the notebook never built a model")
+    nothing = Measurement(None, None, None, None, None, (), "the notebook never built a model")
     s = score(rubric, CLEAN, RAN, nothing)
     assert (s.status, s.reason) == (Status.ERROR, "the notebook never built a model")

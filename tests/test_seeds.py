@@ -16,19 +16,19 @@ import yaml
 
 from tinydata import make_tiny_fashion_mnist
 
-from grader import seeds
-from grader.batch import Progress, grade_directory
-from grader.class_summary import borderline
-from grader.data import Dataset
-from grader.errors import RubricError
-from grader.executor import Job, Listener, LocalExecutor
-from grader.grade import Context
-from grader.overrides import grades
-from grader.report import write_batch_reports
-from grader.results import Result, SeedRun, Status
-from grader.rubric import Rubric, parse_rubric
-from grader.score import accuracy_points
-from grader.slots import plan_slots
+from grader.scoring import seeds
+from grader.pipeline.batch import Progress, grade_directory
+from grader.outputs.class_summary import borderline
+from grader.model.dataset import Dataset
+from grader.model.errors import RubricError
+from grader.pipeline.executors.local import Job, Listener, LocalExecutor
+from grader.model.context import Context
+from grader.scoring.overrides import grades
+from grader.outputs.pages import write_batch_reports
+from grader.model.results import Result, SeedRun, Status
+from grader.model.rubric import Rubric, parse_rubric
+from grader.scoring.score import accuracy_points
+from grader.run.slots import plan_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -162,7 +162,7 @@ def test_merge_rescores_by_the_policy_and_keeps_the_measured_accuracy(rubric: Ru
 
 
 def test_merge_applies_the_late_policy(rubric: Rubric) -> None:
-    from grader.deadline import LatePolicy
+    from grader.model.rubric import LatePolicy
 
     late = dataclasses.replace(rubric, seed_policy="best", late=LatePolicy(penalty_per_day=10))
     merged = seeds.merge(late, _result(88.9, late_days=2), [_run(1, 90.0)])
@@ -318,9 +318,9 @@ def test_a_batch_reruns_borderline_results_with_other_seeds_and_reuses_them(
 
 def test_the_cli_passes_borderline_seeds_to_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str], tiny_dataset: Dataset) -> None:
-    import grader.batch
-    import grader.data
-    from grader.batch import BatchSummary
+    import grader.pipeline.batch
+    import grader.intake.dataset
+    from grader.pipeline.batch import BatchSummary
     from grader.cli import ExitCode, main
 
     asked: list[int] = []
@@ -329,8 +329,8 @@ def test_the_cli_passes_borderline_seeds_to_the_batch(tmp_path: Path, monkeypatc
         asked.append(borderline_seeds)
         return BatchSummary((), (), 0)
 
-    monkeypatch.setattr(grader.batch, "grade_directory", fake)
-    monkeypatch.setattr(grader.data, "prepare", lambda *args, **kwargs: tiny_dataset)
+    monkeypatch.setattr(grader.pipeline.batch, "grade_directory", fake)
+    monkeypatch.setattr(grader.intake.dataset, "prepare", lambda *args, **kwargs: tiny_dataset)
     common = ["grade", str(tmp_path), "--out", str(tmp_path / "out"), "--no-sandbox", "--jobs", "1"]
     assert main(common + ["--borderline-seeds", "3"]) == ExitCode.OK and main(common) == ExitCode.OK
     assert asked == [3, 0]

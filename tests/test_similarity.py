@@ -7,11 +7,11 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from grader.batch import grade_directory
-from grader.executor import LocalExecutor
-from grader.grade import Context
-from grader.similarity import load
-from grader.slots import plan_slots
+from grader.pipeline.batch import grade_directory
+from grader.pipeline.executors.local import LocalExecutor
+from grader.model.context import Context
+from grader.model.pairs import load
+from grader.run.slots import plan_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = (ROOT / "reference" / "HW3_template.py").read_text()

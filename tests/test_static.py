@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.reference import FrozenFacts, derive_facts
-from grader.rubric import Rubric, load_rubric
-from grader.rules import check_static
-from grader.submission import read_submission
+from grader.model.rubric import FrozenFacts
+from grader.static.reference import derive_facts
+from grader.model.rubric import Rubric, load_rubric
+from grader.static.rules import check_static
+from grader.intake.read import read_submission
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = (ROOT / "reference" / "HW3_template.py").read_text()

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.errors import SubmissionError
-from grader.rubric import Rubric
-from grader.submission import discover, parseable, read_submission
+from grader.model.findings import notes_of
+from grader.model.errors import SubmissionError
+from grader.model.rubric import Rubric
+from grader.intake.discover import discover
+from grader.static.pyast import parseable
+from grader.intake.read import read_submission
 
 COLAB_EXPORT = '''# -*- coding: utf-8 -*-
 """HW3_M112rhyang.ipynb
@@ -138,9 +141,9 @@ def test_copies_from_downloads_and_lms_names_go_to_the_right_student(tmp_path: P
     subs = {s.account: s for s in found.submissions}
     assert sorted(subs) == ["ann", "bo", "cy", "d-2", "eng"]
     assert subs["ann"].path.name == "HW3_ann (1).ipynb" and subs["ann"].cells[0].source == "x = 2"
-    assert subs["ann"].notes == ("2 copies of the notebook were found; graded HW3_ann (1).ipynb, the newest, and set "
+    assert notes_of(subs["ann"].findings) == ("2 copies of the notebook were found; graded HW3_ann (1).ipynb, the newest, and set "
                                  "aside HW3_ann.ipynb, which differs: check which one was meant",)
-    assert subs["bo"].notes == ()
+    assert subs["bo"].findings == ()
     assert subs["eng"].report is not None and subs["eng"].report.name == "ngeve_123_4567_HW3_Report_eng.pdf"
     aside = {p.name: why for p, why in found.set_aside}
     assert aside == {"HW3_ann.ipynb": "older, different copy of ann's notebook; HW3_ann (1).ipynb was used",
@@ -151,7 +154,7 @@ def test_copies_from_downloads_and_lms_names_go_to_the_right_student(tmp_path: P
 
 
 def test_the_py_twin_is_compared_with_the_notebook(tmp_path: Path, rubric: Rubric) -> None:
-    from grader.submission import twin_difference
+    from grader.pipeline.grade import twin_note
 
     code = "import torch\n%matplotlib inline\nn_epochs = 30\nprint(n_epochs)"
     (tmp_path / "HW3_ann.ipynb").write_text(_notebook(code))
@@ -168,9 +171,9 @@ def test_the_py_twin_is_compared_with_the_notebook(tmp_path: Path, rubric: Rubri
                                          '"""# HW3\nMy notes"""\n\n!pip install torchinfo\nimport torch\n\nn_epochs = 30\n'
                                          'print(n_epochs)\n')
     subs = {s.account: s for s in discover(tmp_path, rubric.files).submissions}
-    assert twin_difference(subs["ann"]) is None  # the same code, exported by nbconvert
-    assert twin_difference(subs["cy"]) is None  # ... and by Colab (header and markdown as strings)
-    assert twin_difference(subs["bo"]) == "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"
+    assert twin_note(subs["ann"]) is None  # the same code, exported by nbconvert
+    assert twin_note(subs["cy"]) is None  # ... and by Colab (header and markdown as strings)
+    assert twin_note(subs["bo"]) == "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"
 
 
 def test_hostile_files_are_one_unreadable_result_each(tmp_path: Path, rubric: Rubric) -> None:

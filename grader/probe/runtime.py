@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import content, identity, model as models, passes, patches
+from grader.probe import RECORD_VERSION, content, identity, model as models, passes, patches
 from grader.probe.content import ImageIndex
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
@@ -407,7 +407,7 @@ def export() -> None:
     assert _state is not None, "grader probe was not installed"
     state = _state
     recorder = state.recorder
-    report: dict[str, Any] = {"version": 2, "num_classes": state.classes, "integrity": _integrity(state),
+    report: dict[str, Any] = {"version": RECORD_VERSION, "num_classes": state.classes, "integrity": _integrity(state),
                               **recorder.export(), "model": None, "architecture": None, "probe_pass": None,
                               "probe_error": None}
     report["modules"] = {str(serial): type(module).__name__ for serial, ref in recorder.modules.items()

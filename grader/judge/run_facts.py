@@ -1,0 +1,327 @@
+"""What the run did, computed in the grader's process from the probe's raw record (untrusted JSON).
+
+The probe only lists facts: the passes over training images (which indices each drew, which
+optimizers stepped meanwhile), each optimizer's parameters, the checkpoints loaded, the test
+passes and the graded model's parameters. Lineage (which passes trained the graded model), the
+training and validation sets, their overlap, early stopping and test-set selection are decided
+here, where the notebook cannot change them.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import binascii
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from grader.model.record import integer, section
+
+
+
+@dataclass(frozen=True)
+class TrainPassFacts:
+    source: str  # "loader" (a DataLoader over the training set) or "content" (model inputs recognised)
+    stepping: bool
+    drawn: int  # bit set of training indices
+    batches: int
+    complete: bool
+    steps: dict[int, int]  # optimizer serial -> steps during the pass
+    start_step: int  # optimizer steps taken before it began
+    predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
+
+    @property
+    def stepped(self) -> bool:
+        return any(self.steps.values())
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    params: frozenset[int]
+    steps: int
+    first_step: int
+    last_step: int
+
+
+@dataclass(frozen=True)
+class TestPassFacts:
+    predictor: tuple[int, int]
+    covered: int
+    complete: bool
+    start_step: int
+    end_step: int
+    first_batch: int
+    last_batch: int
+    predictions: bytes | None  # one signed byte per test image, -1 where not predicted
+    confidence: bytes | None = None  # per test image, float16: the softmax at the prediction (see half_floats)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the graded model was trained, as the grader reads the record."""
+
+    train_size: int | None
+    lineage: str  # "direct": its own parameters were stepped; "loaded": it took a trained model's weights; "none"
+    passes: tuple[TrainPassFacts, ...]  # the passes that trained it (direct) or trained any model (loaded)
+    groups: tuple[int, ...]  # loaded: passes per trained model (one per optimized parameter set)
+    trained: int  # bit set of the images it was trained on
+    validation: int  # bit set of the images evaluated without training on them
+    changed_without_optimizer: bool  # no optimizer step, yet its weights were changed in place
+    unplaced_steps: int  # steps of its optimizers that no recognised pass over the training images carried
+    last_step: int  # the last optimizer step of its training (0 when none)
+    first_step: int
+
+
+MAX_PASSES = 2000  # passes of each kind read from a record (the probe writes at most that many)
+
+
+def _bytes(text: Any, size: int) -> bytes | None:
+    """Exactly ``size`` bytes sent as base64, else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == size else None
+
+
+def _bits(text: Any, size: int) -> int | None:
+    """A bit set of ``size`` bits sent as base64 of numpy's packbits, as one integer (index 0 the top bit)."""
+    raw = _bytes(text, (size + 7) // 8)
+    return None if raw is None else int.from_bytes(raw, "big")
+
+
+def _steps(value: Any) -> dict[int, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {int(k): v for k, v in value.items()
+            if isinstance(k, str) and k.isascii() and k.isdigit() and type(v) is int and v > 0}
+
+
+def train_passes(record: dict[str, Any], size: int) -> list[TrainPassFacts]:
+    found = []
+    raw = record.get("train_passes")
+    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        drawn = _bits(item.get("drawn"), size)
+        if drawn is None or item.get("source") not in ("loader", "content"):
+            continue
+        predictions = _bytes(item.get("predictions"), drawn.bit_count())
+        found.append(TrainPassFacts(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
+                               item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
+                               predictions))
+    return found
+
+
+def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
+    found = {}
+    raw = record.get("optimizers")
+    for key, item in (raw.items() if isinstance(raw, dict) else []):
+        params = item.get("params") if isinstance(item, dict) else None
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and isinstance(params, list)):
+            continue
+        found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
+                                    integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0)
+    return found
+
+
+def test_passes(record: dict[str, Any], size: int) -> list[TestPassFacts]:
+    found = []
+    raw = record.get("test_passes")
+    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        predictor = item.get("predictor")
+        if not (isinstance(predictor, list) and len(predictor) == 2 and all(type(p) is int for p in predictor)):
+            continue
+        predictions = _bytes(item.get("predictions"), size)
+        covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
+                                            ("covered", "start_step", "end_step", "first_batch", "last_batch"))
+        found.append(TestPassFacts((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
+                              last, predictions, _bytes(item.get("confidence"), 2 * size) if predictions else None))
+    return found
+
+
+def half_floats(raw: bytes | None) -> tuple[float, ...] | None:
+    """Probabilities sent as little-endian float16 (decoded only for the graded pass); None unless all
+    are in [0, 1]."""
+    if raw is None or len(raw) % 2:
+        return None
+    size = len(raw) // 2
+    values = struct.unpack(f"<{size}e", raw)
+    return values if all(0.0 <= v <= 1.0 for v in values) else None  # NaN fails both comparisons
+
+
+def graded_test_pass(passes: list[TestPassFacts]) -> TestPassFacts | None:
+    """The notebook's last complete test pass, else its most complete one (the probe exports by the same rule)."""
+    complete = [p for p in passes if p.complete]
+    if complete:
+        return complete[-1]
+    return max(passes, key=lambda p: p.covered, default=None)
+
+
+def graded_params(record: dict[str, Any]) -> frozenset[int]:
+    model = section(record, "model")
+    serials = model.get("param_serials")
+    return frozenset(p for p in serials if type(p) is int) if isinstance(serials, list) else frozenset()
+
+
+def training(record: dict[str, Any]) -> Training:
+    size = integer(record.get("train_size"))
+    model = section(record, "model")
+    # Weights changed in place after a backward pass, with no optimizer: a hand-written update.
+    changed = (integer(model.get("param_versions")) or 0) > 0 and model.get("has_grad") is True
+    if not size:
+        return Training(None, "none", (), (), 0, 0, changed, 0, 0, 0)
+    passes = train_passes(record, size)
+    opts = optimizers(record)
+    params = graded_params(record)
+    stepping = [p for p in passes if p.stepped]
+    # DataLoader passes over the training set are the epochs when they carry the training (they see
+    # augmented images too); passes recognised by content when the notebook trains on preloaded
+    # tensors (a look at one loader batch before that must not make the loader the source).
+    by_source = {kind: sum(sum(p.steps.values()) for p in stepping if p.source == kind) for kind in ("loader", "content")}
+    source = "loader" if by_source["loader"] and by_source["loader"] * 2 >= by_source["content"] else "content"
+    stepping = [p for p in stepping if p.source == source]
+    own = {serial for serial, o in opts.items() if o.params & params}
+    direct = [p for p in stepping if own & set(p.steps)]
+    groups: dict[frozenset[int], int] = {}
+    if direct:
+        lineage, used = "direct", direct
+        steps = [opts[s] for s in own if opts[s].steps]
+    elif stepping:
+        lineage, used = "loaded", stepping
+        steps = [o for o in opts.values() if o.steps]
+        for p in stepping:
+            for serial in p.steps:
+                if serial in opts:
+                    groups[opts[serial].params] = groups.get(opts[serial].params, 0) + 1
+    else:
+        lineage, used, steps = "none", [], []
+    trained = 0
+    for p in used:
+        trained |= p.drawn
+    count = trained.bit_count()
+    validation = 0
+    begun = min((o.first_step for o in steps), default=0)
+    for p in passes:  # validation is read from the same kind of pass as training, never mixed
+        if p.source != source or p.stepped or (p.source == "content" and p.stepping) or p.start_step < begun:
+            continue  # a pass before training began is a look at the data (a batch, its mean and std)
+        outside = (p.drawn & ~trained).bit_count()
+        if 2 * outside <= p.drawn.bit_count():
+            continue  # mostly images it trained on: plotting a few, a training-accuracy pass
+        validation |= p.drawn
+    own_steps = sum(opts[s].steps for s in own)
+    return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
+                    changed and not steps, own_steps if lineage == "none" else 0,
+                    max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0))
+
+
+def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:
+    """Why the graded test pass no longer shows the graded model: it trained on, or took other
+    weights, after that pass; None when the pass shows the model as it ended."""
+    if facts is not None and facts.lineage == "direct" and facts.last_step > graded.end_step:
+        return f"its optimizer stepped {facts.last_step - graded.end_step} more times after that pass"
+    params = graded_params(record)
+    raw = record.get("loads")
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("test_batch")) or 0) >= graded.last_batch:
+            return "weights were loaded into it after that pass"
+    return None
+
+
+def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None:
+    """The step after which a checkpoint was loaded into the graded model once its training ended."""
+    params = graded_params(record)
+    raw = record.get("loads")
+    for item in reversed(raw if isinstance(raw, list) else []):
+        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("step")) or 0) >= facts.last_step:
+            return integer(item.get("step"))
+    return None
+
+
+def _series(value: Any, length: int) -> list[float | None] | None:
+    if not isinstance(value, list) or len(value) != length:
+        return None
+    clean: list[float | None] = []
+    for v in value:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        clean.append(float(v) if ok else None)
+    return clean
+
+
+def members(bits: int, size: int) -> list[int]:
+    """The indices in a bit set as _bits reads it (numpy's packbits order: index 0 is the first byte's top bit)."""
+    text = format(bits, f"0{8 * ((size + 7) // 8)}b")[:size]
+    return [i for i, bit in enumerate(text) if bit == "1"]
+
+
+def _percent(predicted: list[tuple[int, int]], labels: tuple[int, ...]) -> float | None:
+    """Accuracy (percent) of (index, predicted class) pairs; None when none was predicted."""
+    scored = [(i, p) for i, p in predicted if p >= 0 and i < len(labels)]
+    return round(100.0 * sum(1 for i, p in scored if labels[i] == p) / len(scored), 2) if scored else None
+
+
+MAX_POINTS = 500  # evaluations plotted per curve (an epoch's validation pass is one)
+MAX_STEP = 10**9  # optimizer steps a run could take; a forged record's larger numbers are dropped
+
+
+def _step(value: int) -> bool:
+    return 0 <= value <= MAX_STEP
+
+
+def validation_points(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...]) -> list[list[float]]:
+    """[optimizer steps before it, accuracy %] of each pass that evaluated the model on training images
+    it mostly did not train on (the validation set), scored here against the official labels."""
+    size = facts.train_size or 0
+    points = []
+    evaluated = [p for p in (train_passes(record, size) if size else [])
+                 if p.predictions is not None and not p.stepped and _step(p.start_step)
+                 and 2 * (p.drawn & ~facts.trained).bit_count() > p.drawn.bit_count()]
+    for p in evaluated[-MAX_POINTS:]:  # a forged record's thousands of passes cost no more than this
+        drawn = members(p.drawn, size)
+        accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in zip(drawn, p.predictions or b"")], train_labels)
+        if accuracy is not None:
+            points.append([p.start_step, accuracy])
+    return points
+
+
+def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[list[float]]:
+    """[optimizer steps before its end, accuracy %] of each complete pass over the test images."""
+    points = []
+    for p in test_passes(record, len(test_labels)):
+        if p.complete and p.predictions is not None and _step(p.end_step):
+            accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(p.predictions)], test_labels)
+            if accuracy is not None:
+                points.append([p.end_step, accuracy])
+    return points[-MAX_POINTS:]
+
+
+def training_curve(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...] = (),
+                   test_labels: tuple[int, ...] = ()) -> dict[str, Any] | None:
+    """The graded model's optimizer (the one with the most steps) as the probe recorded it: the loss
+    and the learning rate as means over ``every`` steps from ``first_step``, and the steps at which
+    each training pass (epoch) began; with labels, the validation and test accuracy of the passes
+    that evaluated a model (steps before them, percent). None without one, or when the record is
+    not well formed."""
+    opts = optimizers(record)
+    params = graded_params(record)
+    own = [s for s, o in opts.items() if o.params & params and o.steps]
+    if not own:
+        return None
+    serial = max(own, key=lambda s: opts[s].steps)
+    raw = record["optimizers"][str(serial)].get("curve")
+    every = raw.get("every") if isinstance(raw, dict) else None
+    if (type(every) is not int or not 1 <= every <= MAX_STEP or not _step(opts[serial].first_step)
+            or not isinstance(raw.get("loss"), list) or len(raw["loss"]) > 2000):
+        return None
+    loss, lr = _series(raw.get("loss"), len(raw["loss"])), _series(raw.get("lr"), len(raw["loss"]))
+    if loss is None or lr is None or not any(v is not None for v in loss + lr):
+        return None
+    return {"every": every, "first_step": opts[serial].first_step, "loss": loss, "lr": lr,
+            "epochs": [p.start_step for p in facts.passes if _step(p.start_step)],
+            "validation": validation_points(record, facts, train_labels) if train_labels else [],
+            "test": test_points(record, test_labels) if test_labels else []}

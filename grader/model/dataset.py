@@ -1,0 +1,83 @@
+"""The official FashionMNIST files as the trusted side reads them (labels, images), and the view one
+run's kernel gets of them."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.model.errors import DataError
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# sha256 of the four uncompressed IDX files (the same bytes whatever the .gz around them).
+FILES = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset: torchvision finds it with ``FashionMNIST(root=str(root))``."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "FashionMNIST" / "raw"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(self.raw / name for name in FILES)
+
+    def test_labels(self) -> tuple[int, ...]:
+        """The official test labels, read by the grader itself (never by student code)."""
+        return read_idx_labels(self.raw / TEST_LABELS)
+
+    def test_images(self, indices: list[int]) -> bytes:
+        """The official test images at ``indices``, 784 bytes (28x28, row by row) each, concatenated."""
+        pixels = 28 * 28
+        with (self.raw / TEST_IMAGES).open("rb") as handle:
+            magic, count = struct.unpack(">II", handle.read(8))
+            if magic != 2051:
+                raise DataError(f"{self.raw / TEST_IMAGES} is not an IDX image file; run `grader data` again")
+            rows = []
+            for index in indices:
+                if not 0 <= index < count:
+                    raise DataError(f"test image {index} is not in {self.raw / TEST_IMAGES}")
+                handle.seek(16 + index * pixels)
+                rows.append(handle.read(pixels))
+        return b"".join(rows)
+
+    def train_labels(self) -> tuple[int, ...]:
+        """The official training labels (the validation curve is scored against them)."""
+        return read_idx_labels(self.raw / TRAIN_LABELS)
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """The dataset one run's kernel reads, and how its test set maps onto the official one."""
+
+    dataset: Dataset
+    order: tuple[int, ...] | None = None  # hidden labels: the official index of the kernel's k-th test image
+
+    def labels(self, official: tuple[int, ...]) -> tuple[int, ...]:
+        """The true label of each test image in the order the kernel sees them."""
+        return official if self.order is None else tuple(official[i] for i in self.order)
+
+
+def read_idx_labels(path: Path) -> tuple[int, ...]:
+    """Parse an IDX1 label file (magic 2049, count, then one byte per label)."""
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise DataError(f"{path} is not an IDX label file; run `grader data` again")
+    magic, count = struct.unpack(">II", data[:8])
+    if magic != 2049 or len(data) != 8 + count:
+        raise DataError(f"{path} is not an IDX label file; run `grader data` again")
+    return tuple(data[8:])

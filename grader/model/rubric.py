@@ -1,0 +1,327 @@
+"""Load rubric.yaml into typed, validated dataclasses. Errors name the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from grader.model.errors import RubricError
+from grader.model.findings import RuleId
+
+EARLY_STOPPING = ("flag", "violation", "allowed")
+SEED_POLICIES = ("fixed", "median", "best")  # which run of a borderline result's seeds decides its points
+LAYER_GROUPS = ("normalization", "dropout", "activation")
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """What a late submission costs: a percentage of its automatic points per started day late,
+    and the day count from which it gets none (0: never)."""
+
+    penalty_per_day: float = 0.0
+    zero_after_days: int = 0
+
+
+@dataclass(frozen=True)
+class Threshold:
+    at_least: float
+    points: int
+
+
+@dataclass(frozen=True)
+class AccuracyPolicy:
+    thresholds: tuple[Threshold, ...]  # ascending by at_least
+    max_points: int
+    bonus: Threshold
+    report_points: int
+    mismatch_tolerance: float
+    borderline_margin: float = 0.3  # points from a threshold within which a result is listed as borderline
+
+
+@dataclass(frozen=True)
+class SimilarityPolicy:
+    threshold: float = 0.85  # Jaccard of two submissions' own statements (the template's left out)
+    min_lines: int = 8  # statements of its own a submission needs to be compared at all
+
+
+@dataclass(frozen=True)
+class FilePatterns:
+    notebook: str
+    script: str
+    report: str
+
+    def account_of(self, name: str) -> tuple[str, str] | None:
+        """(account, kind) for a file name that matches a pattern, kind in notebook/script/report."""
+        for kind in ("report", "notebook", "script"):
+            match = _pattern_regex(getattr(self, kind)).fullmatch(name)
+            if match:
+                return match.group("account"), kind
+        return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    total_timeout_s: float
+    cell_timeout_s: float
+    memory_mb: int
+    max_processes: int
+    max_file_mb: int
+    max_output_mb: int
+    scratch_mb: int  # each RAM-backed writable place of a sandbox: the work dir, /tmp, /dev/shm
+    per_gpu_memory_mb: int  # a job's share of its GPU's memory; 0: no cap
+
+
+@dataclass(frozen=True)
+class LinearLayer:
+    in_features: int | None
+    out_features: int | None
+    name: str | None  # attribute it is assigned to (fc1), when there is one
+
+
+@dataclass(frozen=True)
+class FrozenFacts:
+    """What the reference template fixes (static/reference.py derives them from it)."""
+
+    epochs_name: str
+    epochs: int
+    valid_name: str
+    valid_size: float
+    linear_layers: tuple[LinearLayer, ...]
+
+
+@dataclass(frozen=True)
+class Rubric:
+    homework: str
+    seed: int
+    cpu_threads: int
+    files: FilePatterns
+    template: Path
+    accuracy: AccuracyPolicy
+    frozen: tuple[RuleId, ...]  # the rules of static/rules/ this course enforces
+    allowed_layers: tuple[str, ...]
+    violation_points: int
+    limits: Limits
+    hide_test_labels: bool
+    early_stopping: str  # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
+    allowed_packages: tuple[str, ...]
+    path: Path
+    deadline: datetime | None = None  # timezone-aware; None: no deadline
+    similarity: SimilarityPolicy = SimilarityPolicy()
+    late: LatePolicy = LatePolicy()
+    seed_policy: str = "fixed"  # a borderline result run with more seeds: "fixed", "median" or "best" (grader.scoring.seeds)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    head, _, tail = pattern.partition("{account}")
+    # At most 64 characters: an account names files (OUT/results/<account>.json, similar/<a>--<b>.html).
+    return re.compile(re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}?)" + re.escape(tail))
+
+
+def default_rubric_path() -> Path:
+    """--rubric, else $GRADER_RUBRIC, else ./rubric.yaml, else the one the grader ships."""
+    env = os.environ.get("GRADER_RUBRIC")
+    if env:
+        return Path(env)
+    here = Path("rubric.yaml")
+    if here.is_file():
+        return here
+    from grader.model.resources import shipped
+
+    return shipped("rubric.yaml")
+
+
+class _Fields:
+    """Typed access to one YAML mapping; every error names the dotted field."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise RubricError(f"rubric: {where or 'the file'} must be a mapping of fields")
+        self.data = data
+        self.where = where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str) -> Any:
+        if key not in self.data:
+            raise RubricError(f"rubric: field {self._name(key)} is missing")
+        return self.data[key]
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.get(key), self._name(key))
+
+    def number(self, key: str, minimum: float = 0) -> float:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise RubricError(f"rubric: {self._name(key)} must be a number >= {minimum:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise RubricError(f"rubric: {self._name(key)} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise RubricError(f"rubric: {self._name(key)} must be a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(key)
+        if value not in allowed:
+            raise RubricError(f"rubric: {self._name(key)} must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RubricError(f"rubric: {self._name(key)} must be a list of strings, got {value!r}")
+        return value
+
+
+def _threshold(data: Any, where: str) -> Threshold:
+    fields = _Fields(data, where)
+    return Threshold(at_least=fields.number("at_least"), points=fields.integer("points"))
+
+
+def _accuracy(fields: _Fields) -> AccuracyPolicy:
+    raw = fields.get("thresholds")
+    if not isinstance(raw, list) or not raw:
+        raise RubricError("rubric: accuracy.thresholds must be a non-empty list of {at_least, points}")
+    levels = [_threshold(item, f"accuracy.thresholds[{i}]") for i, item in enumerate(raw)]
+    for i, (low, high) in enumerate(zip(levels, levels[1:]), start=1):
+        if high.at_least <= low.at_least or high.points < low.points:
+            raise RubricError(
+                f"rubric: accuracy.thresholds[{i}] must have a higher at_least and no fewer points than the one before"
+            )
+    max_points = fields.integer("max_points")
+    if levels[-1].points > max_points:
+        raise RubricError(f"rubric: accuracy.max_points ({max_points}) is below the top threshold's points")
+    return AccuracyPolicy(
+        thresholds=tuple(levels),
+        max_points=max_points,
+        bonus=_threshold(fields.get("bonus"), "accuracy.bonus"),
+        report_points=fields.integer("report_points"),
+        mismatch_tolerance=fields.number("mismatch_tolerance"),
+        borderline_margin=fields.number("borderline_margin") if "borderline_margin" in fields.data else 0.3,
+    )
+
+
+def _files(fields: _Fields) -> FilePatterns:
+    patterns = {key: fields.text(key) for key in ("notebook", "script", "report")}
+    for key, pattern in patterns.items():
+        if pattern.count("{account}") != 1:
+            raise RubricError(f"rubric: files.{key} must contain {{account}} exactly once, got {pattern!r}")
+    return FilePatterns(**patterns)
+
+
+def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
+    unknown = sorted(set(fields.data) - set(LAYER_GROUPS))
+    if unknown:
+        raise RubricError(f"rubric: allowed_layers.{unknown[0]} is not a group; use {', '.join(LAYER_GROUPS)}")
+    return tuple(name for group in LAYER_GROUPS if group in fields.data for name in fields.strings(group))
+
+
+def _deadline(value: Any) -> datetime | None:
+    """An ISO 8601 time with its offset ("2026-12-01T23:59:00+08:00"), or a time and a zone name
+    ("2026-12-01 23:59 Asia/Taipei"); YAML may already have read the first as a datetime."""
+    if value is None:
+        return None
+    example = 'e.g. "2026-12-01T23:59:00+08:00" or "2026-12-01 23:59 Asia/Taipei"'
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            head, _, zone = value.strip().rpartition(" ")
+            try:
+                parsed = datetime.fromisoformat(head).replace(tzinfo=ZoneInfo(zone))
+            except (ValueError, ZoneInfoNotFoundError):
+                raise RubricError(f"rubric: deadline {value!r} is not a time with a time zone; {example}") from None
+    else:
+        raise RubricError(f"rubric: deadline must be a time with a time zone, {example}; got {value!r}")
+    if parsed.tzinfo is None:
+        raise RubricError(f"rubric: deadline {value!s} has no time zone; {example}")
+    return parsed
+
+
+def _similarity(top: _Fields) -> SimilarityPolicy:
+    if "similarity" not in top.data:
+        return SimilarityPolicy()
+    fields = top.sub("similarity")
+    threshold = fields.number("threshold")
+    if threshold > 1:
+        raise RubricError(f"rubric: similarity.threshold must be between 0 and 1, got {threshold:g}")
+    return SimilarityPolicy(threshold, fields.integer("min_lines", minimum=1))
+
+
+def _late(top: _Fields) -> LatePolicy:
+    if "late" not in top.data:
+        return LatePolicy()
+    late = top.sub("late")
+    return LatePolicy(penalty_per_day=late.number("penalty_per_day"), zero_after_days=late.integer("zero_after_days"))
+
+
+def parse_rubric(data: Any, path: Path) -> Rubric:
+    """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
+    top = _Fields(data, "")
+    frozen = top.strings("frozen")
+    known = [rule.value for rule in RuleId]
+    for item in frozen:
+        if item not in known:
+            raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(known)}")
+    limits = top.sub("limits")
+    template = path.parent / top.sub("reference").text("template")
+    return Rubric(
+        homework=top.text("homework"),
+        seed=top.integer("seed"),
+        cpu_threads=top.integer("cpu_threads", minimum=1),
+        files=_files(top.sub("files")),
+        template=template,
+        accuracy=_accuracy(top.sub("accuracy")),
+        frozen=tuple(RuleId(item) for item in frozen),
+        allowed_layers=_allowed_layers(top.sub("allowed_layers")),
+        violation_points=top.sub("on_violation").integer("automatic_points"),
+        limits=Limits(
+            total_timeout_s=limits.number("total_timeout_s", minimum=1),
+            cell_timeout_s=limits.number("cell_timeout_s", minimum=1),
+            memory_mb=limits.integer("memory_mb", minimum=256),
+            max_processes=limits.integer("max_processes", minimum=16),
+            max_file_mb=limits.integer("max_file_mb", minimum=1),
+            max_output_mb=limits.integer("max_output_mb", minimum=1),
+            scratch_mb=limits.integer("scratch_mb", minimum=64),
+            per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
+        ),
+        hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
+        early_stopping=top.choice("early_stopping", EARLY_STOPPING) if "early_stopping" in top.data else "flag",
+        allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
+        path=path,
+        deadline=_deadline(top.data.get("deadline")),
+        late=_late(top),
+        similarity=_similarity(top),
+        seed_policy=top.choice("seed_policy", SEED_POLICIES) if "seed_policy" in top.data else "fixed",
+    )
+
+
+def load_rubric(path: Path | None = None) -> Rubric:
+    """Read and validate rubric.yaml (see ``default_rubric_path`` for where it is looked up)."""
+    path = path or default_rubric_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RubricError(f"rubric: cannot read {path}: {exc.strerror}; pass --rubric FILE") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"rubric: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_rubric(data, path.resolve())

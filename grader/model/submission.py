@@ -1,0 +1,70 @@
+"""What intake hands every later stage: a student's files, read into cells, and how they came in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from grader.model.findings import Finding
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """When a submission came in, and how that was known (shown to the TA)."""
+
+    at: datetime  # timezone-aware
+    how: str  # "file time", "commit time"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell. ``number`` is its 1-based position in the notebook; ``first_line`` is where
+    it starts in the submitted file (1 for notebooks, where lines count within the cell)."""
+
+    number: int
+    kind: str  # "code", "markdown" or "raw"
+    source: str
+    first_line: int = 1
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How a file came in, where discovery cannot read it off the file (a mail's date and sender)."""
+
+    submitted: Submitted | None
+    note: str  # one line for the TA
+    sender: str | None = None  # a mail's sender address, to tell when one account's files came from two
+
+
+@dataclass(frozen=True)
+class Submission:
+    account: str
+    path: Path
+    cells: tuple[Cell, ...]
+    script: Path | None = None  # the .py twin, kept for comparison when the .ipynb is graded
+    report: Path | None = None
+    findings: tuple[Finding, ...] = ()  # what intake saw that the TA should know (differing copies, two senders)
+    submitted: Submitted | None = None  # when it came in, where a deadline can be checked
+    received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
+    saved_output: str = ""  # the text outputs saved in the submitted .ipynb (its run on the student's machine)
+
+    @property
+    def code_cells(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if c.kind == "code")
+
+    def where(self, cell: Cell, line: int | None = None) -> str:
+        """'cell 5, line 2' (or 'cell 5') for notebooks; 'line 57' (or 'the cell at line 50') for scripts."""
+        if self.path.suffix == ".py":
+            return f"line {cell.first_line + line - 1}" if line else f"the cell at line {cell.first_line}"
+        return f"cell {cell.number}, line {line}" if line else f"cell {cell.number}"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    submissions: tuple[Submission, ...]
+    unmatched: tuple[Path, ...]  # files whose name matches no pattern
+    unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
+    set_aside: tuple[tuple[Path, str], ...] = ()  # extra copies of a file, with why they were not used
+
+

@@ -1,0 +1,1 @@
+"""What people read: pages, gradebook, LMS exports, CI and Gradescope outputs. Never grades."""

@@ -1,0 +1,67 @@
+"""What the class page shows above the table: the bands, who is borderline, what to review first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from grader.scoring.overrides import Grade
+from grader.model.results import Status
+from grader.model.rubric import Rubric
+from grader.scoring.score import band, near_threshold, percent
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many results stand in one band of the scale."""
+
+    label: str  # "89% and above: 60 points"
+    count: int
+
+
+@dataclass(frozen=True)
+class Borderline:
+    grade: Grade
+    threshold: float  # the threshold it is close to
+    gap: float  # accuracy - threshold (negative: just below)
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    histogram: Markup | None  # inline SVG; None when nothing was measured
+    bands: tuple[Count, ...]
+    borderline: tuple[Borderline, ...]
+    review: tuple[Grade, ...]  # violations, failed runs and flagged results, first to look at
+
+
+def bands(rows: list[Grade], rubric: Rubric) -> tuple[Count, ...]:
+    """How many measured results stand in each band of the scale (and how many have no accuracy)."""
+    thresholds = rubric.accuracy.thresholds
+    reached = [band(rubric, a).reached for g in rows
+               if (a := percent(g.result.correct, g.result.total, g.result.accuracy)) is not None]
+    found = [Count(f"below {thresholds[0].at_least:g}%", sum(r is None for r in reached))]
+    for t, upper in zip(thresholds, [*(u.at_least for u in thresholds[1:]), None]):
+        found.append(Count(f"{t.at_least:g}%{f' to {upper:g}%' if upper else ' and above'}: {t.points} points",
+                           sum(r == t.at_least for r in reached)))
+    return (*found, Count("not measured", len(rows) - len(reached)))
+
+
+def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
+    """Results within the rubric's margin of a threshold (the bonus's included), closest first."""
+    close = []
+    for g in rows:
+        a = g.result.accuracy
+        near = None if a is None else near_threshold(rubric, a)
+        if a is not None and near is not None:
+            close.append(Borderline(g, near, round(a - near, 2)))
+    return tuple(sorted(close, key=lambda b: abs(b.gap)))
+
+
+def summarize(rows: list[Grade], rubric: Rubric) -> ClassSummary:
+    from grader.outputs.plots import accuracy_histogram
+
+    measured = [g.result.accuracy for g in rows if g.result.accuracy is not None]
+    review = tuple(g for g in rows if g.result.status is not Status.GRADED or g.result.flags)
+    return ClassSummary(accuracy_histogram(measured, rubric) if measured else None, bands(rows, rubric),
+                        borderline(rows, rubric), review)

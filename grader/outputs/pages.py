@@ -1,0 +1,136 @@
+"""The class's pages and gradebook: OUT/index.html, OUT/students/, gradebook.csv and the LMS imports,
+written from results (and rendered again from them by `grader report`); markup lives in templates/."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from grader.model.pairs import load as load_pairs
+from grader.outputs.class_summary import summarize
+from grader.model.dataset import CLASS_NAMES
+from grader.outputs.exports import Roster, lms_files, missing
+from grader.scoring.overrides import Grade, Override, grades
+from grader.outputs.plots import training_curve, wrong_strip
+from grader.model.results import Result, Status, write_atomic
+from grader.model.rubric import Rubric
+from grader.outputs.text import render
+
+GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
+                     "flags", "report_present", "source", "reason", "submitted_at", "late_days",
+                     "override_points", "override_bonus", "report_points", "total", "override_note",
+                     "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy")
+
+
+def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
+    """One row per student, the columns a TA pastes into the LMS: the automatic result, what the
+    TA set by hand (overrides.yaml) and the total; a roster's student with no submission is `missing`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(GRADEBOOK_COLUMNS)
+    for g in rows:
+        r, o = g.result, g.override
+        writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
+                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
+                         _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, _cell(o.note or ""),
+                         *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy)])
+    for account in missing:
+        writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"]
+                        + [""] * (len(GRADEBOOK_COLUMNS) - 10))
+    return buffer.getvalue()
+
+
+def _seed_cells(r: Result) -> tuple[str, str]:
+    """(each run's seed:accuracy, a failed or rule-breaking one as seed:status; the accuracy the
+    automatic points came from: the seed policy's run, else the measured one of a graded result)."""
+    runs = ";".join(f"{s.seed}:{s.accuracy:.2f}" if s.counted and s.accuracy is not None else f"{s.seed}:{s.status.value}"
+                    for s in r.seed_runs)
+    used = r.seed_accuracy if r.seed_runs else r.accuracy if r.status is Status.GRADED else None
+    return runs, "" if used is None else f"{used:.2f}"
+
+
+def _cell(text: str) -> str:
+    """Text a spreadsheet will not run as a formula (a student's exception message can start with =)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _blank(value: float | None) -> str:
+    return "" if value is None else str(value)
+
+
+def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]],
+                        overrides: dict[str, Override] | None = None, roster: Roster | None = None) -> None:
+    """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results and the
+    TA's overrides; with a roster, OUT/canvas.csv and OUT/moodle.csv for the columns it has;
+    OUT/skipped.json keeps the files not graded, for `grader report` to show again."""
+    rows = grades(results, overrides or {})
+    write_atomic(out / "skipped.json", json.dumps(skipped).encode())
+    absent = missing(roster, rows) if roster else []
+    (out / "gradebook.csv").write_text(gradebook_csv(rows, absent), encoding="utf-8")
+    for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
+        (out / name).write_text(text, encoding="utf-8")
+    pairs = load_pairs(out)
+    (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
+                                           summary=summarize(rows, rubric), pairs=pairs, absent=absent),
+                                    encoding="utf-8")
+    similar = out / "similar"
+    similar.mkdir(exist_ok=True)
+    for pair in pairs:
+        (similar / f"{pair.a}--{pair.b}.html").write_text(render("similar.html.j2", p=pair, rubric=rubric), encoding="utf-8")
+    students = out / "students"
+    students.mkdir(parents=True, exist_ok=True)
+    for g in rows:
+        curve = _plot(lambda: training_curve(g.result.curve, rubric) if g.result.curve else None)
+        (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
+                                                                  classes=CLASS_NAMES, curve=curve,
+                                                                  wrong=_plot(lambda: _wrong_strip(g.result))),
+                                                           encoding="utf-8")
+
+
+def _plot(draw: Callable[[], Markup | None]) -> Markup | None:
+    """A student's plot, or none when its numbers cannot be drawn: one odd result never costs the
+    class its pages (the numbers come from a record the student's process wrote)."""
+    try:
+        return draw()
+    except (ValueError, OverflowError, TypeError, KeyError, MemoryError):
+        return None
+
+
+def _wrong_strip(result: Result) -> Markup | None:
+    """The surest mistakes as thumbnails, when the result carries their pixels (from the official file)."""
+    if not result.wrong or not result.wrong_images:
+        return None
+    try:
+        pixels = base64.b64decode(result.wrong_images, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(pixels) != 28 * 28 * len(result.wrong):
+        return None
+    return wrong_strip(result.wrong, pixels, CLASS_NAMES)
+
+
+def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:
+    """Every page and export again from OUT/results/*.json and the overrides, running nothing;
+    returns how many results were read (a damaged one is skipped and listed)."""
+    results, skipped = [], []
+    for path in sorted((out / "results").glob("*.json")):
+        try:
+            results.append(Result.read(path))
+        except (OSError, ValueError, TypeError, KeyError):
+            skipped.append((path.name, "damaged result file; grade this student again"))
+    try:
+        stored = json.loads((out / "skipped.json").read_text(encoding="utf-8"))
+        skipped += [(str(name), str(why)) for name, why in stored]
+    except (OSError, ValueError, TypeError):
+        pass
+    write_batch_reports(out, results, rubric, skipped, overrides, roster)
+    return len(results)

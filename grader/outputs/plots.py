@@ -1,0 +1,130 @@
+"""The pages' plots, drawn with matplotlib as inline SVG (the pages open offline, from a zip, with
+no CDN). Only numbers the grader computed go into a plot, never a student's text."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from typing import TYPE_CHECKING
+
+from markupsafe import Markup
+
+from grader.model.rubric import Rubric
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def _svg(figure: Figure) -> Markup:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})  # the same plot gives the same page
+    text = buffer.getvalue()
+    return Markup(text[text.index("<svg"):])  # the SVG element alone, for inlining
+
+
+def accuracy_histogram(accuracies: Sequence[float], rubric: Rubric) -> Markup:
+    """The class's measured accuracies in 1-point bins, with the rubric's thresholds as lines."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    policy = rubric.accuracy
+    lines = [(t.at_least, f"{t.at_least:g}%: {t.points}") for t in policy.thresholds]
+    lines += [(policy.bonus.at_least, f"{policy.bonus.at_least:g}%: +{policy.bonus.points}")] if policy.bonus.points else []
+    low = int(min([*accuracies, *(at for at, _ in lines)]) // 1) - 1
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 9}):
+        figure = Figure(figsize=(7, 2.6))
+        axes = figure.add_subplot()
+        axes.hist(list(accuracies), bins=range(max(0, low), 102), color="#4c78a8", edgecolor="white")
+        for at, label in lines:
+            axes.axvline(at, color="#b22222", linewidth=1, linestyle="--")
+            axes.annotate(label, (at, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                          fontsize=8, color="#b22222")
+        axes.set_xlabel("measured test accuracy (%)")
+        axes.set_ylabel("submissions")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        figure.tight_layout()
+        return _svg(figure)
+
+
+def training_curve(curve: dict[str, object], rubric: Rubric | None = None) -> Markup:
+    """The graded model's training loss (left axis) and learning rate (right axis) per optimizer step,
+    with a light line where each pass over the training data (epoch) began; below, where the probe
+    saw the model evaluated, its validation and test accuracy by step with the rubric's thresholds."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    every, first = int(str(curve["every"])), int(str(curve["first_step"]))
+    loss, lr = list(curve["loss"]), list(curve["lr"])  # type: ignore[call-overload]
+    steps = [first + every * i for i in range(len(loss))]
+    validation = [(float(s), float(a)) for s, a in curve.get("validation") or []]  # type: ignore[attr-defined]
+    test = [(float(s), float(a)) for s, a in curve.get("test") or []]  # type: ignore[attr-defined]
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 9}):
+        rows = 2 if validation or test else 1
+        figure = Figure(figsize=(7, 2.6 * rows))
+        axes = figure.add_subplot(rows, 1, 1)
+        for start in curve["epochs"]:  # type: ignore[attr-defined]
+            axes.axvline(start, color="#dddddd", linewidth=0.8)
+        axes.plot([s for s, v in zip(steps, loss) if v is not None], [v for v in loss if v is not None],
+                  color="#4c78a8", linewidth=1.2, label="training loss")
+        axes.set_xlabel("optimizer step (grey lines: a pass over the training data began)")
+        axes.set_ylabel("training loss")
+        rate = axes.twinx()
+        rate.plot([s for s, v in zip(steps, lr) if v is not None], [v for v in lr if v is not None],
+                  color="#e45756", linewidth=1, linestyle="--", label="learning rate")
+        rate.set_ylabel("learning rate")
+        handles = [*axes.get_lines()[-1:], *rate.get_lines()]
+        axes.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
+        if rows == 2:
+            _accuracy_panel(figure.add_subplot(2, 1, 2, sharex=axes), validation, test, rubric)
+        figure.tight_layout()
+        return _svg(figure)
+
+
+def _accuracy_panel(axes: Axes, validation: list[tuple[float, float]], test: list[tuple[float, float]],
+                    rubric: Rubric | None) -> None:
+    """Validation and test accuracy by optimizer step; the thresholds apply to the test accuracy."""
+    if validation:
+        axes.plot(*zip(*validation), color="#54a24b", marker="o", markersize=3, linewidth=1.2,
+                  label="validation accuracy (scored by the grader)")
+    if test:
+        axes.plot(*zip(*test), color="#b279a2", marker="s", markersize=3, linewidth=1, linestyle=":",
+                  label="test accuracy of each test pass")
+    values = [a for _, a in validation + test]
+    low, high = min(values), max(values)
+    if rubric is not None:
+        policy = rubric.accuracy
+        for at in [t.at_least for t in policy.thresholds] + ([policy.bonus.at_least] if policy.bonus.points else []):
+            if low - 3 <= at <= high + 3:
+                axes.axhline(at, color="#b22222", linewidth=0.8, linestyle="--")
+                axes.annotate(f"{at:g}%", (0, at), xycoords=("axes fraction", "data"), fontsize=7, color="#b22222",
+                              va="bottom")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_xlabel("optimizer step")
+    axes.legend(loc="lower right", fontsize=8, frameon=False)
+
+
+def wrong_strip(wrong: Sequence[tuple[int, int, int, float]], pixels: bytes, classes: Sequence[str]) -> Markup:
+    """The test images the model got wrong most confidently, from the official IDX file's pixels, each
+    titled with its index, true class, predicted class and the softmax at the prediction."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    size = 28 * 28
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 7}):
+        figure = Figure(figsize=(1.1 * len(wrong), 1.9))
+        for k, (index, label, predicted, confidence) in enumerate(wrong):
+            axes = figure.add_subplot(1, len(wrong), k + 1)
+            image = [list(pixels[k * size + r * 28:k * size + (r + 1) * 28]) for r in range(28)]
+            axes.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            axes.set_title(f"#{index}\n{_name(classes, label)}\n→ {_name(classes, predicted)} {100 * confidence:.0f}%",
+                           fontsize=6.5)
+            axes.set_axis_off()
+        figure.tight_layout(pad=0.3)
+        return _svg(figure)
+
+
+def _name(classes: Sequence[str], index: int) -> str:
+    return classes[index] if 0 <= index < len(classes) else str(index)

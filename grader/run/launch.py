@@ -1,0 +1,61 @@
+"""Run one submission's notebook for grading: its data view, its sandbox and limits, then the kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.intake.dataset import kernel_view, label_copies
+from grader.model.context import Context
+from grader.model.dataset import KernelView
+from grader.model.errors import GraderError
+from grader.model.results import ExecutionRecord
+from grader.model.submission import Submission
+from grader.run.gpus import Gpu, find as find_gpu
+from grader.run.slots import Slot
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What a run gave: the kernel's record and the data view it ran on (how its test set maps on the official one)."""
+
+    record: ExecutionRecord
+    view: KernelView
+
+
+def _gpu(slot: Slot | None) -> Gpu | None:
+    """The physical GPU of the slot; a slot naming a GPU this machine does not have is a setup error."""
+    if slot is None or slot.gpu is None:
+        return None
+    gpu = find_gpu(slot.gpu)
+    if gpu is None:
+        raise GraderError(f"GPU {slot.gpu} is not on this machine (no such entry under /proc/driver/nvidia/gpus)")
+    return gpu
+
+
+def launch(sub: Submission, context: Context, rundir: Path, slot: Slot | None, seed: int | None) -> Launched:
+    """Execute the notebook in a kernel under ``rundir`` (sandboxed when the context says so);
+    ``seed`` replaces the rubric's (a borderline result's re-run, scoring/seeds.py)."""
+    # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel machinery.
+    from grader.run.cgroups import find_hierarchy
+    from grader.run.execute import RunPlan, execute
+    from grader.run.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths, visible_roots
+
+    assert context.dataset is not None
+    rubric, limits = context.rubric, context.rubric.limits
+    view = kernel_view(context.dataset, rundir / "data", rubric.hide_test_labels)
+    sandbox = None
+    if context.sandboxed:
+        readonly = python_paths() + view.dataset.files
+        masked = label_copies(context.dataset, visible_roots(readonly)) if rubric.hide_test_labels else ()
+        sandbox = Sandbox(kernel_dir=rundir / "kernel", readonly=readonly,
+                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb,
+                                               limits.scratch_mb),
+                          gpu=_gpu(slot), uid=SANDBOX_UID - (slot.index if slot else 0),
+                          cores=slot.cores if slot else (), masked=masked)
+    plan = RunPlan(rundir=rundir, dataset=view.dataset, seed=rubric.seed if seed is None else seed,
+                   cell_timeout_s=limits.cell_timeout_s, total_timeout_s=limits.total_timeout_s, sandbox=sandbox,
+                   max_output_bytes=limits.max_output_mb * 1024 * 1024, slot=slot,
+                   cgroups=find_hierarchy()[0] if sandbox is not None else None,
+                   gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0)
+    return Launched(execute(sub, plan), view)

@@ -1,0 +1,201 @@
+"""Build the isolated command a kernel runs in (bubblewrap): no network, read-only system,
+RAM-backed size-capped scratch space (the work dir, /tmp, /dev/shm), one host folder for the
+kernel's sockets and the probe's file, limits, and only the assigned GPU.
+
+Nothing here runs student code; execute.py prepends ``command()`` to the kernel's command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.run.cgroups import JobGroup, join_command
+from grader.run.gpus import Gpu, sandbox_args
+
+SANDBOX_UID = 65534  # nobody: when the grader runs as root, student code does not
+HOME = Path("/content")  # the notebook's working directory and $HOME inside, as in Colab
+_SYSTEM_DIRS = ("/usr", "/etc", "/opt")
+_SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    memory_mb: int  # all processes together (cgroup, where there is one) and each process's heap (RLIMIT_DATA)
+    max_processes: int  # the cgroup's pids.max, and RLIMIT_NPROC when the grader runs as root
+    max_file_mb: int  # RLIMIT_FSIZE: the largest file it may write
+    scratch_mb: int  # size of each RAM-backed writable place: the work dir, /tmp and /dev/shm
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where one submission may read and write, and what it may use."""
+
+    kernel_dir: Path  # host folder bound read-write: the kernel's sockets and the probe's file
+    readonly: tuple[Path, ...]  # bound read-only at the same path (a symlink shows its target's content there)
+    limits: SandboxLimits
+    gpu: Gpu | None = None  # the one GPU it sees (as cuda:0); None: no GPU device at all
+    uid: int = SANDBOX_UID  # the user student code runs as when the grader is root (one per parallel job)
+    cores: tuple[int, ...] = ()  # CPUs it may run on; (): any
+    group: JobGroup | None = None  # the cgroup every process of the run joins
+    masked: tuple[Path, ...] = ()  # files or folders hidden behind empty ones (copies of hidden test labels)
+
+
+def unavailable_reason() -> str | None:
+    """None when bubblewrap can build a sandbox here, else one line saying why not and what to do."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed; `apt-get install bubblewrap`"
+    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", *_user_args(), "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces here ({probe.stderr.strip()[:120]})"
+    return None
+
+
+def python_paths() -> tuple[Path, ...]:
+    """What the kernel needs to start: the interpreter, its environment and the grader package."""
+    import grader
+
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent,
+             Path(grader.__file__).resolve().parent}
+    return tuple(sorted(paths))
+
+
+def visible_roots(readonly: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Every host folder a sandbox shows (the system folders and ``readonly``)."""
+    return tuple(Path(d) for d in _SYSTEM_DIRS if os.path.isdir(d)) + readonly
+
+
+def _user_args() -> list[str]:
+    # As root, bwrap mounts without a user namespace and student code is dropped to nobody (so that
+    # RLIMIT_NPROC holds); as a normal user, an unprivileged user namespace does the mounting.
+    return [] if os.geteuid() == 0 else ["--unshare-user"]
+
+
+def _parents(paths: list[Path]) -> list[str]:
+    """--dir arguments creating every parent of the bound paths world-readable (bwrap makes them 0700)."""
+    seen: list[str] = []
+    for path in paths:
+        for parent in reversed(path.parents):
+            text = str(parent)
+            if text != "/" and text not in seen and not any(text == d or text.startswith(d + "/") for d in _SYSTEM_DIRS):
+                seen.append(text)
+    return [arg for text in seen for arg in ("--perms", "0755", "--dir", text)]
+
+
+def _scratch(path: str, mb: int) -> list[str]:
+    return ["--perms", "1777", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
+
+
+def _mask(path: Path) -> list[str]:
+    return ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+
+
+def die_with(parent: int) -> list[str]:
+    """A prefix that kills the command when process ``parent`` dies, also when it dies while the
+    command is starting: bwrap's --die-with-parent alone misses a grader killed before bwrap runs."""
+    check = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'  # after the signal is armed: was the parent gone?
+    return ["setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "grader-guard", str(parent)]
+
+
+def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
+    """The prefix that runs a command inside ``sandbox`` (cgroup, bwrap, setpriv, prlimit, taskset),
+    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and ``env``."""
+    limits = sandbox.limits
+    args = die_with(os.getpid())
+    args += join_command(sandbox.group) if sandbox.group else []
+    args += ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+             "--unshare-uts", "--unshare-cgroup-try", *_user_args(), "--clearenv"]
+    for directory in _SYSTEM_DIRS:
+        if os.path.isdir(directory):
+            args += ["--ro-bind", directory, directory]
+    for link in _SYSTEM_LINKS:
+        if os.path.islink(link):
+            args += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            args += ["--ro-bind", link, link]
+    args += ["--proc", "/proc", "--dev", "/dev", *_scratch("/dev/shm", limits.scratch_mb),
+             *_scratch("/tmp", limits.scratch_mb), *sandbox_args(sandbox.gpu)]
+    binds = [p for p in sandbox.readonly if p.exists()]
+    args += _parents([*binds, sandbox.kernel_dir, HOME])  # after /tmp: these usually live below it
+    for path in binds:
+        args += ["--ro-bind", os.path.realpath(path), str(path)]
+    for path in sandbox.masked:
+        args += _mask(path)
+    args += ["--bind", str(sandbox.kernel_dir), str(sandbox.kernel_dir), *_scratch(str(HOME), limits.scratch_mb),
+             "--chdir", str(HOME)]
+    inside = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(HOME),
+              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
+              # a job's uid has no passwd entry: getpass.getuser() (torch's caches use it) reads these first
+              "USER": "student", "LOGNAME": "student", **env}
+    if sandbox.gpu is None:
+        inside["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        inside.pop("CUDA_VISIBLE_DEVICES", None)  # the one GPU it can open is cuda:0
+    for key, value in inside.items():
+        args += ["--setenv", key, value]
+    args.append("--")
+    if os.geteuid() == 0:
+        args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all"]
+    args += ["prlimit", f"--data={limits.memory_mb * 1024 * 1024}", f"--fsize={limits.max_file_mb * 1024 * 1024}"]
+    if os.geteuid() == 0:
+        args.append(f"--nproc={limits.max_processes}")
+    if sandbox.cores:
+        args += ["taskset", "--cpu-list", ",".join(str(c) for c in sandbox.cores)]
+    return args
+
+
+def prepare_kernel_dir(sandbox: Sandbox, files: tuple[str, ...]) -> None:
+    """Create the kernel folder (and ``files`` in it, empty) for the sandbox's user to write."""
+    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (sandbox.kernel_dir / name).touch()
+    if os.geteuid() == 0:
+        for path in [sandbox.kernel_dir, *(sandbox.kernel_dir / name for name in files)]:
+            os.chown(path, sandbox.uid, sandbox.uid, follow_symlinks=False)
+
+
+def lock_kernel_dir(sandbox: Sandbox) -> None:
+    """Once the kernel's sockets exist: student code may write the files in the folder, but may not
+    add, replace or link anything there (the folder is root's again). Only when the grader is root."""
+    if os.geteuid() == 0:
+        os.chown(sandbox.kernel_dir, 0, 0, follow_symlinks=False)
+        os.chmod(sandbox.kernel_dir, 0o755, follow_symlinks=False)
+
+
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def namespace_inits(bwrap_pid: int) -> list[int]:
+    """The host pids of the sandbox's PID-namespace init(s): the children of the outer bwrap."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if (info := _state_and_parent(pid)) is not None and info[1] == bwrap_pid]
+
+
+def end_namespaces(pids: list[int], timeout_s: float = 30) -> None:
+    """Kill each sandbox's PID-namespace init (which makes the kernel kill every process inside) and
+    wait until it is gone or a zombie: it only gets there once its whole namespace has ended."""
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap":  # not a reused pid
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [_state_and_parent(pid) for pid in pids]
+        if all(state is None or state[0] in ("Z", "X") for state in states):
+            return
+        time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""Points: thresholds, the verdicts that count, lateness, borderline seeds, overrides. Runs nothing."""

@@ -1,0 +1,160 @@
+"""Evidence that a notebook reaches into the grader instead of (or besides) training a model.
+
+No defence inside the kernel's one process is complete: student code can change anything there.
+So tampering is looked for twice, and any evidence makes the result an ``error`` flagged
+``probe-tampered`` (the TA decides): in the code as written (it names the grader's probe, reads
+``sys.modules`` for it, or embeds a test-set-long sequence of class numbers), and at export (the
+probe's own functions and patches are no longer those it installed, or its record lacks that check).
+Weaker signs (reaching every live object through ``gc``) only flag ``probe-reachable``.
+``test_labels: hidden`` in the rubric is the mode for high stakes: there the kernel sees the test
+images in a secret order, so even the real public labels embedded in a notebook are worthless.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import bz2
+import gzip
+import lzma
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from grader.static.pyast import ParsedCell, dotted, import_aliases, resolve, walk_cells
+from grader.model.submission import Submission
+
+LABEL_RUN = 10_000  # a sequence of class numbers as long as FashionMNIST's test set
+_MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
+_MAX_DECODED = 4 * 1024 * 1024
+_PROBE_NAMES = ("grader.probe", "probe.runtime", "grader_probe")
+_SEPARATED_DIGITS = re.compile(r"^[\s,;\[\]()'\"]*(?:[0-9][\s,;\[\]()'\"]*)+$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}|\s)+$")
+_DECOMPRESSORS: tuple[Callable[[bytes], bytes], ...] = (
+    lambda b: zlib.decompressobj().decompress(b, _MAX_DECODED),
+    lambda b: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(b, _MAX_DECODED),
+    lambda b: bz2.BZ2Decompressor().decompress(b, _MAX_DECODED),
+    lambda b: lzma.LZMADecompressor().decompress(b, _MAX_DECODED),
+)
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """What the code as written shows: evidence (an error) and weaker signs (a flag)."""
+
+    evidence: tuple[str, ...] = ()
+    signs: tuple[str, ...] = ()
+
+
+def _has_class_run(data: bytes) -> bool:
+    """True when ``data`` holds LABEL_RUN consecutive class numbers, as bytes 0-9 or digits."""
+    run = best = 0
+    for byte in data:
+        run = run + 1 if byte < 10 or 48 <= byte <= 57 else 0
+        best = max(best, run)
+        if best >= LABEL_RUN:
+            return True
+    return False
+
+
+def _decodings(text: str | bytes) -> Iterator[bytes]:
+    """The blob itself, and what base64, hex and the common compressors make of it."""
+    raw = text.encode("latin-1", "ignore") if isinstance(text, str) else text
+    if isinstance(text, str) and _SEPARATED_DIGITS.match(text):
+        yield re.sub(r"[^0-9]", "", text).encode()
+    yield raw
+    layers = [raw]
+    stripped = re.sub(rb"\s", b"", raw)
+    if _BASE64.match(raw.decode("latin-1")):
+        for decode in (base64.b64decode, base64.urlsafe_b64decode, base64.b85decode):
+            try:
+                layers.append(decode(stripped + b"=" * (-len(stripped) % 4) if decode is not base64.b85decode else stripped))
+            except (binascii.Error, ValueError):
+                pass
+    if _HEX.match(raw.decode("latin-1")):
+        try:
+            layers.append(bytes.fromhex(stripped.decode("ascii")))
+        except ValueError:
+            pass
+    for layer in layers[1:]:
+        yield layer
+    for layer in layers:
+        for decompress in _DECOMPRESSORS:
+            try:
+                yield decompress(layer)
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+                pass
+
+
+def _where(sub: Submission, parsed: ParsedCell, node: ast.AST) -> str:
+    return sub.where(parsed.cell, getattr(node, "lineno", None))
+
+
+def _names_probe(text: str) -> bool:
+    return any(name in text for name in _PROBE_NAMES)
+
+
+def _names_another_module(key: ast.AST) -> bool:
+    """A literal module name that is not the grader's."""
+    return isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+
+
+def _is_harmless_modules_lookup(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """``'google.colab' in sys.modules``, ``sys.modules['x']``, ``sys.modules.get('x')`` with a literal
+    name that is not the grader's: the Colab check students copy, not a search for the probe."""
+    parent = parents.get(node)
+    if isinstance(parent, ast.Compare) and all(isinstance(op, (ast.In, ast.NotIn)) for op in parent.ops):
+        return _names_another_module(parent.left)
+    if isinstance(parent, ast.Subscript):
+        return _names_another_module(parent.slice)
+    if isinstance(parent, ast.Attribute) and parent.attr == "get":
+        call = parents.get(parent)
+        return isinstance(call, ast.Call) and bool(call.args) and _names_another_module(call.args[0])
+    return False
+
+
+def _sequence_of_classes(node: ast.AST) -> bool:
+    elements = getattr(node, "elts", None)
+    if not isinstance(node, (ast.List, ast.Tuple, ast.Set)) or elements is None or len(elements) < LABEL_RUN:
+        return False
+    values = [e.value for e in elements if isinstance(e, ast.Constant)]
+    return len(values) >= LABEL_RUN and all(type(v) is int and 0 <= v < 10 for v in values)
+
+
+def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering:
+    """Tampering evidence and signs in the code as written (IPython syntax neutralized)."""
+    evidence: list[str] = []
+    signs: list[str] = []
+    aliases = import_aliases(cells)
+    parents = {child: node for parsed in cells if parsed.tree for node in ast.walk(parsed.tree)
+               for child in ast.iter_child_nodes(node)}
+    for parsed, node in walk_cells(cells):
+        where = _where(sub, parsed, node)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names]
+            module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+            full = [f"{module}.{n}" if module else n for n in names]
+            if any(_names_probe(n) or n.startswith("grader.probe") for n in full) or (module == "grader" and "probe" in names):
+                evidence.append(f"{where}: imports the grader's probe ({', '.join(full)})")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            value = node.value
+            if isinstance(value, str) and _names_probe(value):
+                evidence.append(f"{where}: names the grader's probe ({value[:60]!r})")
+            elif len(value) >= _MIN_BLOB and any(_has_class_run(d) for d in _decodings(value)):
+                evidence.append(f"{where}: embeds a sequence of {LABEL_RUN}+ class numbers (the test labels?)")
+        elif _sequence_of_classes(node):
+            evidence.append(f"{where}: embeds a literal list of {LABEL_RUN}+ class numbers (the test labels?)")
+        elif isinstance(node, ast.Attribute):
+            written = dotted(node)
+            name = resolve(written, aliases) if written else None
+            if name and (name.startswith("grader.probe") or ".probe.runtime" in name):
+                evidence.append(f"{where}: reaches the grader's probe ({name})")
+            elif name == "sys.modules" and not _is_harmless_modules_lookup(node, parents):
+                evidence.append(f"{where}: reads sys.modules other than for a named module (where the probe lives)")
+            elif name in ("gc.get_objects", "gc.get_referrers", "gc.get_referents"):
+                signs.append(f"{where}: {name}() reaches every live object, the grader's probe included")
+    return Tampering(tuple(dict.fromkeys(evidence)), tuple(dict.fromkeys(signs)))

@@ -1,0 +1,194 @@
+"""The package's layout holds: one folder per stage, no import cycle, processes only from run/, the
+probe alone in the kernel, light imports where nothing runs, and one list of flags."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.model.findings import MEANING, Flag, RuleId
+from grader.static.rules import RULES
+
+PACKAGE = Path(__file__).resolve().parent.parent / "grader"
+README = PACKAGE.parent / "README.md"
+STAGES = ("model", "intake", "static", "run", "probe", "judge", "scoring", "pipeline", "outputs", "cli")
+# The modules that start processes; only run/ may import them.
+PROCESS_MODULES = ("subprocess", "multiprocessing", "pty", "concurrent.futures.process")
+PROCESS_CALLS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "os.system", "os.popen",
+                 "os.execv", "os.execve", "os.execvp", "os.execvpe", "os.spawnv", "os.spawnve")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, (ast.Name, ast.Attribute)) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+
+
+def _imports(path: Path) -> set[str]:
+    """The grader modules ``path`` imports at run time (deferred imports included, TYPE_CHECKING ones not)."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block)
+               for stmt in block.body for n in ast.walk(stmt)}
+    me = _module_name(path)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("grader")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grader"):
+            for alias in node.names:  # `from grader.x import y`: the submodule y where there is one
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return {m for m in found if m in MODULES and m != me and not me.startswith(m + ".")}
+
+
+GRAPH = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _stage(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else "grader"
+
+
+def test_every_module_lives_in_a_stage_folder() -> None:
+    loose = [m for m in MODULES if m.count(".") == 1 and _stage(m) not in STAGES and m not in ("grader.__main__",)]
+    assert loose == [], f"modules outside a stage folder: {loose}"
+
+
+def test_no_module_import_cycle() -> None:
+    assert _cycles(GRAPH) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_between_stages() -> None:
+    stages = {s: set() for s in STAGES}
+    for module, imported in GRAPH.items():
+        for other in imported:
+            if _stage(module) in stages and _stage(other) != _stage(module) and _stage(other) in stages:
+                stages[_stage(module)].add(_stage(other))
+    assert _cycles(stages) == [], stages
+
+
+def test_only_run_starts_processes() -> None:
+    offenders = []
+    for module, path in MODULES.items():
+        if _stage(module) == "run":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == p or n.startswith(p + ".") for n in names for p in PROCESS_MODULES):
+                offenders.append(f"{module}: imports {names}")
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in PROCESS_CALLS:
+                offenders.append(f"{module}: calls {ast.unparse(node.func)}")
+    assert offenders == []
+
+
+def test_the_probe_imports_nothing_else_of_the_grader() -> None:
+    outside = {m: sorted(i for i in imported if _stage(i) != "probe")
+               for m, imported in GRAPH.items() if _stage(m) == "probe"}
+    assert {m: i for m, i in outside.items() if i} == {}
+
+
+def test_judging_and_scoring_run_nothing() -> None:
+    reaching = {m: sorted(i for i in imported if _stage(i) in ("run", "pipeline", "cli"))
+                for m, imported in GRAPH.items() if _stage(m) in ("judge", "scoring", "model")}
+    assert {m: i for m, i in reaching.items() if i} == {}
+
+
+def test_outputs_never_grade() -> None:
+    grading = {m: sorted(i for i in imported if _stage(i) in ("pipeline", "run", "judge", "cli")
+                         or i.startswith("grader.static.rules"))
+               for m, imported in GRAPH.items() if _stage(m) == "outputs"}
+    assert {m: i for m, i in grading.items() if i} == {}
+
+
+def _loaded(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after ``code``."""
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+HEAVY = ("torch", "nbclient", "jupyter_client", "ipykernel", "nbformat")
+
+
+def test_pages_and_the_static_check_load_neither_torch_nor_the_kernel(tmp_path: Path) -> None:
+    notebook = Path(__file__).parent / "fixtures" / "HW3_tinyok.py"
+    checked = _loaded(f"from grader.cli import main\nmain(['check', {str(notebook)!r}])")
+    outputs = _loaded("import grader.outputs.pages, grader.outputs.text, grader.outputs.ci, grader.outputs.gradescope, grader.outputs.exports")
+    for loaded in (checked, outputs):
+        assert not [m for m in loaded if m.split(".")[0] in HEAVY]
+    assert "grader.static.rules" in checked  # the check does load the rules; rendering does not:
+    assert not [m for m in outputs if m.startswith(("grader.static.rules", "grader.run", "grader.judge"))]
+
+
+def test_grader_report_loads_no_rule(tmp_path: Path) -> None:
+    (tmp_path / "out" / "results").mkdir(parents=True)
+    loaded = _loaded(f"from grader.cli import main\nmain(['report', {str(tmp_path / 'out')!r}])")
+    assert not [m for m in loaded if m.startswith(("grader.static", "grader.run", "grader.judge"))
+                or m.split(".")[0] in HEAVY]
+
+
+def test_the_rubric_and_the_rules_name_the_same_rules() -> None:
+    assert set(RULES) == set(RuleId) and all(RULES[r].id is r for r in RuleId)
+
+
+def test_the_readme_lists_every_flag_with_its_meaning() -> None:
+    text = README.read_text()
+    section = text[text.index("\n### Flags\n"):]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+?) \|$", section, re.M))
+    assert rows == {flag.value: MEANING[flag] for flag in Flag}
+
+
+@pytest.mark.parametrize("flag", list(Flag))
+def test_every_flag_has_a_meaning(flag: Flag) -> None:
+    assert flag.meaning and str(flag) == flag.value and f"{flag}" == flag.value
