@@ -139,3 +139,17 @@ def test_the_servers_stamp_dates_a_mail_and_another_senders_copy_is_flagged(tmp_
     assert any("by its mail's arrival time (Received)" in n for n in larry.notes)
     assert "sender-mismatch" in amy.flags and "sender-mismatch" not in larry.flags
     assert any("came from mal@evil.example" in n and "amy@uni.edu" in n for n in amy.notes)
+
+
+def test_an_identical_copy_from_another_sender_is_not_other_copies(tmp_path: Path, tiny_context: Context) -> None:
+    """Two senders mail the same bytes for one account: sender-mismatch (who sent what), but no
+    other-copies, which says that copies differ (a sender's note alone once raised it)."""
+    code = (FIXTURES / "HW3_tinyok.py").read_bytes()
+    box = mailbox.mbox(tmp_path / "class.mbox")
+    box.add(_mail("Amy <amy@uni.edu>", "HW3", DEADLINE - timedelta(days=2), {"HW3_amy01.py": code}))
+    box.add(_mail("Amy <amy.wang@gmail.com>", "HW3", DEADLINE - timedelta(days=1), {"HW3_amy01.py": code}))
+    box.flush()
+    context = dataclasses.replace(tiny_context, dataset=None)
+    summary = grade_directory(tmp_path / "class.mbox", tmp_path / "out", context, LocalExecutor(plan_slots(1, 2, (), 1, 1)))
+    amy = summary.results[0]
+    assert "sender-mismatch" in amy.flags and "other-copies" not in amy.flags, (amy.flags, amy.notes)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from grader.intake.read import read_submission
 from grader.model.errors import SubmissionError
-from grader.model.findings import noted
+from grader.model.findings import Finding, Flag
 from grader.model.rubric import FilePatterns
 from grader.model.submission import Arrival, Discovery, Submission, Submitted
 
@@ -116,7 +116,8 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path,
             continue
         script = chosen.get("script") if main.suffix == ".ipynb" else None
         arrival = (arrivals or {}).get(main)
-        submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"), noted(notes),
+        submissions.append(Submission(account, main, sub.cells, script, chosen.get("report"),
+                                      tuple(Finding(Flag.OTHER_COPIES, note) for note in notes),
                                       arrival.submitted if arrival else file_time(main), arrival.note if arrival else None,
                                       sub.saved_output))
     return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))

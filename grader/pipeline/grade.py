@@ -161,11 +161,10 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
     accuracy = _graded_accuracy(run) if run else None
     graded = measurement if measurement is not None and accuracy is not None else None
     saved, report, stated = _stated(sub, brought.report, accuracy, rubric.accuracy.mismatch_tolerance)
-    copies = (Finding(Flag.OTHER_COPIES),) if any(f.note for f in sub.findings) else ()
     findings = (
         (run.record.findings + run.findings + _at_error(run) + run.measurement.findings if run else ())
         + ((Finding(Flag.STATIC_RUN_DISAGREE),) if differ else ()) + noted(differ)
-        + copies + sub.findings
+        + sub.findings
         + ((Finding(Flag.SCRIPT_DIFFERS, brought.twin),) if brought.twin else ())
         + tuple(Finding(Flag.PROBE_TAMPERED, t) for t in tampering)
         + tuple(Finding(Flag.PROBE_REACHABLE, s) for s in static.reachable)
