@@ -113,3 +113,31 @@ def test_a_node_with_other_versions_refuses_with_its_name(tiny_context: Context)
     problem = _node_problem(tiny_context, "0.0.1|3.9.0|2.0.0|0.15.0|cpu")
     assert problem is not None and problem.startswith(f"node {socket.gethostname()} has grader|python|torch|torchvision")
     assert problem.endswith("the batch was started with 0.0.1|3.9.0|2.0.0|0.15.0; install the same versions on every node")
+
+
+def test_a_task_reads_only_what_was_shipped_not_the_class_folder(tmp_path: Path, tiny_context: Context) -> None:
+    """A Ray task on another machine cannot see the folder the batch started from: every file grading
+    reads (the notebook, its .py twin, the report PDF) travels as bytes (Submission.inputs())."""
+    from pdfs import make_pdf
+
+    from grader.intake.discover import discover
+    from grader.pipeline.executors.local import Job
+    from grader.pipeline.executors.ray import grade_shipped, shipped
+    from grader.run.slots import Slot
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    code = (FIXTURES / "HW3_tinyok.py").read_text()
+    import nbformat
+
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), str(folder / "HW3_amy.ipynb"))
+    (folder / "HW3_amy.py").write_text(code + "\nprint('only in the twin')\n")
+    make_pdf(folder / "HW3_Report_amy.pdf", ["Best accuracy: 91.5%"])
+    sub = discover(folder, tiny_context.rubric.files).submissions[0]
+    assert {p.name for p in sub.inputs()} == {"HW3_amy.ipynb", "HW3_amy.py", "HW3_Report_amy.pdf"}
+    job, files = Job(sub, "key"), shipped(sub)
+    shutil.rmtree(folder)  # what a node elsewhere sees of it
+    graded = grade_shipped(job, files, dataclasses.replace(tiny_context, dataset=None), Slot(0, 1, None))
+    result = graded.result
+    assert result.report_accuracy == 91.5 and result.report_pdf == "HW3_Report_amy.pdf", result.notes
+    assert "script-differs" in result.flags and result.source == "HW3_amy.ipynb"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +48,16 @@ class Submission:
     submitted: Submitted | None = None  # when it came in, where a deadline can be checked
     received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
     saved_output: str = ""  # the text outputs saved in the submitted .ipynb (its run on the student's machine)
+
+    def inputs(self) -> tuple[Path, ...]:
+        """Every file grading reads: the graded file, its .py twin, the report PDF. An executor that
+        grades on another machine ships them all (their names differ by suffix)."""
+        return tuple(p for p in (self.path, self.script, self.report) if p is not None)
+
+    def moved(self, folder: Path) -> Submission:
+        """The same submission with its inputs read from ``folder``, where they were written by name."""
+        return replace(self, path=folder / self.path.name, script=folder / self.script.name if self.script else None,
+                       report=folder / self.report.name if self.report else None)
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:

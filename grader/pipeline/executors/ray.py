@@ -21,6 +21,7 @@ from grader.model.errors import GraderError
 from grader.pipeline.executors.local import Graded, Job, Listener, grade_job
 from grader.model.context import Context
 from grader.model.results import failed_result
+from grader.model.submission import Submission
 from grader.run.slots import Slot
 
 
@@ -46,7 +47,22 @@ def _node_problem(context: Context, environment: str) -> str | None:
     return f"node {node} cannot sandbox: {reason}" if reason else None
 
 
-def _on_node(job: Job, files: tuple[bytes, bytes | None], context: Context, environment: str, threads: int) -> Graded:
+def shipped(sub: Submission) -> dict[str, bytes]:
+    """The bytes of every file grading reads, by name: nodes need not share a file system."""
+    return {path.name: path.read_bytes() for path in sub.inputs()}
+
+
+def grade_shipped(job: Job, files: dict[str, bytes], context: Context, slot: Slot) -> Graded:
+    """Grade a job from the files shipped with it, written to a folder of this node's own."""
+    with tempfile.TemporaryDirectory(prefix="grader-ray-") as folder:
+        for name, data in files.items():
+            (Path(folder) / Path(name).name).write_bytes(data)
+        graded = grade_job(replace(job, submission=job.submission.moved(Path(folder))), context, slot)
+    # Back on the driver, the result names the file as the TA submitted it.
+    return Graded(job, graded.result, graded.executed)
+
+
+def _on_node(job: Job, files: dict[str, bytes], context: Context, environment: str, threads: int) -> Graded:
     """The Ray task: grade one submission on whichever node Ray chose."""
     import ray
 
@@ -60,17 +76,7 @@ def _on_node(job: Job, files: tuple[bytes, bytes | None], context: Context, envi
     if problem is not None:
         return Graded(job, failed_result(sub.account, sub.path, problem, context.rubric.accuracy.max_points), None)
     gpus = ray.get_gpu_ids()
-    slot = Slot(index=0, threads=threads, gpu=str(gpus[0]) if gpus else None)
-    with tempfile.TemporaryDirectory(prefix="grader-ray-") as folder:
-        # The submission (and its .py twin) travel as bytes: nodes need not share a file system.
-        local, twin = Path(folder) / sub.path.name, None
-        local.write_bytes(files[0])
-        if sub.script is not None and files[1] is not None:
-            twin = Path(folder) / sub.script.name
-            twin.write_bytes(files[1])
-        graded = grade_job(replace(job, submission=replace(sub, path=local, script=twin)), context, slot)
-    # Back on the driver, the result names the file as the TA submitted it.
-    return Graded(job, graded.result, graded.executed)
+    return grade_shipped(job, files, context, Slot(index=0, threads=threads, gpu=str(gpus[0]) if gpus else None))
 
 
 @dataclass(frozen=True)
@@ -99,9 +105,7 @@ class RayExecutor:
         environment = environment_key(self.device_kind)
         pending: dict[Any, Job] = {}
         for job in jobs:
-            script = job.submission.script
-            files = (job.submission.path.read_bytes(), script.read_bytes() if script else None)
-            ref = task.remote(job, files, shared, environment, self.plan.threads)
+            ref = task.remote(job, shipped(job.submission), shared, environment, self.plan.threads)
             pending[ref] = job
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
