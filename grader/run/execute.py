@@ -44,6 +44,7 @@ _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 SPIN_COUNT = 3000  # OpenMP busy-wait iterations before a thread sleeps (libgomp's default: 300,000)
 _DIED = "the kernel died (a crash, os._exit, or the memory limit)"
 EXPORT_GRACE_S = 120  # the probe's export after a failed or interrupted cell
+SETUP_S = 120  # the probe's first cell (importing torch: 6 s on a loaded 2-core machine) is not held to a short per-cell limit
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,8 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
         number = submission.cells[index - 1].number if 0 < index < last else None
         where = _where(submission, number, None) if number else "the grader's probe"
         remaining = plan.total_timeout_s - (time.monotonic() - started)
-        client.timeout = max(1, int(min(plan.cell_timeout_s, remaining)))
+        allowed = plan.cell_timeout_s if index else max(plan.cell_timeout_s, SETUP_S)  # the probe: importing torch
+        client.timeout = max(1, int(min(allowed, remaining)))
         if outcome.status is not Status.GRADED:  # only the export is left: its failure adds nothing
             client.timeout = EXPORT_GRACE_S
             try:
