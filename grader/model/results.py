@@ -44,8 +44,22 @@ class StaticReport:
     reachable: tuple[str, ...] = ()  # weaker signs: code that can reach the grader's objects
 
 
+class _Found:
+    """A record that carries findings: its flags and its notes, read off them."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def flags(self) -> tuple[Flag, ...]:
+        return flags_of(self.findings)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return notes_of(self.findings)
+
+
 @dataclass(frozen=True)
-class ExecutionRecord:
+class ExecutionRecord(_Found):
     """What running a submission produced. The executed notebook lies in a folder of the grader's own."""
 
     status: Status  # GRADED here means "ran to the end"
@@ -58,17 +72,9 @@ class ExecutionRecord:
     findings: tuple[Finding, ...] = ()
     peak_memory_mb: float | None = None  # of all the run's processes together (where a cgroup measured it)
 
-    @property
-    def flags(self) -> tuple[Flag, ...]:
-        return flags_of(self.findings)
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return notes_of(self.findings)
-
 
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(_Found):
     accuracy: float | None
     reported_accuracy: float | None
     correct: int | None
@@ -78,14 +84,6 @@ class Measurement:
     problem: str | None = None  # why there is no accuracy, when the run itself went fine
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class] of the graded predictions
     wrong: tuple[tuple[int, int, int, float], ...] = ()  # surest mistakes: (test index, label, predicted, confidence)
-
-    @property
-    def flags(self) -> tuple[Flag, ...]:
-        return flags_of(self.findings)
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return notes_of(self.findings)
 
 
 @dataclass(frozen=True)
