@@ -11,7 +11,6 @@ from grader.model.results import Check
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
-    from grader.judge.recompute import Recomputed
     from grader.judge.run_facts import Training
 
 
@@ -22,7 +21,6 @@ class RunView:
     record: dict[str, Any]  # untrusted JSON, read field by field
     finished: bool  # every cell ran (no error, no timeout)
     training: Training
-    recomputed: Recomputed | None = None  # the trusted side's run of the captured graded pass (its graph facts)
 
     @property
     def has_model(self) -> bool:
