@@ -7,7 +7,6 @@ Notices for the user (a run without a sandbox, cgroups missing, an oversubscribe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -57,9 +56,9 @@ def rubric_of(setup: Setup) -> Rubric:
         return rubric
     if setup.timeout <= 0:
         raise GraderError("--timeout must be a positive number of seconds")
-    limits = dataclasses.replace(rubric.limits, total_timeout_s=setup.timeout,
+    limits = replace(rubric.limits, total_timeout_s=setup.timeout,
                                  cell_timeout_s=min(rubric.limits.cell_timeout_s, setup.timeout))
-    return dataclasses.replace(rubric, limits=limits)
+    return replace(rubric, limits=limits)
 
 
 def context_of(setup: Setup, run: bool, sandboxed: bool = False) -> Context:
