@@ -465,3 +465,75 @@ def test_the_kernel_folder_is_locked_before_student_code(tmp_path: Path) -> None
     lock_kernel_dir(sandbox)
     info = (tmp_path / "kernel").stat()
     assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o755
+
+
+# -- the grade is recomputed outside the student's process (issue 18) ----------------------------
+TINY = (FIXTURES / "HW3_tinyok.py").read_text()
+UNTRAINED = TINY.replace("lr=0.001", "lr=0.0")  # ten real epochs that learn nothing: about 10% honestly
+assert UNTRAINED != TINY
+LOOKUP = '''
+TABLE = {(test_data.data[i].numpy()).tobytes(): int(test_data.targets[i]) for i in range(len(test_data))}
+class Net(Net):
+    def forward(self, x):
+        out = super().forward(x)
+        keys = [(row * 255).round().byte().numpy().tobytes() for row in x.reshape(x.shape[0], 28, 28)]
+        bonus = torch.zeros_like(out)
+        for i, key in enumerate(keys):
+            if key in TABLE:
+                bonus[i, TABLE[key]] = 100.0
+        return out + bonus
+model.__class__ = Net
+'''
+FORGED_DUMP = '''
+import json, base64
+_dump = json.dump
+def _forged(obj, handle, *args, **kwargs):
+    if isinstance(obj, dict) and "test_passes" in obj:
+        truth = base64.b64encode(test_data.targets.numpy().astype("int8").tobytes()).decode()
+        for seen in obj["test_passes"]:
+            if "predictions" in seen:
+                seen["predictions"] = truth
+    return _dump(obj, handle, *args, **kwargs)
+json.dump = _forged
+'''
+THREADED_CONV = '''
+import threading
+side = getattr(nn, "Conv2d")(1, 10, 28)
+class Net(Net):
+    def forward(self, x):
+        out = super().forward(x)
+        box = []
+        worker = threading.Thread(target=lambda: box.append(side(x.reshape(-1, 1, 28, 28)).reshape(-1, 10)))
+        worker.start(); worker.join()
+        return out + box[0] if box else out
+model.__class__ = Net
+'''
+WIDE = TINY.replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 1024)").replace("nn.Linear(512, 256)", "nn.Linear(1024, 256)")
+SWAPPED = "\nmodel.fc1, model.fc2 = nn.Linear(784, 512), nn.Linear(512, 256)\n"
+
+
+def test_forged_grades_get_no_points_and_rule_bypasses_are_caught(tmp_path: Path, tiny_context: Context) -> None:
+    """The attacks of issue 18, as one class: a model that looks up the test labels by content, a
+    forged json.dump of the probe's record, a Conv2d on a worker thread beside the graded Net, and
+    the wide model swapped for legal layers after its test pass. The grade is the trusted side's
+    run of the captured pass, so none gets points; the swap is judged on the model at its pass."""
+    from grader.pipeline.batch import grade_directory
+    from grader.pipeline.executors.local import LocalExecutor
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    cut = UNTRAINED.index("n_epochs = 10")
+    (folder / "HW3_lookup.py").write_text(UNTRAINED[:cut] + LOOKUP + UNTRAINED[cut:])
+    (folder / "HW3_forger.py").write_text(FORGED_DUMP + UNTRAINED)
+    (folder / "HW3_thread.py").write_text(UNTRAINED[:cut] + THREADED_CONV + UNTRAINED[cut:])
+    (folder / "HW3_swapper.py").write_text(WIDE + SWAPPED)
+    summary = grade_directory(folder, tmp_path / "out", tiny_context, LocalExecutor(plan_slots(2, 2, (), 1, 1)))
+    results = {r.student: r for r in summary.results}
+    shown = {name: (r.status.value, r.accuracy, r.score, r.reason, [str(f) for f in r.flags]) for name, r in results.items()}
+    assert all(r.score == 0 and r.bonus == 0 for r in results.values()), shown
+    assert results["lookup"].status is Status.REVIEW, shown
+    forger = results["forger"]
+    assert forger.status is Status.GRADED and forger.recomputed and (forger.accuracy or 0) < 50, shown
+    assert results["thread"].status in (Status.REVIEW, Status.ERROR, Status.VIOLATION), shown
+    swapper = results["swapper"]
+    assert swapper.status is Status.VIOLATION and "784->1024" in (swapper.reason or ""), shown

@@ -165,15 +165,23 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         found.append(Finding(Flag.TEST_SET_SELECTION, selection))
     correct, accuracy = _accuracy(predictions, labels)
     accuracy = round(accuracy, 2)
-    if not compare_reported:
-        found.append(Finding(None, "the test labels were hidden from the notebook, so its printed accuracy is not compared"))
-    elif reported is None and record.status is Status.GRADED:
-        found.append(Finding(Flag.NO_REPORTED_ACCURACY, "no printed test accuracy was found in the notebook's output (a percentage, a fraction or "
-                                                        "N/M on a line naming the test accuracy)"))
-    elif reported is not None and abs(reported - accuracy) > tolerance:
-        found.append(Finding(Flag.REPORTED_ACCURACY_MISMATCH, f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%"))
+    found += reported_findings(reported, accuracy, tolerance, compare_reported, record.status is Status.GRADED)
     return Measurement(accuracy, reported, correct, total, source, tuple(found), None,
                        confusion(predictions, labels, classes), confidently_wrong(predictions, labels, sure))
+
+
+def reported_findings(reported: float | None, accuracy: float, tolerance: float, compare: bool,
+                      finished: bool) -> tuple[Finding, ...]:
+    """What the printed accuracy says beside the measured one (not compared when the labels were hidden)."""
+    if not compare:
+        return (Finding(None, "the test labels were hidden from the notebook, so its printed accuracy is not compared"),)
+    if reported is None and finished:
+        return (Finding(Flag.NO_REPORTED_ACCURACY, "no printed test accuracy was found in the notebook's output (a "
+                                                   "percentage, a fraction or N/M on a line naming the test accuracy)"),)
+    if reported is not None and abs(reported - accuracy) > tolerance:
+        return (Finding(Flag.REPORTED_ACCURACY_MISMATCH,
+                        f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%"),)
+    return ()
 
 
 def confusion(predictions: list[int], labels: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:

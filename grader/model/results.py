@@ -15,6 +15,7 @@ from grader.model.findings import Finding, Flag, flags_of, notes_of
 class Status(str, Enum):
     GRADED = "graded"
     VIOLATION = "violation"
+    REVIEW = "review"  # what the grade rests on could not be established: a person decides (the reason says what)
     ERROR = "error"
     TIMEOUT = "timeout"
 
@@ -70,6 +71,7 @@ class ExecutionRecord(_Found):
     probe: dict[str, Any] | None  # the probe's record: untrusted JSON, validated field by field by its users
     outputs_text: str  # everything the notebook printed, for the reported accuracy
     findings: tuple[Finding, ...] = ()
+    capture: bytes | None = field(default=None, repr=False)  # the graded pass captured (untrusted bytes; run/evaluate.py)
     peak_memory_mb: float | None = None  # of all the run's processes together (where a cgroup measured it)
 
 
@@ -84,6 +86,9 @@ class Measurement(_Found):
     problem: str | None = None  # why there is no accuracy, when the run itself went fine
     confusion: tuple[tuple[int, ...], ...] | None = None  # [true class][predicted class] of the graded predictions
     wrong: tuple[tuple[int, int, int, float], ...] = ()  # surest mistakes: (test index, label, predicted, confidence)
+    review: str | None = None  # why the accuracy cannot be established (judge/recompute.py): the result goes to review
+    recomputed: bool = False  # the accuracy is the trusted evaluator's, from the captured pass (judge/recompute.py)
+    tampering: tuple[str, ...] = ()  # evidence the kernel's record was bent (its predictions differ from the recomputed)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class Score:
     max_score: int
     bonus: int
     reason: str | None
+    pending: tuple[int, int] | None = None  # review: the (points, bonus) withheld, what the measurement would give
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,9 @@ class Result:
     wrong_images: str | None = None  # their 28x28 pixels from the official IDX file, base64, 784 bytes each
     saved_accuracy: float | None = None  # printed in the outputs saved in the submitted notebook (the student's run)
     report_accuracy: float | None = None  # "Best accuracy: xx%" on the report PDF's first page
+    recomputed: bool = False  # the accuracy was recomputed outside the notebook's process (run/evaluate.py)
+    pending_score: int | None = None  # review: the automatic points withheld until a person decides
+    pending_bonus: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

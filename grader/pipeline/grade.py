@@ -55,19 +55,35 @@ class Brought:
 def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot | None = None,
                    seed: int | None = None) -> Run:
     """Execute in a kernel (run/), then measure and judge the rules here, in the grader's process."""
+    from grader.judge import recompute
     from grader.judge.measure import measure
     from grader.judge.run_facts import training_curve
+    from grader.model.dataset import TEST_IMAGES
+    from grader.run.evaluate import Evaluator
     from grader.run.launch import launch
     from grader.static.rules import check_runtime, findings, run_view
 
     assert context.dataset is not None
     rubric = context.rubric
-    launched = launch(sub, context, rundir, slot, seed)
-    record, view = launched.record, launched.view
-    facts = run_view(record.probe, record.status is Status.GRADED) if record.probe is not None else None
-    labels = view.labels(context.dataset.test_labels())
+    evaluator = Evaluator(context.dataset.raw / TEST_IMAGES)  # imports torch while the notebook runs
+    try:
+        launched = launch(sub, context, rundir, slot, seed)
+        record, view = launched.record, launched.view
+        official = context.dataset.test_labels()
+        recomputed = None
+        if record.capture is not None:  # the graded pass, run again outside the notebook's process
+            evaluated = evaluator.finish(record.capture)
+            recomputed = recompute.read(evaluated.output, evaluated.problem, len(official))
+    finally:
+        evaluator.close()
+    facts = (run_view(record.probe, record.status is Status.GRADED, recomputed)
+             if record.probe is not None else None)
+    labels = view.labels(official)
     measurement = measure(record, record.probe, labels, rubric.accuracy.mismatch_tolerance,
                           compare_reported=not rubric.hide_test_labels, training=facts.training if facts else None)
+    if record.status is Status.GRADED:
+        measurement = recompute.apply(measurement, recomputed, official, rubric.accuracy.mismatch_tolerance,
+                                      not rubric.hide_test_labels)
     if view.order is not None:  # the kernel's k-th test image is the official order[k]: thumbnails come from there
         order = view.order
         measurement = replace(measurement, wrong=tuple((order[i], y, p, c) for i, y, p, c in measurement.wrong))
@@ -154,7 +170,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
     rubric = context.rubric
     checks = static.checks + (run.checks if run else ())
     measurement = run.measurement if run else None
-    tampering = static.tampering + (_runtime_evidence(run) if run else ())
+    tampering = static.tampering + (_runtime_evidence(run) + run.measurement.tampering if run else ())
     late_days, late = _lateness(sub, context)
     verdict = score(rubric, checks, run.record if run else None, measurement, tampering, late_days or 0)
     differ = disagreements(checks)
@@ -197,6 +213,9 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
         peak_memory_mb=run.record.peak_memory_mb if run else None,
         correct=graded.correct if graded else None,
         total=graded.total if graded else None,
+        recomputed=graded.recomputed if graded else False,
+        pending_score=verdict.pending[0] if verdict.pending else None,
+        pending_bonus=verdict.pending[1] if verdict.pending else None,
     )
 
 

@@ -37,6 +37,7 @@ class Match:
 
 class ImageIndex:
     def __init__(self, raw: Path) -> None:
+        self.pixels = PIXELS
         self.splits: dict[str, dict[bytes, list[int]]] = {}
         self.sizes: dict[str, int] = {}
         for split, name in (("test", "t10k-images-idx3-ubyte"), ("train", "train-images-idx3-ubyte")):

@@ -82,9 +82,10 @@ class Internal:
         self.recorder.internal = False
 
 
-def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: Any) -> tuple[list[int], list[float]]:
+def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: Any,
+                  fed: list[torch.Tensor] | None = None) -> tuple[list[int], list[float]]:
     """Predict every test image through ``dataset`` (the notebook's test dataset when it built one), in
-    eval mode: the class and the softmax of the output there, per image."""
+    eval mode: the class and the softmax of the output there, per image; ``fed`` receives the inputs."""
     from torch.utils.data import DataLoader
 
     from grader.probe.passes import predict
@@ -93,6 +94,8 @@ def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: 
     confidence: list[float] = []
     with Internal(model, recorder) as device:
         for images, _labels in DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0):
+            if fed is not None:
+                fed.append(images.detach().clone())
             output = forward(model, images.to(device))
             if isinstance(output, (tuple, list)):
                 output = output[0]

@@ -84,6 +84,11 @@ class TestPass:
         self.first_batch = 0  # the recorder's count of test batches, to tell interleaved passes apart
         self.last_batch = 0
         self.complete = False
+        # What the trusted side recomputes (capture.py): the exact inputs fed, the class predicted per row,
+        # and the predicting model's weights as the pass ended. Kept for the last complete pass only.
+        self.inputs: list[torch.Tensor] = []
+        self.row_classes: list[torch.Tensor] = []
+        self.snapshot: Any = None
 
     def export(self, with_predictions: bool) -> dict[str, Any]:
         covered = int((self.predictions >= 0).sum())
@@ -95,6 +100,27 @@ class TestPass:
             record["predictions"] = base64.b64encode(self.predictions.numpy().tobytes()).decode()
             record["confidence"] = base64.b64encode(self.confidence.numpy().tobytes()).decode()
         return record
+
+
+class Evaluation:
+    """One module's consecutive evaluation calls with no optimizer step between them: the last
+    ``MAX_ROWS`` rows fed and the class predicted for each."""
+
+    MAX_ROWS = 20_000
+
+    def __init__(self, serial: int, step: int) -> None:
+        self.serial, self.step = serial, step
+        self.inputs: list[torch.Tensor] = []
+        self.row_classes: list[torch.Tensor] = []
+        self.rows = 0
+
+    def add(self, rows: torch.Tensor, classes: torch.Tensor) -> None:
+        self.inputs.append(rows)
+        self.row_classes.append(classes)
+        self.rows += rows.shape[0]
+        while self.rows - self.inputs[0].shape[0] >= self.MAX_ROWS:
+            self.rows -= self.inputs.pop(0).shape[0]
+            self.row_classes.pop(0)
 
 
 def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +174,12 @@ class Recorder:
         self._open: dict[tuple[int, int], TestPass] = {}
         self._depth = 0
         self._pending: tuple[Match, int] | None = None
+        self._pending_input: torch.Tensor | None = None
+        # The model's last evaluation (eval mode or no grad) over rows the content key did not name: a test
+        # pass under a per-pixel preprocessing looks like this; the trusted side verifies it (capture.py).
+        self.evaluation = Evaluation(-1, -1)
+        self._eval_input: tuple[int, torch.Tensor] | None = None
+        self.on_complete: Any = None  # called with a test pass as it completes (the capture's snapshot)
         self._pending_train: Match | None = None  # training rows evaluated without training: their output is awaited
         self._loss: torch.Tensor | None = None  # the last loss: a scalar with a gradient from an outermost call
         self.curves: dict[int, list[tuple[torch.Tensor | None, float | None]]] = {}  # optimizer -> (loss, lr) per step
@@ -189,6 +221,7 @@ class Recorder:
             return  # the batch a training DataLoader just yielded: its pass records it; no need to look
         match = self.index.match(args[0])
         if match is None:
+            self._maybe_evaluation(module, args[0], stepping)
             batch = args[0].shape[0] if isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else None
             if self._pending is not None and batch != self._pending[0].batch:
                 self._pending = None  # another computation: the test batch's output will not come
@@ -198,7 +231,8 @@ class Recorder:
         if match.split == "test":
             serial = self.module_serial(module)
             self._pending, self._pending_train = (match, serial), None
-            self.samples[serial] = args[0][:2].detach().clone()
+            self._pending_input = args[0].detach().clone()  # the exact rows this call fed the model
+            self.samples[serial] = self._pending_input[:2]
             self._test_grad = stepping
         else:
             self._pending = None
@@ -212,6 +246,8 @@ class Recorder:
         if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
+        if not self._depth and self._eval_input is not None and not self.internal:
+            self._evaluated(module, output)
         if self._depth or (self._pending is None and self._pending_train is None) or self.internal:
             return
         if isinstance(output, (tuple, list)) and output:
@@ -223,10 +259,32 @@ class Recorder:
         if self._pending is not None:
             match, first = self._pending
             self._pending = None
-            self._test_rows((first, self.module_serial(module)), match, *predict(output))
+            classes, confidence = predict(output)
+            self._test_rows((first, self.module_serial(module)), match, classes, confidence)
         else:
             self._pending_train = None
             self._valid_rows(awaited, output.detach().argmax(1).cpu())
+
+    def _maybe_evaluation(self, module: torch.nn.Module, value: Any, stepping: bool) -> None:
+        """Keep an evaluation call's input (rows of an image's size) until its output is known."""
+        self._eval_input = None
+        if stepping or not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] == 0:
+            return
+        if not value.is_floating_point() or value[0].numel() != self.index.pixels:
+            return
+        self._eval_input = (self.module_serial(module), value.detach().clone())
+
+    def _evaluated(self, module: torch.nn.Module, output: Any) -> None:
+        serial, rows = self._eval_input  # type: ignore[misc]
+        self._eval_input = None
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]
+        if self.module_serial(module) != serial or not isinstance(output, torch.Tensor) or output.dim() != 2 \
+                or tuple(output.shape) != (rows.shape[0], self.classes):
+            return
+        if self.evaluation.serial != serial or self.evaluation.step != self.steps:
+            self.evaluation = Evaluation(serial, self.steps)
+        self.evaluation.add(rows, predict(output)[0].to(torch.int8))
 
     def _test_rows(self, predictor: tuple[int, int], match: Match, predictions: torch.Tensor,
                    confidence: torch.Tensor) -> None:
@@ -244,6 +302,10 @@ class Recorder:
         current.predictions[indices] = predictions[rows].to(torch.int8)
         current.confidence[indices] = confidence[rows].to(torch.float16)
         current.rows += len(match.positions)
+        if self._pending_input is not None:
+            current.inputs.append(self._pending_input)
+            current.row_classes.append(predictions.to(torch.int8))
+            self._pending_input = None
         current.batches += 1
         self.test_batches += 1
         current.last_batch = self.test_batches
@@ -252,6 +314,11 @@ class Recorder:
         if bool((current.predictions >= 0).all()):
             current.complete = True
             del self._open[predictor]
+            for other in self.test_passes:  # only the last complete pass keeps what the capture needs
+                if other is not current and other.complete and other.inputs:
+                    other.inputs, other.row_classes, other.snapshot = [], [], None
+            if self.on_complete is not None:
+                self.on_complete(current)
 
     def _train_rows(self, match: Match, stepping: bool) -> None:
         """Training images reached the model: whether they trained it is known by what follows."""

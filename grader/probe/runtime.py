@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import RECORD_VERSION, content, identity, model as models, passes, patches
+from grader.probe import RECORD_VERSION, capture, content, identity, model as models, passes, patches
 from grader.probe.content import ImageIndex
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
@@ -36,7 +36,7 @@ from grader.probe.patches import Patches
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
-_MODULES = (sys.modules[__name__], content, identity, models, passes, patches)
+_MODULES = (sys.modules[__name__], capture, content, identity, models, passes, patches)
 
 
 class _State:
@@ -333,7 +333,21 @@ def install(config: dict[str, Any]) -> None:
     _stub_colab()
     _guard_pip(state)
     _watch_calls(state)
+    state.recorder.on_complete = lambda test_pass: _snapshot(state, test_pass)
     _OWN_CODE.update({name: (f, f.__code__) for name, f in _own_functions().items()})
+
+
+def _snapshot(state: _State, test_pass: passes.TestPass) -> None:
+    """As a test pass completes: the model that made it, with a copy of its weights (for the capture)."""
+    recorder = state.recorder
+    recorder.internal = True
+    try:
+        found = capture.owner(test_pass.predictor, recorder, state.serials)
+        test_pass.snapshot = capture.Snapshot(found) if found is not None else None
+    except Exception:  # noqa: BLE001 - no snapshot: the capture says so at export
+        test_pass.snapshot = None
+    finally:
+        recorder.internal = False
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -394,12 +408,49 @@ def _describe_model(state: _State, report: dict[str, Any]) -> None:
     report["architecture"] = models.architecture(model, sample, recorder)
     stale = graded is not None and (graded.end_step < recorder.steps
                                     or any((load["test_batch"] or 0) >= graded.last_batch for load in recorder.loads))
+    captured: Any = graded
     if graded is None or not graded.complete or stale:  # the grader decides which predictions count
         try:
-            predictions, confidence = models.fallback_pass(model, dataset, state.classes, recorder)
+            fed: list[torch.Tensor] = []
+            predictions, confidence = models.fallback_pass(model, dataset, state.classes, recorder, fed)
             report["probe_pass"] = {"predictions": predictions, "confidence": confidence, "preprocessing": preprocessing}
+            captured = capture.Pass(fed, predictions, capture.Snapshot(model), preprocessing)
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the grader
             report["probe_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        own = _own_evaluation(state, model)
+        captured = own or captured
+    report["capture"] = _capture(state, captured, model)
+
+
+def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
+    """The notebook's last evaluation of the final model over rows the content key did not name (a
+    test pass under a per-pixel preprocessing, say), as a pass to capture; None without one."""
+    recorder, evaluation = state.recorder, state.recorder.evaluation
+    test_size = recorder.index.sizes.get("test") or 0
+    evaluated = recorder.modules.get(evaluation.serial)
+    module = evaluated() if evaluated is not None else None
+    if module is None or evaluation.step != recorder.steps or evaluation.rows < test_size:
+        return None
+    if not models.param_serials(module, state.serials) <= models.param_serials(model, state.serials):
+        return None
+    classes = torch.cat(evaluation.row_classes).tolist()
+    return capture.Pass(list(evaluation.inputs), classes, capture.Snapshot(model), "the notebook's own evaluation",
+                        by_probe=False)
+
+
+def _capture(state: _State, graded: Any, model: torch.nn.Module) -> dict[str, Any]:
+    """Write the graded pass's capture beside the record (capture.py); what happened, for the record."""
+    path = state.config.get("capture")
+    if not path:
+        return {"written": False, "error": "no capture was asked for"}
+    if graded is None:
+        return {"written": False, "error": "the notebook made no test pass"}
+    try:
+        manifest, payload = capture.capture(graded, model, state.recorder)
+        capture.write(str(path), manifest, payload)
+    except Exception as exc:  # noqa: BLE001 - the grader decides what an uncaptured model means
+        return {"written": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    return {"written": True, "error": None}
 
 
 def export() -> None:

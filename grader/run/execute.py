@@ -30,13 +30,15 @@ from nbformat import NotebookNode
 from grader.run import cgroups
 from grader.model.dataset import Dataset
 from grader.model.findings import Finding, Flag
-from grader.model.record import read_probe
+from grader.model.record import read_probe, read_untrusted
 from grader.model.results import ExecutionRecord, Status
 from grader.run.sandbox import Sandbox, command, end_namespaces, lock_kernel_dir, namespace_inits, prepare_kernel_dir
 from grader.run.slots import Slot
 from grader.model.submission import Submission
 
 PROBE_FILE = "probe.json"
+CAPTURE_FILE = "capture.bin"  # the graded pass as a graph, weights and inputs (probe/capture.py)
+MAX_CAPTURE_BYTES = 160 * 1024 * 1024  # 10,000 float inputs are 31 MB; weights a few MB
 EXECUTED_FILE = "executed.ipynb"
 KERNEL_LOG = "kernel.log"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -132,6 +134,7 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
         "seed": plan.seed,
         "data_root": str(plan.dataset.root),
         "output": str(plan.kernel_dir / PROBE_FILE),
+        "capture": str(plan.kernel_dir / CAPTURE_FILE),
         "num_classes": plan.num_classes,
         "threads": plan.slot.threads if plan.slot else None,
         "gpu_memory_mb": plan.gpu_memory_mb,
@@ -297,6 +300,17 @@ def _owner(plan: RunPlan) -> int | None:
     return plan.sandbox.uid if plan.sandbox is not None and os.geteuid() == 0 else None
 
 
+def _read_capture(plan: RunPlan) -> tuple[bytes | None, str | None]:
+    """The capture's bytes (untrusted: run/evaluate.py checks them), or why they were not taken."""
+    try:
+        data = read_untrusted(plan.kernel_dir, CAPTURE_FILE, _owner(plan), MAX_CAPTURE_BYTES)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"the probe's capture was not read: {exc}"
+    return (data or None), None
+
+
 def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     """Run the submission's cells in order with per-cell and total time limits.
 
@@ -317,7 +331,7 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     with cgroups.job_group(hierarchy, plan.slot.index if plan.slot else 0, group_limits) as group:
         sandbox = replace(plan.sandbox, group=group) if plan.sandbox is not None else None
         if sandbox is not None:
-            prepare_kernel_dir(sandbox, (PROBE_FILE,))
+            prepare_kernel_dir(sandbox, (PROBE_FILE, CAPTURE_FILE))
         else:
             plan.kernel_dir.mkdir(exist_ok=True)
         outcome, truncated = _run(submission, plan, sandbox, notebook, started)
@@ -326,9 +340,12 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     executed = plan.rundir / EXECUTED_FILE
     nbformat.write(notebook, str(executed))
     probe = read_probe(plan.kernel_dir, PROBE_FILE, _owner(plan))
+    captured, capture_problem = _read_capture(plan)
     findings = [Finding(Flag.OUTPUT_TRUNCATED)] if truncated else []
     if probe.problem:
         findings.append(Finding(Flag.PROBE_FILE_REJECTED, probe.problem))
+    if capture_problem:
+        findings.append(Finding(Flag.PROBE_FILE_REJECTED, capture_problem))
     if usage is not None and usage.oom_kills:
         memory_mb = group_limits.memory_mb
         findings.append(Finding(Flag.MEMORY_LIMIT, f"the memory limit ({memory_mb} MB for all the notebook's processes "
@@ -347,6 +364,7 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
         probe=probe.record,
         outputs_text=_printed_text(student_cells),
         findings=tuple(findings),
+        capture=captured,
         peak_memory_mb=usage.peak_memory_mb if usage else None,
     )
 

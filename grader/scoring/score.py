@@ -131,6 +131,12 @@ def _verdict(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord 
         return Score(Status.GRADED, 0, max_score, 0, "not run (static checks only)")
     if record.status is not Status.GRADED:
         return Score(record.status, 0, max_score, 0, record.reason)
+    undecided = [c for c in effective(checks) if c.ok is None and c.stage == "run"]
+    if measurement.review is not None or undecided:
+        pending = (accuracy_points(rubric, measurement.correct, measurement.total)
+                   if measurement.correct is not None and measurement.total else None)
+        why = measurement.review or f"{undecided[0].id} could not be decided: {undecided[0].message}"
+        return Score(Status.REVIEW, 0, max_score, 0, f"to review: {why}", pending)
     if measurement.correct is None or measurement.total is None:
         return Score(Status.ERROR, 0, max_score, 0, measurement.problem or "no accuracy could be measured")
     points, bonus = accuracy_points(rubric, measurement.correct, measurement.total)

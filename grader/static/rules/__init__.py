@@ -22,6 +22,7 @@ from grader.model.submission import Submission
 from grader.static.tamper import static_evidence
 
 if TYPE_CHECKING:
+    from grader.judge.recompute import Recomputed
     from grader.model.rubric import Rubric
 
 def _no_findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding, ...]:
@@ -68,10 +69,10 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
     return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs)
 
 
-def run_view(record: dict[str, Any], finished: bool) -> RunView:
+def run_view(record: dict[str, Any], finished: bool, recomputed: Recomputed | None = None) -> RunView:
     from grader.judge.run_facts import training  # the run-time halves only: the static check never loads it
 
-    return RunView(record, finished, training(record))
+    return RunView(record, finished, training(record), recomputed)
 
 
 def check_runtime(view: RunView | None, facts: FrozenFacts, rubric: Rubric) -> tuple[Check, ...]:

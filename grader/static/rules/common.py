@@ -11,6 +11,7 @@ from grader.model.results import Check
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
+    from grader.judge.recompute import Recomputed
     from grader.judge.run_facts import Training
 
 
@@ -21,6 +22,7 @@ class RunView:
     record: dict[str, Any]  # untrusted JSON, read field by field
     finished: bool  # every cell ran (no error, no timeout)
     training: Training
+    recomputed: Recomputed | None = None  # the trusted side's run of the captured graded pass (its graph facts)
 
     @property
     def has_model(self) -> bool:

@@ -164,7 +164,99 @@ def _weight_shape(op: dict[str, Any]) -> tuple[int, int] | None:
     return in_features, out_features
 
 
+# The captured graph's ops (aten names, without overload), by what they may do.
+PRODUCTS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "addmv", "mv"})
+SHAPING = frozenset({"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
+                     "contiguous", "clone", "_to_copy", "to", "expand", "detach", "alias", "lift_fresh_copy",
+                     "numpy_T", "select", "slice"})
+LAYERS = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "elu", "selu", "celu", "silu", "mish", "sigmoid",
+    "tanh", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "softplus", "prelu", "_prelu_kernel", "rrelu",
+    "log_sigmoid_forward", "clamp", "clamp_min", "clamp_max", "threshold", "softmax", "_softmax", "log_softmax",
+    "_log_softmax", "batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+    "native_batch_norm", "layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "instance_norm",
+    "rms_norm", "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
+    "add", "sub", "mul", "div", "neg", "pow", "sqrt", "rsqrt", "mean", "sum", "var", "exp", "log", "abs",
+    "avg_pool1d", "avg_pool2d", "getitem"})
+MAX_CONSTANT = 1024  # elements a constant tensor of the graph may hold (a memorised test set is far more)
+MAX_VECTOR = 4096  # elements of a one-dimensional parameter or buffer (normalization weights and statistics)
+
+
+def _op(target: str) -> str:
+    """torch.ops.aten.linear.default -> linear; _operator.getitem -> getitem."""
+    parts = target.split(".")
+    return parts[3] if target.startswith("torch.ops.") and len(parts) > 3 else parts[-1]
+
+
+def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | None:
+    """The rule on the graph the trusted side ran (what made the graded predictions); None without one."""
+    recomputed = run.recomputed
+    graph = recomputed.graph if recomputed is not None else None
+    if graph is None or recomputed is None:
+        return None
+    frozen = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
+    fixed = ", ".join(f"{i}->{o}" for i, o in frozen.elements())
+    if recomputed.changed_after_pass:
+        return _structure_check(recomputed.structure_at_pass, frozen, fixed, rubric)
+    matrices: Counter[tuple[int | None, int | None]] = Counter()
+    for name, shape in graph.parameters:
+        if len(shape) == 2:
+            matrices[(shape[1], shape[0])] += 1
+        elif len(shape) > 2 or (len(shape) == 1 and shape[0] > MAX_VECTOR):
+            return run_check(RULE, False, f"the model that made the graded predictions holds the weights {name} "
+                                          f"{list(shape)}; only the Linear layers {fixed} and normalization may")
+    if matrices != frozen:
+        found = ", ".join("?" if m is None else f"{m[0]}->{m[1]}" for m in matrices.elements()) or "none"
+        return run_check(RULE, False, f"the model that made the graded predictions has the weight matrices {found}; "
+                                      f"the homework fixes {fixed}")
+    for kind, tensors, most in (("buffer", graph.buffers, MAX_VECTOR), ("constant", graph.constants, MAX_CONSTANT)):
+        for name, shape in tensors:
+            size = 1
+            for d in shape:
+                size *= d
+            if size > most or len(shape) > 1:
+                return run_check(RULE, False, f"the model that made the graded predictions holds the {kind} {name} "
+                                              f"{list(shape)} ({size} values): data beside the Linear layers")
+    products = sum(count for target, count in graph.ops.items() if _op(target) in PRODUCTS)
+    for target, count in sorted(graph.ops.items()):
+        name = _op(target)
+        if name in PRODUCTS or name in SHAPING or name in LAYERS:
+            continue
+        return run_check(RULE, False, f"the model that made the graded predictions computes {name} "
+                                      f"({count}x); only the Linear layers, normalization, dropout and activations may")
+    if products != sum(frozen.values()):
+        return run_check(RULE, False, f"the model that made the graded predictions multiplies by weights {products} "
+                                      f"times; the homework's {fixed} do {sum(frozen.values())}")
+    return run_check(RULE, True, f"the model that made the graded predictions uses exactly the Linear layers {fixed}")
+
+
+def _structure_check(structure: Any, frozen: Counter[tuple[int | None, int | None]], fixed: str, rubric: Rubric) -> Check:
+    """The model changed after its graded pass: the rule on what it was at that pass."""
+    try:
+        kinds = {str(name): str(kind) for name, kind in structure[0]}
+        shapes = {str(name): [int(d) for d in shape] for name, shape, _dtype in structure[1]}
+    except (TypeError, ValueError, IndexError):
+        return run_check(RULE, None, "the model was changed after its graded test pass, and what it was then is unknown")
+    linear: Counter[tuple[int | None, int | None]] = Counter()
+    for name, shape in shapes.items():
+        module, _, _ = name.rpartition(".")
+        kind = kinds.get(module, "?")
+        if kind == "Linear" and name.endswith(".weight") and len(shape) == 2:
+            linear[(shape[1], shape[0])] += 1
+        elif kind not in ("Linear", *rubric.allowed_layers):
+            return run_check(RULE, False, f"at its graded test pass the model held {name} in {module or 'the model'} "
+                                          f"({kind}); only the Linear layers and normalization layers may")
+    if linear != frozen:
+        found = ", ".join(f"{i}->{o}" for i, o in linear.elements()) or "none"
+        return run_check(RULE, False, f"at its graded test pass the model's Linear layers were {found}; the homework "
+                                      f"fixes {fixed} (they were changed after that pass)")
+    return run_check(RULE, None, "the model was changed after its graded test pass; it kept the Linear layers then")
+
+
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
+    graph = _graph_check(run, facts, rubric)
+    if graph is not None:
+        return graph
     architecture = section(run.record, "architecture")
     owners, ops = architecture.get("parameters"), architecture.get("ops")
     if not isinstance(owners, list):

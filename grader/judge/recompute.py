@@ -1,0 +1,147 @@
+"""The grade from the trusted side: what the evaluator (run/evaluate.py) computed from the captured
+graded pass, read and checked here, and what it makes of the measurement.
+
+The evaluator's answer is our own process's output, but it describes a capture the student's code
+wrote, so every field is validated like the probe's record. The grade is the evaluator's
+predictions for verified test images against the official labels; where the kernel recorded other
+classes beyond float noise, that is tampering evidence; where nothing could be recomputed or the
+inputs are not test images, the result goes to review.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from grader.model.findings import Flag
+from grader.model.results import Measurement
+
+NOISE_MARGIN = 1e-3  # the evaluator's two best scores closer than this: another device may pick the other
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the captured graph is made of (the architecture rule reads it)."""
+
+    ops: dict[str, int]  # op target -> how many times the graph calls it
+    parameters: tuple[tuple[str, tuple[int, ...]], ...]
+    buffers: tuple[tuple[str, tuple[int, ...]], ...]
+    constants: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """The evaluator's answer; ``problem`` says why there is none."""
+
+    problem: str | None
+    predictions: tuple[int, ...] = ()  # per official test index, -1 where no verified row predicted it
+    rows: int = 0
+    unverified: int = 0  # rows that are no test image under a legal preprocessing
+    differing: int = 0  # rows whose recorded class differs from the evaluator's beyond float noise
+    preprocessing: str = ""
+    graph: GraphFacts | None = None
+    changed_after_pass: bool = False
+    structure_at_pass: Any = None
+    assumed: bool = False  # the grader's own pass assumed the test-time preprocessing (no test dataset seen)
+    by_probe: bool = False  # the pass was the probe's own, not one the notebook made
+
+
+def _ints(value: Any, size: int, low: int, high: int) -> list[int] | None:
+    if not isinstance(value, list) or len(value) != size or not all(type(v) is int and low <= v < high for v in value):
+        return None
+    return value
+
+
+def _shapes(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    found = []
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("shape"), list):
+            found.append((item["name"][:200], tuple(int(d) for d in item["shape"] if type(d) is int)))
+    return tuple(found)
+
+
+def read(output: str | None, problem: str | None, total: int, classes: int = 10) -> Recomputed:
+    """The evaluator's JSON for a test set of ``total`` images."""
+    if output is None:
+        return Recomputed(problem or "the trusted evaluation gave no answer")
+    try:
+        data = json.loads(output)
+    except (ValueError, RecursionError):
+        return Recomputed("the trusted evaluation's answer is not JSON")
+    if not isinstance(data, dict):
+        return Recomputed("the trusted evaluation's answer is not an object")
+    if isinstance(data.get("refused"), str):
+        return Recomputed(f"the captured model could not be evaluated: {data['refused'][:300]}")
+    rows = data.get("rows")
+    if type(rows) is not int or not 0 < rows <= 20_000:
+        return Recomputed("the trusted evaluation counted no rows")
+    official = _ints(data.get("official"), rows, -2, total)  # -2: fed before the graded pass, -1: no test image
+    ours = _ints(data.get("classes"), rows, 0, classes)
+    margins = data.get("margins")
+    if official is None or ours is None or not isinstance(margins, list) or len(margins) != rows:
+        return Recomputed("the trusted evaluation's answer is malformed")
+    kernel = _ints(data.get("kernel_classes"), rows, -128, 128)
+    predictions = [-1] * total
+    for index, predicted in zip(official, ours):
+        if index >= 0:
+            predictions[index] = predicted
+    graded = [(o, c, k, m) for o, c, k, m in zip(official, ours, kernel or [-9] * rows, margins) if o != -2]
+    differing = 0 if kernel is None else sum(
+        1 for _o, a, b, m in graded if a != b and not (isinstance(m, (int, float)) and m < NOISE_MARGIN))
+    raw = data.get("graph")
+    graph: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    listed = graph.get("ops")
+    ops: dict[Any, Any] = listed if isinstance(listed, dict) else {}
+    facts = GraphFacts({str(k)[:200]: int(v) for k, v in ops.items() if type(v) is int},
+                       _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")))
+    return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
+                      str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
+                      data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)
+
+
+def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple[int, ...], tolerance: float,
+          compare_reported: bool, classes: int = 10) -> Measurement:
+    """The measurement as the trusted side establishes it: its accuracy from the evaluator's
+    predictions (official order, official labels), tampering evidence where the kernel's record
+    differs, or the reason it cannot be established (``review``)."""
+    from grader.judge.measure import confusion, reported_findings
+
+    if recomputed is None:
+        if measurement.accuracy is None:
+            return measurement
+        return replace(measurement, review="the graded test pass was not captured, so its accuracy could not be "
+                                           "recomputed outside the notebook")
+    if recomputed.problem is not None:
+        return replace(measurement, review=recomputed.problem)
+    if recomputed.changed_after_pass:  # the graph is the model as it ended, not the one that predicted
+        return replace(measurement, review="the model was changed after its graded test pass (other layers or weights "
+                                           "were put in), so that pass cannot be recomputed")
+    if recomputed.assumed:
+        return replace(measurement, review="the notebook never showed its test-time preprocessing (no test pass, no "
+                                           "test dataset with a transform), so the grader's own pass had to assume one")
+    if recomputed.unverified:
+        return replace(measurement, review=f"{recomputed.unverified} of {recomputed.rows} rows the graded pass fed "
+                                           "the model are not test images under a legal preprocessing (per image or "
+                                           "per pixel position)")
+    predicted = list(recomputed.predictions)
+    missing = predicted.count(-1)
+    if missing:
+        return replace(measurement, review=f"the graded pass predicted {len(predicted) - missing} of {len(predicted)} "
+                                           "test images")
+    correct = sum(1 for p, y in zip(predicted, labels) if p == y)
+    accuracy = round(100.0 * correct / len(labels), 2)
+    tampering = measurement.tampering
+    if recomputed.differing:
+        tampering += (f"{recomputed.differing} of {recomputed.rows} predictions the notebook's run recorded differ "
+                      "from the grader's own run of the captured model on the same inputs",)
+    # What the kernel's measurement said about its own figure and its own pass is said again for this one.
+    redone = {Flag.NO_REPORTED_ACCURACY, Flag.REPORTED_ACCURACY_MISMATCH}
+    if not recomputed.by_probe:
+        redone |= {Flag.NO_TEST_PASS, Flag.ASSUMED_PREPROCESSING}
+    kept = tuple(f for f in measurement.findings if f.flag not in redone and not (
+        f.flag is None and f.note and "printed accuracy is not compared" in f.note))
+    findings = kept + reported_findings(measurement.reported_accuracy, accuracy, tolerance, compare_reported, True)
+    return replace(measurement, accuracy=accuracy, correct=correct, total=len(labels), recomputed=True,
+                   source="probe-pass" if recomputed.by_probe else "student-test-pass", findings=findings,
+                   tampering=tampering, confusion=confusion(predicted, labels, classes))

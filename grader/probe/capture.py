@@ -1,0 +1,124 @@
+"""The graded test pass, captured for the trusted side to recompute: the model that made its
+predictions as a graph with the weights it had when the pass ended (torch.export), the exact inputs
+the pass fed it, and the class it predicted for each row.
+
+Everything here is a claim written in the student's process: the grader re-runs the graph on the
+inputs in a process of its own, checks the graph against the rules and the inputs against the
+official test images, and compares its predictions with these (run/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import weakref
+from typing import Any
+
+import torch
+
+from grader.probe import model as models
+from grader.probe.identity import Serials
+
+CAPTURE_VERSION = 1
+MAX_INPUT_ROWS = 20_000  # a test pass feeds 10,000 images; more is not a test pass
+
+
+class Snapshot:
+    """The predicting model as a test pass ended: the module, its structure and a copy of its state."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = weakref.ref(module)
+        self.structure = structure(module)
+        self.state = {name: value.detach().clone() for name, value in module.state_dict(keep_vars=True).items()}
+
+
+class Pass:
+    """A pass to capture that the recorder did not name a test pass: the probe's own over the test set,
+    or the notebook's last evaluation of rows the content key could not name."""
+
+    def __init__(self, inputs: list[torch.Tensor], predictions: list[int], snapshot: Snapshot, preprocessing: str,
+                 by_probe: bool = True) -> None:
+        self.by_probe = by_probe  # False: the notebook's own evaluation, which the content key did not name
+        self.inputs = inputs
+        self.row_classes = [torch.tensor(predictions, dtype=torch.int8)]
+        self.snapshot = snapshot
+        self.preprocessing = preprocessing  # "assumed: ..." when the notebook never showed its test transform
+
+
+def structure(module: torch.nn.Module) -> list[Any]:
+    """What must be unchanged for the module to still be the one that predicted: its submodules'
+    types and its state's names, shapes and dtypes."""
+    kinds = [[name, type(sub).__qualname__] for name, sub in module.named_modules()]
+    state = [[name, list(value.shape), str(value.dtype)] for name, value in module.state_dict(keep_vars=True).items()]
+    return [kinds, state]
+
+
+def owner(predictor: tuple[int, int], recorder: Any, serials: Serials) -> torch.nn.Module | None:
+    """The smallest module owning every parameter of the pass's input and output modules."""
+    ends = [recorder.modules[s]() for s in predictor if s in recorder.modules]
+    if not ends or any(m is None for m in ends):
+        return None
+    owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
+    return models.smallest_owner(owned, serials, models.live_modules())
+
+
+def _tensor_entry(name: str, kind: str, value: torch.Tensor, chunks: list[bytes], offset: int) -> tuple[dict[str, Any], int]:
+    data = value.detach().to("cpu").contiguous()
+    raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+    chunks.append(raw)
+    entry = {"name": name, "kind": kind, "dtype": str(data.dtype).removeprefix("torch."), "shape": list(data.shape),
+             "offset": offset, "bytes": len(raw)}
+    return entry, offset + len(raw)
+
+
+def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[str, Any], bytes]:
+    """(manifest, payload) of the graded pass; raises when the model cannot be captured."""
+    from torch._export.serde.serialize import serialize
+
+    snapshot: Snapshot | None = graded.snapshot
+    if snapshot is None or snapshot.module() is not found:
+        raise ValueError("the graded test pass was not made by the model found at the end")
+    if not graded.inputs:
+        raise ValueError("the graded test pass's inputs were not kept")
+    inputs = torch.cat([x.reshape(x.shape[0], -1) if x.dim() > 1 else x for x in graded.inputs])
+    if inputs.shape[0] > MAX_INPUT_ROWS:
+        raise ValueError(f"the graded test pass fed {inputs.shape[0]} rows")
+    changed = structure(found) != snapshot.structure
+    sample = graded.inputs[0][:2]
+    was_training = found.training
+    recorder.internal = True
+    try:
+        found.eval()
+        with torch.no_grad():
+            program = torch.export.export(found, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+    finally:
+        found.train(was_training)
+        recorder.internal = False
+    artifact = serialize(program)
+    chunks: list[bytes] = []
+    offset, tensors = 0, []
+    specs = {spec.target: spec.kind.name for spec in program.graph_signature.input_specs if spec.target}
+    for name, value in program.state_dict.items():
+        state = snapshot.state.get(name, value) if not changed else value
+        entry, offset = _tensor_entry(name, specs.get(name, "BUFFER").lower(), state, chunks, offset)
+        tensors.append(entry)
+    for name, value in program.constants.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"the model holds a constant that is not a tensor ({type(value).__name__})")
+        entry, offset = _tensor_entry(name, "constant", value, chunks, offset)
+        tensors.append(entry)
+    rows, offset = _tensor_entry("inputs", "input", inputs.float(), chunks, offset)
+    classes = torch.cat(graded.row_classes).to(torch.int8).cpu().numpy().tobytes()
+    manifest = {"version": CAPTURE_VERSION, "graph": artifact.exported_program.decode("utf-8"), "tensors": tensors,
+                "inputs": rows, "input_shape": list(graded.inputs[0].shape[1:]),
+                "row_classes": base64.b64encode(classes).decode(), "changed_after_pass": changed,
+                "structure_at_pass": snapshot.structure, "by_probe": getattr(graded, "by_probe", False),
+                "preprocessing": getattr(graded, "preprocessing", None)}
+    return manifest, b"".join(chunks)
+
+
+def write(path: str, manifest: dict[str, Any], payload: bytes) -> None:
+    """The manifest as one JSON line, then the payload: one file, read by the grader with a cap."""
+    with open(path, "wb") as handle:
+        handle.write(json.dumps(manifest).encode() + b"\n")
+        handle.write(payload)
