@@ -149,8 +149,12 @@ def test_cache_key_covers_overrides_twin_report_and_copies(tmp_path: Path, tiny_
     ("import sys\nprobe = sys.modules[name]", "reads sys.modules"),
     ("import sys as s\nfor m in list(s.modules.values()):\n    pass", "reads sys.modules"),
     ("import importlib\nr = importlib.import_module('grader.probe.runtime')", "names the grader's probe"),
-    ("labels = %r" % ("".join(str(i % 10) for i in range(10_000)),), "class numbers"),
-    ("labels = [%s]" % ",".join(str(i * 7 % 10) for i in range(10_000)), "literal list of 10000+ class numbers"),
+    ("labels = %r" % ("".join(str(i % 10) for i in range(10_000)),), "the test labels?"),
+    ("labels = [%s]" % ",".join(str(i * 7 % 10) for i in range(10_000)), "literal list of 10000+ values"),
+    ("labels = %r" % ("".join("abcdefghij"[i * 7 % 10] for i in range(10_000)),), "alphabet of ten"),
+    ("labels = %r" % ("".join("abcdefghij"[i * 3 % 10] for i in range(10_000)).encode(),), "alphabet of ten"),
+    ("labels = [%s]" % ",".join(repr("TSPDCNHBGA"[i * 7 % 10]) for i in range(10_000)), "literal list of 10000+ values"),
+    ("labels = %r" % (", ".join("TSPDCNHBGA"[i * 7 % 10] for i in range(10_000)),), "alphabet of ten"),
 ])
 def test_static_tampering_evidence(tmp_path: Path, tiny_context: Context, code: str, evidence: str) -> None:
     result = _static(tmp_path, tiny_context, code)
@@ -168,7 +172,24 @@ def test_embedded_labels_are_found_through_base64_and_compression(tmp_path: Path
     idx = b"\x00\x00\x08\x01\x00\x00'\x10" + labels
     blob = base64.b64encode(gzip.compress(idx)).decode()
     result = _static(tmp_path, tiny_context, f"import base64, gzip\nL = gzip.decompress(base64.b64decode({blob!r}))[8:]")
-    assert result.status is Status.ERROR and "class numbers" in (result.reason or "")
+    assert result.status is Status.ERROR and "the test labels?" in (result.reason or "")
+
+
+def test_tens_of_kilobytes_of_literal_data_go_to_review(tmp_path: Path, sandboxed: Context) -> None:
+    """The public labels as letters beside a short hash of each image (60 KB of small literals, no
+    long run of ten symbols) are no tampering evidence, but a graded run of them goes to review."""
+    import hashlib
+
+    pairs = ",\n".join(f"{hashlib.sha1(str(i).encode()).hexdigest()[:10]!r}: {'abcdefghij'[i * 7 % 10]!r}"
+                        for i in range(5_000))
+    code = (FIXTURES / "HW3_tinyok.py").read_text() + f"\nANSWERS = {{\n{pairs}\n}}\n"
+    static = _static(tmp_path, sandboxed, code)
+    assert "literal-data" in static.flags and "probe-tampered" not in static.flags
+    path = tmp_path / "HW3_eve.py"
+    path.write_text(code)
+    result = grade_in(tmp_path / "graded", read_submission(path, "eve"), sandboxed)
+    assert result.status is Status.REVIEW and result.score == 0 and result.accuracy is not None
+    assert result.reason is not None and "KB of literal data" in result.reason and "at line " in result.reason
 
 
 @pytest.mark.parametrize("code", [
@@ -176,6 +197,8 @@ def test_embedded_labels_are_found_through_base64_and_compression(tmp_path: Path
     "import sys\nif sys.modules.get('torch') is not None:\n    pass",
     "import grader\ngrader_name = 'my grader'",
     "image = %r" % ("iVBORw0KGgo" + "A" * 5000,),
+    "RULER = %r" % ("-=" * 6000,),
+    "TEXT = %r" % (" ".join(["the quick brown fox jumps over the lazy dog"] * 300),),
 ])
 def test_legal_code_is_not_tampering(tmp_path: Path, tiny_context: Context, code: str) -> None:
     result = _static(tmp_path, tiny_context, code)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,20 @@ def test_unreadable_or_invalid_yaml_is_one_line(tmp_path: Path) -> None:
     bad.write_text("seed: [1,\n")
     with pytest.raises(RubricError, match="not valid YAML"):
         load_rubric(bad)
+
+
+def test_test_labels_are_hidden_where_the_grade_is_made_unless_the_rubric_says_visible(tmp_path: Path) -> None:
+    from grader.pipeline.commands import Setup, context_of
+
+    shipped = Setup(rubric=ROOT / "rubric.yaml")
+    shutil.copytree(ROOT / "reference", tmp_path / "reference")
+    assert not context_of(shipped, run=False).rubric.hide_test_labels  # grader check, grader ci
+    assert context_of(shipped, run=False, grading=True).rubric.hide_test_labels  # grader grade, Gradescope
+    for mode, hidden in (("visible", False), ("hidden", True)):
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(yaml.safe_dump(_with({"test_labels": mode})))
+        stated = Setup(rubric=path)
+        assert context_of(stated, run=False).rubric.hide_test_labels is hidden
+        assert context_of(stated, run=False, grading=True).rubric.hide_test_labels is hidden
+    with pytest.raises(RubricError, match="test_labels"):
+        parse_rubric(_with({"test_labels": "secret"}), ROOT / "rubric.yaml")

@@ -58,6 +58,7 @@ class Flag(_Name):
     # Tampering (static/tamper.py, judge/tamper.py)
     PROBE_TAMPERED = "probe-tampered"
     PROBE_REACHABLE = "probe-reachable"
+    LITERAL_DATA = "literal-data"
     # Borderline seeds (scoring/seeds.py)
     SEED_RERUN_EXCLUDED = "seed-rerun-excluded"
 
@@ -91,6 +92,7 @@ MEANING: dict[Flag, str] = {
     Flag.STATIC_RUN_DISAGREE: "the static and the run-time verdicts of a rule differ (the run's counts)",
     Flag.PROBE_TAMPERED: "the notebook reaches into the grader's probe: an error, graded by the TA",
     Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); only flagged",
+    Flag.LITERAL_DATA: "the code carries tens of kilobytes of literal data (strings, bytes, long lists): to review",
     Flag.SEED_RERUN_EXCLUDED: "a borderline re-run with another seed failed, broke a rule or raised a new flag",
 }
 

@@ -43,6 +43,7 @@ class StaticReport:
     checks: tuple[Check, ...]
     tampering: tuple[str, ...] = ()  # evidence that the code reaches into the grader (see tamper.py)
     reachable: tuple[str, ...] = ()  # weaker signs: code that can reach the grader's objects
+    literal_data: str | None = None  # why the code's literal data sends a graded result to review (tamper.py)
 
 
 class _Found:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class Rubric:
     allowed_layers: tuple[str, ...]
     violation_points: int
     limits: Limits
-    hide_test_labels: bool
+    hide_test_labels: bool  # the kernel gets the test labels shuffled (see ``for_grading``)
     early_stopping: str  # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
     allowed_packages: tuple[str, ...]
     path: Path
@@ -116,6 +116,13 @@ class Rubric:
     similarity: SimilarityPolicy = SimilarityPolicy()
     late: LatePolicy = LatePolicy()
     seed_policy: str = "fixed"  # a borderline result run with more seeds: "fixed", "median" or "best" (grader.scoring.seeds)
+    labels_chosen: bool = True  # the rubric itself says ``test_labels``; else the command decides
+
+    def for_grading(self) -> Rubric:
+        """The rubric as `grader grade` and Gradescope use it: hidden test labels unless the rubric
+        says ``test_labels: visible`` (`grader check` and `grader ci` keep visible ones by default,
+        since there the student reads their own notebook's output)."""
+        return self if self.labels_chosen else replace(self, hide_test_labels=True)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -302,7 +309,8 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             scratch_mb=limits.integer("scratch_mb", minimum=64),
             per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
         ),
-        hide_test_labels=top.choice("test_labels", ("visible", "hidden")) == "hidden",
+        hide_test_labels=("test_labels" in top.data and top.choice("test_labels", ("visible", "hidden")) == "hidden"),
+        labels_chosen="test_labels" in top.data,
         early_stopping=top.choice("early_stopping", EARLY_STOPPING) if "early_stopping" in top.data else "flag",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,

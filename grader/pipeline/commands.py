@@ -61,12 +61,14 @@ def rubric_of(setup: Setup) -> Rubric:
     return replace(rubric, limits=limits)
 
 
-def context_of(setup: Setup, run: bool, sandboxed: bool = False) -> Context:
-    """What submissions are graded against; the dataset only when they will run."""
+def context_of(setup: Setup, run: bool, sandboxed: bool = False, grading: bool = False) -> Context:
+    """What submissions are graded against; the dataset only when they will run. ``grading``: the
+    grade is made here (`grader grade`, Gradescope), so test labels are hidden unless the rubric
+    says otherwise (``Rubric.for_grading``)."""
     from grader.model.context import Context
     from grader.static.reference import derive_facts
 
-    rubric = rubric_of(setup)
+    rubric = rubric_of(setup).for_grading() if grading else rubric_of(setup)
     if not run:
         return Context(rubric, derive_facts(rubric.template), None, sandboxed)
     from grader.intake.dataset import prepare
@@ -210,7 +212,7 @@ def autograder(root: Path, setup: Setup) -> dict[str, Any]:
     """Inside Gradescope (a container per submission): grade ROOT/submission; a run without a sandbox
     is said in the output."""
     unsandboxed = sandbox_reason(setup)
-    context = context_of(setup, run=True, sandboxed=unsandboxed is None)
+    context = context_of(setup, run=True, sandboxed=unsandboxed is None, grading=True)
     slot = slots_of(Placement(jobs=1), context.rubric)[0]
     return grade_autograder(root, context, how_it_ran(unsandboxed, slot), slot)
 
@@ -262,7 +264,7 @@ def batch_context(setup: Setup, say: Say) -> Context:
     if unsandboxed and not setup.no_sandbox:
         raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
                           "or pass --no-sandbox to run it unisolated")
-    context = context_of(setup, run=True, sandboxed=unsandboxed is None)
+    context = context_of(setup, run=True, sandboxed=unsandboxed is None, grading=True)
     _limits_notice(context.sandboxed, say)
     return context
 

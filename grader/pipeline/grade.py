@@ -172,7 +172,8 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
     measurement = run.measurement if run else None
     tampering = static.tampering + (_runtime_evidence(run) + run.measurement.tampering if run else ())
     late_days, late = _lateness(sub, context)
-    verdict = score(rubric, checks, run.record if run else None, measurement, tampering, late_days or 0)
+    verdict = score(rubric, checks, run.record if run else None, measurement, tampering, late_days or 0,
+                    static.literal_data)
     differ = disagreements(checks)
     accuracy = _graded_accuracy(run) if run else None
     graded = measurement if measurement is not None and accuracy is not None else None
@@ -184,6 +185,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
         + ((Finding(Flag.SCRIPT_DIFFERS, brought.twin),) if brought.twin else ())
         + tuple(Finding(Flag.PROBE_TAMPERED, t) for t in tampering)
         + tuple(Finding(Flag.PROBE_REACHABLE, s) for s in static.reachable)
+        + ((Finding(Flag.LITERAL_DATA, static.literal_data),) if static.literal_data else ())
         + late + noted((sub.received,) if sub.received else ()) + stated)
     return Result(
         student=sub.account,

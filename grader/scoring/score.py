@@ -99,11 +99,13 @@ def band(rubric: Rubric, accuracy: Rate | float) -> Band:
 
 
 def score(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,
-          measurement: Measurement | None, tampering: tuple[str, ...] = (), late_days: int = 0) -> Score:
+          measurement: Measurement | None, tampering: tuple[str, ...] = (), late_days: int = 0,
+          review: str | None = None) -> Score:
     """Decide status and points, then the late policy. Evidence of tampering with the grader outranks
     everything, then a broken rule (the run's verdict where it decided, else the static one; a failed
-    run is named beside it), then a failed run."""
-    return apply_late(_verdict(rubric, checks, record, measurement, tampering), late_days, rubric.late)
+    run is named beside it), then a failed run, then what sends a graded run to review (the
+    measurement's reason, an undecided rule, else ``review``: the code's own)."""
+    return apply_late(_verdict(rubric, checks, record, measurement, tampering, review), late_days, rubric.late)
 
 
 def counted(rubric: Rubric, correct: int, total: int, late_days: int) -> Score:
@@ -114,7 +116,7 @@ def counted(rubric: Rubric, correct: int, total: int, late_days: int) -> Score:
 
 
 def _verdict(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord | None,
-             measurement: Measurement | None, tampering: tuple[str, ...]) -> Score:
+             measurement: Measurement | None, tampering: tuple[str, ...], review: str | None) -> Score:
     max_score = rubric.accuracy.max_points
     if tampering:
         more = f" (and {len(tampering) - 1} more)" if len(tampering) > 1 else ""
@@ -132,10 +134,11 @@ def _verdict(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord 
     if record.status is not Status.GRADED:
         return Score(record.status, 0, max_score, 0, record.reason)
     undecided = [c for c in effective(checks) if c.ok is None and c.stage == "run"]
-    if measurement.review is not None or undecided:
+    if measurement.review is not None or undecided or review is not None:
         pending = (accuracy_points(rubric, measurement.correct, measurement.total)
                    if measurement.correct is not None and measurement.total else None)
-        why = measurement.review or f"{undecided[0].id} could not be decided: {undecided[0].message}"
+        why = measurement.review or (f"{undecided[0].id} could not be decided: {undecided[0].message}"
+                                     if undecided else review)
         return Score(Status.REVIEW, 0, max_score, 0, f"to review: {why}", pending)
     if measurement.correct is None or measurement.total is None:
         return Score(Status.ERROR, 0, max_score, 0, measurement.problem or "no accuracy could be measured")

@@ -28,6 +28,7 @@ from grader.static.pyast import ParsedCell, dotted, import_aliases, resolve, wal
 from grader.model.submission import Submission
 
 LABEL_RUN = 10_000  # a sequence of class numbers as long as FashionMNIST's test set
+LITERAL_LIMIT = 16 * 1024  # literal data in the code beyond this goes to review (literal_data)
 _MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
 _MAX_DECODED = 4 * 1024 * 1024
 _PROBE_NAMES = ("grader.probe", "probe.runtime", "grader_probe")
@@ -51,12 +52,24 @@ class Tampering:
 
 
 def _has_class_run(data: bytes) -> bool:
-    """True when ``data`` holds LABEL_RUN consecutive class numbers, as bytes 0-9 or digits."""
-    run = best = 0
-    for byte in data:
-        run = run + 1 if byte < 10 or 48 <= byte <= 57 else 0
-        best = max(best, run)
-        if best >= LABEL_RUN:
+    """True when ``data`` holds LABEL_RUN consecutive symbols of which ten stand for the classes,
+    each frequent (digits, bytes 0-9, letters a-j, any ten characters), with at most two more
+    (separators). Such a run contains a whole aligned block of half its length, so only those
+    blocks are tried."""
+    half = LABEL_RUN // 2
+    for start in range(0, len(data) - half + 1, half):
+        block = data[start:start + half]
+        alphabet = set(block)
+        if not 10 <= len(alphabet) <= 12:
+            continue
+        if sum(block.count(bytes((symbol,))) >= half // 40 for symbol in alphabet) < 10:
+            continue  # ten classes are about a tenth each: not text, padding or a ruler
+        low, high = start, start + half
+        while low > 0 and data[low - 1] in alphabet:
+            low -= 1
+        while high < len(data) and data[high] in alphabet:
+            high += 1
+        if high - low >= LABEL_RUN:
             return True
     return False
 
@@ -118,11 +131,53 @@ def _is_harmless_modules_lookup(node: ast.AST, parents: dict[ast.AST, ast.AST]) 
 
 
 def _sequence_of_classes(node: ast.AST) -> bool:
+    """A literal list of LABEL_RUN+ constants over at most ten values (numbers, letters, names)."""
     elements = getattr(node, "elts", None)
-    if not isinstance(node, (ast.List, ast.Tuple, ast.Set)) or elements is None or len(elements) < LABEL_RUN:
+    if not isinstance(node, (ast.List, ast.Tuple)) or elements is None or len(elements) < LABEL_RUN:
         return False
     values = [e.value for e in elements if isinstance(e, ast.Constant)]
-    return len(values) >= LABEL_RUN and all(type(v) is int and 0 <= v < 10 for v in values)
+    return len(values) >= LABEL_RUN and len({repr(v) for v in values}) <= 10
+
+
+def _literal_size(node: ast.AST) -> int:
+    """Bytes of data a literal carries: its strings and bytes, and 8 per other constant."""
+    if isinstance(node, ast.Constant):
+        return len(node.value) if isinstance(node.value, (str, bytes)) else 8
+    if isinstance(node, ast.JoinedStr):
+        return sum(_literal_size(v) for v in node.values)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return sum(_literal_size(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return sum(_literal_size(k) for k in node.keys if k is not None) + sum(_literal_size(v) for v in node.values)
+    return 0
+
+
+def literal_data(sub: Submission, cells: tuple[ParsedCell, ...]) -> str | None:
+    """Why the code goes to review when it carries LITERAL_LIMIT bytes or more of literal data: a
+    homework notebook has no use for it, and brought-in answers (the test labels keyed by image
+    hashes, in any alphabet) would be that. Names the largest literal's place and the total."""
+    sizes: list[tuple[int, str]] = []
+    for parsed in cells:
+        if parsed.tree is None:
+            continue
+        inner: set[int] = set()
+        docstrings = {id(owner.body[0].value) for owner in ast.walk(parsed.tree)
+                      if isinstance(owner, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                      and owner.body and isinstance(owner.body[0], ast.Expr)}
+        for node in ast.walk(parsed.tree):
+            if id(node) in inner or not isinstance(node, (ast.Constant, ast.JoinedStr, ast.List, ast.Tuple,
+                                                          ast.Set, ast.Dict)):
+                continue
+            inner.update(id(child) for child in ast.walk(node) if child is not node)
+            if id(node) in docstrings:
+                continue
+            sizes.append((_literal_size(node), _where(sub, parsed, node)))
+    total = sum(size for size, _ in sizes)
+    if total < LITERAL_LIMIT:
+        return None
+    size, where = max(sizes, key=lambda item: item[0])
+    return (f"the code carries {total // 1024} KB of literal data (the largest, {size // 1024 or 1} KB, at {where}); "
+            "a person checks it is not answers brought in")
 
 
 def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering:
@@ -145,9 +200,9 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
             if isinstance(value, str) and _names_probe(value):
                 evidence.append(f"{where}: names the grader's probe ({value[:60]!r})")
             elif len(value) >= _MIN_BLOB and any(_has_class_run(d) for d in _decodings(value)):
-                evidence.append(f"{where}: embeds a sequence of {LABEL_RUN}+ class numbers (the test labels?)")
+                evidence.append(f"{where}: embeds a sequence of {LABEL_RUN}+ symbols over an alphabet of ten (the test labels?)")
         elif _sequence_of_classes(node):
-            evidence.append(f"{where}: embeds a literal list of {LABEL_RUN}+ class numbers (the test labels?)")
+            evidence.append(f"{where}: embeds a literal list of {LABEL_RUN}+ values over ten or fewer (the test labels?)")
         elif isinstance(node, ast.Attribute):
             written = dotted(node)
             name = resolve(written, aliases) if written else None

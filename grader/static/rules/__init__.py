@@ -19,7 +19,7 @@ from grader.model.results import Check, StaticReport
 from grader.static.rules import epochs, linear_layers, valid_size
 from grader.static.rules.common import RunView
 from grader.model.submission import Submission
-from grader.static.tamper import static_evidence
+from grader.static.tamper import literal_data, static_evidence
 
 if TYPE_CHECKING:
     from grader.judge.recompute import Recomputed
@@ -66,7 +66,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
                                               f"statically: {c.message}")
                   if c.violated else c for c in checks]
     tampering = static_evidence(sub, cells)
-    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs)
+    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs, literal_data(sub, cells))
 
 
 def run_view(record: dict[str, Any], finished: bool, recomputed: Recomputed | None = None) -> RunView:
