@@ -261,6 +261,13 @@ def test_exit_codes_and_band_of_failed_and_tampered_results(rubric: Rubric) -> N
                     score=0, max_score=60, bonus=0, checks=checks, flags=(), duration_s=0.0)
     undecided = ci.Outcome(result, "HW3_u.py", False, rubric, ci.rule_verdicts(checks, None))
     assert undecided.passed and ci.classroom_result(undecided)["status"] == "pass"
+    review = Result(student="u", source="HW3_u.py", status=Status.REVIEW, accuracy=91.0, reported_accuracy=None,
+                    score=0, max_score=60, bonus=0, checks=(), flags=(), duration_s=1.0,
+                    reason="to review: the captured model could not be evaluated", pending_score=60, pending_bonus=5)
+    reviewed = ci.Outcome(review, "HW3_u.py", True, rubric, ())
+    band = ci.cases(reviewed)[-1]
+    assert not reviewed.passed and (band.status, band.score) == ("fail", 0)
+    assert "could not be evaluated" in band.message and "would be 60 + 5, withheld" in band.message
 
 
 def test_a_run_from_the_command_line_on_tiny_data(tmp_path: Path, github: GitHub, tiny_dataset: Dataset,

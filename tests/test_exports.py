@@ -72,3 +72,37 @@ def test_a_wrong_roster_is_one_line(tmp_path: Path, text: str, says: str) -> Non
     (tmp_path / "r.csv").write_text(text)
     with pytest.raises(GraderError, match=re.escape(says)):
         load_roster(tmp_path / "r.csv")
+
+
+def test_a_result_to_review_has_no_grade_until_an_override_settles_it(tmp_path: Path, tiny_context: Context) -> None:
+    """review: no total in the gradebook or the LMS files, the withheld points beside it, first in
+    the class page's list; an override's points settle it."""
+    from grader.intake.read import read_submission
+    from grader.model.results import Status
+    from grader.outputs.pages import write_batch_reports
+    from grader.pipeline.grade import grade_in
+    from grader.scoring.overrides import Override
+
+    (tmp_path / "roster.csv").write_text(ROSTER)
+    static = dataclasses.replace(tiny_context, dataset=None)
+    results = []
+    for account in ("amy01", "bob02", "cat03"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
+        results.append(grade_in(tmp_path / account, read_submission(tmp_path / f"HW3_{account}.py", account), static))
+    why = "to review: 12 of 200 rows the graded pass fed the model are not test images"
+    results[1] = dataclasses.replace(results[1], status=Status.REVIEW, accuracy=91.5, reason=why,
+                                     pending_score=60, pending_bonus=5)
+    results[2] = dataclasses.replace(results[2], status=Status.REVIEW, accuracy=85.0, reason=why, pending_score=50)
+    out = tmp_path / "out"
+    out.mkdir()
+    write_batch_reports(out, results, static.rubric, [], {"cat03": Override(points=50, note="checked by hand")},
+                        load_roster(tmp_path / "roster.csv"))
+    book = {r["account"]: r for r in _read(out / "gradebook.csv")}
+    assert book["bob02"]["status"] == "review" and book["bob02"]["total"] == "" and book["bob02"]["pending_points"] == "60+5"
+    assert book["cat03"]["total"] == "50" and book["cat03"]["pending_points"] == ""  # settled
+    assert {r["SIS Login ID"]: r["HW3"] for r in _read(out / "canvas.csv")}["bob02"] == ""
+    feedback = {r["Email address"]: r["Feedback"] for r in _read(out / "moodle.csv")}
+    assert "60+5 points withheld until the TA decides" in feedback["bob@uni.edu"]
+    index = (out / "index.html").read_text()
+    listed = index[index.index("Review first"):index.index("All submissions")]
+    assert listed.index("bob02") < listed.index("cat03") and "60+5 points withheld" in listed

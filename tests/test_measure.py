@@ -34,6 +34,10 @@ LABELS = tuple(i % 10 for i in range(100))
         ("Test Acc: 0.9012 | loss 0.31", 90.12),
         ("train acc: 0.95\nvalid acc 0.93\nEpoch 3: train_acc=0.91 val_acc=0.90", None),
         ("驗證準確率: 91.0%", None),
+        ("Final Train Acc: 90.46% | Test Acc: 87.41%", 87.41),  # two public notebooks' last lines
+        ("train_accuracy: 0.9129 | test_accuracy: 0.8841", 88.41),
+        ("Epoch 10, train acc 0.93, val acc 0.90, test acc 0.885", 88.5),
+        ("Epoch 10 | Train Acc: 90.46% | Val Acc: 88.00%", None),
     ],
 )
 def test_reported_accuracy(printed: str, expected: float | None) -> None:

@@ -208,6 +208,11 @@ def _band_case(outcome: Outcome) -> Case:
     measured = "not measured" if r.accuracy is None else f"{r.accuracy:.2f}% measured"
     if r.status is Status.VIOLATION:
         message = f"{measured}; {points} automatic points ({r.reason})"
+    elif r.status is Status.REVIEW:
+        pending = "" if r.pending_score is None else (
+            f"; the automatic points would be {r.pending_score}" + (f" + {r.pending_bonus}" if r.pending_bonus else "")
+            + ", withheld until the TA decides")
+        message = f"{measured}; {r.reason}{pending}"
     else:
         bonus = f" + {r.bonus} bonus" if r.bonus else ""
         message = f"{measured}: {r.score}/{r.max_score}{bonus} automatic points"

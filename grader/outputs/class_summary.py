@@ -62,6 +62,7 @@ def summarize(rows: list[Grade], rubric: Rubric) -> ClassSummary:
     from grader.outputs.plots import accuracy_histogram
 
     measured = [g.result.accuracy for g in rows if g.result.accuracy is not None]
-    review = tuple(g for g in rows if g.result.status is not Status.GRADED or g.result.flags)
+    flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
+    review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
     return ClassSummary(accuracy_histogram(measured, rubric) if measured else None, bands(rows, rubric),
                         borderline(rows, rubric), review)

@@ -70,7 +70,7 @@ def _write(header: list[str], rows: list[list[str]]) -> str:
 def canvas_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
     """Canvas's gradebook import: its five identity columns (``lms_files`` checked the roster has
     them), then the assignment with each total."""
-    totals = {g.result.student: str(g.total) for g in graded}
+    totals = {g.result.student: str(g.total) if g.settled else "" for g in graded}  # a review has no grade yet
     rows = [[person[c] for c in CANVAS_COLUMNS] + [totals.get(account, "")] for account, person in sorted(roster.people.items())]
     return _write([*CANVAS_COLUMNS, assignment], rows)
 
@@ -84,14 +84,15 @@ def moodle_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
     for account, person in sorted(roster.people.items()):
         g = by_account.get(account)
         feedback = "missing: no submission" if g is None else _feedback(g)
-        rows.append([person[c] for c in identifiers] + ["" if g is None else str(g.total), feedback])
+        rows.append([person[c] for c in identifiers] + ["" if g is None or not g.settled else str(g.total), feedback])
     return _write([*identifiers, assignment, "Feedback"], rows)
 
 
 def _feedback(g: Grade) -> str:
     r = g.result
     accuracy = "no accuracy" if r.accuracy is None else f"accuracy {r.accuracy:.2f}%"
-    return f"{r.status.value}, {accuracy}" + (f"; {g.override.note}" if g.override.note else "")
+    pending = f"; {g.pending} points withheld until the TA decides" if g.pending else ""
+    return f"{r.status.value}, {accuracy}{pending}" + (f"; {g.override.note}" if g.override.note else "")
 
 
 def lms_files(graded: list[Grade], roster: Roster, assignment: str) -> dict[str, str]:

@@ -27,12 +27,13 @@ from grader.outputs.text import render
 GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
                      "flags", "report_present", "source", "reason", "submitted_at", "late_days",
                      "override_points", "override_bonus", "report_points", "total", "override_note",
-                     "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy")
+                     "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy", "pending_points")
 
 
 def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
     """One row per student, the columns a TA pastes into the LMS: the automatic result, what the
-    TA set by hand (overrides.yaml) and the total; a roster's student with no submission is `missing`."""
+    TA set by hand (overrides.yaml) and the total; a roster's student with no submission is `missing`.
+    A result to review that no override settled has no total yet, and says what it withholds."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(GRADEBOOK_COLUMNS)
@@ -41,8 +42,9 @@ def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
         writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
                          r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
                          _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
-                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total, _cell(o.note or ""),
-                         *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy)])
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total if g.settled else "",
+                         _cell(o.note or ""), *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy),
+                         g.pending])
     for account in missing:
         writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"]
                         + [""] * (len(GRADEBOOK_COLUMNS) - 10))

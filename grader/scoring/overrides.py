@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from grader.model.errors import GraderError
-from grader.model.results import Result
+from grader.model.results import Result, Status
 from grader.model.rubric import Rubric
 
 FILE = "overrides.yaml"
@@ -47,8 +47,21 @@ class Grade:
         return self.result.bonus if self.override.bonus is None else self.override.bonus
 
     @property
+    def settled(self) -> bool:
+        """False for a result to review that no override has decided: it has no grade yet."""
+        return self.result.status is not Status.REVIEW or self.override.points is not None
+
+    @property
     def total(self) -> int:
         return self.points + self.bonus + (self.override.report_points or 0)
+
+    @property
+    def pending(self) -> str:
+        """What a result to review withholds, for a gradebook cell ("" when nothing is pending)."""
+        r = self.result
+        if self.settled or r.pending_score is None:
+            return ""
+        return f"{r.pending_score}" + (f"+{r.pending_bonus}" if r.pending_bonus else "")
 
 
 def _number(account: str, key: str, value: Any, top: int) -> int:
