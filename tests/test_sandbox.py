@@ -284,3 +284,30 @@ def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) 
     done = subprocess.run([*command(box, {}), sys.executable, "-c", "import getpass; print(getpass.getuser())"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "student", done.stderr
+
+
+def test_the_trusted_evaluator_runs_in_a_sandbox_of_its_own(tmp_path: Path, sandboxed: Context) -> None:
+    """As another user than any submission's, without network or a writable host folder; a capture
+    that is not one is refused, and nothing is left running."""
+    import time
+
+    from grader.run.launch import start_evaluator
+    from grader.run.sandbox import EVALUATOR_UID
+
+    evaluator = start_evaluator(sandboxed, tmp_path, None)
+    try:
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while time.monotonic() < deadline and not any("python" in p for p in seen):
+            seen = [p for p in sandboxed_processes() if p.startswith(f"{EVALUATOR_UID} ")]
+            time.sleep(0.2)
+        assert any("python" in p for p in seen), sandboxed_processes()
+        answer = evaluator.finish(b'{"version": 1}\n')
+    finally:
+        evaluator.close()
+    assert answer.output is not None and "refused" in answer.output and "the capture has no graph" in answer.output
+    assert list((tmp_path / "evaluator").iterdir()) == []
+    gone = time.monotonic() + 10
+    while sandboxed_processes() and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert sandboxed_processes() == []

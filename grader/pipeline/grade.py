@@ -58,14 +58,12 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     from grader.judge import recompute
     from grader.judge.measure import measure
     from grader.judge.run_facts import training_curve
-    from grader.model.dataset import TEST_IMAGES
-    from grader.run.evaluate import Evaluator
-    from grader.run.launch import launch
+    from grader.run.launch import launch, start_evaluator
     from grader.static.rules import check_runtime, findings, run_view
 
     assert context.dataset is not None
     rubric = context.rubric
-    evaluator = Evaluator(context.dataset.raw / TEST_IMAGES)  # imports torch while the notebook runs
+    evaluator = start_evaluator(context, rundir, slot)  # imports torch while the notebook runs
     try:
         launched = launch(sub, context, rundir, slot, seed)
         record, view = launched.record, launched.view

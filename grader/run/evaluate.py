@@ -2,8 +2,10 @@
 graded test pass on the inputs that pass fed it, checks those inputs against the official test
 images, and lists what the graph is made of.
 
-Started by ``recompute()`` as ``python -I evaluate.py TEST_IMAGES`` (it imports nothing of the
-grader: torch and the standard library only, so no student-writable path is on its import path) with the capture on
+Started by ``Evaluator`` as ``python -I evaluate.py TEST_IMAGES``, in a sandbox of its own when the
+run is sandboxed (run/launch.py ``start_evaluator``: no network, a read-only system, the official
+test images and nothing of any submission). It imports nothing of the grader: torch and the
+standard library only, so no student-writable path is on its import path. The capture comes on
 standard input (bytes the grader read from the kernel's folder, capped) and one JSON object on
 standard output. Nothing is unpickled: the graph is torch.export's JSON, checked op by op before
 torch deserializes it, and every tensor is raw bytes described by the manifest.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +43,9 @@ class Evaluator:
     """The evaluator's process, started before the notebook runs so that importing torch overlaps the
     run; ``finish`` hands it the capture and waits for its answer, ``close`` ends it unused."""
 
-    def __init__(self, test_images: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-I", str(Path(__file__).resolve()), str(test_images)],
+    def __init__(self, test_images: Path, prefix: Sequence[str] = ()) -> None:
+        """``prefix``: the sandbox's command (run/launch.py ``start_evaluator``), or none."""
+        self.process = subprocess.Popen([*prefix, sys.executable, "-I", str(Path(__file__).resolve()), str(test_images)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def finish(self, capture: bytes) -> Evaluated:

@@ -11,6 +11,7 @@ from grader.model.dataset import KernelView
 from grader.model.errors import GraderError
 from grader.model.results import ExecutionRecord
 from grader.model.submission import Submission
+from grader.run.evaluate import Evaluator
 from grader.run.gpus import Gpu, find as find_gpu
 from grader.run.slots import Slot
 
@@ -59,3 +60,23 @@ def launch(sub: Submission, context: Context, rundir: Path, slot: Slot | None, s
                    cgroups=find_hierarchy()[0] if sandbox is not None else None,
                    gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0)
     return Launched(execute(sub, plan), view)
+
+
+def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evaluator:
+    """The trusted evaluator's process for this run (run/evaluate.py), started now so that its
+    imports overlap the notebook's run. A sandboxed run's evaluator is sandboxed too, apart from the
+    kernel's: it sees the interpreter and the official test images, no submission's files, no network,
+    and writes nothing that outlives it (it deserializes a graph the student's process wrote)."""
+    from grader.model.dataset import TEST_IMAGES
+    from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, python_paths
+
+    assert context.dataset is not None
+    images = context.dataset.raw / TEST_IMAGES
+    if not context.sandboxed:
+        return Evaluator(images)
+    limits = context.rubric.limits
+    sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images,),
+                      limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
+                      uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
+    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
+    return Evaluator(images, command(sandbox, {}))

@@ -20,6 +20,9 @@ from grader.run.cgroups import JobGroup, join_command
 from grader.run.gpus import Gpu, sandbox_args
 
 SANDBOX_UID = 65534  # nobody: when the grader runs as root, student code does not
+# The trusted evaluators' users (one per job slot, counting down): never a student's, so no process
+# of a submission counts against their process limit or can signal them.
+EVALUATOR_UID = SANDBOX_UID - 4096
 HOME = Path("/content")  # the notebook's working directory and $HOME inside, as in Colab
 _SYSTEM_DIRS = ("/usr", "/etc", "/opt")
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
