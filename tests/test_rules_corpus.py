@@ -3,6 +3,7 @@ static verdicts and their locations, and run-time verdicts for what only a run c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,17 @@ def test_static_verdicts(name: str, rubric: Rubric, facts: FrozenFacts) -> None:
 RUNS = sorted(name for name, e in EXPECTED.items() if "run" in e)
 
 
+@pytest.mark.parametrize("labels", ["visible", "hidden"])
 @pytest.mark.parametrize("name", RUNS)
-def test_run_time_verdicts(name: str, tiny_context: Context, tmp_path: Path) -> None:
+def test_run_time_verdicts(name: str, labels: str, tiny_context: Context, tmp_path: Path) -> None:
+    """In both label modes (`grader check` shows the test labels, `grader grade` hides them), and
+    none of them is left to review."""
     expected = EXPECTED[name]
-    result = grade_in(tmp_path, read_submission(CORPUS / name), tiny_context)
+    context = replace(tiny_context, rubric=replace(tiny_context.rubric, hide_test_labels=labels == "hidden"))
+    result = grade_in(tmp_path, read_submission(CORPUS / name), context)
     run = {c.id: VERDICT[c.ok] for c in result.checks if c.stage == "run"}
     assert run == expected["run"], (result.reason, [c.message for c in result.checks if c.stage == "run"])
+    assert result.status.value != "review", result.reason
     static_ok = all(v != "violation" for v in expected["static"].values())
     if static_ok and "violation" in expected["run"].values():
         assert result.status.value == "violation"

@@ -11,7 +11,7 @@ inputs are not test images, the result goes to review.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grader.model.findings import Flag
@@ -28,6 +28,7 @@ class GraphFacts:
     parameters: tuple[tuple[str, tuple[int, ...]], ...]
     buffers: tuple[tuple[str, tuple[int, ...]], ...]
     constants: tuple[tuple[str, tuple[int, ...]], ...]
+    uses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # tensor -> (op, argument) using it
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ def _shapes(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
         if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("shape"), list):
             found.append((item["name"][:200], tuple(int(d) for d in item["shape"] if type(d) is int)))
     return tuple(found)
+
+
+def _uses(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for name, uses in (value.items() if isinstance(value, dict) else ()):
+        if isinstance(uses, list):
+            found[str(name)[:200]] = tuple((str(u[0])[:80], str(u[1])[:80]) for u in uses
+                                           if isinstance(u, list) and len(u) == 2)
+    return found
 
 
 def read(output: str | None, problem: str | None, total: int, classes: int = 10) -> Recomputed:
@@ -94,7 +104,8 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     listed = graph.get("ops")
     ops: dict[Any, Any] = listed if isinstance(listed, dict) else {}
     facts = GraphFacts({str(k)[:200]: int(v) for k, v in ops.items() if type(v) is int},
-                       _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")))
+                       _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
+                       _uses(graph.get("uses")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
                       data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)

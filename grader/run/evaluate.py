@@ -14,6 +14,7 @@ torch deserializes it, and every tensor is raw bytes described by the manifest.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,10 +25,6 @@ from typing import Any
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
 MAX_MANIFEST = 16 * 1024 * 1024
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "uint8": 1, "bool": 1}
-# Ops a captured graph may use at all (the rule decides which families are allowed); anything else is
-# not deserialized, let alone run.
-SAFE_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.")
-SAFE_TARGETS = ("_operator.getitem",)
 PIXELS = 28 * 28
 
 
@@ -107,19 +104,73 @@ def _tensor(entry: Any, payload: bytes) -> Any:
     return flat.reshape(shape)
 
 
-def _targets(graph: dict[str, Any]) -> list[str]:
-    nodes = graph.get("graph_module", {}).get("graph", {}).get("nodes")
+# Ops a captured graph may use at all (the rule decides which families are allowed); anything else is
+# not deserialized, let alone run.
+_TARGET = re.compile(r"torch\.ops\.(?:aten|prims)\.[a-z_][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*|_operator\.getitem")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+_PATH = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+){0,20}")
+# A size torch.export writes for the dynamic batch: the symbol itself, or sums and products of symbols
+# and numbers. torch's deserializer hands these strings to sympy.sympify, which evaluates them.
+_SIZE = re.compile(r"Symbol\('s\d{1,9}', positive=True, integer=True\)|(?:s\d{1,9}|\d{1,12}|[ +*()-])+")
+_TOP = {"graph_module", "opset_version", "range_constraints", "schema_version", "verifiers", "torch_version",
+        "guards_code"}
+_REFUSED_KINDS = {"as_custom_obj", "as_graph", "as_operator", "as_custom_objs", "as_sym_float", "as_sym_floats"}
+
+
+def _checked(graph: Any) -> list[str]:
+    """The graph's op targets, after checking that nothing in its JSON reaches code torch's
+    deserializer would run (size expressions go to sympy's eval, guards to exec, metadata targets
+    to getattr chains): only tensor ops, plain names, size symbols, no guards, custom objects or
+    nested graphs. Metadata is dropped: running the graph needs none."""
+    if not isinstance(graph, dict) or set(graph) - _TOP:
+        raise Refused("the captured graph has fields torch.export does not write")
+    if graph.get("guards_code") not in ([], None):
+        raise Refused("the captured graph carries guard code")
+    constraints = graph.get("range_constraints")
+    if not isinstance(constraints, dict) or not all(isinstance(k, str) and re.fullmatch(r"s\d{1,9}", k)
+                                                    for k in constraints):
+        raise Refused("the captured graph's size constraints are not the batch's")
+    module = graph.get("graph_module")
+    if not isinstance(module, dict) or not isinstance(module.get("graph"), dict):
+        raise Refused("the captured graph has no nodes")
+    nodes = module["graph"].get("nodes")
     if not isinstance(nodes, list):
         raise Refused("the captured graph has no nodes")
+    if len(nodes) > 5_000:
+        raise Refused("the captured graph has over 5,000 operations")
     targets = []
     for node in nodes:
         target = node.get("target") if isinstance(node, dict) else None
-        if not isinstance(target, str):
-            raise Refused("a node of the captured graph has no target")
-        if not (target.startswith(SAFE_PREFIXES) or target in SAFE_TARGETS):
-            raise Refused(f"the captured graph calls {target[:120]}, which is not a tensor op")
+        if not isinstance(target, str) or not _TARGET.fullmatch(target) or "__" in target:
+            raise Refused(f"the captured graph calls {str(target)[:120]}, which is not a tensor op")
         targets.append(target)
+        node["metadata"] = {}
+    module["metadata"] = {}
+    _walk(graph, 0)
     return targets
+
+
+def _walk(value: Any, depth: int) -> None:
+    if depth > 64:
+        raise Refused("the captured graph is nested too deeply")
+    if isinstance(value, list):
+        for item in value:
+            _walk(item, depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        if key in _REFUSED_KINDS or (key == "custom_obj_values" and item):
+            raise Refused(f"the captured graph holds {key.removeprefix('as_').replace('_', ' ')}, not tensors")
+        if key == "expr_str" and not (isinstance(item, str) and len(item) <= 200 and _SIZE.fullmatch(item)
+                                      and "**" not in item):
+            raise Refused("the captured graph has a size expression other than the batch's")
+        if key == "name" and isinstance(item, str) and not _NAME.fullmatch(item):
+            raise Refused("the captured graph has a name that is not an identifier")
+        if key in ("target", "fqn", "parameter_name", "buffer_name", "tensor_constant_name") and isinstance(item, str) \
+                and item and ("__" in item or not (_PATH.fullmatch(item) or _TARGET.fullmatch(item))):
+            raise Refused("the captured graph names a tensor with characters no module path has")
+        _walk(item, depth + 1)
 
 
 def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, Any]]:
@@ -134,7 +185,7 @@ def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, A
         graph = json.loads(text)
     except (ValueError, RecursionError):
         raise Refused("the captured graph is not JSON") from None
-    targets = _targets(graph)
+    targets = _checked(graph)
     entries = manifest.get("tensors")
     if not isinstance(entries, list) or len(entries) > 10_000:
         raise Refused("the capture's tensors are not listed")
@@ -156,7 +207,7 @@ def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, A
     shape = manifest.get("input_shape")
     if not isinstance(shape, list) or not all(type(d) is int and 0 < d <= PIXELS * 4 for d in shape):
         raise Refused("the capture's input shape is not a row's")
-    serialized = _bytes_to_dataclass(schema.ExportedProgram, text.encode())
+    serialized = _bytes_to_dataclass(schema.ExportedProgram, json.dumps(graph).encode())
     try:
         program = ExportedProgramDeserializer().deserialize(serialized, state, constants,
                                                             ((torch.zeros(2, *shape),), {}))
@@ -165,7 +216,53 @@ def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, A
     counts: dict[str, int] = {}
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
-    return program, {"ops": counts, **{f"{k}s": v for k, v in facts.items()}}
+    return program, {"ops": counts, "uses": _uses(graph), **{f"{k}s": v for k, v in facts.items()}}
+
+
+# Ops that only reshape, copy or move a tensor: a weight seen through them is still that weight.
+_PASS_THROUGH = frozenset({"view", "reshape", "_unsafe_view", "t", "permute", "transpose", "contiguous", "clone",
+                           "_to_copy", "to", "detach", "alias", "lift_fresh_copy", "expand", "unsqueeze", "squeeze"})
+
+
+def _uses(graph: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """For every parameter, buffer and constant of the graph: the ops that use it, each as [op, the
+    argument it is], looking through reshapes and copies (the architecture rule reads these)."""
+    module = graph["graph_module"]
+    specs = module.get("signature", {}).get("input_specs", [])
+    origin: dict[str, str] = {}
+    for spec in specs if isinstance(specs, list) else []:
+        for kind, inner in (spec.items() if isinstance(spec, dict) else ()):
+            if kind == "user_input" or not isinstance(inner, dict):
+                continue
+            name = (inner.get("arg") or {}).get("name")
+            target = inner.get("parameter_name") or inner.get("buffer_name") or inner.get("tensor_constant_name")
+            if isinstance(name, str) and isinstance(target, str):
+                origin[name] = target
+    uses: dict[str, list[list[str]]] = {target: [] for target in origin.values()}
+    for node in module["graph"]["nodes"]:
+        op = node["target"].split(".")[3] if node["target"].startswith("torch.ops.") else "getitem"
+        inputs = [(str(i.get("name")), _tensor_names(i.get("arg"))) for i in node.get("inputs", []) if isinstance(i, dict)]
+        outputs = [n for o in node.get("outputs", []) for n in _tensor_names(o)]
+        for argument, names in inputs:
+            for name in names:
+                if name not in origin:
+                    continue
+                if op in _PASS_THROUGH and argument in ("self", "input"):
+                    origin.update({out: origin[name] for out in outputs})
+                else:
+                    uses[origin[name]].append([op, argument])
+    return uses
+
+
+def _tensor_names(arg: Any) -> list[str]:
+    if not isinstance(arg, dict):
+        return []
+    one = arg.get("as_tensor") or (arg.get("as_optional_tensor") or {}).get("as_tensor")
+    if isinstance(one, dict) and isinstance(one.get("name"), str):
+        return [one["name"]]
+    many = arg.get("as_tensors") or arg.get("as_optional_tensors") or []
+    return [t["name"] for t in many if isinstance(t, dict) and isinstance(t.get("name"), str)] + \
+           [t["as_tensor"]["name"] for t in many if isinstance(t, dict) and isinstance(t.get("as_tensor"), dict)]
 
 
 def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple[list[int], list[float]]:
@@ -206,36 +303,82 @@ def _keys(rows: Any) -> list[bytes]:
     return [row.tobytes() for row in packed]
 
 
+def _monotone(p: Any, x: Any) -> Any:
+    """Per row: is ``x`` a non-decreasing map of the pixels ``p`` (equal pixels equal, a brighter one
+    never lower)?"""
+    import torch
+
+    order = torch.argsort(p, dim=1, stable=True)
+    ps, xs = p.gather(1, order), x.gather(1, order)
+    dp, dx = ps[:, 1:] - ps[:, :-1], xs[:, 1:] - xs[:, :-1]
+    tolerance = 1e-5 * (xs.amax(1) - xs.amin(1)).clamp_min(1e-12)[:, None] + 1e-7
+    return (((dp == 0) & (dx.abs() <= tolerance)) | ((dp > 0) & (dx >= -tolerance))).all(1)
+
+
+def _one_map(p: Any, x: Any) -> bool:
+    """Do all rows follow one preprocessing? Either one non-decreasing table from pixel value to input
+    value for the whole pass (ToTensor, Normalize, /255, half precision, any fixed curve), or each
+    image standardized (or min-max scaled) by its own statistics and then one affine map. A map chosen
+    per image could carry anything about that image (its label, another model's answer)."""
+    import torch
+
+    if p.shape[0] == 0:
+        return True
+    flat_p, flat_x = p.reshape(-1).long(), x.reshape(-1)
+    span = float(flat_x.max() - flat_x.min()) or 1.0
+    low = torch.full((256,), float("inf"), dtype=torch.float64).scatter_reduce(0, flat_p, flat_x, "amin")
+    high = torch.full((256,), float("-inf"), dtype=torch.float64).scatter_reduce(0, flat_p, flat_x, "amax")
+    present = torch.isfinite(low)
+    low, high = low[present], high[present]
+    tolerance = 1e-5 * span + 1e-7
+    if bool(((high - low) <= tolerance).all()) and bool((high[:-1] <= low[1:] + tolerance).all()):
+        return True
+    q = p.double()
+    for z in ((q - q.mean(1, keepdim=True)) / q.std(1, keepdim=True).clamp_min(1e-12),
+              (q - q.amin(1, keepdim=True)) / (q.amax(1, keepdim=True) - q.amin(1, keepdim=True)).clamp_min(1e-12)):
+        zc, xc = z - z.mean(), x - x.mean()
+        scale = float((zc * xc).sum() / (zc * zc).sum().clamp_min(1e-12))
+        if scale > 0 and float((xc - scale * zc).abs().max()) <= 1e-4 * span + 1e-6:
+            return True
+    return False
+
+
 def _per_image(inputs: Any, images: Any) -> list[int]:
-    """Per row, the official index of the test image it is under a non-decreasing map per image
-    (ToTensor, Normalize, a division by hand, half precision: equal pixels stay equal, a brighter
-    one never lower), or -1. Rows of identical images go to the group's members in turn."""
+    """Per row, the official index of the test image it is, under one preprocessing for the whole
+    pass (``_one_map``), or -1. The image is found by its darkest and brightest pixel masks; images
+    sharing those masks are told apart by which one the row is a non-decreasing map of."""
     import torch
 
     table: dict[bytes, list[int]] = {}
     for index, key in enumerate(_keys(images)):
         table.setdefault(key, []).append(index)
-    used: dict[bytes, int] = {}
-    candidates = []
-    for key in _keys(inputs):
+    found, shared = [], []
+    for row, key in enumerate(_keys(inputs)):
         group = table.get(key)
-        if not group:
-            candidates.append(-1)
-            continue
-        used[key] = used.get(key, 0) + 1
-        candidates.append(group[(used[key] - 1) % len(group)])
-    found = torch.tensor(candidates, dtype=torch.long)
-    matched = found >= 0
-    if bool(matched.any()):
-        p, x = images[found[matched]].to(torch.int16), inputs[matched].double()
-        order = torch.argsort(p, dim=1, stable=True)
-        ps, xs = p.gather(1, order), x.gather(1, order)
-        dp, dx = ps[:, 1:] - ps[:, :-1], xs[:, 1:] - xs[:, :-1]
-        tolerance = 1e-5 * (xs.amax(1) - xs.amin(1)).clamp_min(1e-12)[:, None] + 1e-7
-        good = (((dp == 0) & (dx.abs() <= tolerance)) | ((dp > 0) & (dx >= -tolerance))).all(1)
-        rows = torch.nonzero(matched).flatten()
-        found[rows[~good]] = -1
-    return found.tolist()
+        found.append(group[0] if group else -1)
+        if group and len(group) > 1:
+            shared.append((row, group))
+    found_t = torch.tensor(found, dtype=torch.long)
+    single = found_t >= 0
+    for row, _group in shared:
+        single[row] = False
+    rows = torch.nonzero(single).flatten()
+    if rows.numel():
+        good = _monotone(images[found_t[rows]].to(torch.int16), inputs[rows].double())
+        found_t[rows[~good]] = -1
+    used: set[int] = set()
+    for row, group in shared:  # a few rows; the unused candidates first
+        found_t[row] = -1
+        x = inputs[row:row + 1].double()
+        for index in sorted(group, key=lambda i: i in used):
+            if bool(_monotone(images[index:index + 1].to(torch.int16), x)[0]):
+                found_t[row] = index
+                used.add(index)
+                break
+    matched = torch.nonzero(found_t >= 0).flatten()
+    if matched.numel() and not _one_map(images[found_t[matched]], inputs[matched].double()):
+        return [-1] * inputs.shape[0]
+    return found_t.tolist()
 
 
 def _dense_ranks(columns: Any) -> Any:

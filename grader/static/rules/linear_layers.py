@@ -180,6 +180,12 @@ LAYERS = frozenset({
     "avg_pool1d", "avg_pool2d", "getitem"})
 MAX_CONSTANT = 1024  # elements a constant tensor of the graph may hold (a memorised test set is far more)
 MAX_VECTOR = 4096  # elements of a one-dimensional parameter or buffer (normalization weights and statistics)
+# Elements of all tensors beside the three weight matrices together: biases and every normalization
+# layer's weights and statistics, twice over at each of the widths 784, 512, 256 and 10, fit in it.
+MAX_BESIDE = 16_384
+NORMS = frozenset({"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+                   "native_batch_norm", "layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
+                   "instance_norm", "rms_norm"})
 
 
 def _op(target: str) -> str:
@@ -217,6 +223,17 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
             if size > most or len(shape) > 1:
                 return run_check(RULE, False, f"the model that made the graded predictions holds the {kind} {name} "
                                               f"{list(shape)} ({size} values): data beside the Linear layers")
+    beside = sum(_size(shape) for name, shape in graph.parameters + graph.buffers + graph.constants if len(shape) != 2)
+    if beside > MAX_BESIDE:
+        return run_check(RULE, False, f"the model that made the graded predictions holds {beside} values beside its "
+                                      f"weight matrices (normalization and biases need at most {MAX_BESIDE}): data "
+                                      "beside the Linear layers")
+    for name, shape in graph.parameters + graph.buffers + graph.constants:
+        odd = [f"{op} ({argument})" for op, argument in graph.uses.get(name, ()) if not _fits(op, argument, len(shape))]
+        if odd:
+            return run_check(RULE, None, f"the model that made the graded predictions uses {name} {list(shape)} in "
+                                         f"{', '.join(odd[:3])}, not as a Linear layer's weight or bias or in a "
+                                         "normalization layer; a person checks what it computes")
     products = sum(count for target, count in graph.ops.items() if _op(target) in PRODUCTS)
     for target, count in sorted(graph.ops.items()):
         name = _op(target)
@@ -230,12 +247,27 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
     return run_check(RULE, True, f"the model that made the graded predictions uses exactly the Linear layers {fixed}")
 
 
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
+def _fits(op: str, argument: str, dims: int) -> bool:
+    """A weight matrix goes into a product; anything else into a product as its bias, into a
+    normalization layer, or into PReLU as its slope."""
+    if op in PRODUCTS:
+        return dims == 2 or argument in ("bias", "self", "input")
+    return dims != 2 and (op in NORMS or (op in ("prelu", "_prelu_kernel") and argument == "weight"))
+
+
 def _structure_check(structure: Any, frozen: Counter[tuple[int | None, int | None]], fixed: str, rubric: Rubric) -> Check:
     """The model changed after its graded pass: the rule on what it was at that pass."""
     try:
         kinds = {str(name): str(kind) for name, kind in structure[0]}
         shapes = {str(name): [int(d) for d in shape] for name, shape, _dtype in structure[1]}
-    except (TypeError, ValueError, IndexError):
+    except Exception:  # noqa: BLE001 - written in the student's process: any shape at all
         return run_check(RULE, None, "the model was changed after its graded test pass, and what it was then is unknown")
     linear: Counter[tuple[int | None, int | None]] = Counter()
     for name, shape in shapes.items():

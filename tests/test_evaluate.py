@@ -1,0 +1,153 @@
+"""The trusted evaluator (grader/run/evaluate.py) against captures a student's process could write:
+code hidden in the graph's JSON never runs, inputs must follow one preprocessing for the whole pass,
+and the architecture rule sees data beside the Linear layers. Unit level, on the tiny data set."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from grader.judge import recompute
+from grader.model.dataset import TEST_IMAGES, Dataset
+from grader.model.rubric import FrozenFacts, Rubric
+from grader.run import evaluate
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.bn = nn.Linear(784, 512), nn.BatchNorm1d(512)
+        self.fc2, self.fc3 = nn.Linear(512, 256), nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.bn(self.fc1(x))))))
+
+
+def _images(dataset: Dataset) -> torch.Tensor:
+    return evaluate._official(dataset.raw / TEST_IMAGES)
+
+
+def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None) -> bytes:
+    """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first."""
+    from torch._export.serde.serialize import serialize
+
+    model.eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+        classes = model(inputs).argmax(1).to(torch.int8)
+    graph = json.loads(serialize(program).exported_program)
+    if edit is not None:
+        edit(graph)
+    chunks: list[bytes] = []
+    tensors, offset = [], 0
+    specs = {s.target: s.kind.name.lower() for s in program.graph_signature.input_specs if s.target}
+
+    def entry(name: str, kind: str, value: torch.Tensor) -> dict[str, Any]:
+        nonlocal offset
+        raw = value.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        chunks.append(raw)
+        found = {"name": name, "kind": kind, "dtype": str(value.dtype).removeprefix("torch."),
+                 "shape": list(value.shape), "offset": offset, "bytes": len(raw)}
+        offset += len(raw)
+        return found
+
+    tensors = [entry(n, specs.get(n, "buffer"), v) for n, v in program.state_dict.items()]
+    rows = entry("inputs", "input", inputs.reshape(inputs.shape[0], -1).float())
+    import base64
+
+    manifest = {"version": 1, "graph": json.dumps(graph), "tensors": tensors, "inputs": rows,
+                "input_shape": list(inputs.shape[1:]), "row_classes": base64.b64encode(classes.numpy().tobytes()).decode()}
+    return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_dataset: Dataset) -> torch.Tensor:
+    return _images(tiny_dataset)
+
+
+def _inject_size(graph: dict[str, Any]) -> None:
+    text = json.dumps(graph).replace("Symbol(", "__import__('os').system('touch /tmp/pwned-by-sympy') or Symbol(", 1)
+    graph.clear()
+    graph.update(json.loads(text))
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (_inject_size, "size expression"),
+    (lambda g: g.__setitem__("guards_code", ["__import__('os').system('touch /tmp/pwned-by-guard') or True"]),
+     "guard code"),
+    (lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.__class__.__init__"),
+     "not a tensor op"),
+    (lambda g: g.__setitem__("extra", 1), "fields torch.export does not write"),
+])
+def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: Dataset, images: torch.Tensor,
+                                                                 edit: Any, says: str) -> None:
+    inputs = (images.float() / 255).reshape(-1, 1, 28, 28)
+    for mark in ("/tmp/pwned-by-sympy", "/tmp/pwned-by-guard"):
+        Path(mark).unlink(missing_ok=True)
+    with pytest.raises(evaluate.Refused, match=says):
+        evaluate.evaluate(_capture(Net(), inputs, edit), tiny_dataset.raw / TEST_IMAGES)
+    assert not Path("/tmp/pwned-by-sympy").exists() and not Path("/tmp/pwned-by-guard").exists()
+
+
+def test_an_honest_capture_is_recomputed_with_its_graph_facts(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    inputs = ((images.float() / 255 - 0.286) / 0.353).reshape(-1, 1, 28, 28)
+    answer = evaluate.evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES)
+    assert answer["official"] == list(range(images.shape[0]))
+    assert answer["graph"]["uses"]["bn.running_mean"] == [["batch_norm", "running_mean"]]
+    assert answer["graph"]["uses"]["fc1.weight"] == [["linear", "weight"]]
+
+
+def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.Tensor) -> None:
+    """A map chosen per image can carry the label (or another model's answer); one table for every
+    image, per-image standardization and a shuffled order are legal."""
+    x = images.float() / 255
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1))
+    assert evaluate._per_image(x[order], images) == order.tolist()
+    standardized = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+    assert evaluate._per_image(standardized[order], images) == order.tolist()
+    assert evaluate._per_image(x.half().float() ** 2, images) == list(range(images.shape[0]))
+    label = torch.arange(images.shape[0]) % 10
+    assert set(evaluate._per_image(x + 10 * label[:, None], images)) == {-1}
+    assert set(evaluate._per_image(x * (1 + label[:, None]), images)) == {-1}
+
+
+def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:
+    from grader.static.rules import linear_layers
+
+    measured = recompute.Recomputed(None, graph=graph)
+    return linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
+
+
+MATRICES = (("fc1.weight", (512, 784)), ("fc2.weight", (256, 512)), ("fc3.weight", (10, 256)))
+PRODUCT_USES = {name: (("linear", "weight"),) for name, _ in MATRICES}
+OPS = {"torch.ops.aten.linear.default": 3, "torch.ops.aten.relu.default": 2, "torch.ops.aten.view.default": 1}
+
+
+def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFacts, rubric: Rubric) -> None:
+    many = tuple((f"memory{i}", (4000,)) for i in range(8))
+    check = _check(recompute.GraphFacts(OPS, MATRICES, many, ()), facts, rubric)
+    assert check.ok is False and "32000 values beside its weight matrices" in check.message
+    odd = recompute.GraphFacts({**OPS, "torch.ops.aten.sub.Tensor": 1}, MATRICES, (("table", (512,)),), (),
+                               {**PRODUCT_USES, "table": (("sub", "other"),)})
+    check = _check(odd, facts, rubric)
+    assert check.ok is None and "table [512] in sub (other)" in check.message
+    normal = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES,
+                                  (("bn.running_mean", (512,)),), (),
+                                  {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)})
+    assert _check(normal, facts, rubric).ok is True
+
+
+def test_a_structure_of_any_shape_is_undecided_not_a_crash(facts: FrozenFacts, rubric: Rubric) -> None:
+    from grader.static.rules import linear_layers
+
+    measured = recompute.Recomputed(None, graph=recompute.GraphFacts(OPS, MATRICES, (), ()), changed_after_pass=True,
+                                    structure_at_pass={"x": 1})
+    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
+    assert check is not None and check.ok is None
