@@ -106,3 +106,4 @@ def test_a_result_to_review_has_no_grade_until_an_override_settles_it(tmp_path: 
     index = (out / "index.html").read_text()
     listed = index[index.index("Review first"):index.index("All submissions")]
     assert listed.index("bob02") < listed.index("cat03") and "60+5 points withheld" in listed
+    assert "measured 91.50%" in listed
