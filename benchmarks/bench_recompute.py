@@ -73,6 +73,7 @@ def main() -> None:
     from grader.model.dataset import TEST_IMAGES
     from grader.probe.capture import Snapshot, capture, write
     from grader.run.evaluate import Evaluator
+    from grader.static.rules.linear_layers import RUNNABLE
 
     dataset = prepare()
     images = dataset.raw / TEST_IMAGES
@@ -85,7 +86,7 @@ def main() -> None:
     bare, kernel, grader, rows = [], [], [], 0
     for _ in range(args.runs):
         bare.append(_bare(Path(args.notebook).resolve(), dataset.root))
-        evaluator = Evaluator(images)  # started before the run, as run_submission does
+        evaluator = Evaluator(images, RUNNABLE)  # started before the run, as run_submission does
         start = time.perf_counter()
         graded = SimpleNamespace(snapshot=Snapshot(model), inputs=inputs, row_classes=classes)
         manifest, payload = capture(graded, model, SimpleNamespace(internal=False))

@@ -47,7 +47,8 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     solution = results["M112rhyang"]  # the reference solution with its .py twin and report
     assert solution["status"] == "graded" and solution["measured_by"] == "student-test-pass"
     assert solution["accuracy"] >= 89 and solution["score"] == 60 and solution["bonus"] == (5 if solution["accuracy"] >= 90 else 0)
-    assert abs(solution["reported_accuracy"] - solution["accuracy"]) <= 0.01 and solution["flags"] == []
+    # `grader grade` hides the test labels: what the notebook printed is at chance, and not compared
+    assert solution["recomputed"] and solution["reported_accuracy"] < 20 and solution["flags"] == []
     assert solution["report_pdf"] == "HW3_Report_M112rhyang.pdf"
     assert solution["report_accuracy"] is not None  # its report's "Best accuracy", read in the batch
     # What only the grader records: a validation pass after each of the 10 epochs, scored against the
@@ -61,7 +62,7 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     for account in ("tds", "onecall"):
         result = results[account]
         assert result["status"] == "graded" and result["measured_by"] == "student-test-pass", result
-        assert result["accuracy"] > 80 and abs(result["reported_accuracy"] - result["accuracy"]) <= 0.01, result
+        assert result["accuracy"] > 80 and result["recomputed"] and result["reported_accuracy"] < 20, result
 
     rows = {r["account"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
     assert set(rows) == set(results) and rows["M112rhyang"]["automatic_score"] == "60"

@@ -17,6 +17,7 @@ from grader.judge import recompute
 from grader.model.dataset import TEST_IMAGES, Dataset
 from grader.model.rubric import FrozenFacts, Rubric
 from grader.run import evaluate
+from grader.static.rules.linear_layers import RUNNABLE
 
 
 class Net(nn.Module):
@@ -85,6 +86,8 @@ def _inject_size(graph: dict[str, Any]) -> None:
     (lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.__class__.__init__"),
      "not a tensor op"),
     (lambda g: g.__setitem__("extra", 1), "fields torch.export does not write"),
+    (lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.from_file.default"),
+     "computes from_file"),  # it reads and writes any file the evaluator may
 ])
 def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: Dataset, images: torch.Tensor,
                                                                  edit: Any, says: str) -> None:
@@ -92,13 +95,13 @@ def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: D
     for mark in ("/tmp/pwned-by-sympy", "/tmp/pwned-by-guard"):
         Path(mark).unlink(missing_ok=True)
     with pytest.raises(evaluate.Refused, match=says):
-        evaluate.evaluate(_capture(Net(), inputs, edit), tiny_dataset.raw / TEST_IMAGES)
+        evaluate.evaluate(_capture(Net(), inputs, edit), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert not Path("/tmp/pwned-by-sympy").exists() and not Path("/tmp/pwned-by-guard").exists()
 
 
 def test_an_honest_capture_is_recomputed_with_its_graph_facts(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     inputs = ((images.float() / 255 - 0.286) / 0.353).reshape(-1, 1, 28, 28)
-    answer = evaluate.evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES)
+    answer = evaluate.evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert answer["official"] == list(range(images.shape[0]))
     assert answer["graph"]["uses"]["bn.running_mean"] == [["batch_norm", "running_mean"]]
     assert answer["graph"]["uses"]["fc1.weight"] == [["linear", "weight"]]
@@ -108,14 +111,21 @@ def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.T
     """A map chosen per image can carry the label (or another model's answer); one table for every
     image, per-image standardization and a shuffled order are legal."""
     x = images.float() / 255
+    everyone = list(range(images.shape[0]))
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1))
-    assert evaluate._per_image(x[order], images) == order.tolist()
+    assert evaluate._per_image(x[order], images)[0] == order.tolist()
     standardized = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
-    assert evaluate._per_image(standardized[order], images) == order.tolist()
-    assert evaluate._per_image(x.half().float() ** 2, images) == list(range(images.shape[0]))
+    assert evaluate._per_image(standardized[order], images)[0] == order.tolist()
+    assert evaluate._per_image(x.half().float() ** 2, images)[0] == everyone
+    assert evaluate._per_image(1 - x, images)[0] == everyone  # a model trained on inverted images
     label = torch.arange(images.shape[0]) % 10
-    assert set(evaluate._per_image(x + 10 * label[:, None], images)) == {-1}
-    assert set(evaluate._per_image(x * (1 + label[:, None]), images)) == {-1}
+    assert set(evaluate._per_image(x + 10 * label[:, None], images)[0]) == {-1}
+    assert set(evaluate._per_image(x * (1 + label[:, None]), images)[0]) == {-1}
+    # Within the tolerances a label still fits, so the graph runs on inputs rebuilt from the pixels.
+    found, rebuilt = evaluate._per_image(x + 1e-7 * label[:, None], images)
+    assert found == everyone and rebuilt[images == 0].unique().numel() == 1  # a function of the pixel alone
+    found, rebuilt = evaluate._per_image(standardized + 1e-5 * label[:, None], images)
+    assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9  # every row's mean the same: no label in it
 
 
 def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:
@@ -138,6 +148,9 @@ def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFac
                                {**PRODUCT_USES, "table": (("sub", "other"),)})
     check = _check(odd, facts, rubric)
     assert check.ok is None and "table [512] in sub (other)" in check.message
+    laundered = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES, (("keys", (4000,)),), (),
+                                     {**PRODUCT_USES, "keys": (("batch_norm", "input"),)})
+    assert _check(laundered, facts, rubric).ok is None  # a normalization's input is no normalization weight
     normal = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES,
                                   (("bn.running_mean", (512,)),), (),
                                   {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)})

@@ -40,9 +40,12 @@ class Evaluator:
     """The evaluator's process, started before the notebook runs so that importing torch overlaps the
     run; ``finish`` hands it the capture and waits for its answer, ``close`` ends it unused."""
 
-    def __init__(self, test_images: Path, prefix: Sequence[str] = ()) -> None:
-        """``prefix``: the sandbox's command (run/launch.py ``start_evaluator``), or none."""
-        self.process = subprocess.Popen([*prefix, sys.executable, "-I", str(Path(__file__).resolve()), str(test_images)],
+    def __init__(self, test_images: Path, ops: frozenset[str], prefix: Sequence[str] = ()) -> None:
+        """``ops``: the op names (aten, without overload) it may run at all, the architecture rule's
+        (static/rules/linear_layers.py ``RUNNABLE``); ``prefix``: the sandbox's command
+        (run/launch.py ``start_evaluator``), or none."""
+        self.process = subprocess.Popen([*prefix, sys.executable, "-I", str(Path(__file__).resolve()), str(test_images),
+                                         ",".join(sorted(ops))],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def finish(self, capture: bytes) -> Evaluated:
@@ -60,11 +63,6 @@ class Evaluator:
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate()
-
-
-def recompute(capture: bytes, test_images: Path) -> Evaluated:
-    """Run the evaluator on ``capture`` in a child process with a time limit."""
-    return Evaluator(test_images).finish(capture)
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -117,7 +115,7 @@ _TOP = {"graph_module", "opset_version", "range_constraints", "schema_version", 
 _REFUSED_KINDS = {"as_custom_obj", "as_graph", "as_operator", "as_custom_objs", "as_sym_float", "as_sym_floats"}
 
 
-def _checked(graph: Any) -> list[str]:
+def _checked(graph: Any, allowed: frozenset[str]) -> list[str]:
     """The graph's op targets, after checking that nothing in its JSON reaches code torch's
     deserializer would run (size expressions go to sympy's eval, guards to exec, metadata targets
     to getattr chains): only tensor ops, plain names, size symbols, no guards, custom objects or
@@ -143,6 +141,10 @@ def _checked(graph: Any) -> list[str]:
         target = node.get("target") if isinstance(node, dict) else None
         if not isinstance(target, str) or not _TARGET.fullmatch(target) or "__" in target:
             raise Refused(f"the captured graph calls {str(target)[:120]}, which is not a tensor op")
+        name = target.split(".")[3] if target.startswith("torch.ops.") else "getitem"
+        if name not in allowed:  # nothing else is run: no op that reads or writes files, allocates or mutates
+            raise Refused(f"the captured graph computes {name}, which is none of the Linear layers, normalization, "
+                          "dropout, activations or reshaping the homework's model uses")
         targets.append(target)
         node["metadata"] = {}
     module["metadata"] = {}
@@ -162,6 +164,9 @@ def _walk(value: Any, depth: int) -> None:
     for key, item in value.items():
         if key in _REFUSED_KINDS or (key == "custom_obj_values" and item):
             raise Refused(f"the captured graph holds {key.removeprefix('as_').replace('_', ' ')}, not tensors")
+        if key in ("as_int", "as_ints") and any(type(v) is int and abs(v) > 1_000_000
+                                                for v in (item if isinstance(item, list) else [item])):
+            raise Refused("the captured graph has a size over a million")
         if key == "expr_str" and not (isinstance(item, str) and len(item) <= 200 and _SIZE.fullmatch(item)
                                       and "**" not in item):
             raise Refused("the captured graph has a size expression other than the batch's")
@@ -173,7 +178,7 @@ def _walk(value: Any, depth: int) -> None:
         _walk(item, depth + 1)
 
 
-def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, Any]]:
+def _program(manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]) -> tuple[Any, dict[str, Any]]:
     import torch
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
@@ -185,7 +190,7 @@ def _program(manifest: dict[str, Any], payload: bytes) -> tuple[Any, dict[str, A
         graph = json.loads(text)
     except (ValueError, RecursionError):
         raise Refused("the captured graph is not JSON") from None
-    targets = _checked(graph)
+    targets = _checked(graph, allowed)
     entries = manifest.get("tensors")
     if not isinstance(entries, list) or len(entries) > 10_000:
         raise Refused("the capture's tensors are not listed")
@@ -269,20 +274,26 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple
     """The class per row, and the margin between the two highest outputs (to tell float noise apart)."""
     import torch
 
+    import os
+
     module = program.module()
-    found: list[int] = []
-    margins: list[float] = []
+    # Rows in a secret order: a graph that mixes rows of a batch (its mean, say) learns nothing from
+    # the order the kernel chose (sorted by label, for one).
+    order = torch.randperm(inputs.shape[0], generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big")))
+    found = torch.empty(inputs.shape[0], dtype=torch.long)
+    margins = torch.empty(inputs.shape[0], dtype=torch.float32)
     with torch.no_grad():
         for start in range(0, inputs.shape[0], 1000):
-            output = module(inputs[start:start + 1000].reshape(-1, *shape))
+            rows = order[start:start + 1000]
+            output = module(inputs[rows].reshape(-1, *shape))
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[1] != classes:
+            if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
                 raise Refused("the captured graph does not output one score per class")
             top = output.float().topk(2, dim=1)
-            found += top.indices[:, 0].tolist()
-            margins += (top.values[:, 0] - top.values[:, 1]).tolist()
-    return found, margins
+            found[rows] = top.indices[:, 0]
+            margins[rows] = top.values[:, 0] - top.values[:, 1]
+    return found.tolist(), margins.tolist()
 
 
 def _official(path: Path) -> Any:
@@ -315,15 +326,17 @@ def _monotone(p: Any, x: Any) -> Any:
     return (((dp == 0) & (dx.abs() <= tolerance)) | ((dp > 0) & (dx >= -tolerance))).all(1)
 
 
-def _one_map(p: Any, x: Any) -> bool:
+def _one_map(p: Any, x: Any) -> Any:
     """Do all rows follow one preprocessing? Either one non-decreasing table from pixel value to input
     value for the whole pass (ToTensor, Normalize, /255, half precision, any fixed curve), or each
     image standardized (or min-max scaled) by its own statistics and then one affine map. A map chosen
-    per image could carry anything about that image (its label, another model's answer)."""
+    per image could carry anything about that image (its label, another model's answer). Returns the
+    inputs rebuilt from the official pixels under the fitted map (what the graph is then run on, so
+    nothing hidden within the tolerances reaches it), or None."""
     import torch
 
     if p.shape[0] == 0:
-        return True
+        return x
     flat_p, flat_x = p.reshape(-1).long(), x.reshape(-1)
     span = float(flat_x.max() - flat_x.min()) or 1.0
     low = torch.full((256,), float("inf"), dtype=torch.float64).scatter_reduce(0, flat_p, flat_x, "amin")
@@ -332,18 +345,30 @@ def _one_map(p: Any, x: Any) -> bool:
     low, high = low[present], high[present]
     tolerance = 1e-5 * span + 1e-7
     if bool(((high - low) <= tolerance).all()) and bool((high[:-1] <= low[1:] + tolerance).all()):
-        return True
+        table = torch.zeros(256, dtype=torch.float64)
+        table[present] = low
+        return table[p.long()]
     q = p.double()
     for z in ((q - q.mean(1, keepdim=True)) / q.std(1, keepdim=True).clamp_min(1e-12),
               (q - q.amin(1, keepdim=True)) / (q.amax(1, keepdim=True) - q.amin(1, keepdim=True)).clamp_min(1e-12)):
         zc, xc = z - z.mean(), x - x.mean()
         scale = float((zc * xc).sum() / (zc * zc).sum().clamp_min(1e-12))
         if scale > 0 and float((xc - scale * zc).abs().max()) <= 1e-4 * span + 1e-6:
-            return True
-    return False
+            return x.mean() + scale * zc
+    return None
 
 
-def _per_image(inputs: Any, images: Any) -> list[int]:
+def _per_image(inputs: Any, images: Any) -> tuple[list[int], Any]:
+    """``_matched`` for a map that keeps the pixels' order, else for one that reverses it (``1 - x``)."""
+    found, rebuilt = _matched(inputs, images)
+    if -1 in found:
+        back, again = _matched(-inputs, images)
+        if back.count(-1) < found.count(-1):
+            return back, -again
+    return found, rebuilt
+
+
+def _matched(inputs: Any, images: Any) -> tuple[list[int], Any]:
     """Per row, the official index of the test image it is, under one preprocessing for the whole
     pass (``_one_map``), or -1. The image is found by its darkest and brightest pixel masks; images
     sharing those masks are told apart by which one the row is a non-decreasing map of."""
@@ -376,9 +401,13 @@ def _per_image(inputs: Any, images: Any) -> list[int]:
                 used.add(index)
                 break
     matched = torch.nonzero(found_t >= 0).flatten()
-    if matched.numel() and not _one_map(images[found_t[matched]], inputs[matched].double()):
-        return [-1] * inputs.shape[0]
-    return found_t.tolist()
+    rebuilt = inputs.double().clone()
+    if matched.numel():
+        fitted = _one_map(images[found_t[matched]], inputs[matched].double())
+        if fitted is None:
+            return [-1] * inputs.shape[0], rebuilt
+        rebuilt[matched] = fitted
+    return found_t.tolist(), rebuilt
 
 
 def _dense_ranks(columns: Any) -> Any:
@@ -390,7 +419,7 @@ def _dense_ranks(columns: Any) -> Any:
     return ranks
 
 
-def _per_pixel(inputs: Any, images: Any) -> list[int]:
+def _per_pixel(inputs: Any, images: Any) -> tuple[list[int], Any]:
     """Per row, the official index of the test image it is under an increasing affine map per pixel
     position (feature normalization with the training set's mean and deviation), or -1. Only a
     pass over the whole test set: the ranks within each column are then those of the images. (In
@@ -398,12 +427,12 @@ def _per_pixel(inputs: Any, images: Any) -> list[int]:
     import torch
 
     if inputs.shape[0] != images.shape[0]:
-        return [-1] * inputs.shape[0]
+        return [-1] * inputs.shape[0], None
     ours, theirs = _dense_ranks(inputs), _dense_ranks(images)
     table = {row.numpy().tobytes(): i for i, row in enumerate(theirs)}
     rows = [table.get(row.numpy().tobytes(), -1) for row in ours]
     if -1 in rows or len(set(rows)) != len(rows):
-        return [-1] * inputs.shape[0]
+        return [-1] * inputs.shape[0], None
     p = images[torch.tensor(rows)].double()
     x = inputs.double()
     pc, xc = p - p.mean(0), x - x.mean(0)
@@ -412,10 +441,12 @@ def _per_pixel(inputs: Any, images: Any) -> list[int]:
     spread = xc.abs().amax(0).clamp_min(1e-12)
     varies = (pc.abs().amax(0) > 0)
     good = bool(((residual <= 1e-4 * spread + 1e-6) | ~varies).all()) and bool((scale[varies] > 0).all())
-    return rows if good else [-1] * inputs.shape[0]
+    if not good:
+        return [-1] * inputs.shape[0], None
+    return rows, x.mean(0) + pc * scale  # the inputs rebuilt from the official pixels under the fitted map
 
 
-def evaluate(data: bytes, test_images: Path) -> dict[str, Any]:
+def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[str, Any]:
     """The child's work: refuse, or run and verify (see the module's docstring)."""
     import base64
 
@@ -423,7 +454,7 @@ def evaluate(data: bytes, test_images: Path) -> dict[str, Any]:
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     manifest, payload = _manifest(data)
-    program, graph = _program(manifest, payload)
+    program, graph = _program(manifest, payload, allowed)
     inputs = _tensor(manifest.get("inputs"), payload)
     if inputs.dim() != 2 or inputs.dtype != torch.float32 or not 0 < inputs.shape[0] <= 20_000:
         raise Refused("the capture's inputs are not rows of floats")
@@ -431,15 +462,20 @@ def evaluate(data: bytes, test_images: Path) -> dict[str, Any]:
     rows = inputs.shape[0]
     claimed = base64.b64decode(str(manifest.get("row_classes", "")), validate=True)
     kernel = [b - 256 if b > 127 else b for b in claimed] if len(claimed) == rows else None
-    classes, margins = _predict(program, inputs, shape, 10)
     images = _official(test_images)
-    official = _per_image(inputs, images) if inputs.shape[1] == PIXELS else [-1] * rows
+    official, rebuilt = _per_image(inputs, images) if inputs.shape[1] == PIXELS else ([-1] * rows, None)
     how = "per image"
     if -1 in official and inputs.shape[1] == PIXELS:
         tail = inputs[-images.shape[0]:]  # an evaluation of the validation set may come before the test pass
-        by_pixel = _per_pixel(tail, images)
+        by_pixel, fitted = _per_pixel(tail, images)
         if -1 not in by_pixel:
             official, how = [-2] * (rows - tail.shape[0]) + by_pixel, "per pixel position"
+            rebuilt = inputs.double().clone()
+            rebuilt[rows - tail.shape[0]:] = fitted
+    # The graph runs on the inputs rebuilt from the official pixels under the verified map: whatever
+    # the kernel's floats held within the tolerances never reaches it.
+    fed = rebuilt.float() if rebuilt is not None and -1 not in official else inputs
+    classes, margins = _predict(program, fed, shape, 10)
     return {"rows": rows, "official": official, "classes": classes, "margins": [round(m, 6) for m in margins],
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
@@ -452,7 +488,7 @@ def main() -> None:
 
     data = sys.stdin.buffer.read()
     try:
-        answer = evaluate(data, Path(sys.argv[1]))
+        answer = evaluate(data, Path(sys.argv[1]), frozenset(sys.argv[2].split(",")))
     except Refused as exc:
         answer = {"refused": str(exc)}
     sys.stdout.write(json.dumps(answer))

@@ -70,13 +70,15 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     from grader.model.dataset import TEST_IMAGES
     from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, python_paths
 
+    from grader.static.rules.linear_layers import RUNNABLE
+
     assert context.dataset is not None
     images = context.dataset.raw / TEST_IMAGES
     if not context.sandboxed:
-        return Evaluator(images)
+        return Evaluator(images, RUNNABLE)
     limits = context.rubric.limits
     sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images,),
                       limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
                       uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
     sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
-    return Evaluator(images, command(sandbox, {}))
+    return Evaluator(images, RUNNABLE, command(sandbox, {}))

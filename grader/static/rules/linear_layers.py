@@ -178,6 +178,8 @@ LAYERS = frozenset({
     "rms_norm", "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
     "add", "sub", "mul", "div", "neg", "pow", "sqrt", "rsqrt", "mean", "sum", "var", "exp", "log", "abs",
     "avg_pool1d", "avg_pool2d", "getitem"})
+# The only ops the trusted evaluator runs at all (run/evaluate.py refuses a graph with any other).
+RUNNABLE = PRODUCTS | SHAPING | LAYERS
 MAX_CONSTANT = 1024  # elements a constant tensor of the graph may hold (a memorised test set is far more)
 MAX_VECTOR = 4096  # elements of a one-dimensional parameter or buffer (normalization weights and statistics)
 # Elements of all tensors beside the three weight matrices together: biases and every normalization
@@ -259,7 +261,8 @@ def _fits(op: str, argument: str, dims: int) -> bool:
     normalization layer, or into PReLU as its slope."""
     if op in PRODUCTS:
         return dims == 2 or argument in ("bias", "self", "input")
-    return dims != 2 and (op in NORMS or (op in ("prelu", "_prelu_kernel") and argument == "weight"))
+    return dims != 2 and ((op in NORMS and argument in ("weight", "bias", "running_mean", "running_var"))
+                          or (op in ("prelu", "_prelu_kernel") and argument == "weight"))
 
 
 def _structure_check(structure: Any, frozen: Counter[tuple[int | None, int | None]], fixed: str, rubric: Rubric) -> Check:
