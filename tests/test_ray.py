@@ -64,8 +64,12 @@ def _class(folder: Path) -> Path:
 
 
 def _comparable(result: Result) -> tuple[object, ...]:
+    # Whether a fork bomb's probe still got its record out before the run was stopped is a race on a
+    # loaded machine: a failed run's run-time verdicts are not compared, its status and points are.
+    failed = result.status in (Status.ERROR, Status.TIMEOUT)
+    checks = tuple((c.id, c.ok, c.stage) for c in result.checks if not (failed and c.stage == "run"))
     return (result.student, result.source, result.status, result.accuracy, result.score, result.bonus,
-            result.flags, tuple((c.id, c.ok, c.stage) for c in result.checks), result.report_pdf, result.cache_key)
+            result.flags, checks, result.report_pdf, result.cache_key)
 
 
 @pytest.mark.skipif(unavailable_reason() is not None, reason="needs bubblewrap")
