@@ -272,6 +272,34 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_it_start
     assert state in ("gone", "Z")
 
 
+def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_bwrap_sets_it_up(tmp_path: Path) -> None:
+    """bwrap's namespace init arms --die-with-parent only after its mounts: a grader killed in between
+    left a sandbox running forever (CI, a SIGKILLed batch). The lifeline ends it whenever it dies."""
+    import sys
+    import time
+
+    script = ("import os, subprocess, sys, time\n"
+              "from pathlib import Path\n"
+              "from grader.run.sandbox import Sandbox, SandboxLimits, command, pass_fds, prepare_kernel_dir, python_paths\n"
+              f"box = Sandbox(Path({str(tmp_path)!r}) / sys.argv[2], python_paths(), SandboxLimits(2000, 64, 100, 64), uid=65530)\n"
+              "prepare_kernel_dir(box, ())\n"
+              "subprocess.Popen([*command(box, {}), 'sleep', '600'], pass_fds=pass_fds())\n"
+              "time.sleep(float(sys.argv[1]))\n"
+              "os._exit(0)\n")
+    for n, delay in enumerate((0.002, 0.01, 0.03, 0.06, 0.15, 0.5) * 2):  # some land while bwrap mounts
+        subprocess.run([sys.executable, "-c", script, str(delay), f"box{n}"], check=True, timeout=60)
+    time.sleep(3)
+    # One killed within microseconds of bwrap's clone waits forever for its other half, before anything
+    # runs inside; the next grader ends it before its first run.
+    from grader.run.sandbox import end_orphans
+
+    end_orphans()
+    gone = time.monotonic() + 15
+    while sandboxed_processes() and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert sandboxed_processes() == []
+
+
 def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) -> None:
     """Every parallel job gets its own uid, which /etc/passwd does not list; torch 2.11 asks
     getpass.getuser() for its cache folder, and that failed every job but the first on an H200."""

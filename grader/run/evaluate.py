@@ -40,13 +40,15 @@ class Evaluator:
     """The evaluator's process, started before the notebook runs so that importing torch overlaps the
     run; ``finish`` hands it the capture and waits for its answer, ``close`` ends it unused."""
 
-    def __init__(self, test_images: Path, ops: frozenset[str], prefix: Sequence[str] = ()) -> None:
+    def __init__(self, test_images: Path, ops: frozenset[str], prefix: Sequence[str] = (),
+                 fds: tuple[int, ...] = ()) -> None:
         """``ops``: the op names (aten, without overload) it may run at all, the architecture rule's
         (static/rules/linear_layers.py ``RUNNABLE``); ``prefix``: the sandbox's command
-        (run/launch.py ``start_evaluator``), or none."""
+        (run/launch.py ``start_evaluator``), or none; ``fds``: what the prefix needs passed on."""
         self.process = subprocess.Popen([*prefix, sys.executable, "-I", str(Path(__file__).resolve()), str(test_images),
                                          ",".join(sorted(ops))],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        pass_fds=fds)
 
     def finish(self, capture: bytes) -> Evaluated:
         try:

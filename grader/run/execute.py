@@ -32,7 +32,8 @@ from grader.model.dataset import Dataset
 from grader.model.findings import Finding, Flag
 from grader.model.record import read_probe, read_untrusted
 from grader.model.results import ExecutionRecord, Status
-from grader.run.sandbox import Sandbox, command, end_namespaces, lock_kernel_dir, namespace_inits, prepare_kernel_dir
+from grader.run.sandbox import (Sandbox, command, end_namespaces, end_orphans, lock_kernel_dir, namespace_inits, pass_fds,
+                                prepare_kernel_dir)
 from grader.run.slots import Slot
 from grader.model.submission import Submission
 
@@ -83,6 +84,9 @@ class _SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw, pass_fds=pass_fds())  # the sandbox's lifeline
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
@@ -331,6 +335,7 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     with cgroups.job_group(hierarchy, plan.slot.index if plan.slot else 0, group_limits) as group:
         sandbox = replace(plan.sandbox, group=group) if plan.sandbox is not None else None
         if sandbox is not None:
+            end_orphans()  # a killed grader's sandboxes that never started
             prepare_kernel_dir(sandbox, (PROBE_FILE, CAPTURE_FILE))
         else:
             plan.kernel_dir.mkdir(exist_ok=True)

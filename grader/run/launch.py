@@ -68,7 +68,7 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     kernel's: it sees the interpreter and the official test images, no submission's files, no network,
     and writes nothing that outlives it (it deserializes a graph the student's process wrote)."""
     from grader.model.dataset import TEST_IMAGES
-    from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, python_paths
+    from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, pass_fds, python_paths
 
     from grader.static.rules.linear_layers import RUNNABLE
 
@@ -81,4 +81,4 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
                       limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
                       uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
     sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
-    return Evaluator(images, RUNNABLE, command(sandbox, {}))
+    return Evaluator(images, RUNNABLE, command(sandbox, {}), pass_fds())

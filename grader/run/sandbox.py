@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,47 @@ def die_with(parent: int) -> list[str]:
     return ["setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "grader-guard", str(parent)]
 
 
+class _Lifeline:
+    """A pipe whose write end only this grader process holds (never inherited: os.pipe() is close-on-exec).
+
+    Every sandbox watches the read end and ends itself when it reads end-of-file, that is, when the
+    grader is gone, however it died. bwrap's --die-with-parent alone misses a grader killed while a
+    sandbox is being set up: the namespace's init arms its parent-death signal only after the mounts,
+    and an init whose parent died before that outlives everyone (seen in CI: a kernel left running)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ends: tuple[int, int, int] | None = None  # read, write, the pid that made them
+
+    def read_end(self) -> int:
+        with self._lock:
+            if self._ends is None or self._ends[2] != os.getpid():  # a forked child makes its own
+                read, write = os.pipe()
+                self._ends = (read, write, os.getpid())
+            return self._ends[0]
+
+
+LIFELINE = _Lifeline()  # one per grader process: the process is what the sandboxes outlive
+
+
+def pass_fds() -> tuple[int, ...]:
+    """What a Popen of a ``command()`` must pass on (``pass_fds=``): the lifeline's read end."""
+    return (LIFELINE.read_end(),)
+
+
+def _watching(fd: int) -> list[str]:
+    # Runs first inside the namespace, before the drop to the student's user: a child waits for the
+    # lifeline's end-of-file and then kills every process of the namespace; the command goes on
+    # without the pipe. Without the pipe (a caller that did not pass it), the command just runs.
+    script = ('fd=$1; shift; [ -e "/proc/self/fd/$fd" ] || exec "$@"; '
+              '{ read -r -u "$fd" _; kill -KILL -1; } & exec {fd}<&-; exec "$@"')
+    return ["/bin/bash", "-c", script, "grader-lifeline", str(fd)]
+
+
 def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
     """The prefix that runs a command inside ``sandbox`` (cgroup, bwrap, setpriv, prlimit, taskset),
-    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and ``env``."""
+    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and ``env``.
+    Start it with ``pass_fds=pass_fds()``: the sandbox then dies with this process, however it dies."""
     limits = sandbox.limits
     args = die_with(os.getpid())
     args += join_command(sandbox.group) if sandbox.group else []
@@ -143,7 +182,7 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
         inside.pop("CUDA_VISIBLE_DEVICES", None)  # the one GPU it can open is cuda:0
     for key, value in inside.items():
         args += ["--setenv", key, value]
-    args.append("--")
+    args += ["--", *_watching(LIFELINE.read_end())]
     if os.geteuid() == 0:
         args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all"]
@@ -153,6 +192,29 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
     if sandbox.cores:
         args += ["taskset", "--cpu-list", ",".join(str(c) for c in sandbox.cores)]
     return args
+
+
+def end_orphans() -> int:
+    """Kill this grader's kind of sandbox left without a parent and without anything inside: a bwrap
+    whose starting parent died before the two halves' handshake waits for it forever, before any
+    command (and so before the lifeline's watcher) runs. Returns how many it ended."""
+    ended = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            info = _state_and_parent(int(entry.name))
+            if info is None or info[1] != 1 or (entry / "comm").read_text().strip() != "bwrap":
+                continue
+            if b"grader-lifeline" not in (entry / "cmdline").read_bytes():
+                continue
+            if any((task / "children").read_text().strip() for task in (entry / "task").iterdir()):
+                continue  # it runs something: the lifeline's watcher ends that
+            os.kill(int(entry.name), signal.SIGKILL)
+            ended += 1
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return ended
 
 
 def prepare_kernel_dir(sandbox: Sandbox, files: tuple[str, ...]) -> None:
