@@ -55,6 +55,45 @@ def test_cell_magics_are_neutralized() -> None:
     assert "x = 1" in parseable("%%capture\nx = 1")
 
 
+# Lines as Colab notebooks have them: magics, shell escapes, help, cell magics, and legal Python
+# that a line-wise reader takes for IPython syntax (a continuation starting with `%`).
+_COLAB_CELLS = [
+    "!pip install -q torch-optimizer\nimport torch_optimizer",
+    "%matplotlib inline\nimport matplotlib.pyplot as plt",
+    "from google.colab import drive\ndrive.mount('/content/drive')\n!ls /content/drive/MyDrive",
+    "files = !ls -la\nprint(files)",
+    "model?\nx = 1",
+    "torch.optim.Adam??",
+    "%time train(model)\n%timeit -n 1 evaluate(model)",
+    "%%time\nfor epoch in range(n_epochs):\n    train(epoch)",
+    "%%capture\n!pip install tqdm",
+    "%%bash\nnvidia-smi\nls -la | wc -l",
+    "print('Epoch %d: loss %.3f'\n      % (epoch, loss))",
+    "accuracy = (correct\n            % total)",
+    "def f():\n    !nvidia-smi\n    %time x = 1\n    return x",
+    "!wget -q https://example.org/data.zip \\\n    -O data.zip\nx = 2",
+    "%cd /content\n%env CUDA_LAUNCH_BLOCKING=1\n%load_ext autoreload\n%autoreload 2",
+    "!nvidia-smi",
+]
+
+
+@pytest.mark.parametrize("source", _COLAB_CELLS)
+def test_colab_lines_parse_as_python_on_the_same_lines(source: str) -> None:
+    code = parseable(source)
+    tree = ast.parse(code)
+    assert code.count("\n") == source.count("\n")
+    for node in ast.walk(tree):  # a statement of the source is still on its line
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            line = source.splitlines()[node.lineno - 1]
+            assert node.targets[0].id in line
+
+
+def test_a_continuation_line_starting_with_percent_is_python() -> None:
+    tree = ast.parse(parseable("print('a %d b %d'\n      % (1, 2))"))
+    call = tree.body[0].value  # type: ignore[attr-defined]
+    assert isinstance(call, ast.Call) and isinstance(call.args[0], ast.BinOp) and isinstance(call.args[0].op, ast.Mod)
+
+
 def read_submission_text(text: str, name: str) -> "object":
     import tempfile
 

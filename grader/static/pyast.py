@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 from grader.model.submission import Cell, Submission
 
+from IPython.core.inputtransformer2 import TransformerManager
+
+# Stateless between cells: it only rewrites the text it is given.
+_TRANSFORMER = TransformerManager()  # type: ignore[no-untyped-call]
+
 # Cell magics whose body is still Python.
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 
@@ -127,20 +132,41 @@ def parse_python(source: str) -> ast.Module:
 
 
 def parseable(source: str) -> str:
-    """The cell's code with IPython syntax (!cmd, %magic, %%cell magic) replaced by `pass`,
-    keeping every line where it was, so `ast` can parse Colab exports."""
+    """The cell's code as Python `ast` can parse, every line where it was: IPython's own input
+    transformers turn `!cmd`, `%magic`, `x = !ls` and `obj?` into the calls IPython runs (they
+    tokenize, so a continuation line starting with `%` stays an operator). A `%%` cell magic whose
+    body is Python (time, capture, ...) keeps the body; any other becomes comments."""
     lines = source.splitlines()
+    head = ""
     if lines and lines[0].lstrip().startswith("%%"):
         magic = lines[0].lstrip()[2:].split(maxsplit=1)[0] if lines[0].strip() != "%%" else ""
         if magic not in _PYTHON_CELL_MAGICS:
             return "\n".join("#" + line for line in lines)
-        lines = ["pass"] + lines[1:]
+        head, lines = "pass\n", lines[1:]
+    body = "\n".join(lines)
+    try:
+        transformed = _TRANSFORMER.transform_cell(body + "\n").rstrip("\n")
+    except Exception:  # noqa: BLE001 - IPython cannot read it either: the line-wise fallback
+        transformed = None
+    if transformed is None or transformed.count("\n") != body.count("\n"):
+        transformed = _line_by_line(lines)  # a magic continued over lines (`\\`) was joined into one
+    return head + transformed
+
+
+def _line_by_line(lines: list[str]) -> str:
+    """IPython syntax replaced line by line (a `!` or `%` line becomes `pass`), for what the
+    transformers cannot keep on its lines."""
     out = []
+    continued = False
     for line in lines:
         stripped = line.lstrip()
         indent = line[: len(line) - len(stripped)]
-        if stripped.startswith(("!", "%")):
+        if continued:  # the rest of a `!` or `%` line continued with a backslash
+            out.append("")
+            continued = line.endswith("\\")
+        elif stripped.startswith(("!", "%")):
             out.append(indent + "pass")
+            continued = line.endswith("\\")
         elif re.match(r"^[A-Za-z_][\w, ]*=\s*[!%]", stripped):  # files = !ls
             out.append(indent + stripped.split("=", 1)[0] + "= None")
         else:
