@@ -259,3 +259,124 @@ def test_a_prefetching_thread_hides_nothing_and_training_inside_a_dataset_is_cou
     assert record["integrity"] == [] and record["steps"] == 5 and record["unwatched_steps"] == 2
     curve = next(iter(record["optimizers"].values()))["curve"]
     assert [loss is not None for loss in curve["loss"]] == [True, True, True, False, False]  # the 3 watched steps
+
+
+def _train_step(recorder: Recorder, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(_call(recorder, net, x), y).backward()
+    optimizer.step()
+    recorder.on_step(optimizer, (), {})
+
+
+def test_test_rows_in_a_training_step_are_counted_however_few(tiny_dataset: Dataset) -> None:
+    """One test image among 63 training images is not the batch's majority, yet its gradient reached
+    the model: it is counted. Test images through a model in training mode without a backward (an
+    evaluation that forgot model.eval() and no_grad) train nothing and are not."""
+    index, test, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    labels = torch.zeros(64, dtype=torch.long)
+    for start in range(0, 5 * 64, 64):
+        x = torch.cat([train[start:start + 63], test[start // 64:start // 64 + 1]]).float() / 255
+        _train_step(recorder, net, optimizer, x, labels)
+    assert recorder.test_rows_trained == 5 and int(recorder.test_trained.sum()) == 5
+    for start in range(0, 200, 50):  # forgot eval mode and no_grad: a test pass with gradients, no backward
+        _call(recorder, net, test[start:start + 50].float() / 255)
+    _train_step(recorder, net, optimizer, train[:64].float() / 255, labels)
+    assert recorder.test_rows_trained == 5
+    assert recorder.export()["test_images_trained"] == 5
+
+
+def test_a_step_after_no_batch_of_training_images_is_unattributed(tiny_dataset: Dataset) -> None:
+    """A step on images nobody can recognise (noise added) right after a step on a recognised batch;
+    a step with no gradient at all (to silence the scheduler's warning) is not a training step."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    optimizer.step()
+    recorder.on_step(optimizer, (), {})
+    labels = torch.zeros(64, dtype=torch.long)
+    for start in range(0, 4 * 64, 64):
+        x = train[start:start + 64].float() / 255
+        _train_step(recorder, net, optimizer, x, labels)
+        _train_step(recorder, net, optimizer, x + 1e-3 * torch.randn_like(x), labels)
+    (entry,) = recorder.optimizers.values()
+    assert entry["steps"] == 9 and entry.get("unattributed") == 4
+
+
+def test_loading_back_a_saved_state_names_the_step_it_was_saved_at(tiny_dataset: Dataset) -> None:
+    import copy
+
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    initial = copy.deepcopy(net.state_dict())
+    recorder.on_capture(net)
+    aliased = net.state_dict()  # not a copy: it follows the weights
+    recorder.on_capture(net)
+    labels = torch.zeros(64, dtype=torch.long)
+    for start in range(0, 3 * 64, 64):
+        _train_step(recorder, net, optimizer, train[start:start + 64].float() / 255, labels)
+    net.load_state_dict(aliased)
+    recorder.on_load(net)
+    net.load_state_dict(initial)
+    recorder.on_load(net)
+    assert [(load["step"], load["restored"]) for load in recorder.loads] == [(3, None), (3, 0)]
+    assert recorder.loads[1]["restored_event"] == 2  # the latest state taken with those weights
+
+
+def test_rows_standardized_per_pixel_are_training_images_on_the_real_data(tmp_path: Path) -> None:
+    """The lecture's feature normalization, (X - X_train.mean(0)) / X_train.std(0), over preloaded
+    tensors and an own mini-batch loop: every batch is recognised from the first, so the epochs count."""
+    import gzip
+    import shutil
+
+    source = Path("/usr/share/datasets/fashion-mnist")
+    if not (source / "train-images-idx3-ubyte.gz").exists():
+        import pytest
+
+        pytest.skip("the real FashionMNIST is not installed (apt-get install dataset-fashion-mnist)")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        with gzip.open(source / f"{name}.gz") as packed, open(raw / name, "wb") as out:
+            shutil.copyfileobj(packed, out)
+    index = ImageIndex(raw)
+    recorder = Recorder(index, 10, Serials())
+    images = read_images(raw / "train-images-idx3-ubyte").float().div(255)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    trained = order[12000:16000]  # a part of the training split is enough
+    mean, std = images[trained].mean(0), images[trained].std(0) + 1e-7
+    x = (images - mean) / std
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    for epoch in range(2):
+        shuffled = trained[torch.randperm(len(trained))]
+        for start in range(0, len(shuffled), 64):
+            rows = shuffled[start:start + 64]
+            _train_step(recorder, net, optimizer, x[rows], torch.zeros(len(rows), dtype=torch.long))
+    recorder.export()
+    passes = [p for p in recorder.train_passes if p.stepping]
+    drawn = [int(p.drawn.sum()) for p in passes]  # an image sharing its zero mask with another is left out
+    assert len(drawn) == 2 and min(drawn) >= 3990
+    assert all(sum(p.steps.values()) == 63 for p in passes)
+    assert not any(entry.get("unattributed") for entry in recorder.optimizers.values())
+
+
+def test_test_images_a_wrapper_dataset_slips_into_loader_batches_are_found(tiny_dataset: Dataset) -> None:
+    """The batch a training DataLoader yields is not looked at every time (its sampler says what it
+    drew), but a secret one in SPOT_CHECK is, and every one after test images were seen."""
+    index, test, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    labels = torch.zeros(8, dtype=torch.long)
+    for k in range(100):
+        x = torch.cat([train[k * 4:k * 4 + 4], test[k:k + 4]]).float() / 255
+        recorder.yielded = x  # as the loader's patched __next__ leaves it
+        _train_step(recorder, net, optimizer, x, labels)
+    assert 4 * 30 <= recorder.test_rows_trained <= 400  # seen within 70 batches: all but (7/8)**70 of the time

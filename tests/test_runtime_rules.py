@@ -176,3 +176,61 @@ def test_disagreement_is_reported_and_a_decided_run_verdict_counts() -> None:
     assert disagreements(checks) == ("epochs: the static check says ok, the run says violated",
                                      "linear_layers: the static check says violated, the run says ok")
     assert [c.violated for c in effective(checks)] == [True, False, False]
+
+
+def _stepped(start: int, end: int, optimizer: int = 1) -> dict[str, Any]:
+    return {**_pass(TRAIN_IDX, optimizer), "start_step": start, "end_step": end, "steps": {str(optimizer): end - start}}
+
+
+def test_steps_discarded_by_loading_back_an_earlier_state_do_not_count(facts: FrozenFacts, rubric: Rubric) -> None:
+    """A learning-rate range test (60 steps, then the initial state back) before 10 epochs: 10 epochs.
+    The handout's best checkpoint loaded after training: the run that made it counts whole."""
+    epochs = [_stepped(60 + 100 * k, 160 + 100 * k) for k in range(10)]
+    range_test = {**_stepped(0, 60), "complete": False}
+    record = _record([range_test, *epochs])
+    record["optimizers"] = {"1": {"params": [1, 2, 3], "steps": 1060, "first_step": 1, "last_step": 1060}}
+    ok, message = _verdicts(record, facts, rubric)["epochs"]
+    assert ok is False and "11 passes" in message  # nothing loaded back: the range test is a pass
+    record["loads"] = [{"param": 1, "step": 60, "test_batch": 0, "event": 2, "restored": 0, "restored_event": 1},
+                       {"param": 1, "step": 1060, "test_batch": 0, "event": 10, "restored": 760,
+                        "restored_event": 9}]  # best epoch: the 7th
+    ok, message = _verdicts(record, facts, rubric)["epochs"]
+    assert ok is True and "10 passes" in message and "not counting 1 earlier passes, 60 steps" in message
+    record["loads"][0]["restored"] = None  # loaded something not seen saved: nothing is discarded
+    assert _verdicts(record, facts, rubric)["epochs"][0] is False
+
+
+@pytest.mark.parametrize(("loads", "end", "intervals"), [
+    ([], 100, [(0, 100)]),
+    ([((60, 2), (0, 1))], 1060, [(60, 1060), (0, 0)]),
+    ([((1060, 9), (760, 7))], 1060, [(0, 1060)]),  # the final choice of a checkpoint: its run counts whole
+    # a sweep on one model: candidate A (0, 1000] saved, back to the start, candidate B (1000, 2000], A chosen
+    ([((1000, 3), (0, 1)), ((2000, 5), (1000, 2))], 2000, [(0, 1000)]),
+    # ... and B chosen (saved after A's restore at the same step count): B's run, from the start
+    ([((1000, 3), (0, 1)), ((2000, 5), (2000, 4))], 2000, [(1000, 2000), (0, 0)]),
+    ([((500, 2), (300, 1)), ((900, 4), (700, 3))], 1200, [(900, 1200), (500, 700), (0, 300)]),
+])
+def test_the_lineage_of_the_final_weights(loads: list[tuple[tuple[int, int], tuple[int, int]]], end: int,
+                                          intervals: list[tuple[int, int]]) -> None:
+    from grader.judge.run_facts import lineage_steps
+
+    assert lineage_steps(loads, end) == intervals
+
+
+def test_unattributed_steps_leave_epochs_and_split_undecided(facts: FrozenFacts, rubric: Rubric) -> None:
+    record = _record()
+    record["optimizers"]["1"]["unattributed"] = 40
+    verdicts = _verdicts(record, facts, rubric)
+    assert verdicts["epochs"][0] is None and verdicts["valid_size"][0] is None
+    assert "40 of the graded model's 100 optimizer steps came after no batch of training images" in verdicts["epochs"][1]
+
+
+def test_test_images_in_training_violate_the_split_or_are_flagged(facts: FrozenFacts, rubric: Rubric) -> None:
+    record = {**_record(), "test_images_trained": 120, "test_rows_trained": 300}
+    ok, message = _verdicts(record, facts, rubric)["valid_size"]
+    assert ok is False and "trained on 120 test images (300 rows in training steps)" in message
+    flagging = dataclasses.replace(rubric, test_in_training="flag")
+    assert _verdicts(record, facts, flagging)["valid_size"][0] is True
+    assert [f.flag for f in findings(run_view(record, True), facts, flagging)] == ["trained-on-test-images"]
+    forged = {**_record(), "test_images_trained": -5, "test_rows_trained": "many"}
+    assert _verdicts(forged, facts, rubric)["valid_size"][0] is True

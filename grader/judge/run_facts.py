@@ -30,6 +30,7 @@ class TrainPassFacts:
     steps: dict[int, int]  # optimizer serial -> steps during the pass
     start_step: int  # optimizer steps taken before it began
     predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
+    end_step: int = 0  # the last optimizer step it carried
 
     @property
     def stepped(self) -> bool:
@@ -42,6 +43,7 @@ class Optimizer:
     steps: int
     first_step: int
     last_step: int
+    unattributed: int = 0  # steps after which no batch of training images had been drawn since its previous one
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class Training:
     unplaced_steps: int  # steps of its optimizers that no recognised pass over the training images carried
     last_step: int  # the last optimizer step of its training (0 when none)
     first_step: int
+    unattributed_steps: int = 0  # steps of its optimizers over no batch of training images the grader followed
+    steps: int = 0  # steps of its optimizers
+    undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
 
 
 MAX_PASSES = 2000  # passes of each kind read from a record (the probe writes at most that many)
@@ -112,7 +117,7 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPassFacts]:
         predictions = _bytes(item.get("predictions"), drawn.bit_count())
         found.append(TrainPassFacts(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
                                item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
-                               predictions))
+                               predictions, integer(item.get("end_step")) or 0))
     return found
 
 
@@ -124,7 +129,8 @@ def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
         if not (isinstance(key, str) and key.isascii() and key.isdigit() and isinstance(params, list)):
             continue
         found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
-                                    integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0)
+                                    integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0,
+                                    integer(item.get("unattributed")) or 0)
     return found
 
 
@@ -169,6 +175,55 @@ def graded_params(record: dict[str, Any]) -> frozenset[int]:
     return frozenset(p for p in serials if type(p) is int) if isinstance(serials, list) else frozenset()
 
 
+Moment = tuple[int, int]  # (optimizer steps taken, the probe's count of captures and loads): a point in the run
+
+
+def restores(record: dict[str, Any], params: frozenset[int]) -> list[tuple[Moment, Moment]]:
+    """(when, the moment of the state it put back) for every load into the graded model that put back
+    a state taken earlier (``state_dict()``) and so discarded the steps between them."""
+    found = []
+    raw = record.get("loads")
+    for item in raw[-1000:] if isinstance(raw, list) else []:
+        if isinstance(item, dict) and item.get("param") in params:
+            step, restored = integer(item.get("step")), integer(item.get("restored"))
+            event, then = integer(item.get("event")) or 0, integer(item.get("restored_event")) or 0
+            if step is not None and restored is not None and 0 <= restored <= step <= MAX_STEP and then < event:
+                found.append(((step, event), (restored, then)))
+    return found
+
+
+def lineage_steps(loads: list[tuple[Moment, Moment]], end: int) -> list[tuple[int, int]]:
+    """The intervals (a, b] of optimizer steps the final weights descend from, given the restores.
+
+    Training after a restore continues the restored state, so the steps between that state and the
+    restore are discarded (a learning-rate range test, a discarded warm-up). A restore after the last
+    step is the choice of a checkpoint (the handout's best-validation model): the run that made that
+    checkpoint counts whole, up to the next restore or the end, as the handout's own run does."""
+    loads = sorted(loads)
+    last: Moment = (end, 2**62)
+    upto = last
+    final = [load for load in loads if load[0][0] >= end]
+    if final:
+        chosen = final[-1][1]
+        upto = min([when for when, _ in loads if when > chosen] + [last])
+    intervals = []
+    while True:
+        before = [load for load in loads if load[0] < upto]
+        if not before:
+            intervals.append((0, upto[0]))
+            return intervals
+        when, restored = before[-1]
+        intervals.append((when[0], upto[0]))
+        upto = restored
+        loads = [load for load in loads if load[0] < restored]
+
+
+def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
+    """Whether any step the pass carried is in the intervals (a pass without its end step: by its start)."""
+    last = max(p.end_step, p.start_step + 1)
+    return any(p.start_step < b and last > a for a, b in intervals)
+
+
 def training(record: dict[str, Any]) -> Training:
     size = integer(record.get("train_size"))
     model = section(record, "model")
@@ -188,6 +243,14 @@ def training(record: dict[str, Any]) -> Training:
     stepping = [p for p in stepping if p.source == source]
     own = {serial for serial, o in opts.items() if o.params & params}
     direct = [p for p in stepping if own & set(p.steps)]
+    undone = (0, 0)
+    if direct:
+        end = max((opts[s].last_step for s in own), default=0)
+        intervals = lineage_steps(restores(record, params), end)
+        kept = [p for p in direct if _kept(p, intervals)]
+        dropped = [p for p in direct if not _kept(p, intervals)]
+        undone = (len(dropped), sum(sum(n for serial, n in p.steps.items() if serial in own) for p in dropped))
+        direct = kept
     groups: dict[frozenset[int], int] = {}
     if direct:
         lineage, used = "direct", direct
@@ -217,7 +280,8 @@ def training(record: dict[str, Any]) -> Training:
     own_steps = sum(opts[s].steps for s in own)
     return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
                     changed and not steps, own_steps if lineage == "none" else 0,
-                    max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0))
+                    max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0),
+                    sum(opts[s].unattributed for s in own), own_steps, undone)
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

@@ -16,6 +16,7 @@ from grader.model.errors import RubricError
 from grader.model.findings import RuleId
 
 EARLY_STOPPING = ("flag", "violation", "allowed")
+TEST_IN_TRAINING = ("violation", "flag")  # a training step whose rows included test images
 SEED_POLICIES = ("fixed", "median", "best")  # which run of a borderline result's seeds decides its points
 LAYER_GROUPS = ("normalization", "dropout", "activation")
 
@@ -117,6 +118,7 @@ class Rubric:
     late: LatePolicy = LatePolicy()
     seed_policy: str = "fixed"  # a borderline result run with more seeds: "fixed", "median" or "best" (grader.scoring.seeds)
     labels_chosen: bool = True  # the rubric itself says ``test_labels``; else the command decides
+    test_in_training: str = "violation"  # test images in a training step: "violation" or "flag" (graded, flagged)
 
     def for_grading(self) -> Rubric:
         """The rubric as `grader grade` and Gradescope use it: hidden test labels unless the rubric
@@ -318,6 +320,8 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
         late=_late(top),
         similarity=_similarity(top),
         seed_policy=top.choice("seed_policy", SEED_POLICIES) if "seed_policy" in top.data else "fixed",
+        test_in_training=(top.choice("test_in_training", TEST_IN_TRAINING) if "test_in_training" in top.data
+                          else "violation"),
     )
 
 

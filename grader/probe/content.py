@@ -65,20 +65,80 @@ class ImageIndex:
         width = len(packed) // max(1, rows.shape[0])
         return [packed[k:k + width] for k in range(0, len(packed), width)]
 
-    def match(self, value: object) -> Match | None:
-        """Which split's images most rows of ``value`` are, when at least half of them are."""
+    def matches(self, value: object) -> dict[str, Match]:
+        """Every split with rows in ``value``, however few: a test image hidden among training rows too."""
         if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] == 0:
-            return None
+            return {}
         if value.is_complex() or value[0].numel() != PIXELS or not (value.is_floating_point() or value.dtype == torch.uint8):
-            return None
+            return {}
         with torch.no_grad():
             keys = self.keys(value.detach().reshape(value.shape[0], PIXELS))
         half = len(keys[0]) // 2
-        best: Match | None = None
+        found: dict[str, Match] = {}
         for split, table in self.splits.items():
             # An inverted image (1 - x, a decreasing map) swaps its minimum and maximum masks.
-            found = [(position, hit) for position, key in enumerate(keys)
-                     if (hit := table.get(key) or table.get(key[half:] + key[:half])) is not None]
-            if 2 * len(found) >= len(keys) and (best is None or len(found) > len(best.positions)):
-                best = Match(split, [p for p, _ in found], [i for _, i in found], len(keys))
+            hits = [(position, hit) for position, key in enumerate(keys)
+                    if (hit := table.get(key) or table.get(key[half:] + key[:half])) is not None]
+            if hits:
+                found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys))
+        return found
+
+    @staticmethod
+    def majority(found: dict[str, Match]) -> Match | None:
+        """The split most rows are images of, when at least half of them are."""
+        best: Match | None = None
+        for match in found.values():
+            if 2 * len(match.positions) >= match.batch and (best is None or len(match.positions) > len(best.positions)):
+                best = match
         return best
+
+    def match(self, value: object) -> Match | None:
+        """Which split's images most rows of ``value`` are, when at least half of them are."""
+        return self.majority(self.matches(value))
+
+
+class PerPixel:
+    """Training rows mapped by one increasing affine function per pixel position (each pixel
+    standardized by its training-set mean and standard deviation, the lecture's feature
+    normalization), which the per-image key cannot see.
+
+    A raw 0 is every pixel's smallest value, so it maps to the smallest value its position takes
+    in any row; the running minimum per position over the training calls seen is that value once
+    a position has shown one raw 0. The rows' masks of where they equal it are the raw images'
+    zero masks, which is the minimum half of the per-image key (every image here has a 0 pixel).
+    Only the training split is looked up; after ``TRIES`` calls without a hit it stops trying."""
+
+    TRIES = 50
+
+    def __init__(self, index: ImageIndex) -> None:
+        self.tries = 0
+        self.hits = 0
+        self.zero: torch.Tensor | None = None
+        self.table: dict[bytes, list[int]] = {}
+        for key, indices in index.splits.get("train", {}).items():
+            self.table.setdefault(key[: len(key) // 2], []).extend(indices)
+
+    def match(self, value: object, stepping: bool) -> Match | None:
+        if not self.table or (not self.hits and (self.tries >= self.TRIES or not stepping)):
+            return None
+        if not isinstance(value, torch.Tensor) or value.dim() < 2 or not value.is_floating_point() \
+                or value.is_complex() or value[0].numel() != PIXELS or value.shape[0] < 2:
+            return None
+        import numpy
+
+        self.tries += 1
+        with torch.no_grad():
+            rows = value.detach().reshape(value.shape[0], PIXELS)
+            if stepping:
+                low = rows.amin(0)
+                same = self.zero is not None and self.zero.device == low.device and self.zero.dtype == low.dtype
+                self.zero = torch.minimum(self.zero, low) if same else low  # type: ignore[arg-type]
+            if self.zero is None or self.zero.device != rows.device or self.zero.dtype != rows.dtype:
+                return None
+            masks = (rows == self.zero).cpu().numpy()
+        packed = numpy.packbits(masks, axis=1)
+        hits = [(position, found) for position, row in enumerate(packed) if (found := self.table.get(row.tobytes()))]
+        if 2 * len(hits) < len(packed):
+            return None
+        self.hits += 1
+        return Match("train", [p for p, _ in hits], [i for _, i in hits], len(packed))

@@ -14,14 +14,17 @@ Two ways of seeing a pass:
 from __future__ import annotations
 
 import base64
+import os
+import random
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from grader.probe.content import ImageIndex, Match
+from grader.probe.content import ImageIndex, Match, PerPixel
 from grader.probe.identity import Serials
 
 MAX_EXPORTED_PREDICTIONS = 50  # test passes whose predictions are exported (the last ones)
@@ -41,6 +44,7 @@ class TrainPass:
     def __init__(self, source: str, size: int, stepping: bool, start_step: int) -> None:
         self.source = source  # "loader" or "content"
         self.start_step = start_step  # optimizer steps taken before it began
+        self.end_step = start_step  # the last optimizer step it carried
         self.stepping = stepping  # content passes: grad enabled and the module in training mode
         self.drawn = torch.zeros(size, dtype=torch.bool)
         self.batches = 0
@@ -63,7 +67,7 @@ class TrainPass:
     def export(self) -> dict[str, Any]:
         record = {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
                   "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
-                  "start_step": self.start_step,
+                  "start_step": self.start_step, "end_step": self.end_step,
                   "steps": {str(k): v for k, v in self.steps.items()}}
         if self.predictions is not None:  # one signed byte per drawn image, in index order
             record["predictions"] = base64.b64encode(self.predictions[self.drawn].numpy().tobytes()).decode()
@@ -121,6 +125,17 @@ class Evaluation:
         while self.rows - self.inputs[0].shape[0] >= self.MAX_ROWS:
             self.rows -= self.inputs.pop(0).shape[0]
             self.row_classes.pop(0)
+
+
+SPOT_CHECK = 8  # one in this many batches a training DataLoader yields is looked at for test images
+MAX_CAPTURES = 5000  # states captured with state_dict() that a later load may restore (the last ones)
+
+
+def fingerprint(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A few values of every parameter, kept where they live: two states of one model that trained
+    between them differ here (a step moves nearly every weight)."""
+    with torch.no_grad():
+        return torch.cat([p.detach().reshape(-1)[:: max(1, p.numel() // 8)][:8].float() for p in params])
 
 
 def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +198,15 @@ class Recorder:
         self._pending_train: Match | None = None  # training rows evaluated without training: their output is awaited
         self._loss: torch.Tensor | None = None  # the last loss: a scalar with a gradient from an outermost call
         self.curves: dict[int, list[tuple[torch.Tensor | None, float | None]]] = {}  # optimizer -> (loss, lr) per step
+        # Test images in a training call, per row: whether their gradient reached the model is known in backward.
+        self._watch_test: Match | None = None
+        self._test_backward: list[int] = []  # test images whose rows got a gradient since the last step
+        self.test_trained = torch.zeros(index.sizes.get("test") or 0, dtype=torch.bool)  # ... and a step followed
+        self.test_rows_trained = 0
+        self.per_pixel = PerPixel(index)  # training rows standardized per pixel position
+        self._spot = random.Random(os.urandom(16))  # which loader batches are looked at: not the notebook's seed
+        self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
+        self.events = 0  # captures and loads, in order (several may fall between two steps)
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
     @property
@@ -218,26 +242,37 @@ class Recorder:
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
             self._settle_draw(followed_by_step=False)  # a new batch came before any step
-            return  # the batch a training DataLoader just yielded: its pass records it; no need to look
-        match = self.index.match(args[0])
-        if match is None:
-            self._maybe_evaluation(module, args[0], stepping)
-            batch = args[0].shape[0] if isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else None
-            if self._pending is not None and batch != self._pending[0].batch:
-                self._pending = None  # another computation: the test batch's output will not come
-            if self._pending_train is not None and batch != self._pending_train.batch:
-                self._pending_train = None
+            # The batch a training DataLoader just yielded: its pass records it. Its rows are looked at
+            # only now and then (a secret one batch in SPOT_CHECK), for test images a wrapper Dataset
+            # may slip in, and at every batch once one was seen.
+            if self.test_rows_trained or self._spot.randrange(SPOT_CHECK) == 0:
+                test = self.index.matches(args[0]).get("test")
+                if test is not None:
+                    self._watch_test = test
             return
-        if match.split == "test":
+        found = self.index.matches(args[0])
+        match = self.index.majority(found)
+        if stepping and "test" in found:
+            self._watch_test = found["test"]  # trained on only if their rows' gradient reaches the model
+        if match is not None and match.split == "test":
             serial = self.module_serial(module)
             self._pending, self._pending_train = (match, serial), None
             self._pending_input = args[0].detach().clone()  # the exact rows this call fed the model
             self.samples[serial] = self._pending_input[:2]
             self._test_grad = stepping
-        else:
+            return
+        train = found.get("train") or (self.per_pixel.match(args[0], stepping) if not found else None)
+        if train is not None:  # training images, however few among the rows: a draw of the split
             self._pending = None
-            self._train_rows(match, stepping)
-            self._pending_train = None if stepping else match  # a validation batch: its predictions follow
+            self._train_rows(train, stepping)
+            self._pending_train = None if stepping else train  # a validation batch: its predictions follow
+            return
+        self._maybe_evaluation(module, args[0], stepping)
+        batch = args[0].shape[0] if isinstance(args[0], torch.Tensor) and args[0].dim() > 0 else None
+        if self._pending is not None and batch != self._pending[0].batch:
+            self._pending = None  # another computation: the test batch's output will not come
+        if self._pending_train is not None and batch != self._pending_train.batch:
+            self._pending_train = None
 
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self.fetching:
@@ -246,6 +281,8 @@ class Recorder:
         if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
+        if not self._depth and self._watch_test is not None and not self.internal:
+            self._watch_gradient(output)
         if not self._depth and self._eval_input is not None and not self.internal:
             self._evaluated(module, output)
         if self._depth or (self._pending is None and self._pending_train is None) or self.internal:
@@ -264,6 +301,25 @@ class Recorder:
         else:
             self._pending_train = None
             self._valid_rows(awaited, output.detach().argmax(1).cpu())
+
+    def _watch_gradient(self, output: Any) -> None:
+        """Test images went into a call with gradients in training mode: a hook on the call's output
+        tells, in backward, which of their rows' outputs got a gradient (trained the model)."""
+        watch, self._watch_test = self._watch_test, None
+        assert watch is not None
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]
+        if not isinstance(output, torch.Tensor) or not output.requires_grad or output.dim() == 0 \
+                or output.shape[0] != watch.batch:
+            return
+        positions = torch.tensor(watch.positions, dtype=torch.long)
+        images = [group[0] if len(group) == 1 else -1 for group in watch.indices]
+
+        def reached(grad: torch.Tensor) -> None:
+            rows = grad.detach()[positions.to(grad.device)].reshape(len(images), -1).ne(0).any(1).cpu().tolist()
+            self._test_backward.extend(i for i, hit in zip(images, rows) if hit and i >= 0)
+
+        output.register_hook(reached)
 
     def _maybe_evaluation(self, module: torch.nn.Module, value: Any, stepping: bool) -> None:
         """Keep an evaluation call's input (rows of an image's size) until its output is known."""
@@ -375,6 +431,10 @@ class Recorder:
         if self._test_since_step:
             self.test_steps += 1
             self._test_since_step = False
+        if self._test_backward:
+            self.test_rows_trained += len(self._test_backward)
+            self.test_trained[torch.tensor(self._test_backward, dtype=torch.long)] = True
+            self._test_backward = []
         self.steps += 1
         serial = self.serials.of(optimizer)
         entry = self.optimizers.get(serial)
@@ -389,15 +449,38 @@ class Recorder:
         self.curves.setdefault(serial, []).append((self._loss, float(lr) if isinstance(lr, (int, float, torch.Tensor)) else None))
         self._loss = None
         since = entry.get("clock", 0)  # a step counts for the passes that drew a batch since its previous step
+        carried = False
         for track in (self.loader, self._content[True]):
             if track is not None and track.last_batch > since:
                 track.steps[serial] += 1
+                track.end_step = self.steps
+                carried = True
+        if not carried and any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            entry["unattributed"] = entry.get("unattributed", 0) + 1  # no batch of training images drawn since its last step
         entry["clock"] = self.clock
 
+    def on_capture(self, module: torch.nn.Module) -> None:
+        """A module's state was taken (``state_dict()``): which step it shows, should it be loaded back."""
+        params = list(module.parameters())
+        if params:
+            self.events += 1
+            self.captures.append((tuple(self.serials.of(p) for p in params), self.steps, self.events, fingerprint(params)))
+            del self.captures[:-MAX_CAPTURES]
+
     def on_load(self, module: torch.nn.Module) -> None:
-        first = next(module.parameters(), None)
-        self.loads.append({"param": self.serials.of(first) if first is not None else None, "step": self.steps,
-                           "test_batch": self.test_batches})
+        """Weights loaded into a module; ``restored``: the step of the captured state they equal, if any."""
+        params = list(module.parameters())
+        restored: tuple[int, int] | None = None
+        if params:
+            key, now = tuple(self.serials.of(p) for p in params), fingerprint(params)
+            for serials, step, event, then in reversed(self.captures):
+                if serials == key and then.shape == now.shape and torch.equal(then, now.to(then.device)):
+                    restored = (step, event)
+                    break
+        self.events += 1
+        self.loads.append({"param": self.serials.of(params[0]) if params else None, "step": self.steps,
+                           "test_batch": self.test_batches, "event": self.events,
+                           "restored": restored[0] if restored else None, "restored_event": restored[1] if restored else None})
 
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:
@@ -406,6 +489,8 @@ class Recorder:
         keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
         return {
             "test_steps": self.test_steps,
+            "test_rows_trained": self.test_rows_trained,
+            "test_images_trained": int(self.test_trained.sum()),
             "unwatched_steps": self.unwatched_steps,
             "steps": self.steps,
             "train_size": self.index.sizes.get("train"),

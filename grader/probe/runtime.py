@@ -196,15 +196,27 @@ def _patch_loaders(state: _State) -> None:
 
 
 def _patch_loads(state: _State) -> None:
-    """Checkpoints loaded into a model (``model.load_state_dict(best_state)``)."""
+    """States taken (``best = copy.deepcopy(model.state_dict())``, ``torch.save(model.state_dict(), ...)``)
+    and checkpoints loaded into a model (``model.load_state_dict(best)``): which step a load restores."""
     original = torch.nn.Module.load_state_dict
+    taken = torch.nn.Module.state_dict
+    recorder = state.recorder
 
     def load_state_dict(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
-        state.recorder.on_load(self)
+        if not recorder.internal:
+            recorder.on_load(self)
+        return result
+
+    def state_dict(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        result = taken(self, *args, **kwargs)
+        # Only the outermost call: torch builds a model's state by calling this on every submodule.
+        if not args and not kwargs.get("prefix") and kwargs.get("destination") is None and not recorder.internal:
+            recorder.on_capture(self)
         return result
 
     state.patches.set(torch.nn.Module, "load_state_dict", load_state_dict)
+    state.patches.set(torch.nn.Module, "state_dict", state_dict)
 
 
 def _watch_calls(state: _State) -> None:

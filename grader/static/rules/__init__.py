@@ -41,7 +41,7 @@ class Rule:
 RULES: dict[RuleId, Rule] = {
     rule.id: rule for rule in (
         Rule(epochs.RULE, epochs.static, epochs.runtime, epochs.findings, epochs.INSTEAD),
-        Rule(valid_size.RULE, valid_size.static, valid_size.runtime, instead=valid_size.INSTEAD),
+        Rule(valid_size.RULE, valid_size.static, valid_size.runtime, valid_size.findings, valid_size.INSTEAD),
         Rule(linear_layers.RULE, linear_layers.static, linear_layers.runtime, instead=linear_layers.INSTEAD),
     )
 }

@@ -29,6 +29,15 @@ class RunView:
         return isinstance(self.record.get("model"), dict)
 
 
+def unattributed(training: Training) -> str | None:
+    """Why steps of the graded model's optimizers cannot be counted, or None when every one can."""
+    if not training.unattributed_steps:
+        return None
+    return (f"{training.unattributed_steps} of the graded model's {training.steps} optimizer steps came after no batch of "
+            "training images the grader could follow (a second step on the same batch, or images from elsewhere or "
+            "changed beyond recognition); what they trained on is not known")
+
+
 def run_check(rule: str, ok: bool | None, message: str) -> Check:
     """A verdict on what the run recorded."""
     return Check(rule, ok, message, stage="run")

@@ -4,6 +4,9 @@ Static half: ``n_epochs`` keeps the template's value and the training loop itera
 Run-time half: the passes over the training images that stepped the graded model's optimizer
 (probe facts: train_passes, optimizers, model.param_serials; lineage from grader/judge/run_facts.py).
 Fewer passes in a complete run is early stopping, judged by the rubric's ``early_stopping``.
+Only the passes the final weights descend from count: training on after loading back a state saved
+before some steps discards those steps (run_facts.lineage_steps). A step after which no batch of
+training images had been drawn (probe: the optimizer's ``unattributed``) leaves the rule undecided.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from grader.static.pyast import ParsedCell, const_value, dotted, top_level_const
 from grader.model.rubric import FrozenFacts
 from grader.static.reference import is_epoch_loop
 from grader.model.results import Check
-from grader.static.rules.common import RunView, frozen_value, run_check, static_check
+from grader.static.rules.common import RunView, frozen_value, run_check, static_check, unattributed
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
@@ -117,10 +120,16 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             return run_check(RULE, None, "the run stopped before any optimizer step; epochs not counted")
         return run_check(RULE, False, f"the graded model was never trained: no optimizer stepped it in the whole run "
                                       f"(0 of {facts.epochs} epochs)")
+    unknown = unattributed(training)
+    if unknown is not None:
+        return run_check(RULE, None, f"{unknown}; epochs not counted")
     passes = training.passes
     if training.lineage == "direct":
         complete = sum(1 for p in passes if p.complete)
         what = f"the graded model was trained for {len(passes)} passes over the training data"
+        if training.undone[0]:
+            what += (f" (not counting {training.undone[0]} earlier passes, {training.undone[1]} steps, whose weights were "
+                     "discarded by loading back a state saved before them)")
         if len(passes) == facts.epochs:
             return run_check(RULE, True, what)
         if len(passes) > facts.epochs:

@@ -2,7 +2,9 @@
 
 Static half: ``valid_size`` keeps the template's value and the split uses it (or the same literal
 fraction). Run-time half: the training images the graded model was trained on, and whether any
-of them were also used to validate it (probe facts: train_passes with the indices each drew).
+of them were also used to validate it (probe facts: train_passes with the indices each drew); test
+images in a training step, recognised per row and confirmed by their gradient (probe:
+``test_images_trained``), violate the split unless the rubric's ``test_in_training`` makes them a flag.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import ast
 import math
 from typing import TYPE_CHECKING
 
-from grader.model.findings import RuleId
+from grader.model.findings import Finding, Flag, RuleId
 from grader.static.pyast import ParsedCell, top_level_constants, walk_cells
 from grader.model.rubric import FrozenFacts
 from grader.model.results import Check
-from grader.static.rules.common import RunView, assignments, frozen_value, run_check, static_check
+from grader.model.record import integer
+from grader.static.rules.common import RunView, assignments, frozen_value, run_check, static_check, unattributed
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
@@ -58,8 +61,21 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
 
 
 
+def test_images_trained(run: RunView) -> tuple[int, int]:
+    """(test images, test rows) whose rows got a gradient in a call an optimizer step followed (probe)."""
+    images, rows = integer(run.record.get("test_images_trained")), integer(run.record.get("test_rows_trained"))
+    return (images or 0, rows or 0) if images and images > 0 else (0, 0)
+
+
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     training = run.training
+    images, rows = test_images_trained(run)
+    if images and rubric.test_in_training == "violation":
+        return run_check(RULE, False, f"the notebook trained on {images} test images ({rows} rows in training steps): its "
+                                      "test accuracy is then not a test accuracy")
+    unknown = unattributed(training)
+    if unknown is not None:
+        return run_check(RULE, None, f"{unknown}; the split was not measured")
     size, trained = training.train_size, training.trained.bit_count()
     if not size or not trained:
         return run_check(RULE, None, "no training images were seen being drawn; the split was not measured")
@@ -75,3 +91,11 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             return run_check(RULE, None, f"{shown} before the run stopped; the split is not known")
         return run_check(RULE, False, f"{shown}; {facts.valid_name} = {facts.valid_size:g} leaves {expected}")
     return run_check(RULE, True, f"trained on {trained} of {size} training images, none of them used for validation")
+
+
+def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding, ...]:
+    """The flag ``trained-on-test-images`` when the rubric makes test images in training a flag."""
+    images, rows = test_images_trained(run)
+    if images and rubric.test_in_training == "flag":
+        return (Finding(Flag.TRAINED_ON_TEST_IMAGES, f"trained on {images} test images ({rows} rows in training steps)"),)
+    return ()
