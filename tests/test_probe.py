@@ -380,3 +380,27 @@ def test_test_images_a_wrapper_dataset_slips_into_loader_batches_are_found(tiny_
         recorder.yielded = x  # as the loader's patched __next__ leaves it
         _train_step(recorder, net, optimizer, x, labels)
     assert 4 * 30 <= recorder.test_rows_trained <= 400  # seen within 70 batches: all but (7/8)**70 of the time
+
+
+def test_per_pixel_rows_read_once_the_map_is_learned_count_their_steps(tiny_dataset: Dataset) -> None:
+    """On data with few zero pixels the per-pixel map needs a few batches to learn; the batches it
+    could not read meanwhile are read again once it reads a whole one, and their steps count."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    images = train.float() / 255
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[120:]
+    mean, std = images[order].mean(0), images[order].std(0) + 1e-6
+    x = (images - mean) / std
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    for epoch in range(3):
+        for start in range(0, len(order), 32):
+            rows = order[start:start + 32]
+            _train_step(recorder, net, optimizer, x[rows], torch.zeros(len(rows), dtype=torch.long))
+    recorder.export()
+    (entry,) = recorder.optimizers.values()
+    assert not entry.get("unattributed") and not recorder._learning
+    passes = [p for p in recorder.train_passes if p.stepping]
+    assert len(passes) == 3 and [sum(p.steps.values()) for p in passes] == [15, 15, 15]
+    drawn = [int(p.drawn.sum()) for p in passes]  # while learning, a batch read in part misses a few rows
+    assert drawn[0] >= 400 and min(drawn[1:]) >= 475

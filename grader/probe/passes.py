@@ -127,6 +127,7 @@ class Evaluation:
             self.row_classes.pop(0)
 
 
+MAX_LEARNING_ROWS = 8192  # rows kept for PerPixel to read again once it has learned its map
 SPOT_CHECK = 8  # one in this many batches a training DataLoader yields is looked at for test images
 MAX_CAPTURES = 5000  # states captured with state_dict() that a later load may restore (the last ones)
 
@@ -204,6 +205,9 @@ class Recorder:
         self.test_trained = torch.zeros(index.sizes.get("test") or 0, dtype=torch.bool)  # ... and a step followed
         self.test_rows_trained = 0
         self.per_pixel = PerPixel(index)  # training rows standardized per pixel position
+        self._learning: list[torch.Tensor] = []  # training calls no key read while PerPixel learns its map
+        self._learned = False  # PerPixel read a whole batch (or gave up): nothing is kept any more
+        self._learning_steps: Counter[int] = Counter()  # optimizer -> unattributed steps after them
         self._spot = random.Random(os.urandom(16))  # which loader batches are looked at: not the notebook's seed
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
@@ -261,7 +265,7 @@ class Recorder:
             self.samples[serial] = self._pending_input[:2]
             self._test_grad = stepping
             return
-        train = found.get("train") or (self.per_pixel.match(args[0], stepping) if not found else None)
+        train = found.get("train") or (self._per_pixel(args[0], stepping) if not found else None)
         if train is not None:  # training images, however few among the rows: a draw of the split
             self._pending = None
             self._train_rows(train, stepping)
@@ -301,6 +305,39 @@ class Recorder:
         else:
             self._pending_train = None
             self._valid_rows(awaited, output.detach().argmax(1).cpu())
+
+    def _per_pixel(self, value: Any, stepping: bool) -> Match | None:
+        """Rows standardized per pixel position (content.PerPixel). Until its map reads a whole batch,
+        the training calls it could not read at all are kept (a few batches); then they are read
+        again and, when all are training images, the steps that followed them count."""
+        match = self.per_pixel.match(value, stepping)
+        if self._learned or not stepping:
+            return match
+        if match is None:
+            if not self.per_pixel.hits and self.per_pixel.tries >= self.per_pixel.TRIES:  # it gave up
+                self._learned, self._learning, self._learning_steps = True, [], Counter()
+                return None
+            kept = sum(rows.shape[0] for rows in self._learning)
+            if isinstance(value, torch.Tensor) and kept + value.shape[0] <= MAX_LEARNING_ROWS:
+                self._learning.append(value.detach().clone())
+            return None
+        if len(match.positions) < match.batch:
+            return match  # read in part: the map still has positions to learn
+        again = [self.per_pixel.match(rows, False) for rows in self._learning]
+        if again and all(m is not None for m in again):
+            self._settle_draw(followed_by_step=False)
+            for found in again:
+                assert found is not None
+                self._undecided_draw = ([group[0] for group in found.indices if len(group) == 1], True, None)
+                self._settle_draw(followed_by_step=True)
+            track = self._content[True]
+            for serial, count in self._learning_steps.items():
+                entry = self.optimizers.get(serial)
+                if entry is not None and track is not None:
+                    entry["unattributed"] = max(0, entry.get("unattributed", 0) - count)
+                    track.steps[serial] += count
+        self._learned, self._learning, self._learning_steps = True, [], Counter()
+        return match
 
     def _watch_gradient(self, output: Any) -> None:
         """Test images went into a call with gradients in training mode: a hook on the call's output
@@ -457,6 +494,8 @@ class Recorder:
                 carried = True
         if not carried and any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             entry["unattributed"] = entry.get("unattributed", 0) + 1  # no batch of training images drawn since its last step
+            if self._learning:
+                self._learning_steps[serial] += 1  # may still count once the per-pixel map reads those rows
         entry["clock"] = self.clock
 
     def on_capture(self, module: torch.nn.Module) -> None:
