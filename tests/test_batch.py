@@ -155,3 +155,32 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
         holder.wait()
     with claim_index(tmp_path) as again:
         assert again == 0  # freed when its holder died
+
+
+def test_one_student_regraded_into_an_existing_out_keeps_the_class(tmp_path: Path, tiny_context: Context) -> None:
+    """`--only` regrades just that account; grading another folder into OUT adds to the gradebook;
+    an override for an account nobody has, an --only naming nobody, and OUT inside the submissions
+    folder are refused with the name, before anything runs."""
+    from grader.model.errors import GraderError
+    from grader.scoring.overrides import Override
+
+    class_dir, one = tmp_path / "class", tmp_path / "one"
+    class_dir.mkdir()
+    one.mkdir()
+    for account in ("ann", "ben"):
+        shutil.copy(FIXTURES / "HW3_tinyok.py", class_dir / f"HW3_{account}.py")
+    shutil.copy(FIXTURES / "HW3_tinyok.py", one / "HW3_cid.py")
+    out = tmp_path / "out"
+    grade_directory(class_dir, out, tiny_context, SLOTS)
+    again = grade_directory(class_dir, out, tiny_context, SLOTS, only=frozenset({"ben"}))
+    assert again.cached == 0 and [r.student for r in again.results] == ["ben"]
+    grade_directory(one, out, tiny_context, SLOTS)
+    rows = (out / "gradebook.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["ann", "ben", "cid"]
+    with pytest.raises(GraderError, match="no submission or result for nobody99"):
+        grade_directory(class_dir, out, tiny_context, SLOTS, overrides={"nobody99": Override(points=10)})
+    with pytest.raises(GraderError, match="--only: no submission for dan"):
+        grade_directory(class_dir, out, tiny_context, SLOTS, only=frozenset({"dan"}))
+    with pytest.raises(GraderError, match="is inside the submissions folder"):
+        grade_directory(class_dir, class_dir / "out", tiny_context, SLOTS)
+    assert not (class_dir / "out").exists()

@@ -195,3 +195,21 @@ def test_preprocessing_inside_the_test_loop_is_honoured(tmp_path: Path, run_cont
     assert result.measured_by == "student-test-pass"
     assert result.accuracy is not None and result.accuracy >= 90
     assert result.reported_accuracy == result.accuracy  # inverted images are still the test images
+
+
+def test_what_a_notebook_writes_is_budgeted_where_it_enters(tmp_path: Path, run_context: Context) -> None:
+    """Display updates (outside nbclient's output path), the kernel's own stderr and an exception's
+    message: each is cut at its budget, and the TA reads a reason of a few hundred characters."""
+    limits = dataclasses.replace(run_context.rubric.limits, max_output_mb=1)
+    context = dataclasses.replace(run_context, rubric=dataclasses.replace(run_context.rubric, limits=limits))
+    result = _grade(tmp_path, context, [
+        "from IPython.display import display\nhandles = [display('x', display_id=True) for _ in range(6)]",
+        "for h in handles:\n    h.update('y' * 3_000_000)",
+        "import os\nos.write(2, b'e' * 3_000_000)",
+        "raise ValueError('z' * 2_000_000)",
+    ])
+    assert result.status is Status.ERROR and "output-truncated" in [str(f) for f in result.flags]
+    assert result.reason is not None and len(result.reason) < 600 and "characters cut" in result.reason
+    assert (tmp_path / "executed.ipynb").stat().st_size < 2 * 1024 * 1024  # six updates of 3 MB were not kept
+    (log,) = (tmp_path / "work").rglob("kernel.log")
+    assert log.stat().st_size < 1024 * 1024 + 200 and b"more bytes the kernel wrote were not kept" in log.read_bytes()

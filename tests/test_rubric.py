@@ -37,6 +37,8 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
             node = node[int(key)] if isinstance(node, list) else node[key]
         if value is None:
             del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
         else:
             node[last] = value
     return data
@@ -53,6 +55,18 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
         ({"frozen": ["epochs", "learning_rate"]}, "frozen item 'learning_rate' is unknown"),
         ({"allowed_layers": {"weights": ["Conv2d"]}}, "allowed_layers.weights is not a group"),
         ({"limits.total_timeout_s": 0}, "limits.total_timeout_s must be a number >= 1"),
+        # Nothing the TA types is silently ignored: a typo at any level names the field it meant.
+        ({"deadlin": "2026-12-01T23:59:00+08:00"}, "deadlin: unknown field; did you mean deadline?"),
+        ({"seed_polcy": "median"}, "seed_polcy: unknown field; did you mean seed_policy?"),
+        ({"late": {"penalty_per_day": 10, "zero_after_days": 3, "penalty_per_dya": 5}},
+         "late.penalty_per_dya: unknown field; did you mean penalty_per_day?"),
+        ({"limits.memroy_mb": 4096, "limits.memory_mb": None},
+         "field limits.memory_mb is missing (limits.memroy_mb is not a field: a typo?)"),
+        ({"accuracy.thresholds.2": {"at_least": 189, "points": 60}}, "accuracy.thresholds[2].at_least is a test "
+                                                                     "accuracy in percent (0-100), got 189"),
+        ({"accuracy.bonus": {"at_least": 900, "points": 5}}, "accuracy.bonus.at_least is a test accuracy in percent"),
+        ({"accuracy.bonus": {"at_least": 85, "points": 5}}, "accuracy.bonus.at_least (85) must be above the top threshold"),
+        ({"accuracy.bonus": {"at_least": 90, "points": 5, "point": 3}}, "accuracy.bonus.point: unknown field"),
     ],
 )
 def test_a_wrong_field_names_the_field(change: dict[str, Any], expected: str) -> None:
@@ -75,6 +89,9 @@ def test_unreadable_or_invalid_yaml_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "rubric.yaml"
     bad.write_text("seed: [1,\n")
     with pytest.raises(RubricError, match="not valid YAML"):
+        load_rubric(bad)
+    bad.write_text("homework: HW3\nseed: 0\n  cpu_threads: 2\n")
+    with pytest.raises(RubricError, match=r"not valid YAML at line 3, column 14"):
         load_rubric(bad)
 
 

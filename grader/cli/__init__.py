@@ -32,8 +32,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"grader: {message} (see grader --help)\n")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grader")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="grader", description="Grade deep-learning homework notebooks (HW3, FashionMNIST).")
+    parser.add_argument("--version", action="version", version=f"grader {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -63,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                                                       "(default: all visible; 'none' for CPU)")
     grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
     grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
+    grade.add_argument("--only", metavar="ACCOUNT[,ACCOUNT]",
+                       help="grade (again) just these accounts; the gradebook and pages keep everyone in OUT")
     grade.add_argument("--borderline-seeds", type=int, default=0, metavar="K",
                        help="run each result within the rubric's borderline_margin of a threshold again with K more "
                             "seeds; the rubric's seed_policy decides its points (default 0: off)")
@@ -155,11 +167,22 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
                                   overrides=for_batch(args.out, args.overrides, context.rubric),
                                   roster=load_roster(args.roster) if args.roster else None,
-                                  borderline_seeds=args.borderline_seeds)
+                                  borderline_seeds=args.borderline_seeds, only=_accounts(args.only))
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
+    for line in summary.warnings[1:]:
+        _say(line)
     return ExitCode.OK
+
+
+def _accounts(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    accounts = frozenset(a.strip() for a in text.split(",") if a.strip())
+    if not accounts:
+        raise GraderError("--only needs one or more accounts, e.g. --only s001,s002")
+    return accounts
 
 
 def _ci(args: argparse.Namespace) -> ExitCode:
@@ -181,8 +204,10 @@ def _report(args: argparse.Namespace) -> ExitCode:
         raise GraderError(f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`")
     rubric = load_rubric(args.rubric)
     roster = load_roster(args.roster) if args.roster else None
-    count = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric), roster)
-    print(f"{count} results rendered again: {args.out / 'gradebook.csv'}, {args.out / 'index.html'}")
+    said = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric), roster)
+    print(f"{said[0]} rendered again: {args.out / 'gradebook.csv'}, {args.out / 'index.html'}")
+    for line in said[1:]:
+        _say(line)
     return ExitCode.OK
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,17 @@ class Measurement(_Found):
     tampering: tuple[str, ...] = ()  # evidence the kernel's record was bent (its predictions differ from the recomputed)
 
 
+TEXT_LIMIT = 400  # characters of any one text a result shows the TA (a reason, a note, a rule's message)
+
+
+def cut(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` as a result keeps it: at most ``limit`` characters, saying how many were cut (a
+    notebook controls its error messages; the full text, capped, stays in the executed notebook)."""
+    if len(text) <= limit or (len(text) <= limit + 40 and text.endswith(" characters cut)")):  # cut already
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} characters cut)"
+
+
 @dataclass(frozen=True)
 class Score:
     status: Status
@@ -114,6 +125,10 @@ class SeedRun:
     reported_accuracy: float | None = None  # what the notebook printed in this run
     reason: str | None = None  # why it failed or which rule it broke
     flags: tuple[Flag, ...] = ()  # what that run raised (grading it like any run)
+
+    def __post_init__(self) -> None:
+        if self.reason is not None:
+            object.__setattr__(self, "reason", cut(self.reason))
 
     @property
     def counted(self) -> bool:
@@ -173,6 +188,14 @@ class Result:
     wrong_images: str | None = None  # their 28x28 pixels from the official IDX file, base64, 784 bytes each
     saved_accuracy: float | None = None  # printed in the outputs saved in the submitted notebook (the student's run)
     report_accuracy: float | None = None  # "Best accuracy: xx%" on the report PDF's first page
+
+    def __post_init__(self) -> None:
+        # Every text the TA reads from a result is bounded, however it was built (TEXT_LIMIT).
+        if self.reason is not None:
+            object.__setattr__(self, "reason", cut(self.reason))
+        object.__setattr__(self, "notes", tuple(cut(note) for note in self.notes))
+        object.__setattr__(self, "checks", tuple(replace(c, message=cut(c.message)) if len(c.message) > TEXT_LIMIT
+                                                 else c for c in self.checks))
     recomputed: bool = False  # the accuracy was recomputed outside the notebook's process (run/evaluate.py)
     pending_score: int | None = None  # review: the automatic points withheld until a person decides
     pending_bonus: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, replace
@@ -147,24 +148,44 @@ def default_rubric_path() -> Path:
 
 
 class _Fields:
-    """Typed access to one YAML mapping; every error names the dotted field."""
+    """Typed access to one YAML mapping; every error names the dotted field. Every key read or
+    looked up (``has``) is known; ``unknown()`` lists the others, which the rubric refuses."""
 
-    def __init__(self, data: Any, where: str) -> None:
+    def __init__(self, data: Any, where: str, opened: list[_Fields] | None = None) -> None:
         if not isinstance(data, dict):
             raise RubricError(f"rubric: {where or 'the file'} must be a mapping of fields")
         self.data = data
         self.where = where
+        self.known: set[str] = set()
+        self.opened = opened if opened is not None else []  # every mapping read, to check for unknown keys
+        self.opened.append(self)
 
     def _name(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
+    def has(self, key: str) -> bool:
+        self.known.add(key)
+        return key in self.data
+
     def get(self, key: str) -> Any:
+        self.known.add(key)
         if key not in self.data:
-            raise RubricError(f"rubric: field {self._name(key)} is missing")
+            near = difflib.get_close_matches(key, [str(k) for k in self.data], n=1, cutoff=0.75)
+            hint = f" ({self._name(near[0])} is not a field: a typo?)" if near else ""
+            raise RubricError(f"rubric: field {self._name(key)} is missing{hint}")
         return self.data[key]
 
+    def unknown(self) -> str | None:
+        """The first key nobody read, as an error line with the closest known name."""
+        for key in self.data:
+            if key not in self.known:
+                near = difflib.get_close_matches(str(key), sorted(self.known), n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]}?" if near else f"; known here: {', '.join(sorted(self.known))}"
+                return f"rubric: {self._name(str(key))}: unknown field{hint}"
+        return None
+
     def sub(self, key: str) -> _Fields:
-        return _Fields(self.get(key), self._name(key))
+        return _Fields(self.get(key), self._name(key), self.opened)
 
     def number(self, key: str, minimum: float = 0) -> float:
         value = self.get(key)
@@ -197,16 +218,19 @@ class _Fields:
         return value
 
 
-def _threshold(data: Any, where: str) -> Threshold:
-    fields = _Fields(data, where)
-    return Threshold(at_least=fields.number("at_least"), points=fields.integer("points"))
+def _threshold(data: Any, where: str, opened: list[_Fields]) -> Threshold:
+    fields = _Fields(data, where, opened)
+    at_least = fields.number("at_least")
+    if at_least > 100:
+        raise RubricError(f"rubric: {where}.at_least is a test accuracy in percent (0-100), got {at_least:g}")
+    return Threshold(at_least=at_least, points=fields.integer("points"))
 
 
 def _accuracy(fields: _Fields) -> AccuracyPolicy:
     raw = fields.get("thresholds")
     if not isinstance(raw, list) or not raw:
         raise RubricError("rubric: accuracy.thresholds must be a non-empty list of {at_least, points}")
-    levels = [_threshold(item, f"accuracy.thresholds[{i}]") for i, item in enumerate(raw)]
+    levels = [_threshold(item, f"accuracy.thresholds[{i}]", fields.opened) for i, item in enumerate(raw)]
     for i, (low, high) in enumerate(zip(levels, levels[1:]), start=1):
         if high.at_least <= low.at_least or high.points < low.points:
             raise RubricError(
@@ -218,10 +242,10 @@ def _accuracy(fields: _Fields) -> AccuracyPolicy:
     return AccuracyPolicy(
         thresholds=tuple(levels),
         max_points=max_points,
-        bonus=_threshold(fields.get("bonus"), "accuracy.bonus"),
+        bonus=_threshold(fields.get("bonus"), "accuracy.bonus", fields.opened),
         report_points=fields.integer("report_points"),
         mismatch_tolerance=fields.number("mismatch_tolerance"),
-        borderline_margin=fields.number("borderline_margin") if "borderline_margin" in fields.data else 0.3,
+        borderline_margin=fields.number("borderline_margin") if fields.has("borderline_margin") else 0.3,
     )
 
 
@@ -237,7 +261,7 @@ def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
     unknown = sorted(set(fields.data) - set(LAYER_GROUPS))
     if unknown:
         raise RubricError(f"rubric: allowed_layers.{unknown[0]} is not a group; use {', '.join(LAYER_GROUPS)}")
-    return tuple(name for group in LAYER_GROUPS if group in fields.data for name in fields.strings(group))
+    return tuple(name for group in LAYER_GROUPS if fields.has(group) for name in fields.strings(group))
 
 
 def _deadline(value: Any) -> datetime | None:
@@ -265,7 +289,7 @@ def _deadline(value: Any) -> datetime | None:
 
 
 def _similarity(top: _Fields) -> SimilarityPolicy:
-    if "similarity" not in top.data:
+    if not top.has("similarity"):
         return SimilarityPolicy()
     fields = top.sub("similarity")
     threshold = fields.number("threshold")
@@ -275,7 +299,7 @@ def _similarity(top: _Fields) -> SimilarityPolicy:
 
 
 def _late(top: _Fields) -> LatePolicy:
-    if "late" not in top.data:
+    if not top.has("late"):
         return LatePolicy()
     late = top.sub("late")
     return LatePolicy(penalty_per_day=late.number("penalty_per_day"), zero_after_days=late.integer("zero_after_days"))
@@ -284,6 +308,19 @@ def _late(top: _Fields) -> LatePolicy:
 def parse_rubric(data: Any, path: Path) -> Rubric:
     """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
     top = _Fields(data, "")
+    rubric = _parse(top, path)
+    for fields in top.opened:
+        problem = fields.unknown()
+        if problem is not None:
+            raise RubricError(problem)
+    bonus, levels = rubric.accuracy.bonus, rubric.accuracy.thresholds
+    if bonus.points and bonus.at_least <= levels[-1].at_least:
+        raise RubricError(f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the top threshold "
+                          f"({levels[-1].at_least:g})")
+    return rubric
+
+
+def _parse(top: _Fields, path: Path) -> Rubric:
     frozen = top.strings("frozen")
     known = [rule.value for rule in RuleId]
     for item in frozen:
@@ -311,17 +348,16 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             scratch_mb=limits.integer("scratch_mb", minimum=64),
             per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
         ),
-        hide_test_labels=("test_labels" in top.data and top.choice("test_labels", ("visible", "hidden")) == "hidden"),
-        labels_chosen="test_labels" in top.data,
-        early_stopping=top.choice("early_stopping", EARLY_STOPPING) if "early_stopping" in top.data else "flag",
+        hide_test_labels=(top.has("test_labels") and top.choice("test_labels", ("visible", "hidden")) == "hidden"),
+        labels_chosen=top.has("test_labels"),
+        early_stopping=top.choice("early_stopping", EARLY_STOPPING) if top.has("early_stopping") else "flag",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,
-        deadline=_deadline(top.data.get("deadline")),
+        deadline=_deadline(top.get("deadline") if top.has("deadline") else None),
         late=_late(top),
         similarity=_similarity(top),
-        seed_policy=top.choice("seed_policy", SEED_POLICIES) if "seed_policy" in top.data else "fixed",
-        test_in_training=(top.choice("test_in_training", TEST_IN_TRAINING) if "test_in_training" in top.data
-                          else "violation"),
+        seed_policy=top.choice("seed_policy", SEED_POLICIES) if top.has("seed_policy") else "fixed",
+        test_in_training=top.choice("test_in_training", TEST_IN_TRAINING) if top.has("test_in_training") else "violation",
     )
 
 
@@ -335,5 +371,8 @@ def load_rubric(path: Path | None = None) -> Rubric:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RubricError(f"rubric: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RubricError(f"rubric: {path} is not valid YAML{where} ({problem})") from None
     return parse_rubric(data, path.resolve())

@@ -36,15 +36,21 @@ class ClassSummary:
 
 
 def bands(rows: list[Grade], rubric: Rubric) -> tuple[Count, ...]:
-    """How many measured results stand in each band of the scale (and how many have no accuracy)."""
+    """How many graded results stand in each band of the scale; violations, failed runs and results
+    to review have counts of their own (their accuracy does not give them a band's points)."""
     thresholds = rubric.accuracy.thresholds
-    reached = [band(rubric, a).reached for g in rows
+    graded = [g for g in rows if g.result.status is Status.GRADED]
+    reached = [band(rubric, a).reached for g in graded
                if (a := percent(g.result.correct, g.result.total, g.result.accuracy)) is not None]
     found = [Count(f"below {thresholds[0].at_least:g}%", sum(r is None for r in reached))]
     for t, upper in zip(thresholds, [*(u.at_least for u in thresholds[1:]), None]):
         found.append(Count(f"{t.at_least:g}%{f' to {upper:g}%' if upper else ' and above'}: {t.points} points",
                            sum(r == t.at_least for r in reached)))
-    return (*found, Count("not measured", len(rows) - len(reached)))
+    found.append(Count("graded, not measured", len(graded) - len(reached)))
+    for statuses, label in (((Status.VIOLATION,), "violations"), ((Status.REVIEW,), "to review"),
+                            ((Status.ERROR, Status.TIMEOUT), "failed runs (error, time limit)")):
+        found.append(Count(label, sum(g.result.status in statuses for g in rows)))
+    return tuple(found)
 
 
 def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
@@ -61,7 +67,7 @@ def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
 def summarize(rows: list[Grade], rubric: Rubric) -> ClassSummary:
     from grader.outputs.plots import accuracy_histogram
 
-    measured = [g.result.accuracy for g in rows if g.result.accuracy is not None]
+    measured = [g.result.accuracy for g in rows if g.result.accuracy is not None and g.result.status is Status.GRADED]
     flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
     review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
     return ClassSummary(accuracy_histogram(measured, rubric) if measured else None, bands(rows, rubric),

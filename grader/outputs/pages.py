@@ -18,7 +18,7 @@ from grader.model.pairs import load as load_pairs
 from grader.outputs.class_summary import summarize
 from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import Roster, lms_files, missing
-from grader.scoring.overrides import Grade, Override, grades
+from grader.scoring.overrides import check_accounts, Grade, Override, grades
 from grader.outputs.plots import training_curve, wrong_strip
 from grader.model.results import Result, Status, write_atomic
 from grader.model.rubric import Rubric
@@ -120,9 +120,10 @@ def _wrong_strip(result: Result) -> Markup | None:
     return wrong_strip(result.wrong, pixels, CLASS_NAMES)
 
 
-def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> int:
+def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> tuple[str, ...]:
     """Every page and export again from OUT/results/*.json and the overrides, running nothing;
-    returns how many results were read (a damaged one is skipped and listed)."""
+    returns what the TA should hear: how many results were read (a damaged one is skipped and
+    listed) and, with a roster, who is graded but not in it and who is in it with no grade."""
     results, skipped = [], []
     for path in sorted((out / "results").glob("*.json")):
         try:
@@ -134,5 +135,15 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: 
         skipped += [(str(name), str(why)) for name, why in stored]
     except (OSError, ValueError, TypeError):
         pass
+    check_accounts(overrides, {r.student for r in results})
     write_batch_reports(out, results, rubric, skipped, overrides, roster)
-    return len(results)
+    said = [f"{len(results)} results in {out / 'results'}"]
+    if roster is not None:
+        graded = {r.student for r in results}
+        outside = sorted(graded - set(roster.people))
+        if outside:
+            said.append(f"graded but not in the roster (no LMS row): {', '.join(outside)}")
+        ungraded = sorted(set(roster.people) - graded)
+        if ungraded:
+            said.append(f"in the roster with no grade (no submission): {', '.join(ungraded)}")
+    return tuple(said)

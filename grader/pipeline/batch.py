@@ -3,13 +3,14 @@ result, and a finished result is never lost (written at once, reused on re-run).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from grader.intake.collect import collect
+from grader.intake.collect import Collected, collect
 from grader.intake.read import read_submission
 from grader.model.context import Context
 from grader.model.pairs import save as save_pairs
@@ -17,11 +18,12 @@ from grader.model.results import Result, SeedRun, failed_result, write_atomic
 from grader.model.submission import Submission
 from grader.outputs.exports import Roster
 from grader.outputs.progress import Progress
-from grader.outputs.pages import write_batch_reports
+from grader.model.errors import GraderError
+from grader.outputs.pages import rerender
 from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
 from grader.pipeline.executors.local import Executor, Graded, Job
 from grader.scoring import seeds
-from grader.scoring.overrides import Override
+from grader.scoring.overrides import Override, check_accounts
 from grader.static.similarity import similar_pairs
 
 
@@ -31,6 +33,7 @@ class BatchSummary:
     skipped: tuple[tuple[str, str], ...]  # (file name, why it was not graded as found)
     cached: int  # how many results were reused from an earlier run
     seed_reruns: int = 0  # re-runs of borderline results with other seeds run now (not reused)
+    warnings: tuple[str, ...] = ()  # what the TA should look at in what they gave (a roster's gaps)
 
 
 class _Tracker:
@@ -121,19 +124,47 @@ def _with_seeds(out: Path, results: list[Result], submissions: dict[str, Submiss
     return merged, len(todo)
 
 
+def _selected(found: Collected, only: frozenset[str] | None) -> Collected:
+    """The submissions of the accounts in ``only`` (all without it); an account it names that has no
+    file is an error, never an empty batch."""
+    if only is None:
+        return found
+    present = {s.account for s in found.submissions} | {account for account, _, _ in found.unreadable}
+    absent = sorted(only - present)
+    if absent:
+        raise GraderError(f"--only: no submission for {', '.join(absent)} in the folder; accounts are the <account> "
+                          f"of the file names (found {len(present)})")
+    return Collected(tuple(s for s in found.submissions if s.account in only),
+                     tuple(u for u in found.unreadable if u[0] in only), found.skipped)
+
+
+def _refuse_out_inside(directory: Path, out: Path) -> None:
+    if directory.is_dir() and out.resolve().is_relative_to(directory.resolve()):
+        raise GraderError(f"--out {out} is inside the submissions folder {directory}; choose a folder outside it "
+                          "(its results and pages would be read as submissions next time)")
+
+
 def grade_directory(directory: Path, out: Path, context: Context, executor: Executor,
                     on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False,
                     overrides: dict[str, Override] | None = None, roster: Roster | None = None,
-                    borderline_seeds: int = 0) -> BatchSummary:
+                    borderline_seeds: int = 0, only: frozenset[str] | None = None) -> BatchSummary:
     """Grade every submission under ``directory`` (a folder or a zip) with ``executor``; write each
     result as soon as it is known; reuse results whose cache key still matches unless ``force``.
     With ``borderline_seeds`` K, every borderline result is then run again with K more seeds through
-    the same executor, and the rubric's seed policy decides its points (grader.scoring.seeds)."""
+    the same executor, and the rubric's seed policy decides its points (grader.scoring.seeds).
+    With ``only``, just those accounts are graded (again). The gradebook and pages are then built
+    from every result in OUT, this batch's and those graded before."""
+    _refuse_out_inside(directory, out)
     rubric = context.rubric
     found = collect(directory, rubric, out / "unpacked")
-    policy = rubric.similarity
-    save_pairs(out, similar_pairs(list(found.submissions), read_submission(rubric.template), policy.threshold,
-                                  policy.min_lines))
+    stored = {path.stem for path in (out / "results").glob("*.json")}
+    check_accounts(overrides or {}, {s.account for s in found.submissions} | {u[0] for u in found.unreadable} | stored)
+    if only is None:
+        policy = rubric.similarity
+        save_pairs(out, similar_pairs(list(found.submissions), read_submission(rubric.template), policy.threshold,
+                                      policy.min_lines))
+    found = _selected(found, only)
+    force = force or only is not None
     skipped = found.skipped
     tracker = _Tracker(out, len(found.submissions) + len(found.unreadable), on_progress)
     for account, path, why in found.unreadable:
@@ -152,6 +183,7 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     executor.run(todo, context, tracker)
     results, reseeded = _with_seeds(out, tracker.results, {s.account: s for s in found.submissions}, context, executor,
                                     borderline_seeds, force, on_progress)
-    write_batch_reports(out, results, rubric, list(skipped), overrides, roster)
+    write_atomic(out / "skipped.json", json.dumps(list(skipped)).encode())
+    warnings = rerender(out, rubric, overrides or {}, roster)
     return BatchSummary(tuple(sorted(results, key=lambda r: r.student)), skipped,
-                        len(found.submissions) - len(todo), reseeded)
+                        len(found.submissions) - len(todo), reseeded, warnings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from queue import Empty
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from grader.run import cgroups
 from grader.model.dataset import Dataset
 from grader.model.findings import Finding, Flag
 from grader.model.record import read_probe, read_untrusted
-from grader.model.results import ExecutionRecord, Status
+from grader.model.results import ExecutionRecord, Status, cut
 from grader.run.sandbox import (Sandbox, command, end_namespaces, end_orphans, lock_kernel_dir, namespace_inits, pass_fds,
                                 prepare_kernel_dir)
 from grader.run.slots import Slot
@@ -42,6 +43,7 @@ CAPTURE_FILE = "capture.bin"  # the graded pass as a graph, weights and inputs (
 MAX_CAPTURE_BYTES = 160 * 1024 * 1024  # 10,000 float inputs are 31 MB; weights a few MB
 EXECUTED_FILE = "executed.ipynb"
 KERNEL_LOG = "kernel.log"
+KERNEL_LOG_BYTES = 1024 * 1024  # what is kept of the kernel's own stdout and stderr; the rest is counted
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 SPIN_COUNT = 3000  # OpenMP busy-wait iterations before a thread sleeps (libgomp's default: 300,000)
@@ -100,6 +102,7 @@ class _LimitedClient(NotebookClient):
         super().__init__(notebook, **kwargs)
         self.budget = budget
         self.truncated = False
+        self._display_sizes: dict[str, int] = {}  # what each display id's current data was charged
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
@@ -111,6 +114,26 @@ class _LimitedClient(NotebookClient):
             outs.append(nbformat.v4.new_output("stream", name="stderr",
                                                text="\n[grader: the rest of this notebook's output was not kept]\n"))
         return None
+
+    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
+        """A display update rewrites outputs shown before, outside ``output``: it is charged too, for
+        the growth of every output it rewrites, and dropped past the budget."""
+        places = self._display_id_map.get(display_id, {})
+        count = sum(len(indices) for indices in places.values())
+        size = len(json.dumps(msg.get("content", {}).get("data", {})))
+        grown = (size - self._display_sizes.get(display_id, 0)) * count
+        if grown > self.budget:
+            self.budget = -1
+            if not self.truncated:
+                self.truncated = True
+                first = next(iter(places), None)
+                if first is not None:
+                    self.nb["cells"][first]["outputs"].append(nbformat.v4.new_output(
+                        "stream", name="stderr", text="\n[grader: the rest of this notebook's output was not kept]\n"))
+            return
+        self.budget -= grown
+        self._display_sizes[display_id] = size
+        super()._update_display_id(display_id, msg)
 
 
 def _kernel_manager(plan: RunPlan, sandbox: Sandbox | None) -> AsyncKernelManager:
@@ -154,7 +177,7 @@ def _where(submission: Submission, number: int, line: int | None) -> str:
 
 
 def _error_line(error: CellExecutionError) -> int | None:
-    match = _CELL_LINE.search(_ANSI.sub("", error.traceback or ""))
+    match = _CELL_LINE.search(_ANSI.sub("", (error.traceback or "")[:20_000]))  # the line is named near the top
     return int(match.group(1)) if match else None
 
 
@@ -282,7 +305,7 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
         except CellExecutionError as exc:
             if number is None:
                 return _Outcome(Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}")
-            reason = f"{_where(submission, number, _error_line(exc))}: {exc.ename}: {exc.evalue}"
+            reason = f"{_where(submission, number, _error_line(exc))}: {cut(str(exc.ename), 100)}: {cut(str(exc.evalue))}"
             if exc.ename == "MemoryError" and plan.sandbox is not None:
                 reason += f" (the memory limit of {plan.sandbox.limits.memory_mb} MB was hit)"
             elif exc.ename == "ModuleNotFoundError":
@@ -374,6 +397,40 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
     )
 
 
+class _CappedLog:
+    """A pipe for the kernel's stdout and stderr whose reader keeps the first ``cap`` bytes in
+    ``path`` and counts the rest: what a notebook writes to fd 2 never fills the host's disk."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.path, self.cap = path, cap
+        self._read, self.fd = os.pipe()
+        self._thread = threading.Thread(target=self._drain, name="kernel-log", daemon=True)
+
+    def __enter__(self) -> _CappedLog:
+        self._thread.start()
+        return self
+
+    def started(self) -> None:
+        """The kernel holds the write end now: drop this process's copy, so its end reads as end-of-file."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __exit__(self, *exc: object) -> None:
+        self.started()
+        self._thread.join(timeout=30)  # the kernel and its children are gone by now
+
+    def _drain(self) -> None:
+        dropped = 0
+        with self.path.open("wb") as log, os.fdopen(self._read, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                room = self.cap - log.tell()
+                log.write(chunk[:max(0, room)])
+                dropped += max(0, len(chunk) - max(0, room))
+            if dropped:
+                log.write(f"\n[grader: {dropped} more bytes the kernel wrote were not kept]\n".encode())
+
+
 def _run(submission: Submission, plan: RunPlan, sandbox: Sandbox | None, notebook: NotebookNode,
          started: float) -> tuple[_Outcome, bool]:
     """Start the kernel, run every cell, shut it all down: (outcome, whether output was cut)."""
@@ -383,9 +440,10 @@ def _run(submission: Submission, plan: RunPlan, sandbox: Sandbox | None, noteboo
                             kernel_name=plan.kernel_name, resources={"metadata": {"path": str(cwd)}},
                             allow_errors=False, record_timing=False)
     inits: list[int] = []
-    with (plan.rundir / KERNEL_LOG).open("wb") as log:  # the kernel's own stderr, kept out of the TA's terminal
+    with _CappedLog(plan.rundir / KERNEL_LOG, KERNEL_LOG_BYTES) as log:  # the kernel's own stderr, off the TA's terminal
         try:
-            with client.setup_kernel(env={**_host_environment(), **_kernel_vars(plan)}, stdout=log, stderr=log):
+            with client.setup_kernel(env={**_host_environment(), **_kernel_vars(plan)}, stdout=log.fd, stderr=log.fd):
+                log.started()
                 inits = _namespace_inits(manager)
                 if sandbox is not None:
                     lock_kernel_dir(sandbox)  # its sockets exist; nothing may be added there any more

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import difflib
+
 import yaml
 
 from grader.model.errors import GraderError
@@ -106,6 +108,16 @@ def load_overrides(path: Path, rubric: Rubric) -> dict[str, Override]:
         return parse_overrides(yaml.safe_load(text), rubric)
     except yaml.YAMLError as exc:
         raise GraderError(f"overrides: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def check_accounts(overrides: dict[str, Override], accounts: set[str]) -> None:
+    """An override for an account with no submission or result is a typo the TA must hear about."""
+    unknown = sorted(set(overrides) - accounts)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], sorted(accounts), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise GraderError(f"overrides: no submission or result for {', '.join(unknown)}{hint} (fix the account in the "
+                          "overrides file; nothing was changed)")
 
 
 def grades(results: list[Result], overrides: dict[str, Override]) -> list[Grade]:
