@@ -234,3 +234,17 @@ def test_hostile_files_are_one_unreadable_result_each(tmp_path: Path, rubric: Ru
         read_submission(tmp_path / "HW3_fifo.py")
     with pytest.raises(SubmissionError, match="a symbolic link"):
         read_submission(tmp_path / "HW3_zero.ipynb")
+
+
+def test_more_code_than_the_grader_reads_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The static check parses code in the grader's own process: its size is capped where it is read
+    (a batch turns the refusal into that student's error result alone)."""
+    from grader.intake.read import MAX_CODE_CHARS, read_submission
+    from grader.model.errors import SubmissionError
+
+    path = tmp_path / "HW3_big.py"
+    path.write_text("a = 1\n" * (MAX_CODE_CHARS // 6 + 10))
+    with pytest.raises(SubmissionError, match=r"HW3_big.py: 100,0\d\d characters of code, over the grader's 100,000"):
+        read_submission(path)
+    path.write_text("a = 1\n" * (MAX_CODE_CHARS // 6 - 10))
+    assert read_submission(path).cells

@@ -64,11 +64,13 @@ def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
     return tuple(sorted(close, key=lambda b: abs(b.gap)))
 
 
-def summarize(rows: list[Grade], rubric: Rubric) -> ClassSummary:
-    from grader.outputs.plots import accuracy_histogram
+def measured(rows: list[Grade]) -> list[float]:
+    """The accuracies the histogram shows: graded results' only."""
+    return [g.result.accuracy for g in rows if g.result.accuracy is not None and g.result.status is Status.GRADED]
 
-    measured = [g.result.accuracy for g in rows if g.result.accuracy is not None and g.result.status is Status.GRADED]
+
+def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> ClassSummary:
+    """The summary above the class table; ``histogram``: the drawn plot of ``measured(rows)``."""
     flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
     review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
-    return ClassSummary(accuracy_histogram(measured, rubric) if measured else None, bands(rows, rubric),
-                        borderline(rows, rubric), review)
+    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import csv
 import io
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import Any
 from markupsafe import Markup
 
 from grader.model.pairs import load as load_pairs
-from grader.outputs.class_summary import summarize
+from grader.outputs.class_summary import measured, summarize
 from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import Roster, lms_files, missing
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
-from grader.outputs.plots import training_curve, wrong_strip
+from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
 from grader.model.results import Result, Status, write_atomic
 from grader.model.rubric import Rubric
 from grader.outputs.text import render
@@ -81,8 +82,12 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
         (out / name).write_text(text, encoding="utf-8")
     pairs = load_pairs(out)
+    scale = [(t.at_least, t.points) for t in (*rubric.accuracy.thresholds, rubric.accuracy.bonus)]
+    accuracies = measured(rows)
+    histogram = _cached(out, "class-histogram", (accuracies, scale),
+                        lambda: accuracy_histogram(accuracies, rubric) if accuracies else None)
     (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
-                                           summary=summarize(rows, rubric), pairs=pairs, absent=absent),
+                                           summary=summarize(rows, rubric, histogram), pairs=pairs, absent=absent),
                                     encoding="utf-8")
     similar = out / "similar"
     similar.mkdir(exist_ok=True)
@@ -91,11 +96,31 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     students = out / "students"
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
-        curve = _plot(lambda: training_curve(g.result.curve, rubric) if g.result.curve else None)
-        (students / f"{g.result.student}.html").write_text(render("student.html.j2", r=g.result, g=g, rubric=rubric,
-                                                                  classes=CLASS_NAMES, curve=curve,
-                                                                  wrong=_plot(lambda: _wrong_strip(g.result))),
-                                                           encoding="utf-8")
+        result = g.result
+        curve = _cached(out, f"{result.student}-curve", (result.curve, scale),
+                        lambda: training_curve(result.curve, rubric) if result.curve else None)
+        wrong = _cached(out, f"{result.student}-wrong", (result.wrong, result.wrong_images), lambda: _wrong_strip(result))
+        (students / f"{result.student}.html").write_text(render("student.html.j2", r=result, g=g, rubric=rubric,
+                                                                classes=CLASS_NAMES, curve=curve, wrong=wrong),
+                                                         encoding="utf-8")
+
+
+def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:
+    """A student's plot from OUT/plots when the numbers it shows have not changed since it was drawn
+    (drawing is most of a page's cost: `grader report` after an override edit draws nothing again)."""
+    key = hashlib.sha256(json.dumps([PLOTS_VERSION, numbers], sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = out / "plots" / f"{name}-{key}.svg"
+    try:
+        return Markup(path.read_text(encoding="utf-8"))
+    except OSError:
+        pass
+    drawn = _plot(draw)
+    if drawn is not None:
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob(f"{name}-*.svg"):
+            old.unlink(missing_ok=True)
+        write_atomic(path, str(drawn).encode())
+    return drawn
 
 
 def _plot(draw: Callable[[], Markup | None]) -> Markup | None:

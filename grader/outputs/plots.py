@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+PLOTS_VERSION = 1  # drawn plots are kept in OUT/plots by their numbers and this: raise it when a plot changes
+
+
 def _svg(figure: Figure) -> Markup:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})  # the same plot gives the same page

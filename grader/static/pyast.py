@@ -8,6 +8,7 @@ import re
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from grader.model.submission import Cell, Submission
 
@@ -30,6 +31,11 @@ class ParsedCell:
     cell: Cell
     tree: ast.Module | None  # None when the cell has a syntax error
     error: str | None
+
+    @cached_property
+    def nodes(self) -> tuple[ast.AST, ...]:
+        """Every node of the tree, walked once: the rules walk every cell many times."""
+        return tuple(ast.walk(self.tree)) if self.tree is not None else ()
 
 
 def parse_cells(submission: Submission) -> tuple[ParsedCell, ...]:
@@ -111,9 +117,8 @@ def top_level_constants(cells: tuple[ParsedCell, ...]) -> dict[str, float]:
 def walk_cells(cells: tuple[ParsedCell, ...]) -> Iterator[tuple[ParsedCell, ast.AST]]:
     """Every node of every parsed cell, with its cell."""
     for parsed in cells:
-        if parsed.tree is not None:
-            for node in ast.walk(parsed.tree):
-                yield parsed, node
+        for node in parsed.nodes:
+            yield parsed, node
 
 
 def parse_python(source: str) -> ast.Module:

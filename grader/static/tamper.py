@@ -161,10 +161,10 @@ def literal_data(sub: Submission, cells: tuple[ParsedCell, ...]) -> str | None:
         if parsed.tree is None:
             continue
         inner: set[int] = set()
-        docstrings = {id(owner.body[0].value) for owner in ast.walk(parsed.tree)
+        docstrings = {id(owner.body[0].value) for owner in parsed.nodes
                       if isinstance(owner, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                       and owner.body and isinstance(owner.body[0], ast.Expr)}
-        for node in ast.walk(parsed.tree):
+        for node in parsed.nodes:
             if id(node) in inner or not isinstance(node, (ast.Constant, ast.JoinedStr, ast.List, ast.Tuple,
                                                           ast.Set, ast.Dict)):
                 continue
@@ -185,8 +185,7 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
     evidence: list[str] = []
     signs: list[str] = []
     aliases = import_aliases(cells)
-    parents = {child: node for parsed in cells if parsed.tree for node in ast.walk(parsed.tree)
-               for child in ast.iter_child_nodes(node)}
+    parents = {child: node for parsed in cells for node in parsed.nodes for child in ast.iter_child_nodes(node)}
     for parsed, node in walk_cells(cells):
         where = _where(sub, parsed, node)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
