@@ -248,3 +248,18 @@ def test_more_code_than_the_grader_reads_is_refused_in_one_line(tmp_path: Path) 
         read_submission(path)
     path.write_text("a = 1\n" * (MAX_CODE_CHARS // 6 - 10))
     assert read_submission(path).cells
+
+
+def test_files_for_one_account_from_two_lms_uploaders_are_never_merged(tmp_path: Path, rubric: Rubric) -> None:
+    """A classmate's upload named for the victim's account: neither file is graded as the victim's
+    (the classmate's could brand the victim), both are named, and a person decides. One uploader's
+    notebook and script stay one submission."""
+    (tmp_path / "Ann Lee_1001_assignsubmission_file_HW3_s001.py").write_text("x = 1\n")
+    (tmp_path / "Bob Wu_1002_assignsubmission_file_HW3_s001.py").write_text("import grader.probe\n")
+    (tmp_path / "Cy Po_1003_assignsubmission_file_HW3_s002.ipynb").write_text(_notebook("y = 1"))
+    (tmp_path / "Cy Po_1003_assignsubmission_file_HW3_s002.py").write_text("y = 1\n")
+    found = discover(tmp_path, rubric.files)
+    assert [s.account for s in found.submissions] == ["s002"]
+    ((account, _, why),) = found.disputed
+    assert account == "s001" and "uploaded by 2 people" in why
+    assert "Moodle Ann Lee_1001: Ann Lee_1001_assignsubmission_file_HW3_s001.py" in why and "Bob Wu_1002" in why

@@ -20,6 +20,7 @@ class Collected:
     submissions: tuple[Submission, ...]
     unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
     skipped: tuple[tuple[str, str], ...]  # (file name as found, why it was not graded)
+    disputed: tuple[tuple[str, Path, str], ...] = ()  # (account, a file, why): several LMS uploaders, a person decides
 
 
 def collect(source: Path, rubric: Rubric, into: Path) -> Collected:
@@ -38,14 +39,14 @@ def collect(source: Path, rubric: Rubric, into: Path) -> Collected:
     else:
         root, unpacked = unpack(source, into)
     found = _one_sender(discover(root, rubric.files, *unpacked, arrivals=arrivals), arrivals, rubric)
-    if not found.submissions and not found.unreadable:
+    if not found.submissions and not found.unreadable and not found.disputed:
         raise SubmissionError(
             f"{source}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
         )
     roots = (root, *unpacked)
     skipped = tuple((_shown(p, roots), f"name matches no pattern ({rubric.files.notebook})") for p in found.unmatched)
     skipped += tuple((_shown(p, roots), why) for p, why in found.set_aside)
-    return Collected(found.submissions, found.unreadable, skipped + mail_skipped)
+    return Collected(found.submissions, found.unreadable, skipped + mail_skipped, found.disputed)
 
 
 def collect_one(path: Path, patterns: FilePatterns) -> Submission:

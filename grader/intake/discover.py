@@ -4,6 +4,7 @@ note how each came in (file time, or a mail's date and sender)."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,11 +30,24 @@ _NUMBERED = re.compile(r"^(?P<account>.+)-(?P<n>\d+)$")  # Canvas's resubmission
 class _Found:
     path: Path
     copy: int  # 0 for the file's own name, N for its Nth copy
+    uploader: str | None = None  # who the LMS says uploaded it (the prefix of its name), where it says
 
 
-def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int] | None:
-    """(account, kind, copy number) of a file name; an LMS prefix before the pattern
-    ("Jane Doe_1234_assignsubmission_file_HW3_x.ipynb") and a copy suffix are allowed."""
+_LMS_MARKERS = re.compile(r"_assignsubmission_(?:file|onlinetext)_?|(?<=_)LATE_", re.IGNORECASE)
+
+
+def _uploader(prefix: str) -> str | None:
+    """The uploader an LMS names before the file's own name, with the LMS: Moodle's "Full
+    Name_1002_assignsubmission_file_", Canvas's "doejane_12345_67890_" (name and user id; the last
+    number is the file's)."""
+    lms = "Moodle" if "_assignsubmission_" in prefix.lower() else "Canvas"
+    fields = [f for f in _LMS_MARKERS.sub("_", prefix).strip("_- ").split("_") if f]
+    return f"{lms} {'_'.join(fields[:2])}" if fields else None
+
+
+def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int, str | None] | None:
+    """(account, kind, copy number, uploader) of a file name; an LMS prefix before the pattern
+    ("Jane Doe_1234_assignsubmission_file_HW3_x.ipynb", naming the uploader) and a copy suffix are allowed."""
     stem, dot, suffix = name.rpartition(".")
     copy, bare = 0, name
     dup = _COPY_SUFFIX.match(stem) if dot else None
@@ -45,7 +59,7 @@ def _identify(name: str, patterns: FilePatterns) -> tuple[str, str, int] | None:
         for start in starts:
             matched = patterns.account_of(candidate[start:])
             if matched:
-                return matched[0], matched[1], number
+                return matched[0], matched[1], number, _uploader(candidate[:start])
     return None
 
 
@@ -86,15 +100,24 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path,
         if identified is None:
             unmatched.append(path)
             continue
-        account, kind, copy = identified
-        by_account.setdefault(account, {}).setdefault(kind, []).append(_Found(path, copy))
+        account, kind, copy, uploader = identified
+        by_account.setdefault(account, {}).setdefault(kind, []).append(_Found(path, copy, uploader))
     for account in list(by_account):  # HW3_x-1.ipynb beside HW3_x.ipynb is x's resubmission, not student "x-1"
         numbered = _NUMBERED.match(account)
         if numbered and numbered.group("account") in by_account:
             for kind, found in by_account.pop(account).items():
-                by_account[numbered["account"]].setdefault(kind, []).extend(_Found(f.path, int(numbered["n"])) for f in found)
-    submissions, unreadable, set_aside = [], [], []
+                by_account[numbered["account"]].setdefault(kind, []).extend(_Found(f.path, int(numbered["n"]), f.uploader)
+                                                                            for f in found)
+    submissions, unreadable, set_aside, disputed = [], [], [], []
     for account, kinds in sorted(by_account.items()):
+        theirs = [f for group in kinds.values() for f in group]
+        uploaders = sorted({f.uploader for f in theirs if f.uploader})
+        by_lms = Counter(u.split(" ", 1)[0] for u in uploaders)
+        if any(n > 1 for n in by_lms.values()):  # never merged: whose file is whose is for a person to say
+            listed = "; ".join(f"{f.uploader or 'no LMS name'}: {f.path.name}" for f in theirs)
+            disputed.append((account, theirs[0].path, f"files named for {account} were uploaded by {len(uploaders)} "
+                                                     f"people ({listed}); none was graded: a person decides whose is whose"))
+            continue
         chosen: dict[str, Path] = {}
         notes = []
         for kind, found in sorted(kinds.items()):
@@ -120,4 +143,4 @@ def discover(directory: Path, patterns: FilePatterns, *more: Path,
                                       tuple(Finding(Flag.OTHER_COPIES, note) for note in notes),
                                       arrival.submitted if arrival else file_time(main), arrival.note if arrival else None,
                                       sub.saved_output))
-    return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside))
+    return Discovery(tuple(submissions), tuple(unmatched), tuple(unreadable), tuple(set_aside), tuple(disputed))

@@ -243,9 +243,10 @@ class Result:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
-def failed_result(account: str, source: Path, reason: str, max_score: int) -> Result:
-    """A result for a submission that could not be graded at all."""
-    return Result(student=account, source=source.name, status=Status.ERROR, accuracy=None, reported_accuracy=None,
+def failed_result(account: str, source: Path, reason: str, max_score: int, status: Status = Status.ERROR) -> Result:
+    """A result for a submission that could not be graded at all (``review``: a person must first say
+    which file it is)."""
+    return Result(student=account, source=source.name, status=status, accuracy=None, reported_accuracy=None,
                   score=0, max_score=max_score, bonus=0, checks=(), flags=(), duration_s=0.0, reason=reason)
 
 

@@ -76,5 +76,6 @@ class Discovery:
     unmatched: tuple[Path, ...]  # files whose name matches no pattern
     unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
     set_aside: tuple[tuple[Path, str], ...] = ()  # extra copies of a file, with why they were not used
+    disputed: tuple[tuple[str, Path, str], ...] = ()  # (account, a file, why): files for it from several LMS uploaders
 
 

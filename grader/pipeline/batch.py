@@ -14,7 +14,7 @@ from grader.intake.collect import Collected, collect
 from grader.intake.read import read_submission
 from grader.model.context import Context
 from grader.model.pairs import save as save_pairs
-from grader.model.results import Result, SeedRun, failed_result, write_atomic
+from grader.model.results import Result, SeedRun, Status, failed_result, write_atomic
 from grader.model.submission import Submission
 from grader.outputs.exports import Roster
 from grader.outputs.progress import Progress
@@ -129,13 +129,14 @@ def _selected(found: Collected, only: frozenset[str] | None) -> Collected:
     file is an error, never an empty batch."""
     if only is None:
         return found
-    present = {s.account for s in found.submissions} | {account for account, _, _ in found.unreadable}
+    present = {s.account for s in found.submissions} | {a for a, _, _ in (*found.unreadable, *found.disputed)}
     absent = sorted(only - present)
     if absent:
         raise GraderError(f"--only: no submission for {', '.join(absent)} in the folder; accounts are the <account> "
                           f"of the file names (found {len(present)})")
     return Collected(tuple(s for s in found.submissions if s.account in only),
-                     tuple(u for u in found.unreadable if u[0] in only), found.skipped)
+                     tuple(u for u in found.unreadable if u[0] in only), found.skipped,
+                     tuple(d for d in found.disputed if d[0] in only))
 
 
 def _refuse_out_inside(directory: Path, out: Path) -> None:
@@ -158,7 +159,8 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     rubric = context.rubric
     found = collect(directory, rubric, out / "unpacked")
     stored = {path.stem for path in (out / "results").glob("*.json")}
-    check_accounts(overrides or {}, {s.account for s in found.submissions} | {u[0] for u in found.unreadable} | stored)
+    check_accounts(overrides or {}, {s.account for s in found.submissions} | stored
+                   | {u[0] for u in (*found.unreadable, *found.disputed)})
     if only is None:
         policy = rubric.similarity
         save_pairs(out, similar_pairs(list(found.submissions), read_submission(rubric.template), policy.threshold,
@@ -166,9 +168,10 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     found = _selected(found, only)
     force = force or only is not None
     skipped = found.skipped
-    tracker = _Tracker(out, len(found.submissions) + len(found.unreadable), on_progress)
-    for account, path, why in found.unreadable:
-        result = failed_result(account, path, why, rubric.accuracy.max_points)
+    tracker = _Tracker(out, len(found.submissions) + len(found.unreadable) + len(found.disputed), on_progress)
+    for (account, path, why), status in [*((u, Status.ERROR) for u in found.unreadable),
+                                         *((d, Status.REVIEW) for d in found.disputed)]:
+        result = failed_result(account, path, why, rubric.accuracy.max_points, status)
         result.write(out / "results" / f"{account}.json")
         tracker.record(result, cached=False)
     batch = batch_key(context, environment_key(executor.device_kind))
