@@ -124,3 +124,7 @@ def test_grade_prints_a_line_per_student_and_a_final_table(tmp_path: Path, capsy
     assert "2 students into" in printed and (out / "gradebook.csv").is_file()
     assert "HW3_bo.ipynb" in (out / "index.html").read_text()  # the copy set aside is listed for the TA
     assert "check which one was meant" in (out / "students" / "bo.html").read_text()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == ExitCode.OK and capsys.readouterr().out.startswith("grader 0.")

@@ -42,8 +42,11 @@ def test_canvas_and_moodle_files_from_a_roster(tmp_path: Path, tiny_context: Con
     out.mkdir()
     (out / "overrides.yaml").write_text("amy01: {report_points: 35, note: '=HYPERLINK(\"http://x\")'}\n")
     static = dataclasses.replace(tiny_context, dataset=None)
-    grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)),
-                    overrides=for_batch(out, None, static.rubric), roster=load_roster(tmp_path / "roster.csv"))
+    shutil.copy(FIXTURES / "HW3_tinyok.py", folder / "HW3_dan04.py")  # graded, not in the roster
+    summary = grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)),
+                              overrides=for_batch(out, None, static.rubric), roster=load_roster(tmp_path / "roster.csv"))
+    assert summary.warnings[1:] == ("graded but not in the roster (no LMS row): dan04",
+                                    "in the roster with no grade (no submission): cat03")
     canvas = _read(out / "canvas.csv")
     assert list(canvas[0]) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "HW3"]
     by_login = {row["SIS Login ID"]: row for row in canvas}
