@@ -115,3 +115,21 @@ def test_numbers_no_plot_can_draw_cost_only_that_plot(tmp_path: Path, rubric: Ru
     page = (tmp_path / "students" / "s3.html").read_text()
     assert "Per class" in page and "Training, as the grader saw it" not in page
     assert (tmp_path / "students" / "s0.html").is_file()
+
+
+def test_the_bands_count_graded_results_only(rubric: Rubric) -> None:
+    """A violation at 90.47% is not one of the class's 60-point results; it is counted apart."""
+    from grader.outputs.class_summary import bands, measured
+    from grader.scoring.overrides import Grade, Override
+
+    def result(name: str, status: Status, accuracy: float | None) -> Grade:
+        return Grade(Result(student=name, source=f"HW3_{name}.ipynb", status=status, accuracy=accuracy,
+                            reported_accuracy=None, score=60 if status is Status.GRADED else 0, max_score=60, bonus=0,
+                            checks=(), flags=(), duration_s=1.0), Override())
+
+    rows = [result("a", Status.GRADED, 89.5), result("b", Status.VIOLATION, 90.47), result("c", Status.REVIEW, 91.0),
+            result("d", Status.ERROR, None), result("e", Status.GRADED, 70.0)]
+    counts = {c.label: c.count for c in bands(rows, rubric)}
+    assert counts["89% and above: 60 points"] == 1 and counts["below 80%"] == 1
+    assert (counts["violations"], counts["to review"], counts["failed runs (error, time limit)"]) == (1, 1, 1)
+    assert measured(rows) == [89.5, 70.0]
