@@ -71,9 +71,10 @@ def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_contex
         return real(sub, context.__class__(context.rubric, context.facts, None), slot, seed, keep)
 
     monkeypatch.setattr(grader.pipeline.executors.local, "grade_one", flaky)
+    (tmp_path / "class").mkdir()
     for account in ("boom", "fine"):
-        shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / f"HW3_{account}.py")
-    summary = grade_directory(tmp_path, tmp_path / "out", tiny_context, SLOTS)
+        shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / "class" / f"HW3_{account}.py")
+    summary = grade_directory(tmp_path / "class", tmp_path / "out", tiny_context, SLOTS)
     results = {r.student: r for r in summary.results}
     assert results["boom"].status is Status.ERROR and "internal grader error: RuntimeError: disk on fire" == results["boom"].reason
     assert results["fine"].status is Status.GRADED

@@ -261,6 +261,17 @@ def test_a_prefetching_thread_hides_nothing_and_training_inside_a_dataset_is_cou
     assert [loss is not None for loss in curve["loss"]] == [True, True, True, False, False]  # the 3 watched steps
 
 
+def _call_kw(recorder: Recorder, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x=x) as the global hooks see it: the outer call without positional input, the inner with it."""
+    recorder.before_call(module, ())
+    recorder.before_call(module.fc1, (x,))
+    hidden = module.fc1(x.reshape(-1, 784))
+    recorder.after_call(module.fc1, (x,), hidden)
+    output = module.fc2(hidden)
+    recorder.after_call(module, (), output)
+    return output
+
+
 def _train_step(recorder: Recorder, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                 y: torch.Tensor) -> None:
     optimizer.zero_grad()
@@ -282,15 +293,30 @@ def test_test_rows_in_a_training_step_are_counted_however_few(tiny_dataset: Data
         x = torch.cat([train[start:start + 63], test[start // 64:start // 64 + 1]]).float() / 255
         _train_step(recorder, net, optimizer, x, labels)
     assert recorder.test_rows_trained == 5 and int(recorder.test_trained.sum()) == 5
+    # Through what an attacker tries next: noise far below a grey level, a flip, eval mode, a reshape,
+    # keyword arguments.
+    variants = [lambda t: t + 1e-4 * torch.randn_like(t), lambda t: t.reshape(-1, 28, 28).flip(-1).reshape(-1, 784)]
+    for k, change in enumerate(variants):
+        x = torch.cat([train[:63].float() / 255, change(test[50 + k:51 + k].float() / 255)])
+        _train_step(recorder, net, optimizer, x, labels)
+    net.eval()
+    _train_step(recorder, net, optimizer, torch.cat([train[:63], test[60:61]]).float() / 255, labels)
+    net.train()
+    optimizer.zero_grad()
+    x = torch.cat([train[:63], test[70:71]]).float() / 255
+    torch.nn.functional.cross_entropy(_call_kw(recorder, net, x.view(1, -1, 784)), labels).backward()
+    optimizer.step()
+    recorder.on_step(optimizer, (), {})
+    assert recorder.test_rows_trained == 9
     for start in range(0, 200, 50):  # forgot eval mode and no_grad: a test pass with gradients, no backward
         _call(recorder, net, test[start:start + 50].float() / 255)
     _train_step(recorder, net, optimizer, train[:64].float() / 255, labels)
-    assert recorder.test_rows_trained == 5
-    assert recorder.export()["test_images_trained"] == 5
+    assert recorder.test_rows_trained == 9
+    assert recorder.export()["test_images_trained"] == 9
 
 
 def test_a_step_after_no_batch_of_training_images_is_unattributed(tiny_dataset: Dataset) -> None:
-    """A step on images nobody can recognise (noise added) right after a step on a recognised batch;
+    """A step on images nobody can recognise (noise of grey levels added) right after a step on a recognised batch;
     a step with no gradient at all (to silence the scheduler's warning) is not a training step."""
     index, _, train = _index(tiny_dataset)
     recorder = Recorder(index, 10, Serials())
@@ -302,7 +328,7 @@ def test_a_step_after_no_batch_of_training_images_is_unattributed(tiny_dataset: 
     for start in range(0, 4 * 64, 64):
         x = train[start:start + 64].float() / 255
         _train_step(recorder, net, optimizer, x, labels)
-        _train_step(recorder, net, optimizer, x + 1e-3 * torch.randn_like(x), labels)
+        _train_step(recorder, net, optimizer, x + 0.02 * torch.randn_like(x), labels)  # five grey levels
     (entry,) = recorder.optimizers.values()
     assert entry["steps"] == 9 and entry.get("unattributed") == 4
 

@@ -234,3 +234,33 @@ def test_test_images_in_training_violate_the_split_or_are_flagged(facts: FrozenF
     assert [f.flag for f in findings(run_view(record, True), facts, flagging)] == ["trained-on-test-images"]
     forged = {**_record(), "test_images_trained": -5, "test_rows_trained": "many"}
     assert _verdicts(forged, facts, rubric)["valid_size"][0] is True
+
+
+def test_a_warm_start_brings_the_source_models_passes(facts: FrozenFacts, rubric: Rubric) -> None:
+    """A fresh model loads a trained model's weights, then trains 10 more epochs: 20 in its history."""
+    first = [_stepped(100 * k, 100 * (k + 1), optimizer=2) for k in range(10)]
+    second = [_stepped(1000 + 100 * k, 1100 + 100 * k) for k in range(10)]
+    record = _record([*first, *second], optimizers={"1": [1, 2, 3], "2": [7, 8, 9]})
+    record["optimizers"]["1"].update(first_step=1001, last_step=2000, steps=1000)
+    record["optimizers"]["2"].update(first_step=1, last_step=1000, steps=1000)
+    assert _verdicts(record, facts, rubric)["epochs"][0] is True  # as if the loaded weights were fresh
+    record["loads"] = [{"param": 1, "step": 1000, "test_batch": 0, "event": 2, "restored": 1000, "restored_event": 1,
+                        "from_param": 7}]
+    ok, message = _verdicts(record, facts, rubric)["epochs"]
+    assert ok is False and "20 passes" in message
+
+
+def test_loader_batches_holding_other_images_than_named_leave_the_split_undecided(facts: FrozenFacts,
+                                                                                   rubric: Rubric) -> None:
+    record = {**_record(), "loader_mismatch": 3}
+    ok, message = _verdicts(record, facts, rubric)["valid_size"]
+    assert ok is None and "other images than its sampler named" in message
+
+
+def test_training_rows_a_step_followed_count_however_the_batch_was_built(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Every loader batch padded with images from the whole training file (the validation part too)."""
+    mask = numpy.zeros(SIZE, dtype=bool)
+    mask[list(range(0, 600))] = True  # validation images among the rows an optimizer step followed
+    record = {**_record(), "stepped_rows": base64.b64encode(numpy.packbits(mask).tobytes()).decode()}
+    ok, message = _verdicts(record, facts, rubric)["valid_size"]
+    assert ok is False and "used both to train" in message

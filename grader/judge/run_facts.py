@@ -218,6 +218,24 @@ def lineage_steps(loads: list[tuple[Moment, Moment]], end: int) -> list[tuple[in
         loads = [load for load in loads if load[0] < restored]
 
 
+def _warm_started(record: dict[str, Any], params: frozenset[int], opts: dict[int, Optimizer],
+                  stepping: list[TrainPassFacts]) -> list[TrainPassFacts]:
+    """The passes of another model whose trained weights the graded model loaded before it trained on
+    (a warm start): they are in its history as much as its own."""
+    raw = record.get("loads")
+    found: list[TrainPassFacts] = []
+    for item in raw[-1000:] if isinstance(raw, list) else []:
+        if not (isinstance(item, dict) and item.get("param") in params):
+            continue
+        source, restored = item.get("from_param"), integer(item.get("restored"))
+        if type(source) is not int or source in params or restored is None:
+            continue
+        theirs = {serial for serial, o in opts.items() if source in o.params}
+        found += [p for p in stepping if theirs & set(p.steps) and max(p.end_step, p.start_step + 1) <= restored
+                  and p not in found]
+    return found
+
+
 def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
     """Whether any step the pass carried is in the intervals (a pass without its end step: by its start)."""
     last = max(p.end_step, p.start_step + 1)
@@ -250,7 +268,7 @@ def training(record: dict[str, Any]) -> Training:
         kept = [p for p in direct if _kept(p, intervals)]
         dropped = [p for p in direct if not _kept(p, intervals)]
         undone = (len(dropped), sum(sum(n for serial, n in p.steps.items() if serial in own) for p in dropped))
-        direct = kept
+        direct = _warm_started(record, params, opts, stepping) + kept
     groups: dict[frozenset[int], int] = {}
     if direct:
         lineage, used = "direct", direct
@@ -267,6 +285,8 @@ def training(record: dict[str, Any]) -> Training:
     trained = 0
     for p in used:
         trained |= p.drawn
+    if lineage == "direct":  # training images recognised in a call a step followed trained it too (a batch
+        trained |= _bits(record.get("stepped_rows"), size) or 0  # padded with images from anywhere)
     count = trained.bit_count()
     validation = 0
     begun = min((o.first_step for o in steps), default=0)

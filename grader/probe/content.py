@@ -12,10 +12,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 PIXELS = 28 * 28
+TOLERANCE = 0.4 / 255  # of a row's range: within this of its minimum (maximum) is at it (under half a grey level)
+
+
+def image_rows(value: object) -> torch.Tensor | None:
+    """``value`` as rows of one image each, (rows, 784), when its trailing dimensions hold exactly
+    one image ((N, 784), (N, 1, 28, 28), (1, N, 784), ...) and it holds pixels; else None."""
+    if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.numel() == 0 or value.is_complex():
+        return None
+    if not (value.is_floating_point() or value.dtype == torch.uint8):
+        return None
+    size = 1
+    for k in range(value.dim() - 1, 0, -1):
+        size *= value.shape[k]
+        if size == PIXELS:
+            return value.reshape(-1, PIXELS)
+        if size > PIXELS:
+            return None
+    return None
 
 
 def read_images(path: Path) -> torch.Tensor:
@@ -50,35 +69,59 @@ class ImageIndex:
                 self.sizes[split] = images.shape[0]
 
     @staticmethod
-    def keys(rows: torch.Tensor) -> list[bytes]:
-        """One key per row of a (batch, 784) tensor: the bits of its minimum and maximum masks."""
+    def masks(rows: torch.Tensor) -> Any:
+        """Per row of a (batch, 784) tensor, as a numpy bool array (batch, 1568): where it is within a
+        fraction of a grey level of its minimum, then of its maximum. One grey level is at least
+        (max - min) / 255 under any affine map of an image, so on exact inputs this is equality, and
+        noise far below a grey level changes nothing."""
         import numpy
 
         if rows.device.type == "cpu" and rows.dtype != torch.bfloat16:
             # NumPy on one thread: torch's intra-op threads cost more than the work on a batch this size.
             array = rows.numpy()
-            masks = numpy.concatenate([array == array.min(1, keepdims=True), array == array.max(1, keepdims=True)], 1)
-        else:  # compared where the tensor lives; only the masks come back
-            both = torch.cat([rows == rows.amin(1, keepdim=True), rows == rows.amax(1, keepdim=True)], 1)
-            masks = both.cpu().numpy()
+            low, high = array.min(1, keepdims=True), array.max(1, keepdims=True)
+            slack = (high - low) * TOLERANCE if array.dtype.kind == "f" else 0
+            return numpy.concatenate([array <= low + slack, array >= high - slack], 1)
+        low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)  # compared where the tensor lives
+        slack = (high - low) * TOLERANCE if rows.is_floating_point() else 0
+        return torch.cat([rows <= low + slack, rows >= high - slack], 1).cpu().numpy()
+
+    @staticmethod
+    def pack(masks: Any) -> list[bytes]:
+        import numpy
+
         packed = numpy.packbits(masks, axis=1).tobytes()
-        width = len(packed) // max(1, rows.shape[0])
+        width = len(packed) // max(1, masks.shape[0])
         return [packed[k:k + width] for k in range(0, len(packed), width)]
 
+    @classmethod
+    def keys(cls, rows: torch.Tensor) -> list[bytes]:
+        """One key per row of a (batch, 784) tensor: the bits of its minimum and maximum masks."""
+        return cls.pack(cls.masks(rows))
+
     def matches(self, value: object) -> dict[str, Match]:
-        """Every split with rows in ``value``, however few: a test image hidden among training rows too."""
-        if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] == 0:
-            return {}
-        if value.is_complex() or value[0].numel() != PIXELS or not (value.is_floating_point() or value.dtype == torch.uint8):
+        """Every split with rows in ``value``, however few: a test image hidden among training rows
+        too, flipped left to right or not."""
+        rows = image_rows(value)
+        if rows is None:
             return {}
         with torch.no_grad():
-            keys = self.keys(value.detach().reshape(value.shape[0], PIXELS))
+            masks = self.masks(rows.detach())
+        keys = self.pack(masks)
+        flipped: list[bytes] | None = None
         half = len(keys[0]) // 2
         found: dict[str, Match] = {}
         for split, table in self.splits.items():
             # An inverted image (1 - x, a decreasing map) swaps its minimum and maximum masks.
             hits = [(position, hit) for position, key in enumerate(keys)
                     if (hit := table.get(key) or table.get(key[half:] + key[:half])) is not None]
+            if len(hits) < len(keys):  # an image flipped left to right: its masks are
+                if flipped is None:
+                    flipped = self.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
+                seen = {position for position, _ in hits}
+                hits += [(position, hit) for position, key in enumerate(flipped)
+                         if position not in seen and (hit := table.get(key)) is not None]
+                hits.sort(key=lambda item: item[0])
             if hits:
                 found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys))
         return found
@@ -121,14 +164,14 @@ class PerPixel:
     def match(self, value: object, stepping: bool) -> Match | None:
         if not self.table or (not self.hits and (self.tries >= self.TRIES or not stepping)):
             return None
-        if not isinstance(value, torch.Tensor) or value.dim() < 2 or not value.is_floating_point() \
-                or value.is_complex() or value[0].numel() != PIXELS or value.shape[0] < 2:
+        given = image_rows(value)
+        if given is None or not given.is_floating_point() or given.shape[0] < 2:
             return None
         import numpy
 
         self.tries += 1
         with torch.no_grad():
-            rows = value.detach().reshape(value.shape[0], PIXELS)
+            rows = given.detach()
             if stepping:
                 low = rows.amin(0)
                 same = self.zero is not None and self.zero.device == low.device and self.zero.dtype == low.dtype

@@ -209,6 +209,10 @@ class Recorder:
         self._learned = False  # PerPixel read a whole batch (or gave up): nothing is kept any more
         self._learning_steps: Counter[int] = Counter()  # optimizer -> unattributed steps after them
         self._spot = random.Random(os.urandom(16))  # which loader batches are looked at: not the notebook's seed
+        self._blind = False  # the outermost call had no positional input: the first call inside is looked at
+        self.claimed: list[int] | None = None  # the training indices the last yielded batch's sampler named
+        self.loader_mismatch = 0  # yielded batches whose images were not those named
+        self.stepped_rows = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
 
@@ -241,22 +245,31 @@ class Recorder:
         if self.fetching:
             return  # a dataset's transform, not the model
         self._depth += 1
-        if self._depth != 1 or self.internal or not args:
+        if self.internal:
             return
+        if self._depth == 1:
+            self._blind = not args  # called with keyword arguments only: the first call inside is looked at
+            if self._blind:
+                return
+        elif not (self._blind and args):
+            return
+        self._blind = False
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
             self._settle_draw(followed_by_step=False)  # a new batch came before any step
             # The batch a training DataLoader just yielded: its pass records it. Its rows are looked at
             # only now and then (a secret one batch in SPOT_CHECK), for test images a wrapper Dataset
-            # may slip in, and at every batch once one was seen.
-            if self.test_rows_trained or self._spot.randrange(SPOT_CHECK) == 0:
-                test = self.index.matches(args[0]).get("test")
-                if test is not None:
-                    self._watch_test = test
+            # may slip in and for images other than those its sampler named, and at every batch once
+            # either was seen.
+            if self.test_rows_trained or self.loader_mismatch or self._spot.randrange(SPOT_CHECK) == 0:
+                seen = self.index.matches(args[0])
+                if "test" in seen:
+                    self._watch_test = seen["test"]
+                self._check_claimed(seen.get("train"))
             return
         found = self.index.matches(args[0])
         match = self.index.majority(found)
-        if stepping and "test" in found:
+        if torch.is_grad_enabled() and "test" in found:
             self._watch_test = found["test"]  # trained on only if their rows' gradient reaches the model
         if match is not None and match.split == "test":
             serial = self.module_serial(module)
@@ -305,6 +318,15 @@ class Recorder:
         else:
             self._pending_train = None
             self._valid_rows(awaited, output.detach().argmax(1).cpu())
+
+    def _check_claimed(self, train: Match | None) -> None:
+        """The training images a yielded batch holds are those its sampler named (a Dataset wrapper
+        that remaps indices breaks that); only rows read whole count (augmented ones are not read)."""
+        if train is None or self.claimed is None or 2 * len(train.positions) < train.batch:
+            return
+        held = {group[0] for group in train.indices if len(group) == 1}
+        if not held <= set(self.claimed):
+            self.loader_mismatch += 1
 
     def _per_pixel(self, value: Any, stepping: bool) -> Match | None:
         """Rows standardized per pixel position (content.PerPixel). Until its map reads a whole batch,
@@ -435,6 +457,8 @@ class Recorder:
         indices, stepping, predictions = self._undecided_draw
         self._undecided_draw = None
         training = stepping or followed_by_step
+        if followed_by_step and indices:  # rows an optimizer step followed, however the batch was built
+            self.stepped_rows[torch.tensor(indices, dtype=torch.long)] = True
         current = self._content[training]
         if current is None or bool(current.drawn[torch.tensor(indices, dtype=torch.long)].any()):
             if current is not None:
@@ -455,6 +479,7 @@ class Recorder:
         self.clock += 1
         track.draw(indices, self.clock)
         self.loader = track
+        self.claimed = indices
         first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
         self.yielded = first if isinstance(first, torch.Tensor) else None
 
@@ -510,15 +535,17 @@ class Recorder:
         """Weights loaded into a module; ``restored``: the step of the captured state they equal, if any."""
         params = list(module.parameters())
         restored: tuple[int, int] | None = None
+        source: int | None = None  # another model's first parameter, when the state was taken from it (a warm start)
         if params:
             key, now = tuple(self.serials.of(p) for p in params), fingerprint(params)
-            for serials, step, event, then in reversed(self.captures):
-                if serials == key and then.shape == now.shape and torch.equal(then, now.to(then.device)):
-                    restored = (step, event)
+            same = [c for c in reversed(self.captures) if c[0] == key] + [c for c in reversed(self.captures) if c[0] != key]
+            for serials, step, event, then in same:
+                if then.shape == now.shape and torch.equal(then, now.to(then.device)):
+                    restored, source = (step, event), (serials[0] if serials != key else None)
                     break
         self.events += 1
         self.loads.append({"param": self.serials.of(params[0]) if params else None, "step": self.steps,
-                           "test_batch": self.test_batches, "event": self.events,
+                           "test_batch": self.test_batches, "event": self.events, "from_param": source,
                            "restored": restored[0] if restored else None, "restored_event": restored[1] if restored else None})
 
     # -- export -------------------------------------------------------------------------------
@@ -530,6 +557,8 @@ class Recorder:
             "test_steps": self.test_steps,
             "test_rows_trained": self.test_rows_trained,
             "test_images_trained": int(self.test_trained.sum()),
+            "loader_mismatch": self.loader_mismatch,
+            "stepped_rows": bitmap(self.stepped_rows),
             "unwatched_steps": self.unwatched_steps,
             "steps": self.steps,
             "train_size": self.index.sizes.get("train"),

@@ -76,6 +76,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     unknown = unattributed(training)
     if unknown is not None:
         return run_check(RULE, None, f"{unknown}; the split was not measured")
+    if (integer(run.record.get("loader_mismatch")) or 0) > 0:
+        return run_check(RULE, None, "the training DataLoader yielded other images than its sampler named (a Dataset "
+                                     "that remaps indices); which images trained the model is not known")
     size, trained = training.train_size, training.trained.bit_count()
     if not size or not trained:
         return run_check(RULE, None, "no training images were seen being drawn; the split was not measured")
