@@ -355,22 +355,48 @@ def test_loading_back_a_saved_state_names_the_step_it_was_saved_at(tiny_dataset:
     assert recorder.loads[1]["restored_event"] == 2  # the latest state taken with those weights
 
 
-def test_rows_standardized_per_pixel_are_training_images_on_the_real_data(tmp_path: Path) -> None:
-    """The lecture's feature normalization, (X - X_train.mean(0)) / X_train.std(0), over preloaded
-    tensors and an own mini-batch loop: every batch is recognised from the first, so the epochs count."""
+def _real_raw(tmp_path: Path) -> Path:
     import gzip
     import shutil
 
+    import pytest
+
     source = Path("/usr/share/datasets/fashion-mnist")
     if not (source / "train-images-idx3-ubyte.gz").exists():
-        import pytest
-
         pytest.skip("the real FashionMNIST is not installed (apt-get install dataset-fashion-mnist)")
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
         with gzip.open(source / f"{name}.gz") as packed, open(raw / name, "wb") as out:
             shutil.copyfileobj(packed, out)
+    return raw
+
+
+def test_training_images_sharing_a_key_with_a_test_image_are_not_test_rows(tmp_path: Path) -> None:
+    """On the real data nine training images share their min/max key with a test image (found by an
+    attacker): an honest step on them is not training on the test set, because a key's match is
+    verified pixel by pixel before a test row counts. A real test image among them still counts."""
+    raw = _real_raw(tmp_path)
+    index = ImageIndex(raw)
+    train = read_images(raw / "train-images-idx3-ubyte")
+    test = read_images(raw / "t10k-images-idx3-ubyte")
+    colliding = [11932, 51488, 42540, 54857, 56004, 58762, 5081, 35999, 47716]
+    x = (train[colliding].float() / 255 - 0.286) / 0.353
+    assert "test" in index.matches(x)  # the keys alone say test
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    _train_step(recorder, net, optimizer, x, torch.zeros(len(colliding), dtype=torch.long))
+    assert recorder.test_rows_trained == 0
+    x = torch.cat([x, (test[2605:2606].float() / 255 - 0.286) / 0.353])
+    _train_step(recorder, net, optimizer, x, torch.zeros(len(x), dtype=torch.long))
+    assert recorder.test_rows_trained == 1
+
+
+def test_rows_standardized_per_pixel_are_training_images_on_the_real_data(tmp_path: Path) -> None:
+    """The lecture's feature normalization, (X - X_train.mean(0)) / X_train.std(0), over preloaded
+    tensors and an own mini-batch loop: every batch is recognised from the first, so the epochs count."""
+    raw = _real_raw(tmp_path)
     index = ImageIndex(raw)
     recorder = Recorder(index, 10, Serials())
     images = read_images(raw / "train-images-idx3-ubyte").float().div(255)
@@ -430,3 +456,29 @@ def test_per_pixel_rows_read_once_the_map_is_learned_count_their_steps(tiny_data
     assert len(passes) == 3 and [sum(p.steps.values()) for p in passes] == [15, 15, 15]
     drawn = [int(p.drawn.sum()) for p in passes]  # while learning, a batch read in part misses a few rows
     assert drawn[0] >= 400 and min(drawn[1:]) >= 475
+
+
+def test_only_rows_a_gradient_reached_trained_the_model(tiny_dataset: Dataset) -> None:
+    """A validation pass over preloaded rows that forgot model.eval() and no_grad trains nothing (no
+    backward reaches it); two forward calls before one backward both trained."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = train.float() / 255
+    labels = torch.zeros(30, dtype=torch.long)
+    for start in range(0, 480, 60):  # two halves, one backward, one step
+        optimizer.zero_grad()
+        loss = sum(torch.nn.functional.cross_entropy(_call(recorder, net, x[s:s + 30]), labels)
+                   for s in (start, start + 30))
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+        recorder.on_step(optimizer, (), {})
+    for start in range(480, 600, 40):  # validation, gradients on, training mode, no backward
+        _call(recorder, net, x[start:start + 40])
+    _train_step(recorder, net, optimizer, x[:30], labels)
+    recorder.export()
+    trained = [p for p in recorder.train_passes if p.stepping]
+    validated = [p for p in recorder.train_passes if not p.stepping]
+    assert int(trained[0].drawn.sum()) == 480 and [int(p.drawn.sum()) for p in validated] == [120]
+    assert int(recorder.stepped_rows.sum()) == 480

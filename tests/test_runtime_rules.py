@@ -191,11 +191,15 @@ def test_steps_discarded_by_loading_back_an_earlier_state_do_not_count(facts: Fr
     record["optimizers"] = {"1": {"params": [1, 2, 3], "steps": 1060, "first_step": 1, "last_step": 1060}}
     ok, message = _verdicts(record, facts, rubric)["epochs"]
     assert ok is False and "11 passes" in message  # nothing loaded back: the range test is a pass
-    record["loads"] = [{"param": 1, "step": 60, "test_batch": 0, "event": 2, "restored": 0, "restored_event": 1},
-                       {"param": 1, "step": 1060, "test_batch": 0, "event": 10, "restored": 760,
+    record["loads"] = [{"param": 1, "params": [1, 2, 3], "step": 60, "test_batch": 0, "event": 2, "restored": 0,
+                        "restored_event": 1},
+                       {"param": 1, "params": [1, 2, 3], "step": 1060, "test_batch": 0, "event": 10, "restored": 760,
                         "restored_event": 9}]  # best epoch: the 7th
     ok, message = _verdicts(record, facts, rubric)["epochs"]
     assert ok is True and "10 passes" in message and "not counting 1 earlier passes, 60 steps" in message
+    record["loads"][0]["params"] = [1]  # one layer's own state loaded back: the rest trained on (an attacker)
+    assert _verdicts(record, facts, rubric)["epochs"][0] is False
+    record["loads"][0]["params"] = [1, 2, 3]
     record["loads"][0]["restored"] = None  # loaded something not seen saved: nothing is discarded
     assert _verdicts(record, facts, rubric)["epochs"][0] is False
 
@@ -244,8 +248,8 @@ def test_a_warm_start_brings_the_source_models_passes(facts: FrozenFacts, rubric
     record["optimizers"]["1"].update(first_step=1001, last_step=2000, steps=1000)
     record["optimizers"]["2"].update(first_step=1, last_step=1000, steps=1000)
     assert _verdicts(record, facts, rubric)["epochs"][0] is True  # as if the loaded weights were fresh
-    record["loads"] = [{"param": 1, "step": 1000, "test_batch": 0, "event": 2, "restored": 1000, "restored_event": 1,
-                        "from_param": 7}]
+    record["loads"] = [{"param": 1, "params": [1, 2, 3], "step": 1000, "test_batch": 0, "event": 2, "restored": 1000,
+                        "restored_event": 1, "from_param": 7}]
     ok, message = _verdicts(record, facts, rubric)["epochs"]
     assert ok is False and "20 passes" in message
 
@@ -264,3 +268,11 @@ def test_training_rows_a_step_followed_count_however_the_batch_was_built(facts: 
     record = {**_record(), "stepped_rows": base64.b64encode(numpy.packbits(mask).tobytes()).decode()}
     ok, message = _verdicts(record, facts, rubric)["valid_size"]
     assert ok is False and "used both to train" in message
+
+
+def test_a_sampler_listing_every_index_twice_draws_two_epochs_a_pass(facts: FrozenFacts, rubric: Rubric) -> None:
+    doubled = {**TRAIN, "rows": 2 * len(TRAIN_IDX)}
+    ok, message = _verdicts(_record([doubled, VALID] * 10), facts, rubric)["epochs"]
+    assert ok is False and "20 passes" in message
+    replaced = {**TRAIN, "rows": int(1.58 * len(TRAIN_IDX))}  # drawn with replacement: one epoch
+    assert _verdicts(_record([replaced, VALID] * 10), facts, rubric)["epochs"][0] is True

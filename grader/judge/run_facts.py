@@ -31,6 +31,14 @@ class TrainPassFacts:
     start_step: int  # optimizer steps taken before it began
     predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
     end_step: int = 0  # the last optimizer step it carried
+    rows: int = 0  # indices drawn, repeats included
+
+    @property
+    def times(self) -> int:
+        """How many passes' worth of images it drew: 2 when its sampler listed each index twice (a
+        sampler drawing with replacement, about 1.6 draws per image it reaches, stays one)."""
+        unique = self.drawn.bit_count()
+        return max(1, int(self.rows / unique + 0.1)) if self.rows and unique else 1
 
     @property
     def stepped(self) -> bool:
@@ -77,6 +85,11 @@ class Training:
     steps: int = 0  # steps of its optimizers
     undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
 
+    @property
+    def pass_count(self) -> int:
+        """Passes over the training data in its history, a pass drawing each image twice counting two."""
+        return sum(p.times for p in self.passes)
+
 
 MAX_PASSES = 2000  # passes of each kind read from a record (the probe writes at most that many)
 
@@ -117,7 +130,7 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPassFacts]:
         predictions = _bytes(item.get("predictions"), drawn.bit_count())
         found.append(TrainPassFacts(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
                                item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
-                               predictions, integer(item.get("end_step")) or 0))
+                               predictions, integer(item.get("end_step")) or 0, min(integer(item.get("rows")) or 0, 10**9)))
     return found
 
 
@@ -175,6 +188,13 @@ def graded_params(record: dict[str, Any]) -> frozenset[int]:
     return frozenset(p for p in serials if type(p) is int) if isinstance(serials, list) else frozenset()
 
 
+def _whole(load: dict[str, Any], params: frozenset[int]) -> bool:
+    """Whether a load put weights into the whole graded model (a submodule's own state, loaded back,
+    undoes nothing of the rest)."""
+    listed = load.get("params")
+    return isinstance(listed, list) and bool(params) and frozenset(p for p in listed if type(p) is int) == params
+
+
 Moment = tuple[int, int]  # (optimizer steps taken, the probe's count of captures and loads): a point in the run
 
 
@@ -184,7 +204,7 @@ def restores(record: dict[str, Any], params: frozenset[int]) -> list[tuple[Momen
     found = []
     raw = record.get("loads")
     for item in raw[-1000:] if isinstance(raw, list) else []:
-        if isinstance(item, dict) and item.get("param") in params:
+        if isinstance(item, dict) and _whole(item, params):
             step, restored = integer(item.get("step")), integer(item.get("restored"))
             event, then = integer(item.get("event")) or 0, integer(item.get("restored_event")) or 0
             if step is not None and restored is not None and 0 <= restored <= step <= MAX_STEP and then < event:
@@ -225,7 +245,7 @@ def _warm_started(record: dict[str, Any], params: frozenset[int], opts: dict[int
     raw = record.get("loads")
     found: list[TrainPassFacts] = []
     for item in raw[-1000:] if isinstance(raw, list) else []:
-        if not (isinstance(item, dict) and item.get("param") in params):
+        if not (isinstance(item, dict) and _whole(item, params)):
             continue
         source, restored = item.get("from_param"), integer(item.get("restored"))
         if type(source) is not int or source in params or restored is None:

@@ -54,14 +54,33 @@ class Match:
     batch: int
 
 
+def _affine_image(row: torch.Tensor, raw: torch.Tensor) -> bool:
+    """Whether ``row`` is ``a * raw + b`` (either sign of ``a``), as is or flipped left to right,
+    within half a grey level at every pixel."""
+    image = raw.float()
+    span = float(image.max() - image.min())
+    if span == 0:
+        return False
+    for candidate in (image, image.reshape(28, 28).flip(-1).reshape(-1)):
+        for sign in (1.0, -1.0):
+            scale = sign * float(row.max() - row.min()) / span
+            shift = float(row.min()) - scale * float(candidate.min() if sign > 0 else candidate.max())
+            if scale != 0 and float((row - (scale * candidate + shift)).abs().max()) <= 0.5 * abs(scale):
+                return True
+    return False
+
+
 class ImageIndex:
     def __init__(self, raw: Path) -> None:
         self.pixels = PIXELS
         self.splits: dict[str, dict[bytes, list[int]]] = {}
         self.sizes: dict[str, int] = {}
+        self.test_images: torch.Tensor | None = None  # the raw test images, to verify a key's match pixel by pixel
         for split, name in (("test", "t10k-images-idx3-ubyte"), ("train", "train-images-idx3-ubyte")):
             if (raw / name).is_file():
                 images = read_images(raw / name)
+                if split == "test":
+                    self.test_images = images
                 table: dict[bytes, list[int]] = {}
                 for index, key in enumerate(self.keys(images)):
                     table.setdefault(key, []).append(index)
@@ -125,6 +144,18 @@ class ImageIndex:
             if hits:
                 found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys))
         return found
+
+    def verified_test(self, match: Match, value: torch.Tensor) -> Match | None:
+        """The rows of a test ``match`` that are, pixel by pixel, an affine map (increasing or
+        decreasing, flipped left to right or not) of the test image their key named, within half a
+        grey level: on the real data a few training images share a key with a test image, and an
+        honest batch holding one must not count as trained on the test set."""
+        rows = image_rows(value)
+        if rows is None or self.test_images is None:
+            return None
+        kept = [(p, group) for p, group in zip(match.positions, match.indices)
+                if any(_affine_image(rows[p].detach().float().cpu(), self.test_images[i]) for i in group)]
+        return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch) if kept else None
 
     @staticmethod
     def majority(found: dict[str, Match]) -> Match | None:

@@ -48,6 +48,7 @@ class TrainPass:
         self.stepping = stepping  # content passes: grad enabled and the module in training mode
         self.drawn = torch.zeros(size, dtype=torch.bool)
         self.batches = 0
+        self.rows = 0  # indices drawn, repeats included (a sampler listing each index twice draws two epochs' worth)
         self.steps: Counter[int] = Counter()  # optimizer serial -> steps
         self.complete = False
         self.last_batch = 0  # the recorder's clock when it last drew a batch
@@ -57,6 +58,7 @@ class TrainPass:
         if indices:
             where = torch.tensor(indices, dtype=torch.long)
             self.drawn[where] = True
+            self.rows += len(indices)
             if predictions is not None:
                 if self.predictions is None:
                     self.predictions = torch.full(self.drawn.shape, -1, dtype=torch.int8)
@@ -66,12 +68,26 @@ class TrainPass:
 
     def export(self) -> dict[str, Any]:
         record = {"source": self.source, "stepping": self.stepping, "drawn": bitmap(self.drawn),
-                  "samples": int(self.drawn.sum()), "batches": self.batches, "complete": self.complete,
+                  "samples": int(self.drawn.sum()), "rows": self.rows, "batches": self.batches,
+                  "complete": self.complete,
                   "start_step": self.start_step, "end_step": self.end_step,
                   "steps": {str(k): v for k, v in self.steps.items()}}
         if self.predictions is not None:  # one signed byte per drawn image, in index order
             record["predictions"] = base64.b64encode(self.predictions[self.drawn].numpy().tobytes()).decode()
         return record
+
+
+class Draw:
+    """Training images one call fed the model, until it is known whether they trained it."""
+
+    def __init__(self, indices: list[int], trained: bool, waits: bool = False) -> None:
+        self.indices = indices
+        self.trained = trained  # a gradient reached their rows (or the draw is known to have trained)
+        self.waits = waits  # a call with gradients: its backward may come after the next call
+        self.predictions: torch.Tensor | None = None  # the model's classes, where it evaluated them
+
+    def reached(self, grad: torch.Tensor) -> None:
+        self.trained = True
 
 
 class TestPass:
@@ -129,14 +145,31 @@ class Evaluation:
 
 MAX_LEARNING_ROWS = 8192  # rows kept for PerPixel to read again once it has learned its map
 SPOT_CHECK = 8  # one in this many batches a training DataLoader yields is looked at for test images
-MAX_CAPTURES = 5000  # states captured with state_dict() that a later load may restore (the last ones)
+MAX_CAPTURES = 5000
+MAX_LOAD_PARAMS = 64  # parameters of a loaded module listed in the record (the homework's model has 6 to 12)  # states captured with state_dict() that a later load may restore (the last ones)
 
 
-def fingerprint(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A few values of every parameter, kept where they live: two states of one model that trained
-    between them differ here (a step moves nearly every weight)."""
-    with torch.no_grad():
-        return torch.cat([p.detach().reshape(-1)[:: max(1, p.numel() // 8)][:8].float() for p in params])
+class Fingerprints:
+    """Each parameter projected on a secret random vector of its size, kept where it lives: two states
+    of a model that differ in any weight differ here, and a notebook cannot choose the weights a
+    projection it does not know would take for another state's. Computed only when a state is taken
+    or loaded (``state_dict()``, ``load_state_dict``), never per step."""
+
+    def __init__(self) -> None:
+        self._seed = int.from_bytes(os.urandom(7), "big")
+        self._vectors: dict[tuple[int, str], torch.Tensor] = {}
+
+    def of(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            parts = []
+            for p in params:
+                key = (p.numel(), str(p.device))
+                vector = self._vectors.get(key)
+                if vector is None:
+                    generator = torch.Generator().manual_seed(self._seed + p.numel())
+                    vector = self._vectors[key] = torch.randn(p.numel(), generator=generator).to(p.device)
+                parts.append((p.detach().reshape(-1).float() * vector).sum())
+            return torch.stack(parts)
 
 
 def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +208,7 @@ class Recorder:
         self.train_passes: list[TrainPass] = []
         self.test_passes: list[TestPass] = []
         self.optimizers: dict[int, dict[str, Any]] = {}
-        self.loads: list[dict[str, int | None]] = []
+        self.loads: list[dict[str, Any]] = []
         self.modules: dict[int, weakref.ref[torch.nn.Module]] = {}
         self.samples: dict[int, torch.Tensor] = {}  # input module serial -> two rows of its last test input
         self.loader: TrainPass | None = None  # the training DataLoader pass that last yielded a batch
@@ -185,7 +218,9 @@ class Recorder:
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
         self._test_since_step = False
-        self._undecided_draw: tuple[list[int], bool, torch.Tensor | None] | None = None
+        self._undecided_draw: Draw | None = None
+        self._waiting: list[Draw] = []  # draws of calls with gradients whose backward is not known yet
+        self._hook_draw: Draw | None = None  # the draw whose call's output gets a gradient hook
         self._content: dict[bool, TrainPass | None] = {True: None, False: None}
         self._open: dict[tuple[int, int], TestPass] = {}
         self._depth = 0
@@ -215,6 +250,7 @@ class Recorder:
         self.stepped_rows = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
+        self.fingerprints = Fingerprints()
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
     @property
@@ -264,13 +300,13 @@ class Recorder:
             if self.test_rows_trained or self.loader_mismatch or self._spot.randrange(SPOT_CHECK) == 0:
                 seen = self.index.matches(args[0])
                 if "test" in seen:
-                    self._watch_test = seen["test"]
+                    self._watch_test = self.index.verified_test(seen["test"], args[0])
                 self._check_claimed(seen.get("train"))
             return
         found = self.index.matches(args[0])
         match = self.index.majority(found)
-        if torch.is_grad_enabled() and "test" in found:
-            self._watch_test = found["test"]  # trained on only if their rows' gradient reaches the model
+        if torch.is_grad_enabled() and "test" in found:  # trained on only if their rows' gradient reaches the model
+            self._watch_test = self.index.verified_test(found["test"], args[0])
         if match is not None and match.split == "test":
             serial = self.module_serial(module)
             self._pending, self._pending_train = (match, serial), None
@@ -300,6 +336,8 @@ class Recorder:
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
         if not self._depth and self._watch_test is not None and not self.internal:
             self._watch_gradient(output)
+        if not self._depth and self._hook_draw is not None and not self.internal:
+            self._hook_gradient(output)
         if not self._depth and self._eval_input is not None and not self.internal:
             self._evaluated(module, output)
         if self._depth or (self._pending is None and self._pending_train is None) or self.internal:
@@ -350,7 +388,7 @@ class Recorder:
             self._settle_draw(followed_by_step=False)
             for found in again:
                 assert found is not None
-                self._undecided_draw = ([group[0] for group in found.indices if len(group) == 1], True, None)
+                self._undecided_draw = Draw([group[0] for group in found.indices if len(group) == 1], True)
                 self._settle_draw(followed_by_step=True)
             track = self._content[True]
             for serial, count in self._learning_steps.items():
@@ -436,10 +474,14 @@ class Recorder:
                 self.on_complete(current)
 
     def _train_rows(self, match: Match, stepping: bool) -> None:
-        """Training images reached the model: whether they trained it is known by what follows."""
+        """Training images reached the model: whether they trained it is known by what follows (a
+        gradient reaching their rows, or an optimizer step)."""
         self._settle_draw(followed_by_step=False)
         # Images sharing one key (duplicates, rare collisions) are left out: which one it was is unknown.
-        self._undecided_draw = ([group[0] for group in match.indices if len(group) == 1], stepping, None)
+        graded = torch.is_grad_enabled()  # in either mode: a model trained in eval mode still trains
+        draw = Draw([group[0] for group in match.indices if len(group) == 1], False, waits=graded)
+        self._undecided_draw = draw
+        self._hook_draw = draw if graded else None
 
     def _valid_rows(self, match: Match, predictions: torch.Tensor) -> None:
         """The model's classes for the training rows it just evaluated (the grader scores them)."""
@@ -447,17 +489,36 @@ class Recorder:
         if draw is None:
             return
         rows = torch.tensor([p for p, group in zip(match.positions, match.indices) if len(group) == 1], dtype=torch.long)
-        if len(rows) == len(draw[0]):
-            self._undecided_draw = (draw[0], draw[1], predictions[rows])
+        if len(rows) == len(draw.indices):
+            draw.predictions = predictions[rows]
+
+    def _hook_gradient(self, output: Any) -> None:
+        draw, self._hook_draw = self._hook_draw, None
+        if isinstance(output, (tuple, list)) and output:
+            output = output[0]
+        if draw is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(draw.reached)
 
     def _settle_draw(self, followed_by_step: bool) -> None:
-        """The last draw trained the model when an optimizer step followed it or it ran with grad in train mode."""
-        if self._undecided_draw is None:
+        """The last draw trained the model when a gradient reached its rows or an optimizer step
+        followed it; one with gradients whose backward has not come yet waits for the next step (two
+        forward calls before one backward), and an evaluation with gradients on that never gets one
+        (a validation pass without no_grad) trained nothing."""
+        draw, self._undecided_draw = self._undecided_draw, None
+        if followed_by_step or draw is None:
+            for waiting in self._waiting:
+                self._record_draw(waiting, waiting.trained)
+            self._waiting = []
+        if draw is None:
             return
-        indices, stepping, predictions = self._undecided_draw
-        self._undecided_draw = None
-        training = stepping or followed_by_step
-        if followed_by_step and indices:  # rows an optimizer step followed, however the batch was built
+        if followed_by_step or draw.trained or not draw.waits:
+            self._record_draw(draw, draw.trained or followed_by_step)
+        else:
+            self._waiting.append(draw)
+
+    def _record_draw(self, draw: Draw, training: bool) -> None:
+        indices, predictions = draw.indices, draw.predictions
+        if training and indices:  # rows that trained it, however the batch was built
             self.stepped_rows[torch.tensor(indices, dtype=torch.long)] = True
         current = self._content[training]
         if current is None or bool(current.drawn[torch.tensor(indices, dtype=torch.long)].any()):
@@ -528,7 +589,7 @@ class Recorder:
         params = list(module.parameters())
         if params:
             self.events += 1
-            self.captures.append((tuple(self.serials.of(p) for p in params), self.steps, self.events, fingerprint(params)))
+            self.captures.append((tuple(self.serials.of(p) for p in params), self.steps, self.events, self.fingerprints.of(params)))
             del self.captures[:-MAX_CAPTURES]
 
     def on_load(self, module: torch.nn.Module) -> None:
@@ -537,7 +598,7 @@ class Recorder:
         restored: tuple[int, int] | None = None
         source: int | None = None  # another model's first parameter, when the state was taken from it (a warm start)
         if params:
-            key, now = tuple(self.serials.of(p) for p in params), fingerprint(params)
+            key, now = tuple(self.serials.of(p) for p in params), self.fingerprints.of(params)
             same = [c for c in reversed(self.captures) if c[0] == key] + [c for c in reversed(self.captures) if c[0] != key]
             for serials, step, event, then in same:
                 if then.shape == now.shape and torch.equal(then, now.to(then.device)):
@@ -545,6 +606,7 @@ class Recorder:
                     break
         self.events += 1
         self.loads.append({"param": self.serials.of(params[0]) if params else None, "step": self.steps,
+                           "params": [self.serials.of(p) for p in params[:MAX_LOAD_PARAMS]],
                            "test_batch": self.test_batches, "event": self.events, "from_param": source,
                            "restored": restored[0] if restored else None, "restored_event": restored[1] if restored else None})
 

@@ -126,15 +126,16 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     passes = training.passes
     if training.lineage == "direct":
         complete = sum(1 for p in passes if p.complete)
-        what = f"the graded model was trained for {len(passes)} passes over the training data"
+        count = training.pass_count
+        what = f"the graded model was trained for {count} passes over the training data"
         if training.undone[0]:
             what += (f" (not counting {training.undone[0]} earlier passes, {training.undone[1]} steps, whose weights were "
                      "discarded by loading back a state saved before them)")
-        if len(passes) == facts.epochs:
+        if count == facts.epochs:
             return run_check(RULE, True, what)
-        if len(passes) > facts.epochs:
+        if count > facts.epochs:
             return run_check(RULE, False, f"{what} ({complete} complete); the homework fixes {facts.epochs} epochs")
-        return _fewer(len(passes), run, facts, rubric, "the graded model was trained")
+        return _fewer(count, run, facts, rubric, "the graded model was trained")
     # The graded model loaded its weights (a checkpoint of one of the trained candidates).
     counts = training.groups
     shown = ", ".join(str(n) for n in counts)
@@ -160,7 +161,7 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
-    trained = len(training.passes) if training.lineage == "direct" else max(training.groups, default=0)
+    trained = training.pass_count if training.lineage == "direct" else max(training.groups, default=0)
     if 0 < trained < facts.epochs:
         return (Finding(Flag.EARLY_STOPPING, f"trained {trained} of {facts.epochs} epochs (stopped early)"),)
     return ()
