@@ -84,8 +84,7 @@ def test_a_new_pass_starts_when_an_image_comes_back(tiny_dataset: Dataset) -> No
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     for epoch in range(3):
         for start in range(0, 480, 32):
-            _call(recorder, net, train[start:start + 32].float())
-            recorder.on_step(optimizer, (), {})
+            _train_step(recorder, net, optimizer, train[start:start + 32].float(), torch.zeros(32, dtype=torch.long))
     with torch.no_grad():
         _call(recorder, net, test.float())
         _call(recorder, net, test[:100].float())  # a second, partial pass
@@ -108,8 +107,7 @@ def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Datase
     recorder.loader_batch(recorder.start_loader_pass(len(train)), list(range(20)), (train[:20].float(), None))
     for epoch in range(10):
         for start in range(0, 480, 32):
-            _call(recorder, net, train[start:start + 32].float())
-            recorder.on_step(optimizer, (), {})
+            _train_step(recorder, net, optimizer, train[start:start + 32].float(), torch.zeros(32, dtype=torch.long))
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
     facts = training(record)
     assert facts.lineage == "direct" and len(facts.passes) == 10
@@ -126,8 +124,7 @@ def test_steps_decide_which_draws_trained_the_model(tiny_dataset: Dataset) -> No
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     for epoch in range(2):
         for start in range(0, 480, 32):
-            _call(recorder, net, train[start:start + 32].float())
-            recorder.on_step(optimizer, (), {})
+            _train_step(recorder, net, optimizer, train[start:start + 32].float(), torch.zeros(32, dtype=torch.long))
         with torch.no_grad():
             _call(recorder, net, train[480:].float())
     recorder.export()
@@ -482,3 +479,69 @@ def test_only_rows_a_gradient_reached_trained_the_model(tiny_dataset: Dataset) -
     validated = [p for p in recorder.train_passes if not p.stepping]
     assert int(trained[0].drawn.sum()) == 480 and [int(p.drawn.sum()) for p in validated] == [120]
     assert int(recorder.stepped_rows.sum()) == 480
+
+
+def test_a_step_over_unrecognised_rows_trains_none_of_the_rows_evaluated_before_it(tiny_dataset: Dataset) -> None:
+    """Mixup: the training rows are blends nobody recognises, so the last validation call before the
+    next step is the draw that step follows. Under no_grad it cannot have trained anything; with
+    gradients on but no backward reaching its output, neither. Validation calls with gradients whose
+    backward never came are written out at the end (a final validation pass)."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = train.float() / 255
+    labels = torch.zeros(40, dtype=torch.long)
+    for epoch in range(3):
+        for start in range(0, 480, 40):
+            lam = 0.5
+            _train_step(recorder, net, optimizer, lam * x[start:start + 40] + (1 - lam) * x[start:start + 40].flip(0), labels)
+        if epoch == 0:
+            with torch.no_grad():
+                _call(recorder, net, x[480:])
+        else:
+            _call(recorder, net, x[480:])  # forgot no_grad
+    recorder.export()
+    assert int(recorder.stepped_rows.sum()) == 0
+    assert [int(p.drawn.sum()) for p in recorder.train_passes if not p.stepping] == [120, 120, 120]
+
+
+def test_a_test_time_flip_is_not_a_second_prediction(tiny_dataset: Dataset) -> None:
+    """Test-time augmentation: each test batch and its mirror image through the model, the outputs
+    averaged. The mirrored calls are not the test pass; the upright ones make one complete pass."""
+    index, test, _ = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().eval()
+    x = test.float() / 255
+    with torch.no_grad():
+        for start in range(0, 200, 50):
+            batch = x[start:start + 50]
+            _call(recorder, net, batch)
+            _call(recorder, net, batch.reshape(-1, 28, 28).flip(-1).reshape(-1, 784))
+    assert [(p.complete, p.rows) for p in recorder.test_passes] == [(True, 200)]
+
+
+def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset) -> None:
+    """After each step on a DataLoader batch, one more on images fed beside it: those steps carry no
+    epoch of the loader, and the judge leaves the epochs undecided rather than count the loader alone."""
+    from grader.judge.run_facts import training
+
+    index, _, train = _index(tiny_dataset)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for epoch in range(2):
+        track = recorder.start_loader_pass(600)
+        for start in range(0, 480, 40):
+            batch = x[start:start + 40]
+            recorder.loader_batch(track, list(range(start, start + 40)), (batch, labels))
+            _train_step(recorder, net, optimizer, batch, labels)
+            _train_step(recorder, net, optimizer, x[(start + 200) % 560:(start + 200) % 560 + 40], labels)
+        track.complete = True
+    (entry,) = recorder.optimizers.values()
+    assert entry["steps"] == 48 and entry["beside"] == 24 and not entry.get("unattributed")
+    record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
+    facts = training(record)
+    assert facts.beside_steps == 24 and facts.pass_count == 2

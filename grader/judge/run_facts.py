@@ -52,6 +52,7 @@ class Optimizer:
     first_step: int
     last_step: int
     unattributed: int = 0  # steps after which no batch of training images had been drawn since its previous one
+    beside: int = 0  # steps over training images fed beside a DataLoader, with none of its batches since the previous step
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Training:
     unattributed_steps: int = 0  # steps of its optimizers over no batch of training images the grader followed
     steps: int = 0  # steps of its optimizers
     undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
+    beside_steps: int = 0  # trained over DataLoader passes: its steps over images fed beside them (not in an epoch)
 
     @property
     def pass_count(self) -> int:
@@ -143,7 +145,7 @@ def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
             continue
         found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
                                     integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0,
-                                    integer(item.get("unattributed")) or 0)
+                                    integer(item.get("unattributed")) or 0, integer(item.get("beside")) or 0)
     return found
 
 
@@ -321,7 +323,8 @@ def training(record: dict[str, Any]) -> Training:
     return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
                     changed and not steps, own_steps if lineage == "none" else 0,
                     max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0),
-                    sum(opts[s].unattributed for s in own), own_steps, undone)
+                    sum(opts[s].unattributed for s in own), own_steps, undone,
+                    sum(opts[s].beside for s in own) if source == "loader" and lineage == "direct" else 0)
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

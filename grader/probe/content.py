@@ -52,6 +52,14 @@ class Match:
     positions: list[int]
     indices: list[list[int]]  # per position: every index with that content (exact duplicates share one)
     batch: int
+    flipped: frozenset[int] = frozenset()  # positions whose rows are their images flipped left to right
+
+    def upright(self) -> Match | None:
+        """The rows that are their images as they are (a test-time flip is another view, not a prediction)."""
+        if not self.flipped:
+            return self
+        kept = [(p, group) for p, group in zip(self.positions, self.indices) if p not in self.flipped]
+        return Match(self.split, [p for p, _ in kept], [g for _, g in kept], self.batch) if kept else None
 
 
 def _affine_image(row: torch.Tensor, raw: torch.Tensor) -> bool:
@@ -138,11 +146,14 @@ class ImageIndex:
                 if flipped is None:
                     flipped = self.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
                 seen = {position for position, _ in hits}
-                hits += [(position, hit) for position, key in enumerate(flipped)
-                         if position not in seen and (hit := table.get(key)) is not None]
-                hits.sort(key=lambda item: item[0])
+                turned = [(position, hit) for position, key in enumerate(flipped)
+                          if position not in seen and (hit := table.get(key)) is not None]
+                hits = sorted(hits + turned, key=lambda item: item[0])
+            else:
+                turned = []
             if hits:
-                found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys))
+                found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys),
+                                     frozenset(p for p, _ in turned))
         return found
 
     def verified_test(self, match: Match, value: torch.Tensor) -> Match | None:
@@ -155,7 +166,8 @@ class ImageIndex:
             return None
         kept = [(p, group) for p, group in zip(match.positions, match.indices)
                 if any(_affine_image(rows[p].detach().float().cpu(), self.test_images[i]) for i in group)]
-        return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch) if kept else None
+        return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch,
+                     match.flipped & {p for p, _ in kept}) if kept else None
 
     @staticmethod
     def majority(found: dict[str, Match]) -> Match | None:

@@ -84,10 +84,17 @@ class Draw:
         self.indices = indices
         self.trained = trained  # a gradient reached their rows (or the draw is known to have trained)
         self.waits = waits  # a call with gradients: its backward may come after the next call
+        self.hooked = False  # its call's output carries a hook: whether a gradient reached it is known
         self.predictions: torch.Tensor | None = None  # the model's classes, where it evaluated them
 
     def reached(self, grad: torch.Tensor) -> None:
         self.trained = True
+
+    def trains(self, followed_by_step: bool) -> bool:
+        """Whether it trained the model: a gradient reached its call's output; or, when no hook could
+        be put on that output (a call with gradients whose output is not a tensor needing one), an
+        optimizer step followed it. A call without gradients trains nothing, whatever follows."""
+        return self.trained or (followed_by_step and self.waits and not self.hooked)
 
 
 class TestPass:
@@ -304,7 +311,8 @@ class Recorder:
                 self._check_claimed(seen.get("train"))
             return
         found = self.index.matches(args[0])
-        match = self.index.majority(found)
+        # Rows flipped left to right are another view of a test image (test-time augmentation), not its prediction.
+        match = self.index.majority({split: m for split, item in found.items() if (m := item.upright()) is not None})
         if torch.is_grad_enabled() and "test" in found:  # trained on only if their rows' gradient reaches the model
             self._watch_test = self.index.verified_test(found["test"], args[0])
         if match is not None and match.split == "test":
@@ -498,21 +506,22 @@ class Recorder:
             output = output[0]
         if draw is not None and isinstance(output, torch.Tensor) and output.requires_grad:
             output.register_hook(draw.reached)
+            draw.hooked = True
 
-    def _settle_draw(self, followed_by_step: bool) -> None:
-        """The last draw trained the model when a gradient reached its rows or an optimizer step
-        followed it; one with gradients whose backward has not come yet waits for the next step (two
-        forward calls before one backward), and an evaluation with gradients on that never gets one
-        (a validation pass without no_grad) trained nothing."""
+    def _settle_draw(self, followed_by_step: bool, final: bool = False) -> None:
+        """Whether the last draw trained the model (``Draw.trains``); one with gradients whose
+        backward has not come yet waits for the next step (two forward calls before one backward),
+        and an evaluation with gradients on that never gets one (a validation pass without no_grad)
+        trained nothing. ``final``: the record is written, nothing waits any longer."""
         draw, self._undecided_draw = self._undecided_draw, None
-        if followed_by_step or draw is None:
+        if followed_by_step or draw is None or final:
             for waiting in self._waiting:
-                self._record_draw(waiting, waiting.trained)
+                self._record_draw(waiting, waiting.trains(followed_by_step))
             self._waiting = []
         if draw is None:
             return
-        if followed_by_step or draw.trained or not draw.waits:
-            self._record_draw(draw, draw.trained or followed_by_step)
+        if followed_by_step or final or draw.trained or not draw.waits:
+            self._record_draw(draw, draw.trains(followed_by_step))
         else:
             self._waiting.append(draw)
 
@@ -572,12 +581,14 @@ class Recorder:
         self.curves.setdefault(serial, []).append((self._loss, float(lr) if isinstance(lr, (int, float, torch.Tensor)) else None))
         self._loss = None
         since = entry.get("clock", 0)  # a step counts for the passes that drew a batch since its previous step
-        carried = False
+        carried = []
         for track in (self.loader, self._content[True]):
             if track is not None and track.last_batch > since:
                 track.steps[serial] += 1
                 track.end_step = self.steps
-                carried = True
+                carried.append(track)
+        if carried and carried[0].source == "content" and self.loader is not None:
+            entry["beside"] = entry.get("beside", 0) + 1  # images fed beside a DataLoader's batches, not one of them
         if not carried and any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             entry["unattributed"] = entry.get("unattributed", 0) + 1  # no batch of training images drawn since its last step
             if self._learning:
@@ -612,7 +623,7 @@ class Recorder:
 
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:
-        self._settle_draw(followed_by_step=False)
+        self._settle_draw(followed_by_step=False, final=True)
         complete = [p for p in self.test_passes if p.complete]
         keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
         return {

@@ -6,7 +6,8 @@ Run-time half: the passes over the training images that stepped the graded model
 Fewer passes in a complete run is early stopping, judged by the rubric's ``early_stopping``.
 Only the passes the final weights descend from count: training on after loading back a state saved
 before some steps discards those steps (run_facts.lineage_steps). A step after which no batch of
-training images had been drawn (probe: the optimizer's ``unattributed``) leaves the rule undecided.
+training images had been drawn (probe: the optimizer's ``unattributed``) leaves the rule undecided,
+and so do steps over images fed beside the DataLoader whose passes are the epochs (``beside``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     if unknown is not None:
         return run_check(RULE, None, f"{unknown}; epochs not counted")
     passes = training.passes
+    if training.beside_steps:
+        return run_check(RULE, None, f"{training.beside_steps} of the graded model's {training.steps} optimizer steps "
+                                     "trained on images fed beside the DataLoader's batches, in no epoch of it; "
+                                     "epochs not counted")
     if training.lineage == "direct":
         complete = sum(1 for p in passes if p.complete)
         count = training.pass_count
