@@ -25,6 +25,7 @@ def test_check_the_template_statically(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["check", str(ROOT / "reference" / "HW3_template.ipynb")]) == ExitCode.OK
     out = capsys.readouterr().out
     assert out.count("ok ") == 3 and "add --run" in out
+    assert "HW3_template.ipynb is the handout's name, no student's" in out  # refused as a name, still checked
 
 
 def test_check_json_and_a_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,6 +38,10 @@ def test_check_json_and_a_violation(tmp_path: Path, capsys: pytest.CaptureFixtur
     epochs = next(c for c in result["checks"] if c["id"] == "epochs")
     assert epochs["ok"] is False and "n_epochs is 20; the homework fixes it at 10" in epochs["message"]
     assert source.splitlines()[epochs["line"] - 1].strip() == "n_epochs = 20"
+    # In a terminal: the offending line under the broken rule, and what may be changed instead.
+    assert main(["check", str(path)]) == ExitCode.FAILED
+    text = capsys.readouterr().out
+    assert f"line {epochs['line']}: n_epochs = 20" in text and "instead: keep the number of epochs" in text
 
 
 @pytest.mark.parametrize(

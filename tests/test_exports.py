@@ -45,7 +45,9 @@ def test_canvas_and_moodle_files_from_a_roster(tmp_path: Path, tiny_context: Con
     shutil.copy(FIXTURES / "HW3_tinyok.py", folder / "HW3_dan04.py")  # graded, not in the roster
     summary = grade_directory(folder, out, static, LocalExecutor(plan_slots(1, 2, (), 1, 1)),
                               overrides=for_batch(out, None, static.rubric), roster=load_roster(tmp_path / "roster.csv"))
-    assert summary.warnings[1:] == ("graded but not in the roster (no LMS row): dan04",
+    assert summary.warnings[1:] == ("overrides: amy01 gets report_points 35, but no report PDF was found for them; "
+                                    "check the report came in, or remove the points",
+                                    "graded but not in the roster (no LMS row): dan04",
                                     "in the roster with no grade (no submission): cat03")
     canvas = _read(out / "canvas.csv")
     assert list(canvas[0]) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "HW3"]
@@ -110,3 +112,35 @@ def test_a_result_to_review_has_no_grade_until_an_override_settles_it(tmp_path: 
     listed = index[index.index("Review first"):index.index("All submissions")]
     assert listed.index("bob02") < listed.index("cat03") and "60+5 points withheld" in listed
     assert "measured 91.50%" in listed
+
+
+def test_the_gradebook_fills_its_columns_by_one_rule_and_warns_of_report_points_without_a_report(
+        tmp_path: Path, rubric: object) -> None:
+    """Printed accuracy and the most a total can reach beside each row; a result to review has no
+    automatic points until settled; report points for a student whose PDF is missing are said."""
+    from grader.model.results import Result, Status
+    from grader.outputs.pages import rerender, write_batch_reports
+    from grader.scoring.overrides import Override
+
+    def result(name: str, status: Status, accuracy: float | None, pdf: str | None = None) -> Result:
+        return Result(student=name, source=f"HW3_{name}.ipynb", status=status, accuracy=accuracy,
+                      reported_accuracy=95.0 if accuracy else None, score=60 if status is Status.GRADED else 0,
+                      max_score=60, bonus=0, checks=(), flags=(), duration_s=1.0, report_pdf=pdf, pending_score=60
+                      if status is Status.REVIEW else None)
+
+    results = [result("ann", Status.GRADED, 89.5, "HW3_Report_ann.pdf"), result("bob", Status.VIOLATION, 90.1),
+               result("cid", Status.REVIEW, 91.0)]
+    (tmp_path / "results").mkdir()
+    for r in results:
+        r.write(tmp_path / "results" / f"{r.student}.json")
+    overrides = {"bob": Override(report_points=20), "ann": Override(report_points=30)}
+    write_batch_reports(tmp_path, results, rubric, [], overrides)  # type: ignore[arg-type]
+    book = {r["account"]: r for r in _read(tmp_path / "gradebook.csv")}
+    assert [book[a]["printed_accuracy"] for a in ("ann", "bob", "cid")] == ["95", "95", "95"]
+    assert {book[a]["total_max"] for a in book} == {"105"}
+    assert (book["ann"]["automatic_score"], book["ann"]["points_accuracy"], book["ann"]["total"]) == ("60", "89.50", "90")
+    assert (book["bob"]["automatic_score"], book["bob"]["points_accuracy"], book["bob"]["total"]) == ("0", "", "20")
+    assert (book["cid"]["automatic_score"], book["cid"]["bonus"], book["cid"]["total"]) == ("", "", "")
+    said = rerender(tmp_path, rubric, overrides)  # type: ignore[arg-type]
+    assert any("bob gets report_points 20, but no report PDF was found" in line for line in said)
+    assert not any("ann gets" in line for line in said)

@@ -76,6 +76,58 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     for screenshot in (tmp_path / "index.png", tmp_path / "s3.png"):
         data = screenshot.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a page, not a blank screen
+    # The class page opens with the count per status, the mean and the median of the graded.
+    summary = index[index.index('id="summary"'):index.index("</p>", index.index('id="summary"'))]
+    assert "6 graded, 1 error" in summary and "mean 81.33%" in summary and "median 86.58%" in summary
+    # s3 printed another accuracy than measured (a flag): its banner is not a success's, and the flag
+    # with its meaning comes before the plots.
+    assert 'class="banner mismatch"' in student and student.index("What needs attention") < student.index("Training")
+    assert "the printed accuracy differs from the measured one" in student
+    assert "no report PDF was found" in student and "still to grade" not in student
+
+
+def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(tmp_path: Path, rubric: Rubric) -> None:
+    """Every page of a class with a violation, a hostile error and a mismatch: at 1400 and 420 px wide
+    the verdict is the first thing on the page, no script fails, and nothing is wider than the screen
+    (tables scroll inside their box, plots scale); each student also gets a page to be sent back
+    (OUT/feedback, and one zip), without the TA's notes or the links into OUT."""
+    import zipfile
+
+    from grader.scoring.overrides import Override
+
+    results = _class()
+    results[2] = dataclasses.replace(results[2], status=Status.VIOLATION, reason="rule broken: fc1 is 784->1024",
+                                     flags=("sender-mismatch",), notes=("files from a@x.org and b@y.org",),
+                                     checks=(Check("linear_layers", False, "nn.Linear(784, 1024) differs", "HW3_s2.ipynb",
+                                                   3, 10, excerpt=((10, "self.fc1 = nn.Linear(784, 1024)"),),
+                                                   instead="keep the three nn.Linear layers as they are"),))
+    write_batch_reports(tmp_path, results, rubric, [], {"s2": Override(note="talked to them <b>today</b>")})
+    for name in ("index.html", "students/s2.html", "students/s3.html", "students/s6.html", "feedback/s2.html"):
+        page = tmp_path / name
+        for width in (1400, 420):
+            probe = tmp_path / f"probe-{width}.html"
+            probe.write_text(f'<!doctype html><body style="margin:0"><iframe id="f" src="{page.as_uri()}" width="{width}" '
+                             'height="900" style="border:0"></iframe><script>document.getElementById("f").onload = () => {'
+                             'const d = document.getElementById("f").contentDocument; const first = d.querySelector("h1 ~ p, h1 ~ section");'
+                             'document.body.dataset.wide = d.documentElement.scrollWidth; document.body.dataset.first = first ? first.id : "";'
+                             '};</script></body>')
+            common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                      "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+            shown = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+            assert "Uncaught" not in shown.stderr, (name, width)
+            wide = int(shown.stdout.split('data-wide="')[1].split('"')[0])
+            assert wide <= width, (name, width, wide)
+            assert ('data-first="summary"' if name == "index.html" else 'data-first="verdict"') in shown.stdout, (name, width)
+            shot = tmp_path / f"{name.replace('/', '-')}-{width}.png"
+            subprocess.run([*common, f"--window-size={width},1400", f"--screenshot={shot}", page.as_uri()],
+                           capture_output=True, timeout=120, check=True)
+            assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+    ta, sent = (tmp_path / "students" / "s2.html").read_text(), (tmp_path / "feedback" / "s2.html").read_text()
+    assert "sender-mismatch" in ta and "a@x.org" in ta and "today" in ta and "all students" in ta
+    assert "sender-mismatch" not in sent and "a@x.org" not in sent and "today" not in sent and "../" not in sent
+    assert "self.fc1 = nn.Linear(784, 1024)" in sent and "What may be changed instead" in sent
+    with zipfile.ZipFile(tmp_path / "feedback.zip") as archive:
+        assert sorted(archive.namelist()) == [f"s{i}.html" for i in range(7)]
 
 
 def test_a_broken_rule_shows_its_lines_and_the_page_names_the_environment(tmp_path: Path, rubric: Rubric,
@@ -97,7 +149,11 @@ def test_a_broken_rule_shows_its_lines_and_the_page_names_the_environment(tmp_pa
     line = next(n for n, text in enumerate(code.splitlines(), 1) if "n_epochs = 10" in text)
     assert f'<span class="hit">{line:4d}  n_epochs = 12  # &lt;b&gt;more&lt;/b&gt;</span>' in page
     assert "not run (static checks only)" in page and 'href="../results/bo.json"' in page
-    assert "<b>0 points</b>" in page
+    assert "<b>0 of 105 points</b>" in page
+    # The page leads with the verdict, then the broken rule with its line and what may be changed instead.
+    assert page.index('id="verdict"') < page.index('id="attention"') < page.index("<h2>Details</h2>")
+    attention = page[page.index('id="attention"'):page.index("<h2>Details</h2>")]
+    assert "Rule broken: epochs" in attention and "n_epochs = 12" in attention and "What may be changed instead" in attention
 
 
 def test_numbers_no_plot_can_draw_cost_only_that_plot(tmp_path: Path, rubric: Rubric) -> None:

@@ -44,7 +44,9 @@ def collect(source: Path, rubric: Rubric, into: Path) -> Collected:
             f"{source}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
         )
     roots = (root, *unpacked)
-    skipped = tuple((_shown(p, roots), f"name matches no pattern ({rubric.files.notebook})") for p in found.unmatched)
+    skipped = tuple((_shown(p, roots), "the handout's own name, no student's: rename it to the student's account"
+                     if rubric.files.is_handout(p.name) else f"name matches no pattern ({rubric.files.notebook})")
+                    for p in found.unmatched)
     skipped += tuple((_shown(p, roots), why) for p, why in found.set_aside)
     return Collected(found.submissions, found.unreadable, skipped + mail_skipped, found.disputed)
 

@@ -32,6 +32,7 @@ class Check:
     line: int | None = None
     stage: str = "static"  # "static" (the code as written) or "run" (what the run recorded)
     excerpt: tuple[tuple[int, str], ...] = ()  # (line as the student counts it, its text) around ``line``
+    instead: str = ""  # a broken rule's: what the student may change instead (the rule's own text)
 
     @property
     def violated(self) -> bool:

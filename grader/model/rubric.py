@@ -58,14 +58,26 @@ class FilePatterns:
     notebook: str
     script: str
     report: str
+    handout: str | None = None  # the account in the handed-out template's name ("template"): no student's
 
     def account_of(self, name: str) -> tuple[str, str] | None:
-        """(account, kind) for a file name that matches a pattern, kind in notebook/script/report."""
+        """(account, kind) for a file name that matches a pattern, kind in notebook/script/report;
+        None for a name that matches none, or names the handout (HW3_template.ipynb)."""
         for kind in ("report", "notebook", "script"):
             match = _pattern_regex(getattr(self, kind)).fullmatch(name)
             if match:
-                return match.group("account"), kind
+                return None if match.group("account") == self.handout else (match.group("account"), kind)
         return None
+
+    def is_handout(self, name: str) -> bool:
+        """Whether ``name`` is the handed-out template's (a student submitting it forgot to rename it)."""
+        return self.handout is not None and account_in(self, name) == self.handout
+
+
+def account_in(patterns: FilePatterns, name: str) -> str | None:
+    """The account a name matches, the handout's included."""
+    found = replace(patterns, handout=None).account_of(name)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -328,11 +340,12 @@ def _parse(top: _Fields, path: Path) -> Rubric:
             raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(known)}")
     limits = top.sub("limits")
     template = path.parent / top.sub("reference").text("template")
+    files = _files(top.sub("files"))
     return Rubric(
         homework=top.text("homework"),
         seed=top.integer("seed"),
         cpu_threads=top.integer("cpu_threads", minimum=1),
-        files=_files(top.sub("files")),
+        files=replace(files, handout=account_in(files, template.name)),
         template=template,
         accuracy=_accuracy(top.sub("accuracy")),
         frozen=tuple(RuleId(item) for item in frozen),

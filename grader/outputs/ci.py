@@ -254,7 +254,7 @@ def publish(outcome: Outcome, environment: CiEnvironment, out: TextIO, how: str 
     """Print the `grader check` text (and on GitHub the annotations) to ``out``; append the job summary
     and the Classroom output where GitHub names their files; write JUnit XML to ``junit``.
     ``how`` says where the run ran (None: static checks only)."""
-    text = check_text(outcome.result, outcome.rubric, how)
+    text = check_text(outcome.result, outcome.rubric, how, command="ci")
     shown = github_annotations(outcome) if environment.github else None
     out.write(_stop_commands(text) if environment.github else text)
     for line in shown.lines if shown else ():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -33,6 +34,9 @@ class ClassSummary:
     bands: tuple[Count, ...]
     borderline: tuple[Borderline, ...]
     review: tuple[Grade, ...]  # violations, failed runs and flagged results, first to look at
+    statuses: tuple[Count, ...] = ()  # how many results have each status, in the order of Status
+    mean: float | None = None  # of the graded results' measured accuracies
+    median: float | None = None
 
 
 def bands(rows: list[Grade], rubric: Rubric) -> tuple[Count, ...]:
@@ -73,4 +77,8 @@ def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> Cl
     """The summary above the class table; ``histogram``: the drawn plot of ``measured(rows)``."""
     flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
     review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
-    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review)
+    statuses = tuple(Count(status.value, n) for status in Status if (n := sum(g.result.status is status for g in rows)))
+    accuracies = measured(rows)
+    mean = statistics.fmean(accuracies) if accuracies else None
+    median = statistics.median(accuracies) if accuracies else None
+    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review, statuses, mean, median)

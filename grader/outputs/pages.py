@@ -9,7 +9,9 @@ import csv
 import io
 import hashlib
 import json
+import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +23,50 @@ from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import Roster, lms_files, missing
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
-from grader.model.results import Result, Status, write_atomic
+from grader.model.findings import Flag
+from grader.model.results import Check, Result, Status, write_atomic
 from grader.model.rubric import Rubric
 from grader.outputs.text import render
 
-GRADEBOOK_COLUMNS = ("account", "accuracy", "automatic_score", "max_score", "bonus", "status",
+GRADEBOOK_COLUMNS = ("account", "accuracy", "printed_accuracy", "automatic_score", "max_score", "bonus", "status",
                      "flags", "report_present", "source", "reason", "submitted_at", "late_days",
-                     "override_points", "override_bonus", "report_points", "total", "override_note",
+                     "override_points", "override_bonus", "report_points", "total", "total_max", "override_note",
                      "seed_accuracies", "points_accuracy", "saved_accuracy", "report_accuracy", "pending_points")
 
 
-def gradebook_csv(rows: list[Grade], missing: Sequence[str] = ()) -> str:
+def gradebook_csv(rows: list[Grade], rubric: Rubric, missing: Sequence[str] = ()) -> str:
     """One row per student, the columns a TA pastes into the LMS: the automatic result, what the
-    TA set by hand (overrides.yaml) and the total; a roster's student with no submission is `missing`.
-    A result to review that no override settled has no total yet, and says what it withholds."""
+    TA set by hand (overrides.yaml) and the total beside the most it can be; a roster's student with
+    no submission is `missing`. The automatic points columns (automatic_score, bonus, total) are
+    filled once the points are decided and empty for a result to review that no override settled
+    (pending_points says what it withholds); points_accuracy is the accuracy the scale was read at,
+    empty wherever no accuracy gave the points (a violation, a failed run, a review)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(GRADEBOOK_COLUMNS)
+    top = rubric.accuracy.max_points + rubric.accuracy.bonus.points + rubric.accuracy.report_points
     for g in rows:
         r, o = g.result, g.override
-        writer.writerow([r.student, "" if r.accuracy is None else f"{r.accuracy:.2f}", r.score, r.max_score, r.bonus,
+        decided = r.status is not Status.REVIEW
+        writer.writerow([r.student, _blank(r.accuracy, "{:.2f}"), _blank(r.reported_accuracy, "{:g}"),
+                         r.score if decided else "", r.max_score, r.bonus if decided else "",
                          r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
                          _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
-                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total if g.settled else "",
+                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total if g.settled else "", top,
                          _cell(o.note or ""), *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy),
                          g.pending])
     for account in missing:
-        writer.writerow([account, "", "", "", "", "missing", "", "no", "", "no submission found"]
-                        + [""] * (len(GRADEBOOK_COLUMNS) - 10))
+        row = dict.fromkeys(GRADEBOOK_COLUMNS, "")
+        row.update(account=account, status="missing", report_present="no", reason="no submission found", total_max=str(top))
+        writer.writerow(row.values())
     return buffer.getvalue()
+
+
+def override_warnings(rows: list[Grade]) -> tuple[str, ...]:
+    """What the TA typed that the results contradict: report points for a student with no report PDF."""
+    return tuple(f"overrides: {g.result.student} gets report_points {g.override.report_points}, but no report PDF "
+                 "was found for them; check the report came in, or remove the points"
+                 for g in rows if g.override.report_points and not g.result.report_pdf)
 
 
 def _seed_cells(r: Result) -> tuple[str, str]:
@@ -66,8 +83,8 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _blank(value: float | None) -> str:
-    return "" if value is None else str(value)
+def _blank(value: float | None, shape: str = "{}") -> str:
+    return "" if value is None else shape.format(value)
 
 
 def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]],
@@ -78,7 +95,7 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     rows = grades(results, overrides or {})
     write_atomic(out / "skipped.json", json.dumps(skipped).encode())
     absent = missing(roster, rows) if roster else []
-    (out / "gradebook.csv").write_text(gradebook_csv(rows, absent), encoding="utf-8")
+    (out / "gradebook.csv").write_text(gradebook_csv(rows, rubric, absent), encoding="utf-8")
     for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
         (out / name).write_text(text, encoding="utf-8")
     pairs = load_pairs(out)
@@ -97,12 +114,59 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     students.mkdir(parents=True, exist_ok=True)
     for g in rows:
         result = g.result
-        curve = _cached(out, f"{result.student}-curve", (result.curve, scale),
-                        lambda: training_curve(result.curve, rubric) if result.curve else None)
+        graded = result.accuracy if result.status is Status.GRADED else None
+        curve = _cached(out, f"{result.student}-curve", (result.curve, scale, graded),
+                        lambda: training_curve(result.curve, rubric, graded) if result.curve else None)
         wrong = _cached(out, f"{result.student}-wrong", (result.wrong, result.wrong_images), lambda: _wrong_strip(result))
-        (students / f"{result.student}.html").write_text(render("student.html.j2", r=result, g=g, rubric=rubric,
-                                                                classes=CLASS_NAMES, curve=curve, wrong=wrong),
-                                                         encoding="utf-8")
+        notebook_html = (out / "executed" / f"{result.student}.html").is_file()
+        for folder, feedback in ((students, False), (out / "feedback", True)):
+            folder.mkdir(exist_ok=True)
+            page = student_page(g, rubric, feedback, notebook_html)
+            (folder / f"{result.student}.html").write_text(
+                render("student.html.j2", r=result, g=g, rubric=rubric, classes=CLASS_NAMES, curve=curve, wrong=wrong,
+                       page=page, feedback=feedback), encoding="utf-8")
+    _zip_feedback(out / "feedback", [g.result.student for g in rows], out / "feedback.zip")
+
+
+def _zip_feedback(folder: Path, accounts: list[str], target: Path) -> None:
+    """OUT/feedback.zip: every student's own page, for the TA to send back (one file per account)."""
+    partial = target.with_suffix(".zip.part")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for account in accounts:
+            archive.write(folder / f"{account}.html", f"{account}.html")
+    partial.replace(target)
+
+
+TA_ONLY_FLAGS = frozenset({Flag.SENDER_MISMATCH})  # about mail addresses: not on the page sent to the student
+
+
+@dataclass(frozen=True)
+class StudentPage:
+    """What a student's page leads with: its verdict's tone (the banner's colour and headline), then
+    what needs the reader's action: broken and undecided rules, flags with their meaning."""
+
+    tone: str  # a status, or "mismatch": graded, but the notebook printed another accuracy than measured
+    mismatch: bool
+    maximum: int  # the points a total can reach: automatic, bonus and report
+    broken: tuple[Check, ...]
+    undecided: tuple[Check, ...]
+    flags: tuple[Flag, ...]
+    notebook_html: bool  # the executed notebook was rendered as a page beside its JSON
+
+
+def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool = False) -> StudentPage:
+    """The lead of ``g``'s page; ``feedback``: the page sent to the student (no TA-only flags)."""
+    r = g.result
+    mismatch = (r.reported_accuracy is not None and r.accuracy is not None
+                and abs(r.reported_accuracy - r.accuracy) > rubric.accuracy.mismatch_tolerance)
+    tone = "mismatch" if r.status is Status.GRADED and (mismatch or r.flags) else r.status.value
+    broken = tuple(c for c in r.checks if c.ok is False)
+    # A rule the run decided is not also listed as undecided statically (and the other way round).
+    decided = {c.id for c in r.checks if c.ok is not None and c.stage == "run"}
+    undecided = tuple(c for c in r.checks if c.ok is None and not (c.stage == "static" and c.id in decided))
+    flags = tuple(Flag(f) for f in r.flags if f in Flag._value2member_map_ and not (feedback and Flag(f) in TA_ONLY_FLAGS))
+    maximum = rubric.accuracy.max_points + rubric.accuracy.bonus.points + rubric.accuracy.report_points
+    return StudentPage(tone, mismatch, maximum, broken, undecided, flags, notebook_html)
 
 
 def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:
@@ -162,7 +226,7 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: 
         pass
     check_accounts(overrides, {r.student for r in results})
     write_batch_reports(out, results, rubric, skipped, overrides, roster)
-    said = [f"{len(results)} results in {out / 'results'}"]
+    said = [f"{len(results)} results in {out / 'results'}", *override_warnings(grades(results, overrides))]
     if roster is not None:
         graded = {r.student for r in results}
         outside = sorted(graded - set(roster.people))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-PLOTS_VERSION = 1  # drawn plots are kept in OUT/plots by their numbers and this: raise it when a plot changes
+PLOTS_VERSION = 2  # drawn plots are kept in OUT/plots by their numbers and this: raise it when a plot changes
 
 
 def _svg(figure: Figure) -> Markup:
@@ -27,35 +27,62 @@ def _svg(figure: Figure) -> Markup:
     return Markup(text[text.index("<svg"):])  # the SVG element alone, for inlining
 
 
-def accuracy_histogram(accuracies: Sequence[float], rubric: Rubric) -> Markup:
-    """The class's measured accuracies in 1-point bins, with the rubric's thresholds as lines."""
+def _thresholds(rubric: Rubric) -> list[tuple[float, str]]:
+    """Each threshold of the rubric's scale with its label ("89%: 60", the bonus "90%: +5")."""
+    policy = rubric.accuracy
+    lines = [(t.at_least, f"{t.at_least:g}%: {t.points}") for t in policy.thresholds]
+    return lines + ([(policy.bonus.at_least, f"{policy.bonus.at_least:g}%: +{policy.bonus.points}")]
+                    if policy.bonus.points else [])
+
+
+def _merged(lines: list[tuple[float, str]], span: float, gap: float) -> list[tuple[float, str]]:
+    """Labels of thresholds closer than ``gap`` of the axis' ``span`` joined into one, at the higher
+    threshold, so that no two labels overlap ("89%: 60 · 90%: +5")."""
+    groups: list[list[tuple[float, str]]] = []
+    for at, label in sorted(lines):
+        if groups and (at - groups[-1][-1][0]) < gap * span:
+            groups[-1].append((at, label))
+        else:
+            groups.append([(at, label)])
+    return [(group[-1][0], " · ".join(label for _, label in group)) for group in groups]
+
+
+def histogram_figure(accuracies: Sequence[float], rubric: Rubric) -> Figure:
+    """The class's measured accuracies in 1-point bins; the rubric's thresholds as dashed lines,
+    labelled above the plot."""
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    policy = rubric.accuracy
-    lines = [(t.at_least, f"{t.at_least:g}%: {t.points}") for t in policy.thresholds]
-    lines += [(policy.bonus.at_least, f"{policy.bonus.at_least:g}%: +{policy.bonus.points}")] if policy.bonus.points else []
-    low = int(min([*accuracies, *(at for at, _ in lines)]) // 1) - 1
+    lines = _thresholds(rubric)
+    low = max(0, int(min([*accuracies, *(at for at, _ in lines)]) // 1) - 1)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 9}):
-        figure = Figure(figsize=(7, 2.6))
+        figure = Figure(figsize=(7, 2.8))
         axes = figure.add_subplot()
-        axes.hist(list(accuracies), bins=range(max(0, low), 102), color="#4c78a8", edgecolor="white")
-        for at, label in lines:
+        axes.hist(list(accuracies), bins=range(low, 102), color="#4c78a8", edgecolor="white")
+        axes.set_xlim(low, 101)
+        for at, _ in lines:
             axes.axvline(at, color="#b22222", linewidth=1, linestyle="--")
-            axes.annotate(label, (at, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
-                          fontsize=8, color="#b22222")
+        # A label is about 0.12 of this axis wide at 8 pt; closer thresholds share one.
+        for at, label in _merged(lines, 101 - low, 0.14):
+            axes.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                          ha="center", va="bottom", fontsize=8, color="#b22222", annotation_clip=False)
         axes.set_xlabel("measured test accuracy (%)")
         axes.set_ylabel("submissions")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         figure.tight_layout()
-        return _svg(figure)
+        return figure
 
 
-def training_curve(curve: dict[str, object], rubric: Rubric | None = None) -> Markup:
+def accuracy_histogram(accuracies: Sequence[float], rubric: Rubric) -> Markup:
+    return _svg(histogram_figure(accuracies, rubric))
+
+
+def curve_figure(curve: dict[str, object], rubric: Rubric | None = None, graded: float | None = None) -> Figure:
     """The graded model's training loss (left axis) and learning rate (right axis) per optimizer step,
     with a light line where each pass over the training data (epoch) began; below, where the probe
-    saw the model evaluated, its validation and test accuracy by step with the rubric's thresholds."""
+    saw the model evaluated, its validation and test accuracy by step with every threshold of the
+    rubric, the graded accuracy labelled on its point."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -65,8 +92,8 @@ def training_curve(curve: dict[str, object], rubric: Rubric | None = None) -> Ma
     validation = [(float(s), float(a)) for s, a in curve.get("validation") or []]  # type: ignore[attr-defined]
     test = [(float(s), float(a)) for s, a in curve.get("test") or []]  # type: ignore[attr-defined]
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "grader", "font.size": 9}):
-        rows = 2 if validation or test else 1
-        figure = Figure(figsize=(7, 2.6 * rows))
+        rows = 2 if validation or test or graded is not None else 1
+        figure = Figure(figsize=(7, 2.8 * rows))
         axes = figure.add_subplot(rows, 1, 1)
         for start in curve["epochs"]:  # type: ignore[attr-defined]
             axes.axvline(start, color="#dddddd", linewidth=0.8)
@@ -81,29 +108,43 @@ def training_curve(curve: dict[str, object], rubric: Rubric | None = None) -> Ma
         handles = [*axes.get_lines()[-1:], *rate.get_lines()]
         axes.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
         if rows == 2:
-            _accuracy_panel(figure.add_subplot(2, 1, 2, sharex=axes), validation, test, rubric)
+            end = test[-1][0] if test else float(steps[-1]) if steps else 0.0
+            _accuracy_panel(figure.add_subplot(2, 1, 2, sharex=axes), validation, test, rubric, (end, graded))
         figure.tight_layout()
-        return _svg(figure)
+        return figure
+
+
+def training_curve(curve: dict[str, object], rubric: Rubric | None = None, graded: float | None = None) -> Markup:
+    return _svg(curve_figure(curve, rubric, graded))
 
 
 def _accuracy_panel(axes: Axes, validation: list[tuple[float, float]], test: list[tuple[float, float]],
-                    rubric: Rubric | None) -> None:
-    """Validation and test accuracy by optimizer step; the thresholds apply to the test accuracy."""
+                    rubric: Rubric | None, point: tuple[float, float | None]) -> None:
+    """Validation and test accuracy by optimizer step; the thresholds (which apply to the test
+    accuracy) all on the axis, labelled at its right edge; the graded accuracy on the last test point."""
     if validation:
         axes.plot(*zip(*validation), color="#54a24b", marker="o", markersize=3, linewidth=1.2,
                   label="validation accuracy (scored by the grader)")
     if test:
-        axes.plot(*zip(*test), color="#b279a2", marker="s", markersize=3, linewidth=1, linestyle=":",
+        axes.plot(*zip(*test), color="#b279a2", marker="s", markersize=4, linewidth=1, linestyle=":",
                   label="test accuracy of each test pass")
-    values = [a for _, a in validation + test]
-    low, high = min(values), max(values)
-    if rubric is not None:
-        policy = rubric.accuracy
-        for at in [t.at_least for t in policy.thresholds] + ([policy.bonus.at_least] if policy.bonus.points else []):
-            if low - 3 <= at <= high + 3:
-                axes.axhline(at, color="#b22222", linewidth=0.8, linestyle="--")
-                axes.annotate(f"{at:g}%", (0, at), xycoords=("axes fraction", "data"), fontsize=7, color="#b22222",
-                              va="bottom")
+    step, graded = point
+    values = [a for _, a in validation + test] + ([graded] if graded is not None else [])
+    lines = _thresholds(rubric) if rubric is not None else []
+    low = min(values + [at for at, _ in lines]) - 2
+    high = min(100.0, max(values + [at for at, _ in lines]) + 2)
+    axes.set_ylim(low, high)
+    for at, _ in lines:
+        axes.axhline(at, color="#b22222", linewidth=0.8, linestyle="--")
+    # Labels in the right margin, outside the data; thresholds closer than a label's height share one.
+    for at, label in _merged(lines, high - low, 0.1):
+        axes.annotate(label, (1, at), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                      fontsize=7, color="#b22222", va="center", ha="left", annotation_clip=False)
+    if graded is not None:
+        axes.plot([step], [graded], marker="*", markersize=10, color="#222222", linestyle="none",
+                  label="the graded accuracy")
+        axes.annotate(f"graded {graded:.2f}%", (step, graded), xytext=(-8, 6), textcoords="offset points",
+                      ha="right", va="bottom", fontsize=8, fontweight="bold", color="#222222")
     axes.set_ylabel("accuracy (%)")
     axes.set_xlabel("optimizer step")
     axes.legend(loc="lower right", fontsize=8, frameon=False)

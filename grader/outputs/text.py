@@ -60,11 +60,13 @@ def render(template: str, **context: Any) -> str:
 
 
 def check_text(result: Result, rubric: Rubric, how: str | None, notices: tuple[str, ...] = (),
-               package: Package | None = None) -> str:
-    """What `grader check` prints for a student; ``how`` says where it ran (None: static checks only)."""
+               package: Package | None = None, command: str = "check") -> str:
+    """What `grader check` (or `grader ci`: ``command``) prints for a student; ``how`` says where it
+    ran (None: static checks only). Under each broken rule: its source line and what may be changed
+    instead (the same text as the in-notebook check)."""
     from grader.scoring.score import band, percent
 
     accuracy = percent(result.correct, result.total, result.accuracy)
     found = band(rubric, accuracy) if how and accuracy is not None else None
     return render("check.txt.j2", r=result, ran=how is not None, how=how, rubric=rubric, band=found,
-                  notices=notices, package=package)
+                  notices=notices, package=package, command=command)

@@ -172,7 +172,8 @@ def check(paths: Sequence[Path], setup: Setup, run: bool, package: bool, say: Sa
         raise GraderError("give one notebook or script (or --package with the folder or the three files)")
     path = found.main if found is not None and found.main else paths[0]
     named = rubric.files.account_of(path.name) is not None
-    notices = () if named else (f"the file name should be {rubric.files.notebook} (or .py) when you submit",)
+    notices = () if named else (f"the file name should be {rubric.files.notebook} (or .py) when you submit"
+                                + (f": {path.name} is the handout's name, no student's" if rubric.files.is_handout(path.name) else ""),)
     result = grade_one(collect_one(path, rubric.files), own.context, own.slot)
     if found is not None and run:
         from grader.pipeline.package import against_measured
