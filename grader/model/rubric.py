@@ -46,6 +46,11 @@ class AccuracyPolicy:
     mismatch_tolerance: float
     borderline_margin: float = 0.3  # points from a threshold within which a result is listed as borderline
 
+    @property
+    def total_max(self) -> int:
+        """The most a total can reach: the automatic points, the bonus and the report's."""
+        return self.max_points + self.bonus.points + self.report_points
+
 
 @dataclass(frozen=True)
 class SimilarityPolicy:

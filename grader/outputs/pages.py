@@ -44,7 +44,7 @@ def gradebook_csv(rows: list[Grade], rubric: Rubric, missing: Sequence[str] = ()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(GRADEBOOK_COLUMNS)
-    top = rubric.accuracy.max_points + rubric.accuracy.bonus.points + rubric.accuracy.report_points
+    top = rubric.accuracy.total_max
     for g in rows:
         r, o = g.result, g.override
         decided = r.status is not Status.REVIEW
@@ -147,7 +147,6 @@ class StudentPage:
 
     tone: str  # a status, or "mismatch": graded, but the notebook printed another accuracy than measured
     mismatch: bool
-    maximum: int  # the points a total can reach: automatic, bonus and report
     broken: tuple[Check, ...]
     undecided: tuple[Check, ...]
     flags: tuple[Flag, ...]
@@ -165,8 +164,7 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
     decided = {c.id for c in r.checks if c.ok is not None and c.stage == "run"}
     undecided = tuple(c for c in r.checks if c.ok is None and not (c.stage == "static" and c.id in decided))
     flags = tuple(Flag(f) for f in r.flags if f in Flag._value2member_map_ and not (feedback and Flag(f) in TA_ONLY_FLAGS))
-    maximum = rubric.accuracy.max_points + rubric.accuracy.bonus.points + rubric.accuracy.report_points
-    return StudentPage(tone, mismatch, maximum, broken, undecided, flags, notebook_html)
+    return StudentPage(tone, mismatch, broken, undecided, flags, notebook_html)
 
 
 def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:

@@ -142,6 +142,7 @@ class ImageIndex:
             # An inverted image (1 - x, a decreasing map) swaps its minimum and maximum masks.
             hits = [(position, hit) for position, key in enumerate(keys)
                     if (hit := table.get(key) or table.get(key[half:] + key[:half])) is not None]
+            turned: list[tuple[int, list[int]]] = []
             if len(hits) < len(keys):  # an image flipped left to right: its masks are
                 if flipped is None:
                     flipped = self.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
@@ -149,8 +150,6 @@ class ImageIndex:
                 turned = [(position, hit) for position, key in enumerate(flipped)
                           if position not in seen and (hit := table.get(key)) is not None]
                 hits = sorted(hits + turned, key=lambda item: item[0])
-            else:
-                turned = []
             if hits:
                 found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys),
                                      frozenset(p for p, _ in turned))

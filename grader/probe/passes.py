@@ -587,7 +587,7 @@ class Recorder:
                 track.steps[serial] += 1
                 track.end_step = self.steps
                 carried.append(track)
-        if carried and carried[0].source == "content" and self.loader is not None:
+        if carried and self.loader is not None and self.loader not in carried:
             entry["beside"] = entry.get("beside", 0) + 1  # images fed beside a DataLoader's batches, not one of them
         if not carried and any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             entry["unattributed"] = entry.get("unattributed", 0) + 1  # no batch of training images drawn since its last step

@@ -54,7 +54,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
     to the run instead): code that could not be read is no evidence that a rule was kept or broken.
     """
     cells = parse_cells(sub)
-    checks = [_told(RULES[rule].static(sub, cells, facts)) for rule in rubric.frozen]
+    checks = [_told(RULES[rule], RULES[rule].static(sub, cells, facts)) for rule in rubric.frozen]
     unreadable = [parsed for parsed in cells if parsed.error]
     broken = [Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); fix it first: "
                                     "that cell was not checked", sub.path.name,
@@ -79,13 +79,12 @@ def check_runtime(view: RunView | None, facts: FrozenFacts, rubric: Rubric) -> t
     """Every frozen rule of the rubric, judged on what the run recorded."""
     if view is None:
         return ()
-    return tuple(_told(RULES[rule].runtime(view, facts, rubric)) for rule in rubric.frozen)
+    return tuple(_told(RULES[rule], RULES[rule].runtime(view, facts, rubric)) for rule in rubric.frozen)
 
 
-def _told(check: Check) -> Check:
-    """A broken rule's check with what the student may change instead."""
-    rule = RULES.get(RuleId(check.id)) if check.id in RuleId._value2member_map_ else None
-    return replace(check, instead=rule.instead) if check.violated and rule is not None else check
+def _told(rule: Rule, check: Check) -> Check:
+    """``rule``'s check, when broken, with what the student may change instead."""
+    return replace(check, instead=rule.instead) if check.violated else check
 
 
 def findings(view: RunView | None, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding, ...]:
