@@ -84,6 +84,11 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     assert 'class="banner mismatch"' in student and student.index("What needs attention") < student.index("Training")
     assert "the printed accuracy differs from the measured one" in student
     assert "no report PDF was found" in student and "still to grade" not in student
+    # Printed 9.8% under hidden labels (every `grader grade`), not flagged by the judge: a success's banner.
+    hidden = dataclasses.replace(_class()[1], reported_accuracy=9.8)
+    write_batch_reports(tmp_path / "hidden", [hidden], rubric, [])
+    page = (tmp_path / "hidden" / "students" / "s1.html").read_text()
+    assert 'class="banner graded"' in page and "test labels were hidden" in page and "as measured" not in page
 
 
 def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(tmp_path: Path, rubric: Rubric) -> None:

@@ -146,7 +146,8 @@ class StudentPage:
     what needs the reader's action: broken and undecided rules, flags with their meaning."""
 
     tone: str  # a status, or "mismatch": graded, but the notebook printed another accuracy than measured
-    mismatch: bool
+    mismatch: bool  # flagged reported-accuracy-mismatch
+    agrees: bool  # the printed accuracy is the measured one, within the rubric's tolerance
     broken: tuple[Check, ...]
     undecided: tuple[Check, ...]
     flags: tuple[Flag, ...]
@@ -156,15 +157,18 @@ class StudentPage:
 def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool = False) -> StudentPage:
     """The lead of ``g``'s page; ``feedback``: the page sent to the student (no TA-only flags)."""
     r = g.result
-    mismatch = (r.reported_accuracy is not None and r.accuracy is not None
-                and abs(r.reported_accuracy - r.accuracy) > rubric.accuracy.mismatch_tolerance)
+    # The judge decides a mismatch (it knows when the test labels were hidden and the printed figure is
+    # at chance); the page only says it.
+    mismatch = Flag.REPORTED_ACCURACY_MISMATCH.value in r.flags
+    agrees = (r.reported_accuracy is not None and r.accuracy is not None
+              and abs(r.reported_accuracy - r.accuracy) <= rubric.accuracy.mismatch_tolerance)
     tone = "mismatch" if r.status is Status.GRADED and (mismatch or r.flags) else r.status.value
     broken = tuple(c for c in r.checks if c.ok is False)
     # A rule the run decided is not also listed as undecided statically (and the other way round).
     decided = {c.id for c in r.checks if c.ok is not None and c.stage == "run"}
     undecided = tuple(c for c in r.checks if c.ok is None and not (c.stage == "static" and c.id in decided))
     flags = tuple(Flag(f) for f in r.flags if f in Flag._value2member_map_ and not (feedback and Flag(f) in TA_ONLY_FLAGS))
-    return StudentPage(tone, mismatch, broken, undecided, flags, notebook_html)
+    return StudentPage(tone, mismatch, agrees, broken, undecided, flags, notebook_html)
 
 
 def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:
