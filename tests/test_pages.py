@@ -194,3 +194,48 @@ def test_the_bands_count_graded_results_only(rubric: Rubric) -> None:
     assert counts["89% and above: 60 points"] == 1 and counts["below 80%"] == 1
     assert (counts["violations"], counts["to review"], counts["failed runs (error, time limit)"]) == (1, 1, 1)
     assert measured(rows) == [89.5, 70.0]
+
+
+def test_the_executed_notebook_is_a_page_where_nothing_runs_or_loads(tmp_path: Path, rubric: Rubric) -> None:
+    """OUT/executed/<account>.html: the cells, their text and images, offline; the student's scripts,
+    event handlers, frames and javascript: links (in markdown, in HTML and SVG outputs, in printed
+    text) are gone or shown as text, and the browser logs no script at all."""
+    import nbformat
+
+    from grader.outputs.pages import notebook_page
+    from grader.run.children import notebook_body
+
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="  # 1x1
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# My HW3 <script>console.log('md-script')</script>\n"
+                                      "[click](javascript:console.log('md-link')) <img src=x onerror=\"console.log('md-img')\">"),
+        nbformat.v4.new_code_cell("print('hello')", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="Test accuracy: 88.1%\n<script>console.log('stream')</script>\n"),
+            nbformat.v4.new_output("display_data", data={
+                "text/html": "<b>bold</b><script>console.log('html')</script><iframe src='http://example.invalid/'></iframe>"
+                             "<img src='http://example.invalid/x.png'><a href='javascript:console.log(1)'>a</a>",
+                "image/svg+xml": "<svg xmlns='http://www.w3.org/2000/svg' onload=\"console.log('svg')\"><script>console.log('svg2')</script></svg>",
+                "text/plain": "<Figure>"}),
+            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+            nbformat.v4.new_output("error", ename="RuntimeError", evalue="<script>console.log('error')</script>",
+                                   traceback=["\x1b[31mRuntimeError\x1b[0m: <script>console.log('tb')</script>"]),
+        ]),
+    ]
+    executed = tmp_path / "executed" / "s3.ipynb"
+    executed.parent.mkdir()
+    executed.write_text(nbformat.writes(notebook))
+    page = executed.with_suffix(".html")
+    page.write_text(notebook_page(rubric.homework, "s3", notebook_body(executed)))
+    raw = page.read_text()
+    cells = raw[raw.index('<div class="notebook">'):]
+    assert "<script" not in cells.lower() and "onerror" not in cells.lower() and "onload" not in cells.lower()
+    assert "javascript:" not in cells.lower() and "<iframe" not in cells.lower() and "example.invalid" not in cells
+    assert "Test accuracy: 88.1%" in cells and "print" in cells and "data:image/png;base64," in cells and "bold" in cells
+    shown, log = _browse(page, tmp_path / "notebook.png")
+    assert "CONSOLE" not in log and "Uncaught" not in log, log[-2000:]
+    assert "RuntimeError" in shown and "My HW3" in shown
+    write_batch_reports(tmp_path, _class(), rubric, [])
+    student = (tmp_path / "students" / "s3.html").read_text()
+    assert 'href="../executed/s3.html"' in student and 'href="../executed/s3.ipynb"' in student
+    assert 'href="../executed/s2.html"' not in (tmp_path / "students" / "s2.html").read_text()

@@ -545,3 +545,72 @@ def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
     facts = training(record)
     assert facts.beside_steps == 24 and facts.pass_count == 2
+
+
+def test_a_module_called_before_the_model_on_the_same_rows_is_one_draw(tiny_dataset: Dataset) -> None:
+    """An honest loop over preloaded tensors that flattens each batch with an `nn.Flatten()` (or
+    normalizes it with a module) before the model: both calls see the batch's training images, and
+    one step follows both. That is one draw per step, so the epochs are the passes, not the steps."""
+    index, _, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net, flatten = _Net().train(), torch.nn.Flatten()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float().reshape(-1, 28, 28) / 255, torch.zeros(32, dtype=torch.long)
+    for epoch in range(3):
+        for start in range(0, 480, 32):
+            optimizer.zero_grad()
+            flat = _call(recorder, flatten, x[start:start + 32])
+            torch.nn.functional.cross_entropy(_call(recorder, net, flat), labels).backward()
+            optimizer.step()
+            recorder.on_step(optimizer, (), {})
+    recorder.export()
+    trained = [p for p in recorder.train_passes if p.stepping]
+    assert [int(p.drawn.sum()) for p in trained] == [480, 480, 480]
+    assert all(sum(p.steps.values()) == 15 for p in trained)
+
+
+def test_a_model_returning_probabilities_and_logits_is_trained_through_either(tiny_dataset: Dataset) -> None:
+    """`return F.softmax(z, 1), z` with the loss on the logits: the gradient reaches the second
+    tensor of the output, and the rows trained the model (no step is left unattributed)."""
+    class Both(_Net):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            z = super().forward(x)
+            return torch.softmax(z, 1), z
+
+    index, test, train = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = Both().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for start in range(0, 480, 40):
+        optimizer.zero_grad()
+        recorder.before_call(net, (x[start:start + 40],))
+        output = net(x[start:start + 40])
+        recorder.after_call(net, (x[start:start + 40],), output)
+        torch.nn.functional.cross_entropy(output[1], labels).backward()
+        optimizer.step()
+        recorder.on_step(optimizer, (), {})
+    (entry,) = recorder.optimizers.values()
+    assert not entry.get("unattributed") and int(recorder.stepped_rows.sum()) == 480
+    batch = torch.cat([x[:20], test[:20].float() / 255])  # test rows trained through the logits are seen too
+    optimizer.zero_grad()
+    recorder.before_call(net, (batch,))
+    output = net(batch)
+    recorder.after_call(net, (batch,), output)
+    torch.nn.functional.cross_entropy(output[1], labels).backward()
+    optimizer.step()
+    recorder.on_step(optimizer, (), {})
+    assert recorder.test_rows_trained == 20
+
+
+def test_steps_after_mirrored_test_batches_count_like_upright_ones(tiny_dataset: Dataset) -> None:
+    """Training on the test images flipped left to right, a batch at a time: each step follows test
+    images with gradients in training mode, as it would upright (what the trained-on-test flag counts)."""
+    index, test, _ = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = test.float() / 255, torch.zeros(20, dtype=torch.long)
+    for start in range(0, 200, 20):
+        _train_step(recorder, net, optimizer, x[start:start + 20].reshape(-1, 28, 28).flip(-1).reshape(-1, 784), labels)
+    assert recorder.test_steps == 10 and recorder.test_rows_trained == 200

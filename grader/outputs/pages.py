@@ -128,6 +128,11 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     _zip_feedback(out / "feedback", [g.result.student for g in rows], out / "feedback.zip")
 
 
+def notebook_page(homework: str, account: str, body: str) -> str:
+    """The executed notebook as a page of its own (``body``: nbconvert's sanitized cells)."""
+    return render("notebook.html.j2", homework=homework, account=account, body=Markup(body))
+
+
 def _zip_feedback(folder: Path, accounts: list[str], target: Path) -> None:
     """OUT/feedback.zip: every student's own page, for the TA to send back (one file per account)."""
     partial = target.with_suffix(".zip.part")

@@ -19,9 +19,10 @@ from grader.model.submission import Submission
 from grader.outputs.exports import Roster
 from grader.outputs.progress import Progress
 from grader.model.errors import GraderError
-from grader.outputs.pages import rerender
+from grader.outputs.pages import notebook_page, rerender
 from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
 from grader.pipeline.executors.local import Executor, Graded, Job
+from grader.run.children import notebook_body
 from grader.scoring import seeds
 from grader.scoring.overrides import Override, check_accounts
 from grader.static.similarity import similar_pairs
@@ -39,8 +40,8 @@ class BatchSummary:
 class _Tracker:
     """Writes each finished result at once and reports progress; safe to call from worker threads."""
 
-    def __init__(self, out: Path, total: int, on_progress: Callable[[Progress], None]) -> None:
-        self.out, self.total, self.on_progress = out, total, on_progress
+    def __init__(self, out: Path, total: int, on_progress: Callable[[Progress], None], homework: str) -> None:
+        self.out, self.total, self.on_progress, self.homework = out, total, on_progress, homework
         self.results: list[Result] = []
         self.running: set[str] = set()
         self.lock = threading.Lock()
@@ -53,9 +54,20 @@ class _Tracker:
     def finished(self, graded: Graded) -> None:
         result = graded.result
         if graded.executed is not None:
-            write_atomic(self.out / "executed" / f"{result.student}.ipynb", graded.executed)
+            executed = self.out / "executed" / f"{result.student}.ipynb"
+            write_atomic(executed, graded.executed)
+            self._notebook_page(executed)
         result.write(self.out / "results" / f"{result.student}.json")  # last: its presence means done
         self.record(result, cached=False)
+
+    def _notebook_page(self, executed: Path) -> None:
+        """OUT/executed/<account>.html beside the notebook, for reading it in a browser (offline); a
+        notebook nbconvert cannot render keeps only its .ipynb link (and no stale page)."""
+        page = executed.with_suffix(".html")
+        try:
+            write_atomic(page, notebook_page(self.homework, executed.stem, notebook_body(executed)).encode())
+        except ValueError:
+            page.unlink(missing_ok=True)
 
     def record(self, result: Result, cached: bool) -> None:
         with self.lock:
@@ -168,7 +180,8 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     found = _selected(found, only)
     force = force or only is not None
     skipped = found.skipped
-    tracker = _Tracker(out, len(found.submissions) + len(found.unreadable) + len(found.disputed), on_progress)
+    tracker = _Tracker(out, len(found.submissions) + len(found.unreadable) + len(found.disputed), on_progress,
+                       rubric.homework)
     for (account, path, why), status in [*((u, Status.ERROR) for u in found.unreadable),
                                          *((d, Status.REVIEW) for d in found.disputed)]:
         result = failed_result(account, path, why, rubric.accuracy.max_points, status)

@@ -152,8 +152,9 @@ class Evaluation:
 
 MAX_LEARNING_ROWS = 8192  # rows kept for PerPixel to read again once it has learned its map
 SPOT_CHECK = 8  # one in this many batches a training DataLoader yields is looked at for test images
-MAX_CAPTURES = 5000
-MAX_LOAD_PARAMS = 64  # parameters of a loaded module listed in the record (the homework's model has 6 to 12)  # states captured with state_dict() that a later load may restore (the last ones)
+MAX_CAPTURES = 5000  # states captured with state_dict() that a later load may restore (the last ones)
+MAX_LOAD_PARAMS = 64  # parameters of a loaded module listed in the record (the homework's model has 6 to 12)
+MAX_OUTPUTS = 8  # tensors of a tuple output watched for a gradient
 
 
 class Fingerprints:
@@ -177,6 +178,15 @@ class Fingerprints:
                     vector = self._vectors[key] = torch.randn(p.numel(), generator=generator).to(p.device)
                 parts.append((p.detach().reshape(-1).float() * vector).sum())
             return torch.stack(parts)
+
+
+def graded_outputs(output: Any, batch: int | None) -> list[torch.Tensor]:
+    """The tensors of a call's output a gradient may reach, one row per input row: the output
+    itself, or each tensor of a tuple or list (a model returning ``(probabilities, logits)`` is
+    trained through either)."""
+    items = list(output[:MAX_OUTPUTS]) if isinstance(output, (tuple, list)) else [output]
+    return [t for t in items if isinstance(t, torch.Tensor) and t.requires_grad and t.dim() > 0
+            and (batch is None or t.shape[0] == batch)]
 
 
 def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,6 +265,7 @@ class Recorder:
         self.claimed: list[int] | None = None  # the training indices the last yielded batch's sampler named
         self.loader_mismatch = 0  # yielded batches whose images were not those named
         self.stepped_rows = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)
+        self._trained_since_step = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)  # rows recorded as trained
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
         self.fingerprints = Fingerprints()
@@ -315,6 +326,8 @@ class Recorder:
         match = self.index.majority({split: m for split, item in found.items() if (m := item.upright()) is not None})
         if torch.is_grad_enabled() and "test" in found:  # trained on only if their rows' gradient reaches the model
             self._watch_test = self.index.verified_test(found["test"], args[0])
+            mostly = self._watch_test is not None and 2 * len(self._watch_test.positions) >= self._watch_test.batch
+            self._test_since_step = self._test_since_step or (stepping and mostly)  # either way up
         if match is not None and match.split == "test":
             serial = self.module_serial(module)
             self._pending, self._pending_train = (match, serial), None
@@ -412,11 +425,6 @@ class Recorder:
         tells, in backward, which of their rows' outputs got a gradient (trained the model)."""
         watch, self._watch_test = self._watch_test, None
         assert watch is not None
-        if isinstance(output, (tuple, list)) and output:
-            output = output[0]
-        if not isinstance(output, torch.Tensor) or not output.requires_grad or output.dim() == 0 \
-                or output.shape[0] != watch.batch:
-            return
         positions = torch.tensor(watch.positions, dtype=torch.long)
         images = [group[0] if len(group) == 1 else -1 for group in watch.indices]
 
@@ -424,7 +432,8 @@ class Recorder:
             rows = grad.detach()[positions.to(grad.device)].reshape(len(images), -1).ne(0).any(1).cpu().tolist()
             self._test_backward.extend(i for i, hit in zip(images, rows) if hit and i >= 0)
 
-        output.register_hook(reached)
+        for tensor in graded_outputs(output, watch.batch):
+            tensor.register_hook(reached)
 
     def _maybe_evaluation(self, module: torch.nn.Module, value: Any, stepping: bool) -> None:
         """Keep an evaluation call's input (rows of an image's size) until its output is known."""
@@ -502,10 +511,10 @@ class Recorder:
 
     def _hook_gradient(self, output: Any) -> None:
         draw, self._hook_draw = self._hook_draw, None
-        if isinstance(output, (tuple, list)) and output:
-            output = output[0]
-        if draw is not None and isinstance(output, torch.Tensor) and output.requires_grad:
-            output.register_hook(draw.reached)
+        if draw is None:
+            return
+        for tensor in graded_outputs(output, None):
+            tensor.register_hook(draw.reached)
             draw.hooked = True
 
     def _settle_draw(self, followed_by_step: bool, final: bool = False) -> None:
@@ -524,11 +533,22 @@ class Recorder:
             self._record_draw(draw, draw.trains(followed_by_step))
         else:
             self._waiting.append(draw)
+        if followed_by_step:
+            self._trained_since_step.zero_()
 
     def _record_draw(self, draw: Draw, training: bool) -> None:
         indices, predictions = draw.indices, draw.predictions
         if training and indices:  # rows that trained it, however the batch was built
             self.stepped_rows[torch.tensor(indices, dtype=torch.long)] = True
+            # One step's rows are one draw, however many calls fed them (a Flatten or a Normalize module
+            # called before the model sees the batch too): a pass ends only when an image comes back
+            # after a later step.
+            known = torch.tensor(indices, dtype=torch.long)
+            fresh = ~self._trained_since_step[known]
+            if not bool(fresh.any()):
+                return
+            self._trained_since_step[known] = True
+            indices = known[fresh].tolist()
         current = self._content[training]
         if current is None or bool(current.drawn[torch.tensor(indices, dtype=torch.long)].any()):
             if current is not None:

@@ -1,6 +1,7 @@
 """Helper processes that run no student code: git (when a file was committed), pip (installing what
-submissions import, building this grader's wheel) and the PDF parser (a student's report, in a child
-with a time and a memory limit). Like every process the grader starts, they are started from run/."""
+submissions import, building this grader's wheel), the PDF parser (a student's report) and the
+notebook's HTML (nbconvert over an executed notebook), each of the last two in a child with a time and a
+memory limit. Like every process the grader starts, they are started from run/."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ if reader.is_encrypted:
     reader.decrypt("")
 sys.stdout.write(reader.pages[0].extract_text()[:{MAX_TEXT}] if reader.pages else "\\0no pages")
 """
+
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
+RENDER_SECONDS = 120
+RENDER_SCRIPT = Path(__file__).with_name("render_notebook.py")  # run as a script: it imports nothing of the grader
 
 
 def commit_time(path: Path) -> Submitted | None:
@@ -67,6 +72,24 @@ def pdf_first_page(pdf: Path) -> str:
     if text == "\0no pages":
         raise ValueError(f"{pdf.name} has no pages{again}")
     return text
+
+
+def notebook_body(executed: Path) -> str:
+    """An executed notebook as sanitized HTML (the body of a page: cells, outputs, inline images);
+    ValueError with one line when it cannot be rendered."""
+    try:
+        data = read_capped(executed, MAX_NOTEBOOK_BYTES)
+    except SubmissionError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        done = subprocess.run([sys.executable, "-I", str(RENDER_SCRIPT)], input=data, capture_output=True,
+                              timeout=RENDER_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"{executed.name} took over {RENDER_SECONDS} s to render as a page") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(f"{executed.name} could not be rendered as a page ({lines[-1][:200] if lines else done.returncode})")
+    return done.stdout.decode("utf-8", errors="replace")
 
 
 def build_wheel(into: Path) -> Path:
