@@ -171,7 +171,7 @@ def test_a_notebook_points_at_its_json_line(tmp_path: Path, github: GitHub, caps
     repo = _repo(tmp_path, {"HW3_bob.ipynb": notebook, "HW3_bob.py": TINYOK})  # the .ipynb is graded
     assert main(["ci", str(repo), "--static"]) == ExitCode.FAILED
     (error,) = _annotations(capsys.readouterr().out)
-    assert error["file"] == "HW3_bob.ipynb" and error["message"].startswith("cell 10, line 8: ")
+    assert error["file"] == "HW3_bob.ipynb" and error["message"].startswith("code cell ") and ", line 8: " in error["message"]
     cell = nbformat.reads(notebook, as_version=4).cells[9].source.splitlines()[7]
     assert cell == "n_epochs += 5"
     assert json.loads(notebook.splitlines()[int(error["line"]) - 1].strip().rstrip(",")) == cell + "\n"

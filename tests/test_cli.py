@@ -42,6 +42,10 @@ def test_check_json_and_a_violation(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["check", str(path)]) == ExitCode.FAILED
     text = capsys.readouterr().out
     assert f"line {epochs['line']}: n_epochs = 20" in text and "instead: keep the number of epochs" in text
+    # A notebook's cell is named as Colab shows it: no numbers, so the code cells counted and the first line quoted.
+    assert main(["check", str(ROOT / "submissions" / "HW3_wideboy.ipynb")]) == ExitCode.FAILED
+    text = capsys.readouterr().out
+    assert 'linear_layers: code cell 3 ("# ## Define the Network Architecture"), line 10: nn.Linear(784, 1024)' in text
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_printed_accuracy_is_not_believed(tmp_path: Path, run_context: Context) 
 def test_exception_names_cell_and_line_and_labels_the_accuracy_at_the_error(tmp_path: Path, run_context: Context) -> None:
     result = _grade(tmp_path, run_context, [DATA, TEST_LOOP, "dataiter = iter(test_loader)\nimages, labels = dataiter.next()"])
     assert result.status is Status.ERROR and result.score == 0
-    assert result.reason is not None and result.reason.startswith("cell 3, line 2: AttributeError")
+    assert result.reason is not None and result.reason.startswith("code cell ") and ", line 2: AttributeError" in result.reason
     assert result.accuracy is None and result.measured_by == "model-at-error"  # measured, but not as the student's
     assert any("the model as it was at that point scores" in note for note in result.notes)
 
@@ -103,7 +103,7 @@ def test_timeout_names_the_cell(tmp_path: Path, run_context: Context) -> None:
     context = dataclasses.replace(run_context, rubric=dataclasses.replace(run_context.rubric, limits=limits))
     result = _grade(tmp_path, context, ["x = 1", "import time\nwhile True:\n    time.sleep(0.1)"])
     assert result.status is Status.TIMEOUT
-    assert result.reason is not None and result.reason.startswith("cell 2: still running")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "): still running" in result.reason
 
 
 SLOW_TRAINING = '''
@@ -127,13 +127,13 @@ def test_a_run_stopped_at_the_time_limit_is_still_judged(tmp_path: Path, tiny_co
     result = _grade(tmp_path, context, [DATA, SLOW_TRAINING])
     run = {c.id: c for c in result.checks if c.stage == "run"}
     assert run["epochs"].ok is False and "passes over the training data" in run["epochs"].message, run
-    assert result.status is Status.VIOLATION and "the run also failed: cell 2: still running" in (result.reason or "")
+    assert result.status is Status.VIOLATION and "the run also failed: code cell 2 (" in (result.reason or "") and "): still running" in (result.reason or "")
 
 
 def test_kernel_death_is_an_error_with_the_cell(tmp_path: Path, run_context: Context) -> None:
     result = _grade(tmp_path, run_context, ["x = 1", "import os\nos._exit(3)"])
     assert result.status is Status.ERROR
-    assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "): the kernel died" in result.reason
 
 
 def test_colab_only_calls_do_not_break_the_run(tmp_path: Path, run_context: Context) -> None:
@@ -148,7 +148,7 @@ def test_pip_installs_never_reach_for_the_network(tmp_path: Path, run_context: C
     printed = json.dumps(nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4).cells[0].outputs)
     assert "pip install numpy: already installed; skipped" in printed
     assert "surely-absent-package-xyz not in the grading environment" in printed and "grader env --install" in printed
-    assert result.reason is not None and result.reason.startswith("cell 2, line 1: ModuleNotFoundError")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "), line 1: ModuleNotFoundError" in result.reason
     assert result.duration_s < 60
 
 

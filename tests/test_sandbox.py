@@ -107,7 +107,7 @@ def _accept(server: socket.socket) -> object:
 def test_memory_bomb_hits_the_limit(tmp_path: Path, sandboxed: Context) -> None:
     result = _grade(tmp_path, sandboxed, MODEL, "hog = []\nwhile True:\n    hog.append(bytearray(200 * 1024 * 1024))")
     assert result.status is Status.ERROR
-    assert result.reason is not None and result.reason.startswith("cell 2, line 3: MemoryError")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "), line 3: MemoryError" in result.reason
     assert "memory limit of 3072 MB" in result.reason
 
 
@@ -123,7 +123,7 @@ def test_bounded_fork_bomb_is_stopped_and_leaves_nothing(tmp_path: Path, sandbox
 def test_crashes_are_errors_naming_the_cell(tmp_path: Path, sandboxed: Context, crash: str) -> None:
     result = _grade(tmp_path, sandboxed, MODEL, crash)
     assert result.status is Status.ERROR
-    assert result.reason is not None and result.reason.startswith("cell 2: the kernel died")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "): the kernel died" in result.reason
 
 
 def test_infinite_loop_times_out_and_leaves_nothing(tmp_path: Path, sandboxed: Context) -> None:
@@ -131,7 +131,7 @@ def test_infinite_loop_times_out_and_leaves_nothing(tmp_path: Path, sandboxed: C
     context = dataclasses.replace(sandboxed, rubric=dataclasses.replace(sandboxed.rubric, limits=limits))
     result = _grade(tmp_path, context, MODEL, "import subprocess\nsubprocess.Popen(['sleep', '600'])\nwhile True:\n    pass")
     assert result.status is Status.TIMEOUT
-    assert result.reason is not None and result.reason.startswith("cell 2: still running")
+    assert result.reason is not None and result.reason.startswith("code cell 2 (") and "): still running" in result.reason
     assert sandboxed_processes() == []
 
 

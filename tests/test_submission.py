@@ -137,7 +137,9 @@ def test_notebook_cells_keep_their_positions(tmp_path: Path) -> None:
     sub = read_submission(path)
     assert [(c.number, c.kind) for c in sub.cells] == [(1, "markdown"), (2, "code")]
     assert sub.code_cells[0].source == "import torch\nx = 1"
-    assert sub.where(sub.code_cells[0], 2) == "cell 2, line 2"
+    assert sub.where(sub.code_cells[0], 2) == 'code cell 1 ("import torch"), line 2'  # as Colab shows it: no numbers, no markdown
+    long = read_submission(path).cells[1].__class__(3, "code", "\n  " + "x" * 60)
+    assert sub.where(long) == f'cell 3 ("{"x" * 39}…")'
 
 
 def test_discover_groups_by_account(tmp_path: Path, rubric: Rubric) -> None:

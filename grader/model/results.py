@@ -33,10 +33,17 @@ class Check:
     stage: str = "static"  # "static" (the code as written) or "run" (what the run recorded)
     excerpt: tuple[tuple[int, str], ...] = ()  # (line as the student counts it, its text) around ``line``
     instead: str = ""  # a broken rule's: what the student may change instead (the rule's own text)
+    place: str = ""  # where, as the student finds it (Submission.where): 'code cell 3 ("class Net…"), line 10'
 
     @property
     def violated(self) -> bool:
         return self.ok is False
+
+    @property
+    def text(self) -> str:
+        """The message without the place it starts with, for where the place is shown beside it."""
+        prefix = f"{self.place}: "
+        return self.message[len(prefix):] if self.place and self.message.startswith(prefix) else self.message
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from grader.model.findings import Finding
 
+QUOTED = 40  # characters of a cell's first line quoted to name it
+
 
 @dataclass(frozen=True)
 class Submitted:
@@ -64,10 +66,17 @@ class Submission:
         return tuple(c for c in self.cells if c.kind == "code")
 
     def where(self, cell: Cell, line: int | None = None) -> str:
-        """'cell 5, line 2' (or 'cell 5') for notebooks; 'line 57' (or 'the cell at line 50') for scripts."""
+        """A place as the student finds it: 'code cell 3 ("class Net(nn.Module):"), line 2' in a
+        notebook (Colab numbers no cells: the code cells are counted, markdown left out, and the
+        cell's first line is quoted); 'line 57' (or 'the cell at line 50') in a .py export."""
         if self.path.suffix == ".py":
             return f"line {cell.first_line + line - 1}" if line else f"the cell at line {cell.first_line}"
-        return f"cell {cell.number}, line {line}" if line else f"cell {cell.number}"
+        code = [c.number for c in self.code_cells]
+        named = f"code cell {code.index(cell.number) + 1}" if cell.number in code else f"cell {cell.number}"
+        first = next((text.strip() for text in cell.source.splitlines() if text.strip()), "")
+        if first:
+            named += f' ("{first if len(first) <= QUOTED else first[:QUOTED - 1] + "…"}")'
+        return f"{named}, line {line}" if line else named
 
 
 @dataclass(frozen=True)

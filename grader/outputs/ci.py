@@ -131,7 +131,7 @@ def _location(check: Check, lines: Mapping[int, tuple[int, ...]] | None) -> tupl
         return None, None
     in_cell = lines.get(check.cell, ())
     file_line = in_cell[check.line - 1] if check.line and 0 < check.line <= len(in_cell) else None
-    return (f"cell {check.cell}, line {check.line}" if check.line else f"cell {check.cell}"), file_line
+    return check.place or (f"cell {check.cell}, line {check.line}" if check.line else f"cell {check.cell}"), file_line
 
 
 # --- GitHub Actions ---------------------------------------------------------------------------------

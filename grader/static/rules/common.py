@@ -53,7 +53,7 @@ def static_check(sub: Submission, rule: str, parsed: ParsedCell | None, node: as
     where = sub.where(cell, line)
     return Check(rule, ok, f"{where}: {message}" if ok is False else message, sub.path.name,
                  cell.number if sub.path.suffix == ".ipynb" else None, file_line,
-                 excerpt=_excerpt(cell.source, line, file_line) if ok is False and line else ())
+                 excerpt=_excerpt(cell.source, line, file_line) if ok is False and line else (), place=where)
 
 
 def _excerpt(source: str, line: int, shown: int | None, around: int = 2) -> tuple[tuple[int, str], ...]:
