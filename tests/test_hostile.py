@@ -34,6 +34,7 @@ from grader.model.rubric import Rubric
 from grader.run.sandbox import Sandbox, SandboxLimits, command, unavailable_reason
 from grader.run.slots import cores_for, plan_slots
 from grader.intake.read import read_submission
+from browser import CHROMIUM, leads_with_verdict, seen_at
 from sandboxing import MODEL, sandboxed_processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -396,9 +397,14 @@ def test_a_class_of_attackers_changes_nothing_on_the_host(tmp_path: Path, sandbo
     assert results["alice"].status is Status.GRADED and results["alice"].accuracy == 100.0
 
     assert results["markup"].status is Status.ERROR and HOSTILE in (results["markup"].reason or "")
-    for page in (out / "index.html", out / "students" / "markup.html"):
+    for page in (out / "index.html", out / "students" / "markup.html", out / "executed" / "markup.html"):
         html = page.read_text()
         assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    if CHROMIUM is not None:  # what the TA opens, in a real browser: the verdict first, nothing runs
+        pages = (out / "index.html", *sorted((out / "students").glob("*.html")), *sorted((out / "feedback").glob("*.html")))
+        assert [problem for page in pages for problem in leads_with_verdict(page)] == []
+        notebooks = sorted((out / "executed").glob("*.html"))
+        assert len(notebooks) == 6 and all(seen_at(page, 1400).quiet for page in notebooks)
 
     for name in ("patcher", "importer"):
         assert results[name].status is Status.ERROR and "probe-tampered" in results[name].flags, results[name]

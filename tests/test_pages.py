@@ -16,6 +16,7 @@ import pytest
 from grader.outputs.pages import write_batch_reports
 from grader.model.results import Check, Result, Status
 from grader.model.rubric import Rubric
+from browser import leads_with_verdict
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
@@ -108,24 +109,9 @@ def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(tmp_path:
                                                    instead="keep the three nn.Linear layers as they are"),))
     write_batch_reports(tmp_path, results, rubric, [], {"s2": Override(note="talked to them <b>today</b>")})
     for name in ("index.html", "students/s2.html", "students/s3.html", "students/s6.html", "feedback/s2.html"):
-        page = tmp_path / name
+        assert leads_with_verdict(tmp_path / name) == []
         for width in (1400, 420):
-            probe = tmp_path / f"probe-{width}.html"
-            probe.write_text(f'<!doctype html><body style="margin:0"><iframe id="f" src="{page.as_uri()}" width="{width}" '
-                             'height="900" style="border:0"></iframe><script>document.getElementById("f").onload = () => {'
-                             'const d = document.getElementById("f").contentDocument; const first = d.querySelector("h1 ~ p, h1 ~ section");'
-                             'document.body.dataset.wide = d.documentElement.scrollWidth; document.body.dataset.first = first ? first.id : "";'
-                             '};</script></body>')
-            common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                      "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
-            shown = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-            assert "Uncaught" not in shown.stderr, (name, width)
-            wide = int(shown.stdout.split('data-wide="')[1].split('"')[0])
-            assert wide <= width, (name, width, wide)
-            assert ('data-first="summary"' if name == "index.html" else 'data-first="verdict"') in shown.stdout, (name, width)
-            shot = tmp_path / f"{name.replace('/', '-')}-{width}.png"
-            subprocess.run([*common, f"--window-size={width},1400", f"--screenshot={shot}", page.as_uri()],
-                           capture_output=True, timeout=120, check=True)
+            shot = (tmp_path / name).with_name(f"{(tmp_path / name).stem}-{width}.png")
             assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
     ta, sent = (tmp_path / "students" / "s2.html").read_text(), (tmp_path / "feedback" / "s2.html").read_text()
     assert "sender-mismatch" in ta and "a@x.org" in ta and "today" in ta and "all students" in ta

@@ -614,3 +614,65 @@ def test_steps_after_mirrored_test_batches_count_like_upright_ones(tiny_dataset:
     for start in range(0, 200, 20):
         _train_step(recorder, net, optimizer, x[start:start + 20].reshape(-1, 28, 28).flip(-1).reshape(-1, 784), labels)
     assert recorder.test_steps == 10 and recorder.test_rows_trained == 200
+
+
+def test_zip_of_the_train_and_valid_loaders_trains_on_the_train_loader(tiny_dataset: Dataset) -> None:
+    """`for (x, y), (xv, yv) in zip(train_loader, valid_loader)`: both yield before each step; the
+    step trained on the train loader's batch, and the validation batches (evaluated under no_grad)
+    trained nothing, whichever loader yielded last."""
+    from grader.judge.run_facts import training
+
+    index, _, train = _index(tiny_dataset)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for epoch in range(2):
+        train_pass, valid_pass = recorder.start_loader_pass(600), recorder.start_loader_pass(600)
+        for k, start in enumerate(range(0, 480, 40)):
+            batch, valid = x[start:start + 40], x[480 + 10 * k:490 + 10 * k]
+            recorder.loader_batch(train_pass, list(range(start, start + 40)), (batch, labels))
+            recorder.loader_batch(valid_pass, list(range(480 + 10 * k, 490 + 10 * k)), (valid, labels[:10]))
+            _train_step(recorder, net, optimizer, batch.reshape(-1, 28, 28), labels)
+            with torch.no_grad():
+                _call(recorder, net, valid)
+        train_pass.complete = valid_pass.complete = True
+    (entry,) = recorder.optimizers.values()
+    assert not entry.get("beside") and not entry.get("unattributed")
+    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    assert facts.pass_count == 2 and facts.trained.bit_count() == 480 and facts.beside_steps == 0
+
+
+def test_a_second_loader_yielding_beside_the_extra_steps_hides_nothing(tiny_dataset: Dataset) -> None:
+    """After each step on the loader's batch, one more on images drawn from the whole file, with a
+    one-image DataLoader over the training set yielding just before it so that 'a loader yielded'
+    holds: the step trained mostly on rows no loader named, so it is still a step beside them."""
+    from grader.judge.run_facts import training
+
+    index, _, train = _index(tiny_dataset)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for epoch in range(2):
+        track, dummy = recorder.start_loader_pass(600), recorder.start_loader_pass(600)
+        for start in range(0, 480, 40):
+            batch = x[start:start + 40]
+            recorder.loader_batch(track, list(range(start, start + 40)), (batch, labels))
+            _train_step(recorder, net, optimizer, batch, labels)
+            recorder.loader_batch(dummy, [599], (x[599:600], labels[:1]))
+            _train_step(recorder, net, optimizer, x[(start + 200) % 560:(start + 200) % 560 + 40], labels)
+        track.complete = True
+    (entry,) = recorder.optimizers.values()
+    assert entry["steps"] == 48 and entry["beside"] == 24
+    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    assert facts.beside_steps == 24
+    # Graded through a fresh model that loaded those weights: the steps that made them are as doubtful.
+    recorder.on_capture(net)
+    fresh = _Net()
+    fresh.load_state_dict(net.state_dict())
+    recorder.on_load(fresh)
+    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in fresh.parameters()]}})
+    assert facts.lineage == "loaded" and facts.beside_steps == 24

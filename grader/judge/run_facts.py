@@ -83,7 +83,7 @@ class Training:
     last_step: int  # the last optimizer step of its training (0 when none)
     first_step: int
     unattributed_steps: int = 0  # steps of its optimizers over no batch of training images the grader followed
-    steps: int = 0  # steps of its optimizers
+    steps: int = 0  # steps of the optimizers that made its weights (its own, or the loaded model's)
     undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
     beside_steps: int = 0  # trained over DataLoader passes: its steps over images fed beside them (not in an epoch)
 
@@ -320,11 +320,14 @@ def training(record: dict[str, Any]) -> Training:
             continue  # mostly images it trained on: plotting a few, a training-accuracy pass
         validation |= p.drawn
     own_steps = sum(opts[s].steps for s in own)
+    # The optimizers whose steps made the graded weights: its own, or, when it loaded them, those of
+    # the model it loaded (their steps' doubts count as much).
+    makers = [opts[s] for s in own] if lineage != "loaded" else steps
     return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
                     changed and not steps, own_steps if lineage == "none" else 0,
                     max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0),
-                    sum(opts[s].unattributed for s in own), own_steps, undone,
-                    sum(opts[s].beside for s in own) if source == "loader" and lineage == "direct" else 0)
+                    sum(o.unattributed for o in makers), sum(o.steps for o in makers), undone,
+                    sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0)
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

@@ -265,7 +265,11 @@ class Recorder:
         self.claimed: list[int] | None = None  # the training indices the last yielded batch's sampler named
         self.loader_mismatch = 0  # yielded batches whose images were not those named
         self.stepped_rows = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)
-        self._trained_since_step = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)  # rows recorded as trained
+        # Since the last optimizer step: training rows recorded as trained, rows recorded as only evaluated,
+        # and each DataLoader pass that yielded, with the indices its batches named (which one the step took).
+        self._trained_rows: set[int] = set()
+        self._evaluated_rows: set[int] = set()
+        self._yielding: list[tuple[TrainPass, set[int]]] = []
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
         self.fingerprints = Fingerprints()
@@ -411,6 +415,7 @@ class Recorder:
                 assert found is not None
                 self._undecided_draw = Draw([group[0] for group in found.indices if len(group) == 1], True)
                 self._settle_draw(followed_by_step=True)
+                self._trained_rows.clear()
             track = self._content[True]
             for serial, count in self._learning_steps.items():
                 entry = self.optimizers.get(serial)
@@ -533,8 +538,6 @@ class Recorder:
             self._record_draw(draw, draw.trains(followed_by_step))
         else:
             self._waiting.append(draw)
-        if followed_by_step:
-            self._trained_since_step.zero_()
 
     def _record_draw(self, draw: Draw, training: bool) -> None:
         indices, predictions = draw.indices, draw.predictions
@@ -543,12 +546,12 @@ class Recorder:
             # One step's rows are one draw, however many calls fed them (a Flatten or a Normalize module
             # called before the model sees the batch too): a pass ends only when an image comes back
             # after a later step.
-            known = torch.tensor(indices, dtype=torch.long)
-            fresh = ~self._trained_since_step[known]
-            if not bool(fresh.any()):
+            indices = [i for i in indices if i not in self._trained_rows]
+            if not indices:
                 return
-            self._trained_since_step[known] = True
-            indices = known[fresh].tolist()
+            self._trained_rows.update(indices)
+        elif not training:
+            self._evaluated_rows.update(indices)
         current = self._content[training]
         if current is None or bool(current.drawn[torch.tensor(indices, dtype=torch.long)].any()):
             if current is not None:
@@ -570,6 +573,11 @@ class Recorder:
         track.draw(indices, self.clock)
         self.loader = track
         self.claimed = indices
+        named = next((claimed for other, claimed in self._yielding if other is track), None)
+        if named is None:
+            named = set()
+            self._yielding.append((track, named))
+        named.update(indices)
         first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
         self.yielded = first if isinstance(first, torch.Tensor) else None
 
@@ -601,19 +609,40 @@ class Recorder:
         self.curves.setdefault(serial, []).append((self._loss, float(lr) if isinstance(lr, (int, float, torch.Tensor)) else None))
         self._loss = None
         since = entry.get("clock", 0)  # a step counts for the passes that drew a batch since its previous step
+        loader, aside = self._stepping_loader(since)
         carried = []
-        for track in (self.loader, self._content[True]):
+        for track in (loader, self._content[True]):
             if track is not None and track.last_batch > since:
                 track.steps[serial] += 1
                 track.end_step = self.steps
                 carried.append(track)
-        if carried and self.loader is not None and self.loader not in carried:
+        if carried and self.loader is not None and (loader is None or aside):
             entry["beside"] = entry.get("beside", 0) + 1  # images fed beside a DataLoader's batches, not one of them
         if not carried and any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             entry["unattributed"] = entry.get("unattributed", 0) + 1  # no batch of training images drawn since its last step
             if self._learning:
                 self._learning_steps[serial] += 1  # may still count once the per-pixel map reads those rows
         entry["clock"] = self.clock
+        self._trained_rows, self._evaluated_rows, self._yielding = set(), set(), []
+
+    def _stepping_loader(self, since: int) -> tuple[TrainPass | None, bool]:
+        """The DataLoader pass whose batch a step trained on, among those that yielded since the
+        optimizer's previous step (``zip(train_loader, valid_loader)`` yields two): the one whose rows
+        were trained, else the last whose rows were not only evaluated (else none). And
+        whether the step trained mostly on rows it did not yield (images fed beside its batches,
+        perhaps with a second loader yielding alongside to hide them)."""
+        candidates = [(track, named) for track, named in self._yielding if track.last_batch > since]
+        if not candidates:
+            last = self.loader
+            return (last, False) if last is not None and last.last_batch > since else (None, False)
+        trained = self._trained_rows
+        track, named = max(reversed(candidates), key=lambda c: len(c[1] & trained))
+        if not named & trained:
+            kept = [c for c in candidates if not c[1] <= self._evaluated_rows]
+            if not kept:
+                return None, False  # a validation loader's batches, evaluated only: the step trained on others
+            track, named = kept[-1]
+        return track, len(trained - named) > len(trained & named)
 
     def on_capture(self, module: torch.nn.Module) -> None:
         """A module's state was taken (``state_dict()``): which step it shows, should it be loaded back."""
