@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from grader.outputs.pages import write_batch_reports
+from grader.model.findings import HIDDEN_LABELS_NOTE
 from grader.model.results import Check, Result, Status
 from grader.model.rubric import Rubric
 from browser import leads_with_verdict
@@ -86,10 +87,11 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     assert "the printed accuracy differs from the measured one" in student
     assert "no report PDF was found" in student and "still to grade" not in student
     # Printed 9.8% under hidden labels (every `grader grade`), not flagged by the judge: a success's banner.
-    hidden = dataclasses.replace(_class()[1], reported_accuracy=9.8)
+    hidden = dataclasses.replace(_class()[1], reported_accuracy=9.8, notes=(HIDDEN_LABELS_NOTE,))
     write_batch_reports(tmp_path / "hidden", [hidden], rubric, [])
     page = (tmp_path / "hidden" / "students" / "s1.html").read_text()
     assert 'class="banner graded"' in page and "test labels were hidden" in page and "as measured" not in page
+    assert "What needs attention" not in page  # the banner says it; nothing there to act on
 
 
 def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(tmp_path: Path, rubric: Rubric) -> None:
@@ -114,6 +116,7 @@ def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(tmp_path:
             shot = (tmp_path / name).with_name(f"{(tmp_path / name).stem}-{width}.png")
             assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
     ta, sent = (tmp_path / "students" / "s2.html").read_text(), (tmp_path / "feedback" / "s2.html").read_text()
+    assert "A rule of the homework was broken: fc1 is 784-&gt;1024" in ta  # not "broken: rule broken: ..."
     assert "sender-mismatch" in ta and "a@x.org" in ta and "today" in ta and "all students" in ta
     assert "sender-mismatch" not in sent and "a@x.org" not in sent and "today" not in sent and "../" not in sent
     assert "self.fc1 = nn.Linear(784, 1024)" in sent and "What may be changed instead" in sent

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grader.model.findings import Finding, Flag
+from grader.model.findings import HIDDEN_LABELS_NOTE, Finding, Flag
 from grader.model.results import ExecutionRecord, Measurement, Status
 from grader.judge.stated import reported_accuracy
 from grader.judge.run_facts import (TestPassFacts, Training, graded_test_pass, half_floats, loaded_after_training, stale,
@@ -174,7 +174,7 @@ def reported_findings(reported: float | None, accuracy: float, tolerance: float,
                       finished: bool) -> tuple[Finding, ...]:
     """What the printed accuracy says beside the measured one (not compared when the labels were hidden)."""
     if not compare:
-        return (Finding(None, "the test labels were hidden from the notebook, so its printed accuracy is not compared"),)
+        return (Finding(None, HIDDEN_LABELS_NOTE),)
     if reported is None and finished:
         return (Finding(Flag.NO_REPORTED_ACCURACY, "no printed test accuracy was found in the notebook's output (a "
                                                    "percentage, a fraction or N/M on a line naming the test accuracy)"),)

@@ -26,6 +26,10 @@ class RuleId(_Name):
     LINEAR_LAYERS = "linear_layers"
 
 
+HIDDEN_LABELS_NOTE = "the test labels were hidden from the notebook, so its printed accuracy is not compared"
+RULE_BROKEN = "rule broken: "  # how a violation's reason begins
+
+
 class Flag(_Name):
     """Every flag a result can carry. The README's list of flags is checked against ``MEANING``."""
 

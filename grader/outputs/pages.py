@@ -23,7 +23,7 @@ from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import Roster, lms_files, missing
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
-from grader.model.findings import Flag
+from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
 from grader.model.results import Check, Result, Status, write_atomic
 from grader.model.rubric import Rubric
 from grader.outputs.text import render
@@ -157,6 +157,8 @@ class StudentPage:
     undecided: tuple[Check, ...]
     flags: tuple[Flag, ...]
     notebook_html: bool  # the executed notebook was rendered as a page beside its JSON
+    reason: str | None  # the banner's: a violation's without its "rule broken: " (the headline says it)
+    notes: tuple[str, ...]  # the result's notes for the TA, less the one the banner already says
 
 
 def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool = False) -> StudentPage:
@@ -173,7 +175,9 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
     decided = {c.id for c in r.checks if c.ok is not None and c.stage == "run"}
     undecided = tuple(c for c in r.checks if c.ok is None and not (c.stage == "static" and c.id in decided))
     flags = tuple(Flag(f) for f in r.flags if f in Flag._value2member_map_ and not (feedback and Flag(f) in TA_ONLY_FLAGS))
-    return StudentPage(tone, mismatch, agrees, broken, undecided, flags, notebook_html)
+    reason = r.reason[len(RULE_BROKEN):] if r.reason and r.reason.startswith(RULE_BROKEN) else r.reason
+    notes = tuple(n for n in r.notes if n != HIDDEN_LABELS_NOTE)
+    return StudentPage(tone, mismatch, agrees, broken, undecided, flags, notebook_html, reason, notes)
 
 
 def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from grader.model.findings import RULE_BROKEN
 from grader.model.results import Check, ExecutionRecord, Measurement, Score, Status
 from grader.model.rubric import Rubric
 from grader.scoring.late import apply as apply_late
@@ -128,7 +129,7 @@ def _verdict(rubric: Rubric, checks: tuple[Check, ...], record: ExecutionRecord 
         failed = (f"; the run also failed: {record.reason}" if record is not None and record.status is not Status.GRADED
                   and record.reason else "")
         return Score(Status.VIOLATION, rubric.violation_points, max_score, 0,
-                     f"rule broken: {first.message}{more}{failed}")
+                     f"{RULE_BROKEN}{first.message}{more}{failed}")
     if record is None or measurement is None:
         return Score(Status.GRADED, 0, max_score, 0, "not run (static checks only)")
     if record.status is not Status.GRADED:
