@@ -156,3 +156,16 @@ def test_a_checkpoint_chosen_on_the_test_set_is_flagged_without_a_final_test_pas
     m = measure(record, probe_record, LABELS, 0.5, training=_trained())  # trained until step 1000, last pass at 400
     assert m.source == "probe-pass" and m.accuracy == 70.0
     assert "stale-test-pass" in m.flags and "test-set-selection" in m.flags and "no-test-pass" not in m.flags
+
+
+def test_a_figure_printed_above_chance_under_hidden_labels_is_not_believed() -> None:
+    """With the test labels hidden, an honest notebook prints about 10%; one that prints 95% did not
+    compute it on the test set (a hard-coded figure): flagged, beside the measured accuracy."""
+    from grader.judge.measure import reported_findings
+    from grader.model.findings import HIDDEN_LABELS_NOTE, Flag
+
+    honest = reported_findings(10.13, 90.04, 0.5, compare=False, finished=True)
+    assert [(f.flag, f.note) for f in honest] == [(None, HIDDEN_LABELS_NOTE)]
+    bragger = reported_findings(95.0, 55.72, 0.5, compare=False, finished=True)
+    assert [f.flag for f in bragger] == [None, Flag.REPORTED_ACCURACY_MISMATCH]
+    assert "printed 95% although the test labels were hidden" in bragger[1].note and "55.72%" in bragger[1].note

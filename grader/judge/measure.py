@@ -170,10 +170,18 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
                        confusion(predictions, labels, classes), confidently_wrong(predictions, labels, sure))
 
 
+CHANCE_AT_MOST = 20.0  # % a notebook can print for its test accuracy when the test labels are hidden from it
+
+
 def reported_findings(reported: float | None, accuracy: float, tolerance: float, compare: bool,
                       finished: bool) -> tuple[Finding, ...]:
     """What the printed accuracy says beside the measured one (not compared when the labels were hidden)."""
     if not compare:
+        if reported is not None and reported > CHANCE_AT_MOST:  # a figure the test set cannot have given
+            return (Finding(None, HIDDEN_LABELS_NOTE), Finding(
+                Flag.REPORTED_ACCURACY_MISMATCH, f"the notebook printed {reported:g}% although the test labels were hidden "
+                f"from it (computed on the test set, that figure is at chance, about 10%), so it was not measured on the "
+                f"test set; the grader measured {accuracy:.2f}%"))
         return (Finding(None, HIDDEN_LABELS_NOTE),)
     if reported is None and finished:
         return (Finding(Flag.NO_REPORTED_ACCURACY, "no printed test accuracy was found in the notebook's output (a "
