@@ -676,3 +676,37 @@ def test_a_second_loader_yielding_beside_the_extra_steps_hides_nothing(tiny_data
     recorder.on_load(fresh)
     facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in fresh.parameters()]}})
     assert facts.lineage == "loaded" and facts.beside_steps == 24
+
+
+def test_a_step_on_a_yielded_batch_after_evaluating_the_training_rows_trains_on_its_loader(tiny_dataset: Dataset) -> None:
+    """Between epochs the notebook evaluates every training row (a second loader over the same
+    indices, under no_grad), then the next epoch's first batch is fed to the model as its loader
+    yielded it (not read, to keep the loop quiet): the step trained on that loader, though its
+    rows were all just evaluated."""
+    from grader.judge.run_facts import training
+
+    index, _, train = _index(tiny_dataset)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    recorder._spot.randrange = lambda n: 1  # type: ignore[method-assign]  # no spot check: the batch is not read
+    net = _Net().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for epoch in range(3):
+        track = recorder.start_loader_pass(600)
+        for start in range(0, 480, 40):
+            batch = x[start:start + 40]
+            recorder.loader_batch(track, list(range(start, start + 40)), (batch, labels))
+            _train_step(recorder, net, optimizer, batch, labels)
+        track.complete = True
+        evaluation = recorder.start_loader_pass(600)
+        with torch.no_grad():
+            for start in range(0, 480, 240):
+                rows = x[start:start + 240]
+                recorder.loader_batch(evaluation, list(range(start, start + 240)), (rows, labels))
+                _call(recorder, net, rows.clone())
+        evaluation.complete = True
+    (entry,) = recorder.optimizers.values()
+    assert entry["steps"] == 36 and not entry.get("unattributed") and not entry.get("beside")
+    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    assert facts.pass_count == 3 and facts.trained.bit_count() == 480

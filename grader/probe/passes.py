@@ -270,6 +270,7 @@ class Recorder:
         self._trained_rows: set[int] = set()
         self._evaluated_rows: set[int] = set()
         self._yielding: list[tuple[TrainPass, set[int]]] = []
+        self._fed_rows: set[int] = set()  # rows of yielded batches fed whole to a training call, since the last step
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
         self.fingerprints = Fingerprints()
@@ -315,6 +316,7 @@ class Recorder:
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
             self._settle_draw(followed_by_step=False)  # a new batch came before any step
+            self._fed_rows.update(self.claimed or ())  # not read, but named by the loader that yielded it
             # The batch a training DataLoader just yielded: its pass records it. Its rows are looked at
             # only now and then (a secret one batch in SPOT_CHECK), for test images a wrapper Dataset
             # may slip in and for images other than those its sampler named, and at every batch once
@@ -623,19 +625,19 @@ class Recorder:
             if self._learning:
                 self._learning_steps[serial] += 1  # may still count once the per-pixel map reads those rows
         entry["clock"] = self.clock
-        self._trained_rows, self._evaluated_rows, self._yielding = set(), set(), []
+        self._trained_rows, self._evaluated_rows, self._yielding, self._fed_rows = set(), set(), [], set()
 
     def _stepping_loader(self, since: int) -> tuple[TrainPass | None, bool]:
         """The DataLoader pass whose batch a step trained on, among those that yielded since the
         optimizer's previous step (``zip(train_loader, valid_loader)`` yields two): the one whose rows
-        were trained, else the last whose rows were not only evaluated (else none). And
+        were trained (or fed, as it yielded them, to a training call), else the last whose rows were not only evaluated (else none). And
         whether the step trained mostly on rows it did not yield (images fed beside its batches,
         perhaps with a second loader yielding alongside to hide them)."""
         candidates = [(track, named) for track, named in self._yielding if track.last_batch > since]
         if not candidates:
             last = self.loader
             return (last, False) if last is not None and last.last_batch > since else (None, False)
-        trained = self._trained_rows
+        trained = self._trained_rows | self._fed_rows
         track, named = max(reversed(candidates), key=lambda c: len(c[1] & trained))
         if not named & trained:
             kept = [c for c in candidates if not c[1] <= self._evaluated_rows]
