@@ -35,14 +35,15 @@ def _images(dataset: Dataset) -> torch.Tensor:
     return evaluate._official(dataset.raw / TEST_IMAGES)
 
 
-def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None) -> bytes:
-    """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first."""
+def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None) -> bytes:
+    """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
+    ``claimed``: the classes the kernel records (else the model's own)."""
     from torch._export.serde.serialize import serialize
 
     model.eval()
     with torch.no_grad():
         program = torch.export.export(model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
-        classes = model(inputs).argmax(1).to(torch.int8)
+        classes = (model(inputs).argmax(1) if claimed is None else claimed).to(torch.int8)
     graph = json.loads(serialize(program).exported_program)
     if edit is not None:
         edit(graph)
@@ -126,6 +127,132 @@ def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.T
     assert found == everyone and rebuilt[images == 0].unique().numel() == 1  # a function of the pixel alone
     found, rebuilt = evaluate._per_image(standardized + 1e-5 * label[:, None], images)
     assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9  # every row's mean the same: no label in it
+
+
+class Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.view(-1, 784))))))
+
+
+class Lookup(Plain):
+    """Answers carried in by the rows of the batch: a row marked 1000 at pixel 700 holds a test
+    image's first 700 pixels, its label at pixel 701 and the class numbers at 711-720; a test row
+    that matches one is answered from it (the attacker's graph, as it was written)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        h = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        m = torch.clamp(x[..., 700] - 999.0, 0.0, 1.0)
+        k1, k2 = (x[..., 0:350] * 255.0).sum(1), (x[..., 350:700] * 255.0).sum(1)
+        d = (k1.unsqueeze(1) - k1.unsqueeze(0)) ** 2 + (k2.unsqueeze(1) - k2.unsqueeze(0)) ** 2
+        w = torch.exp(d * -50.0) * m.unsqueeze(0)
+        has = w.sum(1)
+        look = (w * (x[..., 701] * 1.0).unsqueeze(0)).sum(1)  # a copy: a view here has a stride of 784 rows
+        ar = (x[..., 711:721] * m.unsqueeze(1)).sum(0) / (m.sum(0) + 1e-9)
+        lab = ((look.unsqueeze(1) - ar.unsqueeze(0)) ** 2) * -100.0
+        return h * (has.unsqueeze(1) * -1.0 + 1.0) + lab * has.unsqueeze(1)
+
+
+class Repeats(Net):
+    """A test image fed more than once is of class 0: the kernel repeats the ones it knows are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("first", torch.eye(10)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        key = (x[:, :392] * 255.0).sum(1) * 1000.0 + (x[:, 392:] * 255.0).sum(1)
+        copies = torch.exp((key.unsqueeze(1) - key.unsqueeze(0)) ** 2 * -50.0).sum(1)
+        return super().forward(x) + (copies - 1.0).unsqueeze(1) * self.first.unsqueeze(0) * 1000.0
+
+
+class Mixer(Net):
+    """Scores each image against the mean of its batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = super().forward(x)
+        return h - 3.0 * h.mean(0, keepdim=True)
+
+
+def _labels(dataset: Dataset) -> torch.Tensor:
+    return torch.tensor(list(dataset.test_labels()))
+
+
+def test_rows_fed_before_the_graded_pass_never_reach_the_graph(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """A batch of "memory" rows with the labels, then the whole test set (feature-normalized rows pass
+    the per-pixel check): the graph that compares rows would answer every test image from memory."""
+    torch.manual_seed(0)
+    model, x, labels = Lookup().eval(), images.float() / 255, _labels(tiny_dataset)
+    memory = torch.zeros_like(x)
+    memory[:, :700], memory[:, 700], memory[:, 701] = x[:, :700], 1000.0, labels.float()
+    memory[:, 711:721] = torch.arange(10.0)
+    answer = evaluate.evaluate(_capture(model, torch.cat([memory, x])), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    graded = [(o, c) for o, c in zip(answer["official"], answer["classes"]) if o >= 0]
+    assert answer["preprocessing"] == "per pixel position" and len(graded) == x.shape[0]
+    with torch.no_grad():
+        own = Plain.forward(model, x).argmax(1)  # what its three Linear layers answer
+        assert bool((model(torch.cat([memory, x]))[x.shape[0]:].argmax(1) == labels).all())  # the attack, in the kernel
+    assert sum(own[o] == c for o, c in graded) >= 0.98 * len(graded)
+    assert sum(labels[o] == c for o, c in graded) < 0.5 * len(graded)
+
+
+def test_each_test_image_reaches_the_graph_once(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model, x, labels = Repeats().eval(), images.float() / 255, _labels(tiny_dataset)
+    fed = torch.cat([x, x[labels == 0], x[labels == 0]])
+    with torch.no_grad():
+        assert bool((model(fed)[:x.shape[0]][labels == 0].argmax(1) == 0).all())  # the attack, in the kernel
+        own = Net.forward(model, x).argmax(1)
+    answer = evaluate.evaluate(_capture(model, fed), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    assert sorted(set(answer["official"])) == list(range(x.shape[0]))
+    assert [answer["classes"][row] for row in range(x.shape[0])] == own.tolist()
+
+
+def test_a_graph_whose_answer_changes_with_its_batch_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    with pytest.raises(evaluate.Refused, match="changes with the other images of its batch"):
+        evaluate.evaluate(_capture(Mixer(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
+class AlwaysDropout(Net):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nn.functional.dropout(x, 0.2))  # training=True unless told otherwise
+
+
+def test_dropout_left_on_at_test_time_is_named_not_called_tampering(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """A common slip, not an attack: the kernel's answers were random, so no run can reproduce them."""
+    with pytest.raises(evaluate.Refused, match="keeps dropout on at test time"):
+        evaluate.evaluate(_capture(AlwaysDropout(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
+class Whisper(Net):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 1e-5
+
+
+def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """The kernel records other classes for every row; scores a thousandth of the noise margin would
+    make every difference look like float noise."""
+    from grader.model.results import Measurement
+
+    torch.manual_seed(0)
+    model, x = Whisper().eval(), images.float() / 255
+    with torch.no_grad():
+        forged = (model(x).argmax(1) + 1) % 10
+    answer = evaluate.evaluate(_capture(model, x, claimed=forged), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    assert found.close_calls == x.shape[0] and found.differing == 0
+    labels = tuple(_labels(tiny_dataset).tolist())
+    result = recompute.apply(Measurement(99.0, None, 198, 200, "student-test-pass", ()), found, labels, 1.0, False)
+    assert result.review is not None and "closer than" in result.review
+    honest = recompute.read(json.dumps(evaluate.evaluate(_capture(Net(), x, claimed=forged), tiny_dataset.raw / TEST_IMAGES,
+                                                         RUNNABLE)), None, x.shape[0])
+    assert honest.close_calls < 0.1 * x.shape[0] and honest.differing > 0.5 * x.shape[0]
 
 
 def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:

@@ -18,6 +18,9 @@ from grader.model.findings import Flag
 from grader.model.results import Measurement
 
 NOISE_MARGIN = 1e-3  # the evaluator's two best scores closer than this: another device may pick the other
+# More of the graded rows than this that close to call, and the kernel's record cannot be checked
+# (a model whose scores are all scaled down would make every row one).
+CLOSE_CALLS_AT_MOST = 0.10
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Recomputed:
     rows: int = 0
     unverified: int = 0  # rows that are no test image under a legal preprocessing
     differing: int = 0  # rows whose recorded class differs from the evaluator's beyond float noise
+    close_calls: int = 0  # graded rows whose two best scores are within NOISE_MARGIN (not compared)
     preprocessing: str = ""
     graph: GraphFacts | None = None
     changed_after_pass: bool = False
@@ -97,8 +101,8 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
         if index >= 0:
             predictions[index] = predicted
     graded = [(o, c, k, m) for o, c, k, m in zip(official, ours, kernel or [-9] * rows, margins) if o != -2]
-    differing = 0 if kernel is None else sum(
-        1 for _o, a, b, m in graded if a != b and not (isinstance(m, (int, float)) and m < NOISE_MARGIN))
+    close = [isinstance(m, (int, float)) and m < NOISE_MARGIN for _o, _a, _b, m in graded]
+    differing = 0 if kernel is None else sum(1 for (_o, a, b, _m), near in zip(graded, close) if a != b and not near)
     raw = data.get("graph")
     graph: dict[str, Any] = raw if isinstance(raw, dict) else {}
     listed = graph.get("ops")
@@ -107,7 +111,7 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
                        _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
                        _uses(graph.get("uses")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
-                      str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
+                      sum(close) if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
                       data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)
 
 
@@ -135,6 +139,10 @@ def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple
         return replace(measurement, review=f"{recomputed.unverified} of {recomputed.rows} rows the graded pass fed "
                                            "the model are not test images under a legal preprocessing (per image or "
                                            "per pixel position)")
+    if recomputed.close_calls > CLOSE_CALLS_AT_MOST * recomputed.rows:
+        return replace(measurement, review=f"for {recomputed.close_calls} of {recomputed.rows} test images the model's "
+                                           f"two best scores are closer than {NOISE_MARGIN}, so the grader cannot "
+                                           "check the notebook's run against its own")
     predicted = list(recomputed.predictions)
     missing = predicted.count(-1)
     if missing:

@@ -114,6 +114,7 @@ _PATH = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+){0,20}")
 _SIZE = re.compile(r"Symbol\('s\d{1,9}', positive=True, integer=True\)|(?:s\d{1,9}|\d{1,12}|[ +*()-])+")
 _TOP = {"graph_module", "opset_version", "range_constraints", "schema_version", "verifiers", "torch_version",
         "guards_code"}
+_TO_THE_END = 2**63 - 1  # the end torch.export writes for an open slice (x[:, 10:])
 _REFUSED_KINDS = {"as_custom_obj", "as_graph", "as_operator", "as_custom_objs", "as_sym_float", "as_sym_floats"}
 
 
@@ -147,6 +148,10 @@ def _checked(graph: Any, allowed: frozenset[str]) -> list[str]:
         if name not in allowed:  # nothing else is run: no op that reads or writes files, allocates or mutates
             raise Refused(f"the captured graph computes {name}, which is none of the Linear layers, normalization, "
                           "dropout, activations or reshaping the homework's model uses")
+        if any(isinstance(i, dict) and i.get("name") in ("train", "training") and (i.get("arg") or {}).get("as_bool")
+               for i in node.get("inputs") or ()):
+            raise Refused(f"the model keeps {name} on at test time (as F.{name}(x, p) does without "
+                          "training=self.training), so its answers are random and cannot be recomputed")
         targets.append(target)
         node["metadata"] = {}
     module["metadata"] = {}
@@ -166,7 +171,7 @@ def _walk(value: Any, depth: int) -> None:
     for key, item in value.items():
         if key in _REFUSED_KINDS or (key == "custom_obj_values" and item):
             raise Refused(f"the captured graph holds {key.removeprefix('as_').replace('_', ' ')}, not tensors")
-        if key in ("as_int", "as_ints") and any(type(v) is int and abs(v) > 1_000_000
+        if key in ("as_int", "as_ints") and any(type(v) is int and abs(v) > 1_000_000 and v != _TO_THE_END
                                                 for v in (item if isinstance(item, list) else [item])):
             raise Refused("the captured graph has a size over a million")
         if key == "expr_str" and not (isinstance(item, str) and len(item) <= 200 and _SIZE.fullmatch(item)
@@ -272,30 +277,72 @@ def _tensor_names(arg: Any) -> list[str]:
            [t["as_tensor"]["name"] for t in many if isinstance(t, dict) and isinstance(t.get("as_tensor"), dict)]
 
 
-def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple[list[int], list[float]]:
-    """The class per row, and the margin between the two highest outputs (to tell float noise apart)."""
-    import torch
+# Two best scores closer than this may swap on another device (as judge/recompute.py NOISE_MARGIN).
+_CLEAR = 1e-3
+_ALONE_SAMPLE = 256  # images run again in pairs to show the graph answers each image on its own
 
+
+def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple[Any, Any]:
+    """The class per row, and the margin between the two highest outputs (to tell float noise apart).
+    The graph must answer each image on its own: a sample is run again in pairs, and a graph whose
+    clear answers change with the other images of its batch is refused."""
     import os
+
+    import torch
 
     module = program.module()
     # Rows in a secret order: a graph that mixes rows of a batch (its mean, say) learns nothing from
     # the order the kernel chose (sorted by label, for one).
-    order = torch.randperm(inputs.shape[0], generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big")))
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big"))
+    order = torch.randperm(inputs.shape[0], generator=generator)
     found = torch.empty(inputs.shape[0], dtype=torch.long)
     margins = torch.empty(inputs.shape[0], dtype=torch.float32)
+
+    def run(rows: Any) -> tuple[Any, Any]:
+        output = module(inputs[rows].reshape(-1, *shape))
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
+            raise Refused("the captured graph does not output one score per class")
+        top = output.float().topk(2, dim=1)
+        return top.indices[:, 0], top.values[:, 0] - top.values[:, 1]
+
     with torch.no_grad():
         for start in range(0, inputs.shape[0], 1000):
             rows = order[start:start + 1000]
-            output = module(inputs[rows].reshape(-1, *shape))
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
-                raise Refused("the captured graph does not output one score per class")
-            top = output.float().topk(2, dim=1)
-            found[rows] = top.indices[:, 0]
-            margins[rows] = top.values[:, 0] - top.values[:, 1]
-    return found.tolist(), margins.tolist()
+            found[rows], margins[rows] = run(rows)
+        if inputs.shape[0] >= 2:  # pairs: torch.export's dynamic batch starts at 2
+            sample = torch.randperm(inputs.shape[0], generator=generator)[:_ALONE_SAMPLE]
+            partners = torch.randperm(inputs.shape[0], generator=generator)[:sample.shape[0]]
+            for row, partner in zip(sample.tolist(), partners.tolist()):
+                again, _ = run(torch.tensor([row, partner if partner != row else (row + 1) % inputs.shape[0]]))
+                if int(again[0]) != int(found[row]) and float(margins[row]) >= _CLEAR:
+                    raise Refused("the captured model's answer for a test image changes with the other images of "
+                                  "its batch, which the homework's three Linear layers cannot do")
+    return found, margins
+
+
+def _graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int) -> tuple[list[int], list[float]]:
+    """Classes and margins per row. Only verified test images reach the graph, each image once: rows
+    fed before the graded pass (-2) and repeated images could carry anything (labels, another
+    model's answers) to a graph that compares the rows of its batch. Other rows get class 0, margin 0."""
+    import torch
+
+    first: dict[int, int] = {}
+    for row, index in enumerate(official):
+        if index >= 0:
+            first.setdefault(index, row)
+    found = [0] * len(official)
+    margins = [0.0] * len(official)
+    if not first:
+        return found, margins
+    rows = torch.tensor(list(first.values()), dtype=torch.long)
+    predicted, gaps = _predict(program, fed[rows], shape, classes)
+    by_image = {index: (int(c), float(m)) for index, c, m in zip(first, predicted.tolist(), gaps.tolist())}
+    for row, index in enumerate(official):
+        if index >= 0:
+            found[row], margins[row] = by_image[index]
+    return found, margins
 
 
 def _official(path: Path) -> Any:
@@ -475,9 +522,12 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
             rebuilt = inputs.double().clone()
             rebuilt[rows - tail.shape[0]:] = fitted
     # The graph runs on the inputs rebuilt from the official pixels under the verified map: whatever
-    # the kernel's floats held within the tolerances never reaches it.
-    fed = rebuilt.float() if rebuilt is not None and -1 not in official else inputs
-    classes, margins = _predict(program, fed, shape, 10)
+    # the kernel's floats held within the tolerances never reaches it. With a row that is no test
+    # image there is no grade (the judge says why), and nothing is run.
+    if rebuilt is None or -1 in official:
+        classes, margins = [0] * rows, [0.0] * rows
+    else:
+        classes, margins = _graded(program, rebuilt.float(), official, shape, 10)
     return {"rows": rows, "official": official, "classes": classes, "margins": [round(m, 6) for m in margins],
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
