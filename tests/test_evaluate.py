@@ -230,6 +230,63 @@ def test_dropout_left_on_at_test_time_is_named_not_called_tampering(tiny_dataset
         evaluate.evaluate(_capture(AlwaysDropout(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
 
+class NormTable(Plain):
+    """A LayerNorm of zeros is its bias: 16 numbers read back as a filter over the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        table = self.ln(x[:, :16] * 0.0)
+        h = self.fc1(x) + (x[:, 100:116] * table).sum(1, keepdim=True)
+        return self.fc3(torch.relu(self.fc2(torch.relu(h))))
+
+
+class Tidy(Plain):
+    """Honest ways to flatten and cast that export a size read and a metadata check."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float().view(x.size(0), -1))
+
+
+class BatchSize(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = super().forward(x)
+        return h + (x.view(-1, 784)[:, :1] * 0.0 + 1.0).sum(0) * 0.01  # larger batches, larger scores
+
+
+class Poison(Plain):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * (x.view(-1, 784)[:, :1] * 0.0 + float("nan"))
+
+
+def test_a_graph_that_combines_two_tensors_from_the_image_is_for_a_person(
+        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    """The homework's model is one chain through its layers; a table read back from a LayerNorm of
+    zeros and multiplied with the image is a filter of its own, with no conv op anywhere."""
+    from grader.static.rules import linear_layers
+
+    x = images.float() / 255
+    answer = evaluate.evaluate(_capture(NormTable(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    assert found.graph is not None and "mul" in found.graph.mixes
+    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+    assert check is not None and check.ok is None and "combines two tensors computed from the image" in check.message
+    for honest in (Net(), Tidy()):
+        answer = evaluate.evaluate(_capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        assert answer["graph"]["mixes"] == []
+
+
+@pytest.mark.parametrize(("model", "says"), [(BatchSize(), "changes with the other images"),
+                                             (Poison(), "not all finite")])
+def test_answers_that_depend_on_the_batch_or_are_not_numbers_are_refused(
+        tiny_dataset: Dataset, images: torch.Tensor, model: nn.Module, says: str) -> None:
+    with pytest.raises(evaluate.Refused, match=says):
+        evaluate.evaluate(_capture(model, images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
 class Whisper(Net):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) * 1e-5

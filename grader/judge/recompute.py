@@ -32,6 +32,7 @@ class GraphFacts:
     buffers: tuple[tuple[str, tuple[int, ...]], ...]
     constants: tuple[tuple[str, tuple[int, ...]], ...]
     uses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # tensor -> (op, argument) using it
+    mixes: tuple[str, ...] = ()  # ops combining two tensors computed from the image (run/evaluate.py _mixes)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Recomputed:
     rows: int = 0
     unverified: int = 0  # rows that are no test image under a legal preprocessing
     differing: int = 0  # rows whose recorded class differs from the evaluator's beyond float noise
-    close_calls: int = 0  # graded rows whose two best scores are within NOISE_MARGIN (not compared)
+    close_calls: int = 0  # test images whose two best scores are within NOISE_MARGIN (not compared)
     preprocessing: str = ""
     graph: GraphFacts | None = None
     changed_after_pass: bool = False
@@ -75,6 +76,10 @@ def _uses(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return found
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(str(v)[:80] for v in value[:100]) if isinstance(value, list) else ()
+
+
 def read(output: str | None, problem: str | None, total: int, classes: int = 10) -> Recomputed:
     """The evaluator's JSON for a test set of ``total`` images."""
     if output is None:
@@ -101,17 +106,18 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
         if index >= 0:
             predictions[index] = predicted
     graded = [(o, c, k, m) for o, c, k, m in zip(official, ours, kernel or [-9] * rows, margins) if o != -2]
-    close = [isinstance(m, (int, float)) and m < NOISE_MARGIN for _o, _a, _b, m in graded]
+    close = [not (isinstance(m, (int, float)) and m >= NOISE_MARGIN) for _o, _a, _b, m in graded]  # NaN: close
     differing = 0 if kernel is None else sum(1 for (_o, a, b, _m), near in zip(graded, close) if a != b and not near)
+    close_images = len({o for (o, _a, _b, _m), near in zip(graded, close) if near and o >= 0})  # copies count once
     raw = data.get("graph")
     graph: dict[str, Any] = raw if isinstance(raw, dict) else {}
     listed = graph.get("ops")
     ops: dict[Any, Any] = listed if isinstance(listed, dict) else {}
     facts = GraphFacts({str(k)[:200]: int(v) for k, v in ops.items() if type(v) is int},
                        _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
-                       _uses(graph.get("uses")))
+                       _uses(graph.get("uses")), _names(graph.get("mixes")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
-                      sum(close) if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
+                      close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
                       data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)
 
 
@@ -139,15 +145,15 @@ def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple
         return replace(measurement, review=f"{recomputed.unverified} of {recomputed.rows} rows the graded pass fed "
                                            "the model are not test images under a legal preprocessing (per image or "
                                            "per pixel position)")
-    if recomputed.close_calls > CLOSE_CALLS_AT_MOST * recomputed.rows:
-        return replace(measurement, review=f"for {recomputed.close_calls} of {recomputed.rows} test images the model's "
-                                           f"two best scores are closer than {NOISE_MARGIN}, so the grader cannot "
-                                           "check the notebook's run against its own")
     predicted = list(recomputed.predictions)
     missing = predicted.count(-1)
     if missing:
         return replace(measurement, review=f"the graded pass predicted {len(predicted) - missing} of {len(predicted)} "
                                            "test images")
+    if recomputed.close_calls > CLOSE_CALLS_AT_MOST * len(predicted):
+        return replace(measurement, review=f"for {recomputed.close_calls} of {len(predicted)} test images the model's "
+                                           f"two best scores are closer than {NOISE_MARGIN}, so the grader cannot "
+                                           "check the notebook's run against its own")
     correct = sum(1 for p, y in zip(predicted, labels) if p == y)
     accuracy = round(100.0 * correct / len(labels), 2)
     tampering = measurement.tampering

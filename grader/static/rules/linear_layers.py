@@ -168,7 +168,7 @@ def _weight_shape(op: dict[str, Any]) -> tuple[int, int] | None:
 PRODUCTS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "addmv", "mv"})
 SHAPING = frozenset({"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
                      "contiguous", "clone", "_to_copy", "to", "expand", "detach", "alias", "lift_fresh_copy",
-                     "numpy_T", "select", "slice"})
+                     "numpy_T", "select", "slice", "sym_size", "_assert_tensor_metadata"})
 LAYERS = frozenset({
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "elu", "selu", "celu", "silu", "mish", "sigmoid",
     "tanh", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "softplus", "prelu", "_prelu_kernel", "rrelu",
@@ -236,6 +236,12 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
             return run_check(RULE, None, f"the model that made the graded predictions uses {name} {list(shape)} in "
                                          f"{', '.join(odd[:3])}, not as a Linear layer's weight or bias or in a "
                                          "normalization layer; a person checks what it computes")
+    if graph.mixes:
+        return run_check(RULE, None, f"the model that made the graded predictions combines two tensors computed from "
+                                     f"the image in {', '.join(sorted(set(graph.mixes))[:3])}: not a chain of the "
+                                     "Linear layers with normalization and activations (a filter built from slices "
+                                     "of the image, a table read back from a layer, or rows compared across the "
+                                     "batch); a person checks what it computes")
     products = sum(count for target, count in graph.ops.items() if _op(target) in PRODUCTS)
     for target, count in sorted(graph.ops.items()):
         name = _op(target)
