@@ -274,9 +274,82 @@ def test_a_graph_that_combines_two_tensors_from_the_image_is_for_a_person(
     assert found.graph is not None and "mul" in found.graph.mixes
     check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
     assert check is not None and check.ok is None and "combines two tensors computed from the image" in check.message
-    for honest in (Net(), Tidy()):
+    for honest in (Net(), Tidy(), Plain()):
         answer = evaluate.evaluate(_capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
         assert answer["graph"]["mixes"] == []
+        found = recompute.read(json.dumps(answer), None, x.shape[0])
+        check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+        assert check is not None and check.ok is True, check
+
+
+class Shared(Plain):
+    """The same weights reshaped and shared over slots of the image's way: no longer three Linear
+    layers each applied once to a row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(x.view(-1, 784) @ self.fc1.weight.view(784, 512))
+        h = torch.relu(torch.matmul(h.view(-1, 2, 256), self.fc2.weight))
+        return torch.matmul(h.view(-1, 4, 256), self.fc3.weight.view(256, 10)).sum(1)
+
+
+class Widened(Plain):
+    """fc1's output copied four times and normalized as 2,048 features: a BatchNorm's weights as one
+    more learned layer (each unit then sums four of them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(2048)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x.view(-1, 784)))
+        h = torch.relu(self.bn(h.unsqueeze(1).expand(-1, 4, 512).reshape(-1, 2048)))
+        return self.fc3(torch.relu(self.fc2(h.reshape(-1, 512, 4).sum(2))))
+
+
+def _into_a_weight(graph: dict[str, Any]) -> None:
+    """The first product rewritten as its ``out=`` overload writing into fc2's weight."""
+    for node in graph["graph_module"]["graph"]["nodes"]:
+        if node["target"] == "torch.ops.aten.linear.default":
+            node["target"] = "torch.ops.aten.linear.out"
+            node["inputs"].append({"name": "out", "arg": {"as_tensor": {"name": "p_fc2_weight"}}, "kind": 2})
+            return
+
+
+def test_weights_used_otherwise_than_once_on_a_row_are_for_a_person(
+        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    from grader.static.rules import linear_layers
+
+    x = images.float() / 255
+    answer = evaluate.evaluate(_capture(Shared(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+    assert check is not None and check.ok is None and "uses fc2.weight [256, 512] as [256, 512] in matmul" in check.message
+    answer = evaluate.evaluate(_capture(Widened(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+    assert check is not None and check.ok is None and "has the shape [2, 4, 512] after expand" in check.message
+    with pytest.raises(evaluate.Refused, match="writes into a tensor other than the image's way"):
+        evaluate.evaluate(_capture(Plain(), x, _into_a_weight), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
+def _in_size_slots(graph: dict[str, Any]) -> None:
+    """Every tensor argument but each op's first written as a symbolic size naming it: torch's
+    deserializer looks the name up among all nodes, tensors too."""
+    for node in graph["graph_module"]["graph"]["nodes"]:
+        for argument in node.get("inputs", [])[1:]:
+            tensor = (argument.get("arg") or {}).get("as_tensor")
+            if isinstance(tensor, dict):
+                argument["arg"] = {"as_sym_int": {"as_name": tensor["name"]}}
+
+
+def test_tensors_written_where_a_size_goes_are_still_followed(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    x = images.float() / 255
+    with torch.no_grad():
+        eager = NormTable().eval()
+        expected = eager(x).argmax(1).tolist()
+    answer = evaluate.evaluate(_capture(eager, x, _in_size_slots), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    assert answer["classes"] == expected  # torch ran the hidden arguments as tensors
+    assert "mul" in answer["graph"]["mixes"] and answer["graph"]["uses"]["ln.bias"] == [["layer_norm", "bias"]]
 
 
 @pytest.mark.parametrize(("model", "says"), [(BatchSize(), "changes with the other images"),
@@ -285,6 +358,34 @@ def test_answers_that_depend_on_the_batch_or_are_not_numbers_are_refused(
         tiny_dataset: Dataset, images: torch.Tensor, model: nn.Module, says: str) -> None:
     with pytest.raises(evaluate.Refused, match=says):
         evaluate.evaluate(_capture(model, images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
+class Counting(Plain):
+    """A buffer meant to keep a running sum of the images seen: state from one batch to the next."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(784))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        seen = self.seen + x.sum(0)
+        return super().forward(x) + seen.sum() * 0.0
+
+
+def _keep_the_sum(graph: dict[str, Any]) -> None:
+    """The new sum written back into the buffer after each call, as torch.export writes a mutation."""
+    module = graph["graph_module"]
+    name = next(n["outputs"][0]["as_tensor"]["name"] for n in module["graph"]["nodes"]
+                if n["target"] == "torch.ops.aten.add.Tensor")
+    module["graph"]["outputs"].insert(0, {"as_tensor": {"name": name}})
+    module["signature"]["output_specs"].insert(0, {"buffer_mutation": {"arg": {"name": name}, "buffer_name": "seen"}})
+
+
+def test_a_graph_that_carries_state_between_batches_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    with pytest.raises(evaluate.Refused, match="changes its own buffers"):
+        evaluate.evaluate(_capture(Counting(), images.float() / 255, _keep_the_sum), tiny_dataset.raw / TEST_IMAGES,
+                          RUNNABLE)
 
 
 class Whisper(Net):
@@ -339,6 +440,30 @@ def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFac
                                   (("bn.running_mean", (512,)),), (),
                                   {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)})
     assert _check(normal, facts, rubric).ok is True
+
+
+def test_the_image_way_is_held_to_a_chain_of_the_layers(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Copies of the 256-wide way scaled by a BatchNorm's weights and summed back are one more learned
+    layer, within the widths; so are many normalizations in a row, or one used twice."""
+    chain = (("view", (2, 784)), ("linear", (2, 512)), ("batch_norm", (2, 512)), ("relu", (2, 512)),
+             ("linear", (2, 256)), ("relu", (2, 256)), ("linear", (2, 10)))
+    plain = recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=chain)
+    assert _check(plain, facts, rubric).ok is True
+    copied = chain[:6] + (("expand", (2, 2, 256)), ("batch_norm", (2, 512)), ("sum", (2, 256))) + chain[6:]
+    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=copied), facts, rubric)
+    assert check.ok is None and "goes through expand" in check.message
+    stacked = chain[:3] + (("batch_norm", (2, 512)),) * 2 + chain[3:]
+    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=stacked), facts, rubric)
+    assert check.ok is None and "more than 2 normalization layers" in check.message
+    regrouped = chain[:4] + (("view", (2, 256, 2)), ("getitem", (2, 256, 1)), ("view", (2, 256))) + chain[5:]
+    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=regrouped), facts, rubric)
+    assert check.ok is None and "has the shape [2, 256, 1] after getitem" in check.message
+    slopes = chain[:3] + (("prelu", (2, 512)),) * 2 + chain[3:]
+    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=slopes), facts, rubric)
+    assert check.ok is None and "PReLUs" in check.message
+    twice = {**PRODUCT_USES, "bn.weight": (("batch_norm", "weight"), ("batch_norm", "weight"))}
+    check = _check(recompute.GraphFacts(OPS, MATRICES, (("bn.weight", (512,)),), (), twice, way=chain), facts, rubric)
+    assert check.ok is None and "uses bn.weight 2 times" in check.message
 
 
 def test_a_structure_of_any_shape_is_undecided_not_a_crash(facts: FrozenFacts, rubric: Rubric) -> None:

@@ -24,6 +24,17 @@ CLOSE_CALLS_AT_MOST = 0.10
 
 
 @dataclass(frozen=True)
+class Product:
+    """One product op of the graph as it ran on two rows: the parameter it multiplies by ("" when it
+    is none), that operand's shape as used, and the shape of the image's way into it."""
+
+    op: str
+    weight: str
+    used: tuple[int, ...]
+    rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class GraphFacts:
     """What the captured graph is made of (the architecture rule reads it)."""
 
@@ -32,7 +43,9 @@ class GraphFacts:
     buffers: tuple[tuple[str, tuple[int, ...]], ...]
     constants: tuple[tuple[str, tuple[int, ...]], ...]
     uses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # tensor -> (op, argument) using it
-    mixes: tuple[str, ...] = ()  # ops combining two tensors computed from the image (run/evaluate.py _mixes)
+    mixes: tuple[str, ...] = ()  # ops combining two tensors computed from the image (run/evaluate.py _flow)
+    products: tuple[Product, ...] = ()  # every product op, with the shapes it ran on
+    way: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (op, shape as it ran on two rows) of each tensor from the image
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,24 @@ def _uses(value: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return found
 
 
+def _products(value: Any) -> tuple[Product, ...]:
+    found = []
+    for item in value[:100] if isinstance(value, list) else []:
+        if isinstance(item, dict):
+            found.append(Product(str(item.get("op"))[:80], str(item.get("weight"))[:200],
+                                 tuple(int(d) for d in item.get("used") or () if type(d) is int),
+                                 tuple(int(d) for d in item.get("rows") or () if type(d) is int)))
+    return tuple(found)
+
+
+def _way(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    found = []
+    for item in value[:5000] if isinstance(value, list) else []:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], list):
+            found.append((str(item[0])[:80], tuple(int(d) for d in item[1][:8] if type(d) is int)))
+    return tuple(found)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v)[:80] for v in value[:100]) if isinstance(value, list) else ()
 
@@ -115,7 +146,8 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     ops: dict[Any, Any] = listed if isinstance(listed, dict) else {}
     facts = GraphFacts({str(k)[:200]: int(v) for k, v in ops.items() if type(v) is int},
                        _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
-                       _uses(graph.get("uses")), _names(graph.get("mixes")))
+                       _uses(graph.get("uses")), _names(graph.get("mixes")), _products(graph.get("products")),
+                       _way(graph.get("way")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
                       data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)

@@ -148,10 +148,6 @@ def _checked(graph: Any, allowed: frozenset[str]) -> list[str]:
         if name not in allowed:  # nothing else is run: no op that reads or writes files, allocates or mutates
             raise Refused(f"the captured graph computes {name}, which is none of the Linear layers, normalization, "
                           "dropout, activations or reshaping the homework's model uses")
-        if any(isinstance(i, dict) and i.get("name") in ("train", "training") and (i.get("arg") or {}).get("as_bool")
-               for i in node.get("inputs") or ()):
-            raise Refused(f"the model keeps {name} on at test time (as F.{name}(x, p) does without "
-                          "training=self.training), so its answers are random and cannot be recomputed")
         targets.append(target)
         node["metadata"] = {}
     module["metadata"] = {}
@@ -228,7 +224,8 @@ def _program(manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]) 
     counts: dict[str, int] = {}
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
-    return program, {"ops": counts, "uses": _uses(graph), "mixes": _mixes(graph),
+    uses, mixes, products, way = _flow(program, shape)
+    return program, {"ops": counts, "uses": uses, "mixes": mixes, "products": products, "way": way,
                      **{f"{k}s": v for k, v in facts.items()}}
 
 
@@ -237,68 +234,131 @@ _PASS_THROUGH = frozenset({"view", "reshape", "_unsafe_view", "t", "permute", "t
                            "_to_copy", "to", "detach", "alias", "lift_fresh_copy", "expand", "unsqueeze", "squeeze"})
 
 
-def _uses(graph: dict[str, Any]) -> dict[str, list[list[str]]]:
-    """For every parameter, buffer and constant of the graph: the ops that use it, each as [op, the
-    argument it is], looking through reshapes and copies (the architecture rule reads these)."""
-    module = graph["graph_module"]
-    specs = module.get("signature", {}).get("input_specs", [])
+_PRODUCTS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "addmv", "mv"})
+
+
+def _flow(program: Any, shape: list[int]) -> tuple[dict[str, list[list[str]]], list[str], list[dict[str, Any]],
+                                                   list[list[Any]]]:
+    """Read on the graph torch rebuilt, not on its JSON (where a tensor can sit in a size's slot),
+    the architecture rule's facts: for every parameter, buffer and constant, the ops that use it,
+    each as [op, the argument it is], looking through reshapes and copies; the ops that combine two
+    tensors computed from the image; and every product with the shapes it really ran on (the graph
+    run once on two blank rows). The homework's model is one chain: each op takes the image's way
+    through the network once, beside weights. Two of them combined is a filter built by hand from
+    slices of the image, a table read back from a layer's output (a LayerNorm of zeros is its
+    bias), or one row compared with the rest of the batch. Last, the shape of every tensor on the
+    image's way, as it ran (the rule holds them to the layers' widths). Refuses dropout left on and
+    any op that writes into a tensor other than the image's way (``mm.out`` into a weight, say)."""
+    import torch
+    from torch.export.graph_signature import InputKind, OutputKind
+    from torch.fx.passes.shape_prop import ShapeProp
+
     origin: dict[str, str] = {}
-    for spec in specs if isinstance(specs, list) else []:
-        for kind, inner in (spec.items() if isinstance(spec, dict) else ()):
-            if kind == "user_input" or not isinstance(inner, dict):
-                continue
-            name = (inner.get("arg") or {}).get("name")
-            target = inner.get("parameter_name") or inner.get("buffer_name") or inner.get("tensor_constant_name")
-            if isinstance(name, str) and isinstance(target, str):
-                origin[name] = target
+    flowing: set[str] = set()
+    feed: list[Any] = []
+    for spec in program.graph_signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        value = None
+        if isinstance(name, str) and spec.kind == InputKind.USER_INPUT:
+            flowing.add(name)
+            value = torch.zeros(2, *shape)
+        elif isinstance(name, str) and isinstance(spec.target, str) and spec.kind in (
+                InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            origin[name] = spec.target
+            value = program.state_dict.get(spec.target, program.constants.get(spec.target))
+        if not isinstance(value, torch.Tensor):
+            raise Refused("the captured graph takes an input that is neither the image nor a listed tensor")
+        feed.append(value.detach().clone())
+    if any(spec.kind != OutputKind.USER_OUTPUT for spec in program.graph_signature.output_specs):
+        raise Refused("the captured graph changes its own buffers or inputs as it runs (state carried from one batch "
+                      "of test images to the next)")
     uses: dict[str, list[list[str]]] = {target: [] for target in origin.values()}
-    for node in module["graph"]["nodes"]:
-        op = node["target"].split(".")[3] if node["target"].startswith("torch.ops.") else "getitem"
-        inputs = [(str(i.get("name")), _tensor_names(i.get("arg"))) for i in node.get("inputs", []) if isinstance(i, dict)]
-        outputs = [n for o in node.get("outputs", []) for n in _tensor_names(o)]
-        for argument, names in inputs:
-            for name in names:
-                if name not in origin:
+    mixes: list[str] = []
+    products: list[tuple[Any, str, Any, Any]] = []  # node, op, the weight's node, the image's node
+    for node in program.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        op = _op_name(node)
+        if node.target is torch.ops.aten.view.dtype:
+            raise Refused("the captured graph reads a tensor's bits as another type (view as a dtype)")
+        schema = getattr(node.target, "_schema", None)
+        written = {a.name for a in (schema.arguments if schema is not None else ())
+                   if a.alias_info is not None and a.alias_info.is_write}
+        carried, weight, image = 0, None, None
+        for argument, value in _bound(node):
+            if argument in ("train", "training") and (value is True or isinstance(value, torch.fx.Node)):
+                raise Refused(f"the model keeps {op} on at test time (as F.{op}(x, p) does without "
+                              "training=self.training), so its answers are random and cannot be recomputed")
+            held = _nodes(value)
+            if argument in written and any(n.name not in flowing for n in held):
+                raise Refused(f"the captured graph writes into a tensor other than the image's way ({op}, "
+                              f"{argument})")
+            carried += sum(1 for n in held if n.name in flowing)
+            image = next((n for n in held if n.name in flowing), image)
+            for n in held:
+                if n.name not in origin:
                     continue
                 if op in _PASS_THROUGH and argument in ("self", "input"):
-                    origin.update({out: origin[name] for out in outputs})
+                    origin[node.name] = origin[n.name]
                 else:
-                    uses[origin[name]].append([op, argument])
-    return uses
+                    uses[origin[n.name]].append([op, argument])
+                    weight = n if op in _PRODUCTS and argument not in ("bias", "self", "input") else weight
+        if carried > 1:
+            mixes.append(op)
+        if carried and op not in _SIZES:
+            flowing.add(node.name)
+        if op in _PRODUCTS:
+            products.append((node, op, weight, image))
+    try:
+        ShapeProp(program.graph_module).propagate(*feed)
+    except Exception as exc:  # noqa: BLE001 - a graph that cannot run on two blank rows is not run
+        raise Refused(f"the captured graph does not run on a sample ({type(exc).__name__})") from None
+    found = []
+    for node, op, weight, image in products:
+        found.append({"op": op, "weight": origin.get(weight.name, "") if weight is not None else "",
+                      "used": _shape(weight), "rows": _shape(image)})
+    way = [[_op_name(node), _shape(node)] for node in program.graph_module.graph.nodes
+           if node.name in flowing and node.op == "call_function"]  # [] where it is no one tensor (a tuple)
+    return uses, mixes, found, way
 
 
-def _mixes(graph: dict[str, Any]) -> list[str]:
-    """The ops that take two or more tensors computed from the image (the architecture rule reads
-    these). The homework's model is one chain: each op takes the image's way through the network
-    once, beside weights. Two of them combined is a filter built by hand from slices of the image,
-    a table read back from a layer's output (a LayerNorm of zeros is its bias), or one row compared
-    with the rest of the batch."""
-    module = graph["graph_module"]
-    specs = module.get("signature", {}).get("input_specs", [])
-    flowing = {name for spec in (specs if isinstance(specs, list) else []) if isinstance(spec, dict)
-               for name in _tensor_names((spec.get("user_input") or {}).get("arg"))}
-    found: list[str] = []
-    for node in module["graph"]["nodes"]:
-        op = node["target"].split(".")[3] if node["target"].startswith("torch.ops.") else "getitem"
-        carrying = sum(1 for i in node.get("inputs", []) if isinstance(i, dict)
-                       and any(name in flowing for name in _tensor_names(i.get("arg"))))
-        if carrying > 1 or any(len([n for n in _tensor_names(i.get("arg")) if n in flowing]) > 1
-                               for i in node.get("inputs", []) if isinstance(i, dict)):
-            found.append(op)
-        if carrying:
-            flowing.update(n for o in node.get("outputs", []) for n in _tensor_names(o))
+def _op_name(node: Any) -> str:
+    """aten.linear.default -> linear; a placeholder -> its kind."""
+    if node.op != "call_function":
+        return str(node.op)
+    packet = getattr(node.target, "overloadpacket", None)
+    return str(getattr(packet, "__name__", None) or getattr(node.target, "__name__", node.target))
+
+
+def _shape(node: Any) -> list[int]:
+    """The shape a node's tensor had when the graph ran (ShapeProp), or [] if none."""
+    meta = node.meta.get("tensor_meta") if node is not None else None
+    return [int(d) for d in meta.shape] if meta is not None and hasattr(meta, "shape") else []
+
+
+_SIZES = frozenset({"sym_size", "sym_numel", "sym_stride", "sym_storage_offset"})  # a shape, never the image's data
+
+
+def _nodes(value: Any) -> list[Any]:
+    """The graph nodes an argument holds (a node, or nodes inside lists and tuples), in order."""
+    import torch
+
+    found: list[Any] = []
+
+    def keep(node: Any) -> Any:
+        found.append(node)
+        return node
+
+    torch.fx.node.map_arg(value, keep)
     return found
 
 
-def _tensor_names(arg: Any) -> list[str]:
-    if not isinstance(arg, dict):
-        return []
-    one = arg.get("as_tensor") or (arg.get("as_optional_tensor") or {}).get("as_tensor")
-    if isinstance(one, dict) and isinstance(one.get("name"), str):
-        return [one["name"]]
-    many = arg.get("as_tensors") or arg.get("as_optional_tensors") or []
-    return [t["name"] for t in many if isinstance(t, dict) and isinstance(t.get("name"), str)] + \
-           [t["as_tensor"]["name"] for t in many if isinstance(t, dict) and isinstance(t.get("as_tensor"), dict)]
+def _bound(node: Any) -> list[tuple[str, Any]]:
+    """A node's arguments by the names of its op's schema."""
+    schema = getattr(node.target, "_schema", None)
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    return [(names[i] if i < len(names) else f"arg{i}", value) for i, value in enumerate(node.args)] + \
+        [(str(key), value) for key, value in node.kwargs.items()]
 
 
 # Two best scores closer than this may swap on another device (as judge/recompute.py NOISE_MARGIN).

@@ -22,6 +22,7 @@ from grader.static.rules.common import RunView, run_check, static_check
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
+    from grader.judge.recompute import GraphFacts
     from grader.model.rubric import Rubric
 
 RULE = RuleId.LINEAR_LAYERS
@@ -242,6 +243,15 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
                                      "Linear layers with normalization and activations (a filter built from slices "
                                      "of the image, a table read back from a layer, or rows compared across the "
                                      "batch); a person checks what it computes")
+    odd_product = _odd_product(graph)
+    if odd_product:
+        return run_check(RULE, None, f"the model that made the graded predictions {odd_product}; each Linear layer "
+                                     "multiplies the image's way once, by its own weight; a person checks what it "
+                                     "computes")
+    odd_way = _odd_way(graph, {w for layer in frozen for w in layer if w is not None})
+    if odd_way:
+        return run_check(RULE, None, f"the image's way through the model that made the graded predictions {odd_way}; "
+                                     "a person checks what it computes")
     products = sum(count for target, count in graph.ops.items() if _op(target) in PRODUCTS)
     for target, count in sorted(graph.ops.items()):
         name = _op(target)
@@ -253,6 +263,54 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
         return run_check(RULE, False, f"the model that made the graded predictions multiplies by weights {products} "
                                       f"times; the homework's {fixed} do {sum(frozen.values())}")
     return run_check(RULE, True, f"the model that made the graded predictions uses exactly the Linear layers {fixed}")
+
+
+# Ops that copy, pool or sum the image's way: with a normalization layer's weights they make one
+# more learned layer (copies scaled, then summed), so a chain of the homework's layers has none.
+WIDENING = frozenset({"expand", "sum", "mean", "var", "avg_pool1d", "avg_pool2d"})
+NORMS_PER_GAP = 2  # normalization ops (and PReLUs) between two Linear layers (or before the first, after the last)
+LEARNED_ACTIVATIONS = frozenset({"prelu", "_prelu_kernel"})
+
+
+def _odd_way(graph: GraphFacts, widths: set[int]) -> str | None:
+    """How the image's way is not a chain of the Linear layers with normalization and activations
+    between them: a tensor not as wide as a layer, an op that copies, pools or sums it, more than
+    NORMS_PER_GAP normalization ops in one gap, or a tensor beside the weights used twice; None when it is."""
+    norms = 0
+    for op, shape in graph.way:
+        # Only reshaping may give the way another form than one row of a layer's width per image
+        # (the image's 1x28x28 before it is flattened): a norm, softmax or pick over a regrouped
+        # view mixes the features by groups of its choosing.
+        if shape and (shape[0] != 2 or _size(shape[1:]) not in widths or (len(shape) != 2 and op not in SHAPING)):
+            return (f"has the shape {list(shape)} after {op} (two images); the homework's layers are "
+                    f"{', '.join(str(w) for w in sorted(widths, reverse=True))} wide")
+        if op in WIDENING:
+            return f"goes through {op}, which copies, pools or sums it"
+        norms = 0 if op in PRODUCTS else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
+        if norms > NORMS_PER_GAP:
+            return f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs between two Linear layers"
+    for name, uses in graph.uses.items():
+        if len(uses) > 1:
+            return f"uses {name} {len(uses)} times"
+    return None
+
+
+def _odd_product(graph: GraphFacts) -> str | None:
+    """How a product of the graph, as it ran on two rows, is not a Linear layer applied to a row:
+    a weight used twice, reshaped, or multiplied with more than one vector per image (a filter over
+    patches); None when every product is one."""
+    matrices = {name: shape for name, shape in graph.parameters if len(shape) == 2}
+    seen = Counter(p.weight for p in graph.products)
+    for p in graph.products:
+        shape = matrices.get(p.weight)
+        if shape is None:
+            return f"multiplies by something that is no weight matrix in {p.op}"
+        out_features, in_features = shape
+        expected = shape if p.op == "linear" else (in_features, out_features)
+        if seen[p.weight] > 1 or p.used != expected or p.rows != (2, in_features):
+            return (f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on rows of shape {list(p.rows)} "
+                    f"(two images){', more than once' if seen[p.weight] > 1 else ''}")
+    return None
 
 
 def _size(shape: tuple[int, ...]) -> int:
