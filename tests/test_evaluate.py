@@ -442,6 +442,12 @@ def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFac
     assert _check(normal, facts, rubric).ok is True
 
 
+def test_the_evaluator_names_the_products_as_the_rule_does() -> None:
+    from grader.static.rules import linear_layers
+
+    assert evaluate._PRODUCTS == linear_layers.PRODUCTS
+
+
 def test_the_image_way_is_held_to_a_chain_of_the_layers(facts: FrozenFacts, rubric: Rubric) -> None:
     """Copies of the 256-wide way scaled by a BatchNorm's weights and summed back are one more learned
     layer, within the widths; so are many normalizations in a row, or one used twice."""

@@ -149,8 +149,9 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
                        _uses(graph.get("uses")), _names(graph.get("mixes")), _products(graph.get("products")),
                        _way(graph.get("way")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
-                      close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts, data.get("changed_after_pass") is True,
-                      data.get("structure_at_pass"), data.get("assumed") is True, data.get("by_probe") is True)
+                      close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts,
+                      data.get("changed_after_pass") is True, data.get("structure_at_pass"), data.get("assumed") is True,
+                      data.get("by_probe") is True)
 
 
 def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple[int, ...], tolerance: float,

@@ -232,6 +232,10 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
                                       f"weight matrices (normalization and biases need at most {MAX_BESIDE}): data "
                                       "beside the Linear layers")
     for name, shape in graph.parameters + graph.buffers + graph.constants:
+        if len(graph.uses.get(name, ())) > 1:
+            return run_check(RULE, None, f"the model that made the graded predictions uses {name} "
+                                         f"{len(graph.uses[name])} times; each layer's tensors are used once; a person "
+                                         "checks what it computes")
         odd = [f"{op} ({argument})" for op, argument in graph.uses.get(name, ()) if not _fits(op, argument, len(shape))]
         if odd:
             return run_check(RULE, None, f"the model that made the graded predictions uses {name} {list(shape)} in "
@@ -274,8 +278,8 @@ LEARNED_ACTIVATIONS = frozenset({"prelu", "_prelu_kernel"})
 
 def _odd_way(graph: GraphFacts, widths: set[int]) -> str | None:
     """How the image's way is not a chain of the Linear layers with normalization and activations
-    between them: a tensor not as wide as a layer, an op that copies, pools or sums it, more than
-    NORMS_PER_GAP normalization ops in one gap, or a tensor beside the weights used twice; None when it is."""
+    between them: a tensor not as wide as a layer, an op that copies, pools or sums it, or more than
+    NORMS_PER_GAP normalization ops in one gap; None when it is."""
     norms = 0
     for op, shape in graph.way:
         # Only reshaping may give the way another form than one row of a layer's width per image
@@ -289,27 +293,23 @@ def _odd_way(graph: GraphFacts, widths: set[int]) -> str | None:
         norms = 0 if op in PRODUCTS else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
         if norms > NORMS_PER_GAP:
             return f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs between two Linear layers"
-    for name, uses in graph.uses.items():
-        if len(uses) > 1:
-            return f"uses {name} {len(uses)} times"
     return None
 
 
 def _odd_product(graph: GraphFacts) -> str | None:
-    """How a product of the graph, as it ran on two rows, is not a Linear layer applied to a row:
-    a weight used twice, reshaped, or multiplied with more than one vector per image (a filter over
-    patches); None when every product is one."""
+    """How a product of the graph, as it ran on two rows, is not a Linear layer applied to a row: a
+    weight reshaped, or multiplied with more than one vector per image (a filter over patches); None
+    when every product is one. (A weight used twice is caught with every tensor's uses.)"""
     matrices = {name: shape for name, shape in graph.parameters if len(shape) == 2}
-    seen = Counter(p.weight for p in graph.products)
     for p in graph.products:
         shape = matrices.get(p.weight)
         if shape is None:
             return f"multiplies by something that is no weight matrix in {p.op}"
         out_features, in_features = shape
         expected = shape if p.op == "linear" else (in_features, out_features)
-        if seen[p.weight] > 1 or p.used != expected or p.rows != (2, in_features):
+        if p.used != expected or p.rows != (2, in_features):
             return (f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on rows of shape {list(p.rows)} "
-                    f"(two images){', more than once' if seen[p.weight] > 1 else ''}")
+                    "(two images)")
     return None
 
 
