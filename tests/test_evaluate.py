@@ -35,9 +35,11 @@ def _images(dataset: Dataset) -> torch.Tensor:
     return evaluate._official(dataset.raw / TEST_IMAGES)
 
 
-def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None) -> bytes:
+def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None,
+             precision: str = "float32") -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
-    ``claimed``: the classes the kernel records (else the model's own)."""
+    ``claimed``: the classes the kernel records (else the model's own); ``precision``: the arithmetic
+    the kernel's pass says it ran in."""
     from torch._export.serde.serialize import serialize
 
     model.eval()
@@ -64,7 +66,7 @@ def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: 
     rows = entry("inputs", "input", inputs.reshape(inputs.shape[0], -1).float())
     import base64
 
-    manifest = {"version": 1, "graph": json.dumps(graph), "tensors": tensors, "inputs": rows,
+    manifest = {"version": 2, "graph": json.dumps(graph), "tensors": tensors, "inputs": rows, "precision": precision,
                 "input_shape": list(inputs.shape[1:]), "row_classes": base64.b64encode(classes.numpy().tobytes()).decode()}
     return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
 
@@ -413,6 +415,36 @@ def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(tiny_datase
     assert honest.close_calls < 0.1 * x.shape[0] and honest.differing > 0.5 * x.shape[0]
 
 
+def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampering(
+        tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """Validation and test under ``torch.autocast(dtype=torch.bfloat16)``: on another device the
+    kernel's class may differ from a float32 run wherever bfloat16 rounding can move the two best
+    scores past each other. Recomputed in the arithmetic the capture names, such rows are noise (a
+    few close calls); claimed as float32, the same record is tampering evidence."""
+    torch.manual_seed(0)
+    model, x = Net().eval(), images.float() / 255
+    with torch.no_grad():
+        nn.init.normal_(model.fc3.weight)  # scores of a trained model's size (several units apart)
+        model.fc3.bias.zero_()
+        scores = model(x)
+    runner_up = scores.topk(2, dim=1).indices[:, 1]
+
+    def read(precision: str, claimed: torch.Tensor) -> tuple[recompute.Recomputed, dict[str, Any]]:
+        answer = evaluate.evaluate(_capture(model, x, claimed=claimed, precision=precision),
+                                   tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        return recompute.read(json.dumps(answer), None, x.shape[0]), answer
+
+    _, answer = read("bfloat16", scores.argmax(1))
+    margins, noise = torch.tensor(answer["margins"]), torch.tensor(answer["noise"])
+    movable = (margins > 10 * recompute.NOISE_MARGIN) & (margins <= noise)  # rows bfloat16 could flip
+    assert 0 < int(movable.sum()) <= 0.1 * x.shape[0]
+    kernel = torch.where(movable, runner_up, scores.argmax(1))  # another device's bfloat16 flipped them all
+    honest, _ = read("bfloat16", kernel)
+    assert honest.differing == 0 and honest.close_calls <= 0.1 * x.shape[0] and honest.precision == "bfloat16"
+    claimed_float, _ = read("float32", kernel)
+    assert claimed_float.differing == int(movable.sum())
+
+
 def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:
     from grader.static.rules import linear_layers
 
@@ -446,6 +478,9 @@ def test_the_evaluator_names_the_products_as_the_rule_does() -> None:
     from grader.static.rules import linear_layers
 
     assert evaluate._PRODUCTS == linear_layers.PRODUCTS
+    from grader.probe.capture import CAPTURE_VERSION
+
+    assert evaluate.CAPTURE_VERSION == CAPTURE_VERSION
 
 
 def test_the_image_way_is_held_to_a_chain_of_the_layers(facts: FrozenFacts, rubric: Rubric) -> None:

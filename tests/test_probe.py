@@ -710,3 +710,44 @@ def test_a_step_on_a_yielded_batch_after_evaluating_the_training_rows_trains_on_
     assert entry["steps"] == 36 and not entry.get("unattributed") and not entry.get("beside")
     facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
     assert facts.pass_count == 3 and facts.trained.bit_count() == 480
+
+
+def test_the_probe_changes_nothing_a_student_sees_under_their_modes(tmp_path: Path) -> None:
+    """Validation and test in ``inference_mode`` (the probe's bookkeeping made there used to crash the
+    next epoch), under bfloat16 autocast, float64 as the default dtype and a default device: with the
+    probe installed the run prints the same, byte for byte, and the probe fails nowhere."""
+    import json
+    import subprocess
+    import sys
+
+    from tinydata import make_tiny_fashion_mnist
+
+    root = make_tiny_fashion_mnist(tmp_path / "data", noise=0.25)
+    script = Path(__file__).parent / "scripts" / "student_modes.py"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin"}
+    runs = [subprocess.run([sys.executable, str(script), str(root), *extra], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=600) for extra in ([], [str(tmp_path / "record.json")])]
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    bare, probed = (run.stdout for run in runs)
+    assert bare == probed and bare.count("Test Accuracy") == 4
+    seen = json.loads(runs[1].stderr.strip().splitlines()[-1])
+    assert seen == {"faults": [], "tests": [[200, True]] * 4}
+
+
+def test_a_failure_of_the_probe_never_reaches_the_student_and_sends_the_result_to_review() -> None:
+    from grader.judge.tamper import probe_faults
+    from grader.probe.guard import FAULTS, Faults, guarded
+
+    def broken(x: int) -> int:
+        raise IndexError(f"probe bug {x}")
+
+    assert guarded(broken, fallback=-1)(3) == -1  # the student's code goes on
+    assert any("broken" in line and "IndexError: probe bug 3" in line for line in FAULTS.export())
+    faults = Faults()
+    faults.record("Recorder.before_call", IndexError("x"))
+    faults.record("Recorder.before_call", IndexError("y"))
+    (line,) = faults.export()
+    assert line == "Recorder.before_call: IndexError: x (2 times)"
+    why = probe_faults({"probe_faults": [line]})
+    assert why is not None and "probe failed" in why and line in why
+    assert probe_faults({"probe_faults": []}) is None and probe_faults(None) is None

@@ -64,6 +64,7 @@ class Recomputed:
     structure_at_pass: Any = None
     assumed: bool = False  # the grader's own pass assumed the test-time preprocessing (no test dataset seen)
     by_probe: bool = False  # the pass was the probe's own, not one the notebook made
+    precision: str = "float32"  # the arithmetic the kernel's pass ran in, as its capture says (its noise bound)
 
 
 def _ints(value: Any, size: int, low: int, high: int) -> list[int] | None:
@@ -132,14 +133,19 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     if official is None or ours is None or not isinstance(margins, list) or len(margins) != rows:
         return Recomputed("the trusted evaluation's answer is malformed")
     kernel = _ints(data.get("kernel_classes"), rows, -128, 128)
+    noise = data.get("noise")  # per row: how far the kernel's arithmetic (the capture's precision) may move it
+    if not isinstance(noise, list) or len(noise) != rows:
+        noise = [0.0] * rows
     predictions = [-1] * total
     for index, predicted in zip(official, ours):
         if index >= 0:
             predictions[index] = predicted
-    graded = [(o, c, k, m) for o, c, k, m in zip(official, ours, kernel or [-9] * rows, margins) if o != -2]
-    close = [not (isinstance(m, (int, float)) and m >= NOISE_MARGIN) for _o, _a, _b, m in graded]  # NaN: close
-    differing = 0 if kernel is None else sum(1 for (_o, a, b, _m), near in zip(graded, close) if a != b and not near)
-    close_images = len({o for (o, _a, _b, _m), near in zip(graded, close) if near and o >= 0})  # copies count once
+    graded = [(o, c, k, m, n) for o, c, k, m, n in zip(official, ours, kernel or [-9] * rows, margins, noise)
+              if o != -2]
+    close = [not (isinstance(m, (int, float)) and m >= NOISE_MARGIN and not (isinstance(n, (int, float)) and m <= n))
+             for _o, _a, _b, m, n in graded]  # NaN: close
+    differing = 0 if kernel is None else sum(1 for (_o, a, b, _m, _n), near in zip(graded, close) if a != b and not near)
+    close_images = len({o for (o, _a, _b, _m, _n), near in zip(graded, close) if near and o >= 0})  # copies count once
     raw = data.get("graph")
     graph: dict[str, Any] = raw if isinstance(raw, dict) else {}
     listed = graph.get("ops")
@@ -151,7 +157,13 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts,
                       data.get("changed_after_pass") is True, data.get("structure_at_pass"), data.get("assumed") is True,
-                      data.get("by_probe") is True)
+                      data.get("by_probe") is True, str(data.get("precision"))[:10])
+
+
+def _noise(precision: str) -> str:
+    if precision == "float32":
+        return f"float noise ({NOISE_MARGIN})"
+    return f"what its pass's {precision} arithmetic can move them"
 
 
 def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple[int, ...], tolerance: float,
@@ -185,14 +197,15 @@ def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple
                                            "test images")
     if recomputed.close_calls > CLOSE_CALLS_AT_MOST * len(predicted):
         return replace(measurement, review=f"for {recomputed.close_calls} of {len(predicted)} test images the model's "
-                                           f"two best scores are closer than {NOISE_MARGIN}, so the grader cannot "
-                                           "check the notebook's run against its own")
+                                           f"two best scores are closer than {_noise(recomputed.precision)}, so the "
+                                           "grader cannot check the notebook's run against its own")
     correct = sum(1 for p, y in zip(predicted, labels) if p == y)
     accuracy = round(100.0 * correct / len(labels), 2)
     tampering = measurement.tampering
     if recomputed.differing:
         tampering += (f"{recomputed.differing} of {recomputed.rows} predictions the notebook's run recorded differ "
-                      "from the grader's own run of the captured model on the same inputs",)
+                      "from the grader's own run of the captured model on the same inputs, beyond "
+                      f"{_noise(recomputed.precision)}",)
     # What the kernel's measurement said about its own figure and its own pass is said again for this one.
     redone = {Flag.NO_REPORTED_ACCURACY, Flag.REPORTED_ACCURACY_MISMATCH}
     if not recomputed.by_probe:

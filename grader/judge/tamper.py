@@ -14,3 +14,15 @@ def runtime_evidence(record: dict[str, Any] | None) -> tuple[str, ...]:
     if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
         return ("the probe's record has no integrity check: its export was replaced",)
     return tuple(f"at export: {p[:200]}" for p in problems[:20])
+
+
+def probe_faults(record: dict[str, Any] | None) -> str | None:
+    """Why the probe's record may be incomplete: its own code failed while watching the run (caught
+    there, so the notebook ran on as written); None when it never did."""
+    faults = record.get("probe_faults") if record is not None else None
+    if not isinstance(faults, list) or not faults:
+        return None
+    first = str(faults[0])[:200]
+    more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
+    return (f"the grader's probe failed while watching the run, so what it recorded may be incomplete: "
+            f"{first}{more}")

@@ -58,6 +58,7 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     from grader.judge import recompute
     from grader.judge.measure import measure
     from grader.judge.run_facts import training_curve
+    from grader.judge.tamper import probe_faults
     from grader.run.launch import launch, start_evaluator
     from grader.static.rules import check_runtime, findings, run_view
 
@@ -82,6 +83,9 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     if record.status is Status.GRADED:
         measurement = recompute.apply(measurement, recomputed, official, rubric.accuracy.mismatch_tolerance,
                                       not rubric.hide_test_labels)
+        faulted = probe_faults(record.probe)
+        if faulted is not None and measurement.review is None:
+            measurement = replace(measurement, review=faulted)
     if view.order is not None:  # the kernel's k-th test image is the official order[k]: thumbnails come from there
         order = view.order
         measurement = replace(measurement, wrong=tuple((order[i], y, p, c) for i, y, p, c in measurement.wrong))

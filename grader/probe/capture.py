@@ -19,7 +19,7 @@ import torch
 from grader.probe import model as models
 from grader.probe.identity import Serials
 
-CAPTURE_VERSION = 1
+CAPTURE_VERSION = 2  # 2: the pass's arithmetic (precision) and its inputs' dtype
 MAX_INPUT_ROWS = 20_000  # a test pass feeds 10,000 images; more is not a test pass
 
 
@@ -37,8 +37,9 @@ class Pass:
     or the notebook's last evaluation of rows the content key could not name."""
 
     def __init__(self, inputs: list[torch.Tensor], predictions: list[int], snapshot: Snapshot, preprocessing: str,
-                 by_probe: bool = True) -> None:
+                 by_probe: bool = True, precision: str = "float32") -> None:
         self.by_probe = by_probe  # False: the notebook's own evaluation, which the content key did not name
+        self.precision = precision  # the arithmetic its scores were computed in (passes.precision)
         self.inputs = inputs
         self.row_classes = [torch.tensor(predictions, dtype=torch.int8)]
         self.snapshot = snapshot
@@ -113,7 +114,8 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
                 "inputs": rows, "input_shape": list(graded.inputs[0].shape[1:]),
                 "row_classes": base64.b64encode(classes).decode(), "changed_after_pass": changed,
                 "structure_at_pass": snapshot.structure, "by_probe": getattr(graded, "by_probe", False),
-                "preprocessing": getattr(graded, "preprocessing", None)}
+                "preprocessing": getattr(graded, "preprocessing", None), "precision": graded.precision,
+                "input_dtype": str(sample.dtype).removeprefix("torch.")}
     return manifest, b"".join(chunks)
 
 

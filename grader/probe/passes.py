@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from grader.probe.content import ImageIndex, Match, PerPixel
+from grader.probe.guard import guarded, student_autocast
 from grader.probe.identity import Serials
 
 MAX_EXPORTED_PREDICTIONS = 50  # test passes whose predictions are exported (the last ones)
@@ -111,6 +112,7 @@ class TestPass:
         self.first_batch = 0  # the recorder's count of test batches, to tell interleaved passes apart
         self.last_batch = 0
         self.complete = False
+        self.precision = "float32"  # the coarsest arithmetic its scores were computed in (``precision``)
         # What the trusted side recomputes (capture.py): the exact inputs fed, the class predicted per row,
         # and the predicting model's weights as the pass ended. Kept for the last complete pass only.
         self.inputs: list[torch.Tensor] = []
@@ -140,8 +142,10 @@ class Evaluation:
         self.inputs: list[torch.Tensor] = []
         self.row_classes: list[torch.Tensor] = []
         self.rows = 0
+        self.precision = "float32"  # the coarsest arithmetic of its calls (``precision``)
 
-    def add(self, rows: torch.Tensor, classes: torch.Tensor) -> None:
+    def add(self, rows: torch.Tensor, classes: torch.Tensor, arithmetic: str) -> None:
+        self.precision = max(self.precision, arithmetic, key=PRECISIONS.index)
         self.inputs.append(rows)
         self.row_classes.append(classes)
         self.rows += rows.shape[0]
@@ -187,6 +191,21 @@ def graded_outputs(output: Any, batch: int | None) -> list[torch.Tensor]:
     items = list(output[:MAX_OUTPUTS]) if isinstance(output, (tuple, list)) else [output]
     return [t for t in items if isinstance(t, torch.Tensor) and t.requires_grad and t.dim() > 0
             and (batch is None or t.shape[0] == batch)]
+
+
+# The arithmetic a pass's scores were computed in, coarsest last: the trusted side bounds by it how far
+# its own float32 run of the same graph may honestly differ from the kernel's.
+PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
+
+
+def precision(output: torch.Tensor) -> str:
+    """The coarsest arithmetic that made ``output``: the student's autocast on its device, its own
+    dtype (a half-precision model), TF32 or reduced-precision float32 matrix products."""
+    device = output.device.type
+    found = [str(dtype).removeprefix("torch.") for dtype in (student_autocast(device), output.dtype) if dtype is not None]
+    if torch.get_float32_matmul_precision() != "highest" or (device == "cuda" and torch.backends.cuda.matmul.allow_tf32):
+        found.append("tf32" if device == "cuda" else "bfloat16")  # reduced float32 products on a CPU use bfloat16
+    return max((f for f in found if f in PRECISIONS), key=PRECISIONS.index, default="float32")
 
 
 def predict(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +398,7 @@ class Recorder:
             match, first = self._pending
             self._pending = None
             classes, confidence = predict(output)
-            self._test_rows((first, self.module_serial(module)), match, classes, confidence)
+            self._test_rows((first, self.module_serial(module)), match, classes, confidence, precision(output))
         else:
             self._pending_train = None
             self._valid_rows(awaited, output.detach().argmax(1).cpu())
@@ -439,8 +458,9 @@ class Recorder:
             rows = grad.detach()[positions.to(grad.device)].reshape(len(images), -1).ne(0).any(1).cpu().tolist()
             self._test_backward.extend(i for i, hit in zip(images, rows) if hit and i >= 0)
 
+        hook = guarded(reached)
         for tensor in graded_outputs(output, watch.batch):
-            tensor.register_hook(reached)
+            tensor.register_hook(hook)
 
     def _maybe_evaluation(self, module: torch.nn.Module, value: Any, stepping: bool) -> None:
         """Keep an evaluation call's input (rows of an image's size) until its output is known."""
@@ -461,10 +481,10 @@ class Recorder:
             return
         if self.evaluation.serial != serial or self.evaluation.step != self.steps:
             self.evaluation = Evaluation(serial, self.steps)
-        self.evaluation.add(rows, predict(output)[0].to(torch.int8))
+        self.evaluation.add(rows, predict(output)[0].to(torch.int8), precision(output))
 
     def _test_rows(self, predictor: tuple[int, int], match: Match, predictions: torch.Tensor,
-                   confidence: torch.Tensor) -> None:
+                   confidence: torch.Tensor, arithmetic: str = "float32") -> None:
         size = self.index.sizes["test"]
         current = self._open.get(predictor)
         singles = torch.tensor([group[0] for group in match.indices if len(group) == 1], dtype=torch.long)
@@ -483,6 +503,7 @@ class Recorder:
             current.inputs.append(self._pending_input)
             current.row_classes.append(predictions.to(torch.int8))
             self._pending_input = None
+        current.precision = max(current.precision, arithmetic, key=PRECISIONS.index)
         current.batches += 1
         self.test_batches += 1
         current.last_batch = self.test_batches
@@ -520,8 +541,9 @@ class Recorder:
         draw, self._hook_draw = self._hook_draw, None
         if draw is None:
             return
+        hook = guarded(draw.reached)
         for tensor in graded_outputs(output, None):
-            tensor.register_hook(draw.reached)
+            tensor.register_hook(hook)
             draw.hooked = True
 
     def _settle_draw(self, followed_by_step: bool, final: bool = False) -> None:

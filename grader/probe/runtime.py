@@ -28,15 +28,16 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import RECORD_VERSION, capture, content, identity, model as models, passes, patches
+from grader.probe import RECORD_VERSION, capture, content, guard, identity, model as models, passes, patches
 from grader.probe.content import ImageIndex
+from grader.probe.guard import guarded, own_modes
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
 from grader.probe.patches import Patches
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
-_MODULES = (sys.modules[__name__], capture, content, identity, models, passes, patches)
+_MODULES = (sys.modules[__name__], capture, content, guard, identity, models, passes, patches)
 
 
 class _State:
@@ -144,12 +145,21 @@ def _patch_loaders(state: _State) -> None:
     iter_next = _BaseDataLoaderIter.__next__
     recorder = state.recorder
 
+    @guarded
+    def tracked(loader: DataLoader) -> tuple[passes.TrainPass, Any] | None:  # type: ignore[type-arg]
+        mapping = _train_mapping(loader.dataset)
+        size = recorder.index.sizes.get("train")
+        return None if mapping is _NOT_TRAIN or size is None else (recorder.start_loader_pass(size), mapping)
+
+    @guarded
+    def yielded(track: tuple[passes.TrainPass, Any], indices: Any, batch: Any) -> None:
+        indices = [indices] if isinstance(indices, int) else [int(i) for i in indices]
+        recorder.loader_batch(track[0], indices if track[1] is None else [track[1][i] for i in indices], batch)
+
     def __iter__(self: DataLoader) -> Any:  # type: ignore[type-arg]
         if recorder.internal:
             return loader_iter(self)
-        mapping = _train_mapping(self.dataset)
-        size = recorder.index.sizes.get("train")
-        track = None if mapping is _NOT_TRAIN or size is None else (recorder.start_loader_pass(size), mapping)
+        track = tracked(self)
         reused = getattr(self, "_iterator", None)
         if reused is not None:  # persistent workers: the iterator is reset, not rebuilt
             reused.__dict__.pop("_grader_pending", None)
@@ -186,8 +196,7 @@ def _patch_loaders(state: _State) -> None:
         pending = self.__dict__.get("_grader_pending")
         indices = pending.popleft() if pending else None
         if indices is not None:
-            indices = [indices] if isinstance(indices, int) else [int(i) for i in indices]
-            recorder.loader_batch(track[0], indices if track[1] is None else [track[1][i] for i in indices], batch)
+            yielded(track, indices, batch)
         return batch
 
     state.patches.set(DataLoader, "__iter__", __iter__)
@@ -201,18 +210,19 @@ def _patch_loads(state: _State) -> None:
     original = torch.nn.Module.load_state_dict
     taken = torch.nn.Module.state_dict
     recorder = state.recorder
+    loaded, captured = guarded(recorder.on_load), guarded(recorder.on_capture)
 
     def load_state_dict(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
         if not recorder.internal:
-            recorder.on_load(self)
+            loaded(self)
         return result
 
     def state_dict(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         result = taken(self, *args, **kwargs)
         # Only the outermost call: torch builds a model's state by calling this on every submodule.
         if not args and not kwargs.get("prefix") and kwargs.get("destination") is None and not recorder.internal:
-            recorder.on_capture(self)
+            captured(self)
         return result
 
     state.patches.set(torch.nn.Module, "load_state_dict", load_state_dict)
@@ -222,12 +232,12 @@ def _patch_loads(state: _State) -> None:
 def _watch_calls(state: _State) -> None:
     """Global module hooks, left to run eagerly when the model is compiled."""
     recorder = state.recorder
-    before = torch.compiler.disable(recorder.before_call)
-    after = torch.compiler.disable(recorder.after_call)
+    before = torch.compiler.disable(guarded(recorder.before_call))
+    after = torch.compiler.disable(guarded(recorder.after_call))
     register = torch.nn.modules.module
     state.hooks = [register.register_module_forward_pre_hook(before),
                    register.register_module_forward_hook(after, always_call=True),
-                   register_optimizer_step_post_hook(recorder.on_step)]
+                   register_optimizer_step_post_hook(guarded(recorder.on_step))]
     state.module_hooks.handles = state.hooks[:2]
     warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
 
@@ -313,7 +323,7 @@ def _guard_pip(state: _State) -> None:
         return
     system = shell.system
 
-    def guarded(cmd: str) -> Any:
+    def offline(cmd: str) -> Any:
         match = _PIP_INSTALL.search(cmd)
         if match is None:
             return system(cmd)
@@ -326,7 +336,7 @@ def _guard_pip(state: _State) -> None:
             print(f"[grader] pip install {' '.join(names)}: already installed; skipped")
         return None
 
-    state.patches.set(shell, "system", guarded)
+    state.patches.set(shell, "system", offline)
 
 
 def install(config: dict[str, Any]) -> None:
@@ -447,7 +457,7 @@ def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
         return None
     classes = torch.cat(evaluation.row_classes).tolist()
     return capture.Pass(list(evaluation.inputs), classes, capture.Snapshot(model), "the notebook's own evaluation",
-                        by_probe=False)
+                        by_probe=False, precision=evaluation.precision)
 
 
 def _capture(state: _State, graded: Any, model: torch.nn.Module) -> dict[str, Any]:
@@ -468,16 +478,22 @@ def _capture(state: _State, graded: Any, model: torch.nn.Module) -> dict[str, An
 def export() -> None:
     """Write what was recorded to the config's output file, as plain JSON."""
     assert _state is not None, "grader probe was not installed"
-    state = _state
+    with own_modes():  # whatever modes the notebook left on
+        report = _report(_state)
+    with open(_state.config["output"], "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+
+
+def _report(state: _State) -> dict[str, Any]:
     recorder = state.recorder
     report: dict[str, Any] = {"version": RECORD_VERSION, "num_classes": state.classes, "integrity": _integrity(state),
-                              **recorder.export(), "model": None, "architecture": None, "probe_pass": None,
-                              "probe_error": None}
+                              **(guarded(recorder.export, {})()), "model": None, "architecture": None,
+                              "probe_pass": None, "probe_error": None}
     report["modules"] = {str(serial): type(module).__name__ for serial, ref in recorder.modules.items()
                          if (module := ref()) is not None}
     try:
         _describe_model(state, report)
     except Exception as exc:  # noqa: BLE001 - the recorded facts are still written and judged
         report["probe_error"] = f"{type(exc).__name__}: {exc}"[:500]
-    with open(state.config["output"], "w", encoding="utf-8") as handle:
-        json.dump(report, handle)
+    report["probe_faults"] = guard.FAULTS.export()
+    return report

@@ -68,6 +68,9 @@ class Evaluator:
 
 
 # -- the child ---------------------------------------------------------------------------------
+CAPTURE_VERSION = 2  # the probe's capture.CAPTURE_VERSION (this process imports nothing of the grader)
+
+
 class Refused(Exception):
     """The capture is not one this evaluator runs: the message says why."""
 
@@ -80,7 +83,7 @@ def _manifest(data: bytes) -> tuple[dict[str, Any], bytes]:
         manifest = json.loads(line)
     except (ValueError, RecursionError):
         raise Refused("the capture's manifest is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("version") != 1:
+    if not isinstance(manifest, dict) or manifest.get("version") != CAPTURE_VERSION:
         raise Refused("the capture is not of this grader's format")
     return manifest, payload
 
@@ -366,10 +369,23 @@ def _bound(node: Any) -> list[tuple[str, Any]]:
 _ALONE_SAMPLE = 256  # images run again in pairs to show the graph answers each image on its own
 
 
-def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple[Any, Any]:
-    """The class per row, and the margin between the two highest outputs (to tell float noise apart).
-    The graph must answer each image on its own: a sample is run again in pairs, and a graph whose
-    scores change with the other images of its batch beyond float noise is refused."""
+# The coarser arithmetic the kernel's pass may have run in (the capture says which), and the dtype our
+# own run emulates it with on the CPU: TF32 keeps float16's ten mantissa bits.
+EMULATED = {"bfloat16": "bfloat16", "float16": "float16", "tf32": "float16"}
+# How far the kernel's scores may lie from ours, as a multiple of how far our emulation of its arithmetic
+# lies from our float32 run (per row, never below the median row's): two roundings of one size differ by
+# at most about twice either, and twice that again for another device's order of sums.
+REGIME_FACTOR = 4.0
+INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
+             precision: str = "float32") -> tuple[Any, Any, Any]:
+    """The class per row, the margin between the two highest outputs and the noise the kernel's
+    arithmetic allows per row (``precision``: float32, or the coarser arithmetic the capture names),
+    to tell float noise apart. The graph must answer each image on its own: a sample is run again in
+    pairs, and a graph whose scores change with the other images of its batch beyond float noise is
+    refused."""
     import os
 
     import torch
@@ -380,39 +396,57 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int) -> tuple
     generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big"))
     order = torch.randperm(inputs.shape[0], generator=generator)
 
+    eps: list[float] = []  # the resolution of the graph's own score dtype (a half-precision model's is coarse)
+
     def run(rows: Any) -> Any:
         output = module(inputs[rows].reshape(-1, *shape))
         if isinstance(output, (tuple, list)):
             output = output[0]
         if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
             raise Refused("the captured graph does not output one score per class")
+        if not output.is_floating_point():
+            raise Refused("the captured graph's scores are not floating-point numbers")
+        eps.append(torch.finfo(output.dtype).eps)
         output = output.float()
         if not bool(torch.isfinite(output).all()):
             raise Refused("the captured model's scores are not all finite numbers (NaN or infinity)")
         return output
 
     scores = torch.empty(inputs.shape[0], classes, dtype=torch.float32)
+    noise = torch.zeros(inputs.shape[0], dtype=torch.float32)
     with torch.no_grad():
         for start in range(0, inputs.shape[0], 1000):
             rows = order[start:start + 1000]
             scores[rows] = run(rows)
+        if precision in EMULATED:  # the kernel's coarser arithmetic, emulated: how far it moves each row
+            coarse = torch.empty_like(scores)
+            with torch.autocast("cpu", dtype=getattr(torch, EMULATED[precision])):
+                for start in range(0, inputs.shape[0], 1000):
+                    rows = order[start:start + 1000]
+                    output = module(inputs[rows].reshape(-1, *shape))
+                    coarse[rows] = (output[0] if isinstance(output, (tuple, list)) else output).float()
+            moved = (coarse - scores).abs().amax(1).nan_to_num(float("inf"))
+            noise = REGIME_FACTOR * moved.clamp(min=float(moved.median()))
+        tolerance = max(1e-4, 4 * max(eps))
         if inputs.shape[0] >= 2:  # pairs: torch.export's dynamic batch starts at 2
             sample = torch.randperm(inputs.shape[0], generator=generator)[:_ALONE_SAMPLE]
             partners = torch.randperm(inputs.shape[0], generator=generator)[:sample.shape[0]]
             for row, partner in zip(sample.tolist(), partners.tolist()):
                 again = run(torch.tensor([row, partner if partner != row else (row + 1) % inputs.shape[0]]))[0]
                 # float noise between batch sizes is a few units in the last place of the largest score
-                if float((again - scores[row]).abs().max()) > 1e-4 * (1.0 + float(scores[row].abs().max())):
+                if float((again - scores[row]).abs().max()) > tolerance * (1.0 + float(scores[row].abs().max())):
                     raise Refused("the captured model's answer for a test image changes with the other images of "
                                   "its batch, which the homework's three Linear layers cannot do")
     top = scores.topk(2, dim=1)
-    return top.indices[:, 0], top.values[:, 0] - top.values[:, 1]
+    return top.indices[:, 0], top.values[:, 0] - top.values[:, 1], noise
 
 
-def _graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int) -> tuple[list[int], list[float]]:
-    """Classes and margins per row. Only verified test images reach the graph, each image once: rows
-    fed before the graded pass (-2) and repeated images could carry anything (labels, another
-    model's answers) to a graph that compares the rows of its batch. Other rows get class 0, margin 0."""
+def _graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int,
+            precision: str = "float32") -> tuple[list[int], list[float], list[float]]:
+    """Classes, margins and noise bounds per row. Only verified test images reach the graph, each
+    image once: rows fed before the graded pass (-2) and repeated images could carry anything (labels,
+    another model's answers) to a graph that compares the rows of its batch. Other rows get class 0,
+    margin 0."""
     import torch
 
     first: dict[int, int] = {}
@@ -421,15 +455,17 @@ def _graded(program: Any, fed: Any, official: list[int], shape: list[int], class
             first.setdefault(index, row)
     found = [0] * len(official)
     margins = [0.0] * len(official)
+    noise = [0.0] * len(official)
     if not first:
-        return found, margins
+        return found, margins, noise
     rows = torch.tensor(list(first.values()), dtype=torch.long)
-    predicted, gaps = _predict(program, fed[rows], shape, classes)
-    by_image = {index: (int(c), float(m)) for index, c, m in zip(first, predicted.tolist(), gaps.tolist())}
+    predicted, gaps, allowed = _predict(program, fed[rows], shape, classes, precision)
+    by_image = {index: (int(c), float(m), float(n))
+                for index, c, m, n in zip(first, predicted.tolist(), gaps.tolist(), allowed.tolist())}
     for row, index in enumerate(official):
         if index >= 0:
-            found[row], margins[row] = by_image[index]
-    return found, margins
+            found[row], margins[row], noise[row] = by_image[index]
+    return found, margins, noise
 
 
 def _official(path: Path) -> Any:
@@ -611,11 +647,15 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
     # The graph runs on the inputs rebuilt from the official pixels under the verified map: whatever
     # the kernel's floats held within the tolerances never reaches it. With a row that is no test
     # image there is no grade (the judge says why), and nothing is run.
+    precision = str(manifest.get("precision"))
+    dtype = str(manifest.get("input_dtype"))
     if rebuilt is None or -1 in official:
-        classes, margins = [0] * rows, [0.0] * rows
+        classes, margins, noise = [0] * rows, [0.0] * rows, [0.0] * rows
     else:
-        classes, margins = _graded(program, rebuilt.float(), official, shape, 10)
+        fed = rebuilt.to(getattr(torch, dtype if dtype in INPUT_DTYPES else "float32"))  # as the graph was fed
+        classes, margins, noise = _graded(program, fed, official, shape, 10, precision)
     return {"rows": rows, "official": official, "classes": classes, "margins": [round(m, 6) for m in margins],
+            "noise": [round(n, 6) for n in noise], "precision": precision if precision in EMULATED else "float32",
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
             "structure_at_pass": manifest.get("structure_at_pass"), "by_probe": manifest.get("by_probe") is True,
