@@ -89,6 +89,17 @@ def test_runtime_violations(facts: FrozenFacts, rubric: Rubric, record: dict[str
     assert ok is False and message in text
 
 
+def test_layers_are_judged_by_their_weights_never_by_a_class_name(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Weight matrices of the frozen shapes in modules of any class (a traced copy's TracedModules, a
+    student's own Linear) are kept; an unknown kind beside them holding only vectors is for a person."""
+    traced = [{**o, "type": "TracedModule" if o["type"] == "Linear" else o["type"]} for o in OWNERS]
+    ok, _ = _verdicts(_record(architecture__parameters=traced), facts, rubric)["linear_layers"]
+    assert ok is True
+    scale = [*OWNERS, {"module": "scale", "type": "LearnedScale", "shapes": [[512]]}]
+    ok, text = _verdicts(_record(architecture__parameters=scale), facts, rubric)["linear_layers"]
+    assert ok is None and "scale (LearnedScale)" in text
+
+
 def test_evaluation_passes_over_training_images_are_not_validation(facts: FrozenFacts, rubric: Rubric) -> None:
     """A look at one batch, and a training-accuracy pass over the whole training set, steps no optimizer."""
     look, everything = _pass(TRAIN_IDX[:64], None), _pass(range(SIZE), None)

@@ -3,8 +3,8 @@
 Every entry from the student's code into the probe (module and optimizer hooks, gradient hooks, the
 patched DataLoader, ``state_dict``/``load_state_dict``, the export) runs through ``guarded``:
 - nothing the probe creates depends on the student's modes: inside it, inference mode, autocast,
-  a default dtype other than float32 and torch-function modes (``torch.set_default_device``) are
-  off (a bookkeeping tensor made inside the student's ``inference_mode`` could not be written
+  a default dtype other than float32, torch-function modes (``torch.set_default_device``) and the
+  JIT tracer (``torch.jit.trace`` would record the probe's ops into the model's graph) are off (a bookkeeping tensor made inside the student's ``inference_mode`` could not be written
   outside it), while the student's grad mode is what the probe reads, so it is kept;
 - an exception of the probe's own code never reaches the student: it is counted in ``FAULTS`` and
   written in the record (``probe_faults``), and the grader sends the result to review.
@@ -45,7 +45,8 @@ FAULTS = Faults()
 def _foreign() -> bool:
     """Whether the student's code left a mode on that would shape what the probe creates."""
     return (torch.is_inference_mode_enabled() or torch._C._is_any_autocast_enabled()
-            or torch.get_default_dtype() is not torch.float32 or torch._C._len_torch_function_stack() > 0)
+            or torch.get_default_dtype() is not torch.float32 or torch._C._len_torch_function_stack() > 0
+            or torch._C._get_tracing_state() is not None)
 
 
 _outer_autocast: list[dict[str, torch.dtype]] = [{}]  # the student's autocast per device, while the probe runs
@@ -64,6 +65,10 @@ def own_modes() -> Iterator[None]:
     _outer_autocast.append({d: torch.get_autocast_dtype(d) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)})
     with contextlib.ExitStack() as stack:
         stack.callback(_outer_autocast.pop)
+        tracing = torch._C._get_tracing_state()  # torch.jit.trace: the probe's ops are not the model's
+        if tracing is not None:
+            torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
+            stack.callback(torch._C._set_tracing_state, tracing)  # type: ignore[attr-defined]
         stack.enter_context(torch._C.DisableTorchFunction())
         stack.enter_context(torch.inference_mode(False))
         for device in _AUTOCAST_DEVICES:

@@ -25,7 +25,9 @@ def param_serials(module: torch.nn.Module, serials: Serials) -> set[int]:
 
 def smallest_owner(params: set[int], serials: Serials, modules: list[torch.nn.Module]) -> torch.nn.Module | None:
     """The module with the fewest parameters that holds all of ``params``; among equals (a
-    DataParallel or compiled wrapper and the model inside), the innermost."""
+    DataParallel or compiled wrapper and the model inside), the innermost, and a Python module before
+    a TorchScript one sharing its weights (``torch.jit.trace(model, x)``: the model itself can be
+    exported, the trace cannot)."""
     if not params:
         return None
     candidates = [(len(own), m) for m in modules if params <= (own := param_serials(m, serials))]
@@ -33,6 +35,7 @@ def smallest_owner(params: set[int], serials: Serials, modules: list[torch.nn.Mo
         return None
     least = min(n for n, _ in candidates)
     tied = [m for n, m in candidates if n == least]
+    tied = [m for m in tied if not isinstance(m, torch.jit.ScriptModule)] or tied
     for module in tied:
         if not any(other is not module and any(sub is other for sub in module.modules()) for other in tied):
             return module
@@ -133,9 +136,10 @@ class OpRecorder(TorchDispatchMode):
 
 
 def architecture(model: torch.nn.Module, sample: torch.Tensor, recorder: Any) -> dict[str, Any]:
-    """What the model is made of: modules owning parameters, and the weight ops of a forward on ``sample``."""
+    """What the model is made of: modules owning parameters (a TorchScript module by the class it was
+    made from), and the weight ops of a forward on ``sample``."""
     owners = [
-        {"module": name or "(model)", "type": type(module).__name__,
+        {"module": name or "(model)", "type": getattr(module, "original_name", None) or type(module).__name__,
          "shapes": [list(p.shape) for p in module.parameters(recurse=False)]}
         for name, module in model.named_modules()
         if any(True for _ in module.parameters(recurse=False))

@@ -1,6 +1,6 @@
 """A student's training run under the modes students set (tests/test_probe.py runs it with and
 without the probe): validation and test in ``inference_mode``, under bfloat16 autocast, with float64
-as the default dtype, and under ``torch.set_default_device``. It prints what the student would see.
+as the default dtype, and under ``torch.set_default_device`` through a ``torch.jit.trace`` of the model. It prints what the student would see.
 
 usage: python student_modes.py DATA_ROOT [RECORD]   (with RECORD, the probe is installed first)
 """
@@ -64,6 +64,9 @@ for name, mode in modes.items():
             loss.backward()
             optimizer.step()
         print(f"{name} epoch {epoch}: loss {loss.item():.6f} valid {counted(model, valid_loader, mode())}")
+    if name == "default device":  # evaluated through a TorchScript trace (the probe's ops must stay out of it)
+        model.eval()
+        model = torch.jit.trace(model, next(iter(test_loader))[0])
     correct = counted(model, test_loader, mode())
     print(f"{name}: Test Accuracy: {100 * correct / len(test):.2f}% ({correct}/{len(test)})")
 if len(sys.argv) > 2:

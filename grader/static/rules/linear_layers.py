@@ -337,14 +337,14 @@ def _structure_check(structure: Any, frozen: Counter[tuple[int | None, int | Non
     except Exception:  # noqa: BLE001 - written in the student's process: any shape at all
         return run_check(RULE, None, "the model was changed after its graded test pass, and what it was then is unknown")
     linear: Counter[tuple[int | None, int | None]] = Counter()
-    for name, shape in shapes.items():
+    for name, shape in shapes.items():  # by shape, never by a class name
         module, _, _ = name.rpartition(".")
-        kind = kinds.get(module, "?")
-        if kind == "Linear" and name.endswith(".weight") and len(shape) == 2:
+        if len(shape) > 2:
+            return run_check(RULE, False, f"at its graded test pass the model held {name} of shape {shape} in "
+                                          f"{module or 'the model'} ({kinds.get(module, '?')}); only the Linear "
+                                          "layers and normalization layers may")
+        if len(shape) == 2:
             linear[(shape[1], shape[0])] += 1
-        elif kind not in ("Linear", *rubric.allowed_layers):
-            return run_check(RULE, False, f"at its graded test pass the model held {name} in {module or 'the model'} "
-                                          f"({kind}); only the Linear layers and normalization layers may")
     if linear != frozen:
         found = ", ".join(f"{i}->{o}" for i, o in linear.elements()) or "none"
         return run_check(RULE, False, f"at its graded test pass the model's Linear layers were {found}; the homework "
@@ -362,14 +362,19 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(RULE, None, "the trained model was not found; its layers were not checked")
     frozen = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
     fixed = ", ".join(f"{i}->{o}" for i, o in frozen.elements())
+    # Judged by the weights' shapes, never by a class name (a traced copy's layers are TracedModules).
     linear: Counter[tuple[int, int]] = Counter()
+    unknown: list[str] = []
     for owner in (o for o in owners if isinstance(o, dict)):
         kind, name, shapes = str(owner.get("type")), str(owner.get("module")), owner.get("shapes") or [[]]
-        if kind == "Linear" and isinstance(shapes[0], list) and len(shapes[0]) == 2:
-            linear[(shapes[0][1], shapes[0][0])] += 1
-        elif kind not in rubric.allowed_layers:
-            return run_check(RULE, False, f"the trained model holds weights in {name} ({kind}); only the "
-                                                      "Linear layers and normalization layers may")
+        dims = [len(shape) for shape in shapes if isinstance(shape, list)]
+        if any(d > 2 for d in dims):
+            return run_check(RULE, False, f"the trained model holds weights in {name} ({kind}) of shape "
+                                          f"{shapes[dims.index(max(dims))]}; only the Linear layers and "
+                                          "normalization layers may")
+        linear.update((shape[1], shape[0]) for shape in shapes if isinstance(shape, list) and len(shape) == 2)
+        if 2 not in dims and kind != "Linear" and kind not in rubric.allowed_layers:
+            unknown.append(f"{name} ({kind})")
     if linear != frozen:
         found = ", ".join(f"{i}->{o}" for i, o in linear.elements()) or "none"
         return run_check(RULE, False, f"the trained model's Linear layers are {found}; the homework fixes {fixed}")
@@ -385,4 +390,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     if products != frozen:
         found = ", ".join("?" if s is None else f"{s[0]}->{s[1]}" for s in products.elements()) or "none"
         return run_check(RULE, False, f"the forward pass multiplies by weights of {found}; the homework fixes {fixed}")
+    if unknown:
+        return run_check(RULE, None, f"the forward pass uses exactly the Linear layers {fixed}, beside parameters "
+                                     f"in {', '.join(unknown[:3])}, not a layer kind the rubric lists")
     return run_check(RULE, True, f"the trained model's forward pass uses exactly the Linear layers {fixed}")
