@@ -31,6 +31,15 @@ class Net(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.bn(self.fc1(x))))))
 
 
+class Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.view(-1, 784))))))
+
+
 def _images(dataset: Dataset) -> torch.Tensor:
     return evaluate._official(dataset.raw / TEST_IMAGES)
 
@@ -443,6 +452,35 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     assert honest.differing == 0 and honest.close_calls <= 0.1 * x.shape[0] and honest.precision == "bfloat16"
     claimed_float, _ = read("float32", kernel)
     assert claimed_float.differing == int(movable.sum())
+
+
+def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """A hidden unit that fires on a tenth of the images with an equal, huge weight to every class
+    leaves every answer as it was but makes bfloat16 move exactly those rows: no row is excused more
+    than a few times the usual row, so a record forged on them is still tampering evidence."""
+    torch.manual_seed(0)
+    model, x = Plain().eval(), images.float() / 255
+    with torch.no_grad():
+        nn.init.normal_(model.fc3.weight)
+        model.fc3.bias.zero_()
+        inner = torch.relu(model.fc1(x))
+        direction = torch.randn(512)
+        drive = inner @ direction
+        ranked = drive.sort().values  # cut in the widest gap near the top tenth: no row fires by a hair
+        low, high = int(0.9 * x.shape[0]), int(0.95 * x.shape[0])
+        at = low + int((ranked[low + 1:high + 1] - ranked[low:high]).argmax())
+        cut = float(ranked[at] + ranked[at + 1]) / 2
+        top = float((drive - cut).clamp(min=0).max())
+        model.fc2.weight[0], model.fc2.bias[0] = direction / top, -cut / top  # in (0, 1] where it fires
+        model.fc3.weight[:, 0] = 2000.0  # the same for every class: no answer changes
+        scores = model(x)
+        fires = torch.relu(model.fc2(inner))[:, 0] > 0
+    forged = torch.where(fires, (scores.argmax(1) + 1) % 10, scores.argmax(1))
+    answer = evaluate.evaluate(_capture(model, x, claimed=forged, precision="bfloat16"),
+                               tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    assert 0 < int(fires.sum()) <= 0.1 * x.shape[0] and found.differing >= 0.8 * int(fires.sum())
+    assert found.close_calls <= 0.1 * x.shape[0]
 
 
 def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:

@@ -766,3 +766,62 @@ def test_the_model_is_found_beside_its_torchscript_trace() -> None:
     assert owned == {serials.of(p) for p in net.parameters()}
     assert smallest_owner(owned, serials, [scripted, net]) is net
     assert smallest_owner(owned, serials, [scripted]) is scripted
+
+
+def test_the_notebooks_own_evaluation_is_captured_without_the_validation_pass_before_it(
+        tiny_dataset: Dataset) -> None:
+    """Per-pixel standardization inside a ``transforms.Lambda``: no content key names the rows, so the
+    notebook's last evaluation of the final model is captured. Its validation pass came just before
+    (12,000 rows before 10,000 on the real data: over the capture's cap); only the last batches
+    covering a test set's worth of rows are the test pass."""
+    from grader.probe import runtime
+    from grader.probe.passes import Evaluation
+
+    state = runtime._State({"num_classes": 10, "data_root": str(tiny_dataset.raw.parent.parent)})
+    net = _Net().eval()
+    evaluation = state.recorder.evaluation = Evaluation(state.recorder.module_serial(net), 0)
+    for rows in (64, 64, 64, 56, 64, 64, 64, 8):  # 248 validation-like rows, then a 200-row pass
+        evaluation.add(torch.rand(rows, 784), torch.zeros(rows, dtype=torch.int8), "float32")
+    captured = runtime._own_evaluation(state, net)
+    assert [x.shape[0] for x in captured.inputs] == [64, 64, 64, 8]
+    assert captured.row_classes[0].shape[0] == 200 and not captured.by_probe
+
+
+def test_any_exit_of_the_probe_but_a_return_is_a_fault_and_an_interrupt_still_stops() -> None:
+    """A student's BaseException raised in a callback the probe reads (``param_groups[0].get``) would
+    skip the rest of the probe's step: it is a fault, not the student's exception; the grader's own
+    interrupt at the time limit still goes through."""
+    import pytest
+
+    from grader.probe.guard import FAULTS, guarded
+
+    class Hide(BaseException):
+        pass
+
+    def hidden() -> None:
+        raise Hide("hidden")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert guarded(hidden)() is None
+    assert any("hidden" in line and "Hide" in line for line in FAULTS.export())
+    with pytest.raises(KeyboardInterrupt):
+        guarded(interrupted)()
+
+
+def test_a_step_seen_to_begin_and_never_to_end_is_lost(tiny_dataset: Dataset) -> None:
+    """An optimizer's own post-hook runs before the probe's and can raise, so the probe never sees the
+    step end: the global pre-hook saw it begin. A wrapper stepping an inner optimizer is no loss."""
+    index, _, _ = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    outer, inner = (torch.optim.SGD(_Net().parameters(), lr=0.1) for _ in range(2))
+    recorder.before_step(outer, (), {})
+    recorder.before_step(inner, (), {})
+    recorder.on_step(inner, (), {})
+    recorder.on_step(outer, (), {})
+    assert recorder.export()["lost_steps"] == 0
+    recorder.before_step(outer, (), {})  # its post-hook never came
+    recorder.before_step(outer, (), {})
+    recorder.on_step(outer, (), {})
+    assert recorder.export()["lost_steps"] == 1

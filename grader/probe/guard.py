@@ -95,8 +95,10 @@ def guarded(function: Callable[..., T], fallback: Any = None) -> Callable[..., T
                 with own_modes():
                     return function(*args, **kwargs)
             return function(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the probe's failure is never the student's
-            FAULTS.record(where, exc)
+        except BaseException as exc:  # noqa: BLE001 - the probe's failure is never the student's
+            FAULTS.record(where, exc)  # any exit but a return (a student's BaseException raised in a
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # callback the probe read, too)
+                raise  # the grader's interrupt at the time limit
             return fallback
 
     return call

@@ -251,6 +251,8 @@ class Recorder:
         self.yielded: Any = None  # the first tensor of that batch
         self._fetches: dict[int, int] = {}  # thread -> DataLoader batches it is building (their transforms are modules)
         self.unwatched_steps = 0  # optimizer steps taken inside a DataLoader's fetch (training hidden in a dataset)
+        self.lost_steps = 0  # steps that began and were never seen to end (before_step)
+        self._stepping: set[int] = set()  # optimizers whose step began and whose end is not seen yet
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
         self._test_since_step = False
@@ -606,9 +608,20 @@ class Recorder:
         self.yielded = first if isinstance(first, torch.Tensor) else None
 
     # -- optimizers and checkpoints -----------------------------------------------------------
+    def before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """A step begins (the global pre-hook runs before any of the optimizer's own hooks): one of the
+        same optimizer that began before and never reached ``on_step`` (an optimizer's own post-hook
+        raised first) is lost. (A wrapper such as Lookahead steps another optimizer inside its own.)"""
+        if self.internal:
+            return
+        serial = self.serials.of(optimizer)
+        self.lost_steps += serial in self._stepping
+        self._stepping.add(serial)
+
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
             return
+        self._stepping.discard(self.serials.of(optimizer))
         if self.fetching:
             self.unwatched_steps += 1  # its module calls were not watched: say so
         self._settle_draw(followed_by_step=True)
@@ -706,6 +719,7 @@ class Recorder:
             "loader_mismatch": self.loader_mismatch,
             "stepped_rows": bitmap(self.stepped_rows),
             "unwatched_steps": self.unwatched_steps,
+            "lost_steps": self.lost_steps + len(self._stepping),
             "steps": self.steps,
             "train_size": self.index.sizes.get("train"),
             "test_size": self.index.sizes.get("test"),

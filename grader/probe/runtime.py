@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
@@ -237,7 +237,8 @@ def _watch_calls(state: _State) -> None:
     register = torch.nn.modules.module
     state.hooks = [register.register_module_forward_pre_hook(before),
                    register.register_module_forward_hook(after, always_call=True),
-                   register_optimizer_step_post_hook(guarded(recorder.on_step))]
+                   register_optimizer_step_post_hook(guarded(recorder.on_step)),
+                   register_optimizer_step_pre_hook(guarded(recorder.before_step))]
     state.module_hooks.handles = state.hooks[:2]
     warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
 
@@ -455,9 +456,15 @@ def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
         return None
     if not models.param_serials(module, state.serials) <= models.param_serials(model, state.serials):
         return None
-    classes = torch.cat(evaluation.row_classes).tolist()
-    return capture.Pass(list(evaluation.inputs), classes, capture.Snapshot(model), "the notebook's own evaluation",
-                        by_probe=False, precision=evaluation.precision)
+    # Its last batches covering a test set's worth of rows: a validation pass just before it (a
+    # test set's 10,000 rows after 12,000 validation rows) is no part of it.
+    keep, rows = 0, 0
+    while rows < test_size and keep < len(evaluation.inputs):
+        keep += 1
+        rows += evaluation.inputs[-keep].shape[0]
+    classes = torch.cat(evaluation.row_classes[-keep:]).tolist()
+    return capture.Pass(list(evaluation.inputs[-keep:]), classes, capture.Snapshot(model),
+                        "the notebook's own evaluation", by_probe=False, precision=evaluation.precision)
 
 
 def _capture(state: _State, graded: Any, model: torch.nn.Module) -> dict[str, Any]:

@@ -32,6 +32,9 @@ LITERAL_LIMIT = 16 * 1024  # literal data in the code beyond this goes to review
 _MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
 _MAX_DECODED = 4 * 1024 * 1024
 _PROBE_NAMES = ("grader.probe", "probe.runtime", "grader_probe")
+# torch's tables of global hooks (module forward, optimizer step, ...): the probe's hooks live there
+# and reach its state; honest code registers hooks through torch's functions, never reads these.
+_HOOK_TABLE = re.compile(r"(?:^|\.)_global_\w*hooks?\b")
 _SEPARATED_DIGITS = re.compile(r"^[\s,;\[\]()'\"]*(?:[0-9][\s,;\[\]()'\"]*)+$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2}|\s)+$")
@@ -194,10 +197,14 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
             full = [f"{module}.{n}" if module else n for n in names]
             if any(_names_probe(n) or n.startswith("grader.probe") for n in full) or (module == "grader" and "probe" in names):
                 evidence.append(f"{where}: imports the grader's probe ({', '.join(full)})")
+            elif any(_HOOK_TABLE.search(n) for n in full):
+                evidence.append(f"{where}: imports torch's global hook tables, where the grader's probe watches")
         elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             value = node.value
             if isinstance(value, str) and _names_probe(value):
                 evidence.append(f"{where}: names the grader's probe ({value[:60]!r})")
+            elif isinstance(value, str) and _HOOK_TABLE.search(value):
+                evidence.append(f"{where}: names torch's global hook tables, where the grader's probe watches")
             elif len(value) >= _MIN_BLOB and any(_has_class_run(d) for d in _decodings(value)):
                 evidence.append(f"{where}: embeds a sequence of {LABEL_RUN}+ symbols over an alphabet of ten (the test labels?)")
         elif _sequence_of_classes(node):
@@ -207,6 +214,8 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
             name = resolve(written, aliases) if written else None
             if name and (name.startswith("grader.probe") or ".probe.runtime" in name):
                 evidence.append(f"{where}: reaches the grader's probe ({name})")
+            elif name and _HOOK_TABLE.search(name):
+                evidence.append(f"{where}: reaches torch's global hook tables, where the grader's probe watches")
             elif name == "sys.modules" and not _is_harmless_modules_lookup(node, parents):
                 evidence.append(f"{where}: reads sys.modules other than for a named module (where the probe lives)")
             elif name in ("gc.get_objects", "gc.get_referrers", "gc.get_referents"):
