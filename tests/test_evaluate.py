@@ -45,7 +45,7 @@ def _images(dataset: Dataset) -> torch.Tensor:
 
 
 def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None,
-             precision: str = "float32") -> bytes:
+             precision: str = "float32", views: tuple[str, ...] = ("identity",)) -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
     ``claimed``: the classes the kernel records (else the model's own); ``precision``: the arithmetic
     the kernel's pass says it ran in."""
@@ -76,6 +76,7 @@ def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: 
     import base64
 
     manifest = {"version": 2, "graph": json.dumps(graph), "tensors": tensors, "inputs": rows, "precision": precision,
+                "views": list(views),
                 "input_shape": list(inputs.shape[1:]), "row_classes": base64.b64encode(classes.numpy().tobytes()).decode()}
     return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
 
@@ -452,6 +453,28 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     assert honest.differing == 0 and honest.close_calls <= 0.1 * x.shape[0] and honest.precision == "bfloat16"
     claimed_float, _ = read("float32", kernel)
     assert claimed_float.differing == int(movable.sum())
+
+
+def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_dataset: Dataset,
+                                                                        images: torch.Tensor) -> None:
+    """The same model on each test image and its mirror image, softmax averaged: the grade is that
+    average (rebuilt from the official pixels, flipped by the evaluator itself), while the kernel's
+    record of the model on the images as they are is compared as always."""
+    torch.manual_seed(0)
+    model, x = Net().eval(), (images.float() / 255 - 0.286) / 0.353
+    with torch.no_grad():
+        nn.init.normal_(model.fc3.weight)
+        upright = model(x)
+        mirrored = model(x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784))
+    averaged = (torch.softmax(upright, 1) + torch.softmax(mirrored, 1)).argmax(1)
+    assert bool((averaged != upright.argmax(1)).any())  # the average decides some images otherwise
+    answer = evaluate.evaluate(_capture(model, x, views=("identity", "hflip")), tiny_dataset.raw / TEST_IMAGES,
+                               RUNNABLE)
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    assert found.mirrored and found.differing == 0 and list(found.predictions) == averaged.tolist()
+    alone = recompute.read(json.dumps(evaluate.evaluate(_capture(model, x), tiny_dataset.raw / TEST_IMAGES,
+                                                        RUNNABLE)), None, x.shape[0])
+    assert not alone.mirrored and list(alone.predictions) == upright.argmax(1).tolist()
 
 
 def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Dataset, images: torch.Tensor) -> None:

@@ -825,3 +825,20 @@ def test_a_step_seen_to_begin_and_never_to_end_is_lost(tiny_dataset: Dataset) ->
     recorder.before_step(outer, (), {})
     recorder.on_step(outer, (), {})
     assert recorder.export()["lost_steps"] == 1
+
+
+def test_mirror_images_of_the_whole_test_set_are_seen_per_model_and_step(tiny_dataset: Dataset) -> None:
+    """Test-time augmentation: the model evaluates every test image flipped left to right after its
+    upright pass; the flipped rows are no prediction of the pass, but the capture says the pass had
+    the mirror view (at the same weights)."""
+    index, test, _ = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    net = _Net()
+    x = test.float().div(255)
+    with torch.no_grad():
+        _call(recorder, net, x)
+        _call(recorder, net, x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784)[:150])
+        assert not recorder.mirrored_all(recorder.module_serial(net), 0)
+        _call(recorder, net, x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784)[150:])
+    (test_pass,) = recorder.test_passes
+    assert test_pass.complete and recorder.mirrored_all(test_pass.predictor[0], test_pass.end_step)

@@ -14,9 +14,11 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from grader.model.findings import Flag
+from grader.model.findings import Finding, Flag
 from grader.model.results import Measurement
 
+MIRRORED_NOTE = ("graded as the model's softmax averaged over each test image and its mirror image (test-time "
+                 "augmentation), as the notebook evaluated it")
 NOISE_MARGIN = 1e-3  # the evaluator's two best scores closer than this: another device may pick the other
 # More of the graded rows than this that close to call, and the kernel's record cannot be checked
 # (a model whose scores are all scaled down would make every row one).
@@ -65,6 +67,7 @@ class Recomputed:
     assumed: bool = False  # the grader's own pass assumed the test-time preprocessing (no test dataset seen)
     by_probe: bool = False  # the pass was the probe's own, not one the notebook made
     precision: str = "float32"  # the arithmetic the kernel's pass ran in, as its capture says (its noise bound)
+    mirrored: bool = False  # graded as the softmax averaged over each image and its mirror image (TTA)
 
 
 def _ints(value: Any, size: int, low: int, high: int) -> list[int] | None:
@@ -136,8 +139,11 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     noise = data.get("noise")  # per row: how far the kernel's arithmetic (the capture's precision) may move it
     if not isinstance(noise, list) or len(noise) != rows:
         noise = [0.0] * rows
+    # Test-time augmentation over mirror images: the graded class is the averaged one; the kernel's
+    # record (the model on the images as they are) is compared with ``ours``.
+    averaged = _ints(data.get("averaged"), rows, 0, classes)
     predictions = [-1] * total
-    for index, predicted in zip(official, ours):
+    for index, predicted in zip(official, averaged or ours):
         if index >= 0:
             predictions[index] = predicted
     graded = [(o, c, k, m, n) for o, c, k, m, n in zip(official, ours, kernel or [-9] * rows, margins, noise)
@@ -157,7 +163,7 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts,
                       data.get("changed_after_pass") is True, data.get("structure_at_pass"), data.get("assumed") is True,
-                      data.get("by_probe") is True, str(data.get("precision"))[:10])
+                      data.get("by_probe") is True, str(data.get("precision"))[:10], averaged is not None)
 
 
 def _noise(precision: str) -> str:
@@ -213,6 +219,8 @@ def apply(measurement: Measurement, recomputed: Recomputed | None, labels: tuple
     kept = tuple(f for f in measurement.findings if f.flag not in redone and not (
         f.flag is None and f.note and "printed accuracy is not compared" in f.note))
     findings = kept + reported_findings(measurement.reported_accuracy, accuracy, tolerance, compare_reported, True)
+    if recomputed.mirrored:
+        findings += (Finding(None, MIRRORED_NOTE),)
     return replace(measurement, accuracy=accuracy, correct=correct, total=len(labels), recomputed=True,
                    source="probe-pass" if recomputed.by_probe else "student-test-pass", findings=findings,
                    tampering=tampering, confusion=confusion(predicted, labels, classes))

@@ -19,7 +19,7 @@ import torch
 from grader.probe import model as models
 from grader.probe.identity import Serials
 
-CAPTURE_VERSION = 2  # 2: the pass's arithmetic (precision) and its inputs' dtype
+CAPTURE_VERSION = 2  # 2: the pass's arithmetic (precision), its inputs' dtype, the views it averaged
 MAX_INPUT_ROWS = 20_000  # a test pass feeds 10,000 images; more is not a test pass
 
 
@@ -109,13 +109,16 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
         entry, offset = _tensor_entry(name, "constant", value, chunks, offset)
         tensors.append(entry)
     rows, offset = _tensor_entry("inputs", "input", inputs.float(), chunks, offset)
+    predictor = getattr(graded, "predictor", None)  # test-time augmentation: the same model on every mirror image
+    mirrored = predictor is not None and recorder.mirrored_all(predictor[0], graded.end_step)
     classes = torch.cat(graded.row_classes).to(torch.int8).cpu().numpy().tobytes()
     manifest = {"version": CAPTURE_VERSION, "graph": artifact.exported_program.decode("utf-8"), "tensors": tensors,
                 "inputs": rows, "input_shape": list(graded.inputs[0].shape[1:]),
                 "row_classes": base64.b64encode(classes).decode(), "changed_after_pass": changed,
                 "structure_at_pass": snapshot.structure, "by_probe": getattr(graded, "by_probe", False),
                 "preprocessing": getattr(graded, "preprocessing", None), "precision": graded.precision,
-                "input_dtype": str(sample.dtype).removeprefix("torch.")}
+                "input_dtype": str(sample.dtype).removeprefix("torch."),
+                "views": ["identity", "hflip"] if mirrored else ["identity"]}
     return manifest, b"".join(chunks)
 
 

@@ -252,6 +252,7 @@ class Recorder:
         self._fetches: dict[int, int] = {}  # thread -> DataLoader batches it is building (their transforms are modules)
         self.unwatched_steps = 0  # optimizer steps taken inside a DataLoader's fetch (training hidden in a dataset)
         self.lost_steps = 0  # steps that began and were never seen to end (before_step)
+        self.mirrored: dict[int, tuple[int, torch.Tensor]] = {}  # module -> (step, test images seen flipped)
         self._stepping: set[int] = set()  # optimizers whose step began and whose end is not seen yet
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
@@ -349,6 +350,8 @@ class Recorder:
                 self._check_claimed(seen.get("train"))
             return
         found = self.index.matches(args[0])
+        if "test" in found and found["test"].flipped and not stepping:
+            self._mirror(module, found["test"])
         # Rows flipped left to right are another view of a test image (test-time augmentation), not its prediction.
         match = self.index.majority({split: m for split, item in found.items() if (m := item.upright()) is not None})
         if torch.is_grad_enabled() and "test" in found:  # trained on only if their rows' gradient reaches the model
@@ -463,6 +466,22 @@ class Recorder:
         hook = guarded(reached)
         for tensor in graded_outputs(output, watch.batch):
             tensor.register_hook(hook)
+
+    def _mirror(self, module: torch.nn.Module, match: Match) -> None:
+        """Test images a module evaluated flipped left to right since the last optimizer step (the
+        other view of test-time augmentation)."""
+        serial = self.module_serial(module)
+        step, seen = self.mirrored.get(serial, (-1, None))
+        if step != self.steps or seen is None:
+            seen = torch.zeros(self.index.sizes["test"], dtype=torch.bool)
+            self.mirrored[serial] = (self.steps, seen)
+        turned = [group[0] for p, group in zip(match.positions, match.indices) if p in match.flipped and len(group) == 1]
+        seen[torch.tensor(turned, dtype=torch.long)] = True
+
+    def mirrored_all(self, serial: int, step: int) -> bool:
+        """Whether the module evaluated every test image flipped, with the weights of optimizer step ``step``."""
+        at, seen = self.mirrored.get(serial, (-1, None))
+        return at == step and seen is not None and bool(seen.all())
 
     def _maybe_evaluation(self, module: torch.nn.Module, value: Any, stepping: bool) -> None:
         """Keep an evaluation call's input (rows of an image's size) until its output is known."""

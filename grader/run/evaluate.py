@@ -14,13 +14,14 @@ torch deserializes it, and every tensor is raw bytes described by the manifest.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
 MAX_MANIFEST = 16 * 1024 * 1024
@@ -366,6 +367,15 @@ def _bound(node: Any) -> list[tuple[str, Any]]:
         [(str(key), value) for key, value in node.kwargs.items()]
 
 
+class Predicted(NamedTuple):
+    """What the graph answers per row (tensors): class, margin, noise bound, class averaged over views."""
+
+    classes: Any
+    margins: Any
+    noise: Any
+    averaged: Any
+
+
 _ALONE_SAMPLE = 256  # images run again in pairs to show the graph answers each image on its own
 
 
@@ -382,12 +392,13 @@ INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
-             precision: str = "float32") -> tuple[Any, Any, Any]:
+             precision: str = "float32", mirror: bool = False) -> Predicted:
     """The class per row, the margin between the two highest outputs and the noise the kernel's
     arithmetic allows per row (``precision``: float32, or the coarser arithmetic the capture names),
-    to tell float noise apart. The graph must answer each image on its own: a sample is run again in
-    pairs, and a graph whose scores change with the other images of its batch beyond float noise is
-    refused."""
+    to tell float noise apart; with ``mirror``, also the class of the softmax averaged over each row
+    and its mirror image (test-time augmentation). The graph must answer each image on its own: a
+    sample is run again in pairs, and a graph whose scores change with the other images of its batch
+    beyond float noise is refused."""
     import os
 
     import torch
@@ -400,8 +411,8 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
 
     eps: list[float] = []  # the resolution of the graph's own score dtype (a half-precision model's is coarse)
 
-    def run(rows: Any) -> Any:
-        output = module(inputs[rows].reshape(-1, *shape))
+    def run(rows: Any, source: Any = inputs) -> Any:
+        output = module(source[rows].reshape(-1, *shape))
         if isinstance(output, (tuple, list)):
             output = output[0]
         if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
@@ -440,35 +451,47 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
                 if float((again - scores[row]).abs().max()) > tolerance * (1.0 + float(scores[row].abs().max())):
                     raise Refused("the captured model's answer for a test image changes with the other images of "
                                   "its batch, which the homework's three Linear layers cannot do")
+        averaged = None
+        if mirror:  # each image left to right, under the same map (a per-image map commutes with the flip)
+            side = math.isqrt(inputs.shape[1])
+            turned = inputs.reshape(-1, side, side).flip(-1).reshape(inputs.shape)
+            both = torch.softmax(scores, 1)
+            for start in range(0, inputs.shape[0], 1000):
+                rows = order[start:start + 1000]
+                both[rows] += torch.softmax(run(rows, turned), 1)
+            averaged = both.argmax(1)
     top = scores.topk(2, dim=1)
-    return top.indices[:, 0], top.values[:, 0] - top.values[:, 1], noise
+    return Predicted(top.indices[:, 0], top.values[:, 0] - top.values[:, 1], noise, averaged)
 
 
 def _graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int,
-            precision: str = "float32") -> tuple[list[int], list[float], list[float]]:
-    """Classes, margins and noise bounds per row. Only verified test images reach the graph, each
-    image once: rows fed before the graded pass (-2) and repeated images could carry anything (labels,
-    another model's answers) to a graph that compares the rows of its batch. Other rows get class 0,
-    margin 0."""
+            precision: str = "float32", mirror: bool = False) -> dict[str, list[Any] | None]:
+    """Per row: classes, margins, noise bounds and (with ``mirror``) the classes averaged over each
+    image and its mirror image. Only verified test images reach the graph, each image once: rows fed
+    before the graded pass (-2) and repeated images could carry anything (labels, another model's
+    answers) to a graph that compares the rows of its batch. Other rows get class 0, margin 0."""
     import torch
 
     first: dict[int, int] = {}
     for row, index in enumerate(official):
         if index >= 0:
             first.setdefault(index, row)
-    found = [0] * len(official)
-    margins = [0.0] * len(official)
-    noise = [0.0] * len(official)
+    found: dict[str, list[Any] | None] = {"classes": [0] * len(official), "margins": [0.0] * len(official),
+                                          "noise": [0.0] * len(official),
+                                          "averaged": [0] * len(official) if mirror else None}
     if not first:
-        return found, margins, noise
+        return found
     rows = torch.tensor(list(first.values()), dtype=torch.long)
-    predicted, gaps, allowed = _predict(program, fed[rows], shape, classes, precision)
-    by_image = {index: (int(c), float(m), float(n))
-                for index, c, m, n in zip(first, predicted.tolist(), gaps.tolist(), allowed.tolist())}
-    for row, index in enumerate(official):
-        if index >= 0:
-            found[row], margins[row], noise[row] = by_image[index]
-    return found, margins, noise
+    predicted = _predict(program, fed[rows], shape, classes, precision, mirror)
+    for name, values in predicted._asdict().items():
+        column = found[name]
+        if values is None or column is None:
+            continue
+        by_image = dict(zip(first, values.tolist()))
+        for row, index in enumerate(official):
+            if index >= 0:
+                column[row] = by_image[index]
+    return found
 
 
 def _official(path: Path) -> Any:
@@ -652,13 +675,17 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
     # image there is no grade (the judge says why), and nothing is run.
     precision = str(manifest.get("precision"))
     dtype = str(manifest.get("input_dtype"))
+    # Test-time augmentation over mirror images, rebuilt from the official pixels like the rows themselves.
+    mirror = manifest.get("views") == ["identity", "hflip"] and how == "per image"
     if rebuilt is None or -1 in official:
-        classes, margins, noise = [0] * rows, [0.0] * rows, [0.0] * rows
+        found: dict[str, Any] = {"classes": [0] * rows, "margins": [0.0] * rows, "noise": [0.0] * rows,
+                                 "averaged": None}
     else:
         fed = rebuilt.to(getattr(torch, dtype if dtype in INPUT_DTYPES else "float32"))  # as the graph was fed
-        classes, margins, noise = _graded(program, fed, official, shape, 10, precision)
-    return {"rows": rows, "official": official, "classes": classes, "margins": [round(m, 6) for m in margins],
-            "noise": [round(n, 6) for n in noise], "precision": precision if precision in EMULATED else "float32",
+        found = _graded(program, fed, official, shape, 10, precision, mirror)
+    return {"rows": rows, "official": official, "classes": found["classes"],
+            "margins": [round(m, 6) for m in found["margins"]], "noise": [round(n, 6) for n in found["noise"]],
+            "averaged": found["averaged"], "precision": precision if precision in EMULATED else "float32",
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
             "structure_at_pass": manifest.get("structure_at_pass"), "by_probe": manifest.get("by_probe") is True,
