@@ -165,7 +165,9 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         found.append(Finding(Flag.TEST_SET_SELECTION, selection))
     correct, accuracy = _accuracy(predictions, labels)
     accuracy = round(accuracy, 2)
-    found += reported_findings(reported, accuracy, tolerance, compare_reported, record.status is Status.GRADED)
+    finished = record.status is Status.GRADED
+    # After a failed run the accuracy is the model's at the error, not the notebook's result: nothing to compare.
+    found += reported_findings(reported, accuracy if finished else None, tolerance, compare_reported, finished)
     return Measurement(accuracy, reported, correct, total, source, tuple(found), None,
                        confusion(predictions, labels, classes), confidently_wrong(predictions, labels, sure))
 
@@ -173,11 +175,12 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
 CHANCE_AT_MOST = 20.0  # % a notebook can print for its test accuracy when the test labels are hidden from it
 
 
-def reported_findings(reported: float | None, accuracy: float, tolerance: float, compare: bool,
+def reported_findings(reported: float | None, accuracy: float | None, tolerance: float, compare: bool,
                       finished: bool) -> tuple[Finding, ...]:
-    """What the printed accuracy says beside the measured one (not compared when the labels were hidden)."""
+    """What the printed accuracy says beside the measured one (not compared when the labels were hidden);
+    ``accuracy`` None: nothing was measured, so no printed figure is called a mismatch."""
     if not compare:
-        if reported is not None and reported > CHANCE_AT_MOST:  # a figure the test set cannot have given
+        if reported is not None and accuracy is not None and reported > CHANCE_AT_MOST:  # the test set cannot give it
             return (Finding(None, HIDDEN_LABELS_NOTE), Finding(
                 Flag.REPORTED_ACCURACY_MISMATCH, f"the notebook printed {reported:g}% although the test labels were hidden "
                 f"from it (computed on the test set, that figure is at chance, about 10%), so it was not measured on the "
@@ -186,7 +189,7 @@ def reported_findings(reported: float | None, accuracy: float, tolerance: float,
     if reported is None and finished:
         return (Finding(Flag.NO_REPORTED_ACCURACY, "no printed test accuracy was found in the notebook's output (a "
                                                    "percentage, a fraction or N/M on a line naming the test accuracy)"),)
-    if reported is not None and abs(reported - accuracy) > tolerance:
+    if reported is not None and accuracy is not None and abs(reported - accuracy) > tolerance:
         return (Finding(Flag.REPORTED_ACCURACY_MISMATCH,
                         f"the notebook printed {reported:g}% but the grader measured {accuracy:.2f}%"),)
     return ()

@@ -228,9 +228,14 @@ def classroom_result(outcome: Outcome) -> dict[str, Any]:
     status = {Status.GRADED: "pass", Status.VIOLATION: "fail"}.get(r.status, "error")
     tests = [{"name": c.name, "status": "fail" if c.status == "fail" else "error" if c.status == "error" else "pass",
               "message": c.message, "test_code": f"grader ci ({c.name})", "filename": outcome.file,
-              "line_no": c.line or 0, "duration": round(c.duration_s * 1000), "score": c.score}
+              "line_no": c.line or 0, "duration": _milliseconds(c.duration_s), "score": c.score}
              for c in cases(outcome) if outcome.ran or c.name != "accuracy band"]
     return {"version": 1, "status": status, "max_score": r.max_score if outcome.ran else 0, "tests": tests}
+
+
+def _milliseconds(seconds: float) -> int:
+    """A duration for Classroom's report: whole milliseconds, 0 for a negative one, at most a year's."""
+    return round(min(max(seconds, 0.0), 365 * 86400.0) * 1000)
 
 
 def classroom_output(outcome: Outcome) -> str:

@@ -79,6 +79,6 @@ def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> Cl
     review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
     statuses = tuple(Count(status.value, n) for status in Status if (n := sum(g.result.status is status for g in rows)))
     accuracies = measured(rows)
-    mean = statistics.fmean(accuracies) if accuracies else None
+    mean = sum(accuracies) / len(accuracies) if accuracies else None  # fmean raises on an overflowing sum
     median = statistics.median(accuracies) if accuracies else None
     return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review, statuses, mean, median)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,14 @@ def missing(roster: Roster, graded: list[Grade]) -> list[str]:
     return sorted(a for a in roster.people if a not in have)
 
 
-def _write(header: list[str], rows: list[list[str]]) -> str:
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV with "\n" line ends; a carriage return in a cell becomes "\n" (the csv module quotes a
+    cell holding "\n", not one holding a lone "\r", which a reader takes for the end of the row)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([c.replace("\r\n", "\n").replace("\r", "\n") if isinstance(c, str) else c for c in row]
+                     for row in rows)
     return buffer.getvalue()
 
 
@@ -72,7 +76,7 @@ def canvas_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
     them), then the assignment with each total."""
     totals = {g.result.student: str(g.total) if g.settled else "" for g in graded}  # a review has no grade yet
     rows = [[person[c] for c in CANVAS_COLUMNS] + [totals.get(account, "")] for account, person in sorted(roster.people.items())]
-    return _write([*CANVAS_COLUMNS, assignment], rows)
+    return csv_text([*CANVAS_COLUMNS, assignment], rows)
 
 
 def moodle_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
@@ -85,7 +89,7 @@ def moodle_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
         g = by_account.get(account)
         feedback = "missing: no submission" if g is None else _feedback(g)
         rows.append([person[c] for c in identifiers] + ["" if g is None or not g.settled else str(g.total), feedback])
-    return _write([*identifiers, assignment, "Feedback"], rows)
+    return csv_text([*identifiers, assignment, "Feedback"], rows)
 
 
 def _feedback(g: Grade) -> str:

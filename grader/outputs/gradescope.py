@@ -26,7 +26,7 @@ def results(found: Outcome, output: str) -> dict[str, Any]:
     tests = [{"name": c.name, "status": "failed" if c.status in ("fail", "error") else "passed", "score": c.score,
               "max_score": r.max_score if c.name == "accuracy band" else 0, "output": c.message, "visibility": "visible"}
              for c in cases(found)]
-    return {"score": r.score + r.bonus, "execution_time": round(r.duration_s), "output": output,
+    return {"score": r.score + r.bonus, "execution_time": max(0, round(r.duration_s)), "output": output,
             "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": tests,
             "leaderboard": [{"name": "Accuracy", "value": r.accuracy if r.accuracy is not None else 0, "order": "desc"}]}
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
 import hashlib
 import json
 import zipfile
@@ -20,11 +18,11 @@ from markupsafe import Markup
 from grader.model.pairs import load as load_pairs
 from grader.outputs.class_summary import measured, summarize
 from grader.model.dataset import CLASS_NAMES
-from grader.outputs.exports import Roster, lms_files, missing
+from grader.outputs.exports import Roster, csv_text, lms_files, missing
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
 from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
-from grader.model.results import Check, Result, Status, write_atomic
+from grader.model.results import Check, Result, Status, cut, write_atomic
 from grader.model.rubric import Rubric
 from grader.outputs.text import render
 
@@ -41,25 +39,23 @@ def gradebook_csv(rows: list[Grade], rubric: Rubric, missing: Sequence[str] = ()
     filled once the points are decided and empty for a result to review that no override settled
     (pending_points says what it withholds); points_accuracy is the accuracy the scale was read at,
     empty wherever no accuracy gave the points (a violation, a failed run, a review)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(GRADEBOOK_COLUMNS)
     top = rubric.accuracy.total_max
+    lines: list[list[object]] = []
     for g in rows:
         r, o = g.result, g.override
         decided = r.status is not Status.REVIEW
-        writer.writerow([r.student, _blank(r.accuracy, "{:.2f}"), _blank(r.reported_accuracy, "{:g}"),
-                         r.score if decided else "", r.max_score, r.bonus if decided else "",
-                         r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
-                         _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
-                         _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total if g.settled else "", top,
-                         _cell(o.note or ""), *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy),
-                         g.pending])
+        lines.append([r.student, _blank(r.accuracy, "{:.2f}"), _blank(r.reported_accuracy, "{:g}"),
+                      r.score if decided else "", r.max_score, r.bonus if decided else "",
+                      r.status.value, ";".join(r.flags), "yes" if r.report_pdf else "no", _cell(r.source),
+                      _cell(r.reason or ""), r.submitted_at or "", "" if r.late_days is None else r.late_days,
+                      _blank(o.points), _blank(o.bonus), _blank(o.report_points), g.total if g.settled else "", top,
+                      _cell(o.note or ""), *_seed_cells(r), _blank(r.saved_accuracy), _blank(r.report_accuracy),
+                      g.pending])
     for account in missing:
         row = dict.fromkeys(GRADEBOOK_COLUMNS, "")
         row.update(account=account, status="missing", report_present="no", reason="no submission found", total_max=str(top))
-        writer.writerow(row.values())
-    return buffer.getvalue()
+        lines.append(list(row.values()))
+    return csv_text(GRADEBOOK_COLUMNS, lines)
 
 
 def override_warnings(rows: list[Grade]) -> tuple[str, ...]:
@@ -88,44 +84,79 @@ def _blank(value: float | None, shape: str = "{}") -> str:
 
 
 def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skipped: list[tuple[str, str]],
-                        overrides: dict[str, Override] | None = None, roster: Roster | None = None) -> None:
+                        overrides: dict[str, Override] | None = None, roster: Roster | None = None) -> tuple[str, ...]:
     """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results and the
     TA's overrides; with a roster, OUT/canvas.csv and OUT/moodle.csv for the columns it has;
-    OUT/skipped.json keeps the files not graded, for `grader report` to show again."""
+    OUT/skipped.json keeps the files not graded, for `grader report` to show again. A page that
+    cannot be rendered is replaced by one saying so, and the others are still written; returns a
+    line for the TA per such page."""
     rows = grades(results, overrides or {})
     write_atomic(out / "skipped.json", json.dumps(skipped).encode())
     absent = missing(roster, rows) if roster else []
     (out / "gradebook.csv").write_text(gradebook_csv(rows, rubric, absent), encoding="utf-8")
     for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
         (out / name).write_text(text, encoding="utf-8")
+    failed: list[str] = []
     pairs = load_pairs(out)
     scale = [(t.at_least, t.points) for t in (*rubric.accuracy.thresholds, rubric.accuracy.bonus)]
-    accuracies = measured(rows)
-    histogram = _cached(out, "class-histogram", (accuracies, scale),
-                        lambda: accuracy_histogram(accuracies, rubric) if accuracies else None)
-    (out / "index.html").write_text(render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
-                                           summary=summarize(rows, rubric, histogram), pairs=pairs, absent=absent),
+
+    def index() -> str:
+        accuracies = measured(rows)
+        histogram = _cached(out, "class-histogram", (accuracies, scale),
+                            lambda: accuracy_histogram(accuracies, rubric) if accuracies else None)
+        return render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
+                      summary=summarize(rows, rubric, histogram), pairs=pairs, absent=absent)
+
+    links = [("gradebook.csv", "the gradebook (CSV)")] + [(f"students/{g.result.student}.html", g.result.student)
+                                                           for g in rows]
+    (out / "index.html").write_text(_isolated(index, "the class page", rubric, failed, links=links)[0],
                                     encoding="utf-8")
     similar = out / "similar"
     similar.mkdir(exist_ok=True)
     for pair in pairs:
-        (similar / f"{pair.a}--{pair.b}.html").write_text(render("similar.html.j2", p=pair, rubric=rubric), encoding="utf-8")
-    students = out / "students"
-    students.mkdir(parents=True, exist_ok=True)
+        (similar / f"{pair.a}--{pair.b}.html").write_text(
+            _isolated(lambda: render("similar.html.j2", p=pair, rubric=rubric), f"the page of {pair.a} and {pair.b}",
+                      rubric, failed, links=[("../index.html", "the class")])[0], encoding="utf-8")
+    students, feedback = out / "students", out / "feedback"
+    for folder in (students, feedback):
+        folder.mkdir(parents=True, exist_ok=True)
     for g in rows:
-        result = g.result
-        graded = result.accuracy if result.status is Status.GRADED else None
-        curve = _cached(out, f"{result.student}-curve", (result.curve, scale, graded),
-                        lambda: training_curve(result.curve, rubric, graded) if result.curve else None)
-        wrong = _cached(out, f"{result.student}-wrong", (result.wrong, result.wrong_images), lambda: _wrong_strip(result))
-        notebook_html = (out / "executed" / f"{result.student}.html").is_file()
-        for folder, feedback in ((students, False), (out / "feedback", True)):
-            folder.mkdir(exist_ok=True)
-            page = student_page(g, rubric, feedback, notebook_html)
-            (folder / f"{result.student}.html").write_text(
-                render("student.html.j2", r=result, g=g, rubric=rubric, classes=CLASS_NAMES, curve=curve, wrong=wrong,
-                       page=page, feedback=feedback), encoding="utf-8")
-    _zip_feedback(out / "feedback", [g.result.student for g in rows], out / "feedback.zip")
+        account = g.result.student
+        links = [("../index.html", "all students"), (f"../results/{account}.json", "raw result (JSON)")]
+        ta, sent = _isolated(lambda: _student_pages(out, g, rubric, scale), f"{account}'s page", rubric, failed, links)
+        (students / f"{account}.html").write_text(ta, encoding="utf-8")
+        (feedback / f"{account}.html").write_text(sent, encoding="utf-8")
+    _zip_feedback(feedback, [g.result.student for g in rows], out / "feedback.zip")
+    return tuple(failed)
+
+
+def _student_pages(out: Path, g: Grade, rubric: Rubric, scale: list[tuple[float, int]]) -> tuple[str, str]:
+    """(the TA's page, the page sent back) of one student, plots drawn or read from OUT/plots."""
+    result = g.result
+    graded = result.accuracy if result.status is Status.GRADED else None
+    curve = _cached(out, f"{result.student}-curve", (result.curve, scale, graded),
+                    lambda: training_curve(result.curve, rubric, graded) if result.curve else None)
+    wrong = _cached(out, f"{result.student}-wrong", (result.wrong, result.wrong_images), lambda: _wrong_strip(result))
+    notebook_html = (out / "executed" / f"{result.student}.html").is_file()
+    ta, sent = (render("student.html.j2", r=result, g=g, rubric=rubric, classes=CLASS_NAMES, curve=curve, wrong=wrong,
+                       page=student_page(g, rubric, feedback, notebook_html), feedback=feedback)
+                for feedback in (False, True))
+    return ta, sent
+
+
+def _isolated(draw: Callable[[], str | tuple[str, str]], what: str, rubric: Rubric, failed: list[str],
+              links: list[tuple[str, str]]) -> tuple[str, str]:
+    """``draw()``'s page(s), or where it fails, a page saying in one line that ``what`` could not be
+    rendered and why (added to ``failed``): one odd result never costs the class its pages. The
+    second page is the one sent back to a student (their fallback names no cause and links nothing)."""
+    try:
+        drawn = draw()
+        return (drawn, drawn) if isinstance(drawn, str) else drawn
+    except Exception as exc:  # whatever a renderer raises, including the grader's own bugs: said, not thrown
+        why = cut(" ".join(f"{type(exc).__name__}: {exc}".split()), 200)
+        failed.append(f"{what} could not be rendered ({why}); a page saying so was written in its place")
+        return (render("unrendered.html.j2", homework=rubric.homework, what=what, why=why, links=links),
+                render("unrendered.html.j2", homework=rubric.homework, what=what, why=None, links=[]))
 
 
 def notebook_page(homework: str, account: str, body: str) -> str:
@@ -165,8 +196,10 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
     """The lead of ``g``'s page; ``feedback``: the page sent to the student (no TA-only flags)."""
     r = g.result
     # The judge decides a mismatch (it knows when the test labels were hidden and the printed figure is
-    # at chance); the page only says it.
-    mismatch = Flag.REPORTED_ACCURACY_MISMATCH.value in r.flags
+    # at chance); the page only says it, beside both figures (a result written before the judge held to
+    # that can carry the flag without a measured accuracy).
+    mismatch = (Flag.REPORTED_ACCURACY_MISMATCH.value in r.flags and r.reported_accuracy is not None
+                and r.accuracy is not None)
     agrees = (r.reported_accuracy is not None and r.accuracy is not None
               and abs(r.reported_accuracy - r.accuracy) <= rubric.accuracy.mismatch_tolerance)
     tone = "mismatch" if r.status is Status.GRADED and (mismatch or r.flags) else r.status.value
@@ -223,7 +256,8 @@ def _wrong_strip(result: Result) -> Markup | None:
 def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> tuple[str, ...]:
     """Every page and export again from OUT/results/*.json and the overrides, running nothing;
     returns what the TA should hear: how many results were read (a damaged one is skipped and
-    listed) and, with a roster, who is graded but not in it and who is in it with no grade."""
+    listed), the pages that could not be rendered and, with a roster, who is graded but not in it
+    and who is in it with no grade."""
     results, skipped = [], []
     for path in sorted((out / "results").glob("*.json")):
         try:
@@ -236,8 +270,8 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: 
     except (OSError, ValueError, TypeError):
         pass
     check_accounts(overrides, {r.student for r in results})
-    write_batch_reports(out, results, rubric, skipped, overrides, roster)
-    said = [f"{len(results)} results in {out / 'results'}", *override_warnings(grades(results, overrides))]
+    unrendered = write_batch_reports(out, results, rubric, skipped, overrides, roster)
+    said = [f"{len(results)} results in {out / 'results'}", *override_warnings(grades(results, overrides)), *unrendered]
     if roster is not None:
         graded = {r.student for r in results}
         outside = sorted(graded - set(roster.people))
