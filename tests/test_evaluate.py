@@ -430,7 +430,8 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     """Validation and test under ``torch.autocast(dtype=torch.bfloat16)``: on another device the
     kernel's class may differ from a float32 run wherever bfloat16 rounding can move the two best
     scores past each other. Recomputed in the arithmetic the capture names, such rows are noise (a
-    few close calls); claimed as float32, the same record is tampering evidence."""
+    few close calls, graded as the notebook counted them where that is one of the graph's two best
+    classes); claimed as float32, the same record is tampering evidence."""
     torch.manual_seed(0)
     model, x = Net().eval(), images.float() / 255
     with torch.no_grad():
@@ -451,6 +452,9 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     kernel = torch.where(movable, runner_up, scores.argmax(1))  # another device's bfloat16 flipped them all
     honest, _ = read("bfloat16", kernel)
     assert honest.differing == 0 and honest.close_calls <= 0.1 * x.shape[0] and honest.precision == "bfloat16"
+    assert list(honest.predictions) == kernel.tolist()  # a close call is graded as the notebook counted it
+    odd = torch.where(movable, (scores.topk(3, dim=1).indices[:, 2]), scores.argmax(1))  # not one of the two best
+    assert list(read("bfloat16", odd)[0].predictions) == scores.argmax(1).tolist()
     claimed_float, _ = read("float32", kernel)
     assert claimed_float.differing == int(movable.sum())
 
@@ -480,7 +484,8 @@ def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_da
 def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     """A hidden unit that fires on a tenth of the images with an equal, huge weight to every class
     leaves every answer as it was but makes bfloat16 move exactly those rows: no row is excused more
-    than a few times the usual row, so a record forged on them is still tampering evidence."""
+    than a few times the usual row, so a record forged on them is still tampering evidence (and the
+    grade, counted in the bfloat16 the pass claims, gains nothing on them)."""
     torch.manual_seed(0)
     model, x = Plain().eval(), images.float() / 255
     with torch.no_grad():
@@ -502,8 +507,9 @@ def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Datas
     answer = evaluate.evaluate(_capture(model, x, claimed=forged, precision="bfloat16"),
                                tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
-    assert 0 < int(fires.sum()) <= 0.1 * x.shape[0] and found.differing >= 0.8 * int(fires.sum())
-    assert found.close_calls <= 0.1 * x.shape[0]
+    assert 0 < int(fires.sum()) <= 0.1 * x.shape[0] and found.differing > 0 and found.close_calls <= 0.1 * x.shape[0]
+    labels = _labels(tiny_dataset).tolist()  # and graded in bfloat16, those rows lose what the unit drowned
+    assert sum(p == y for p, y in zip(found.predictions, labels)) <= int((scores.argmax(1) == torch.tensor(labels)).sum())
 
 
 def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:

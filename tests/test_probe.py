@@ -842,3 +842,21 @@ def test_mirror_images_of_the_whole_test_set_are_seen_per_model_and_step(tiny_da
         _call(recorder, net, x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784)[150:])
     (test_pass,) = recorder.test_passes
     assert test_pass.complete and recorder.mirrored_all(test_pass.predictor[0], test_pass.end_step)
+
+
+def test_a_loaded_torchscript_model_is_captured_through_a_python_twin() -> None:
+    """``torch.jit.load`` of a saved trace shares no weights with a Python module: a copy of the
+    notebook's own model class with the script's weights stands in when it gives the same scores."""
+    import io
+
+    from grader.probe.capture import python_twin
+
+    net = _Net().eval()
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(2, 784)), buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    sample = torch.rand(2, 784)
+    twin = python_twin(loaded, sample)
+    assert twin is not None and not isinstance(twin, torch.jit.ScriptModule) and twin is not net
+    assert torch.equal(twin(sample), loaded(sample))

@@ -72,6 +72,31 @@ def _tensor_entry(name: str, kind: str, value: torch.Tensor, chunks: list[bytes]
     return entry, offset + len(raw)
 
 
+def python_twin(script: torch.nn.Module, sample: torch.Tensor) -> torch.nn.Module | None:
+    """For a TorchScript module with no Python module sharing its weights (``torch.jit.load`` of a
+    saved trace), a copy of a live Python module of the same state's names and shapes with the
+    script's weights loaded, when it gives the script's scores on ``sample``; torch.export captures
+    the copy (the trusted side still compares every row with what the kernel recorded)."""
+    import copy
+
+    state = script.state_dict()
+    shapes = {name: tuple(value.shape) for name, value in state.items()}
+    for candidate in reversed(models.live_modules()):
+        if isinstance(candidate, torch.jit.ScriptModule):
+            continue
+        try:
+            if {n: tuple(v.shape) for n, v in candidate.state_dict().items()} != shapes:
+                continue
+            twin = copy.deepcopy(candidate).eval()
+            twin.load_state_dict(state)
+            with torch.no_grad():
+                if torch.allclose(twin(sample).float(), script(sample).float(), rtol=1e-4, atol=1e-5):
+                    return twin
+        except Exception:  # noqa: BLE001 - a candidate that cannot stand in is not the twin
+            continue
+    return None
+
+
 def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[str, Any], bytes]:
     """(manifest, payload) of the graded pass; raises when the model cannot be captured."""
     from torch._export.serde.serialize import serialize
@@ -90,8 +115,12 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
     recorder.internal = True
     try:
         found.eval()
+        exported = found
+        if isinstance(found, torch.jit.ScriptModule):
+            exported = python_twin(found, sample) or found
         with torch.no_grad():
-            program = torch.export.export(found, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+            program = torch.export.export(exported, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},),
+                                          strict=False)
     finally:
         found.train(was_training)
         recorder.internal = False

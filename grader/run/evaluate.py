@@ -13,6 +13,7 @@ torch deserializes it, and every tensor is raw bytes described by the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -70,6 +71,14 @@ class Evaluator:
 
 # -- the child ---------------------------------------------------------------------------------
 CAPTURE_VERSION = 2  # the probe's capture.CAPTURE_VERSION (this process imports nothing of the grader)
+
+
+def input_dtype(manifest: dict[str, Any]) -> Any:
+    """The dtype the graded pass fed the model (half precision, float64), else float32."""
+    import torch
+
+    name = manifest.get("input_dtype")
+    return getattr(torch, name if name in INPUT_DTYPES else "float32")
 
 
 class Refused(Exception):
@@ -191,6 +200,7 @@ def _program(manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]) 
     from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
 
     text = manifest.get("graph")
+    dtype = input_dtype(manifest)
     if not isinstance(text, str):
         raise Refused("the capture has no graph")
     try:
@@ -222,13 +232,13 @@ def _program(manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]) 
     serialized = _bytes_to_dataclass(schema.ExportedProgram, json.dumps(graph).encode())
     try:
         program = ExportedProgramDeserializer().deserialize(serialized, state, constants,
-                                                            ((torch.zeros(2, *shape),), {}))
+                                                            ((torch.zeros(2, *shape, dtype=dtype),), {}))
     except Exception as exc:  # noqa: BLE001 - a graph torch cannot rebuild is not run
         raise Refused(f"the captured graph could not be rebuilt ({type(exc).__name__})") from None
     counts: dict[str, int] = {}
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
-    uses, mixes, products, way = _flow(program, shape)
+    uses, mixes, products, way = _flow(program, shape, dtype)
     return program, {"ops": counts, "uses": uses, "mixes": mixes, "products": products, "way": way,
                      **{f"{k}s": v for k, v in facts.items()}}
 
@@ -243,8 +253,8 @@ _PASS_THROUGH = frozenset({"view", "reshape", "_unsafe_view", "t", "permute", "t
 _PRODUCTS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "addmv", "mv"})
 
 
-def _flow(program: Any, shape: list[int]) -> tuple[dict[str, list[list[str]]], list[str], list[dict[str, Any]],
-                                                   list[list[Any]]]:
+def _flow(program: Any, shape: list[int], dtype: Any) -> tuple[dict[str, list[list[str]]], list[str],
+                                                               list[dict[str, Any]], list[list[Any]]]:
     """Read on the graph torch rebuilt, not on its JSON (where a tensor can sit in a size's slot),
     the architecture rule's facts: for every parameter, buffer and constant, the ops that use it,
     each as [op, the argument it is], looking through reshapes and copies; the ops that combine two
@@ -267,7 +277,7 @@ def _flow(program: Any, shape: list[int]) -> tuple[dict[str, list[list[str]]], l
         value = None
         if isinstance(name, str) and spec.kind == InputKind.USER_INPUT:
             flowing.add(name)
-            value = torch.zeros(2, *shape)
+            value = torch.zeros(2, *shape, dtype=dtype)
         elif isinstance(name, str) and isinstance(spec.target, str) and spec.kind in (
                 InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
             origin[name] = spec.target
@@ -373,6 +383,7 @@ class Predicted(NamedTuple):
     classes: Any
     margins: Any
     noise: Any
+    second: Any  # the runner-up class (a close call may be either)
     averaged: Any
 
 
@@ -411,7 +422,7 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
 
     eps: list[float] = []  # the resolution of the graph's own score dtype (a half-precision model's is coarse)
 
-    def run(rows: Any, source: Any = inputs) -> Any:
+    def run(rows: Any, source: Any = inputs, checked: bool = True) -> Any:
         output = module(source[rows].reshape(-1, *shape))
         if isinstance(output, (tuple, list)):
             output = output[0]
@@ -419,29 +430,37 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
             raise Refused("the captured graph does not output one score per class")
         if not output.is_floating_point():
             raise Refused("the captured graph's scores are not floating-point numbers")
+        if not checked:  # an emulation of the kernel's arithmetic may overflow where float32 does not
+            return output.float()
         eps.append(torch.finfo(output.dtype).eps)
         output = output.float()
         if not bool(torch.isfinite(output).all()):
             raise Refused("the captured model's scores are not all finite numbers (NaN or infinity)")
         return output
 
-    scores = torch.empty(inputs.shape[0], classes, dtype=torch.float32)
-    noise = torch.zeros(inputs.shape[0], dtype=torch.float32)
-    with torch.no_grad():
+    def score(source: Any = inputs, checked: bool = True) -> Any:
+        """Every row's scores, a thousand rows at a time in the secret order."""
+        out = torch.empty(inputs.shape[0], classes, dtype=torch.float32)
         for start in range(0, inputs.shape[0], 1000):
             rows = order[start:start + 1000]
-            scores[rows] = run(rows)
-        if precision in EMULATED:  # the kernel's coarser arithmetic, emulated: how far it moves each row
-            coarse = torch.empty_like(scores)
-            with torch.autocast("cpu", dtype=getattr(torch, EMULATED[precision])):
-                for start in range(0, inputs.shape[0], 1000):
-                    rows = order[start:start + 1000]
-                    output = module(inputs[rows].reshape(-1, *shape))
-                    coarse[rows] = (output[0] if isinstance(output, (tuple, list)) else output).float()
-            moved = (coarse - scores).abs().amax(1).nan_to_num(float("inf"))
+            out[rows] = run(rows, source, checked)
+        return out
+
+    # The pass's own arithmetic, emulated on the CPU when it was coarser than float32 (its grade: the
+    # notebook counted in it), and how far it moves each row from float32 (the noise it allows).
+    arithmetic = (torch.autocast("cpu", dtype=getattr(torch, EMULATED[precision])) if precision in EMULATED
+                  else contextlib.nullcontext())
+    with torch.no_grad():
+        scores = score()
+        tolerance = max(1e-4, 4 * max(eps))
+        graded, noise = scores, torch.zeros(inputs.shape[0], dtype=torch.float32)
+        if precision in EMULATED:
+            with arithmetic:
+                graded = score(checked=False)
+            moved = (graded - scores).abs().amax(1).nan_to_num(float("inf"))
             usual = float(moved.median())  # no row's allowance far from the usual: a graph built to move
             noise = REGIME_FACTOR * moved.clamp(min=usual, max=ROW_SPREAD * usual)  # rows it picks gets none
-        tolerance = max(1e-4, 4 * max(eps))
+            graded = torch.where(torch.isfinite(graded), graded, scores)
         if inputs.shape[0] >= 2:  # pairs: torch.export's dynamic batch starts at 2
             sample = torch.randperm(inputs.shape[0], generator=generator)[:_ALONE_SAMPLE]
             partners = torch.randperm(inputs.shape[0], generator=generator)[:sample.shape[0]]
@@ -455,13 +474,11 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
         if mirror:  # each image left to right, under the same map (a per-image map commutes with the flip)
             side = math.isqrt(inputs.shape[1])
             turned = inputs.reshape(-1, side, side).flip(-1).reshape(inputs.shape)
-            both = torch.softmax(scores, 1)
-            for start in range(0, inputs.shape[0], 1000):
-                rows = order[start:start + 1000]
-                both[rows] += torch.softmax(run(rows, turned), 1)
-            averaged = both.argmax(1)
-    top = scores.topk(2, dim=1)
-    return Predicted(top.indices[:, 0], top.values[:, 0] - top.values[:, 1], noise, averaged)
+            with arithmetic:
+                seen = score(turned, checked=precision not in EMULATED)
+            averaged = (torch.softmax(graded, 1) + torch.softmax(seen.nan_to_num(), 1)).argmax(1)
+    top = graded.topk(2, dim=1)
+    return Predicted(top.indices[:, 0], top.values[:, 0] - top.values[:, 1], noise, top.indices[:, 1], averaged)
 
 
 def _graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int,
@@ -477,7 +494,7 @@ def _graded(program: Any, fed: Any, official: list[int], shape: list[int], class
         if index >= 0:
             first.setdefault(index, row)
     found: dict[str, list[Any] | None] = {"classes": [0] * len(official), "margins": [0.0] * len(official),
-                                          "noise": [0.0] * len(official),
+                                          "noise": [0.0] * len(official), "second": [0] * len(official),
                                           "averaged": [0] * len(official) if mirror else None}
     if not first:
         return found
@@ -674,18 +691,18 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
     # the kernel's floats held within the tolerances never reaches it. With a row that is no test
     # image there is no grade (the judge says why), and nothing is run.
     precision = str(manifest.get("precision"))
-    dtype = str(manifest.get("input_dtype"))
     # Test-time augmentation over mirror images, rebuilt from the official pixels like the rows themselves.
     mirror = manifest.get("views") == ["identity", "hflip"] and how == "per image"
     if rebuilt is None or -1 in official:
         found: dict[str, Any] = {"classes": [0] * rows, "margins": [0.0] * rows, "noise": [0.0] * rows,
-                                 "averaged": None}
+                                 "second": [0] * rows, "averaged": None}
     else:
-        fed = rebuilt.to(getattr(torch, dtype if dtype in INPUT_DTYPES else "float32"))  # as the graph was fed
+        fed = rebuilt.to(input_dtype(manifest))  # as the graph was fed
         found = _graded(program, fed, official, shape, 10, precision, mirror)
     return {"rows": rows, "official": official, "classes": found["classes"],
             "margins": [round(m, 6) for m in found["margins"]], "noise": [round(n, 6) for n in found["noise"]],
-            "averaged": found["averaged"], "precision": precision if precision in EMULATED else "float32",
+            "second": found["second"], "averaged": found["averaged"],
+            "precision": precision if precision in EMULATED else "float32",
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
             "structure_at_pass": manifest.get("structure_at_pass"), "by_probe": manifest.get("by_probe") is True,
