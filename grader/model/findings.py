@@ -94,7 +94,9 @@ MEANING: dict[Flag, str] = {
     Flag.EARLY_STOPPING: "a complete run trained fewer epochs than the homework fixes (rubric: early_stopping: flag)",
     Flag.TRAINING_NOT_FOLLOWED: "the optimizer stepped over images the grader could not match to the training set",
     Flag.STATIC_RUN_DISAGREE: "the static and the run-time verdicts of a rule differ (the run's counts)",
-    Flag.PROBE_TAMPERED: "the notebook reaches into the grader's probe: an error, graded by the TA",
+    Flag.PROBE_TAMPERED: ("evidence honest code cannot produce (code reaching into the probe, the probe changed, or "
+                          "the kernel's record unlike the grader's own run beyond its arithmetic): an error, graded by "
+                          "the TA"),
     Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); only flagged",
     Flag.LITERAL_DATA: "the code carries tens of kilobytes of literal data (strings, bytes, long lists): to review",
     Flag.SEED_RERUN_EXCLUDED: "a borderline re-run with another seed failed, broke a rule or raised a new flag",
