@@ -481,6 +481,25 @@ def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_da
     assert not alone.mirrored and list(alone.predictions) == upright.argmax(1).tolist()
 
 
+class Detour(Net):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        x = x.unsqueeze(1).expand(-1, 1_000_000, 784).sum(1) / 1_000_000  # 3 GB a row, the same row back
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.bn(self.fc1(x))))))
+
+
+def test_a_graph_widening_the_images_way_is_refused_before_it_runs(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    """The layer rule would send the detour to review, but the evaluator ran the graph first: at a
+    million copies a row, minutes and gigabytes. Its shapes are followed with fake tensors first."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(evaluate.Refused, match="values per test image"):
+        evaluate.evaluate(_capture(Detour(), images[:2].float() / 255, claimed=torch.zeros(2, dtype=torch.long)),
+                          tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: no real run of it
+
+
 def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     """A hidden unit that fires on a tenth of the images with an equal, huge weight to every class
     leaves every answer as it was but makes bfloat16 move exactly those rows: no row is excused more

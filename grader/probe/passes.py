@@ -253,6 +253,7 @@ class Recorder:
         self.unwatched_steps = 0  # optimizer steps taken inside a DataLoader's fetch (training hidden in a dataset)
         self.lost_steps = 0  # steps that began and were never seen to end (before_step)
         self.mirrored: dict[int, tuple[int, torch.Tensor]] = {}  # module -> (step, test images seen flipped)
+        self._upright: dict[int, tuple[int, set[int]]] = {}  # module -> (its last test batch, the images in it)
         self._stepping: set[int] = set()  # optimizers whose step began and whose end is not seen yet
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
@@ -468,14 +469,20 @@ class Recorder:
             tensor.register_hook(hook)
 
     def _mirror(self, module: torch.nn.Module, match: Match) -> None:
-        """Test images a module evaluated flipped left to right since the last optimizer step (the
-        other view of test-time augmentation)."""
+        """Test images a module evaluated flipped left to right since the last optimizer step, beside
+        their upright rows (in the same call, or the module's test batch just before): the other view
+        of test-time augmentation. A separate pass over mirror images (a robustness check) is none."""
         serial = self.module_serial(module)
         step, seen = self.mirrored.get(serial, (-1, None))
         if step != self.steps or seen is None:
             seen = torch.zeros(self.index.sizes["test"], dtype=torch.bool)
             self.mirrored[serial] = (self.steps, seen)
-        turned = [group[0] for p, group in zip(match.positions, match.indices) if p in match.flipped and len(group) == 1]
+        beside = {group[0] for p, group in zip(match.positions, match.indices) if p not in match.flipped}
+        batch, upright = self._upright.get(serial, (-1, set()))
+        if batch == self.test_batches:
+            beside |= upright
+        turned = [group[0] for p, group in zip(match.positions, match.indices)
+                  if p in match.flipped and len(group) == 1 and group[0] in beside]
         seen[torch.tensor(turned, dtype=torch.long)] = True
 
     def mirrored_all(self, serial: int, step: int) -> bool:
@@ -528,6 +535,7 @@ class Recorder:
         current.batches += 1
         self.test_batches += 1
         current.last_batch = self.test_batches
+        self._upright[predictor[0]] = (self.test_batches, set(indices.tolist()))
         current.end_step = self.steps
         self._test_since_step = self._test_since_step or self._test_grad
         if bool((current.predictions >= 0).all()):

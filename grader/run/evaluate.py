@@ -267,6 +267,7 @@ def _flow(program: Any, shape: list[int], dtype: Any) -> tuple[dict[str, list[li
     any op that writes into a tensor other than the image's way (``mm.out`` into a weight, say)."""
     import torch
     from torch.export.graph_signature import InputKind, OutputKind
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.passes.shape_prop import ShapeProp
 
     origin: dict[str, str] = {}
@@ -325,6 +326,18 @@ def _flow(program: Any, shape: list[int], dtype: Any) -> tuple[dict[str, list[li
             flowing.add(node.name)
         if op in _PRODUCTS:
             products.append((node, op, weight, image))
+    # Shapes first, with fake tensors (nothing allocated): a graph widening the image's way to gigabytes
+    # (x.unsqueeze(1).expand(-1, 10**6, 784).sum(1)) is refused before any real run.
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as fake:
+            ShapeProp(program.graph_module, fake_mode=fake).propagate(*[fake.from_tensor(t) for t in feed])
+    except Exception as exc:  # noqa: BLE001 - a graph whose shapes cannot be followed is not run
+        raise Refused(f"the captured graph does not run on a sample ({type(exc).__name__})") from None
+    for node in program.graph_module.graph.nodes:
+        width = math.prod(_shape(node)[1:]) if node.name in flowing and len(_shape(node)) > 1 else 0
+        if width > WIDEST * PIXELS:
+            raise Refused(f"the captured graph holds {width} values per test image at {_op_name(node)}, far more "
+                          "than any layer of the homework's model")
     try:
         ShapeProp(program.graph_module).propagate(*feed)
     except Exception as exc:  # noqa: BLE001 - a graph that cannot run on two blank rows is not run
@@ -387,6 +400,7 @@ class Predicted(NamedTuple):
     averaged: Any
 
 
+WIDEST = 4  # values per image on the image's way, in images' worth, before the graph is run at all
 _ALONE_SAMPLE = 256  # images run again in pairs to show the graph answers each image on its own
 
 
@@ -453,13 +467,16 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
     with torch.no_grad():
         scores = score()
         tolerance = max(1e-4, 4 * max(eps))
-        graded, noise = scores, torch.zeros(inputs.shape[0], dtype=torch.float32)
+        # never less than two steps of the graph's own score dtype at the top score (a half-precision
+        # model's scores above 2 move by more than 1e-3 in one rounding on another device)
+        graded, noise = scores, 2 * max(eps) * scores.abs().amax(1)
         if precision in EMULATED:
             with arithmetic:
                 graded = score(checked=False)
             moved = (graded - scores).abs().amax(1).nan_to_num(float("inf"))
             usual = float(moved.median())  # no row's allowance far from the usual: a graph built to move
-            noise = REGIME_FACTOR * moved.clamp(min=usual, max=ROW_SPREAD * usual)  # rows it picks gets none
+            noise = torch.maximum(noise, REGIME_FACTOR * moved.clamp(min=usual, max=ROW_SPREAD * usual))  # rows
+            # it picks get no more than the usual row
             graded = torch.where(torch.isfinite(graded), graded, scores)
         if inputs.shape[0] >= 2:  # pairs: torch.export's dynamic batch starts at 2
             sample = torch.randperm(inputs.shape[0], generator=generator)[:_ALONE_SAMPLE]
