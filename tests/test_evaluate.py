@@ -31,15 +31,6 @@ class Net(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.bn(self.fc1(x))))))
 
 
-class Plain(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.view(-1, 784))))))
-
-
 def _images(dataset: Dataset) -> torch.Tensor:
     return evaluate._official(dataset.raw / TEST_IMAGES)
 

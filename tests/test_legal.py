@@ -9,23 +9,16 @@ same with the labels hidden. (benchmarks/legal_corpus.py grades it on the real d
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tinydata import make_tiny_fashion_mnist
+from classes import grade_class
 
 from grader.model.context import Context
-from grader.model.dataset import Dataset
 from grader.model.results import Result
-from grader.pipeline.batch import grade_directory
-from grader.pipeline.executors.local import LocalExecutor
-from grader.run.sandbox import unavailable_reason
-from grader.run.slots import plan_slots
 
 CORPUS = Path(__file__).parent / "fixtures" / "legal"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
@@ -38,15 +31,8 @@ def test_the_corpus_is_the_folder() -> None:
 
 @pytest.fixture(scope="module")
 def results(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """One class, two jobs at a time, sandboxed where this machine can; on the noisy tiny data (a
-    quarter of the images also show another class's band), so no model reaches 100%."""
-    noisy = Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("legal-fmnist"), noise=0.25))
-    context = dataclasses.replace(tiny_context, dataset=noisy, sandboxed=unavailable_reason() is None)
-    folder = tmp_path_factory.mktemp("legal")
-    for name in EXPECTED:
-        shutil.copy(CORPUS / name, folder / name)
-    summary = grade_directory(folder, folder.parent / "legal-out", context, LocalExecutor(plan_slots(2, 2, (), 1, 1)))
-    return {r.source: r for r in summary.results}
+    """The corpus graded as one class (tests/classes.py), the test labels visible."""
+    return grade_class(CORPUS, EXPECTED, tiny_context, tmp_path_factory, "legal")
 
 
 # The five kinds of notebook issue 28 found misjudged (TorchScript twice: traced, and saved then loaded).
@@ -57,15 +43,7 @@ ISSUE_KINDS = ("HW3_inference_mode.py", "HW3_autocast_bf16.ipynb", "HW3_jit_trac
 @pytest.fixture(scope="module")
 def hidden(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
     """Those five kinds graded as `grader grade` grades by default: the test labels hidden."""
-    noisy = Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("legal-fmnist-hidden"), noise=0.25))
-    rubric = dataclasses.replace(tiny_context.rubric, hide_test_labels=True)
-    context = dataclasses.replace(tiny_context, rubric=rubric, dataset=noisy, sandboxed=unavailable_reason() is None)
-    folder = tmp_path_factory.mktemp("legal-hidden")
-    for name in ISSUE_KINDS:
-        shutil.copy(CORPUS / name, folder / name)
-    summary = grade_directory(folder, folder.parent / "legal-hidden-out", context,
-                              LocalExecutor(plan_slots(2, 2, (), 1, 1)))
-    return {r.source: r for r in summary.results}
+    return grade_class(CORPUS, ISSUE_KINDS, tiny_context, tmp_path_factory, "legal-hidden", hidden=True)
 
 
 @pytest.mark.parametrize("name", ISSUE_KINDS)

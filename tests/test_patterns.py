@@ -8,23 +8,16 @@ measures the model alone), and status and flags must be as expected.yaml says.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tinydata import make_tiny_fashion_mnist
+from classes import grade_class
 
-from grader.pipeline.batch import grade_directory
-from grader.model.dataset import Dataset
-from grader.pipeline.executors.local import LocalExecutor
 from grader.model.context import Context
 from grader.model.results import Result
-from grader.run.sandbox import unavailable_reason
-from grader.run.slots import plan_slots
 
 CORPUS = Path(__file__).parent / "fixtures" / "patterns"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
@@ -39,32 +32,14 @@ def test_the_corpus_is_broad() -> None:
 
 @pytest.fixture(scope="module")
 def results(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """The corpus graded as one class, two jobs at a time, sandboxed where this machine can (as in a
-    TA's batch); on tiny data where a quarter of the images also show another class's band, so no
-    model reaches 100% and its predictions change from epoch to epoch (a wrong index mapping or a
-    wrong checkpoint shows in the accuracy)."""
-    noisy = Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("noisy-fmnist"), noise=0.25))
-    context = dataclasses.replace(tiny_context, dataset=noisy, sandboxed=unavailable_reason() is None)
-    folder = tmp_path_factory.mktemp("patterns")
-    for name in EXPECTED:
-        shutil.copy(CORPUS / name, folder / name)
-    summary = grade_directory(folder, folder.parent / "patterns-out", context, LocalExecutor(plan_slots(2, 2, (), 1, 1)))
-    return {r.source: r for r in summary.results}
+    """The corpus graded as one class (tests/classes.py), the test labels visible."""
+    return grade_class(CORPUS, EXPECTED, tiny_context, tmp_path_factory, "patterns")
 
 
 @pytest.fixture(scope="module")
 def hidden(results: dict[str, Result], tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """The same class graded as `grader grade` grades it by default: test labels hidden (the kernel
-    sees the test images in a secret order and shuffled labels)."""
-    noisy = Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("noisy-fmnist-hidden"), noise=0.25))
-    rubric = dataclasses.replace(tiny_context.rubric, hide_test_labels=True)
-    context = dataclasses.replace(tiny_context, rubric=rubric, dataset=noisy, sandboxed=unavailable_reason() is None)
-    folder = tmp_path_factory.mktemp("patterns-hidden")
-    for name in EXPECTED:
-        shutil.copy(CORPUS / name, folder / name)
-    summary = grade_directory(folder, folder.parent / "patterns-hidden-out", context,
-                              LocalExecutor(plan_slots(2, 2, (), 1, 1)))
-    return {r.source: r for r in summary.results}
+    """The same class graded as `grader grade` grades it by default: test labels hidden."""
+    return grade_class(CORPUS, EXPECTED, tiny_context, tmp_path_factory, "patterns-hidden", hidden=True)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
