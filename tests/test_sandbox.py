@@ -319,6 +319,7 @@ def test_the_trusted_evaluator_runs_in_a_sandbox_of_its_own(tmp_path: Path, sand
     that is not one is refused, and nothing is left running."""
     import time
 
+    from grader.probe.capture import CAPTURE_VERSION
     from grader.run.launch import start_evaluator
     from grader.run.sandbox import EVALUATOR_UID
 
@@ -330,7 +331,7 @@ def test_the_trusted_evaluator_runs_in_a_sandbox_of_its_own(tmp_path: Path, sand
             seen = [p for p in sandboxed_processes() if p.startswith(f"{EVALUATOR_UID} ")]
             time.sleep(0.2)
         assert any("python" in p for p in seen), sandboxed_processes()
-        answer = evaluator.finish(b'{"version": 1}\n')
+        answer = evaluator.finish(b'{"version": %d}\n' % CAPTURE_VERSION)
     finally:
         evaluator.close()
     assert answer.output is not None and "refused" in answer.output and "the capture has no graph" in answer.output
