@@ -474,9 +474,9 @@ def _predict(program: Any, inputs: Any, shape: list[int], classes: int,
             with arithmetic:
                 graded = score(checked=False)
             moved = (graded - scores).abs().amax(1).nan_to_num(float("inf"))
-            usual = float(moved.median())  # no row's allowance far from the usual: a graph built to move
-            noise = torch.maximum(noise, REGIME_FACTOR * moved.clamp(min=usual, max=ROW_SPREAD * usual))  # rows
-            # it picks get no more than the usual row
+            # No row's allowance far from the usual one: a graph built to move rows it picks gets no more.
+            usual = float(moved.median())
+            noise = torch.maximum(noise, REGIME_FACTOR * moved.clamp(min=usual, max=ROW_SPREAD * usual))
             graded = torch.where(torch.isfinite(graded), graded, scores)
         if inputs.shape[0] >= 2:  # pairs: torch.export's dynamic batch starts at 2
             sample = torch.randperm(inputs.shape[0], generator=generator)[:_ALONE_SAMPLE]
