@@ -102,7 +102,7 @@ def _graded(account: str, accuracy: float | None, **fields: Any) -> Result:
 
 @example(([_graded("huge", 1.7e308, seed_runs=(SeedRun(0, Status.GRADED, 1.7e308, 1, 1),), seed_accuracy=None),
            _graded("huger", 1.7e308, duration_s=-1e308, total=0, correct=-1)], {}))  # the mean's sum overflows
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(classes())
 def test_every_result_renders_everywhere(tmp_path: Path, rubric: Rubric,
@@ -208,7 +208,7 @@ def test_a_page_that_cannot_be_rendered_costs_the_class_nothing(tmp_path: Path, 
     assert (tmp_path / "gradebook.csv").read_text(encoding="utf-8").count("\ns0") == 2
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(PERCENT, st.floats(0, 100), st.booleans(), st.booleans())
 def test_no_mismatch_is_raised_without_a_measured_accuracy(printed: float | None, tolerance: float, compare: bool,
                                                            finished: bool) -> None:
