@@ -159,11 +159,9 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     for index, predicted in zip(official, averaged or ours):
         if index >= 0:
             predictions[index] = settled.get(index, predicted)
-    graded = [(o, c, k, m, n) for o, c, k, m, n in zip(official, ours, kernel or [-9] * rows, margins, noise)
-              if o != -2]
-    close = [tied for o, tied in zip(official, near) if o != -2]
-    differing = 0 if kernel is None else sum(1 for (_o, a, b, _m, _n), near in zip(graded, close) if a != b and not near)
-    close_images = len({o for (o, _a, _b, _m, _n), near in zip(graded, close) if near and o >= 0})  # copies count once
+    graded = [(o, c, k, tied) for o, c, k, tied in zip(official, ours, kernel or [-9] * rows, near) if o != -2]
+    differing = 0 if kernel is None else sum(1 for _o, a, b, tied in graded if a != b and not tied)
+    close_images = len({o for o, _a, _b, tied in graded if tied and o >= 0})  # copies count once
     raw = data.get("graph")
     graph: dict[str, Any] = raw if isinstance(raw, dict) else {}
     listed = graph.get("ops")

@@ -20,12 +20,14 @@ def probe_faults(record: dict[str, Any] | None) -> str | None:
     """Why the probe's record may be incomplete: optimizer steps it saw begin and never end, or its
     own code failed while watching the run (caught there, so the notebook ran on as written); None
     when neither happened."""
-    lost = record.get("lost_steps") if record is not None else None
+    if record is None:
+        return None
+    lost = record.get("lost_steps")
     if type(lost) is int and lost > 0:
         return (f"{lost} optimizer step{'s' if lost != 1 else ''} began but the grader's probe never saw "
                 f"{'them' if lost != 1 else 'it'} end (a step hook of the notebook's own stopped it), so what "
                 "they trained on is unknown")
-    faults = record.get("probe_faults") if record is not None else None
+    faults = record.get("probe_faults")
     if not isinstance(faults, list) or not faults:
         return None
     first = str(faults[0])[:200]

@@ -4,10 +4,11 @@ Every entry from the student's code into the probe (module and optimizer hooks, 
 patched DataLoader, ``state_dict``/``load_state_dict``, the export) runs through ``guarded``:
 - nothing the probe creates depends on the student's modes: inside it, inference mode, autocast,
   a default dtype other than float32, torch-function modes (``torch.set_default_device``) and the
-  JIT tracer (``torch.jit.trace`` would record the probe's ops into the model's graph) are off (a bookkeeping tensor made inside the student's ``inference_mode`` could not be written
-  outside it), while the student's grad mode is what the probe reads, so it is kept;
-- an exception of the probe's own code never reaches the student: it is counted in ``FAULTS`` and
-  written in the record (``probe_faults``), and the grader sends the result to review.
+  JIT tracer (``torch.jit.trace`` would record the probe's ops into the model's graph) are off (a
+  bookkeeping tensor made inside the student's ``inference_mode`` could not be written outside it),
+  while the student's grad mode is what the probe reads, so it is kept;
+- any exit of the probe's code but a return never reaches the student: it is counted in ``FAULTS``
+  and written in the record (``probe_faults``), and the grader sends the result to review.
 """
 
 from __future__ import annotations
