@@ -1,7 +1,7 @@
 """The legal corpus (tests/fixtures/legal/) graded as one class, sandboxed, two jobs at a time, with
 the test labels visible: per notebook its status, flags, the grader's measured accuracy and the
 notebook's own printed count. With ``--bare`` each notebook also runs without the grader (the same
-kernel, seeded and threaded as the probe seeds it, the data in its ``data/`` folder), and its
+kernel, seeded as the probe seeds it and with the graded run's threads, the data in its ``data/`` folder), and its
 printed output is compared with the graded run's, line by line, timings left out.
 
 Usage: python benchmarks/legal_corpus.py [--data real|tiny] [--bare] [--out DIR] [NAME ...]
@@ -92,8 +92,8 @@ def main() -> int:
     for name in names:
         shutil.copy(CORPUS / name, folder / name)
     started = time.time()
-    summary = grade_directory(folder, args.out / "graded", context, LocalExecutor(plan_slots(2, 2, (), 1, 1)),
-                              force=True)
+    slots = plan_slots(2, 2, (), 1, 1)
+    summary = grade_directory(folder, args.out / "graded", context, LocalExecutor(slots), force=True)
     took = time.time() - started
     rows = ["| notebook | status | flags | measured | its own count | same output without the grader |",
             "| --- | --- | --- | --- | --- | --- |"]
@@ -103,7 +103,8 @@ def main() -> int:
         own = next((m for line in reversed(graded_lines) if (m := PRINTED.search(line))), None)
         same = "not run"
         if args.bare:
-            bare_lines = _bare(result.source, dataset.raw.parent.parent, rubric.seed, rubric.cpu_threads, args.out)
+            # as many torch threads as the graded run had (its slot's): another count sums in another order
+            bare_lines = _bare(result.source, dataset.raw.parent.parent, rubric.seed, slots[0].threads, args.out)
             same = "yes" if bare_lines == graded_lines else f"no ({sum(a != b for a, b in zip(bare_lines, graded_lines))} lines differ)"
         measured = f"{result.accuracy:.2f}% ({result.correct}/{result.total})" if result.accuracy is not None else "-"
         counted = f"{own.group(1)}% ({own.group(2)}/{own.group(3)})" if own else "-"

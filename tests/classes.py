@@ -23,13 +23,14 @@ from grader.run.slots import plan_slots
 
 
 def grade_class(corpus: Path, names: Iterable[str], context: Context, factory: pytest.TempPathFactory, label: str,
-                hidden: bool = False) -> dict[str, Result]:
+                hidden: bool = False, noise: float | None = 0.25) -> dict[str, Result]:
     """Each named file of ``corpus`` graded in one batch; ``hidden``: as `grader grade` grades by
     default, the test labels hidden (the kernel sees the test images in a secret order and shuffled
-    labels). The results by file name."""
-    noisy = Dataset(make_tiny_fashion_mnist(factory.mktemp(f"{label}-fmnist"), noise=0.25))
-    rubric = dataclasses.replace(context.rubric, hide_test_labels=True) if hidden else context.rubric
-    context = dataclasses.replace(context, rubric=rubric, dataset=noisy, sandboxed=unavailable_reason() is None)
+    labels); ``noise``: the tiny data's (None: the context's own dataset). The results by file name."""
+    dataset = Dataset(make_tiny_fashion_mnist(factory.mktemp(f"{label}-fmnist"), noise=noise)) if noise else None
+    rubric = dataclasses.replace(context.rubric, hide_test_labels=hidden)
+    context = dataclasses.replace(context, rubric=rubric, dataset=dataset or context.dataset,
+                                  sandboxed=unavailable_reason() is None)
     folder = factory.mktemp(label)
     for name in names:
         shutil.copy(corpus / name, folder / name)

@@ -62,7 +62,7 @@ def test_the_notebooks_own_evaluation_is_measured(name: str, results: dict[str, 
     shown = (result.reason, result.flags, result.notes, [(c.id, c.ok, c.message) for c in result.checks if c.ok is not True])
     assert result.status.value == expected["status"], shown
     assert set(expected["flags"]) <= set(result.flags), shown
-    assert "probe-tampered" not in result.flags, shown
+    assert "probe-tampered" not in result.flags and not set(expected.get("absent", ())) & set(result.flags), shown
     if expected["status"] == "error":
         assert result.accuracy is None and result.measured_by == "model-at-error", shown
         assert any("not the notebook's result" in note for note in result.notes), shown

@@ -3,15 +3,16 @@ static verdicts and their locations, and run-time verdicts for what only a run c
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from classes import grade_class
+
 from grader.model.context import Context
-from grader.pipeline.grade import grade_in
+from grader.model.results import Result
 from grader.model.rubric import FrozenFacts
 from grader.model.rubric import Rubric
 from grader.static.rules import check_static
@@ -45,14 +46,20 @@ def test_static_verdicts(name: str, rubric: Rubric, facts: FrozenFacts) -> None:
 RUNS = sorted(name for name, e in EXPECTED.items() if "run" in e)
 
 
-@pytest.mark.parametrize("labels", ["visible", "hidden"])
+@pytest.fixture(scope="module", params=["visible", "hidden"])
+def graded(request: pytest.FixtureRequest, tiny_context: Context,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """The corpus's runs graded as one class per label mode (tests/classes.py) on the plain tiny data:
+    `grader check` shows the test labels, `grader grade` hides them."""
+    labels = str(request.param)
+    return grade_class(CORPUS, RUNS, tiny_context, tmp_path_factory, f"rules-{labels}", labels == "hidden", noise=None)
+
+
 @pytest.mark.parametrize("name", RUNS)
-def test_run_time_verdicts(name: str, labels: str, tiny_context: Context, tmp_path: Path) -> None:
-    """In both label modes (`grader check` shows the test labels, `grader grade` hides them), and
-    none of them is left to review unless its entry says so (``status``)."""
+def test_run_time_verdicts(name: str, graded: dict[str, Result]) -> None:
+    """In both label modes, and none of them is left to review unless its entry says so (``status``)."""
     expected = EXPECTED[name]
-    context = replace(tiny_context, rubric=replace(tiny_context.rubric, hide_test_labels=labels == "hidden"))
-    result = grade_in(tmp_path, read_submission(CORPUS / name), context)
+    result = graded[name]
     run = {c.id: VERDICT[c.ok] for c in result.checks if c.stage == "run"}
     assert run == expected["run"], (result.reason, [c.message for c in result.checks if c.stage == "run"])
     assert result.status.value == expected.get("status", result.status.value), result.reason

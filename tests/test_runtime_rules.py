@@ -240,6 +240,42 @@ def test_unattributed_steps_leave_epochs_and_split_undecided(facts: FrozenFacts,
     assert "40 of the graded model's 100 optimizer steps came after no batch of training images" in verdicts["epochs"][1]
 
 
+def test_an_overlap_is_evidence_only_where_both_rows_were_the_image(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Content passes: image 0 of the validation split also drawn in training, once by its pixels
+    (a violation), once by its row's key alone (an erased row of another image: no evidence)."""
+    def loose(indices: list[int]) -> str:
+        bits = numpy.zeros(SIZE, dtype=bool)
+        bits[indices] = True
+        return base64.b64encode(numpy.packbits(bits).tobytes()).decode()
+
+    extra = [VALID_IDX[0]]
+    train = _pass(list(TRAIN_IDX) + extra, source="content")
+    valid = _pass(VALID_IDX, None, source="content")
+    assert _verdicts(_record([train, valid] * 10), facts, rubric)["valid_size"][0] is False
+    keyed = {**train, "loose": loose(extra)}
+    ok, message = _verdicts(_record([keyed, valid] * 10), facts, rubric)["valid_size"]
+    assert ok is True, message
+
+
+def test_too_few_images_seen_is_undecided_when_training_rows_went_unread(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Training tensors kept in bfloat16 lose a third of their keys (found by an attacker): the images
+    never named may be those rows, so a short count is no evidence of a smaller training split."""
+    short = [_pass(range(12000, 40000), source="content"), _pass(VALID_IDX, None, source="content")] * 10
+    assert _verdicts(_record(short), facts, rubric)["valid_size"][0] is False
+    ok, message = _verdicts({**_record(short), "unread_rows": 90000}, facts, rubric)["valid_size"]
+    assert ok is None and "90000 rows of its training batches were no image the grader could name" in message
+
+
+def test_uncounted_epochs_are_never_called_early_stopping(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Shifted tensor batches the grader cannot follow: the 3 passes it saw are not the epochs trained."""
+    record = _record([TRAIN, VALID] * 3)
+    record["optimizers"]["1"]["unattributed"] = 67
+    view = run_view(record, True)
+    assert {c.id: c.ok for c in check_runtime(view, facts, rubric)}["epochs"] is None
+    assert "early-stopping" not in [f.flag for f in findings(view, facts, rubric)]
+    assert [f.flag for f in findings(run_view(_record([TRAIN, VALID] * 3), True), facts, rubric)] == ["early-stopping"]
+
+
 def test_test_images_in_training_violate_the_split_or_are_flagged(facts: FrozenFacts, rubric: Rubric) -> None:
     record = {**_record(), "test_images_trained": 120, "test_rows_trained": 300}
     ok, message = _verdicts(record, facts, rubric)["valid_size"]

@@ -50,6 +50,7 @@ class GraphFacts:
     mixes: tuple[str, ...] = ()  # ops combining two tensors computed from the image (run/evaluate.py _flow)
     products: tuple[Product, ...] = ()  # every product op, with the shapes it ran on
     way: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (op, shape as it ran on two rows) of each tensor from the image
+    copies: tuple[str, ...] = ()  # tensors it never uses that equal one it uses (a layer held under two names)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
     facts = GraphFacts({str(k)[:200]: int(v) for k, v in ops.items() if type(v) is int},
                        _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
                        _uses(graph.get("uses")), _names(graph.get("mixes")), _products(graph.get("products")),
-                       _way(graph.get("way")))
+                       _way(graph.get("way")), _names(graph.get("copies")))
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts,
                       data.get("changed_after_pass") is True, data.get("structure_at_pass"), data.get("assumed") is True,

@@ -32,6 +32,7 @@ class TrainPassFacts:
     predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
     end_step: int = 0  # the last optimizer step it carried
     rows: int = 0  # indices drawn, repeats included
+    loose: int = 0  # of ``drawn``, the images named only by their row's key (a row changed in part): no evidence
 
     @property
     def times(self) -> int:
@@ -86,6 +87,7 @@ class Training:
     steps: int = 0  # steps of the optimizers that made its weights (its own, or the loaded model's)
     undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
     beside_steps: int = 0  # trained over DataLoader passes: its steps over images fed beside them (not in an epoch)
+    overlap: int = 0  # bit set of the images it was trained on and validated on, each time as the image itself
 
     @property
     def pass_count(self) -> int:
@@ -132,7 +134,8 @@ def train_passes(record: dict[str, Any], size: int) -> list[TrainPassFacts]:
         predictions = _bytes(item.get("predictions"), drawn.bit_count())
         found.append(TrainPassFacts(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
                                item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
-                               predictions, integer(item.get("end_step")) or 0, min(integer(item.get("rows")) or 0, 10**9)))
+                               predictions, integer(item.get("end_step")) or 0, min(integer(item.get("rows")) or 0, 10**9),
+                               (_bits(item.get("loose"), size) or 0) & drawn))
     return found
 
 
@@ -304,13 +307,16 @@ def training(record: dict[str, Any]) -> Training:
                     groups[opts[serial].params] = groups.get(opts[serial].params, 0) + 1
     else:
         lineage, used, steps = "none", [], []
-    trained = 0
+    trained, exact = 0, 0  # exact: drawn as the images themselves at least once, not only by their rows' keys
     for p in used:
         trained |= p.drawn
+        exact |= p.drawn & ~p.loose
     if lineage == "direct":  # training images recognised in a call a step followed trained it too (a batch
-        trained |= _bits(record.get("stepped_rows"), size) or 0  # padded with images from anywhere)
+        stepped = _bits(record.get("stepped_rows"), size) or 0  # padded with images from anywhere)
+        trained |= stepped
+        exact |= stepped & ~(_bits(record.get("stepped_loose"), size) or 0)
     count = trained.bit_count()
-    validation = 0
+    validation, validated = 0, 0
     begun = min((o.first_step for o in steps), default=0)
     for p in passes:  # validation is read from the same kind of pass as training, never mixed
         if p.source != source or p.stepped or (p.source == "content" and p.stepping) or p.start_step < begun:
@@ -319,6 +325,7 @@ def training(record: dict[str, Any]) -> Training:
         if 2 * outside <= p.drawn.bit_count():
             continue  # mostly images it trained on: plotting a few, a training-accuracy pass
         validation |= p.drawn
+        validated |= p.drawn & ~p.loose
     own_steps = sum(opts[s].steps for s in own)
     # The optimizers whose steps made the graded weights: its own, or, when it loaded them, those of
     # the model it loaded (their steps' doubts count as much).
@@ -327,7 +334,7 @@ def training(record: dict[str, Any]) -> Training:
                     changed and not steps, own_steps if lineage == "none" else 0,
                     max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0),
                     sum(o.unattributed for o in makers), sum(o.steps for o in makers), undone,
-                    sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0)
+                    sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0, exact & validated)
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

@@ -62,20 +62,32 @@ class Match:
         return Match(self.split, [p for p, _ in kept], [g for _, g in kept], self.batch) if kept else None
 
 
-def _affine_image(row: torch.Tensor, raw: torch.Tensor) -> bool:
-    """Whether ``row`` is ``a * raw + b`` (either sign of ``a``), as is or flipped left to right,
-    within half a grey level at every pixel."""
-    image = raw.float()
-    span = float(image.max() - image.min())
-    if span == 0:
-        return False
-    for candidate in (image, image.reshape(28, 28).flip(-1).reshape(-1)):
-        for sign in (1.0, -1.0):
-            scale = sign * float(row.max() - row.min()) / span
-            shift = float(row.min()) - scale * float(candidate.min() if sign > 0 else candidate.max())
-            if scale != 0 and float((row - (scale * candidate + shift)).abs().max()) <= 0.5 * abs(scale):
-                return True
-    return False
+def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Per row of ``rows`` (n, 784), whether it is its ``images`` row (as is or mirrored left to right)
+    under one map of the grey levels: an affine map (either sign) within half a grey level at every
+    pixel, or a monotone one (equal pixels equal, brighter pixels never darker, or never brighter)
+    within half a grey level of the row's range; both within the rounding of the row's own dtype.
+    Any preprocessing of the image alone (ToTensor, Normalize, a gamma curve, half precision) keeps
+    that; an image changed in part (an erased box) or another image sharing its key does not."""
+    resolution = torch.finfo(rows.dtype if rows.dtype.is_floating_point else torch.float32).eps
+    rows, images = rows.detach().float().cpu(), images.float()
+    low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    rounding = resolution * torch.maximum(low.abs(), high.abs())
+    slack = (high - low) * (0.5 / 255) + rounding
+    found = torch.zeros(rows.shape[0], dtype=torch.bool)
+    for candidate in (images, images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)):
+        bottom, top = candidate.amin(1, keepdim=True), candidate.amax(1, keepdim=True)
+        for sign in (1.0, -1.0):  # affine: each pixel within half a grey level of the map through the extremes
+            scale = sign * (high - low) / (top - bottom).clamp(min=1)
+            shift = low - scale * (bottom if sign > 0 else top)
+            error = (rows - (scale * candidate + shift)).abs().amax(1, keepdim=True)
+            found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
+        grey, order = candidate.sort(dim=1, stable=True)  # monotone: a curve of the grey levels
+        steps = rows.gather(1, order).diff(1)
+        function = ((steps.abs() <= slack) | (grey.diff(1) != 0)).all(1)
+        rising, falling = (steps >= -slack).all(1), (steps <= slack).all(1)
+        found |= function & (rising | falling) & (high > low).squeeze(1)
+    return found & (images.amax(1) > images.amin(1))
 
 
 class ImageIndex:
@@ -83,12 +95,11 @@ class ImageIndex:
         self.pixels = PIXELS
         self.splits: dict[str, dict[bytes, list[int]]] = {}
         self.sizes: dict[str, int] = {}
-        self.test_images: torch.Tensor | None = None  # the raw test images, to verify a key's match pixel by pixel
+        self.images: dict[str, torch.Tensor] = {}  # the raw images, to verify a key's match pixel by pixel
         for split, name in (("test", "t10k-images-idx3-ubyte"), ("train", "train-images-idx3-ubyte")):
             if (raw / name).is_file():
                 images = read_images(raw / name)
-                if split == "test":
-                    self.test_images = images
+                self.images[split] = images
                 table: dict[bytes, list[int]] = {}
                 for index, key in enumerate(self.keys(images)):
                     table.setdefault(key, []).append(index)
@@ -155,18 +166,22 @@ class ImageIndex:
                                      frozenset(p for p, _ in turned))
         return found
 
-    def verified_test(self, match: Match, value: torch.Tensor) -> Match | None:
-        """The rows of a test ``match`` that are, pixel by pixel, an affine map (increasing or
-        decreasing, flipped left to right or not) of the test image their key named, within half a
-        grey level: on the real data a few training images share a key with a test image, and an
-        honest batch holding one must not count as trained on the test set."""
+    def verified(self, match: Match, value: object) -> Match | None:
+        """The rows of ``match`` that are, pixel by pixel, an image their key named (``same_image_rows``).
+        A key names an image, but a row changed by augmentation (an erased box) may come to share the
+        key of another image: a row is evidence against the notebook (a test image trained on, a
+        training image also validated on) only when it is that image."""
         rows = image_rows(value)
-        if rows is None or self.test_images is None:
+        images = self.images.get(match.split)
+        if rows is None or images is None or not match.positions:
             return None
-        kept = [(p, group) for p, group in zip(match.positions, match.indices)
-                if any(_affine_image(rows[p].detach().float().cpu(), self.test_images[i]) for i in group)]
+        positions = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group])
+        indices = torch.tensor([i for group in match.indices for i in group])
+        hit = same_image_rows(rows[positions], images[indices])
+        exact = set(positions[hit].tolist())
+        kept = [(p, group) for p, group in zip(match.positions, match.indices) if p in exact]
         return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch,
-                     match.flipped & {p for p, _ in kept}) if kept else None
+                     match.flipped & exact) if kept else None
 
     @staticmethod
     def majority(found: dict[str, Match]) -> Match | None:

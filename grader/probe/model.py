@@ -91,7 +91,7 @@ def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: 
     eval mode: the class and the softmax of the output there, per image; ``fed`` receives the inputs."""
     from torch.utils.data import DataLoader
 
-    from grader.probe.passes import predict
+    from grader.probe.passes import predict, class_scores
 
     predictions: list[int] = []
     confidence: list[float] = []
@@ -99,11 +99,9 @@ def fallback_pass(model: torch.nn.Module, dataset: Any, classes: int, recorder: 
         for images, _labels in DataLoader(dataset, batch_size=500, shuffle=False, num_workers=0):
             if fed is not None:
                 fed.append(images.detach().clone())
-            output = forward(model, images.to(device))
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            if output.dim() != 2 or output.shape[1] != classes:
-                raise ValueError(f"the model's output has shape {tuple(output.shape)}, not (batch, {classes})")
+            output = class_scores(forward(model, images.to(device)), images.shape[0], classes)
+            if output is None:
+                raise ValueError(f"the model's output holds no scores of shape ({images.shape[0]}, {classes})")
             classes_, softmax = predict(output)
             predictions.extend(classes_.tolist())
             confidence.extend(round(c, 4) for c in softmax.tolist())

@@ -19,7 +19,7 @@ import random
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,11 +54,14 @@ class TrainPass:
         self.complete = False
         self.last_batch = 0  # the recorder's clock when it last drew a batch
         self.predictions: torch.Tensor | None = None  # the model's class per image, where it evaluated them
+        self.exact = torch.zeros(size, dtype=torch.bool)  # drawn as themselves, pixel by pixel (not by key alone)
 
-    def draw(self, indices: list[int], clock: int, predictions: torch.Tensor | None = None) -> None:
+    def draw(self, indices: list[int], clock: int, predictions: torch.Tensor | None = None,
+             loose: frozenset[int] = frozenset()) -> None:
         if indices:
             where = torch.tensor(indices, dtype=torch.long)
             self.drawn[where] = True
+            self.exact[torch.tensor([i for i in indices if i not in loose], dtype=torch.long)] = True
             self.rows += len(indices)
             if predictions is not None:
                 if self.predictions is None:
@@ -73,6 +76,8 @@ class TrainPass:
                   "complete": self.complete,
                   "start_step": self.start_step, "end_step": self.end_step,
                   "steps": {str(k): v for k, v in self.steps.items()}}
+        if self.source == "content" and bool((self.drawn & ~self.exact).any()):
+            record["loose"] = bitmap(self.drawn & ~self.exact)  # only named by a key: no evidence of overlap
         if self.predictions is not None:  # one signed byte per drawn image, in index order
             record["predictions"] = base64.b64encode(self.predictions[self.drawn].numpy().tobytes()).decode()
         return record
@@ -81,8 +86,10 @@ class TrainPass:
 class Draw:
     """Training images one call fed the model, until it is known whether they trained it."""
 
-    def __init__(self, indices: list[int], trained: bool, waits: bool = False) -> None:
+    def __init__(self, indices: list[int], trained: bool, waits: bool = False,
+                 loose: frozenset[int] = frozenset()) -> None:
         self.indices = indices
+        self.loose = loose  # indices named by their row's key alone (content.ImageIndex.verified said no)
         self.trained = trained  # a gradient reached their rows (or the draw is known to have trained)
         self.waits = waits  # a call with gradients: its backward may come after the next call
         self.hooked = False  # its call's output carries a hook: whether a gradient reached it is known
@@ -184,11 +191,28 @@ class Fingerprints:
             return torch.stack(parts)
 
 
+def _items(output: Any) -> list[Any] | None:
+    """The parts of a tuple, list or dict output (``{"logits": ...}``), at most MAX_OUTPUTS; None for another."""
+    if isinstance(output, Mapping):
+        return list(output.values())[:MAX_OUTPUTS]
+    return list(output[:MAX_OUTPUTS]) if isinstance(output, (tuple, list)) else None
+
+
+def class_scores(output: Any, batch: int, classes: int) -> torch.Tensor | None:
+    """The tensor of a model's output holding one score per class per row: the output itself, or the
+    first such tensor of a tuple, list or dict (the trusted evaluator's ``class_scores`` picks the same)."""
+    items = _items(output)
+    for item in [output] if items is None else items:
+        if isinstance(item, torch.Tensor) and item.dim() == 2 and tuple(item.shape) == (batch, classes):
+            return item
+    return None
+
+
 def graded_outputs(output: Any, batch: int | None) -> list[torch.Tensor]:
     """The tensors of a call's output a gradient may reach, one row per input row: the output
-    itself, or each tensor of a tuple or list (a model returning ``(probabilities, logits)`` is
+    itself, or each tensor of a tuple, list or dict (a model returning ``(probabilities, logits)`` is
     trained through either)."""
-    items = list(output[:MAX_OUTPUTS]) if isinstance(output, (tuple, list)) else [output]
+    items = _items(output) or [output]
     return [t for t in items if isinstance(t, torch.Tensor) and t.requires_grad and t.dim() > 0
             and (batch is None or t.shape[0] == batch)]
 
@@ -288,6 +312,8 @@ class Recorder:
         self.claimed: list[int] | None = None  # the training indices the last yielded batch's sampler named
         self.loader_mismatch = 0  # yielded batches whose images were not those named
         self.stepped_rows = torch.zeros(index.sizes.get("train") or 0, dtype=torch.bool)
+        self.stepped_exact = torch.zeros_like(self.stepped_rows)  # of those, the rows that were their images
+        self.unread_rows = 0  # rows of training calls with gradients that no image's key named (augmented, rounded)
         # Since the last optimizer step: training rows recorded as trained, rows recorded as only evaluated,
         # and each DataLoader pass that yielded, with the indices its batches named (which one the step took).
         self._trained_rows: set[int] = set()
@@ -347,7 +373,7 @@ class Recorder:
             if self.test_rows_trained or self.loader_mismatch or self._spot.randrange(SPOT_CHECK) == 0:
                 seen = self.index.matches(args[0])
                 if "test" in seen:
-                    self._watch_test = self.index.verified_test(seen["test"], args[0])
+                    self._watch_test = self.index.verified(seen["test"], args[0])
                 self._check_claimed(seen.get("train"))
             return
         found = self.index.matches(args[0])
@@ -356,7 +382,7 @@ class Recorder:
         # Rows flipped left to right are another view of a test image (test-time augmentation), not its prediction.
         match = self.index.majority({split: m for split, item in found.items() if (m := item.upright()) is not None})
         if torch.is_grad_enabled() and "test" in found:  # trained on only if their rows' gradient reaches the model
-            self._watch_test = self.index.verified_test(found["test"], args[0])
+            self._watch_test = self.index.verified(found["test"], args[0])
             mostly = self._watch_test is not None and 2 * len(self._watch_test.positions) >= self._watch_test.batch
             self._test_since_step = self._test_since_step or (stepping and mostly)  # either way up
         if match is not None and match.split == "test":
@@ -366,10 +392,15 @@ class Recorder:
             self.samples[serial] = self._pending_input[:2]
             self._test_grad = stepping
             return
-        train = found.get("train") or (self._per_pixel(args[0], stepping) if not found else None)
+        train = found.get("train")
+        exact = self.index.verified(train, args[0]) if train is not None else None
+        train = train or (self._per_pixel(args[0], stepping) if not found else None)
         if train is not None:  # training images, however few among the rows: a draw of the split
+            if stepping:
+                named = {p for m in found.values() for p in m.positions} if found else set(train.positions)
+                self.unread_rows += train.batch - len(named)
             self._pending = None
-            self._train_rows(train, stepping)
+            self._train_rows(train, stepping, exact)
             self._pending_train = None if stepping else train  # a validation batch: its predictions follow
             return
         self._maybe_evaluation(module, args[0], stepping)
@@ -394,11 +425,10 @@ class Recorder:
             self._evaluated(module, output)
         if self._depth or (self._pending is None and self._pending_train is None) or self.internal:
             return
-        if isinstance(output, (tuple, list)) and output:
-            output = output[0]
         awaited = self._pending[0] if self._pending is not None else self._pending_train
         assert awaited is not None
-        if not isinstance(output, torch.Tensor) or output.dim() != 2 or tuple(output.shape) != (awaited.batch, self.classes):
+        output = class_scores(output, awaited.batch, self.classes)
+        if output is None:
             return
         if self._pending is not None:
             match, first = self._pending
@@ -440,7 +470,8 @@ class Recorder:
             self._settle_draw(followed_by_step=False)
             for found in again:
                 assert found is not None
-                self._undecided_draw = Draw([group[0] for group in found.indices if len(group) == 1], True)
+                indices = [group[0] for group in found.indices if len(group) == 1]
+                self._undecided_draw = Draw(indices, True, loose=frozenset(indices))  # read per pixel, not per image
                 self._settle_draw(followed_by_step=True)
                 self._trained_rows.clear()
             track = self._content[True]
@@ -502,10 +533,8 @@ class Recorder:
     def _evaluated(self, module: torch.nn.Module, output: Any) -> None:
         serial, rows = self._eval_input  # type: ignore[misc]
         self._eval_input = None
-        if isinstance(output, (tuple, list)) and output:
-            output = output[0]
-        if self.module_serial(module) != serial or not isinstance(output, torch.Tensor) or output.dim() != 2 \
-                or tuple(output.shape) != (rows.shape[0], self.classes):
+        output = class_scores(output, rows.shape[0], self.classes)
+        if self.module_serial(module) != serial or output is None:
             return
         if self.evaluation.serial != serial or self.evaluation.step != self.steps:
             self.evaluation = Evaluation(serial, self.steps)
@@ -547,13 +576,16 @@ class Recorder:
             if self.on_complete is not None:
                 self.on_complete(current)
 
-    def _train_rows(self, match: Match, stepping: bool) -> None:
+    def _train_rows(self, match: Match, stepping: bool, exact: Match | None = None) -> None:
         """Training images reached the model: whether they trained it is known by what follows (a
-        gradient reaching their rows, or an optimizer step)."""
+        gradient reaching their rows, or an optimizer step). ``exact``: the rows that are their images
+        pixel by pixel; the others (named by their key alone) are drawn loosely."""
         self._settle_draw(followed_by_step=False)
         # Images sharing one key (duplicates, rare collisions) are left out: which one it was is unknown.
         graded = torch.is_grad_enabled()  # in either mode: a model trained in eval mode still trains
-        draw = Draw([group[0] for group in match.indices if len(group) == 1], False, waits=graded)
+        indices = [group[0] for group in match.indices if len(group) == 1]
+        sure = {group[0] for group in exact.indices if len(group) == 1} if exact is not None else set()
+        draw = Draw(indices, False, waits=graded, loose=frozenset(indices) - sure)
         self._undecided_draw = draw
         self._hook_draw = draw if graded else None
 
@@ -596,6 +628,7 @@ class Recorder:
         indices, predictions = draw.indices, draw.predictions
         if training and indices:  # rows that trained it, however the batch was built
             self.stepped_rows[torch.tensor(indices, dtype=torch.long)] = True
+            self.stepped_exact[torch.tensor([i for i in indices if i not in draw.loose], dtype=torch.long)] = True
             # One step's rows are one draw, however many calls fed them (a Flatten or a Normalize module
             # called before the model sees the batch too): a pass ends only when an image comes back
             # after a later step.
@@ -613,7 +646,7 @@ class Recorder:
             self._content[training] = current
             self.train_passes.append(current)
         self.clock += 1
-        current.draw(indices, self.clock, None if training else predictions)
+        current.draw(indices, self.clock, None if training else predictions, draw.loose)
 
     # -- DataLoader passes over the training set -------------------------------------------------
     def start_loader_pass(self, size: int) -> TrainPass:
@@ -745,6 +778,8 @@ class Recorder:
             "test_images_trained": int(self.test_trained.sum()),
             "loader_mismatch": self.loader_mismatch,
             "stepped_rows": bitmap(self.stepped_rows),
+            "stepped_loose": bitmap(self.stepped_rows & ~self.stepped_exact),
+            "unread_rows": self.unread_rows,
             "unwatched_steps": self.unwatched_steps,
             "lost_steps": self.lost_steps + len(self._stepping),
             "steps": self.steps,

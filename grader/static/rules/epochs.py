@@ -166,6 +166,8 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
+    if unattributed(training) is not None or training.beside_steps:  # the epochs were not counted (``runtime``)
+        return ()
     trained = training.pass_count if training.lineage == "direct" else max(training.groups, default=0)
     if 0 < trained < facts.epochs:
         return (Finding(Flag.EARLY_STOPPING, f"trained {trained} of {facts.epochs} epochs (stopped early)"),)

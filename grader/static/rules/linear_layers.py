@@ -191,6 +191,12 @@ NORMS = frozenset({"batch_norm", "_native_batch_norm_legit_no_training", "_nativ
                    "instance_norm", "rms_norm"})
 
 
+# Elementwise arithmetic a buffer or constant of one number, or of one value per input pixel, may take
+# part in: an input normalization kept in the model ((x - mean) / std), which the first Linear layer
+# absorbs and which holds nothing per image.
+ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "rsub"})
+
+
 def _op(target: str) -> str:
     """torch.ops.aten.linear.default -> linear; _operator.getitem -> getitem."""
     parts = target.split(".")
@@ -207,8 +213,15 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
     fixed = ", ".join(f"{i}->{o}" for i, o in frozen.elements())
     if recomputed.changed_after_pass:
         return _structure_check(recomputed.structure_at_pass, frozen, fixed, rubric)
+    # A layer held under two names is listed twice and used under one: the copy counts once. (A layer
+    # held and never used is still a layer the notebook added.)
+    parameters, buffers, constants = ([(n, s) for n, s in tensors if n not in graph.copies]
+                                      for tensors in (graph.parameters, graph.buffers, graph.constants))
+    image = facts.linear_layers[0].in_features if facts.linear_layers else 0
+    maps = {n for n, s in buffers + constants
+            if _size(s) in (1, image) and graph.uses.get(n) and all(op in ELEMENTWISE for op, _ in graph.uses[n])}
     matrices: Counter[tuple[int | None, int | None]] = Counter()
-    for name, shape in graph.parameters:
+    for name, shape in parameters:
         if len(shape) == 2:
             matrices[(shape[1], shape[0])] += 1
         elif len(shape) > 2 or (len(shape) == 1 and shape[0] > MAX_VECTOR):
@@ -218,25 +231,24 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
         found = ", ".join("?" if m is None else f"{m[0]}->{m[1]}" for m in matrices.elements()) or "none"
         return run_check(RULE, False, f"the model that made the graded predictions has the weight matrices {found}; "
                                       f"the homework fixes {fixed}")
-    for kind, tensors, most in (("buffer", graph.buffers, MAX_VECTOR), ("constant", graph.constants, MAX_CONSTANT)):
+    for kind, tensors, most in (("buffer", buffers, MAX_VECTOR), ("constant", constants, MAX_CONSTANT)):
         for name, shape in tensors:
-            size = 1
-            for d in shape:
-                size *= d
-            if size > most or len(shape) > 1:
+            size = _size(shape)
+            if size > most or (len(shape) > 1 and name not in maps):
                 return run_check(RULE, False, f"the model that made the graded predictions holds the {kind} {name} "
                                               f"{list(shape)} ({size} values): data beside the Linear layers")
-    beside = sum(_size(shape) for name, shape in graph.parameters + graph.buffers + graph.constants if len(shape) != 2)
+    beside = sum(_size(shape) for name, shape in parameters + buffers + constants if len(shape) != 2 or name in maps)
     if beside > MAX_BESIDE:
         return run_check(RULE, False, f"the model that made the graded predictions holds {beside} values beside its "
                                       f"weight matrices (normalization and biases need at most {MAX_BESIDE}): data "
                                       "beside the Linear layers")
-    for name, shape in graph.parameters + graph.buffers + graph.constants:
+    for name, shape in parameters + buffers + constants:
         if len(graph.uses.get(name, ())) > 1:
             return run_check(RULE, None, f"the model that made the graded predictions uses {name} "
                                          f"{len(graph.uses[name])} times; each layer's tensors are used once; a person "
                                          "checks what it computes")
-        odd = [f"{op} ({argument})" for op, argument in graph.uses.get(name, ()) if not _fits(op, argument, len(shape))]
+        odd = [f"{op} ({argument})" for op, argument in graph.uses.get(name, ())
+               if name not in maps and not _fits(op, argument, len(shape))]
         if odd:
             return run_check(RULE, None, f"the model that made the graded predictions uses {name} {list(shape)} in "
                                          f"{', '.join(odd[:3])}, not as a Linear layer's weight or bias or in a "
@@ -282,10 +294,11 @@ def _odd_way(graph: GraphFacts, widths: set[int]) -> str | None:
     NORMS_PER_GAP normalization ops in one gap; None when it is."""
     norms = 0
     for op, shape in graph.way:
-        # Only reshaping may give the way another form than one row of a layer's width per image
-        # (the image's 1x28x28 before it is flattened): a norm, softmax or pick over a regrouped
-        # view mixes the features by groups of its choosing.
-        if shape and (shape[0] != 2 or _size(shape[1:]) not in widths or (len(shape) != 2 and op not in SHAPING)):
+        # Only reshaping and elementwise arithmetic may give the way another form than one row of a
+        # layer's width per image (the image's 1x28x28 before it is flattened, scaled to [0, 1]): a
+        # norm, softmax or pick over a regrouped view mixes the features by groups of its choosing.
+        if shape and (shape[0] != 2 or _size(shape[1:]) not in widths
+                      or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)):
             return (f"has the shape {list(shape)} after {op} (two images); the homework's layers are "
                     f"{', '.join(str(w) for w in sorted(widths, reverse=True))} wide")
         if op in WIDENING:

@@ -82,7 +82,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     size, trained = training.train_size, training.trained.bit_count()
     if not size or not trained:
         return run_check(RULE, None, "no training images were seen being drawn; the split was not measured")
-    overlap = (training.trained & training.validation).bit_count()
+    overlap = training.overlap.bit_count()  # rows named by a key alone (an image changed in part) are no evidence
     if overlap:
         return run_check(RULE, False, f"{overlap} images were used both to train the graded model and to validate it")
     expected = round((1 - facts.valid_size) * size)
@@ -92,6 +92,11 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     if trained < expected - max(1, SPLIT_TOLERANCE * size):
         if not run.finished:
             return run_check(RULE, None, f"{shown} before the run stopped; the split is not known")
+        unread = integer(run.record.get("unread_rows")) or 0
+        if unread > 0:  # the images it did not see may be among them
+            return run_check(RULE, None, f"{shown}, but {unread} rows of its training batches were no image the "
+                                         "grader could name (changed by augmentation or rounding); the split was "
+                                         "not measured")
         return run_check(RULE, False, f"{shown}; {facts.valid_name} = {facts.valid_size:g} leaves {expected}")
     return run_check(RULE, True, f"trained on {trained} of {size} training images, none of them used for validation")
 
