@@ -1,6 +1,7 @@
 """The legal corpus (tests/fixtures/legal/) graded as one class, sandboxed, two jobs at a time, with
 the test labels visible: per notebook its status, flags, the grader's measured accuracy and the
-notebook's own printed count. With ``--bare`` each notebook also runs without the grader (the same
+notebook's own printed count, and the graded model's accuracy on a secret sample of the training
+images (all of it, the images it trained on, those it held out: judge/fit.py). With ``--bare`` each notebook also runs without the grader (the same
 kernel, seeded as the probe seeds it and with the graded run's threads, the data in its ``data/`` folder), and its
 printed output is compared with the graded run's, line by line, timings left out.
 
@@ -95,8 +96,8 @@ def main() -> int:
     slots = plan_slots(2, 2, (), 1, 1)
     summary = grade_directory(folder, args.out / "graded", context, LocalExecutor(slots), force=True)
     took = time.time() - started
-    rows = ["| notebook | status | flags | measured | its own count | same output without the grader |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| notebook | status | flags | measured | its own count | training images: all / trained / held out "
+            "| same output without the grader |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for result in sorted(summary.results, key=lambda r: r.source):
         executed = nbformat.read(str(args.out / "graded" / "executed" / f"{result.student}.ipynb"), as_version=4)
         graded_lines = _printed(executed)
@@ -108,8 +109,11 @@ def main() -> int:
             same = "yes" if bare_lines == graded_lines else f"no ({sum(a != b for a, b in zip(bare_lines, graded_lines))} lines differ)"
         measured = f"{result.accuracy:.2f}% ({result.correct}/{result.total})" if result.accuracy is not None else "-"
         counted = f"{own.group(1)}% ({own.group(2)}/{own.group(3)})" if own else "-"
+        fit = result.fit
+        fitted = (" / ".join("-" if a is None else f"{a:.2f}%" for a in (fit.sample_accuracy, fit.trained_accuracy,
+                                                                         fit.held_out_accuracy)) if fit else "-")
         rows.append(f"| {result.source} | {result.status.value} | {', '.join(result.flags) or '-'} | {measured} "
-                    f"| {counted} | {same} |")
+                    f"| {counted} | {fitted} | {same} |")
     table = "\n".join(rows) + f"\n\n{len(summary.results)} notebooks, {args.data} data, graded in {took:.0f} s\n"
     (args.out / "legal_corpus.md").write_text(table)
     print(table)

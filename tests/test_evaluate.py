@@ -158,9 +158,9 @@ def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.T
     assert set(evaluate._per_image(x + 10 * label[:, None], images)[0]) == {-1}
     assert set(evaluate._per_image(x * (1 + label[:, None]), images)[0]) == {-1}
     # Within the tolerances a label still fits, so the graph runs on inputs rebuilt from the pixels.
-    found, rebuilt = evaluate._per_image(x + 1e-7 * label[:, None], images)
+    found, rebuilt, _ = evaluate._per_image(x + 1e-7 * label[:, None], images)
     assert found == everyone and rebuilt[images == 0].unique().numel() == 1  # a function of the pixel alone
-    found, rebuilt = evaluate._per_image(standardized + 1e-5 * label[:, None], images)
+    found, rebuilt, _ = evaluate._per_image(standardized + 1e-5 * label[:, None], images)
     assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9  # every row's mean the same: no label in it
 
 
@@ -658,3 +658,79 @@ def test_a_structure_of_any_shape_is_undecided_not_a_crash(facts: FrozenFacts, r
                                     structure_at_pass={"x": 1})
     check = linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
     assert check is not None and check.ok is None
+
+
+def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
+    """`passes.class_scores` (in the kernel) and `evaluate.class_scores` (trusted) pick the same
+    tensor of any output, or neither, up to the same number of parts."""
+    from grader.probe import passes
+
+    scores, probs, other = torch.randn(5, 10), torch.rand(5, 10), torch.randn(5, 3)
+    outputs: list[Any] = [scores, (other, scores, probs), [probs, scores], {"feat": other, "logits": scores},
+                          (other,) * (passes.MAX_OUTPUTS - 1) + (scores,), (other,) * passes.MAX_OUTPUTS + (scores,),
+                          (other, torch.randn(5, 10, 1)), {"x": 3}]
+    assert evaluate.MAX_OUTPUTS == passes.MAX_OUTPUTS
+    for output in outputs:
+        kernel, trusted = passes.class_scores(output, 5, 10), evaluate.class_scores(output, 5, 10)
+        assert trusted is kernel or (kernel is None and trusted is output), output
+    assert passes.class_scores(outputs[-3], 5, 10) is None  # the ninth part is not looked at
+
+
+def test_the_graph_runs_on_the_training_images_under_the_verified_preprocessing(tiny_dataset: Dataset,
+                                                                                images: torch.Tensor) -> None:
+    """Beside the graded pass, the graph runs on a secret sample of the official training images (all
+    of the tiny set's 600), preprocessed by the map the test pass verified: normalized, standardized
+    per image, or per pixel position. Its classes are the model's on those images."""
+    model = Net().eval()
+    train_path = tiny_dataset.raw / "train-images-idx3-ubyte"
+    train = evaluate._official(train_path)
+    mean, std = train.float().mean(0), train.float().std(0).clamp_min(1.0)
+    for prep in (lambda q: (q.float() / 255 - 0.286) / 0.353,
+                 lambda q: (q.float() - q.float().mean(1, keepdim=True)) / q.float().std(1, keepdim=True),
+                 lambda q: (q.float() - mean) / std):
+        answer = evaluate.evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)),
+                                   tiny_dataset.raw / TEST_IMAGES, RUNNABLE, train_path)
+        sample = answer["train_sample"]
+        assert sorted(sample["indices"]) == list(range(train.shape[0]))
+        with torch.no_grad():
+            own = model(prep(train[torch.tensor(sample["indices"])]).reshape(-1, 1, 28, 28)).argmax(1)
+        assert sum(a == b for a, b in zip(own.tolist(), sample["classes"])) >= 0.97 * train.shape[0]
+        found = recompute.read(json.dumps(answer), None, images.shape[0], train_total=train.shape[0])
+        assert found.train_indices == tuple(sample["indices"]) and found.train_classes == tuple(sample["classes"])
+    answer = evaluate.evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES,
+                               RUNNABLE)
+    assert answer["train_sample"] is None  # no training images given
+
+
+def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_images(
+        tmp_path: Path) -> None:
+    """However the notebook fed them (here: straight into the model, as a wrapper module taking an
+    index tensor would), a model that learned the test images fits them better than the training
+    images the evaluator samples, and judge/fit.py sends it to review; the same model trained on
+    its training images only does not go there. (Generated data, 1,000 test images: enough to compare.)"""
+    from tinydata import make_tiny_fashion_mnist
+
+    from grader.judge import fit
+    from grader.model.dataset import TRAIN_IMAGES, Dataset as Data
+
+    data = Data(make_tiny_fashion_mnist(tmp_path / "fmnist", train=2_000, test=1_000, noise=0.25))
+    test_x, train_x = evaluate._official(data.raw / TEST_IMAGES), evaluate._official(data.raw / TRAIN_IMAGES)
+    test_y, train_y = torch.tensor(data.test_labels()), torch.tensor(data.train_labels())
+    prep = lambda q: (q.float() / 255 - 0.286) / 0.353  # noqa: E731
+    verdicts = []
+    for x, y in ((train_x[:1_600], train_y[:1_600]), (torch.cat([train_x[:1_600], test_x]), torch.cat([train_y[:1_600], test_y]))):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(prep(x)), y).backward()
+            optimizer.step()
+        answer = evaluate.evaluate(_capture(model, prep(test_x)), data.raw / TEST_IMAGES, RUNNABLE, data.raw / TRAIN_IMAGES)
+        found = recompute.read(json.dumps(answer), None, 1_000, train_total=2_000)
+        accuracy = 100.0 * sum(p == t for p, t in zip(found.predictions, data.test_labels())) / 1_000
+        sample = fit.fit(found.train_indices, found.train_classes, data.train_labels(), (1 << 1_600) - 1)
+        verdicts.append((accuracy, sample, fit.review(accuracy, 1_000, sample, ceiling=None)))
+    (honest_accuracy, honest, honest_why), (cheat_accuracy, cheat, cheat_why) = verdicts
+    assert honest_why is None and honest is not None and honest.held_out == 400
+    assert cheat_why is not None and "better than the training images" in cheat_why, (cheat_accuracy, cheat)

@@ -27,9 +27,11 @@ from grader.run.gpus import find as find_gpu, installed, sandbox_args
 from grader.model.context import Context
 from grader.pipeline.grade import grade_in
 from grader.model.record import read_probe, read_untrusted
+from grader.probe import RECORD_VERSION
 from grader.outputs.text import check_text, render
 from grader.outputs.pages import write_batch_reports
-from grader.model.results import Check, Result, Status
+from grader.model.results import Check, Result, StaticReport, Status
+from grader.static.rules import check_static
 from grader.model.rubric import Rubric
 from grader.run.sandbox import Sandbox, SandboxLimits, command, unavailable_reason
 from grader.run.slots import cores_for, plan_slots
@@ -70,11 +72,11 @@ def test_untrusted_files_are_never_followed_blocked_on_or_read_whole(tmp_path: P
         read_untrusted(folder, "ok.json", os.geteuid() + 1, 1024)
     assert read_untrusted(folder, "ok.json", os.geteuid(), 1024) == b'{"version": 1}'
     assert read_probe(folder, "fifo.json", None).problem == "the probe's file was not read: fifo.json is not a regular file"
-    assert "format '1', not 2" in (read_probe(folder, "ok.json", None).problem or "")  # another format: not believed
-    (folder / "ok.json").write_text('{"version": "2"}')
+    assert f"format '1', not {RECORD_VERSION}" in (read_probe(folder, "ok.json", None).problem or "")  # not believed
+    (folder / "ok.json").write_text(f'{{"version": "{RECORD_VERSION}"}}')
     assert read_probe(folder, "ok.json", None).record is None
-    (folder / "ok.json").write_text('{"version": 2}')
-    assert read_probe(folder, "ok.json", None).record == {"version": 2}
+    (folder / "ok.json").write_text(f'{{"version": {RECORD_VERSION}}}')
+    assert read_probe(folder, "ok.json", None).record == {"version": RECORD_VERSION}
     assert read_probe(folder, "missing.json", None) == read_probe(folder, "missing.json", None)
     assert read_probe(folder, "missing.json", None).record is None and read_probe(folder, "missing.json", None).problem is None
     (folder / "deep.json").write_text("[" * 100_000)
@@ -196,6 +198,52 @@ def test_tens_of_kilobytes_of_literal_data_go_to_review(tmp_path: Path, sandboxe
     result = grade_in(tmp_path / "graded", read_submission(path, "eve"), sandboxed)
     assert result.status is Status.REVIEW and result.score == 0 and result.accuracy is not None
     assert result.reason is not None and "KB of literal data" in result.reason and "at line " in result.reason
+
+
+def _table(size: int = 6_200) -> bytes:
+    """A keyless retrieval table's worth of random bytes (a 3-wise XOR filter of 10,000 labels)."""
+    import random
+
+    return random.Random(size).randbytes(size)
+
+
+@pytest.mark.parametrize("where", ["docstring", "comments", "bytes", "numbers", "names"])
+def test_a_table_of_answers_anywhere_in_the_code_text_is_literal_data(tmp_path: Path, tiny_context: Context,
+                                                                       where: str) -> None:
+    """Six KB of data (what a keyless table of the test labels needs) in a docstring, in comments (a
+    notebook reads its own cells through IPython's history), in a bytes literal, in small numbers or
+    in the names of variables: all of it is text of the code, measured by what it holds."""
+    import base64
+
+    table = _table()
+    text = base64.b64encode(table).decode()
+    code = {
+        "docstring": f'def lookup(h):\n    """{text}"""\n    return h',
+        "comments": "\n".join(f"# {text[i:i + 70]}" for i in range(0, len(text), 70)),
+        "bytes": f"TABLE = {table!r}",
+        "numbers": "SLOTS = [%s]" % ", ".join(str(b) for b in table),
+        "names": "\n".join(f"v{table[i:i + 6].hex()} = {i}" for i in range(0, len(table), 6)),
+    }[where]
+    static = _static_report(tmp_path, tiny_context, (FIXTURES / "HW3_tinyok.py").read_text() + "\n" + code)
+    assert static.literal_data is not None and "KB of literal data" in static.literal_data and not static.tampering
+
+
+def test_prose_and_the_templates_own_text_are_not_literal_data(tmp_path: Path, tiny_context: Context) -> None:
+    """A well-commented notebook (7 KB of the lecture as comments), the template's cells run a second
+    time and a long ruler hold little beyond the template: no review."""
+    lecture = (Path(__file__).resolve().parents[2] / "shared" / "homework" / "lecture3-training-skills.txt").read_text()
+    prose = "\n".join(f"# {line}" for line in lecture[:7_000].splitlines())
+    template = tiny_context.rubric.template.with_suffix(".py").read_text()
+    code = f"{(FIXTURES / 'HW3_tinyok.py').read_text()}\n{prose}\nRULER = {'-=' * 6000!r}\n{template}\n"
+    static = _static_report(tmp_path, tiny_context, code)
+    assert static.literal_data is None, static.literal_data
+
+
+def _static_report(tmp_path: Path, context: Context, code: str) -> StaticReport:
+    """The static check alone (what `grader check FILE` runs first), in milliseconds."""
+    path = tmp_path / "HW3_eve.py"
+    path.write_text(code + "\n")
+    return check_static(read_submission(path, "eve"), context.facts, context.rubric)
 
 
 @pytest.mark.parametrize("code", [

@@ -9,6 +9,7 @@ import pytest
 
 from grader.judge.measure import measure, reported_accuracy
 from grader.model.record import read_probe
+from grader.probe import RECORD_VERSION
 from grader.model.results import ExecutionRecord, Status
 from grader.judge.run_facts import Training
 
@@ -47,7 +48,7 @@ def test_reported_accuracy(printed: str, expected: float | None) -> None:
 def _record(tmp_path: Path, probe: dict[str, Any] | str | None, printed: str = "") -> tuple[ExecutionRecord, Any]:
     """An execution record and the probe record as the grader reads it back from disk."""
     if probe is not None:
-        (tmp_path / "probe.json").write_text(probe if isinstance(probe, str) else json.dumps({"version": 2, **probe}))
+        (tmp_path / "probe.json").write_text(probe if isinstance(probe, str) else json.dumps({"version": RECORD_VERSION, **probe}))
     record = read_probe(tmp_path, "probe.json", None).record
     return ExecutionRecord(Status.GRADED, None, None, 1.0, None, record, printed), record
 
@@ -121,7 +122,8 @@ def test_no_model_and_unreadable_probe(tmp_path: Path) -> None:
 
 
 def _trained() -> Training:
-    return Training(60000, "direct", (), (), 0, 0, False, 0, last_step=1000, first_step=1)
+    return Training(train_size=60000, lineage="direct", passes=(), groups=(), trained=0,
+                    changed_without_optimizer=False, unplaced_steps=0, last_step=1000, first_step=1)
 
 
 @pytest.mark.parametrize(("graded", "flagged"), [(70, True), (80, False), (75, False)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -563,17 +564,22 @@ def test_a_test_time_flip_is_not_a_second_prediction(tiny_dataset: Dataset) -> N
     assert [(p.complete, p.rows) for p in recorder.test_passes] == [(True, 200)]
 
 
+def _training(dataset: Dataset) -> tuple[Recorder, Serials, torch.nn.Module, torch.optim.Optimizer, torch.Tensor,
+                                          torch.Tensor]:
+    """A recorder over the tiny data, a net in training mode, its SGD, the training rows and 40 labels."""
+    index, _, train = _index(dataset)
+    serials = Serials()
+    net = _Net().train()
+    return (Recorder(index, 10, serials), serials, net, torch.optim.SGD(net.parameters(), lr=0.01),
+            train.float() / 255, torch.zeros(40, dtype=torch.long))
+
+
 def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset) -> None:
     """After each step on a DataLoader batch, one more on images fed beside it: those steps carry no
     epoch of the loader, and the judge leaves the epochs undecided rather than count the loader alone."""
     from grader.judge.run_facts import training
 
-    index, _, train = _index(tiny_dataset)
-    serials = Serials()
-    recorder = Recorder(index, 10, serials)
-    net = _Net().train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    recorder, serials, net, optimizer, x, labels = _training(tiny_dataset)
     for epoch in range(2):
         track = recorder.start_loader_pass(600)
         for start in range(0, 480, 40):
@@ -587,6 +593,31 @@ def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
     facts = training(record)
     assert facts.beside_steps == 24 and facts.pass_count == 2
+
+
+def test_a_blend_sharing_another_images_key_is_not_a_step_beside_the_loader(tiny_dataset: Dataset) -> None:
+    """Mixup over the loader's batches: a blended row may come to share the key of an image the loader
+    did not yield (its pixels are not that image's), and it is the only row read. That is no evidence
+    of images fed beside the batch; the image itself in that place is."""
+    from grader.judge.run_facts import training
+
+    recorder, serials, net, optimizer, x, labels = _training(tiny_dataset)
+    outside = x[599].clone()  # never yielded; its key kept, its middle grey levels reversed
+    middle = (outside > outside.min()) & (outside < outside.max())
+    lo, hi = float(outside[middle].min()), float(outside[middle].max())
+    outside[middle] = lo + hi - outside[middle]
+    track = recorder.start_loader_pass(600)
+    for start in range(0, 480, 40):
+        batch = x[start:start + 40]
+        recorder.loader_batch(track, list(range(start, start + 40)), (batch, labels))
+        blended = 0.5 * batch + 0.5 * batch.flip(0)
+        blended[0] = outside if start < 240 else x[599]
+        _train_step(recorder, net, optimizer, blended, labels)
+    track.complete = True
+    (entry,) = recorder.optimizers.values()
+    assert entry["steps"] == 12 and entry["beside"] == 6  # the six with the image itself
+    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    assert facts.beside_steps == 6
 
 
 def test_a_module_called_before_the_model_on_the_same_rows_is_one_draw(tiny_dataset: Dataset) -> None:
@@ -664,12 +695,7 @@ def test_zip_of_the_train_and_valid_loaders_trains_on_the_train_loader(tiny_data
     trained nothing, whichever loader yielded last."""
     from grader.judge.run_facts import training
 
-    index, _, train = _index(tiny_dataset)
-    serials = Serials()
-    recorder = Recorder(index, 10, serials)
-    net = _Net().train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    recorder, serials, net, optimizer, x, labels = _training(tiny_dataset)
     for epoch in range(2):
         train_pass, valid_pass = recorder.start_loader_pass(600), recorder.start_loader_pass(600)
         for k, start in enumerate(range(0, 480, 40)):
@@ -692,12 +718,7 @@ def test_a_second_loader_yielding_beside_the_extra_steps_hides_nothing(tiny_data
     holds: the step trained mostly on rows no loader named, so it is still a step beside them."""
     from grader.judge.run_facts import training
 
-    index, _, train = _index(tiny_dataset)
-    serials = Serials()
-    recorder = Recorder(index, 10, serials)
-    net = _Net().train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    recorder, serials, net, optimizer, x, labels = _training(tiny_dataset)
     for epoch in range(2):
         track, dummy = recorder.start_loader_pass(600), recorder.start_loader_pass(600)
         for start in range(0, 480, 40):
@@ -909,3 +930,206 @@ def test_a_loaded_torchscript_model_is_captured_through_a_python_twin() -> None:
     twin = python_twin(loaded, sample)
     assert twin is not None and not isinstance(twin, torch.jit.ScriptModule) and twin is not net
     assert torch.equal(twin(sample), loaded(sample))
+
+
+def _hooked_step(recorder: Recorder, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor) -> None:
+    """One training step as the probe sees it: the global pre-hook, the update, torch's
+    ``_optimizer_step_code`` right after it (the probe's patch), the global post-hook."""
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(_call(recorder, net, x), y).backward()
+    recorder.before_step(optimizer, (), {})
+    optimizer.step()
+    recorder.after_update(optimizer)
+    recorder.on_step(optimizer, (), {})
+
+
+def _moved(recorder: Recorder, serials: Serials, net: torch.nn.Module) -> int:
+    from grader.judge.run_facts import training
+
+    record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
+    return training(record).moved
+
+
+def test_weights_changed_outside_the_counted_steps_are_counted(tiny_dataset: Dataset) -> None:
+    """Updates the step hooks do not see: `step.__wrapped__` after the loop (more epochs), and a
+    hand-written `p.data -= lr * p.grad` after every counted step. Both change the weights between
+    (or after) the steps the probe counted, however they were made."""
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for hidden in ("wrapped", "by hand"):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        torch.manual_seed(0)
+        net = _Net().train()
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        for start in range(0, 480, 40):
+            _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+            if hidden == "by hand":
+                with torch.no_grad():
+                    for p in net.parameters():
+                        p.data -= 1e-3 * p.grad.sign()
+        if hidden == "wrapped":
+            for start in range(0, 480, 40):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(net(x[start:start + 40]), labels).backward()
+                type(optimizer).step.__wrapped__(optimizer)  # type: ignore[attr-defined]
+        assert _moved(recorder, serials, net) == (1 if hidden == "wrapped" else 12), hidden
+
+
+def test_honest_changes_of_the_weights_are_explained(tiny_dataset: Dataset) -> None:
+    """A perturbation undone before the next step (SAM), the best checkpoint loaded back after more
+    training, a new optimizer each epoch, gradient clipping and weight decay, and the model converted
+    to half precision after training: no change outside the counted steps."""
+    index, _, train = _index(tiny_dataset)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    net = _Net().train()
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    best = None
+    for epoch in range(3):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
+        for start in range(0, 480, 40):
+            with torch.no_grad():  # SAM's first step: climb, then come back before the real step
+                saved = [p.detach().clone() for p in net.parameters()]
+                for p in net.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+                for p, s in zip(net.parameters(), saved):
+                    p.data = s
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(_call(recorder, net, x[start:start + 40]), labels).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            recorder.before_step(optimizer, (), {})
+            optimizer.step()
+            recorder.after_update(optimizer)
+            recorder.on_step(optimizer, (), {})
+        if epoch == 1:
+            state = net.state_dict()
+            recorder.on_capture(net)
+            best = {k: v.clone() for k, v in state.items()}
+    assert best is not None
+    net.load_state_dict(best)
+    recorder.on_load(net)
+    net.half()
+    assert _moved(recorder, serials, net) == 0
+
+
+def test_continuity_follows_parameters_across_optimizers_and_storage() -> None:
+    """A new optimizer over the same parameters each epoch shares their windows (a change between
+    the two is still seen); parameters moved into one flat vector (``vector_to_parameters``: views at
+    an offset) and back compare where their values now live, equal or not."""
+    from grader.probe.continuity import Continuity
+
+    net = _Net()
+    params = list(net.parameters())
+    x, y = torch.randn(16, 784), torch.zeros(16, dtype=torch.long)
+
+    def step(continuity: Continuity, optimizer: torch.optim.Optimizer, serial: int) -> None:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        continuity.check(serial, params)
+        optimizer.step()
+        continuity.keep(serial, params)
+
+    continuity = Continuity()
+    for epoch in range(3):  # a new optimizer each epoch
+        optimizer = torch.optim.SGD(params, lr=0.1)
+        for _ in range(3):
+            step(continuity, optimizer, epoch)
+    flat = torch.nn.utils.parameters_to_vector(params).clone()
+    torch.nn.utils.vector_to_parameters(flat, params)  # every parameter now a view into one vector
+    assert continuity.export().between == {} and not continuity.export().after_last_step
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    step(continuity, optimizer, 3)
+    torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(params).clone(), params)  # same values
+    assert not continuity.export().after_last_step
+    with torch.no_grad():
+        params[2].add_(0.01)  # between this optimizer's last step and the next one's first
+    step(continuity, torch.optim.SGD(params, lr=0.1), 4)
+    moved = continuity.export()
+    assert moved.between == {4: 1} and not moved.after_last_step
+
+
+def test_the_module_that_predicted_is_the_graded_model_among_equal_owners() -> None:
+    """`eval_net = nn.Sequential(model.fc1, ..., model.fc3)` holds exactly the trained model's
+    parameters: of the two, the one that made the graded predictions is the graded model, whichever
+    the garbage collector lists first (on the real data it listed the other: a capture refused); a
+    TorchScript module that made them still yields to the Python model sharing its weights."""
+    from grader.probe import model as models
+
+    net = _Net()
+    eval_net = torch.nn.Sequential(torch.nn.Flatten(), net.fc1, torch.nn.ReLU(), net.fc2)
+    serials = Serials()
+    owned = models.param_serials(net, serials)
+    for order in ([net, eval_net], [eval_net, net]):
+        assert models.smallest_owner(owned, serials, order, prefer=[eval_net]) is eval_net
+        assert models.smallest_owner(owned, serials, order, prefer=[net]) is net
+    script = torch.jit.script(net)  # shares the weights; it made the predictions, but cannot be exported
+    assert models.smallest_owner(owned, serials, [script, net], prefer=[script]) is net
+
+
+def test_hooks_of_the_optimizers_own_and_a_coarse_parameter_hide_no_change(tiny_dataset: Dataset) -> None:
+    """An optimizer's own post-hook runs before the probe's global one, and its own pre-hook after:
+    a change made in either is not taken for the step's (the values are kept right after the update,
+    in torch's ``_optimizer_step_code``; own pre-hooks count as a change). A bfloat16 parameter in
+    the set loosens nothing for the float32 ones (each value is measured in its own dtype's rounding)."""
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+
+    def hidden(*_: Any) -> None:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(0.99)
+
+    for how in ("post-hook", "pre-hook", "bfloat16"):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        torch.manual_seed(0)
+        net = _Net().train()
+        extra = [torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))] if how == "bfloat16" else []
+        optimizer = torch.optim.SGD(list(net.parameters()) + extra, lr=0.01)
+        optimizer._optimizer_step_code = lambda: recorder.after_update(optimizer)  # type: ignore[method-assign]
+        if how == "post-hook":
+            optimizer.register_step_post_hook(hidden)
+        elif how == "pre-hook":
+            optimizer.register_step_pre_hook(hidden)
+        for start in range(0, 200, 40):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(_call(recorder, net, x[start:start + 40]), labels).backward()
+            recorder.before_step(optimizer, (), {})
+            optimizer.step()
+            recorder.on_step(optimizer, (), {})
+            if how == "bfloat16":
+                hidden()
+        assert _moved(recorder, serials, net) >= 4, how
+
+
+def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Dataset) -> None:
+    """Ten epochs trained by hand through `F.linear` before the optimizer's first step (no module
+    call sees them): the first gradient to reach a parameter fixed its initial values, and the first
+    counted step finds them changed. An init after the parameters were made (before any gradient)
+    changes nothing, and once a counted step covers a parameter its first-gradient hook is gone."""
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for hidden in (True, False):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        net = _Net().train()
+        for p in net.parameters():  # what the global parameter-registration hook does as the model is built
+            recorder.on_parameter(net, "", p)
+        with torch.no_grad():
+            torch.nn.init.kaiming_normal_(net.fc1.weight)
+        if hidden:
+            for _ in range(10):
+                out = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x[:480], net.fc1.weight,
+                                                                                         net.fc1.bias)), net.fc2.weight, net.fc2.bias)
+                torch.nn.functional.cross_entropy(out, torch.zeros(480, dtype=torch.long)).backward()
+                with torch.no_grad():
+                    for p in net.parameters():
+                        p -= 0.1 * p.grad  # type: ignore[operator]
+                        p.grad = None
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+        for start in range(0, 480, 40):
+            _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+        assert _moved(recorder, serials, net) == (1 if hidden else 0), hidden
+        assert not recorder._first_grads

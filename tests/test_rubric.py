@@ -19,6 +19,7 @@ def test_shipped_rubric_matches_the_homework_policy() -> None:
     assert levels == [(80, 30), (84, 50), (89, 60)]
     assert (rubric.accuracy.bonus.at_least, rubric.accuracy.bonus.points) == (90, 5)
     assert rubric.accuracy.max_points == 60 and rubric.accuracy.report_points == 40
+    assert rubric.accuracy.ceiling == 93
     assert rubric.frozen == ("epochs", "valid_size", "linear_layers")
     assert "BatchNorm1d" in rubric.allowed_layers and "Dropout" in rubric.allowed_layers
     assert rubric.template.is_file()
@@ -65,6 +66,8 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
         ({"accuracy.thresholds.2": {"at_least": 189, "points": 60}}, "accuracy.thresholds[2].at_least is a test "
                                                                      "accuracy in percent (0-100), got 189"),
         ({"accuracy.bonus": {"at_least": 900, "points": 5}}, "accuracy.bonus.at_least is a test accuracy in percent"),
+        ({"accuracy.ceiling": 101}, "accuracy.ceiling is a test accuracy in percent above the top threshold (89)"),
+        ({"accuracy.ceiling": 89.5}, "accuracy.ceiling (89.5) must be above the bonus's at_least (90)"),
         ({"accuracy.bonus": {"at_least": 85, "points": 5}}, "accuracy.bonus.at_least (85) must be above the top threshold"),
         ({"accuracy.bonus": {"at_least": 90, "points": 5, "point": 3}}, "accuracy.bonus.point: unknown field"),
     ],

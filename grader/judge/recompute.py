@@ -71,6 +71,8 @@ class Recomputed:
     by_probe: bool = False  # the pass was the probe's own, not one the notebook made
     precision: str = "float32"  # the arithmetic the kernel's pass ran in, as its capture says (its noise bound)
     mirrored: bool = False  # graded as the softmax averaged over each image and its mirror image (TTA)
+    train_indices: tuple[int, ...] = ()  # the secret sample of official training images the graph ran on
+    train_classes: tuple[int, ...] = ()  # its class for each
 
 
 def _ints(value: Any, size: int, low: int, high: int) -> list[int] | None:
@@ -118,8 +120,19 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v)[:80] for v in value[:100]) if isinstance(value, list) else ()
 
 
-def read(output: str | None, problem: str | None, total: int, classes: int = 10) -> Recomputed:
-    """The evaluator's JSON for a test set of ``total`` images."""
+def capture_failed(record: dict[str, Any] | None) -> str | None:
+    """Why the probe could not capture the graded pass it found, as its record says (a notebook's
+    own words, cut), or None (captured, or no test pass to capture: the measurement says so)."""
+    section = record.get("capture") if isinstance(record, dict) else None
+    error = section.get("error") if isinstance(section, dict) else None
+    if not isinstance(error, str) or error in ("no capture was asked for", "the notebook made no test pass"):
+        return None
+    return f"the graded test pass could not be captured to recompute it outside the notebook ({error[:200]})"
+
+
+def read(output: str | None, problem: str | None, total: int, classes: int = 10,
+         train_total: int = 60_000) -> Recomputed:
+    """The evaluator's JSON for a test set of ``total`` images (and ``train_total`` training images)."""
     if output is None:
         return Recomputed(problem or "the trusted evaluation gave no answer")
     try:
@@ -171,10 +184,17 @@ def read(output: str | None, problem: str | None, total: int, classes: int = 10)
                        _shapes(graph.get("parameters")), _shapes(graph.get("buffers")), _shapes(graph.get("constants")),
                        _uses(graph.get("uses")), _names(graph.get("mixes")), _products(graph.get("products")),
                        _way(graph.get("way")), _names(graph.get("copies")))
+    sample = data.get("train_sample")
+    listed = sample.get("indices") if isinstance(sample, dict) else None
+    indices = _ints(listed, len(listed), 0, train_total) if isinstance(listed, list) else None
+    train_classes = _ints(sample.get("classes"), len(indices), 0, classes) if isinstance(sample, dict) and indices else None
+    if indices is None or train_classes is None or len(set(indices)) != len(indices):
+        indices, train_classes = [], []
     return Recomputed(None, tuple(predictions), len(graded), official.count(-1), differing if kernel is not None else rows,
                       close_images if kernel is not None else 0, str(data.get("preprocessing"))[:40], facts,
                       data.get("changed_after_pass") is True, data.get("structure_at_pass"), data.get("assumed") is True,
-                      data.get("by_probe") is True, str(data.get("precision"))[:10], averaged is not None)
+                      data.get("by_probe") is True, str(data.get("precision"))[:10], averaged is not None,
+                      tuple(indices), tuple(train_classes))
 
 
 def _noise(precision: str) -> str:

@@ -54,6 +54,8 @@ class Optimizer:
     last_step: int
     unattributed: int = 0  # steps after which no batch of training images had been drawn since its previous one
     beside: int = 0  # steps over training images fed beside a DataLoader, with none of its batches since the previous step
+    moved: int = 0  # steps before which its parameters had changed since its previous step (probe/continuity.py)
+    moved_at_end: bool = False  # its parameters changed after its last step (and no load explained it)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class TestPassFacts:
     confidence: bytes | None = None  # per test image, float16: the softmax at the prediction (see half_floats)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Training:
     """How the graded model was trained, as the grader reads the record."""
 
@@ -78,7 +80,6 @@ class Training:
     passes: tuple[TrainPassFacts, ...]  # the passes that trained it (direct) or trained any model (loaded)
     groups: tuple[int, ...]  # loaded: passes per trained model (one per optimized parameter set)
     trained: int  # bit set of the images it was trained on
-    validation: int  # bit set of the images evaluated without training on them
     changed_without_optimizer: bool  # no optimizer step, yet its weights were changed in place
     unplaced_steps: int  # steps of its optimizers that no recognised pass over the training images carried
     last_step: int  # the last optimizer step of its training (0 when none)
@@ -88,6 +89,7 @@ class Training:
     undone: tuple[int, int] = (0, 0)  # passes and steps whose weights a restore discarded before training went on
     beside_steps: int = 0  # trained over DataLoader passes: its steps over images fed beside them (not in an epoch)
     overlap: int = 0  # bit set of the images it was trained on and validated on, each time as the image itself
+    moved: int = 0  # changes of its weights between (or after) the optimizer steps that made them, no step or load explaining them
 
     @property
     def pass_count(self) -> int:
@@ -148,7 +150,8 @@ def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
             continue
         found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
                                     integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0,
-                                    integer(item.get("unattributed")) or 0, integer(item.get("beside")) or 0)
+                                    integer(item.get("unattributed")) or 0, integer(item.get("beside")) or 0,
+                                    integer(item.get("moved")) or 0, item.get("moved_at_end") is True)
     return found
 
 
@@ -273,7 +276,8 @@ def training(record: dict[str, Any]) -> Training:
     # Weights changed in place after a backward pass, with no optimizer: a hand-written update.
     changed = (integer(model.get("param_versions")) or 0) > 0 and model.get("has_grad") is True
     if not size:
-        return Training(None, "none", (), (), 0, 0, changed, 0, 0, 0)
+        return Training(train_size=None, lineage="none", passes=(), groups=(), trained=0,
+                        changed_without_optimizer=changed, unplaced_steps=0, last_step=0, first_step=0)
     passes = train_passes(record, size)
     opts = optimizers(record)
     params = graded_params(record)
@@ -316,7 +320,7 @@ def training(record: dict[str, Any]) -> Training:
         trained |= stepped
         exact |= stepped & ~(_bits(record.get("stepped_loose"), size) or 0)
     count = trained.bit_count()
-    validation, validated = 0, 0
+    validated = 0  # images evaluated without training on them, each time as the image itself
     begun = min((o.first_step for o in steps), default=0)
     for p in passes:  # validation is read from the same kind of pass as training, never mixed
         if p.source != source or p.stepped or (p.source == "content" and p.stepping) or p.start_step < begun:
@@ -324,17 +328,20 @@ def training(record: dict[str, Any]) -> Training:
         outside = (p.drawn & ~trained).bit_count()
         if 2 * outside <= p.drawn.bit_count():
             continue  # mostly images it trained on: plotting a few, a training-accuracy pass
-        validation |= p.drawn
         validated |= p.drawn & ~p.loose
     own_steps = sum(opts[s].steps for s in own)
     # The optimizers whose steps made the graded weights: its own, or, when it loaded them, those of
     # the model it loaded (their steps' doubts count as much).
     makers = [opts[s] for s in own] if lineage != "loaded" else steps
-    return Training(size, lineage, tuple(used), tuple(groups.values()), trained, validation,
-                    changed and not steps, own_steps if lineage == "none" else 0,
-                    max((o.last_step for o in steps), default=0), min((o.first_step for o in steps), default=0),
-                    sum(o.unattributed for o in makers), sum(o.steps for o in makers), undone,
-                    sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0, exact & validated)
+    return Training(train_size=size, lineage=lineage, passes=tuple(used), groups=tuple(groups.values()),
+                    trained=trained, changed_without_optimizer=changed and not steps,
+                    unplaced_steps=own_steps if lineage == "none" else 0,
+                    last_step=max((o.last_step for o in steps), default=0),
+                    first_step=min((o.first_step for o in steps), default=0),
+                    unattributed_steps=sum(o.unattributed for o in makers), steps=sum(o.steps for o in makers),
+                    undone=undone,
+                    beside_steps=sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0,
+                    overlap=exact & validated, moved=sum(o.moved + o.moved_at_end for o in makers))
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

@@ -98,7 +98,7 @@ MEANING: dict[Flag, str] = {
                           "the kernel's record unlike the grader's own run beyond its arithmetic): an error, graded by "
                           "the TA"),
     Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); only flagged",
-    Flag.LITERAL_DATA: "the code carries tens of kilobytes of literal data (strings, bytes, long lists): to review",
+    Flag.LITERAL_DATA: "the code's text holds kilobytes of data beyond the template's (strings, comments, docstrings, numbers, names): to review",
     Flag.SEED_RERUN_EXCLUDED: "a borderline re-run with another seed failed, broke a rule or raised a new flag",
 }
 

@@ -84,6 +84,18 @@ class ExecutionRecord(_Found):
     peak_memory_mb: float | None = None  # of all the run's processes together (where a cgroup measured it)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Fit:
+    """The graded model on a secret sample of the official training images (judge/fit.py), percent."""
+
+    sample: int
+    sample_accuracy: float
+    trained: int  # of the sample, images the run trained on (the probe's reading)
+    trained_accuracy: float | None
+    held_out: int
+    held_out_accuracy: float | None
+
+
 @dataclass(frozen=True)
 class Measurement(_Found):
     accuracy: float | None
@@ -98,6 +110,7 @@ class Measurement(_Found):
     review: str | None = None  # why the accuracy cannot be established (judge/recompute.py): the result goes to review
     recomputed: bool = False  # the accuracy is the trusted evaluator's, from the captured pass (judge/recompute.py)
     tampering: tuple[str, ...] = ()  # evidence the kernel's record was bent (its predictions differ from the recomputed)
+    fit: Fit | None = None  # the graded model on the training images, by the trusted evaluator (judge/fit.py)
 
 
 TEXT_LIMIT = 400  # characters of any one text a result shows the TA (a reason, a note, a rule's message)
@@ -196,6 +209,7 @@ class Result:
     wrong_images: str | None = None  # their 28x28 pixels from the official IDX file, base64, 784 bytes each
     saved_accuracy: float | None = None  # printed in the outputs saved in the submitted notebook (the student's run)
     report_accuracy: float | None = None  # "Best accuracy: xx%" on the report PDF's first page
+    fit: Fit | None = None  # the graded model on a secret sample of the training images (judge/fit.py)
 
     def __post_init__(self) -> None:
         # Every text the TA reads from a result is bounded, however it was built (TEXT_LIMIT).
@@ -240,6 +254,7 @@ class Result:
             fields["confusion"] = tuple(tuple(int(n) for n in row) for row in fields["confusion"])
         fields["seed_runs"] = tuple(SeedRun.from_json(run) for run in fields.get("seed_runs", []))
         fields["wrong"] = tuple((int(i), int(y), int(p), float(c)) for i, y, p, c in fields.get("wrong", ()))
+        fields["fit"] = Fit(**fields["fit"]) if fields.get("fit") else None
         return cls(**fields)
 
     def write(self, path: Path) -> None:

@@ -45,6 +45,7 @@ class AccuracyPolicy:
     report_points: int
     mismatch_tolerance: float
     borderline_margin: float = 0.3  # points from a threshold within which a result is listed as borderline
+    ceiling: float | None = None  # what the frozen model reaches honestly at most: a test accuracy above goes to review
 
     @property
     def total_max(self) -> int:
@@ -104,7 +105,7 @@ class LinearLayer:
     name: str | None  # attribute it is assigned to (fc1), when there is one
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FrozenFacts:
     """What the reference template fixes (static/reference.py derives them from it)."""
 
@@ -113,6 +114,7 @@ class FrozenFacts:
     valid_name: str
     valid_size: float
     linear_layers: tuple[LinearLayer, ...]
+    text: bytes = b""  # the template's own text (static/tamper.code_text): a submission's is measured beyond it
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,18 @@ def _accuracy(fields: _Fields) -> AccuracyPolicy:
         report_points=fields.integer("report_points"),
         mismatch_tolerance=fields.number("mismatch_tolerance"),
         borderline_margin=fields.number("borderline_margin") if fields.has("borderline_margin") else 0.3,
+        ceiling=_ceiling(fields, levels),
     )
+
+
+def _ceiling(fields: _Fields, levels: list[Threshold]) -> float | None:
+    if not fields.has("ceiling"):
+        return None
+    ceiling = fields.number("ceiling")
+    if not levels[-1].at_least < ceiling <= 100:
+        raise RubricError(f"rubric: accuracy.ceiling is a test accuracy in percent above the top threshold "
+                          f"({levels[-1].at_least:g}) and at most 100, got {ceiling:g}")
+    return ceiling
 
 
 def _files(fields: _Fields) -> FilePatterns:
@@ -334,6 +347,9 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
     if bonus.points and bonus.at_least <= levels[-1].at_least:
         raise RubricError(f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the top threshold "
                           f"({levels[-1].at_least:g})")
+    ceiling = rubric.accuracy.ceiling
+    if ceiling is not None and bonus.points and ceiling <= bonus.at_least:
+        raise RubricError(f"rubric: accuracy.ceiling ({ceiling:g}) must be above the bonus's at_least ({bonus.at_least:g})")
     return rubric
 
 

@@ -29,6 +29,8 @@ from grader.static.rules import check_static
 from grader.static.similarity import twin_difference
 
 if TYPE_CHECKING:
+    from grader.judge.recompute import Recomputed
+    from grader.judge.run_facts import Training
     from grader.run.slots import Slot
 
 
@@ -72,7 +74,10 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
         recomputed = None
         if record.capture is not None:  # the graded pass, run again outside the notebook's process
             evaluated = evaluator.finish(record.capture)
-            recomputed = recompute.read(evaluated.output, evaluated.problem, len(official))
+            recomputed = recompute.read(evaluated.output, evaluated.problem, len(official),
+                                        train_total=len(context.dataset.train_labels()))
+        elif (failed := recompute.capture_failed(record.probe)) is not None:
+            recomputed = recompute.Recomputed(failed)
     finally:
         evaluator.close()
     facts = (run_view(record.probe, record.status is Status.GRADED, recomputed)
@@ -86,6 +91,7 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
         faulted = probe_faults(record.probe)
         if faulted is not None and measurement.review is None:
             measurement = replace(measurement, review=faulted)
+        measurement = _fitted(measurement, recomputed, context, facts.training if facts else None)
     if view.order is not None:  # the kernel's k-th test image is the official order[k]: thumbnails come from there
         order = view.order
         measurement = replace(measurement, wrong=tuple((order[i], y, p, c) for i, y, p, c in measurement.wrong))
@@ -93,6 +99,22 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
              if facts is not None and record.probe is not None else None)
     return Run(record, measurement, check_runtime(facts, context.facts, rubric), findings(facts, context.facts, rubric),
                curve)
+
+
+def _fitted(measurement: Measurement, recomputed: Recomputed | None, context: Context,
+            training: Training | None) -> Measurement:
+    """The measurement with the graded model's fit of the training images (judge/fit.py), and the
+    review it calls for when the test images are fitted better (or beyond the rubric's ceiling)."""
+    from grader.judge import fit
+
+    if not measurement.recomputed or measurement.accuracy is None or measurement.total is None:
+        return measurement
+    assert context.dataset is not None and recomputed is not None
+    found = (fit.fit(recomputed.train_indices, recomputed.train_classes, context.dataset.train_labels(),
+                     training.trained if training is not None else 0) if recomputed.train_indices else None)
+    ceiling = context.rubric.accuracy.ceiling if context.dataset.official else None
+    why = fit.review(measurement.accuracy, measurement.total, found, ceiling)
+    return replace(measurement, fit=found, review=measurement.review or why)
 
 
 def report_headline(pdf: Path) -> ReportHeadline:
@@ -218,6 +240,7 @@ def assemble(sub: Submission, static: StaticReport, run: Run | None, brought: Br
         correct=graded.correct if graded else None,
         total=graded.total if graded else None,
         recomputed=graded.recomputed if graded else False,
+        fit=graded.fit if graded else None,
         pending_score=verdict.pending[0] if verdict.pending else None,
         pending_bonus=verdict.pending[1] if verdict.pending else None,
     )

@@ -60,7 +60,7 @@ def owner(predictor: tuple[int, int], recorder: Any, serials: Serials) -> torch.
     if not ends or any(m is None for m in ends):
         return None
     owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
-    return models.smallest_owner(owned, serials, models.live_modules())
+    return models.smallest_owner(owned, serials, models.live_modules(), prefer=[m for m in ends if m is not None])
 
 
 def _tensor_entry(name: str, kind: str, value: torch.Tensor, chunks: list[bytes], offset: int) -> tuple[dict[str, Any], int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,11 +24,14 @@ def param_serials(module: torch.nn.Module, serials: Serials) -> set[int]:
     return {serials.of(p) for p in module.parameters()}
 
 
-def smallest_owner(params: set[int], serials: Serials, modules: list[torch.nn.Module]) -> torch.nn.Module | None:
-    """The module with the fewest parameters that holds all of ``params``; among equals (a
-    DataParallel or compiled wrapper and the model inside), the innermost, and a Python module before
-    a TorchScript one sharing its weights (``torch.jit.trace(model, x)``: the model itself can be
-    exported, the trace cannot)."""
+def smallest_owner(params: set[int], serials: Serials, modules: list[torch.nn.Module],
+                   prefer: Sequence[torch.nn.Module] = ()) -> torch.nn.Module | None:
+    """The module with the fewest parameters that holds all of ``params``; among equals, a Python
+    module before a TorchScript one sharing its weights (``torch.jit.trace(model, x)``: the model
+    itself can be exported, the trace cannot), then the innermost (a DataParallel, compiled or
+    AveragedModel wrapper and the model inside), and of modules side by side one of ``prefer`` (the
+    module that made the graded predictions: an ``nn.Sequential`` built around the trained model's
+    layers beside the model), whichever the garbage collector lists first."""
     if not params:
         return None
     candidates = [(len(own), m) for m in modules if params <= (own := param_serials(m, serials))]
@@ -36,10 +40,9 @@ def smallest_owner(params: set[int], serials: Serials, modules: list[torch.nn.Mo
     least = min(n for n, _ in candidates)
     tied = [m for n, m in candidates if n == least]
     tied = [m for m in tied if not isinstance(m, torch.jit.ScriptModule)] or tied
-    for module in tied:
-        if not any(other is not module and any(sub is other for sub in module.modules()) for other in tied):
-            return module
-    return tied[0]
+    inner = [m for m in tied if not any(other is not m and any(sub is other for sub in m.modules()) for other in tied)]
+    preferred = [m for m in inner if any(m is p for p in prefer)]
+    return (preferred or inner or tied)[0]
 
 
 def by_name() -> tuple[torch.nn.Module | None, str]:

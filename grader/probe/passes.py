@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from grader.probe.content import ImageIndex, Match, PerPixel
+from grader.probe.content import ImageIndex, Match, PerPixel, image_rows
+from grader.probe.continuity import Continuity
 from grader.probe.guard import guarded, student_autocast
 from grader.probe.identity import Serials
 
@@ -191,6 +192,10 @@ class Fingerprints:
             return torch.stack(parts)
 
 
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def _items(output: Any) -> list[Any] | None:
     """The parts of a tuple, list or dict output (``{"logits": ...}``), at most MAX_OUTPUTS; None for another."""
     if isinstance(output, Mapping):
@@ -317,12 +322,15 @@ class Recorder:
         # Since the last optimizer step: training rows recorded as trained, rows recorded as only evaluated,
         # and each DataLoader pass that yielded, with the indices its batches named (which one the step took).
         self._trained_rows: set[int] = set()
+        self._trained_exact: set[int] = set()  # of those, the rows that were their images pixel by pixel
         self._evaluated_rows: set[int] = set()
         self._yielding: list[tuple[TrainPass, set[int]]] = []
         self._fed_rows: set[int] = set()  # rows of yielded batches fed whole to a training call, since the last step
         self.captures: list[tuple[tuple[int, ...], int, int, torch.Tensor]] = []  # (param serials, step, event, fingerprint)
         self.events = 0  # captures and loads, in order (several may fall between two steps)
         self.fingerprints = Fingerprints()
+        self.continuity = Continuity()  # every change of the stepped weights explained by a step or a load
+        self._first_grads: dict[int, Any] = {}  # parameter id -> its hook awaiting a first gradient
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
     @property
@@ -356,7 +364,9 @@ class Recorder:
         if self.internal:
             return
         if self._depth == 1:
-            self._blind = not args  # called with keyword arguments only: the first call inside is looked at
+            # Called with keyword arguments only, or with something else than image rows first (a
+            # wrapper taking indices into a tensor of images): the first call inside is looked at.
+            self._blind = not args or image_rows(args[0]) is None
             if self._blind:
                 return
         elif not (self._blind and args):
@@ -474,6 +484,7 @@ class Recorder:
                 self._undecided_draw = Draw(indices, True, loose=frozenset(indices))  # read per pixel, not per image
                 self._settle_draw(followed_by_step=True)
                 self._trained_rows.clear()
+                self._trained_exact.clear()
             track = self._content[True]
             for serial, count in self._learning_steps.items():
                 entry = self.optimizers.get(serial)
@@ -636,6 +647,7 @@ class Recorder:
             if not indices:
                 return
             self._trained_rows.update(indices)
+            self._trained_exact.update(i for i in indices if i not in draw.loose)
         elif not training:
             self._evaluated_rows.update(indices)
         current = self._content[training]
@@ -677,6 +689,29 @@ class Recorder:
         serial = self.serials.of(optimizer)
         self.lost_steps += serial in self._stepping
         self._stepping.add(serial)
+        # An optimizer's own pre-hooks run after this one, where a change of the weights would be
+        # taken for the step's: one that has them is counted as changed outside the steps.
+        self.continuity.check(serial, _params(optimizer), own_hooks=bool(getattr(optimizer, "_optimizer_step_pre_hooks", None)))
+
+    def after_update(self, optimizer: torch.optim.Optimizer) -> None:
+        """Right after the update itself (torch's ``_optimizer_step_code``), before any post-hook of
+        the optimizer's own could change the weights: their values now are explained."""
+        if self.internal:
+            return
+        params = _params(optimizer)
+        self.continuity.keep(self.serials.of(optimizer), params)
+        for p in params:  # counted steps explain them from now on: no more work per backward
+            handle = self._first_grads.pop(id(p), None)
+            if handle is not None:
+                handle.remove()
+
+    def on_parameter(self, module: Any, name: str, param: Any) -> None:
+        """A parameter was registered on a module: the first gradient to reach it fixes its initial
+        values (``Continuity.first_backward``: training before the first counted step is a change)."""
+        if (self.internal or not isinstance(param, torch.Tensor) or not param.requires_grad
+                or not param.is_floating_point() or id(param) in self._first_grads):
+            return
+        self._first_grads[id(param)] = param.register_post_accumulate_grad_hook(guarded(self.continuity.first_backward))
 
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
@@ -720,14 +755,16 @@ class Recorder:
             if self._learning:
                 self._learning_steps[serial] += 1  # may still count once the per-pixel map reads those rows
         entry["clock"] = self.clock
-        self._trained_rows, self._evaluated_rows, self._yielding, self._fed_rows = set(), set(), [], set()
+        self._trained_rows, self._trained_exact, self._evaluated_rows = set(), set(), set()
+        self._yielding, self._fed_rows = [], set()
 
     def _stepping_loader(self, since: int) -> tuple[TrainPass | None, bool]:
         """The DataLoader pass whose batch a step trained on, among those that yielded since the
         optimizer's previous step (``zip(train_loader, valid_loader)`` yields two): the one whose rows
         were trained (or fed, as it yielded them, to a training call), else the last whose rows were not only evaluated (else none). And
         whether the step trained mostly on rows it did not yield (images fed beside its batches,
-        perhaps with a second loader yielding alongside to hide them)."""
+        perhaps with a second loader yielding alongside to hide them): rows named by their key alone
+        (a mixup blend whose key happens to be another image's) are no evidence of that."""
         candidates = [(track, named) for track, named in self._yielding if track.last_batch > since]
         if not candidates:
             last = self.loader
@@ -739,7 +776,8 @@ class Recorder:
             if not kept:
                 return None, False  # a validation loader's batches, evaluated only: the step trained on others
             track, named = kept[-1]
-        return track, len(trained - named) > len(trained & named)
+        beside = (self._trained_exact | self._fed_rows) - named
+        return track, len(beside) > len(trained & named)
 
     def on_capture(self, module: torch.nn.Module) -> None:
         """A module's state was taken (``state_dict()``): which step it shows, should it be loaded back."""
@@ -761,6 +799,7 @@ class Recorder:
                 if then.shape == now.shape and torch.equal(then, now.to(then.device)):
                     restored, source = (step, event), (serials[0] if serials != key else None)
                     break
+        self.continuity.loaded(params)
         self.events += 1
         self.loads.append({"param": self.serials.of(params[0]) if params else None, "step": self.steps,
                            "params": [self.serials.of(p) for p in params[:MAX_LOAD_PARAMS]],
@@ -772,6 +811,10 @@ class Recorder:
         self._settle_draw(followed_by_step=False, final=True)
         complete = [p for p in self.test_passes if p.complete]
         keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
+        moved = self.continuity.export()
+        for serial, entry in self.optimizers.items():
+            entry["moved"] = moved.between.get(serial, 0)
+            entry["moved_at_end"] = serial in moved.after_last_step
         return {
             "test_steps": self.test_steps,
             "test_rows_trained": self.test_rows_trained,

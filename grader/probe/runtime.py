@@ -227,6 +227,21 @@ def _patch_loads(state: _State) -> None:
 
     state.patches.set(torch.nn.Module, "load_state_dict", load_state_dict)
     state.patches.set(torch.nn.Module, "state_dict", state_dict)
+    _patch_updates(state)
+
+
+def _patch_updates(state: _State) -> None:
+    """torch calls ``Optimizer._optimizer_step_code`` right after an optimizer's update and before its
+    post-hooks (the notebook's own among them, which run before the probe's global one): the values
+    the update left are kept there (probe/continuity.py)."""
+    original = torch.optim.Optimizer._optimizer_step_code
+    updated = guarded(state.recorder.after_update)
+
+    def _optimizer_step_code(self: torch.optim.Optimizer) -> None:
+        original(self)
+        updated(self)
+
+    state.patches.set(torch.optim.Optimizer, "_optimizer_step_code", _optimizer_step_code)
 
 
 def _watch_calls(state: _State) -> None:
@@ -238,7 +253,8 @@ def _watch_calls(state: _State) -> None:
     state.hooks = [register.register_module_forward_pre_hook(before),
                    register.register_module_forward_hook(after, always_call=True),
                    register_optimizer_step_post_hook(guarded(recorder.on_step)),
-                   register_optimizer_step_pre_hook(guarded(recorder.before_step))]
+                   register_optimizer_step_pre_hook(guarded(recorder.before_step)),
+                   register.register_module_parameter_registration_hook(guarded(recorder.on_parameter))]
     state.module_hooks.handles = state.hooks[:2]
     warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
 
@@ -390,7 +406,7 @@ def _find_model(state: _State, graded: passes.TestPass | None) -> tuple[torch.nn
         ends = [recorder.modules[s]() for s in graded.predictor if s in recorder.modules]
         if all(m is not None for m in ends):
             owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
-            found = models.smallest_owner(owned, serials, modules)
+            found = models.smallest_owner(owned, serials, modules, prefer=[m for m in ends if m is not None])
             if found is not None:
                 return found, "test-pass"
     stepped = sorted(recorder.optimizers.values(), key=lambda o: o.get("last_step", 0))

@@ -19,7 +19,7 @@ import math
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images take
 MAX_MANIFEST = 16 * 1024 * 1024
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "uint8": 1, "bool": 1}
 PIXELS = 28 * 28
+PixelMap = Callable[[Any], Any]  # official pixel rows (uint8) -> the inputs a pass fed its graph (float64)
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,13 @@ class Evaluator:
     run; ``finish`` hands it the capture and waits for its answer, ``close`` ends it unused."""
 
     def __init__(self, test_images: Path, ops: frozenset[str], prefix: Sequence[str] = (),
-                 fds: tuple[int, ...] = ()) -> None:
+                 fds: tuple[int, ...] = (), train_images: Path | None = None) -> None:
         """``ops``: the op names (aten, without overload) it may run at all, the architecture rule's
         (static/rules/linear_layers.py ``RUNNABLE``); ``prefix``: the sandbox's command
-        (run/launch.py ``start_evaluator``), or none; ``fds``: what the prefix needs passed on."""
+        (run/launch.py ``start_evaluator``), or none; ``fds``: what the prefix needs passed on;
+        ``train_images``: the official training images, for the fit of the training set (judge/fit.py)."""
         self.process = subprocess.Popen([*prefix, sys.executable, "-I", str(Path(__file__).resolve()), str(test_images),
-                                         ",".join(sorted(ops))],
+                                         ",".join(sorted(ops)), *([str(train_images)] if train_images else [])],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         pass_fds=fds)
 
@@ -402,16 +404,20 @@ def _bound(node: Any) -> list[tuple[str, Any]]:
         [(str(key), value) for key, value in node.kwargs.items()]
 
 
+MAX_OUTPUTS = 8  # parts of a tuple, list or dict output looked at (passes.MAX_OUTPUTS, the same)
+
+
 def class_scores(output: Any, rows: int, classes: int) -> Any:
     """The tensor of a model's output holding one score per class per row: the output itself, or the
-    first such tensor of a tuple, list or dict (``{"logits": ...}``), as ``passes.class_scores``
-    picks it in the kernel; else the output as it is."""
+    first such tensor among the first MAX_OUTPUTS parts of a tuple, list or dict (``{"logits": ...}``),
+    as ``passes.class_scores`` picks it in the kernel; else the output as it is."""
     import torch
 
     items = list(output.values()) if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else None
     if items is None:
         return output
-    return next((t for t in items if isinstance(t, torch.Tensor) and tuple(t.shape) == (rows, classes)), output)
+    return next((t for t in items[:MAX_OUTPUTS] if isinstance(t, torch.Tensor) and tuple(t.shape) == (rows, classes)),
+                output)
 
 
 class Predicted(NamedTuple):
@@ -580,17 +586,17 @@ def _monotone(p: Any, x: Any) -> Any:
     return (((dp == 0) & (dx.abs() <= tolerance)) | ((dp > 0) & (dx >= -tolerance))).all(1)
 
 
-def _one_map(p: Any, x: Any) -> Any:
+def _one_map(p: Any, x: Any) -> PixelMap | None:
     """Do all rows follow one preprocessing? Either one non-decreasing table from pixel value to input
     value for the whole pass (ToTensor, Normalize, /255, half precision, any fixed curve), or each
     image standardized (or min-max scaled) by its own statistics and then one affine map. A map chosen
     per image could carry anything about that image (its label, another model's answer). Returns the
-    inputs rebuilt from the official pixels under the fitted map (what the graph is then run on, so
-    nothing hidden within the tolerances reaches it), or None."""
+    fitted map from official pixels to inputs (the graph then runs on the inputs it rebuilds, so
+    nothing hidden within the tolerances reaches it, and on training images it rebuilds the same
+    way), or None."""
+    import numpy
     import torch
 
-    if p.shape[0] == 0:
-        return x
     flat_p, flat_x = p.reshape(-1).long(), x.reshape(-1)
     span = float(flat_x.max() - flat_x.min()) or 1.0
     low = torch.full((256,), float("inf"), dtype=torch.float64).scatter_reduce(0, flat_p, flat_x, "amin")
@@ -599,30 +605,44 @@ def _one_map(p: Any, x: Any) -> Any:
     low, high = low[present], high[present]
     tolerance = 1e-5 * span + 1e-7
     if bool(((high - low) <= tolerance).all()) and bool((high[:-1] <= low[1:] + tolerance).all()):
-        table = torch.zeros(256, dtype=torch.float64)
-        table[present] = low
-        return table[p.long()]
-    q = p.double()
-    for z in ((q - q.mean(1, keepdim=True)) / q.std(1, keepdim=True).clamp_min(1e-12),
-              (q - q.amin(1, keepdim=True)) / (q.amax(1, keepdim=True) - q.amin(1, keepdim=True)).clamp_min(1e-12)):
+        levels = torch.nonzero(present).flatten().double()  # grey levels no test image has: in between
+        table = torch.from_numpy(numpy.interp(numpy.arange(256.0), levels.numpy(), low.numpy()))
+        return lambda q: table[q.long()]
+    for per_row in (_standardized, _min_max):
+        z = per_row(p)
         zc, xc = z - z.mean(), x - x.mean()
         scale = float((zc * xc).sum() / (zc * zc).sum().clamp_min(1e-12))
         if scale > 0 and float((xc - scale * zc).abs().max()) <= 1e-4 * span + 1e-6:
-            return x.mean() + scale * zc
+            return _affine(per_row, float(x.mean()), scale, float(z.mean()))
     return None
 
 
-def _per_image(inputs: Any, images: Any) -> tuple[list[int], Any]:
+def _standardized(q: Any) -> Any:
+    q = q.double()
+    return (q - q.mean(1, keepdim=True)) / q.std(1, keepdim=True).clamp_min(1e-12)
+
+
+def _min_max(q: Any) -> Any:
+    q = q.double()
+    return (q - q.amin(1, keepdim=True)) / (q.amax(1, keepdim=True) - q.amin(1, keepdim=True)).clamp_min(1e-12)
+
+
+def _affine(per_row: PixelMap, mean: float, scale: float, centre: float) -> PixelMap:
+    """Each image through ``per_row`` (its own statistics), then one affine map for all."""
+    return lambda q: mean + scale * (per_row(q) - centre)
+
+
+def _per_image(inputs: Any, images: Any) -> tuple[list[int], Any, PixelMap | None]:
     """``_matched`` for a map that keeps the pixels' order, else for one that reverses it (``1 - x``)."""
-    found, rebuilt = _matched(inputs, images)
+    found, rebuilt, pixel_map = _matched(inputs, images)
     if -1 in found:
-        back, again = _matched(-inputs, images)
+        back, again, reverse = _matched(-inputs, images)
         if back.count(-1) < found.count(-1):
-            return back, -again
-    return found, rebuilt
+            return back, -again, (lambda q: -reverse(q)) if reverse is not None else None
+    return found, rebuilt, pixel_map
 
 
-def _matched(inputs: Any, images: Any) -> tuple[list[int], Any]:
+def _matched(inputs: Any, images: Any) -> tuple[list[int], Any, PixelMap | None]:
     """Per row, the official index of the test image it is, under one preprocessing for the whole
     pass (``_one_map``), or -1. The image is found by its darkest and brightest pixel masks; images
     sharing those masks are told apart by which one the row is a non-decreasing map of."""
@@ -656,12 +676,13 @@ def _matched(inputs: Any, images: Any) -> tuple[list[int], Any]:
                 break
     matched = torch.nonzero(found_t >= 0).flatten()
     rebuilt = inputs.double().clone()
-    if matched.numel():
-        fitted = _one_map(images[found_t[matched]], inputs[matched].double())
-        if fitted is None:
-            return [-1] * inputs.shape[0], rebuilt
-        rebuilt[matched] = fitted
-    return found_t.tolist(), rebuilt
+    if not matched.numel():
+        return found_t.tolist(), rebuilt, None
+    pixel_map = _one_map(images[found_t[matched]], inputs[matched].double())
+    if pixel_map is None:
+        return [-1] * inputs.shape[0], rebuilt, None
+    rebuilt[matched] = pixel_map(images[found_t[matched]])
+    return found_t.tolist(), rebuilt, pixel_map
 
 
 def _dense_ranks(columns: Any) -> Any:
@@ -673,7 +694,7 @@ def _dense_ranks(columns: Any) -> Any:
     return ranks
 
 
-def _per_pixel(inputs: Any, images: Any) -> tuple[list[int], Any]:
+def _per_pixel(inputs: Any, images: Any) -> tuple[list[int], Any, PixelMap | None]:
     """Per row, the official index of the test image it is under an increasing affine map per pixel
     position (feature normalization with the training set's mean and deviation), or -1. Only a
     pass over the whole test set: the ranks within each column are then those of the images. (In
@@ -681,12 +702,12 @@ def _per_pixel(inputs: Any, images: Any) -> tuple[list[int], Any]:
     import torch
 
     if inputs.shape[0] != images.shape[0]:
-        return [-1] * inputs.shape[0], None
+        return [-1] * inputs.shape[0], None, None
     ours, theirs = _dense_ranks(inputs), _dense_ranks(images)
     table = {row.numpy().tobytes(): i for i, row in enumerate(theirs)}
     rows = [table.get(row.numpy().tobytes(), -1) for row in ours]
     if -1 in rows or len(set(rows)) != len(rows):
-        return [-1] * inputs.shape[0], None
+        return [-1] * inputs.shape[0], None, None
     p = images[torch.tensor(rows)].double()
     x = inputs.double()
     pc, xc = p - p.mean(0), x - x.mean(0)
@@ -696,12 +717,14 @@ def _per_pixel(inputs: Any, images: Any) -> tuple[list[int], Any]:
     varies = (pc.abs().amax(0) > 0)
     good = bool(((residual <= 1e-4 * spread + 1e-6) | ~varies).all()) and bool((scale[varies] > 0).all())
     if not good:
-        return [-1] * inputs.shape[0], None
-    return rows, x.mean(0) + pc * scale  # the inputs rebuilt from the official pixels under the fitted map
+        return [-1] * inputs.shape[0], None, None
+    mean, centre = x.mean(0), p.mean(0)
+    return rows, mean + pc * scale, lambda q: mean + (q.double() - centre) * scale  # rebuilt under the fitted map
 
 
-def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[str, Any]:
-    """The child's work: refuse, or run and verify (see the module's docstring)."""
+def evaluate(data: bytes, test_images: Path, allowed: frozenset[str], train_images: Path | None = None) -> dict[str, Any]:
+    """The child's work: refuse, or run and verify (see the module's docstring); with
+    ``train_images``, also the graph's classes for a secret sample of them (``_train_sample``)."""
     import base64
 
     import torch
@@ -717,11 +740,11 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
     claimed = base64.b64decode(str(manifest.get("row_classes", "")), validate=True)
     kernel = [b - 256 if b > 127 else b for b in claimed] if len(claimed) == rows else None
     images = _official(test_images)
-    official, rebuilt = _per_image(inputs, images) if inputs.shape[1] == PIXELS else ([-1] * rows, None)
+    official, rebuilt, pixel_map = _per_image(inputs, images) if inputs.shape[1] == PIXELS else ([-1] * rows, None, None)
     how = "per image"
     if -1 in official and inputs.shape[1] == PIXELS:
         tail = inputs[-images.shape[0]:]  # an evaluation of the validation set may come before the test pass
-        by_pixel, fitted = _per_pixel(tail, images)
+        by_pixel, fitted, pixel_map = _per_pixel(tail, images)
         if -1 not in by_pixel:
             official, how = [-2] * (rows - tail.shape[0]) + by_pixel, "per pixel position"
             rebuilt = inputs.double().clone()
@@ -732,13 +755,15 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
     precision = str(manifest.get("precision"))
     # Test-time augmentation over mirror images, rebuilt from the official pixels like the rows themselves.
     mirror = manifest.get("views") == ["identity", "hflip"] and how == "per image"
+    sample = None
     if rebuilt is None or -1 in official:
         found: dict[str, Any] = {"classes": [0] * rows, "margins": [0.0] * rows, "noise": [0.0] * rows,
                                  "second": [0] * rows, "averaged": None}
     else:
         dtype = input_dtype(manifest)  # as the graph was fed (raw pixels: the rebuilt rows are whole numbers)
-        fed = rebuilt.to(dtype) if dtype.is_floating_point else rebuilt.round().clamp(0, 255).to(dtype)
-        found = _graded(program, fed, official, shape, 10, precision, mirror)
+        found = _graded(program, _as_fed(rebuilt, dtype), official, shape, 10, precision, mirror)
+        if train_images is not None and pixel_map is not None:
+            sample = _train_sample(program, _official(train_images), pixel_map, dtype, shape, 10)
     return {"rows": rows, "official": official, "classes": found["classes"],
             "margins": [round(m, 6) for m in found["margins"]], "noise": [round(n, 6) for n in found["noise"]],
             "second": found["second"], "averaged": found["averaged"],
@@ -746,7 +771,42 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str]) -> dict[st
             "kernel_classes": kernel, "preprocessing": how, "graph": graph,
             "changed_after_pass": manifest.get("changed_after_pass") is True,
             "structure_at_pass": manifest.get("structure_at_pass"), "by_probe": manifest.get("by_probe") is True,
-            "assumed": str(manifest.get("preprocessing") or "").startswith("assumed")}
+            "assumed": str(manifest.get("preprocessing") or "").startswith("assumed"), "train_sample": sample}
+
+
+def _as_fed(rows: Any, dtype: Any) -> Any:
+    """Rebuilt rows as the graph was fed them (raw pixels: whole numbers, rounded and clamped)."""
+    return rows.to(dtype) if dtype.is_floating_point else rows.round().clamp(0, 255).to(dtype)
+
+
+TRAIN_SAMPLE = 20_000  # training images the graph runs on (a secret sample): a standard error near 0.2%
+
+
+def _train_sample(program: Any, images: Any, pixel_map: PixelMap, dtype: Any, shape: list[int],
+                  classes: int) -> dict[str, list[int]] | None:
+    """The graph's class for each image of a secret sample of the official training images, under the
+    preprocessing verified on the graded pass (judge/fit.py compares how it fits them with the test
+    images); None where the graph does not answer them as it answered the test images."""
+    import os
+
+    import torch
+
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big"))
+    indices = torch.randperm(images.shape[0], generator=generator)[:TRAIN_SAMPLE]
+    module = program.module()
+    found = []
+    with torch.no_grad():
+        for start in range(0, indices.shape[0], 1000):
+            rows = indices[start:start + 1000]
+            try:
+                output = class_scores(module(_as_fed(pixel_map(images[rows]), dtype).reshape(-1, *shape)),
+                                      rows.shape[0], classes)
+            except Exception:  # noqa: BLE001 - it answered the test images; any failure here is only no sample
+                return None
+            if not isinstance(output, torch.Tensor) or output.shape != (rows.shape[0], classes):
+                return None
+            found.append(output.float().argmax(1))
+    return {"indices": indices.tolist(), "classes": torch.cat(found).tolist()}
 
 
 def main() -> None:
@@ -760,7 +820,8 @@ def main() -> None:
 
     data = sys.stdin.buffer.read()
     try:
-        answer = evaluate(data, Path(sys.argv[1]), frozenset(sys.argv[2].split(",")))
+        answer = evaluate(data, Path(sys.argv[1]), frozenset(sys.argv[2].split(",")),
+                          Path(sys.argv[3]) if len(sys.argv) > 3 else None)
     except Refused as exc:
         answer = {"refused": str(exc)}
     sys.stdout.write(json.dumps(answer))

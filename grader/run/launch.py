@@ -67,18 +67,18 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     imports overlap the notebook's run. A sandboxed run's evaluator is sandboxed too, apart from the
     kernel's: it sees the interpreter and the official test images, no submission's files, no network,
     and writes nothing that outlives it (it deserializes a graph the student's process wrote)."""
-    from grader.model.dataset import TEST_IMAGES
+    from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
     from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, pass_fds, python_paths
 
     from grader.static.rules.linear_layers import RUNNABLE
 
     assert context.dataset is not None
-    images = context.dataset.raw / TEST_IMAGES
+    images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     if not context.sandboxed:
-        return Evaluator(images, RUNNABLE)
+        return Evaluator(images, RUNNABLE, train_images=train)
     limits = context.rubric.limits
-    sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images,),
+    sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images, train),
                       limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
                       uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
     sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
-    return Evaluator(images, RUNNABLE, command(sandbox, {}), pass_fds())
+    return Evaluator(images, RUNNABLE, command(sandbox, {}), pass_fds(), train_images=train)

@@ -14,6 +14,7 @@ from grader.model.errors import RubricError, SubmissionError
 from grader.model.rubric import FrozenFacts, LinearLayer
 from grader.static.pyast import ParsedCell, const_value, dotted, import_aliases, parse_cells, resolve, top_level_constants, walk_cells
 from grader.intake.read import read_submission
+from grader.static.tamper import code_text
 
 LINEAR_NAMES = ("torch.nn.Linear", "torch.nn.modules.linear.Linear")
 
@@ -72,7 +73,8 @@ def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float])
 def derive_facts(template: Path) -> FrozenFacts:
     """Read the template and return its frozen facts; RubricError when one cannot be found."""
     try:
-        cells = parse_cells(read_submission(template))
+        handout = read_submission(template)
+        cells = parse_cells(handout)
     except SubmissionError as exc:
         raise RubricError(f"reference template: {exc}") from None
     constants = top_level_constants(cells)
@@ -92,4 +94,6 @@ def derive_facts(template: Path) -> FrozenFacts:
                    for parsed, call in linear_calls(cells))
     if not layers or any(layer.in_features is None or layer.out_features is None for layer in layers):
         raise RubricError(f"reference template {template.name}: its nn.Linear layers need constant sizes")
-    return FrozenFacts(epochs_name, int(constants[epochs_name]), valid[0], constants[valid[0]], layers)
+    return FrozenFacts(epochs_name=epochs_name, epochs=int(constants[epochs_name]), valid_name=valid[0],
+                       valid_size=constants[valid[0]], linear_layers=layers,
+                       text=code_text(cells) + "".join(c.source for c in handout.cells if c.kind != "code").encode())

@@ -17,18 +17,21 @@ import base64
 import binascii
 import bz2
 import gzip
+import io
 import lzma
 import re
+import tokenize
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from grader.static.pyast import ParsedCell, dotted, import_aliases, resolve, walk_cells
+from grader.static.pyast import ParsedCell, dotted, import_aliases, parseable, resolve, walk_cells
 from grader.model.submission import Submission
 
 LABEL_RUN = 10_000  # a sequence of class numbers as long as FashionMNIST's test set
-LITERAL_LIMIT = 16 * 1024  # literal data in the code beyond this goes to review (literal_data)
+TEXT_LIMIT = 4 * 1024  # bytes of data the code's text may hold beyond the template's (literal_data)
+_WINDOW = 32 * 1024  # the most of a zlib dictionary that is used
 _MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
 _MAX_DECODED = 4 * 1024 * 1024
 _PROBE_NAMES = ("grader.probe", "probe.runtime", "grader_probe")
@@ -142,45 +145,55 @@ def _sequence_of_classes(node: ast.AST) -> bool:
     return len(values) >= LABEL_RUN and len({repr(v) for v in values}) <= 10
 
 
-def _literal_size(node: ast.AST) -> int:
-    """Bytes of data a literal carries: its strings and bytes, and 8 per other constant."""
-    if isinstance(node, ast.Constant):
-        return len(node.value) if isinstance(node.value, (str, bytes)) else 8
-    if isinstance(node, ast.JoinedStr):
-        return sum(_literal_size(v) for v in node.values)
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return sum(_literal_size(e) for e in node.elts)
-    if isinstance(node, ast.Dict):
-        return sum(_literal_size(k) for k in node.keys if k is not None) + sum(_literal_size(v) for v in node.values)
-    return 0
+def code_text(cells: tuple[ParsedCell, ...]) -> bytes:
+    """The code's text where data can hide, one piece per line in order: every string (docstrings and
+    f-strings too), comment and number as written, and each distinct name once."""
+    return b"\n".join(piece for parsed in cells for _, piece in _pieces(parsed, set()))
 
 
-def literal_data(sub: Submission, cells: tuple[ParsedCell, ...]) -> str | None:
-    """Why the code goes to review when it carries LITERAL_LIMIT bytes or more of literal data: a
-    homework notebook has no use for it, and brought-in answers (the test labels keyed by image
-    hashes, in any alphabet) would be that. Names the largest literal's place and the total."""
-    sizes: list[tuple[int, str]] = []
-    for parsed in cells:
-        if parsed.tree is None:
-            continue
-        inner: set[int] = set()
-        docstrings = {id(owner.body[0].value) for owner in parsed.nodes
-                      if isinstance(owner, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                      and owner.body and isinstance(owner.body[0], ast.Expr)}
-        for node in parsed.nodes:
-            if id(node) in inner or not isinstance(node, (ast.Constant, ast.JoinedStr, ast.List, ast.Tuple,
-                                                          ast.Set, ast.Dict)):
-                continue
-            inner.update(id(child) for child in ast.walk(node) if child is not node)
-            if id(node) in docstrings:
-                continue
-            sizes.append((_literal_size(node), _where(sub, parsed, node)))
-    total = sum(size for size, _ in sizes)
-    if total < LITERAL_LIMIT:
+def _pieces(parsed: ParsedCell, names: set[str]) -> Iterator[tuple[int, bytes]]:
+    """(line, text) of each string, comment, number and not yet seen name of a cell that parses."""
+    if parsed.tree is None:
+        return
+    kinds = {tokenize.STRING, tokenize.COMMENT, tokenize.NUMBER, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(parseable(parsed.cell.source)).readline):
+            if token.type == tokenize.NAME and token.string not in names:
+                names.add(token.string)
+                yield token.start[0], token.string.encode()
+            elif token.type in kinds:
+                yield token.start[0], token.string.encode()
+    except (tokenize.TokenError, SyntaxError):
+        return  # parsed, so this is not expected; what was read is measured
+
+
+def information(text: bytes, prior: bytes) -> int:
+    """Bytes of data ``text`` holds beyond ``prior``: its size compressed with ``prior`` as zlib's
+    dictionary, less what compressing nothing costs. English prose costs about a third of its length,
+    the template's own words almost nothing, random data (a table of answers) all of it."""
+    def packed(data: bytes) -> int:
+        packer = zlib.compressobj(9, zdict=prior[-_WINDOW:]) if prior else zlib.compressobj(9)
+        return len(packer.compress(data) + packer.flush())
+
+    return max(0, packed(text) - packed(b""))
+
+
+def literal_data(sub: Submission, cells: tuple[ParsedCell, ...], prior: bytes = b"") -> str | None:
+    """Why the code goes to review when its text (code_text) holds TEXT_LIMIT bytes or more of data
+    beyond the template's own text ``prior``, in strings, docstrings, comments, numbers or names: a
+    homework notebook has no use for that much, and brought-in answers (the test labels in a
+    retrieval table keyed by image hashes, in any alphabet) would be that. Names the cell holding the
+    most and the line of its largest piece."""
+    names: set[str] = set()
+    per_cell = [(parsed, list(_pieces(parsed, names))) for parsed in cells]
+    total = information(b"\n".join(piece for _, pieces in per_cell for _, piece in pieces), prior)
+    if total < TEXT_LIMIT:
         return None
-    size, where = max(sizes, key=lambda item: item[0])
-    return (f"the code carries {total // 1024} KB of literal data (the largest, {size // 1024 or 1} KB, at {where}); "
-            "a person checks it is not answers brought in")
+    parsed, pieces = max(per_cell, key=lambda item: information(b"\n".join(p for _, p in item[1]), prior))
+    line = max(pieces, key=lambda item: len(item[1]))[0]
+    return (f"the code's text holds {total // 1024} KB of literal data beyond the template's (strings, comments, "
+            f"docstrings, numbers, names; the most in {sub.where(parsed.cell)}, its largest piece at "
+            f"{sub.where(parsed.cell, line)}); a person checks it is not answers brought in")
 
 
 def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering:

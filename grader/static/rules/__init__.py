@@ -66,7 +66,8 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
                                               f"statically: {c.message}")
                   if c.violated else c for c in checks]
     tampering = static_evidence(sub, cells)
-    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs, literal_data(sub, cells))
+    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs,
+                        literal_data(sub, cells, facts.text))
 
 
 def run_view(record: dict[str, Any], finished: bool, recomputed: Recomputed | None = None) -> RunView:

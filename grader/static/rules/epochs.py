@@ -7,7 +7,9 @@ Fewer passes in a complete run is early stopping, judged by the rubric's ``early
 Only the passes the final weights descend from count: training on after loading back a state saved
 before some steps discards those steps (run_facts.lineage_steps). A step after which no batch of
 training images had been drawn (probe: the optimizer's ``unattributed``) leaves the rule undecided,
-and so do steps over images fed beside the DataLoader whose passes are the epochs (``beside``).
+and so do steps over images fed beside the DataLoader whose passes are the epochs (``beside``) and
+changes of the weights between or after its steps that no counted step or load explains (``moved``:
+probe/continuity.py; an update made where the step hooks cannot see it).
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     unknown = unattributed(training)
     if unknown is not None:
         return run_check(RULE, None, f"{unknown}; epochs not counted")
+    if training.moved:
+        return run_check(RULE, None, f"the graded model's weights changed {training.moved} time{'s' if training.moved != 1 else ''} "
+                                     "outside the optimizer steps the grader counted (no step or load explains "
+                                     "them); epochs not counted")
     passes = training.passes
     if training.beside_steps:
         return run_check(RULE, None, f"{training.beside_steps} of the graded model's {training.steps} optimizer steps "
@@ -166,7 +172,7 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
-    if unattributed(training) is not None or training.beside_steps:  # the epochs were not counted (``runtime``)
+    if unattributed(training) is not None or training.beside_steps or training.moved:  # not counted (``runtime``)
         return ()
     trained = training.pass_count if training.lineage == "direct" else max(training.groups, default=0)
     if 0 < trained < facts.epochs:
