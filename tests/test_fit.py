@@ -61,3 +61,13 @@ def test_sampling_alone_never_sends_an_honest_model_to_review() -> None:
         test = 100 * sum(rng.random() < 0.89 for _ in range(10_000)) / 10_000
         held = 100 * sum(rng.random() < 0.89 for _ in range(4_000)) / 4_000
         assert fit.review(round(test, 2), 10_000, _sample(93.0, round(held, 2)), ceiling=None) is None
+
+
+def test_a_result_keeps_its_fit_through_its_json() -> None:
+    from grader.model.results import Result, Status
+
+    fitted = _sample(93.1, 92.41)
+    result = Result(student="s", source="HW3_s.ipynb", status=Status.GRADED, accuracy=89.24, reported_accuracy=None,
+                    score=60, max_score=60, bonus=0, checks=(), flags=(), duration_s=1.0, fit=fitted)
+    assert Result.from_json(result.to_json()) == result
+    assert Result.from_json({**result.to_json(), "fit": None}).fit is None

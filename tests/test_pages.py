@@ -15,7 +15,7 @@ import pytest
 
 from grader.outputs.pages import write_batch_reports
 from grader.model.findings import HIDDEN_LABELS_NOTE
-from grader.model.results import Check, Result, Status
+from grader.model.results import Check, Fit, Result, Status
 from grader.model.rubric import Rubric
 from browser import leads_with_verdict
 
@@ -40,8 +40,10 @@ def _class() -> list[Result]:
              "epochs": [750 * e for e in range(10)], "validation": [[750 * e, 80 + e] for e in range(1, 11)],
              "test": [[steps, 90.08]]}
     pixels = bytes(rng.randrange(256) for _ in range(3 * 784))
+    fit = Fit(sample=20000, sample_accuracy=92.96, trained=15993, trained_accuracy=93.1, held_out=4007,
+              held_out_accuracy=92.41)
     results[3] = dataclasses.replace(results[3], curve=curve, wrong=((12, 6, 0, 0.99), (7, 2, 4, 0.9), (3, 9, 7, 0.5)),
-                                     wrong_images=base64.b64encode(pixels).decode())
+                                     wrong_images=base64.b64encode(pixels).decode(), fit=fit)
     return results
 
 
@@ -86,6 +88,8 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     assert 'class="banner mismatch"' in student and student.index("What needs attention") < student.index("Training")
     assert "the printed accuracy differs from the measured one" in student
     assert "no report PDF was found" in student and "still to grade" not in student
+    # The trusted fit of the training images, beside the test accuracy.
+    assert "92.96% of 20000; 93.10% of the 15993 it trained on; 92.41% of the 4007 it held out" in student
     # Printed 9.8% under hidden labels (every `grader grade`), not flagged by the judge: a success's banner.
     hidden = dataclasses.replace(_class()[1], reported_accuracy=9.8, notes=(HIDDEN_LABELS_NOTE,))
     write_batch_reports(tmp_path / "hidden", [hidden], rubric, [])

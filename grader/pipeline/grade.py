@@ -70,12 +70,12 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
     try:
         launched = launch(sub, context, rundir, slot, seed)
         record, view = launched.record, launched.view
-        official = context.dataset.test_labels()
+        official, train_labels = context.dataset.test_labels(), context.dataset.train_labels()
         recomputed = None
         if record.capture is not None:  # the graded pass, run again outside the notebook's process
             evaluated = evaluator.finish(record.capture)
             recomputed = recompute.read(evaluated.output, evaluated.problem, len(official),
-                                        train_total=len(context.dataset.train_labels()))
+                                        train_total=len(train_labels))
         elif (failed := recompute.capture_failed(record.probe)) is not None:
             recomputed = recompute.Recomputed(failed)
     finally:
@@ -91,18 +91,18 @@ def run_submission(sub: Submission, context: Context, rundir: Path, slot: Slot |
         faulted = probe_faults(record.probe)
         if faulted is not None and measurement.review is None:
             measurement = replace(measurement, review=faulted)
-        measurement = _fitted(measurement, recomputed, context, facts.training if facts else None)
+        measurement = _fitted(measurement, recomputed, context, train_labels, facts.training if facts else None)
     if view.order is not None:  # the kernel's k-th test image is the official order[k]: thumbnails come from there
         order = view.order
         measurement = replace(measurement, wrong=tuple((order[i], y, p, c) for i, y, p, c in measurement.wrong))
-    curve = (training_curve(record.probe, facts.training, context.dataset.train_labels(), labels)
+    curve = (training_curve(record.probe, facts.training, train_labels, labels)
              if facts is not None and record.probe is not None else None)
     return Run(record, measurement, check_runtime(facts, context.facts, rubric), findings(facts, context.facts, rubric),
                curve)
 
 
 def _fitted(measurement: Measurement, recomputed: Recomputed | None, context: Context,
-            training: Training | None) -> Measurement:
+            train_labels: tuple[int, ...], training: Training | None) -> Measurement:
     """The measurement with the graded model's fit of the training images (judge/fit.py), and the
     review it calls for when the test images are fitted better (or beyond the rubric's ceiling)."""
     from grader.judge import fit
@@ -110,7 +110,7 @@ def _fitted(measurement: Measurement, recomputed: Recomputed | None, context: Co
     if not measurement.recomputed or measurement.accuracy is None or measurement.total is None:
         return measurement
     assert context.dataset is not None and recomputed is not None
-    found = (fit.fit(recomputed.train_indices, recomputed.train_classes, context.dataset.train_labels(),
+    found = (fit.fit(recomputed.train_indices, recomputed.train_classes, train_labels,
                      training.trained if training is not None else 0) if recomputed.train_indices else None)
     ceiling = context.rubric.accuracy.ceiling if context.dataset.official else None
     why = fit.review(measurement.accuracy, measurement.total, found, ceiling)

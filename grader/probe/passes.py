@@ -691,7 +691,8 @@ class Recorder:
         self._stepping.add(serial)
         # An optimizer's own pre-hooks run after this one, where a change of the weights would be
         # taken for the step's: one that has them is counted as changed outside the steps.
-        self.continuity.check(serial, _params(optimizer), own_hooks=bool(getattr(optimizer, "_optimizer_step_pre_hooks", None)))
+        own_hooks = bool(getattr(optimizer, "_optimizer_step_pre_hooks", None))
+        self.continuity.check(serial, _params(optimizer), own_hooks=own_hooks)
 
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Right after the update itself (torch's ``_optimizer_step_code``), before any post-hook of
@@ -711,7 +712,8 @@ class Recorder:
         if (self.internal or not isinstance(param, torch.Tensor) or not param.requires_grad
                 or not param.is_floating_point() or id(param) in self._first_grads):
             return
-        self._first_grads[id(param)] = param.register_post_accumulate_grad_hook(guarded(self.continuity.first_backward))
+        hook = guarded(self.continuity.first_backward)
+        self._first_grads[id(param)] = param.register_post_accumulate_grad_hook(hook)
 
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
