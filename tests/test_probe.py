@@ -1133,3 +1133,22 @@ def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Datase
             _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
         assert _moved(recorder, serials, net) == (1 if hidden else 0), hidden
         assert not recorder._first_grads
+
+
+def test_a_load_before_the_first_counted_step_explains_the_change(tiny_dataset: Dataset) -> None:
+    """A sanity forward and backward, then a checkpoint loaded, then training: the load explains
+    the weights' change since that first gradient (as it does between steps)."""
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    serials = Serials()
+    recorder = Recorder(index, 10, serials)
+    net, other = _Net().train(), _Net()
+    for p in net.parameters():
+        recorder.on_parameter(net, "", p)
+    torch.nn.functional.cross_entropy(_call(recorder, net, x[:40]), labels).backward()
+    net.load_state_dict(other.state_dict())
+    recorder.on_load(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    for start in range(0, 480, 40):
+        _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+    assert _moved(recorder, serials, net) == 0

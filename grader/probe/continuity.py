@@ -130,9 +130,7 @@ class Continuity:
         ``own_hooks``: the optimizer has step pre-hooks of its own (run after this check), counted as
         a change."""
         if own_hooks:
-            flag = torch.ones((), dtype=torch.long)
-            count = self._changed.get(optimizer)
-            self._changed[optimizer] = flag if count is None else count + flag.to(count.device)
+            self._count(optimizer, torch.ones((), dtype=torch.long))
             return
         if not self._windows and not self._first:
             return
@@ -141,9 +139,13 @@ class Continuity:
                     else self._touching(frozenset(map(id, params))))
         flags = [m for w in touching if (m := w.moved()) is not None]
         if flags:
-            found = (flags[0] if len(flags) == 1 else torch.stack([f.to(flags[0].device) for f in flags]).any()).long()
-            count = self._changed.get(optimizer)
-            self._changed[optimizer] = found if count is None else count + found.to(count.device)
+            self._count(optimizer, (flags[0] if len(flags) == 1
+                                    else torch.stack([f.to(flags[0].device) for f in flags]).any()).long())
+
+    def _count(self, optimizer: int, found: torch.Tensor) -> None:
+        """Add ``found`` (0 or 1, on any device: never synchronised here) to the optimizer's changes."""
+        count = self._changed.get(optimizer)
+        self._changed[optimizer] = found if count is None else count + found.to(count.device)
 
     def keep(self, optimizer: int, params: Sequence[torch.Tensor]) -> None:
         """After a counted step: its parameters' values now, in every set holding any of them."""
@@ -166,6 +168,11 @@ class Continuity:
         self._keep_touching(frozenset(map(id, params)))
 
     def _keep_touching(self, ids: frozenset[int]) -> None:
+        for i in ids & self._first.keys():  # a load before the first step explains those too
+            first, params = self._first[i], self._first[i].alive()
+            if params is not None and not first.current(params):
+                first = self._first[i] = _Windows(params, self._offsets)
+            first.keep()
         for key, windows in list(self._windows.items()):
             if not windows.ids & ids:
                 continue
