@@ -4,6 +4,8 @@ test_patterns.py; these pin the mechanisms down quickly.)"""
 
 from __future__ import annotations
 
+import copy
+
 import gc
 from pathlib import Path
 from typing import Any
@@ -947,8 +949,10 @@ def _hooked_step(recorder: Recorder, net: torch.nn.Module, optimizer: torch.opti
 def _moved(recorder: Recorder, serials: Serials, net: torch.nn.Module) -> int:
     from grader.judge.run_facts import training
 
-    record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
-    return training(record).moved
+    record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()],
+                                            "explained": recorder.continuity.explains(list(net.parameters()))}}
+    facts = training(record)
+    return facts.moved + facts.foreign
 
 
 def test_weights_changed_outside_the_counted_steps_are_counted(tiny_dataset: Dataset) -> None:
@@ -957,11 +961,14 @@ def test_weights_changed_outside_the_counted_steps_are_counted(tiny_dataset: Dat
     (or after) the steps the probe counted, however they were made."""
     index, _, train = _index(tiny_dataset)
     x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
-    for hidden in ("wrapped", "by hand"):
+    for hidden in ("wrapped", "by hand", "transposed"):
         serials = Serials()
         recorder = Recorder(index, 10, serials)
         torch.manual_seed(0)
         net = _Net().train()
+        if hidden == "transposed":  # the weights laid out transposed: ``reshape`` copies, a view would not see
+            for layer in (net.fc1, net.fc2):
+                layer.weight.data = layer.weight.data.t().contiguous().t()
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
         for start in range(0, 480, 40):
             _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
@@ -969,12 +976,17 @@ def test_weights_changed_outside_the_counted_steps_are_counted(tiny_dataset: Dat
                 with torch.no_grad():
                     for p in net.parameters():
                         p.data -= 1e-3 * p.grad.sign()
-        if hidden == "wrapped":
+        if hidden in ("wrapped", "transposed"):
             for start in range(0, 480, 40):
                 optimizer.zero_grad()
                 torch.nn.functional.cross_entropy(net(x[start:start + 40]), labels).backward()
-                type(optimizer).step.__wrapped__(optimizer)  # type: ignore[attr-defined]
-        assert _moved(recorder, serials, net) == (1 if hidden == "wrapped" else 12), hidden
+                if hidden == "wrapped":
+                    type(optimizer).step.__wrapped__(optimizer)  # type: ignore[attr-defined]
+                else:
+                    with torch.no_grad():
+                        for layer in (net.fc1, net.fc2):
+                            layer.weight -= 1e-3 * layer.weight.grad.sign()  # type: ignore[operator, union-attr]
+        assert _moved(recorder, serials, net) == (12 if hidden == "by hand" else 1), hidden
 
 
 def test_honest_changes_of_the_weights_are_explained(tiny_dataset: Dataset) -> None:
@@ -1012,6 +1024,92 @@ def test_honest_changes_of_the_weights_are_explained(tiny_dataset: Dataset) -> N
     recorder.on_load(net)
     net.half()
     assert _moved(recorder, serials, net) == 0
+
+
+def test_weights_from_beyond_the_runs_states_are_foreign(tiny_dataset: Dataset) -> None:
+    """The best checkpoint and an EMA of the run's states (started before the first step), loaded
+    into the model or graded as they are, lie within the hull of what the counted steps made; a copy
+    trained further by hand through ``autograd.grad`` (no optimizer, no gradient hook), loaded back or
+    graded as it is, does not (the attacker's 30 epochs graded as 10). Before any step nothing is
+    decided; a parameter of a size no stepped one has is explained by nothing."""
+    from grader.probe.continuity import Continuity
+
+    assert Continuity().explains([torch.nn.Parameter(torch.randn(3))]) is None
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.arange(40) % 10
+    for how in ("best", "ema", "further", "ema graded", "further graded"):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        torch.manual_seed(0)
+        net = _Net().train()
+        ema = copy.deepcopy(net)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        best: dict[str, torch.Tensor] = {}
+        for epoch in range(3):
+            for start in range(0, 480, 40):
+                _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+                with torch.no_grad():
+                    for e, q in zip(ema.parameters(), net.parameters()):
+                        e.mul_(0.9).add_(q, alpha=0.1)
+            if epoch == 1:
+                best = {k: v.clone() for k, v in net.state_dict().items()}
+                recorder.on_capture(net)
+        shadow = copy.deepcopy(net)
+        for _ in range(2):
+            for start in range(0, 480, 40):
+                loss = torch.nn.functional.cross_entropy(shadow(x[start:start + 40]), labels)
+                grads = torch.autograd.grad(loss, list(shadow.parameters()))
+                with torch.no_grad():
+                    for q, g in zip(shadow.parameters(), grads):
+                        q -= 0.01 * g.sign()
+        graded = {"ema graded": ema, "further graded": shadow}.get(how, net)
+        if graded is net:
+            net.load_state_dict({"best": best, "ema": ema.state_dict(), "further": shadow.state_dict()}[how])
+            recorder.on_load(net)
+        assert _moved(recorder, serials, graded) == (1 if "further" in how else 0), how
+    assert recorder.continuity.explains([torch.nn.Parameter(torch.randn(7, 3))]) is False
+
+
+def test_weights_written_back_within_the_runs_states_are_explained(tiny_dataset: Dataset) -> None:
+    """Written back without a load: the best epoch's parameters copied in with ``copy_``, a Polyak
+    average of the last epochs through ``vector_to_parameters``, Lookahead's slow weights copied in
+    every 5 steps by a plain class (a writer's honest notebooks, once sent to review): each is a state
+    the counted steps made, or an average of such states, so nothing changed outside them."""
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.arange(40) % 10
+    for how in ("copy", "polyak", "lookahead"):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        torch.manual_seed(0)
+        net = _Net().train()
+        params = list(net.parameters())
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        slow = [q.detach().clone() for q in params]
+        states: list[torch.Tensor] = []
+        for epoch in range(4):
+            for k, start in enumerate(range(0, 480, 40)):
+                _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+                if how == "lookahead" and k % 5 == 4:
+                    with torch.no_grad():
+                        for s_, q in zip(slow, params):
+                            s_.add_(q - s_, alpha=0.5)
+                            q.copy_(s_)
+            states.append(torch.nn.utils.parameters_to_vector(params).detach().clone())
+        with torch.no_grad():
+            if how == "copy":
+                for q, v in zip(params, [t.clone() for t in _unflatten(states[1], params)]):
+                    q.copy_(v)
+            elif how == "polyak":
+                torch.nn.utils.vector_to_parameters(torch.stack(states[-3:]).mean(0), params)
+        assert _moved(recorder, serials, net) == 0, how
+
+
+def _unflatten(vector: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    parts, at = [], 0
+    for q in like:
+        parts.append(vector[at:at + q.numel()].view_as(q))
+        at += q.numel()
+    return parts
 
 
 def test_continuity_follows_parameters_across_optimizers_and_storage() -> None:
@@ -1106,12 +1204,13 @@ def test_hooks_of_the_optimizers_own_and_a_coarse_parameter_hide_no_change(tiny_
 
 def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Dataset) -> None:
     """Ten epochs trained by hand through `F.linear` before the optimizer's first step (no module
-    call sees them): the first gradient to reach a parameter fixed its initial values, and the first
+    call sees them), by ``backward()`` or by ``torch.autograd.grad`` (nothing accumulated into
+    ``.grad``): the first gradient computed for a parameter fixed its initial values, and the first
     counted step finds them changed. An init after the parameters were made (before any gradient)
     changes nothing, and once a counted step covers a parameter its first-gradient hook is gone."""
     index, _, train = _index(tiny_dataset)
     x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
-    for hidden in (True, False):
+    for hidden in ("backward", "autograd.grad", ""):
         serials = Serials()
         recorder = Recorder(index, 10, serials)
         net = _Net().train()
@@ -1123,10 +1222,16 @@ def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Datase
             for _ in range(10):
                 out = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x[:480], net.fc1.weight,
                                                                                          net.fc1.bias)), net.fc2.weight, net.fc2.bias)
-                torch.nn.functional.cross_entropy(out, torch.zeros(480, dtype=torch.long)).backward()
+                loss = torch.nn.functional.cross_entropy(out, torch.zeros(480, dtype=torch.long))
+                if hidden == "backward":
+                    loss.backward()
+                    grads = [p.grad for p in net.parameters()]
+                else:  # computes gradients without accumulating them into .grad
+                    grads = list(torch.autograd.grad(loss, list(net.parameters()), allow_unused=True))
                 with torch.no_grad():
-                    for p in net.parameters():
-                        p -= 0.1 * p.grad  # type: ignore[operator]
+                    for p, g in zip(net.parameters(), grads):
+                        if g is not None:
+                            p -= 0.1 * g
                         p.grad = None
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
         for start in range(0, 480, 40):

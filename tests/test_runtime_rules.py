@@ -215,6 +215,43 @@ def test_steps_discarded_by_loading_back_an_earlier_state_do_not_count(facts: Fr
     assert _verdicts(record, facts, rubric)["epochs"][0] is False
 
 
+def test_weights_no_counted_step_made_leave_the_epochs_undecided(facts: FrozenFacts, rubric: Rubric) -> None:
+    """A load into the graded model of weights outside the hull of the run's states (a copy trained
+    further by hand), or a graded model no optimizer stepped whose own weights are outside it, is
+    training the grader did not count; a load within the hull (a checkpoint, an EMA) is not, nor a
+    load into another model."""
+    epochs = [_stepped(100 * k, 100 * (k + 1)) for k in range(10)]
+    record = _record(epochs)
+    record["optimizers"] = {"1": {"params": [1, 2, 3], "steps": 1000, "first_step": 1, "last_step": 1000}}
+    load = {"param": 1, "params": [1, 2, 3], "step": 1000, "test_batch": 0, "event": 2, "restored": None,
+            "restored_event": None, "explained": True}
+    record["loads"] = [load]
+    assert _verdicts(record, facts, rubric)["epochs"][0] is True
+    record["loads"] = [{**load, "explained": False}]
+    ok, message = _verdicts(record, facts, rubric)["epochs"]
+    assert ok is None and "took weights no counted optimizer step made (1 time" in message
+    record["loads"] = [{**load, "params": [7, 8, 9], "explained": False}]  # into a model that is not graded
+    assert _verdicts(record, facts, rubric)["epochs"][0] is True
+    graded_apart = _record(epochs, graded=[7, 8, 9])  # an average graded as it is: the optimizer stepped 1, 2, 3
+    graded_apart["optimizers"] = record["optimizers"]
+    for explained, verdict in ((True, True), (None, True), (False, None)):
+        graded_apart["model"]["explained"] = explained
+        assert _verdicts(graded_apart, facts, rubric)["epochs"][0] is verdict, explained
+
+
+def test_passes_discarded_by_restores_are_not_called_stopping_early(facts: FrozenFacts, rubric: Rubric) -> None:
+    """Restore-on-plateau: ten epochs run, earlier weights loaded back twice; the final weights
+    descend from fewer passes, and the message says why instead of "it stopped early"."""
+    epochs = [_stepped(100 * k, 100 * (k + 1)) for k in range(10)]
+    record = _record(epochs)
+    record["optimizers"] = {"1": {"params": [1, 2, 3], "steps": 1000, "first_step": 1, "last_step": 1000}}
+    record["loads"] = [{"param": 1, "params": [1, 2, 3], "step": 600, "test_batch": 0, "event": 2, "restored": 200,
+                        "restored_event": 1}]
+    ok, message = _verdicts(record, facts, rubric)["epochs"]
+    assert ok is True and "6 of 10 epochs" in message and "discarded 4 of the passes" in message
+    assert "stopped early" not in message
+
+
 @pytest.mark.parametrize(("loads", "end", "intervals"), [
     ([], 100, [(0, 100)]),
     ([((60, 2), (0, 1))], 1060, [(60, 1060), (0, 0)]),

@@ -90,6 +90,7 @@ class Training:
     beside_steps: int = 0  # trained over DataLoader passes: its steps over images fed beside them (not in an epoch)
     overlap: int = 0  # bit set of the images it was trained on and validated on, each time as the image itself
     moved: int = 0  # changes of its weights between (or after) the optimizer steps that made them, no step or load explaining them
+    foreign: int = 0  # loads into it of weights outside what any counted step made (and, for a model never stepped, its own)
 
     @property
     def pass_count(self) -> int:
@@ -264,6 +265,17 @@ def _warm_started(record: dict[str, Any], params: frozenset[int], opts: dict[int
     return found
 
 
+def foreign_weights(record: dict[str, Any], params: frozenset[int], stepped: bool) -> int:
+    """Loads into the graded model of weights outside the hull of what the counted steps made
+    (probe/continuity.py ``explains``: a model trained further elsewhere, then loaded), and, for a
+    graded model no optimizer stepped (an average graded as it is), its own weights at the end."""
+    raw = record.get("loads")
+    found = sum(1 for item in (raw[-1000:] if isinstance(raw, list) else [])
+                if isinstance(item, dict) and item.get("explained") is False and isinstance(item.get("params"), list)
+                and params & {p for p in item["params"] if type(p) is int})
+    return found + (not stepped and section(record, "model").get("explained") is False)
+
+
 def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
     """Whether any step the pass carried is in the intervals (a pass without its end step: by its start)."""
     last = max(p.end_step, p.start_step + 1)
@@ -341,7 +353,8 @@ def training(record: dict[str, Any]) -> Training:
                     unattributed_steps=sum(o.unattributed for o in makers), steps=sum(o.steps for o in makers),
                     undone=undone,
                     beside_steps=sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0,
-                    overlap=exact & validated, moved=sum(o.moved + o.moved_at_end for o in makers))
+                    overlap=exact & validated, moved=sum(o.moved + o.moved_at_end for o in makers),
+                    foreign=foreign_weights(record, params, stepped=lineage == "direct") if lineage != "none" else 0)
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

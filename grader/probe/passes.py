@@ -707,13 +707,19 @@ class Recorder:
                 handle.remove()
 
     def on_parameter(self, module: Any, name: str, param: Any) -> None:
-        """A parameter was registered on a module: the first gradient to reach it fixes its initial
-        values (``Continuity.first_backward``: training before the first counted step is a change)."""
+        """A parameter was registered on a module: the first gradient computed for it (by
+        ``backward()`` or ``torch.autograd.grad``, which accumulates nothing) fixes its initial values
+        (``Continuity.first_backward``: training before the first counted step is a change)."""
         if (self.internal or not isinstance(param, torch.Tensor) or not param.requires_grad
                 or not param.is_floating_point() or id(param) in self._first_grads):
             return
-        hook = guarded(self.continuity.first_backward)
-        self._first_grads[id(param)] = param.register_post_accumulate_grad_hook(hook)
+        first, ref = guarded(self.continuity.first_backward), weakref.ref(param)
+
+        def hook(grad: torch.Tensor) -> None:
+            if (p := ref()) is not None:
+                first(p)
+
+        self._first_grads[id(param)] = param.register_hook(hook)
 
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal:
@@ -801,12 +807,16 @@ class Recorder:
                 if then.shape == now.shape and torch.equal(then, now.to(then.device)):
                     restored, source = (step, event), (serials[0] if serials != key else None)
                     break
+        # Within the hull of what the counted steps made (a checkpoint, an average of the run's states),
+        # or weights made elsewhere; None before any step.
+        explained = self.continuity.explains(params)
         self.continuity.loaded(params)
         self.events += 1
         self.loads.append({"param": self.serials.of(params[0]) if params else None, "step": self.steps,
                            "params": [self.serials.of(p) for p in params[:MAX_LOAD_PARAMS]],
                            "test_batch": self.test_batches, "event": self.events, "from_param": source,
-                           "restored": restored[0] if restored else None, "restored_event": restored[1] if restored else None})
+                           "restored": restored[0] if restored else None, "restored_event": restored[1] if restored else None,
+                           "explained": explained})
 
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:

@@ -440,6 +440,8 @@ def _describe_model(state: _State, report: dict[str, Any]) -> None:
     if model is None:
         return
     report["model"] = models.describe(model, found_by, state.serials)
+    # Its weights within the hull of what the counted steps made (an EMA module graded as it is)?
+    report["model"]["explained"] = recorder.continuity.explains(list(model.parameters()))
     dataset, preprocessing = _test_dataset(state)
     sample = recorder.samples.get(graded.predictor[0]) if graded is not None else None
     if sample is None:

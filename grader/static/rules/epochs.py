@@ -9,7 +9,8 @@ before some steps discards those steps (run_facts.lineage_steps). A step after w
 training images had been drawn (probe: the optimizer's ``unattributed``) leaves the rule undecided,
 and so do steps over images fed beside the DataLoader whose passes are the epochs (``beside``) and
 changes of the weights between or after its steps that no counted step or load explains (``moved``:
-probe/continuity.py; an update made where the step hooks cannot see it).
+probe/continuity.py; an update made where the step hooks cannot see it), and weights loaded (or a
+never-stepped model graded) outside the hull of the states the counted steps made (``foreign``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
 def _fewer(n: int, run: RunView, facts: FrozenFacts, rubric: Rubric, what: str) -> Check:
     """``what`` trained ``n`` < the fixed epochs: an interrupted run is undecided, else early stopping."""
     shown = f"{what} {n} of {facts.epochs} epochs"
+    if run.training.undone[0] and run.finished:  # it ran the epochs, and loaded back states that discarded some
+        shown = (f"{what} {n} of {facts.epochs} epochs: loading back earlier weights discarded {run.training.undone[0]} "
+                 "of the passes it ran")
+        if rubric.early_stopping == "violation":
+            return run_check(RULE, False, f"{shown}; this course counts training fewer epochs as a changed number of "
+                                          "epochs")
+        allowed = "flagged for the TA" if rubric.early_stopping == "flag" else "allowed by this course's rubric"
+        return run_check(RULE, True, f"{shown} ({allowed})")
     if not run.finished:
         return run_check(RULE, None, f"{shown} before the run stopped; the epochs it would have run are unknown")
     if rubric.early_stopping == "violation":
@@ -130,6 +139,10 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(RULE, None, f"the graded model's weights changed {training.moved} time{'s' if training.moved != 1 else ''} "
                                      "outside the optimizer steps the grader counted (no step or load explains "
                                      "them); epochs not counted")
+    if training.foreign:
+        return run_check(RULE, None, f"the graded model took weights no counted optimizer step made ({training.foreign} "
+                                     f"time{'s' if training.foreign != 1 else ''}: loaded, or averaged beyond the states of "
+                                     "its training, as a model trained further elsewhere would be); epochs not counted")
     passes = training.passes
     if training.beside_steps:
         return run_check(RULE, None, f"{training.beside_steps} of the graded model's {training.steps} optimizer steps "
@@ -172,9 +185,11 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
-    if unattributed(training) is not None or training.beside_steps or training.moved:  # not counted (``runtime``)
+    if unattributed(training) is not None or training.beside_steps or training.moved or training.foreign:  # not counted (``runtime``)
         return ()
     trained = training.pass_count if training.lineage == "direct" else max(training.groups, default=0)
     if 0 < trained < facts.epochs:
-        return (Finding(Flag.EARLY_STOPPING, f"trained {trained} of {facts.epochs} epochs (stopped early)"),)
+        why = (f"loading back earlier weights discarded {training.undone[0]} passes" if training.undone[0]
+               else "stopped early")
+        return (Finding(Flag.EARLY_STOPPING, f"trained {trained} of {facts.epochs} epochs ({why})"),)
     return ()

@@ -81,6 +81,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
                                      "that remaps indices); which images trained the model is not known")
     size, trained = training.train_size, training.trained.bit_count()
     if not size or not trained:
+        if training.lineage == "none" and training.changed_without_optimizer:
+            return run_check(RULE, None, "the graded model was trained without a torch optimizer, so which images its "
+                                         "updates used was not followed; the split was not measured")
         return run_check(RULE, None, "no training images were seen being drawn; the split was not measured")
     overlap = training.overlap.bit_count()  # rows named by a key alone (an image changed in part) are no evidence
     if overlap:
