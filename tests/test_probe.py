@@ -1070,6 +1070,36 @@ def test_weights_from_beyond_the_runs_states_are_foreign(tiny_dataset: Dataset) 
     assert recorder.continuity.explains([torch.nn.Parameter(torch.randn(7, 3))]) is False
 
 
+def test_a_gone_candidates_checkpoint_is_still_a_state_the_run_made() -> None:
+    """A sweep: each candidate trained by its own optimizer, the first gone (its name reused) before
+    its best checkpoint is loaded into a fresh model (the rules fixture HW3_candidates_best.ipynb went
+    to review when the hull of a collected candidate went with it); the fresh model's own init is not."""
+    from grader.probe.continuity import Continuity
+
+    continuity = Continuity()
+    x, y = torch.randn(32, 784), torch.randint(0, 10, (32,))
+    saved: dict[str, torch.Tensor] = {}
+    for serial, lr in ((1, 0.1), (2, 0.01)):
+        torch.manual_seed(serial)
+        candidate = _Net()
+        params = list(candidate.parameters())
+        optimizer = torch.optim.SGD(params, lr=lr)
+        for _ in range(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(candidate(x), y).backward()
+            continuity.check(serial, params)
+            optimizer.step()
+            continuity.keep(serial, params)
+        saved = saved or {k: v.clone() for k, v in candidate.state_dict().items()}
+        del candidate, params, optimizer
+        gc.collect()
+    torch.manual_seed(3)
+    model = _Net()
+    assert continuity.explains(list(model.parameters())) is False
+    model.load_state_dict(saved)
+    assert continuity.explains(list(model.parameters())) is True
+
+
 def test_weights_written_back_within_the_runs_states_are_explained(tiny_dataset: Dataset) -> None:
     """Written back without a load: the best epoch's parameters copied in with ``copy_``, a Polyak
     average of the last epochs through ``vector_to_parameters``, Lookahead's slow weights copied in

@@ -58,7 +58,8 @@ class _Windows:
         # Views of the parameters' storage only where it is laid out as they are (a transposed weight
         # flattened by ``reshape`` is a copy: windows over it would never change); else read each time.
         self.direct = all(p.is_contiguous() for p in params)
-        self.starts = [start(p.numel()) for p in params]  # where each window begins in its parameter's values
+        self.numels = [p.numel() for p in params]
+        self.starts = [start(n) for n in self.numels]  # where each window begins in its parameter's values
         self.lengths = [min(SAMPLE, p.numel() - at) for p, at in zip(params, self.starts)]
         self.views = ([p.detach().reshape(-1)[at:at + n] for p, at, n in zip(params, self.starts, self.lengths)]
                       if self.direct else [])
@@ -69,12 +70,11 @@ class _Windows:
         self.rates = _rates(params, self.lengths, device)
 
     def slices(self) -> list[tuple[int, int, int]]:
-        """(its parameter's size, where its window begins in the hull, its length), per parameter."""
+        """(its parameter's size, where its window begins in the hull, its length), per parameter, alive
+        or not (a candidate model's states stay states the run's steps made after it is gone)."""
         found, at = [], 0
-        for ref, length in zip(self.params, self.lengths):
-            p = ref()
-            if p is not None:
-                found.append((p.numel(), at, length))
+        for numel, length in zip(self.numels, self.lengths):
+            found.append((numel, at, length))
             at += length
         return found
 
@@ -96,9 +96,9 @@ class _Windows:
         """Whether the windows still view these parameters' storage, in the same dtype."""
         return self.direct and not self.stale(params) and all(p.is_contiguous() for p in params)
 
-    def read(self, params: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    def read(self, params: Sequence[torch.Tensor], current: bool) -> torch.Tensor | None:
         """The windows' values now, read where they live (None: a parameter became too small)."""
-        if self.current(params):
+        if current:
             return torch.cat([v.float() for v in self.views])
         parts = []
         for p, start, length in zip(params, self.starts, self.lengths):
@@ -111,7 +111,7 @@ class _Windows:
     def keep(self) -> None:
         """Take the windows' values now into the hull."""
         params = self.alive()
-        now = self.read(params) if params is not None else None
+        now = self.read(params, self.current(params)) if params is not None else None
         if now is None:
             return
         if self.lo is None or self.hi is None:
@@ -131,11 +131,12 @@ class _Windows:
         params = self.alive()
         if self.lo is None or self.hi is None or params is None:
             return None
-        now = self.read(params)
+        current = self.current(params)
+        now = self.read(params, current)
         if now is None:
             return torch.ones((), dtype=torch.bool)
         low, high = self.low, self.high
-        if not self.current(params):  # moved, converted or replaced (p.data = ...): its dtype's margin now
+        if not current:  # moved, converted or replaced (p.data = ...): its dtype's margin now
             margin = torch.maximum(self.lo.abs(), self.hi.abs()).mul_(
                 _rates(params, self.lengths, now.device))
             low, high = self.lo - margin, self.hi + margin
@@ -163,12 +164,25 @@ class Continuity:
         # (what a model trained by hand before its optimizer's first step no longer has).
         self._first: dict[int, _Windows] = {}
         self._seen: set[int] = set()
+        self._retired: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # size -> the hull of windows now gone
 
     def _start(self, numel: int) -> int:
         start = self._starts.get(numel)
         if start is None:
             start = self._starts[numel] = self._offsets.randrange(numel - SAMPLE + 1) if numel > SAMPLE else 0
         return start
+
+    @staticmethod
+    def _fold(hulls: dict[int, tuple[torch.Tensor, torch.Tensor]], windows: _Windows) -> None:
+        """Add the windows' hull to ``hulls``, per size of parameter."""
+        if windows.lo is None or windows.hi is None:
+            return
+        for numel, at, length in windows.slices():
+            lo, hi = windows.lo[at:at + length], windows.hi[at:at + length]
+            if numel in hulls:
+                was_lo, was_hi = hulls[numel]
+                lo, hi = torch.minimum(was_lo, lo.to(was_lo.device)), torch.maximum(was_hi, hi.to(was_hi.device))
+            hulls[numel] = (lo, hi)
 
     def _renewed(self, old: _Windows, params: Sequence[torch.Tensor]) -> _Windows:
         """New windows over ``params`` (their storage moved or replaced), keeping the old ones' hull."""
@@ -218,6 +232,8 @@ class Continuity:
         windows = self._windows.get(key)
         alive = windows.alive() if windows is not None else None
         if windows is None or alive is None or any(a is not b for a, b in zip(alive, params)):
+            if windows is not None:  # another set's ids, reused: its hull stays the run's
+                self._fold(self._retired, windows)
             self._windows[key] = _Windows(params, self._start)
         elif windows.stale(params):
             self._windows[key] = self._renewed(windows, params)
@@ -244,6 +260,7 @@ class Continuity:
                 continue
             params = windows.alive()
             if params is None:
+                self._fold(self._retired, windows)
                 del self._windows[key]
                 continue
             if windows.stale(params):
@@ -254,16 +271,9 @@ class Continuity:
         """Whether the values of these parameters (any model's) lie within the hull of the stepped
         parameters of their sizes: a state the counted steps made, or an average of such states.
         None before any step (nothing to hold them to). Read when weights are loaded and at the export."""
-        hulls: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        hulls = dict(self._retired)
         for windows in self._windows.values():
-            if windows.lo is None or windows.hi is None:
-                continue
-            for numel, at, length in windows.slices():
-                lo, hi = windows.lo[at:at + length], windows.hi[at:at + length]
-                if numel in hulls:
-                    was_lo, was_hi = hulls[numel]
-                    lo, hi = torch.minimum(was_lo, lo.to(was_lo.device)), torch.maximum(was_hi, hi.to(was_hi.device))
-                hulls[numel] = (lo, hi)
+            self._fold(hulls, windows)
         if not hulls:
             return None
         outside = []

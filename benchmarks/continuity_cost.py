@@ -1,0 +1,65 @@
+"""What the weights' continuity (probe/continuity.py) costs a training step, against the bare step.
+
+Steps the reference model (784-512-256-10, Adam, batch 64) on random rows, in rounds that alternate
+the bare step with the step wrapped in ``Continuity.check`` and ``keep`` (what the probe does around
+every optimizer step), and prints the median time of each and their difference per step.
+
+    python benchmarks/continuity_cost.py [--steps 200] [--rounds 15] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from grader.probe.continuity import Continuity
+
+
+def _model() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256),
+                               torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+
+def _round(steps: int, watched: bool) -> float:
+    torch.manual_seed(0)
+    model = _model()
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    continuity = Continuity()
+    x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if watched:
+            continuity.check(1, params)
+        optimizer.step()
+        if watched:
+            continuity.keep(1, params)
+    if watched:
+        continuity.export()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    _round(20, True)  # warm up
+    bare, watched = [], []
+    for _ in range(args.rounds):
+        bare.append(_round(args.steps, False))
+        watched.append(_round(args.steps, True))
+    b, w = statistics.median(bare), statistics.median(watched)
+    print(f"bare step {b * 1e6:.0f} us, with continuity {w * 1e6:.0f} us: +{(w - b) * 1e6:.0f} us a step "
+          f"({100 * (w - b) / b:+.1f}%), medians of {args.rounds} rounds of {args.steps} steps")
+
+
+if __name__ == "__main__":
+    main()
