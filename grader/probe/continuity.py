@@ -47,6 +47,12 @@ def _rates(params: Sequence[torch.Tensor], sizes: Sequence[int], device: torch.d
     return (torch.cat(parts) if parts else torch.zeros(0)).to(device)
 
 
+def _widened(lo: torch.Tensor, hi: torch.Tensor, rate: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hull [lo, hi] widened at each position by ``rate`` times the values' size there."""
+    margin = torch.maximum(lo.abs(), hi.abs()).mul_(rate)
+    return lo - margin, hi + margin
+
+
 class _Windows:
     """A set of parameters, a window of each (views of their storage), and the windows' hull."""
 
@@ -123,8 +129,7 @@ class _Windows:
 
     def _widen(self) -> None:
         assert self.lo is not None and self.hi is not None
-        margin = torch.maximum(self.lo.abs(), self.hi.abs()).mul_(self.rates)
-        self.low, self.high = self.lo - margin, self.hi + margin
+        self.low, self.high = _widened(self.lo, self.hi, self.rates)
 
     def moved(self) -> torch.Tensor | None:
         """A bool tensor: some value of the windows lies outside their hull (None: nothing to compare)."""
@@ -137,9 +142,7 @@ class _Windows:
             return torch.ones((), dtype=torch.bool)
         low, high = self.low, self.high
         if not current:  # moved, converted or replaced (p.data = ...): its dtype's margin now
-            margin = torch.maximum(self.lo.abs(), self.hi.abs()).mul_(
-                _rates(params, self.lengths, now.device))
-            low, high = self.lo - margin, self.hi + margin
+            low, high = _widened(self.lo, self.hi, _rates(params, self.lengths, now.device))
         return (now < low).logical_or_(now > high).any()
 
 
@@ -287,8 +290,8 @@ class Continuity:
                 lo, hi = hull
                 start = self._starts[p.numel()]
                 now = p.detach().reshape(-1)[start:start + lo.numel()].float().to(lo.device)
-                margin = torch.maximum(lo.abs(), hi.abs()).mul_(_margin(p.dtype))
-                outside.append(((now < lo - margin) | (now > hi + margin)).any())
+                low, high = _widened(lo, hi, _margin(p.dtype))
+                outside.append((now < low).logical_or_(now > high).any())
         return not bool(torch.stack(outside).any().item()) if outside else None
 
     def export(self) -> Moved:
