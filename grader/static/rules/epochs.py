@@ -98,23 +98,18 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
 
 
 def _fewer(n: int, run: RunView, facts: FrozenFacts, rubric: Rubric, what: str) -> Check:
-    """``what`` trained ``n`` < the fixed epochs: an interrupted run is undecided, else early stopping."""
+    """``what`` trained ``n`` < the fixed epochs: an interrupted run is undecided, else early stopping
+    (or, where it ran them all and loaded back earlier weights, passes those loads discarded)."""
     shown = f"{what} {n} of {facts.epochs} epochs"
-    if run.training.undone[0] and run.finished:  # it ran the epochs, and loaded back states that discarded some
-        shown = (f"{what} {n} of {facts.epochs} epochs: loading back earlier weights discarded {run.training.undone[0]} "
-                 "of the passes it ran")
-        if rubric.early_stopping == "violation":
-            return run_check(RULE, False, f"{shown}; this course counts training fewer epochs as a changed number of "
-                                          "epochs")
-        allowed = "flagged for the TA" if rubric.early_stopping == "flag" else "allowed by this course's rubric"
-        return run_check(RULE, True, f"{shown} ({allowed})")
     if not run.finished:
         return run_check(RULE, None, f"{shown} before the run stopped; the epochs it would have run are unknown")
+    discarded = run.training.undone[0]
+    shown += (f": loading back earlier weights discarded {discarded} of the passes it ran" if discarded
+              else ": it stopped early")
     if rubric.early_stopping == "violation":
-        return run_check(RULE, False, f"{shown}: it stopped early; this course counts early stopping as a changed "
-                                      "number of epochs")
+        return run_check(RULE, False, f"{shown}; this course counts early stopping as a changed number of epochs")
     allowed = "flagged for the TA" if rubric.early_stopping == "flag" else "allowed by this course's rubric"
-    return run_check(RULE, True, f"{shown}: it stopped early ({allowed})")
+    return run_check(RULE, True, f"{shown} ({allowed})")
 
 
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
