@@ -1,10 +1,12 @@
-"""What the weights' continuity (probe/continuity.py) costs a training step, against the bare step.
+"""What the probe's watch of the weights costs a training step, against the bare step.
 
 Steps the reference model (784-512-256-10, Adam, batch 64) on random rows, in rounds that alternate
-the bare step with the step wrapped in ``Continuity.check`` and ``keep`` (what the probe does around
-every optimizer step), and prints the median time of each and their difference per step.
+the bare step with the step watched as the probe watches it, and prints the median time of each and
+their difference per step. ``--observer continuity`` (probe/continuity.py): the step wrapped in
+``Continuity.check`` and ``keep``; ``--observer gradients`` (probe/gradients.py): each Linear call
+and each weight's gradient checked by ``LinearGradients``.
 
-    python benchmarks/continuity_cost.py [--steps 200] [--rounds 15] [--threads 2]
+    python benchmarks/continuity_cost.py [--observer continuity|gradients] [--steps 200] [--rounds 15] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import torch
 
 from grader.probe.continuity import Continuity
+from grader.probe.gradients import LinearGradients
 
 
 def _model() -> torch.nn.Module:
@@ -23,12 +26,18 @@ def _model() -> torch.nn.Module:
                                torch.nn.ReLU(), torch.nn.Linear(256, 10))
 
 
-def _round(steps: int, watched: bool) -> float:
+def _round(steps: int, watched: bool, observer: str = "continuity") -> float:
     torch.manual_seed(0)
     model = _model()
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-3)
     continuity = Continuity()
+    gradients = LinearGradients()
+    if watched and observer == "gradients":
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_hook(lambda m, a, o: gradients.on_call(m, a, o, id))
+        watched = False  # the hooks are the watch
     x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
     start = time.perf_counter()
     for _ in range(steps):
@@ -37,15 +46,18 @@ def _round(steps: int, watched: bool) -> float:
         if watched:
             continuity.check(1, params)
         optimizer.step()
+        gradients.on_step()
         if watched:
             continuity.keep(1, params)
     if watched:
         continuity.export()
+    gradients.export()
     return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--observer", choices=("continuity", "gradients"), default="continuity")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
@@ -55,9 +67,9 @@ def main() -> None:
     bare, watched = [], []
     for _ in range(args.rounds):
         bare.append(_round(args.steps, False))
-        watched.append(_round(args.steps, True))
+        watched.append(_round(args.steps, True, args.observer))
     b, w = statistics.median(bare), statistics.median(watched)
-    print(f"bare step {b * 1e6:.0f} us, with continuity {w * 1e6:.0f} us: +{(w - b) * 1e6:.0f} us a step "
+    print(f"bare step {b * 1e6:.0f} us, with {args.observer} {w * 1e6:.0f} us: +{(w - b) * 1e6:.0f} us a step "
           f"({100 * (w - b) / b:+.1f}%), medians of {args.rounds} rounds of {args.steps} steps")
 
 

@@ -1287,3 +1287,75 @@ def test_a_load_before_the_first_counted_step_explains_the_change(tiny_dataset: 
     for start in range(0, 480, 40):
         _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
     assert _moved(recorder, serials, net) == 0
+
+
+def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
+    """Five Adam steps of a 784-64-32-10 MLP whose Linear calls go to ``LinearGradients`` (as the
+    probe's global hooks send them), written the way ``kind`` says; its per-weight export."""
+    from grader.probe.gradients import LinearGradients
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)]
+    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    watch = LinearGradients()
+    watch.armed = armed
+    if kind != "functional only":
+        for layer in layers:
+            layer.register_forward_hook(lambda m, a, o: watch.on_call(m, a, o, id))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def functional(rows: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.nn.functional.linear(rows, layers[0].weight, layers[0].bias))
+        h = torch.relu(torch.nn.functional.linear(h, layers[1].weight, layers[1].bias))
+        return torch.nn.functional.linear(h, layers[2].weight, layers[2].bias)
+
+    for _ in range(5):
+        x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
+        with torch.autocast("cpu", torch.bfloat16, enabled=kind == "bf16"):
+            if kind == "checkpoint":
+                out = torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
+            else:
+                out = functional(x) if kind == "functional only" else net(x)
+            loss = torch.nn.functional.cross_entropy(out, y)
+            if kind == "l2":
+                loss = loss + 1.0 * sum(p.pow(2).sum() for p in net.parameters())
+            if kind == "l1":
+                loss = loss + 1e-2 * sum(p.abs().sum() for p in net.parameters())
+            if kind == "aux":  # the attacker's: other rows through the weights in a loss term
+                loss = loss + torch.nn.functional.cross_entropy(functional(torch.rand(8, 784)), y[:8])
+        optimizer.zero_grad()
+        loss.backward()
+        if kind == "sam":
+            with torch.no_grad():
+                eps = [p.grad * 0.05 / (p.grad.norm() + 1e-12) for p in net.parameters()]
+                for p, e in zip(net.parameters(), eps):
+                    p.add_(e)
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            with torch.no_grad():
+                for p, e in zip(net.parameters(), eps):
+                    p.sub_(e)
+        if kind == "input gradient":  # an adversarial example: a backward pass to the rows only
+            rows = torch.rand(8, 784, requires_grad=True)
+            torch.autograd.grad(net(rows).sum(), rows)
+        optimizer.step()
+        if kind == "inner":  # the attacker's: an update on other rows hidden next to the step
+            functional(torch.rand(8, 784)).sum().backward()
+    return watch.export()
+
+
+def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
+    """Honest code (an L2 or L1 penalty however strong, bfloat16 autocast, SAM's second pass, an
+    input-only backward, checkpointing) leaves nothing unexplained; rows fed to the weights by
+    F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
+    had them; a model never called through its layers is not watched, so never blamed; an unarmed
+    interval compares nothing but still counts the passes no call of the layer carried."""
+    for kind in ("plain", "l2", "l1", "bf16", "sam", "input gradient", "checkpoint", "functional only"):
+        export = _gradient_run(kind)
+        assert all(w["unexplained"] == 0 for w in export), (kind, export)
+        assert kind == "functional only" or all(w["watched"] == (10 if kind == "sam" else 5) for w in export), (kind, export)
+    assert [w["unexplained"] for w in _gradient_run("aux")] == [5, 5, 5]
+    inner = _gradient_run("inner")
+    assert [w["bare"] for w in inner] == [5, 5, 5] and [w["unexplained"] for w in inner] == [5, 5, 5]
+    assert [w["unexplained"] for w in _gradient_run("aux", armed=False)] == [0, 0, 0]
+    assert [w["unexplained"] for w in _gradient_run("inner", armed=False)] == [5, 5, 5]

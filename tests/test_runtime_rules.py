@@ -239,6 +239,25 @@ def test_weights_no_counted_step_made_leave_the_epochs_undecided(facts: FrozenFa
         assert _verdicts(graded_apart, facts, rubric)["epochs"][0] is verdict, explained
 
 
+def test_gradients_their_layers_calls_do_not_explain_leave_epochs_and_split_undecided(facts: FrozenFacts,
+                                                                                        rubric: Rubric) -> None:
+    """Backward passes that gave a graded Linear weight a gradient its layer's calls do not explain
+    (rows fed to it by F.linear in a loss term) leave the epochs and the split undecided; the same
+    count on a weight of another model, or none, decides nothing."""
+    epochs = [_stepped(100 * k, 100 * (k + 1)) for k in range(10)]
+    record = _record(epochs)
+    record["optimizers"] = {"1": {"params": [1, 2, 3], "steps": 1000, "first_step": 1, "last_step": 1000}}
+    record["gradients"] = [{"param": 1, "watched": 900, "bare": 0, "unexplained": 0}]
+    verdicts = _verdicts(record, facts, rubric)
+    assert verdicts["epochs"][0] is True and verdicts["valid_size"][0] is not None
+    record["gradients"][0]["unexplained"] = 14
+    verdicts = _verdicts(record, facts, rubric)
+    assert verdicts["epochs"][0] is None and "(14 times, a weight in a backward pass" in verdicts["epochs"][1]
+    assert verdicts["valid_size"][0] is None and "split was not measured" in verdicts["valid_size"][1]
+    record["gradients"] = [{"param": 7, "watched": 900, "bare": 0, "unexplained": 14}, "junk", {"param": "1"}]
+    assert _verdicts(record, facts, rubric)["epochs"][0] is True
+
+
 def test_passes_discarded_by_restores_are_not_called_stopping_early(facts: FrozenFacts, rubric: Rubric) -> None:
     """Restore-on-plateau: ten epochs run, earlier weights loaded back twice; the final weights
     descend from fewer passes, and the message says why instead of "it stopped early"."""

@@ -91,6 +91,7 @@ class Training:
     overlap: int = 0  # bit set of the images it was trained on and validated on, each time as the image itself
     moved: int = 0  # changes of its weights between (or after) the optimizer steps that made them, no step or load explaining them
     foreign: int = 0  # loads into it of weights outside what any counted step made (and, for a model never stepped, its own)
+    unexplained: int = 0  # backward passes that gave its Linear weights a gradient their layers' calls do not explain
 
     @property
     def pass_count(self) -> int:
@@ -276,6 +277,14 @@ def foreign_weights(record: dict[str, Any], params: frozenset[int], stepped: boo
     return found + (not stepped and section(record, "model").get("explained") is False)
 
 
+def unexplained_gradients(record: dict[str, Any], params: frozenset[int]) -> int:
+    """Backward passes that gave one of ``params`` (Linear weights) a gradient its layer's own calls
+    do not explain (probe/gradients.py): rows fed to the weight another way trained it."""
+    raw = record.get("gradients")
+    return sum(integer(item.get("unexplained")) or 0 for item in (raw[:1000] if isinstance(raw, list) else [])
+               if isinstance(item, dict) and item.get("param") in params and type(item.get("param")) is int)
+
+
 def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
     """Whether any step the pass carried is in the intervals (a pass without its end step: by its start)."""
     last = max(p.end_step, p.start_step + 1)
@@ -354,7 +363,8 @@ def training(record: dict[str, Any]) -> Training:
                     undone=undone,
                     beside_steps=sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0,
                     overlap=exact & validated, moved=sum(o.moved + o.moved_at_end for o in makers),
-                    foreign=foreign_weights(record, params, stepped=lineage == "direct") if lineage != "none" else 0)
+                    foreign=foreign_weights(record, params, stepped=lineage == "direct") if lineage != "none" else 0,
+                    unexplained=unexplained_gradients(record, frozenset().union(params, *(o.params for o in makers))))
 
 
 def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:

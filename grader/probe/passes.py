@@ -26,6 +26,7 @@ import torch
 
 from grader.probe.content import ImageIndex, Match, PerPixel, image_rows
 from grader.probe.continuity import Continuity
+from grader.probe.gradients import LinearGradients
 from grader.probe.guard import guarded, student_autocast
 from grader.probe.identity import Serials
 
@@ -331,6 +332,7 @@ class Recorder:
         self.fingerprints = Fingerprints()
         self.continuity = Continuity()  # every change of the stepped weights explained by a step or a load
         self._first_grads: dict[int, Any] = {}  # parameter id -> its hook awaiting a first gradient
+        self.gradients = LinearGradients()  # every Linear weight's gradient explained by its calls
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
     @property
@@ -423,6 +425,8 @@ class Recorder:
     def after_call(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self.fetching:
             return
+        if isinstance(module, torch.nn.Linear) and not self.internal:
+            self.gradients.on_call(module, args, output, self.serials.of)
         self._depth = max(0, self._depth - 1)
         if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
@@ -728,6 +732,7 @@ class Recorder:
         if self.fetching:
             self.unwatched_steps += 1  # its module calls were not watched: say so
         self._settle_draw(followed_by_step=True)
+        self.gradients.on_step()
         if self._test_since_step:
             self.test_steps += 1
             self._test_since_step = False
@@ -844,4 +849,5 @@ class Recorder:
             "test_passes": [p.export(id(p) in keep) for p in self.test_passes[-2000:]],
             "optimizers": {str(k): {**v, "curve": curve(self.curves.get(k, []))} for k, v in self.optimizers.items()},
             "loads": self.loads[-1000:],
+            "gradients": self.gradients.export(),
         }

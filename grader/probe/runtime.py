@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import RECORD_VERSION, capture, content, guard, identity, model as models, passes, patches
+from grader.probe import RECORD_VERSION, capture, content, gradients, guard, identity, model as models, passes, patches
 from grader.probe.content import ImageIndex
 from grader.probe.guard import guarded, own_modes
 from grader.probe.identity import Serials
@@ -37,7 +37,7 @@ from grader.probe.patches import Patches
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
-_MODULES = (sys.modules[__name__], capture, content, guard, identity, models, passes, patches)
+_MODULES = (sys.modules[__name__], capture, content, gradients, guard, identity, models, passes, patches)
 
 
 class _State:

@@ -38,6 +38,16 @@ def unattributed(training: Training) -> str | None:
             "changed beyond recognition); what they trained on is not known")
 
 
+def unseen_rows(training: Training) -> str | None:
+    """Why what trained the graded model is not known from its layers' calls, or None."""
+    if not training.unexplained:
+        return None
+    return (f"the graded model's Linear weights got gradients their layers' calls do not explain "
+            f"({training.unexplained} time{'s' if training.unexplained != 1 else ''}, a weight in a backward pass: rows "
+            "fed to it another way, such as F.linear with it in a loss term, trained it on images the grader did "
+            "not see)")
+
+
 def run_check(rule: str, ok: bool | None, message: str) -> Check:
     """A verdict on what the run recorded."""
     return Check(rule, ok, message, stage="run")

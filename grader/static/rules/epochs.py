@@ -10,7 +10,9 @@ training images had been drawn (probe: the optimizer's ``unattributed``) leaves 
 and so do steps over images fed beside the DataLoader whose passes are the epochs (``beside``) and
 changes of the weights between or after its steps that no counted step or load explains (``moved``:
 probe/continuity.py; an update made where the step hooks cannot see it), and weights loaded (or a
-never-stepped model graded) outside the hull of the states the counted steps made (``foreign``).
+never-stepped model graded) outside the hull of the states the counted steps made (``foreign``), and
+gradients of its Linear weights their layers' calls do not explain (``unexplained``: probe/gradients.py;
+rows fed to a weight another way trained it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from grader.static.pyast import ParsedCell, const_value, dotted, top_level_const
 from grader.model.rubric import FrozenFacts
 from grader.static.reference import is_epoch_loop
 from grader.model.results import Check
-from grader.static.rules.common import RunView, frozen_value, run_check, static_check, unattributed
+from grader.static.rules.common import RunView, frozen_value, run_check, static_check, unattributed, unseen_rows
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
@@ -138,6 +140,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(RULE, None, f"the graded model took weights no counted optimizer step made ({training.foreign} "
                                      f"time{'s' if training.foreign != 1 else ''}: loaded, or averaged beyond the states of "
                                      "its training, as a model trained further elsewhere would be); epochs not counted")
+    unseen = unseen_rows(training)
+    if unseen is not None:
+        return run_check(RULE, None, f"{unseen}; epochs not counted")
     passes = training.passes
     if training.beside_steps:
         return run_check(RULE, None, f"{training.beside_steps} of the graded model's {training.steps} optimizer steps "
@@ -180,7 +185,8 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
     training = run.training
     if rubric.early_stopping != "flag" or not run.finished or training.lineage == "none":
         return ()
-    if unattributed(training) is not None or training.beside_steps or training.moved or training.foreign:  # not counted (``runtime``)
+    if (unattributed(training) is not None or training.beside_steps or training.moved or training.foreign
+            or training.unexplained):  # not counted (``runtime``)
         return ()
     trained = training.pass_count if training.lineage == "direct" else max(training.groups, default=0)
     if 0 < trained < facts.epochs:

@@ -18,7 +18,7 @@ from grader.static.pyast import ParsedCell, top_level_constants, walk_cells
 from grader.model.rubric import FrozenFacts
 from grader.model.results import Check
 from grader.model.record import integer
-from grader.static.rules.common import RunView, assignments, frozen_value, run_check, static_check, unattributed
+from grader.static.rules.common import RunView, assignments, frozen_value, run_check, static_check, unattributed, unseen_rows
 from grader.model.submission import Submission
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     unknown = unattributed(training)
     if unknown is not None:
         return run_check(RULE, None, f"{unknown}; the split was not measured")
+    unseen = unseen_rows(training)
+    if unseen is not None:
+        return run_check(RULE, None, f"{unseen}; the split was not measured")
     if (integer(run.record.get("loader_mismatch")) or 0) > 0:
         return run_check(RULE, None, "the training DataLoader yielded other images than its sampler named (a Dataset "
                                      "that remaps indices); which images trained the model is not known")
