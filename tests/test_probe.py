@@ -1295,11 +1295,14 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
     from grader.probe.gradients import LinearGradients
 
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)]
-    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     watch = LinearGradients()
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda m, name, p: watch.on_parameter(m, name, p, id))  # as the probe's global hook does
+    layers = [torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)]
+    handle.remove()
+    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     watch.armed = armed
-    if kind != "functional only":
+    if kind not in ("functional only", "functional aux"):
         for layer in layers:
             layer.register_forward_hook(lambda m, a, o: watch.on_call(m, a, o, id))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -1309,13 +1312,16 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
         h = torch.relu(torch.nn.functional.linear(h, layers[1].weight, layers[1].bias))
         return torch.nn.functional.linear(h, layers[2].weight, layers[2].bias)
 
+    if kind in ("functional only", "functional aux"):  # the model's own call on the images carries its
+        net.register_forward_hook(lambda m, a, o: [o.register_hook(watch.on_carrier)] and None)  # layers' gradients
+        net.forward = functional  # type: ignore[method-assign]
     for _ in range(5):
         x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
         with torch.autocast("cpu", torch.bfloat16, enabled=kind == "bf16"):
             if kind == "checkpoint":
                 out = torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
             else:
-                out = functional(x) if kind == "functional only" else net(x)
+                out = net(x)
             loss = torch.nn.functional.cross_entropy(out, y)
             if kind == "l2":
                 loss = loss + 1.0 * sum(p.pow(2).sum() for p in net.parameters())
@@ -1339,8 +1345,14 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
             rows = torch.rand(8, 784, requires_grad=True)
             torch.autograd.grad(net(rows).sum(), rows)
         optimizer.step()
-        if kind == "inner":  # the attacker's: an update on other rows hidden next to the step
+        if kind == "hooks cleared":  # the attacker's: the weights' gradient hooks taken off
+            for p in net.parameters():
+                if p._backward_hooks:
+                    p._backward_hooks.clear()
+        if kind in ("inner", "functional aux"):  # the attacker's: an update on other rows beside the step
             functional(torch.rand(8, 784)).sum().backward()
+        if kind == "penalty apart":  # an L2 penalty's gradient in a backward pass of its own
+            (1e-3 * sum(p.pow(2).sum() for p in net.parameters())).backward()
     return watch.export()
 
 
@@ -1348,14 +1360,19 @@ def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
     """Honest code (an L2 or L1 penalty however strong, bfloat16 autocast, SAM's second pass, an
     input-only backward, checkpointing) leaves nothing unexplained; rows fed to the weights by
     F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
-    had them; a model never called through its layers is not watched, so never blamed; an unarmed
-    interval compares nothing but still counts the passes no call of the layer carried."""
-    for kind in ("plain", "l2", "l1", "bf16", "sam", "input gradient", "checkpoint", "functional only"):
+    had them; a model whose forward never calls its layers (``F.linear``) has its passes carried by its
+own call on the images, and a pass beside them is still counted; an unarmed
+    interval compares nothing but still counts the passes no call of the layer carried; a weight whose
+gradient hook was taken off counts once."""
+    for kind in ("plain", "l2", "l1", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)
-        assert kind == "functional only" or all(w["watched"] == (10 if kind == "sam" else 5) for w in export), (kind, export)
+        expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
+        assert all((w["watched"], w["carried"], w["bare"]) == expected for w in export), (kind, export)
+    assert [w["unexplained"] for w in _gradient_run("functional aux")] == [5, 5, 5]
     assert [w["unexplained"] for w in _gradient_run("aux")] == [5, 5, 5]
     inner = _gradient_run("inner")
     assert [w["bare"] for w in inner] == [5, 5, 5] and [w["unexplained"] for w in inner] == [5, 5, 5]
     assert [w["unexplained"] for w in _gradient_run("aux", armed=False)] == [0, 0, 0]
     assert [w["unexplained"] for w in _gradient_run("inner", armed=False)] == [5, 5, 5]
+    assert [w["unexplained"] for w in _gradient_run("hooks cleared")] == [1, 1, 1]

@@ -6,18 +6,23 @@ L1 penalty written in the loss). Rows fed to the weight any other way (``F.linea
 in an auxiliary loss, ``x @ fc.weight.T``, extra updates hidden inside an optimizer's ``step()``)
 add a term that is neither: it trained the model on rows the probe never saw.
 
-So, for each watched weight, on a secret block of it (up to BLOCK x BLOCK positions): each call of
-the layer keeps its input's columns of the block, its output's gradient hook adds ``delta.T @ x``
-over the block's rows, and the weight's own gradient hook compares the pass's gradient there with
-that sum. What is left must be a function of the weight's values alone: once its fit by the weight
-(L2), its size and sign (L1) is taken off, sorted by the weight, neighbours differ by at most
-TOLERANCE of the calls' own gradient (a penalty is a smooth function of the weight, with at most a
-jump at zero; other rows' gradient is not ordered by the weight at all).
-A pass that reaches a weight the layer's calls never reached in it counts too, once the layer's calls
-were seen to carry gradients at all (a model run through TorchScript is never watched, never blamed).
+So, for each Linear layer called with gradients, on a secret block of its weight (up to BLOCK x
+BLOCK positions), in one secret optimizer step's interval in RATE: each call of the layer keeps its
+input's columns of the block, its output's gradient hook adds ``delta.T @ x`` over the block's rows,
+and the weight's own gradient hook compares the pass's gradient there with that sum. What is left
+must be a function of the weight's values alone: once its fit by the weight (L2), its size and sign
+(L1) is taken off, sorted by the weight, neighbours differ by at most TOLERANCE of the calls' own
+gradient (a penalty is a smooth function of the weight, with at most a jump at zero; other rows'
+gradient is not ordered by the weight at all).
+
+In every interval, a pass that reaches a weight without any of its layer's calls must have reached
+the output of a model call on image rows (the call the probe reads: a forward written with
+``F.linear``, a TorchScript model, whose layers are never called as modules), or be a penalty's
+gradient alone (the same test, against the whole gradient); else it trained the weight on rows no
+call showed (extra updates beside or inside the counted step).
 
 Passes are told apart by autograd's graph task id; everything is computed on the block's device,
-without synchronising, and read at the export.
+without synchronising, and read at the export. A weight whose gradient hook was taken off counts once.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ class _Weight:
         self.sum: torch.Tensor | None = None  # the calls' gradient over the block in that pass
         self.whole = False  # every call that pass reached kept its block columns
         self.watched = 0  # passes whose gradient the layer's calls carried
-        self.bare = 0  # passes that reached the weight with none of the layer's calls
+        self.carried = 0  # passes without the layer's calls, through a model call on images (a functional forward)
+        self.bare = 0  # passes that reached the weight with neither
         self.unexplained = torch.zeros((), dtype=torch.int64, device=device)  # read at the export
         self.on_reached = guarded(self.reached)  # made once: an unarmed call's hook costs no more
+        self.handle: Any = None  # the weight's gradient hook, which must still be on it at the export
 
     def reached(self, delta: torch.Tensor) -> None:
         """A call's output gradient came (in the current pass); its part is not known."""
@@ -71,17 +78,28 @@ class _Weight:
         elif self.sum is not None:
             self.sum += part
 
-    def check(self, task: int, weight: torch.Tensor, grad: torch.Tensor) -> None:
-        """The weight's gradient in pass ``task``: whether the layer's calls carried it; if each of
-        them kept its part, whether they explain it."""
+    def check(self, task: int, carrier: int, weight: torch.Tensor, grad: torch.Tensor) -> None:
+        """The weight's gradient in pass ``task``: whether the layer's calls carried it, and if each
+        of them kept its part, whether they explain it; else whether a model call on images did
+        (``carrier``: the last pass that reached one), else whether it is a penalty's alone."""
         if task != self.task:
-            self.bare += 1
+            if task == carrier:
+                self.carried += 1
+            else:
+                self.bare += 1
+                self._compare(weight, grad, None)
             return
         self.watched += 1
         calls, self.sum, self.task = self.sum, None, -2
-        if calls is None or not self.whole:
-            return
+        if calls is not None and self.whole:
+            self._compare(weight, grad, calls)
+
+    def _compare(self, weight: torch.Tensor, grad: torch.Tensor, calls: torch.Tensor | None) -> None:
+        """Counts the gradient unexplained unless what the calls leave of it (all of it, without
+        calls) is a function of the weight alone, to TOLERANCE of the calls' part (of the gradient)."""
         block = grad.detach()[self.rows][:, self.cols].double()
+        reference = block if calls is None else calls
+        calls = torch.zeros_like(block) if calls is None else calls
         values = weight.detach()[self.rows][:, self.cols].double().reshape(-1)
         order = values.argsort()
         values, left = values[order], (block - calls).reshape(-1)[order]
@@ -91,12 +109,12 @@ class _Weight:
         left = left - penalty @ torch.linalg.solve(normal, penalty.T @ left)  # L2, L1 or both, however strong
         steps = left.diff().abs()
         rough = steps.kthvalue(max(1, steps.numel() * 9 // 10)).values if steps.numel() else steps.sum()
-        scale = calls.square().mean().sqrt()
+        scale = reference.square().mean().sqrt()
         self.unexplained += (rough > TOLERANCE * scale + 1e-30).to(torch.int64)
 
     def export(self) -> dict[str, int]:
-        unexplained = int(self.unexplained) + (self.bare if self.watched else 0)
-        return {"watched": self.watched, "bare": self.bare, "unexplained": unexplained}
+        return {"watched": self.watched, "carried": self.carried, "bare": self.bare,
+                "unexplained": int(self.unexplained)}
 
 
 class LinearGradients:
@@ -108,6 +126,11 @@ class LinearGradients:
         self._weights: dict[int, _Weight] = {}
         self._names: dict[int, int] = {}  # weight id -> the serial the record names it by
         self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+        self.carrier = -2  # the last backward pass that reached the output of a model call on images
+        self.on_carrier = guarded(self._carrier)
+
+    def _carrier(self, grad: torch.Tensor) -> None:
+        self.carrier = torch._C._current_graph_task_id()
 
     def on_step(self) -> None:
         """An optimizer step was counted: whether the next interval's passes are compared."""
@@ -132,6 +155,13 @@ class LinearGradients:
             watched.add(torch._C._current_graph_task_id(), delta, columns)
 
         output.register_hook(guarded(add))
+    def on_parameter(self, module: torch.nn.Module, name: str, param: Any, serial: Callable[[Any], int]) -> None:
+        """A Linear layer's weight registered: its gradients are watched from the first, whether or
+        not the layer is ever called as a module."""
+        if (name == "weight" and isinstance(module, torch.nn.Linear) and isinstance(param, torch.nn.Parameter)
+                and param.dim() == 2 and param.is_floating_point()):
+            self._watch(param, serial)
+
     def _watch(self, weight: torch.nn.Parameter, name: Callable[[Any], int]) -> _Weight:
         key = id(weight)
         watched = self._weights.get(key)
@@ -143,12 +173,20 @@ class LinearGradients:
 
         def hook(grad: torch.Tensor) -> None:
             if (w := ref()) is not None:
-                watched.check(torch._C._current_graph_task_id(), w, grad)
+                watched.check(torch._C._current_graph_task_id(), self.carrier, w, grad)
 
-        weight.register_hook(guarded(hook))
+        watched.handle = weight.register_hook(guarded(hook))
         return watched
 
     def export(self) -> list[dict[str, int]]:
         """Per watched weight: its serial, the passes its calls carried, those that reached it without
-        them, and the passes with a gradient the calls do not explain."""
-        return [{"param": self._names[key], **watched.export()} for key, watched in self._weights.items()]
+        them, and the passes with a gradient the calls do not explain (one more when the weight's
+        gradient hook was taken off it: what it would have seen is not known)."""
+        found = []
+        for key, watched in self._weights.items():
+            entry = {"param": self._names[key], **watched.export()}
+            weight, handle = self._refs[key](), watched.handle
+            if weight is not None and handle is not None and handle.id not in (weight._backward_hooks or {}):
+                entry["unexplained"] += 1
+            found.append(entry)
+        return found

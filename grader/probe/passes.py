@@ -333,6 +333,7 @@ class Recorder:
         self.continuity = Continuity()  # every change of the stepped weights explained by a step or a load
         self._first_grads: dict[int, Any] = {}  # parameter id -> its hook awaiting a first gradient
         self.gradients = LinearGradients()  # every Linear weight's gradient explained by its calls
+        self._carrier_at = 0  # the depth of the call being read, whose output carries its rows' gradient
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
     @property
@@ -374,6 +375,8 @@ class Recorder:
         elif not (self._blind and args):
             return
         self._blind = False
+        if torch.is_grad_enabled() and image_rows(args[0]) is not None:
+            self._carrier_at = self._depth  # the call read: a pass reaching its output carries the layers' gradients
         stepping = torch.is_grad_enabled() and module.training
         if stepping and args[0] is self.yielded:
             self._settle_draw(followed_by_step=False)  # a new batch came before any step
@@ -428,6 +431,11 @@ class Recorder:
         if isinstance(module, torch.nn.Linear) and not self.internal:
             self.gradients.on_call(module, args, output, self.serials.of)
         self._depth = max(0, self._depth - 1)
+        if self._carrier_at and self._depth + 1 == self._carrier_at:
+            self._carrier_at = 0
+            if not self.internal:
+                for tensor in graded_outputs(output, None):
+                    tensor.register_hook(self.gradients.on_carrier)
         if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
@@ -714,8 +722,10 @@ class Recorder:
         """A parameter was registered on a module: the first gradient computed for it (by
         ``backward()`` or ``torch.autograd.grad``, which accumulates nothing) fixes its initial values
         (``Continuity.first_backward``: training before the first counted step is a change)."""
-        if (self.internal or not isinstance(param, torch.Tensor) or not param.requires_grad
-                or not param.is_floating_point() or id(param) in self._first_grads):
+        if self.internal or not isinstance(param, torch.Tensor) or not param.requires_grad:
+            return
+        self.gradients.on_parameter(module, name, param, self.serials.of)
+        if not param.is_floating_point() or id(param) in self._first_grads:
             return
         first, ref = guarded(self.continuity.first_backward), weakref.ref(param)
 
