@@ -1270,23 +1270,50 @@ def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Datase
         assert not recorder._first_grads
 
 
-def test_a_load_before_the_first_counted_step_explains_the_change(tiny_dataset: Dataset) -> None:
-    """A sanity forward and backward, then a checkpoint loaded, then training: the load explains
-    the weights' change since that first gradient (as it does between steps)."""
+def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(tiny_dataset: Dataset) -> None:
+    """A sanity forward and backward, then a checkpoint loaded, or a ``torch.nn.init`` chosen
+    afterwards (on the parameter or its ``.data``, or a ``reset_parameters()`` after a learning-rate
+    range test's steps), then training: the load or the init explains the weights' change (as a
+    load does between steps). A change by hand does not."""
+    from types import SimpleNamespace
+
+    from grader.probe import runtime
+    from grader.probe.patches import Patches
+
     index, _, train = _index(tiny_dataset)
     x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
-    serials = Serials()
-    recorder = Recorder(index, 10, serials)
-    net, other = _Net().train(), _Net()
-    for p in net.parameters():
-        recorder.on_parameter(net, "", p)
-    torch.nn.functional.cross_entropy(_call(recorder, net, x[:40]), labels).backward()
-    net.load_state_dict(other.state_dict())
-    recorder.on_load(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    for start in range(0, 480, 40):
-        _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
-    assert _moved(recorder, serials, net) == 0
+    for how in ("load", "init", "reset after a range test", "by hand"):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        net, other = _Net().train(), _Net()
+        for p in net.parameters():
+            recorder.on_parameter(net, "", p)
+        torch.nn.functional.cross_entropy(_call(recorder, net, x[:40]), labels).backward()
+        patches = Patches()
+        runtime._patch_inits(SimpleNamespace(recorder=recorder, patches=patches))  # as the probe installs it
+        try:
+            if how == "load":
+                net.load_state_dict(other.state_dict())
+                recorder.on_load(net)
+            elif how == "init":
+                torch.nn.init.kaiming_normal_(net.fc1.weight.data)
+                with torch.no_grad():
+                    torch.nn.init.zeros_(net.fc1.bias)
+            elif how == "by hand":
+                with torch.no_grad():
+                    net.fc1.weight.mul_(0.5)
+            else:
+                finder = torch.optim.SGD(net.parameters(), lr=0.01)
+                for start in range(0, 120, 40):
+                    _hooked_step(recorder, net, finder, x[start:start + 40], labels)
+                net.fc1.reset_parameters()
+                net.fc2.reset_parameters()
+        finally:
+            patches.undo()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+        for start in range(0, 480, 40):
+            _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+        assert _moved(recorder, serials, net) == (how == "by hand"), how
 
 
 def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
@@ -1305,6 +1332,8 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
     if kind not in ("functional only", "functional aux"):
         for layer in layers:
             layer.register_forward_hook(lambda m, a, o: watch.on_call(m, a, o, id))
+            if kind == "output clamp":  # the student's own hook on the layer's output gradient, after the probe's
+                layer.register_forward_hook(lambda m, a, o: [o.register_hook(lambda g: g.clamp(-1e-4, 1e-4))] and None)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def functional(rows: torch.Tensor) -> torch.Tensor:
@@ -1327,6 +1356,8 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 loss = loss + 1.0 * sum(p.pow(2).sum() for p in net.parameters())
             if kind == "l1":
                 loss = loss + 1e-2 * sum(p.abs().sum() for p in net.parameters())
+            if kind == "group lasso":  # each unit's incoming weights, and each input's outgoing ones
+                loss = loss + 0.1 * sum(w.norm(dim=1).sum() + w.norm(dim=0).sum() for w in (l.weight for l in layers))
             if kind == "aux":  # the attacker's: other rows through the weights in a loss term
                 loss = loss + torch.nn.functional.cross_entropy(functional(torch.rand(8, 784)), y[:8])
         optimizer.zero_grad()
@@ -1345,26 +1376,29 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
             rows = torch.rand(8, 784, requires_grad=True)
             torch.autograd.grad(net(rows).sum(), rows)
         optimizer.step()
+        watch.on_step()
+        watch.armed = armed
         if kind == "hooks cleared":  # the attacker's: the weights' gradient hooks taken off
             for p in net.parameters():
                 if p._backward_hooks:
                     p._backward_hooks.clear()
-        if kind in ("inner", "functional aux"):  # the attacker's: an update on other rows beside the step
-            functional(torch.rand(8, 784)).sum().backward()
+        for _ in range(3 if kind == "inner burst" else 1 if kind in ("inner", "functional aux") else 0):
+            functional(torch.rand(8, 784)).sum().backward()  # the attacker's: other rows beside the step
         if kind == "penalty apart":  # an L2 penalty's gradient in a backward pass of its own
             (1e-3 * sum(p.pow(2).sum() for p in net.parameters())).backward()
     return watch.export()
 
 
 def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
-    """Honest code (an L2 or L1 penalty however strong, bfloat16 autocast, SAM's second pass, an
+    """Honest code (an L2, L1 or group-lasso penalty however strong, a clamp of a layer's output
+    gradient, bfloat16 autocast, SAM's second pass, an
     input-only backward, checkpointing) leaves nothing unexplained; rows fed to the weights by
     F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
     had them; a model whose forward never calls its layers (``F.linear``) has its passes carried by its
 own call on the images, and a pass beside them is still counted; an unarmed
-    interval compares nothing but still counts the passes no call of the layer carried; a weight whose
+    interval compares no call, nor the first pass no call carried, but compares every later one; a weight whose
 gradient hook was taken off counts once."""
-    for kind in ("plain", "l2", "l1", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
+    for kind in ("plain", "l2", "l1", "group lasso", "output clamp", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)
         expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
@@ -1374,5 +1408,6 @@ gradient hook was taken off counts once."""
     inner = _gradient_run("inner")
     assert [w["bare"] for w in inner] == [5, 5, 5] and [w["unexplained"] for w in inner] == [5, 5, 5]
     assert [w["unexplained"] for w in _gradient_run("aux", armed=False)] == [0, 0, 0]
-    assert [w["unexplained"] for w in _gradient_run("inner", armed=False)] == [5, 5, 5]
+    assert [w["unexplained"] for w in _gradient_run("inner", armed=False)] == [0, 0, 0]  # one a step: armed ones
+    assert [w["unexplained"] for w in _gradient_run("inner burst", armed=False)] == [10, 10, 10]  # all but the first
     assert [w["unexplained"] for w in _gradient_run("hooks cleared")] == [1, 1, 1]

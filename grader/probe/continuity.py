@@ -252,6 +252,16 @@ class Continuity:
         """Weights were loaded into ``params`` (``load_state_dict``): the load explains the change."""
         self._keep_touching(frozenset(map(id, params)))
 
+    def reinitialised(self, tensor: torch.Tensor) -> None:
+        """``torch.nn.init`` wrote fresh values into ``tensor`` (a parameter or its ``.data``): like a
+        load, it explains the change (a gradient checked before the init chosen, a learning-rate
+        range test reset with ``reset_parameters()``); an init carries nothing trained."""
+        where = (tensor.data_ptr(), tensor.numel())
+        ids = {id(p) for windows in [*self._first.values(), *self._windows.values()] for p in windows.alive() or ()
+               if (p.data_ptr(), p.numel()) == where}
+        if ids:
+            self._keep_touching(frozenset(ids))
+
     def _keep_touching(self, ids: frozenset[int]) -> None:
         for i in ids & self._first.keys():  # a load before the first step explains those too
             first, params = self._first[i], self._first[i].alive()

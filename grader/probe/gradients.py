@@ -10,16 +10,17 @@ So, for each Linear layer called with gradients, on a secret block of its weight
 BLOCK positions), in one secret optimizer step's interval in RATE: each call of the layer keeps its
 input's columns of the block, its output's gradient hook adds ``delta.T @ x`` over the block's rows,
 and the weight's own gradient hook compares the pass's gradient there with that sum. What is left
-must be a function of the weight's values alone: once its fit by the weight (L2), its size and sign
-(L1) is taken off, sorted by the weight, neighbours differ by at most TOLERANCE of the calls' own
+must be a penalty's gradient: once its fit by the weight (L2), its size and sign (L1) and the weight
+scaled per row or column (a group lasso) is taken off, sorted by the weight, neighbours differ by at most TOLERANCE of the calls' own
 gradient (a penalty is a smooth function of the weight, with at most a jump at zero; other rows'
 gradient is not ordered by the weight at all).
 
 In every interval, a pass that reaches a weight without any of its layer's calls must have reached
 the output of a model call on image rows (the call the probe reads: a forward written with
 ``F.linear``, a TorchScript model, whose layers are never called as modules), or be a penalty's
-gradient alone (the same test, against the whole gradient); else it trained the weight on rows no
-call showed (extra updates beside or inside the counted step).
+gradient alone (the same test, against the whole gradient: in an armed interval, and for every such
+pass after an interval's first, so that many hidden in one step are seen); else it trained the
+weight on rows no call showed (extra updates beside or inside the counted step).
 
 Passes are told apart by autograd's graph task id; everything is computed on the block's device,
 without synchronising, and read at the export. A weight whose gradient hook was taken off counts once.
@@ -42,7 +43,7 @@ BLOCK = 32  # rows and columns of a weight's block
 # neighbours (sorted by the weight's value) by this much of the calls' part: the rounding of float16
 # or bfloat16 arithmetic is well under it, other rows' training is far over.
 TOLERANCE = 0.05
-RATE = 64  # one secret optimizer step's interval in RATE has its passes' gradients compared
+RATE = 128  # one secret optimizer step's interval in RATE has its passes' gradients compared
 
 
 class _Weight:
@@ -59,11 +60,12 @@ class _Weight:
         self.watched = 0  # passes whose gradient the layer's calls carried
         self.carried = 0  # passes without the layer's calls, through a model call on images (a functional forward)
         self.bare = 0  # passes that reached the weight with neither
+        self.lone = (-1, 0)  # (interval, such passes in it): a penalty backpropagated apart makes one a step
         self.unexplained = torch.zeros((), dtype=torch.int64, device=device)  # read at the export
         self.on_reached = guarded(self.reached)  # made once: an unarmed call's hook costs no more
         self.handle: Any = None  # the weight's gradient hook, which must still be on it at the export
 
-    def reached(self, delta: torch.Tensor) -> None:
+    def reached(self, deltas: Any) -> None:
         """A call's output gradient came (in the current pass); its part is not known."""
         task = torch._C._current_graph_task_id()
         if task != self.task:
@@ -78,15 +80,19 @@ class _Weight:
         elif self.sum is not None:
             self.sum += part
 
-    def check(self, task: int, carrier: int, weight: torch.Tensor, grad: torch.Tensor) -> None:
+    def check(self, task: int, weight: torch.Tensor, grad: torch.Tensor, watch: LinearGradients) -> None:
         """The weight's gradient in pass ``task``: whether the layer's calls carried it, and if each
         of them kept its part, whether they explain it; else whether a model call on images did
-        (``carrier``: the last pass that reached one), else whether it is a penalty's alone."""
+        (``watch.carrier``: the last pass that reached one), else whether it is a penalty's alone
+        (compared in an armed interval, and whenever it is not the interval's first such pass)."""
         if task != self.task:
-            if task == carrier:
+            if task == watch.carrier:
                 self.carried += 1
-            else:
-                self.bare += 1
+                return
+            self.bare += 1
+            interval, count = self.lone
+            self.lone = (watch.interval, count + 1 if interval == watch.interval else 1)
+            if watch.armed or self.lone[1] > 1:
                 self._compare(weight, grad, None)
             return
         self.watched += 1
@@ -96,17 +102,14 @@ class _Weight:
 
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor, calls: torch.Tensor | None) -> None:
         """Counts the gradient unexplained unless what the calls leave of it (all of it, without
-        calls) is a function of the weight alone, to TOLERANCE of the calls' part (of the gradient)."""
+        calls) is a penalty's gradient (``_penalties``), to TOLERANCE of the calls' part (of the gradient)."""
         block = grad.detach()[self.rows][:, self.cols].double()
         reference = block if calls is None else calls
-        calls = torch.zeros_like(block) if calls is None else calls
-        values = weight.detach()[self.rows][:, self.cols].double().reshape(-1)
-        order = values.argsort()
-        values, left = values[order], (block - calls).reshape(-1)[order]
-        penalty = torch.stack([torch.ones_like(values), values, values.abs(), values.sign()], 1)
-        normal = penalty.T @ penalty
-        normal.diagonal().add_(normal.diagonal().sum() * 1e-12 + 1e-300)  # all-positive weights: rank 2
-        left = left - penalty @ torch.linalg.solve(normal, penalty.T @ left)  # L2, L1 or both, however strong
+        values = weight.detach()[self.rows][:, self.cols].double()
+        left = (block if calls is None else block - calls).reshape(-1)
+        left = left - _penalties(values, left)
+        values = values.reshape(-1)
+        left = left[values.argsort()]
         steps = left.diff().abs()
         rough = steps.kthvalue(max(1, steps.numel() * 9 // 10)).values if steps.numel() else steps.sum()
         scale = reference.square().mean().sqrt()
@@ -115,6 +118,20 @@ class _Weight:
     def export(self) -> dict[str, int]:
         return {"watched": self.watched, "carried": self.carried, "bare": self.bare,
                 "unexplained": int(self.unexplained)}
+
+
+def _penalties(values: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """The least-squares fit of ``left`` (a block's gradient, flattened) by the gradients penalties
+    of the block's weights ``values`` give: L2 (the weight), L1 (its size and sign), and an L2 or
+    L1 penalty of each row's or column's norm (a group lasso: the weight scaled per row or column)."""
+    rows, cols = values.shape
+    flat = values.reshape(-1, 1)
+    per_row = torch.eye(rows, dtype=flat.dtype, device=flat.device).repeat_interleave(cols, 0) * flat
+    per_col = torch.eye(cols, dtype=flat.dtype, device=flat.device).repeat(rows, 1) * flat
+    basis = torch.cat([torch.ones_like(flat), flat, flat.abs(), flat.sign(), per_row, per_col], 1)
+    normal = basis.T @ basis
+    normal.diagonal().add_(normal.diagonal().sum() * 1e-12 + 1e-300)  # collinear columns (the weight, per row)
+    return basis @ torch.linalg.solve(normal, basis.T @ left)
 
 
 class LinearGradients:
@@ -127,6 +144,7 @@ class LinearGradients:
         self._names: dict[int, int] = {}  # weight id -> the serial the record names it by
         self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
         self.carrier = -2  # the last backward pass that reached the output of a model call on images
+        self.interval = 0  # optimizer steps counted so far
         self.on_carrier = guarded(self._carrier)
 
     def _carrier(self, grad: torch.Tensor) -> None:
@@ -135,6 +153,7 @@ class LinearGradients:
     def on_step(self) -> None:
         """An optimizer step was counted: whether the next interval's passes are compared."""
         self.armed = self._rng.randrange(RATE) == 0
+        self.interval += 1
 
     def on_call(self, module: torch.nn.Module, args: Any, output: Any, name: Callable[[Any], int]) -> None:
         """A Linear layer's call: its output's gradient awaited (with its input's block columns, when
@@ -145,16 +164,22 @@ class LinearGradients:
                 or not weight.is_leaf or weight.dim() != 2 or not weight.is_floating_point()
                 or args[0].shape[-1:] != weight.shape[1:] or output.shape[-1:] != weight.shape[:1]):
             return
-        watched = self._watch(weight, name)
+        watched, node = self._watch(weight, name), output.grad_fn
+        if node is None:
+            return
+        # On the node that computed the output: its pre-hooks run after every hook on the tensor (a
+        # student's clamp of the layer's output gradient included), with the gradient the layer's
+        # weight gradient is computed from.
         if not self.armed:
-            output.register_hook(watched.on_reached)
+            node.register_prehook(watched.on_reached)
             return
         columns = args[0].detach().reshape(-1, weight.shape[1])[:, watched.cols].double()
 
-        def add(delta: torch.Tensor) -> None:
-            watched.add(torch._C._current_graph_task_id(), delta, columns)
+        def add(deltas: tuple[torch.Tensor | None, ...]) -> None:
+            if deltas and deltas[0] is not None:
+                watched.add(torch._C._current_graph_task_id(), deltas[0], columns)
 
-        output.register_hook(guarded(add))
+        node.register_prehook(guarded(add))
     def on_parameter(self, module: torch.nn.Module, name: str, param: Any, serial: Callable[[Any], int]) -> None:
         """A Linear layer's weight registered: its gradients are watched from the first, whether or
         not the layer is ever called as a module."""
@@ -173,7 +198,7 @@ class LinearGradients:
 
         def hook(grad: torch.Tensor) -> None:
             if (w := ref()) is not None:
-                watched.check(torch._C._current_graph_task_id(), self.carrier, w, grad)
+                watched.check(torch._C._current_graph_task_id(), w, grad, self)
 
         watched.handle = weight.register_hook(guarded(hook))
         return watched

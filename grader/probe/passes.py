@@ -718,6 +718,11 @@ class Recorder:
             if handle is not None:
                 handle.remove()
 
+    def on_init(self, tensor: Any) -> None:
+        """A ``torch.nn.init`` function filled ``tensor``: the change it made is explained."""
+        if not self.internal and isinstance(tensor, torch.Tensor):
+            self.continuity.reinitialised(tensor)
+
     def on_parameter(self, module: Any, name: str, param: Any) -> None:
         """A parameter was registered on a module: the first gradient computed for it (by
         ``backward()`` or ``torch.autograd.grad``, which accumulates nothing) fixes its initial values

@@ -12,6 +12,7 @@ compares predictions with labels and judges the rules.
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import json
 import random
@@ -244,6 +245,24 @@ def _patch_updates(state: _State) -> None:
     state.patches.set(torch.optim.Optimizer, "_optimizer_step_code", _optimizer_step_code)
 
 
+def _patch_inits(state: _State) -> None:
+    """Every ``torch.nn.init`` function that fills a tensor (``kaiming_uniform_``, which a Linear's
+    ``reset_parameters`` calls, ``xavier_normal_``, ``zeros_``...): the values it wrote are explained."""
+    initialised = guarded(state.recorder.on_init)
+
+    def wrap(function: Any) -> Any:
+        def init(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            result = function(tensor, *args, **kwargs)
+            initialised(tensor)
+            return result
+
+        return functools.wraps(function)(init)
+
+    for name, function in list(vars(torch.nn.init).items()):
+        if name.endswith("_") and not name.startswith("_") and inspect.isfunction(function):
+            state.patches.set(torch.nn.init, name, wrap(function))
+
+
 def _watch_calls(state: _State) -> None:
     """Global module hooks, left to run eagerly when the model is compiled."""
     recorder = state.recorder
@@ -369,6 +388,7 @@ def install(config: dict[str, Any]) -> None:
     _patch_dataset(state)
     _patch_loaders(state)
     _patch_loads(state)
+    _patch_inits(state)
     _stub_colab()
     _guard_pip(state)
     _watch_calls(state)
