@@ -1272,9 +1272,9 @@ def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Datase
 
 def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(tiny_dataset: Dataset) -> None:
     """A sanity forward and backward, then a checkpoint loaded, or a ``torch.nn.init`` chosen
-    afterwards (on the parameter or its ``.data``, or a ``reset_parameters()`` after a learning-rate
-    range test's steps), then training: the load or the init explains the weights' change (as a
-    load does between steps). A change by hand does not."""
+    afterwards (on the parameter or its ``.data``), then training: the load or the init explains the
+    weights' change (as a load does between steps). A change by hand does not, nor an init after
+    counted steps (a range test's steps reset by ``reset_parameters()`` would still count as epochs)."""
     from types import SimpleNamespace
 
     from grader.probe import runtime
@@ -1282,7 +1282,7 @@ def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(t
 
     index, _, train = _index(tiny_dataset)
     x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
-    for how in ("load", "init", "reset after a range test", "by hand"):
+    for how in ("load", "init", "reset after a range test", "by hand"):  # after steps, an init is no load
         serials = Serials()
         recorder = Recorder(index, 10, serials)
         net, other = _Net().train(), _Net()
@@ -1313,7 +1313,7 @@ def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(t
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
         for start in range(0, 480, 40):
             _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
-        assert _moved(recorder, serials, net) == (how == "by hand"), how
+        assert _moved(recorder, serials, net) == (how in ("by hand", "reset after a range test")), how
 
 
 def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
@@ -1334,7 +1334,21 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
             layer.register_forward_hook(lambda m, a, o: watch.on_call(m, a, o, id))
             if kind == "output clamp":  # the student's own hook on the layer's output gradient, after the probe's
                 layer.register_forward_hook(lambda m, a, o: [o.register_hook(lambda g: g.clamp(-1e-4, 1e-4))] and None)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    def other_rows() -> list[torch.Tensor]:
+        """The attacker's: another batch's gradient, computed on detached copies of the weights."""
+        copies = [p.detach().requires_grad_() for p in net.parameters()]
+        h = torch.relu(torch.rand(8, 784) @ copies[0].T + copies[1])
+        out = torch.relu(h @ copies[2].T + copies[3]) @ copies[4].T + copies[5]
+        return list(torch.autograd.grad(out.logsumexp(1).sum(), copies))
+
+    class Twice(torch.optim.Adam):  # the attacker's: a second update inside the step, on other rows
+        def step(self, closure: Any = None) -> Any:
+            super().step()
+            for p, g in zip(net.parameters(), other_rows()):
+                p.grad = g
+            return super().step()
+
+    optimizer = (Twice if kind == "twice" else torch.optim.Adam)(net.parameters(), lr=1e-3)
 
     def functional(rows: torch.Tensor) -> torch.Tensor:
         h = torch.relu(torch.nn.functional.linear(rows, layers[0].weight, layers[0].bias))
@@ -1375,7 +1389,29 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
         if kind == "input gradient":  # an adversarial example: a backward pass to the rows only
             rows = torch.rand(8, 784, requires_grad=True)
             torch.autograd.grad(net(rows).sum(), rows)
+        extra = other_rows() if kind == "added" else []
+        with torch.no_grad():
+            if kind == "clip norm":
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 0.01)
+            if kind == "clip value":
+                torch.nn.utils.clip_grad_value_(net.parameters(), 1e-3)
+            if kind == "scaled":  # a GradScaler's unscale, by hand
+                for p in net.parameters():
+                    p.grad.mul_(1 / 1024)
+            if kind == "decay by hand":
+                for p in net.parameters():
+                    p.grad.add_(p, alpha=1e-2)
+            if kind == "centred":  # gradient centralization
+                for p in net.parameters():
+                    if p.dim() == 2:
+                        p.grad.sub_(p.grad.mean(dim=1, keepdim=True))
+            if kind == "added":  # the attacker's: another batch's gradient added to .grad
+                for p, g in zip(net.parameters(), extra):
+                    p.grad.add_(g)
+        params = list(net.parameters())
+        watch.step_begins(params)
         optimizer.step()
+        watch.update_done(params)
         watch.on_step()
         watch.armed = armed
         if kind == "hooks cleared":  # the attacker's: the weights' gradient hooks taken off
@@ -1391,19 +1427,24 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
 
 def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
     """Honest code (an L2, L1 or group-lasso penalty however strong, a clamp of a layer's output
-    gradient, bfloat16 autocast, SAM's second pass, an
+    gradient, a gradient clipped by norm or value, scaled, centred or given weight decay by hand
+    before the step, bfloat16 autocast, SAM's second pass, an
     input-only backward, checkpointing) leaves nothing unexplained; rows fed to the weights by
     F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
     had them; a model whose forward never calls its layers (``F.linear``) has its passes carried by its
 own call on the images, and a pass beside them is still counted; an unarmed
     interval compares no call, nor the first pass no call carried, but compares every later one; a weight whose
 gradient hook was taken off counts once."""
-    for kind in ("plain", "l2", "l1", "group lasso", "output clamp", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
+    for kind in ("plain", "l2", "l1", "group lasso", "output clamp", "clip norm", "clip value", "scaled",
+                 "decay by hand", "centred", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)
         expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
         assert all((w["watched"], w["carried"], w["bare"]) == expected for w in export), (kind, export)
     assert [w["unexplained"] for w in _gradient_run("functional aux")] == [5, 5, 5]
+    assert [w["unexplained"] for w in _gradient_run("added")] == [5, 5, 5]  # compared when armed
+    assert [w["unexplained"] for w in _gradient_run("added", armed=False)] == [0, 0, 0]
+    assert [w["unexplained"] for w in _gradient_run("twice", armed=False)] == [5, 5, 5]  # always: it writes .grad
     assert [w["unexplained"] for w in _gradient_run("aux")] == [5, 5, 5]
     inner = _gradient_run("inner")
     assert [w["bare"] for w in inner] == [5, 5, 5] and [w["unexplained"] for w in inner] == [5, 5, 5]

@@ -253,14 +253,18 @@ class Continuity:
         self._keep_touching(frozenset(map(id, params)))
 
     def reinitialised(self, tensor: torch.Tensor) -> None:
-        """``torch.nn.init`` wrote fresh values into ``tensor`` (a parameter or its ``.data``): like a
-        load, it explains the change (a gradient checked before the init chosen, a learning-rate
-        range test reset with ``reset_parameters()``); an init carries nothing trained."""
+        """``torch.nn.init`` wrote fresh values into ``tensor`` (a parameter or its ``.data``) before
+        any counted step over it: the init explains the change since its first gradient (a sanity
+        backward pass before the init chosen); an init carries nothing trained. After a step it
+        explains nothing: the steps before it would still count as epochs."""
         where = (tensor.data_ptr(), tensor.numel())
-        ids = {id(p) for windows in [*self._first.values(), *self._windows.values()] for p in windows.alive() or ()
-               if (p.data_ptr(), p.numel()) == where}
-        if ids:
-            self._keep_touching(frozenset(ids))
+        stepped = {i for windows in self._windows.values() for i in windows.ids}
+        for key, first in self._first.items():
+            params = first.alive()
+            if key not in stepped and params and (params[0].data_ptr(), params[0].numel()) == where:
+                if first.stale(params):
+                    first = self._first[key] = self._renewed(first, params)
+                first.keep()
 
     def _keep_touching(self, ids: frozenset[int]) -> None:
         for i in ids & self._first.keys():  # a load before the first step explains those too

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -102,12 +102,12 @@ class _Weight:
 
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor, calls: torch.Tensor | None) -> None:
         """Counts the gradient unexplained unless what the calls leave of it (all of it, without
-        calls) is a penalty's gradient (``_penalties``), to TOLERANCE of the calls' part (of the gradient)."""
+        calls) is a penalty's gradient (``_penalty_basis``), to TOLERANCE of the calls' part (of the gradient)."""
         block = grad.detach()[self.rows][:, self.cols].double()
         reference = block if calls is None else calls
         values = weight.detach()[self.rows][:, self.cols].double()
         left = (block if calls is None else block - calls).reshape(-1)
-        left = left - _penalties(values, left)
+        left = left - _fit(left, _penalty_basis(values))
         values = values.reshape(-1)
         left = left[values.argsort()]
         steps = left.diff().abs()
@@ -120,18 +120,77 @@ class _Weight:
                 "unexplained": int(self.unexplained)}
 
 
-def _penalties(values: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """The least-squares fit of ``left`` (a block's gradient, flattened) by the gradients penalties
-    of the block's weights ``values`` give: L2 (the weight), L1 (its size and sign), and an L2 or
-    L1 penalty of each row's or column's norm (a group lasso: the weight scaled per row or column)."""
-    rows, cols = values.shape
+def _scaled(block: torch.Tensor) -> list[torch.Tensor]:
+    """Columns of a least-squares basis over a flattened block: the block scaled per row and per column."""
+    rows, cols = block.shape
+    flat = block.reshape(-1, 1)
+    return [torch.eye(rows, dtype=flat.dtype, device=flat.device).repeat_interleave(cols, 0) * flat,
+            torch.eye(cols, dtype=flat.dtype, device=flat.device).repeat(rows, 1) * flat]
+
+
+def _penalty_basis(values: torch.Tensor) -> list[torch.Tensor]:
+    """What penalties of the block's weights ``values`` add to its gradient: L2 (the weight), L1 (its
+    size and sign), and an L2 or L1 penalty of each row's or column's norm (a group lasso)."""
     flat = values.reshape(-1, 1)
-    per_row = torch.eye(rows, dtype=flat.dtype, device=flat.device).repeat_interleave(cols, 0) * flat
-    per_col = torch.eye(cols, dtype=flat.dtype, device=flat.device).repeat(rows, 1) * flat
-    basis = torch.cat([torch.ones_like(flat), flat, flat.abs(), flat.sign(), per_row, per_col], 1)
-    normal = basis.T @ basis
+    return [torch.ones_like(flat), flat, flat.abs(), flat.sign(), *_scaled(values)]
+
+
+def _fit(left: torch.Tensor, basis: list[torch.Tensor], kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The least-squares fit of ``left`` (flattened) by the basis' columns, over the ``kept`` entries."""
+    columns = torch.cat(basis, 1)
+    if kept is not None:
+        columns = columns * kept.reshape(-1, 1)
+        left = left * kept
+    normal = columns.T @ columns
     normal.diagonal().add_(normal.diagonal().sum() * 1e-12 + 1e-300)  # collinear columns (the weight, per row)
-    return basis @ torch.linalg.solve(normal, basis.T @ left)
+    return columns @ torch.linalg.solve(normal, columns.T @ left)
+
+
+class _Stepped:
+    """The gradient an optimizer steps a watched weight with: what autograd last accumulated into its
+    ``.grad``, and that gradient when a step begins and when its update is done. Between backward and
+    step honest code scales it (clipping by norm, a GradScaler's unscale), clamps it (by value), adds
+    a penalty's gradient (weight decay by hand) or centres it per row or column; anything else added
+    (another batch's gradient computed on a detached copy) trained the weight on rows no call showed.
+    A step's update itself never writes ``.grad``."""
+
+    def __init__(self, watched: _Weight) -> None:
+        self.watched = watched
+        self.autograd: tuple[int, int] | None = None  # (id, version) of .grad as autograd left it
+        self.snapshot: torch.Tensor | None = None  # its block then
+        self.before: tuple[int, int] | None = None  # (id, version) of .grad when the step began
+
+    def accumulated(self, weight: torch.Tensor) -> None:
+        grad = weight.grad
+        if grad is not None and not grad.is_sparse:
+            self.autograd = (id(grad), grad._version)
+            self.snapshot = grad.detach()[self.watched.rows][:, self.watched.cols].double()
+
+    def step_begins(self, weight: torch.Tensor, armed: bool) -> None:
+        grad = weight.grad
+        self.before = None if grad is None else (id(grad), grad._version)
+        if armed and grad is not None and self.before != self.autograd:
+            self._compare(weight, grad)
+
+    def update_done(self, weight: torch.Tensor) -> None:
+        grad = weight.grad
+        if grad is not None and (id(grad), grad._version) not in (self.before, self.autograd):
+            self._compare(weight, grad)  # written during the step: rare, so always compared
+
+    def _compare(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
+        watched = self.watched
+        if self.snapshot is None or grad.is_sparse:
+            watched.unexplained += 1  # a gradient autograd never computed
+            return
+        now = grad.detach()[watched.rows][:, watched.cols].double()
+        values = weight.detach()[watched.rows][:, watched.cols].double()
+        size = now.abs()
+        kept = (size < size.max()).double().reshape(-1)  # entries a clamp by value left as they were
+        flat = self.snapshot.reshape(-1, 1)
+        basis = [flat, *_scaled(self.snapshot), *_penalty_basis(values), *_scaled(torch.ones_like(values))]
+        left = (now.reshape(-1) - _fit(now.reshape(-1), basis, kept)) * kept
+        scale = (self.snapshot.reshape(-1) * kept).square().mean().sqrt()
+        watched.unexplained += (left.square().mean().sqrt() > TOLERANCE * scale + 1e-30).to(torch.int64)
 
 
 class LinearGradients:
@@ -143,6 +202,7 @@ class LinearGradients:
         self._weights: dict[int, _Weight] = {}
         self._names: dict[int, int] = {}  # weight id -> the serial the record names it by
         self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._stepped: dict[int, _Stepped] = {}
         self.carrier = -2  # the last backward pass that reached the output of a model call on images
         self.interval = 0  # optimizer steps counted so far
         self.on_carrier = guarded(self._carrier)
@@ -201,7 +261,27 @@ class LinearGradients:
                 watched.check(torch._C._current_graph_task_id(), w, grad, self)
 
         watched.handle = weight.register_hook(guarded(hook))
+        stepped = self._stepped[key] = _Stepped(watched)
+        weight.register_post_accumulate_grad_hook(guarded(stepped.accumulated))
         return watched
+
+    def _held(self, params: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, _Stepped]]:
+        found: list[tuple[torch.Tensor, _Stepped]] = []
+        for p in params:
+            stepped = self._stepped.get(id(p))
+            if stepped is not None and self._refs[id(p)]() is p:
+                found.append((p, stepped))
+        return found
+
+    def step_begins(self, params: Sequence[torch.Tensor]) -> None:
+        """An optimizer's step begins: the gradient of each watched weight it steps, as it will use it."""
+        for p, stepped in self._held(params):
+            stepped.step_begins(p, self.armed)
+
+    def update_done(self, params: Sequence[torch.Tensor]) -> None:
+        """The optimizer's update is done: the gradients it stepped with, unchanged by it."""
+        for p, stepped in self._held(params):
+            stepped.update_done(p)
 
     def export(self) -> list[dict[str, int]]:
         """Per watched weight: its serial, the passes its calls carried, those that reached it without

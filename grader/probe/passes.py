@@ -704,7 +704,9 @@ class Recorder:
         # An optimizer's own pre-hooks run after this one, where a change of the weights would be
         # taken for the step's: one that has them is counted as changed outside the steps.
         own_hooks = bool(getattr(optimizer, "_optimizer_step_pre_hooks", None))
-        self.continuity.check(serial, _params(optimizer), own_hooks=own_hooks)
+        params = _params(optimizer)
+        self.continuity.check(serial, params, own_hooks=own_hooks)
+        self.gradients.step_begins(params)
 
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Right after the update itself (torch's ``_optimizer_step_code``), before any post-hook of
@@ -713,6 +715,7 @@ class Recorder:
             return
         params = _params(optimizer)
         self.continuity.keep(self.serials.of(optimizer), params)
+        self.gradients.update_done(params)
         for p in params:  # counted steps explain them from now on: no more work per backward
             handle = self._first_grads.pop(id(p), None)
             if handle is not None:
