@@ -1316,6 +1316,48 @@ def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(t
         assert _moved(recorder, serials, net) == (how in ("by hand", "reset after a range test")), how
 
 
+def test_updates_beyond_one_a_counted_step_are_changes(tiny_dataset: Dataset) -> None:
+    """An ``Adam`` subclass whose ``step()`` runs ``super().step()`` twice (the second on a gradient
+    of other rows) makes two updates in one counted step; one ``super().step()`` is one update, as
+    is a plain ``Adam``; ``step.__wrapped__`` (no step hook at all) is an update outside any."""
+    from types import SimpleNamespace
+
+    from grader.probe import runtime
+
+    index, _, train = _index(tiny_dataset)
+    x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
+    for how, expected in (("plain", 0), ("super once", 0), ("super twice", 12), ("wrapped", 12)):
+        serials = Serials()
+        recorder = Recorder(index, 10, serials)
+        state = SimpleNamespace(recorder=recorder, updates={})
+        saved = vars(torch.optim.Adam)["step"]  # hooked by torch if an earlier test made an Adam
+        torch.optim.Adam.step = saved.__wrapped__ if getattr(saved, "hooked", False) else saved
+        runtime._count_updates(state)  # as the probe installs it, before any optimizer is made
+        try:
+            class Once(torch.optim.Adam):
+                def step(self, closure: Any = None) -> Any:
+                    return super().step(closure)
+
+            class Twice(torch.optim.Adam):
+                def step(self, closure: Any = None) -> Any:
+                    super().step(closure)
+                    return super().step(closure)
+
+            net = _Net().train()
+            kind = {"super once": Once, "super twice": Twice}.get(how, torch.optim.Adam)
+            optimizer = kind(net.parameters(), lr=1e-3)
+            for start in range(0, 480, 40):
+                _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
+                if how == "wrapped":
+                    type(optimizer).step.__wrapped__(optimizer)  # type: ignore[attr-defined]
+        finally:
+            for cls, wrapper in state.updates.items():
+                cls.step = wrapper.__wrapped__
+            torch.optim.Adam.step = saved
+        moved = sum(o["moved"] for o in recorder.export()["optimizers"].values())
+        assert moved == expected if how != "wrapped" else moved >= expected, (how, moved)  # (and the hull's)
+
+
 def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
     """Five Adam steps of a 784-64-32-10 MLP whose Linear calls go to ``LinearGradients`` (as the
     probe's global hooks send them), written the way ``kind`` says; its per-weight export."""

@@ -285,6 +285,8 @@ class Recorder:
         self.mirrored: dict[int, tuple[int, torch.Tensor]] = {}  # module -> (step, test images seen flipped)
         self._upright: dict[int, tuple[int, set[int]]] = {}  # module -> (its last test batch, the images in it)
         self._stepping: set[int] = set()  # optimizers whose step began and whose end is not seen yet
+        self._updates: Counter[int] = Counter()  # optimizer -> torch updates run inside its current counted step
+        self._beyond: Counter[int] = Counter()  # optimizer -> updates beyond one a counted step (or outside any)
         self.test_steps = 0  # optimizer steps right after test images went through the model with grad in train mode
         self._test_grad = False
         self._test_since_step = False
@@ -726,6 +728,19 @@ class Recorder:
         if not self.internal and isinstance(tensor, torch.Tensor):
             self.continuity.reinitialised(tensor)
 
+    def on_update(self, optimizer: torch.optim.Optimizer) -> None:
+        """A torch optimizer class's own update began (``Adam.step`` itself, however it was reached:
+        a subclass's ``super().step()``, ``step.__wrapped__``). A counted step runs one; a second
+        inside it, or one outside any, is an update the grader did not count."""
+        if self.internal:
+            return
+        serial = self.serials.of(optimizer)
+        if serial in self._stepping:
+            self._updates[serial] += 1
+            self._beyond[serial] += self._updates[serial] > 1
+        else:
+            self._beyond[serial] += 1
+
     def on_parameter(self, module: Any, name: str, param: Any) -> None:
         """A parameter was registered on a module: the first gradient computed for it (by
         ``backward()`` or ``torch.autograd.grad``, which accumulates nothing) fixes its initial values
@@ -747,6 +762,7 @@ class Recorder:
         if self.internal:
             return
         self._stepping.discard(self.serials.of(optimizer))
+        self._updates.pop(self.serials.of(optimizer), None)
         if self.fetching:
             self.unwatched_steps += 1  # its module calls were not watched: say so
         self._settle_draw(followed_by_step=True)
@@ -848,7 +864,7 @@ class Recorder:
         keep = set(map(id, self.test_passes[-MAX_EXPORTED_PREDICTIONS:] + complete[-MAX_EXPORTED_PREDICTIONS:]))
         moved = self.continuity.export()
         for serial, entry in self.optimizers.items():
-            entry["moved"] = moved.between.get(serial, 0)
+            entry["moved"] = moved.between.get(serial, 0) + self._beyond.get(serial, 0)
             entry["moved_at_end"] = serial in moved.after_last_step
         return {
             "test_steps": self.test_steps,

@@ -51,6 +51,7 @@ class _State:
         self.patches = Patches()
         self.hooks: list[Any] = []
         self.module_hooks = _Quiet()  # the module hooks, taken out while a DataLoader builds a batch
+        self.updates: dict[type, Any] = {}  # optimizer class -> the probe's wrapper of its own step
         self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
 
 
@@ -245,6 +246,28 @@ def _patch_updates(state: _State) -> None:
     state.patches.set(torch.optim.Optimizer, "_optimizer_step_code", _optimizer_step_code)
 
 
+def _count_updates(state: _State) -> None:
+    """Every torch optimizer class's own ``step`` (``Adam.step``, ``SGD.step``...) tells the recorder an
+    update began, however it was reached: a subclass's ``super().step()`` runs no step hook of its own
+    until the class is instantiated, ``step.__wrapped__`` none at all. Torch wraps a class's ``step``
+    for its hooks when the class is first instantiated; this wrapper is then inside."""
+    updating = torch.compiler.disable(guarded(state.recorder.on_update))
+
+    def wrap(own: Any) -> Any:
+        def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+            updating(self)
+            return own(self, *args, **kwargs)
+
+        return functools.wraps(own)(step)
+
+    for value in list(vars(torch.optim).values()):
+        own = vars(value).get("step") if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) else None
+        if own is not None and inspect.isfunction(own) and value is not torch.optim.Optimizer:
+            wrapped = wrap(own)
+            state.updates[value] = wrapped
+            value.step = wrapped
+
+
 def _patch_inits(state: _State) -> None:
     """Every ``torch.nn.init`` function that fills a tensor (``kaiming_uniform_``, which a Linear's
     ``reset_parameters`` calls, ``xavier_normal_``, ``zeros_``...): the values it wrote are explained."""
@@ -300,6 +323,10 @@ def _integrity(state: _State) -> list[str]:
         if function.__code__ is not code or current.get(name) is not function:
             problems.append(f"the probe's {name} was replaced or its code changed")
     problems += [f"the probe's patch of {name} was replaced" for name in state.patches.changed()]
+    for cls, wrapper in state.updates.items():  # torch's hook wrapper may hold it (``__wrapped__``)
+        step = vars(cls).get("step")
+        if step is not wrapper and getattr(step, "__wrapped__", None) is not wrapper:
+            problems.append(f"the probe's count of {cls.__name__}.step was replaced")
     return problems
 
 
@@ -389,6 +416,7 @@ def install(config: dict[str, Any]) -> None:
     _patch_loaders(state)
     _patch_loads(state)
     _patch_inits(state)
+    _count_updates(state)
     _stub_colab()
     _guard_pip(state)
     _watch_calls(state)
