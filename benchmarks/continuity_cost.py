@@ -3,8 +3,8 @@
 Steps the reference model (784-512-256-10, Adam, batch 64) on random rows, in rounds that alternate
 the bare step with the step watched as the probe watches it, and prints the median time of each and
 their difference per step. ``--observer continuity`` (probe/continuity.py): the step wrapped in
-``Continuity.check`` and ``keep``; ``--observer gradients`` (probe/gradients.py): each Linear call
-and each weight's gradient checked by ``LinearGradients``.
+``Continuity.check`` and ``keep``; ``--observer gradients`` (probe/gradients.py): each Linear call,
+each weight's gradient and the gradient each step uses, checked by ``LinearGradients``.
 
     python benchmarks/continuity_cost.py [--observer continuity|gradients] [--steps 200] [--rounds 15] [--threads 2]
 """
@@ -45,7 +45,9 @@ def _round(steps: int, watched: bool, observer: str = "continuity") -> float:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         if watched:
             continuity.check(1, params)
+        gradients.step_begins(params)
         optimizer.step()
+        gradients.update_done(params)
         gradients.on_step()
         if watched:
             continuity.keep(1, params)

@@ -1,26 +1,30 @@
-"""Every gradient a Linear layer's weight receives is explained by the layer's own calls.
+"""Every gradient a Linear layer's weight receives, and every gradient an optimizer steps it with,
+is explained by the layer's own calls.
 
 A Linear layer's weight gradient in one backward pass is ``sum(delta.T @ x)`` over the calls of the
-layer whose output the pass reached, plus, for honest code, a function of the weight itself (an L2 or
-L1 penalty written in the loss). Rows fed to the weight any other way (``F.linear(rows, fc.weight)``
+layer whose output the pass reached, plus, for honest code, a penalty's gradient (an L2, L1 or
+group-lasso term in the loss). Rows fed to the weight any other way (``F.linear(rows, fc.weight)``
 in an auxiliary loss, ``x @ fc.weight.T``, extra updates hidden inside an optimizer's ``step()``)
 add a term that is neither: it trained the model on rows the probe never saw.
 
-So, for each Linear layer called with gradients, on a secret block of its weight (up to BLOCK x
-BLOCK positions), in one secret optimizer step's interval in RATE: each call of the layer keeps its
-input's columns of the block, its output's gradient hook adds ``delta.T @ x`` over the block's rows,
-and the weight's own gradient hook compares the pass's gradient there with that sum. What is left
-must be a penalty's gradient: once its fit by the weight (L2), its size and sign (L1) and the weight
-scaled per row or column (a group lasso) is taken off, sorted by the weight, neighbours differ by at most TOLERANCE of the calls' own
-gradient (a penalty is a smooth function of the weight, with at most a jump at zero; other rows'
-gradient is not ordered by the weight at all).
+So every Linear weight is watched from its registration (its hooks come before the student's). In
+one secret optimizer step's interval in RATE, on a secret block of the weight (up to BLOCK x BLOCK
+positions), each call of the layer keeps its input's columns of the block, a pre-hook on the node
+that computed its output adds ``delta.T @ x`` over the block's rows, and the weight's gradient hook
+compares the pass's gradient there with that sum. What is left must be a penalty's gradient: once
+its least-squares fit by ``_penalty_basis`` is taken off, sorted by the weight, neighbours differ by
+at most TOLERANCE of the calls' own gradient (other rows' gradient is not ordered by the weight).
 
 In every interval, a pass that reaches a weight without any of its layer's calls must have reached
 the output of a model call on image rows (the call the probe reads: a forward written with
-``F.linear``, a TorchScript model, whose layers are never called as modules), or be a penalty's
-gradient alone (the same test, against the whole gradient: in an armed interval, and for every such
-pass after an interval's first, so that many hidden in one step are seen); else it trained the
-weight on rows no call showed (extra updates beside or inside the counted step).
+``F.linear``, a TorchScript model, a reentrant checkpoint's outer pass), or be a penalty's gradient
+alone (the same test against the whole gradient: in an armed interval, and for every such pass
+after an interval's first, so that many hidden in one step are seen).
+
+And the gradient an optimizer steps with (``_Stepped``) must be what autograd accumulated into
+``.grad``, up to what honest code does between backward and step (a scale, a clamp by value, a
+centring, a penalty's gradient added by hand); another batch's gradient computed on a detached copy
+and added to ``.grad`` is not.
 
 Passes are told apart by autograd's graph task id; everything is computed on the block's device,
 without synchronising, and read at the export. A weight whose gradient hook was taken off counts once.
@@ -54,6 +58,7 @@ class _Weight:
         device = weight.device
         self.rows = torch.tensor(sorted(rng.sample(range(out_features), min(BLOCK, out_features))), device=device)
         self.cols = torch.tensor(sorted(rng.sample(range(in_features), min(BLOCK, in_features))), device=device)
+        self.flat = (self.rows[:, None] * in_features + self.cols[None, :]).reshape(-1)  # the block's places
         self.task = -2  # the backward pass a call's output gradient last came in
         self.sum: torch.Tensor | None = None  # the calls' gradient over the block in that pass
         self.whole = False  # every call that pass reached kept its block columns
@@ -64,6 +69,10 @@ class _Weight:
         self.unexplained = torch.zeros((), dtype=torch.int64, device=device)  # read at the export
         self.on_reached = guarded(self.reached)  # made once: an unarmed call's hook costs no more
         self.handle: Any = None  # the weight's gradient hook, which must still be on it at the export
+
+    def block(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor``'s values on the block (one gather), in float64."""
+        return tensor.detach().reshape(-1).index_select(0, self.flat).view(len(self.rows), len(self.cols)).double()
 
     def reached(self, deltas: Any) -> None:
         """A call's output gradient came (in the current pass); its part is not known."""
@@ -103,9 +112,9 @@ class _Weight:
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor, calls: torch.Tensor | None) -> None:
         """Counts the gradient unexplained unless what the calls leave of it (all of it, without
         calls) is a penalty's gradient (``_penalty_basis``), to TOLERANCE of the calls' part (of the gradient)."""
-        block = grad.detach()[self.rows][:, self.cols].double()
+        block = self.block(grad)
         reference = block if calls is None else calls
-        values = weight.detach()[self.rows][:, self.cols].double()
+        values = self.block(weight)
         left = (block if calls is None else block - calls).reshape(-1)
         left = left - _fit(left, _penalty_basis(values))
         values = values.reshape(-1)
@@ -164,7 +173,7 @@ class _Stepped:
         grad = weight.grad
         if grad is not None and not grad.is_sparse:
             self.autograd = (id(grad), grad._version)
-            self.snapshot = grad.detach()[self.watched.rows][:, self.watched.cols].double()
+            self.snapshot = self.watched.block(grad)
 
     def step_begins(self, weight: torch.Tensor, armed: bool) -> None:
         grad = weight.grad
@@ -182,8 +191,7 @@ class _Stepped:
         if self.snapshot is None or grad.is_sparse:
             watched.unexplained += 1  # a gradient autograd never computed
             return
-        now = grad.detach()[watched.rows][:, watched.cols].double()
-        values = weight.detach()[watched.rows][:, watched.cols].double()
+        now, values = watched.block(grad), watched.block(weight)
         size = now.abs()
         kept = (size < size.max()).double().reshape(-1)  # entries a clamp by value left as they were
         flat = self.snapshot.reshape(-1, 1)
