@@ -1351,8 +1351,8 @@ def test_updates_beyond_one_a_counted_step_are_changes(tiny_dataset: Dataset) ->
                 if how == "wrapped":
                     type(optimizer).step.__wrapped__(optimizer)  # type: ignore[attr-defined]
         finally:
-            for cls, wrapper in state.updates.items():
-                cls.step = wrapper.__wrapped__
+            for cls, (_, own) in state.updates.items():
+                cls.step = own
             torch.optim.Adam.step = saved
         moved = sum(o["moved"] for o in recorder.export()["optimizers"].values())
         assert moved == expected if how != "wrapped" else moved >= expected, (how, moved)  # (and the hull's)
@@ -1365,12 +1365,12 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
 
     torch.manual_seed(0)
     watch = LinearGradients()
+    watch.rate = 1 if armed else 10**9  # every pass and step compared, or none
     handle = torch.nn.modules.module.register_module_parameter_registration_hook(
         lambda m, name, p: watch.on_parameter(m, name, p, id))  # as the probe's global hook does
     layers = [torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)]
     handle.remove()
     net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
-    watch.armed = armed
     if kind not in ("functional only", "functional aux"):
         for layer in layers:
             layer.register_forward_hook(lambda m, a, o: watch.on_call(m, a, o, id))
@@ -1390,7 +1390,10 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 p.grad = g
             return super().step()
 
-    optimizer = (Twice if kind == "twice" else torch.optim.Adam)(net.parameters(), lr=1e-3)
+    optimizer: torch.optim.Optimizer = (Twice if kind == "twice" else torch.optim.Adam)(net.parameters(), lr=1e-3)
+    if kind == "nesterov foreach":  # its update writes .grad in place
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9, nesterov=True, foreach=True)
+    starts = [l.weight.detach().clone() for l in layers]
 
     def functional(rows: torch.Tensor) -> torch.Tensor:
         h = torch.relu(torch.nn.functional.linear(rows, layers[0].weight, layers[0].bias))
@@ -1398,7 +1401,7 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
         return torch.nn.functional.linear(h, layers[2].weight, layers[2].bias)
 
     if kind in ("functional only", "functional aux"):  # the model's own call on the images carries its
-        net.register_forward_hook(lambda m, a, o: [o.register_hook(watch.on_carrier)] and None)  # layers' gradients
+        net.register_forward_hook(lambda m, a, o: [o.register_hook(watch.carrier(m))] and None)  # layers' gradients
         net.forward = functional  # type: ignore[method-assign]
     for _ in range(5):
         x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
@@ -1412,6 +1415,8 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 loss = loss + 1.0 * sum(p.pow(2).sum() for p in net.parameters())
             if kind == "l1":
                 loss = loss + 1e-2 * sum(p.abs().sum() for p in net.parameters())
+            if kind == "l2 to the start":  # L2-SP
+                loss = loss + 1.0 * sum((l.weight - start).pow(2).sum() for l, start in zip(layers, starts))
             if kind == "group lasso":  # each unit's incoming weights, and each input's outgoing ones
                 loss = loss + 0.1 * sum(w.norm(dim=1).sum() + w.norm(dim=0).sum() for w in (l.weight for l in layers))
             if kind == "aux":  # the attacker's: other rows through the weights in a loss term
@@ -1431,7 +1436,11 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
         if kind == "input gradient":  # an adversarial example: a backward pass to the rows only
             rows = torch.rand(8, 784, requires_grad=True)
             torch.autograd.grad(net(rows).sum(), rows)
-        extra = other_rows() if kind == "added" else []
+        extra = other_rows() if kind.startswith("added") else []
+        if kind == "autograd.grad assigned":  # gradients taken by torch.autograd.grad, put in .grad by hand
+            grads = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y), list(net.parameters()))
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g
         with torch.no_grad():
             if kind == "clip norm":
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 0.01)
@@ -1447,21 +1456,26 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 for p in net.parameters():
                     if p.dim() == 2:
                         p.grad.sub_(p.grad.mean(dim=1, keepdim=True))
-            if kind == "added":  # the attacker's: another batch's gradient added to .grad
+            if kind in ("added", "added through .data"):  # the attacker's: another batch's gradient in .grad
                 for p, g in zip(net.parameters(), extra):
-                    p.grad.add_(g)
+                    (p.grad.data if kind == "added through .data" else p.grad).add_(g)  # .data: no new version
         params = list(net.parameters())
         watch.step_begins(params)
         optimizer.step()
         watch.update_done(params)
         watch.on_step()
-        watch.armed = armed
         if kind == "hooks cleared":  # the attacker's: the weights' gradient hooks taken off
             for p in net.parameters():
                 if p._backward_hooks:
                     p._backward_hooks.clear()
         for _ in range(3 if kind == "inner burst" else 1 if kind in ("inner", "functional aux") else 0):
             functional(torch.rand(8, 784)).sum().backward()  # the attacker's: other rows beside the step
+        if kind == "foreign carrier":  # the attacker's: a module call on images that owns no weight carries the pass
+            images = torch.rand(8, 784, requires_grad=True)
+            beside = torch.nn.Identity()
+            out = beside(images)
+            out.register_hook(watch.carrier(beside))
+            functional(out + torch.rand(8, 784)).sum().backward()
         if kind == "penalty apart":  # an L2 penalty's gradient in a backward pass of its own
             (1e-3 * sum(p.pow(2).sum() for p in net.parameters())).backward()
     return watch.export()
@@ -1475,16 +1489,22 @@ def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
     F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
     had them; a model whose forward never calls its layers (``F.linear``) has its passes carried by its
 own call on the images, and a pass beside them is still counted; an unarmed
-    interval compares no call, nor the first pass no call carried, but compares every later one; a weight whose
+    interval compares no call, nor the first pass no call carried, but compares every later one; another
+batch's gradient added to ``.grad`` (also through ``.data``, which keeps its version) is seen in a
+compared step; a module call on images carries only the passes of a model that owns the weights and
+never calls its layers as modules; a weight whose
 gradient hook was taken off counts once."""
-    for kind in ("plain", "l2", "l1", "group lasso", "output clamp", "clip norm", "clip value", "scaled",
+    for kind in ("plain", "nesterov foreach", "l2", "l1", "l2 to the start", "group lasso", "output clamp", "autograd.grad assigned", "clip norm", "clip value", "scaled",
                  "decay by hand", "centred", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)
-        expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
+        expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "autograd.grad assigned": (10, 0, 0),
+                    "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
         assert all((w["watched"], w["carried"], w["bare"]) == expected for w in export), (kind, export)
     assert [w["unexplained"] for w in _gradient_run("functional aux")] == [5, 5, 5]
-    assert [w["unexplained"] for w in _gradient_run("added")] == [5, 5, 5]  # compared when armed
+    assert [w["unexplained"] for w in _gradient_run("added")] == [5, 5, 5]  # compared as the step begins
+    assert [w["unexplained"] for w in _gradient_run("added through .data")] == [5, 5, 5]
+    assert [w["unexplained"] for w in _gradient_run("foreign carrier")] == [5, 5, 5]
     assert [w["unexplained"] for w in _gradient_run("added", armed=False)] == [0, 0, 0]
     assert [w["unexplained"] for w in _gradient_run("twice", armed=False)] == [5, 5, 5]  # always: it writes .grad
     assert [w["unexplained"] for w in _gradient_run("aux")] == [5, 5, 5]

@@ -32,22 +32,36 @@ without synchronising, and read at the export. A weight whose gradient hook was 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from grader.probe.guard import guarded
+
+T = TypeVar("T")
+
+
+def _plain(function: Callable[..., T]) -> Callable[..., T]:
+    """``guarded``, with ``__torch_function__`` of tensor subclasses off: a subclass the notebook hands
+    a layer would otherwise see which passes and steps the probe compares."""
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        with torch._C.DisableTorchFunctionSubclass():
+            return function(*args, **kwargs)
+
+    return guarded(functools.wraps(function)(call))
 
 BLOCK = 32  # rows and columns of a weight's block
 # What is left of a pass's gradient, once the calls' part is taken off, may differ between
 # neighbours (sorted by the weight's value) by this much of the calls' part: the rounding of float16
 # or bfloat16 arithmetic is well under it, other rows' training is far over.
 TOLERANCE = 0.05
-RATE = 128  # one secret optimizer step's interval in RATE has its passes' gradients compared
+RATE = 128  # one pass in RATE, drawn in its backward, has its gradients compared (one step in RATE its .grad)
 
 
 class _Weight:
@@ -59,55 +73,55 @@ class _Weight:
         self.rows = torch.tensor(sorted(rng.sample(range(out_features), min(BLOCK, out_features))), device=device)
         self.cols = torch.tensor(sorted(rng.sample(range(in_features), min(BLOCK, in_features))), device=device)
         self.flat = (self.rows[:, None] * in_features + self.cols[None, :]).reshape(-1)  # the block's places
+        self.initial: torch.Tensor | None = None  # the weights at their first gradient (L2-SP pulls towards them)
         self.task = -2  # the backward pass a call's output gradient last came in
+        self.compared = False  # whether that pass is compared (drawn when its first call's gradient came)
         self.sum: torch.Tensor | None = None  # the calls' gradient over the block in that pass
-        self.whole = False  # every call that pass reached kept its block columns
         self.watched = 0  # passes whose gradient the layer's calls carried
         self.carried = 0  # passes without the layer's calls, through a model call on images (a functional forward)
         self.bare = 0  # passes that reached the weight with neither
         self.lone = (-1, 0)  # (interval, such passes in it): a penalty backpropagated apart makes one a step
         self.unexplained = torch.zeros((), dtype=torch.int64, device=device)  # read at the export
-        self.on_reached = guarded(self.reached)  # made once: an unarmed call's hook costs no more
         self.handle: Any = None  # the weight's gradient hook, which must still be on it at the export
 
     def block(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor``'s values on the block (one gather), in float64."""
         return tensor.detach().reshape(-1).index_select(0, self.flat).view(len(self.rows), len(self.cols)).double()
 
-    def reached(self, deltas: Any) -> None:
-        """A call's output gradient came (in the current pass); its part is not known."""
-        task = torch._C._current_graph_task_id()
+    def add(self, task: int, delta: torch.Tensor, rows: torch.Tensor, compare: Callable[[], bool]) -> None:
+        """A call's output gradient ``delta`` came in pass ``task``, for its input ``rows``: in a pass
+        drawn for comparison (``compare``), its part of the weight's gradient on the block. The
+        forward kept only the reference, the same in every pass, so nothing the notebook sees before
+        the backward tells it which pass is compared."""
         if task != self.task:
-            self.task, self.sum = task, None
-        self.whole = False
-
-    def add(self, task: int, delta: torch.Tensor, columns: torch.Tensor) -> None:
-        """A call's output gradient in pass ``task``: its part of the weight's gradient on the block."""
-        part = delta.reshape(-1, delta.shape[-1])[:, self.rows].double().T @ columns
-        if task != self.task:
-            self.task, self.sum, self.whole = task, part, True
-        elif self.sum is not None:
-            self.sum += part
+            self.task, self.compared, self.sum = task, compare(), None
+        if self.compared:
+            columns = rows.detach().reshape(-1, rows.shape[-1]).index_select(1, self.cols).double()
+            part = delta.reshape(-1, delta.shape[-1]).index_select(1, self.rows).double().T @ columns
+            self.sum = part if self.sum is None else self.sum + part
 
     def check(self, task: int, weight: torch.Tensor, grad: torch.Tensor, watch: LinearGradients) -> None:
-        """The weight's gradient in pass ``task``: whether the layer's calls carried it, and if each
-        of them kept its part, whether they explain it; else whether a model call on images did
-        (``watch.carrier``: the last pass that reached one), else whether it is a penalty's alone
-        (compared in an armed interval, and whenever it is not the interval's first such pass)."""
+        """The weight's gradient in pass ``task``: whether the layer's calls carried it, and in a
+        compared pass whether they explain it; else, for a layer never called as a module, whether
+        the model call on images that owns it did (``watch.carries``: a forward written with
+        ``F.linear``); else whether it is a penalty's alone (compared in a drawn pass, and whenever it
+        is not its step interval's first such pass)."""
+        if self.initial is None:
+            self.initial = self.block(weight)
         if task != self.task:
-            if task == watch.carrier:
+            if not self.watched and watch.carries(task, weight):
                 self.carried += 1
                 return
             self.bare += 1
             interval, count = self.lone
             self.lone = (watch.interval, count + 1 if interval == watch.interval else 1)
-            if watch.armed or self.lone[1] > 1:
+            if watch.draw() or self.lone[1] > 1:
                 self._compare(weight, grad, None)
             return
         self.watched += 1
-        calls, self.sum, self.task = self.sum, None, -2
-        if calls is not None and self.whole:
-            self._compare(weight, grad, calls)
+        calls, compared, self.sum, self.task = self.sum, self.compared, None, -2
+        if compared:
+            self._compare(weight, grad, calls if calls is not None else torch.zeros_like(self.block(grad)))
 
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor, calls: torch.Tensor | None) -> None:
         """Counts the gradient unexplained unless what the calls leave of it (all of it, without
@@ -116,7 +130,7 @@ class _Weight:
         reference = block if calls is None else calls
         values = self.block(weight)
         left = (block if calls is None else block - calls).reshape(-1)
-        left = left - _fit(left, _penalty_basis(values))
+        left = left - _fit(left, _penalty_basis(values, self.initial))
         values = values.reshape(-1)
         left = left[values.argsort()]
         steps = left.diff().abs()
@@ -137,11 +151,13 @@ def _scaled(block: torch.Tensor) -> list[torch.Tensor]:
             torch.eye(cols, dtype=flat.dtype, device=flat.device).repeat(rows, 1) * flat]
 
 
-def _penalty_basis(values: torch.Tensor) -> list[torch.Tensor]:
+def _penalty_basis(values: torch.Tensor, initial: torch.Tensor | None) -> list[torch.Tensor]:
     """What penalties of the block's weights ``values`` add to its gradient: L2 (the weight), L1 (its
-    size and sign), and an L2 or L1 penalty of each row's or column's norm (a group lasso)."""
+    size and sign), an L2 or L1 penalty of each row's or column's norm (a group lasso), and L2
+    towards the weights' ``initial`` values (L2-SP)."""
     flat = values.reshape(-1, 1)
-    return [torch.ones_like(flat), flat, flat.abs(), flat.sign(), *_scaled(values)]
+    start = torch.zeros_like(flat) if initial is None else initial.reshape(-1, 1)
+    return [torch.ones_like(flat), flat, flat.abs(), flat.sign(), *_scaled(values), start]
 
 
 def _fit(left: torch.Tensor, basis: list[torch.Tensor], kept: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,8 +166,9 @@ def _fit(left: torch.Tensor, basis: list[torch.Tensor], kept: torch.Tensor | Non
     if kept is not None:
         columns = columns * kept.reshape(-1, 1)
         left = left * kept
+    columns = columns / columns.norm(dim=0).clamp_min(1e-300)  # each column its own scale: tiny gradients too
     normal = columns.T @ columns
-    normal.diagonal().add_(normal.diagonal().sum() * 1e-12 + 1e-300)  # collinear columns (the weight, per row)
+    normal.diagonal().add_(1e-10)  # collinear columns (the weight, per row)
     return columns @ torch.linalg.solve(normal, columns.T @ left)
 
 
@@ -161,13 +178,22 @@ class _Stepped:
     step honest code scales it (clipping by norm, a GradScaler's unscale), clamps it (by value), adds
     a penalty's gradient (weight decay by hand) or centres it per row or column; anything else added
     (another batch's gradient computed on a detached copy) trained the weight on rows no call showed.
-    A step's update itself never writes ``.grad``."""
+    The gradients a backward pass or ``torch.autograd.grad`` computed since the last step explain it
+    too (accumulated by hand, assigned from ``autograd.grad``). A step's update may change ``.grad``
+    in place (SGD's Nesterov momentum with ``foreach``), but never puts another tensor there."""
 
     def __init__(self, watched: _Weight) -> None:
         self.watched = watched
         self.autograd: tuple[int, int] | None = None  # (id, version) of .grad as autograd left it
         self.snapshot: torch.Tensor | None = None  # its block then
         self.before: tuple[int, int] | None = None  # (id, version) of .grad when the step began
+        self.passes: torch.Tensor | None = None  # the block of the gradients computed since the last step
+        self.last: torch.Tensor | None = None  # ... and of the last of them
+
+    def computed(self, grad: torch.Tensor) -> None:
+        """A gradient was computed for the weight (by a backward pass or ``torch.autograd.grad``)."""
+        self.last = self.watched.block(grad)
+        self.passes = self.last if self.passes is None else self.passes + self.last
 
     def accumulated(self, weight: torch.Tensor) -> None:
         grad = weight.grad
@@ -175,29 +201,33 @@ class _Stepped:
             self.autograd = (id(grad), grad._version)
             self.snapshot = self.watched.block(grad)
 
-    def step_begins(self, weight: torch.Tensor, armed: bool) -> None:
+    def step_begins(self, weight: torch.Tensor, compared: bool) -> None:
+        """A step begins; in a step drawn for comparison, its gradient is compared by its values
+        (a write through ``.data`` leaves the version as it was)."""
         grad = weight.grad
         self.before = None if grad is None else (id(grad), grad._version)
-        if armed and grad is not None and self.before != self.autograd:
+        if compared and grad is not None:
             self._compare(weight, grad)
 
     def update_done(self, weight: torch.Tensor) -> None:
         grad = weight.grad
-        if grad is not None and (id(grad), grad._version) not in (self.before, self.autograd):
-            self._compare(weight, grad)  # written during the step: rare, so always compared
+        if grad is not None and id(grad) not in {key[0] for key in (self.before, self.autograd) if key is not None}:
+            self._compare(weight, grad)  # another tensor put there during the step: rare, so always compared
+        self.passes = None
 
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
         watched = self.watched
-        if self.snapshot is None or grad.is_sparse:
+        known = [g for g in (self.snapshot, self.passes, self.last) if g is not None]
+        if not known or grad.is_sparse:
             watched.unexplained += 1  # a gradient autograd never computed
             return
         now, values = watched.block(grad), watched.block(weight)
         size = now.abs()
         kept = (size < size.max()).double().reshape(-1)  # entries a clamp by value left as they were
-        flat = self.snapshot.reshape(-1, 1)
-        basis = [flat, *_scaled(self.snapshot), *_penalty_basis(values), *_scaled(torch.ones_like(values))]
+        basis = [*(g.reshape(-1, 1) for g in known), *_scaled(known[0]), *_penalty_basis(values, watched.initial),
+                 *_scaled(torch.ones_like(values))]
         left = (now.reshape(-1) - _fit(now.reshape(-1), basis, kept)) * kept
-        scale = (self.snapshot.reshape(-1) * kept).square().mean().sqrt()
+        scale = (known[0].reshape(-1) * kept).square().mean().sqrt()
         watched.unexplained += (left.square().mean().sqrt() > TOLERANCE * scale + 1e-30).to(torch.int64)
 
 
@@ -205,49 +235,59 @@ class LinearGradients:
     """Watches every ``nn.Linear`` called with gradients (any depth, any wrapper)."""
 
     def __init__(self) -> None:
-        self._rng = random.Random(os.urandom(16))  # the blocks and the intervals: not the notebook's seed
-        self.armed = True  # this interval's calls keep their block columns
+        self._rng = random.Random(os.urandom(16))  # the blocks and the draws: not the notebook's seed
+        self.rate = RATE
         self._weights: dict[int, _Weight] = {}
         self._names: dict[int, int] = {}  # weight id -> the serial the record names it by
         self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
         self._stepped: dict[int, _Stepped] = {}
-        self.carrier = -2  # the last backward pass that reached the output of a model call on images
+        self._carrier = (-2, frozenset[int]())  # the last pass that reached a model call on images, its parameters
+        self._owned: dict[int, tuple[weakref.ref[torch.nn.Module], frozenset[int]]] = {}
         self.interval = 0  # optimizer steps counted so far
-        self.on_carrier = guarded(self._carrier)
+        self._step_compared = False  # the current step's gradients are compared
+        self.draw = lambda: self._rng.randrange(self.rate) == 0
 
-    def _carrier(self, grad: torch.Tensor) -> None:
-        self.carrier = torch._C._current_graph_task_id()
+    def carrier(self, module: torch.nn.Module) -> Callable[[torch.Tensor], None]:
+        """A gradient hook for the output of a model call on image rows (the call the probe reads):
+        the pass that reaches it carries the gradients of the parameters the model owns."""
+        cached = self._owned.get(id(module))
+        if cached is None or cached[0]() is not module:
+            cached = self._owned[id(module)] = (weakref.ref(module), frozenset(map(id, module.parameters())))
+        owned = cached[1]
+
+        def reached(grad: torch.Tensor) -> None:
+            self._carrier = (torch._C._current_graph_task_id(), owned)
+
+        return _plain(reached)
+
+    def carries(self, task: int, weight: torch.Tensor) -> bool:
+        return self._carrier[0] == task and id(weight) in self._carrier[1]
 
     def on_step(self) -> None:
-        """An optimizer step was counted: whether the next interval's passes are compared."""
-        self.armed = self._rng.randrange(RATE) == 0
+        """An optimizer step was counted: a new interval."""
         self.interval += 1
 
     def on_call(self, module: torch.nn.Module, args: Any, output: Any, name: Callable[[Any], int]) -> None:
-        """A Linear layer's call: its output's gradient awaited (with its input's block columns, when
-        the interval is armed)."""
+        """A Linear layer's call: its input kept by reference, its output's gradient awaited."""
         weight = getattr(module, "weight", None)
         if (not isinstance(output, torch.Tensor) or not output.requires_grad or not args
                 or not isinstance(args[0], torch.Tensor) or not isinstance(weight, torch.nn.Parameter)
                 or not weight.is_leaf or weight.dim() != 2 or not weight.is_floating_point()
                 or args[0].shape[-1:] != weight.shape[1:] or output.shape[-1:] != weight.shape[:1]):
             return
-        watched, node = self._watch(weight, name), output.grad_fn
+        watched, node, rows = self._watch(weight, name), output.grad_fn, args[0]
         if node is None:
             return
+
         # On the node that computed the output: its pre-hooks run after every hook on the tensor (a
         # student's clamp of the layer's output gradient included), with the gradient the layer's
         # weight gradient is computed from.
-        if not self.armed:
-            node.register_prehook(watched.on_reached)
-            return
-        columns = args[0].detach().reshape(-1, weight.shape[1])[:, watched.cols].double()
-
         def add(deltas: tuple[torch.Tensor | None, ...]) -> None:
             if deltas and deltas[0] is not None:
-                watched.add(torch._C._current_graph_task_id(), deltas[0], columns)
+                watched.add(torch._C._current_graph_task_id(), deltas[0], rows, self.draw)
 
-        node.register_prehook(guarded(add))
+        node.register_prehook(_plain(add))
+
     def on_parameter(self, module: torch.nn.Module, name: str, param: Any, serial: Callable[[Any], int]) -> None:
         """A Linear layer's weight registered: its gradients are watched from the first, whether or
         not the layer is ever called as a module."""
@@ -267,10 +307,11 @@ class LinearGradients:
         def hook(grad: torch.Tensor) -> None:
             if (w := ref()) is not None:
                 watched.check(torch._C._current_graph_task_id(), w, grad, self)
+                stepped.computed(grad)
 
-        watched.handle = weight.register_hook(guarded(hook))
         stepped = self._stepped[key] = _Stepped(watched)
-        weight.register_post_accumulate_grad_hook(guarded(stepped.accumulated))
+        watched.handle = weight.register_hook(_plain(hook))
+        weight.register_post_accumulate_grad_hook(_plain(stepped.accumulated))
         return watched
 
     def _held(self, params: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, _Stepped]]:
@@ -283,13 +324,16 @@ class LinearGradients:
 
     def step_begins(self, params: Sequence[torch.Tensor]) -> None:
         """An optimizer's step begins: the gradient of each watched weight it steps, as it will use it."""
-        for p, stepped in self._held(params):
-            stepped.step_begins(p, self.armed)
+        self._step_compared = self.draw()  # drawn now: after whatever the notebook did to .grad
+        with torch._C.DisableTorchFunctionSubclass():
+            for p, stepped in self._held(params):
+                stepped.step_begins(p, self._step_compared)
 
     def update_done(self, params: Sequence[torch.Tensor]) -> None:
         """The optimizer's update is done: the gradients it stepped with, unchanged by it."""
-        for p, stepped in self._held(params):
-            stepped.update_done(p)
+        with torch._C.DisableTorchFunctionSubclass():
+            for p, stepped in self._held(params):
+                stepped.update_done(p)
 
     def export(self) -> list[dict[str, int]]:
         """Per watched weight: its serial, the passes its calls carried, those that reached it without

@@ -436,8 +436,9 @@ class Recorder:
         if self._carrier_at and self._depth + 1 == self._carrier_at:
             self._carrier_at = 0
             if not self.internal:
+                hook = self.gradients.carrier(module)
                 for tensor in graded_outputs(output, None):
-                    tensor.register_hook(self.gradients.on_carrier)
+                    tensor.register_hook(hook)
         if (not self._depth and not self.internal and isinstance(output, torch.Tensor)
                 and output.dim() == 0 and output.requires_grad):
             self._loss = output.detach()  # a loss module's value; kept on its device, read once at export
