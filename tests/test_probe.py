@@ -1358,6 +1358,40 @@ def test_updates_beyond_one_a_counted_step_are_changes(tiny_dataset: Dataset) ->
         assert moved == expected if how != "wrapped" else moved >= expected, (how, moved)  # (and the hull's)
 
 
+def test_a_parent_step_inside_a_subclass_step_is_the_same_step(tiny_dataset: Dataset) -> None:
+    """Once a plain ``Adam`` was made, torch wraps ``Adam.step`` for the step hooks, and a subclass's
+    ``step`` too: its ``super().step()`` runs the hooks again inside the same step. One step each
+    time, none lost (it was two steps and one lost a time: review)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    from grader.probe.guard import guarded
+
+    index, _, _ = _index(tiny_dataset)
+    recorder = Recorder(index, 10, Serials())
+    handles = [register_optimizer_step_pre_hook(guarded(recorder.before_step)),
+               register_optimizer_step_post_hook(guarded(recorder.on_step))]
+    try:
+        net = torch.nn.Linear(784, 10)
+        torch.optim.Adam(net.parameters())
+
+        class Warm(torch.optim.Adam):
+            def step(self, closure: Any = None) -> Any:
+                for group in self.param_groups:
+                    group["lr"] = 1e-3
+                return super().step(closure)
+
+        optimizer = Warm(net.parameters())
+        for _ in range(5):
+            optimizer.zero_grad()
+            net(torch.rand(4, 784)).sum().backward()
+            optimizer.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    exported = recorder.export()
+    assert (exported["steps"], exported["lost_steps"]) == (5, 0)
+
+
 def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
     """Five Adam steps of a 784-64-32-10 MLP whose Linear calls go to ``LinearGradients`` (as the
     probe's global hooks send them), written the way ``kind`` says; its per-weight export."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -191,6 +192,25 @@ class Fingerprints:
                     vector = self._vectors[key] = torch.randn(p.numel(), generator=generator).to(p.device)
                 parts.append((p.detach().reshape(-1).float() * vector).sum())
             return torch.stack(parts)
+
+
+# The code of torch's wrapper of an optimizer class's ``step`` (``Optimizer.profile_hook_step``), which
+# runs the step hooks: a subclass's ``step`` and its parent's both carry one once both classes were
+# instantiated, so ``super().step()`` runs the hooks a second time inside the same step.
+_STEP_WRAPPER = torch.optim.Optimizer.profile_hook_step(lambda *args, **kwargs: None).__code__
+
+
+def _inner_step(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether this hook runs inside a step of ``optimizer`` that another of its steps wraps."""
+    frame: Any = sys._getframe(1)
+    found = 0
+    while frame is not None:
+        if frame.f_code is _STEP_WRAPPER and frame.f_locals.get("self") is optimizer:
+            found += 1
+            if found > 1:
+                return True
+        frame = frame.f_back
+    return False
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -698,8 +718,9 @@ class Recorder:
     def before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """A step begins (the global pre-hook runs before any of the optimizer's own hooks): one of the
         same optimizer that began before and never reached ``on_step`` (an optimizer's own post-hook
-        raised first) is lost. (A wrapper such as Lookahead steps another optimizer inside its own.)"""
-        if self.internal:
+        raised first) is lost. (A wrapper such as Lookahead steps another optimizer inside its own.)
+        The hooks of a parent class's step inside a subclass's (``super().step()``) are the same step."""
+        if self.internal or _inner_step(optimizer):
             return
         serial = self.serials.of(optimizer)
         self.lost_steps += serial in self._stepping
@@ -714,7 +735,7 @@ class Recorder:
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Right after the update itself (torch's ``_optimizer_step_code``), before any post-hook of
         the optimizer's own could change the weights: their values now are explained."""
-        if self.internal:
+        if self.internal or _inner_step(optimizer):
             return
         params = _params(optimizer)
         self.continuity.keep(self.serials.of(optimizer), params)
@@ -760,7 +781,7 @@ class Recorder:
         self._first_grads[id(param)] = param.register_hook(hook)
 
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.internal:
+        if self.internal or _inner_step(optimizer):
             return
         self._stepping.discard(self.serials.of(optimizer))
         self._updates.pop(self.serials.of(optimizer), None)
