@@ -191,7 +191,8 @@ class _Stepped:
         self.last: torch.Tensor | None = None  # ... and of the last of them
 
     def computed(self, grad: torch.Tensor) -> None:
-        """A gradient was computed for the weight (by a backward pass or ``torch.autograd.grad``)."""
+        """A gradient was computed for the weight (by a backward pass or ``torch.autograd.grad``): its
+        block is copied (a reference would keep autograd from taking the tensor as ``.grad``)."""
         self.last = self.watched.block(grad)
         self.passes = self.last if self.passes is None else self.passes + self.last
 
@@ -229,6 +230,14 @@ class _Stepped:
         left = (now.reshape(-1) - _fit(now.reshape(-1), basis, kept)) * kept
         scale = (known[0].reshape(-1) * kept).square().mean().sqrt()
         watched.unexplained += (left.square().mean().sqrt() > TOLERANCE * scale + 1e-30).to(torch.int64)
+
+
+def _add(watched: _Weight, rows: torch.Tensor, draw: Callable[[], bool], deltas: tuple[torch.Tensor | None, ...]) -> None:
+    if deltas and deltas[0] is not None:
+        watched.add(torch._C._current_graph_task_id(), deltas[0], rows, draw)
+
+
+_ADD = _plain(_add)  # wrapped once: a call's hook is a partial of it
 
 
 class LinearGradients:
@@ -282,11 +291,7 @@ class LinearGradients:
         # On the node that computed the output: its pre-hooks run after every hook on the tensor (a
         # student's clamp of the layer's output gradient included), with the gradient the layer's
         # weight gradient is computed from.
-        def add(deltas: tuple[torch.Tensor | None, ...]) -> None:
-            if deltas and deltas[0] is not None:
-                watched.add(torch._C._current_graph_task_id(), deltas[0], rows, self.draw)
-
-        node.register_prehook(_plain(add))
+        node.register_prehook(functools.partial(_ADD, watched, rows, self.draw))
 
     def on_parameter(self, module: torch.nn.Module, name: str, param: Any, serial: Callable[[Any], int]) -> None:
         """A Linear layer's weight registered: its gradients are watched from the first, whether or
