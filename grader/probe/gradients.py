@@ -184,9 +184,9 @@ class _Stepped:
 
     def __init__(self, watched: _Weight) -> None:
         self.watched = watched
-        self.autograd: tuple[int, int] | None = None  # (id, version) of .grad as autograd left it
+        self.autograd: int | None = None  # the id of the .grad autograd left
         self.snapshot: torch.Tensor | None = None  # its block then
-        self.before: tuple[int, int] | None = None  # (id, version) of .grad when the step began
+        self.before: int | None = None  # the id of .grad when the step began
         self.passes: torch.Tensor | None = None  # the block of the gradients computed since the last step
         self.last: torch.Tensor | None = None  # ... and of the last of them
 
@@ -199,20 +199,20 @@ class _Stepped:
     def accumulated(self, weight: torch.Tensor) -> None:
         grad = weight.grad
         if grad is not None and not grad.is_sparse:
-            self.autograd = (id(grad), grad._version)
+            self.autograd = id(grad)
             self.snapshot = self.watched.block(grad)
 
     def step_begins(self, weight: torch.Tensor, compared: bool) -> None:
         """A step begins; in a step drawn for comparison, its gradient is compared by its values
         (a write through ``.data`` leaves the version as it was)."""
         grad = weight.grad
-        self.before = None if grad is None else (id(grad), grad._version)
+        self.before = None if grad is None else id(grad)
         if compared and grad is not None:
             self._compare(weight, grad)
 
     def update_done(self, weight: torch.Tensor) -> None:
         grad = weight.grad
-        if grad is not None and id(grad) not in {key[0] for key in (self.before, self.autograd) if key is not None}:
+        if grad is not None and id(grad) not in (self.before, self.autograd):
             self._compare(weight, grad)  # another tensor put there during the step: rare, so always compared
         self.passes = None
 
@@ -253,7 +253,6 @@ class LinearGradients:
         self._carrier = (-2, frozenset[int]())  # the last pass that reached a model call on images, its parameters
         self._owned: dict[int, tuple[weakref.ref[torch.nn.Module], frozenset[int]]] = {}
         self.interval = 0  # optimizer steps counted so far
-        self._step_compared = False  # the current step's gradients are compared
         self.draw = lambda: self._rng.randrange(self.rate) == 0
 
     def carrier(self, module: torch.nn.Module) -> Callable[[torch.Tensor], None]:
@@ -329,10 +328,10 @@ class LinearGradients:
 
     def step_begins(self, params: Sequence[torch.Tensor]) -> None:
         """An optimizer's step begins: the gradient of each watched weight it steps, as it will use it."""
-        self._step_compared = self.draw()  # drawn now: after whatever the notebook did to .grad
+        compared = self.draw()  # drawn now: after whatever the notebook did to .grad
         with torch._C.DisableTorchFunctionSubclass():
             for p, stepped in self._held(params):
-                stepped.step_begins(p, self._step_compared)
+                stepped.step_begins(p, compared)
 
     def update_done(self, params: Sequence[torch.Tensor]) -> None:
         """The optimizer's update is done: the gradients it stepped with, unchanged by it."""
