@@ -1402,7 +1402,12 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
     watch.rate = 1 if armed else 10**9  # every pass and step compared, or none
     handle = torch.nn.modules.module.register_module_parameter_registration_hook(
         lambda m, name, p: watch.on_parameter(m, name, p, id))  # as the probe's global hook does
-    layers = [torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)]
+    class Activated(torch.nn.Linear):  # a subclass with a forward of its own: its calls are not x @ W.T + b
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(super().forward(x))
+
+    layers = [(Activated if kind == "subclass" else torch.nn.Linear)(784, 64), torch.nn.Linear(64, 32),
+              torch.nn.Linear(32, 10)]
     handle.remove()
     net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     if kind not in ("functional only", "functional aux"):
@@ -1434,8 +1439,9 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
         h = torch.relu(torch.nn.functional.linear(h, layers[1].weight, layers[1].bias))
         return torch.nn.functional.linear(h, layers[2].weight, layers[2].bias)
 
-    if kind in ("functional only", "functional aux"):  # the model's own call on the images carries its
-        net.register_forward_hook(lambda m, a, o: [o.register_hook(watch.carrier(m))] and None)  # layers' gradients
+    if kind in ("functional only", "functional aux", "subclass"):  # the model's own call on the images
+        net.register_forward_hook(lambda m, a, o: [o.register_hook(watch.carrier(m))] and None)  # carries
+    if kind in ("functional only", "functional aux"):  # its layers' gradients where they are not called
         net.forward = functional  # type: ignore[method-assign]
     for _ in range(5):
         x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
@@ -1528,13 +1534,14 @@ batch's gradient added to ``.grad`` (also through ``.data``, which keeps its ver
 compared step; a module call on images carries only the passes of a model that owns the weights and
 never calls its layers as modules; a weight whose
 gradient hook was taken off counts once."""
-    for kind in ("plain", "nesterov foreach", "l2", "l1", "l2 to the start", "group lasso", "output clamp", "autograd.grad assigned", "clip norm", "clip value", "scaled",
+    for kind in ("plain", "subclass", "nesterov foreach", "l2", "l1", "l2 to the start", "group lasso", "output clamp", "autograd.grad assigned", "clip norm", "clip value", "scaled",
                  "decay by hand", "centred", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)
         expected = {"functional only": (0, 5, 0), "sam": (10, 0, 0), "autograd.grad assigned": (10, 0, 0),
                     "penalty apart": (5, 0, 5)}.get(kind, (5, 0, 0))
-        assert all((w["watched"], w["carried"], w["bare"]) == expected for w in export), (kind, export)
+        firsts = [(0, 5, 0)] if kind == "subclass" else [expected]  # its first layer: a subclass's own forward
+        assert [(w["watched"], w["carried"], w["bare"]) for w in export] == firsts + [expected] * (3 - len(firsts)), kind
     assert [w["unexplained"] for w in _gradient_run("functional aux")] == [5, 5, 5]
     assert [w["unexplained"] for w in _gradient_run("added")] == [5, 5, 5]  # compared as the step begins
     assert [w["unexplained"] for w in _gradient_run("added through .data")] == [5, 5, 5]

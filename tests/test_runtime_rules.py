@@ -252,7 +252,7 @@ def test_gradients_their_layers_calls_do_not_explain_leave_epochs_and_split_unde
     assert verdicts["epochs"][0] is True and verdicts["valid_size"][0] is not None
     record["gradients"][0]["unexplained"] = 14
     verdicts = _verdicts(record, facts, rubric)
-    assert verdicts["epochs"][0] is None and "(14 times, a weight in a backward pass" in verdicts["epochs"][1]
+    assert verdicts["epochs"][0] is None and "(14 times, a weight in a backward pass or a step" in verdicts["epochs"][1]
     assert verdicts["valid_size"][0] is None and "split was not measured" in verdicts["valid_size"][1]
     record["gradients"] = [{"param": 7, "watched": 900, "bare": 0, "unexplained": 14}, "junk", {"param": "1"}]
     assert _verdicts(record, facts, rubric)["epochs"][0] is True

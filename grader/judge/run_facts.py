@@ -91,7 +91,7 @@ class Training:
     overlap: int = 0  # bit set of the images it was trained on and validated on, each time as the image itself
     moved: int = 0  # changes of its weights between (or after) the optimizer steps that made them, no step or load explaining them
     foreign: int = 0  # loads into it of weights outside what any counted step made (and, for a model never stepped, its own)
-    unexplained: int = 0  # backward passes that gave its Linear weights a gradient their layers' calls do not explain
+    unexplained: int = 0  # backward passes or steps that gave its Linear weights a gradient their layers' calls do not explain
 
     @property
     def pass_count(self) -> int:
@@ -281,8 +281,8 @@ def unexplained_gradients(record: dict[str, Any], params: frozenset[int]) -> int
     """Backward passes that gave one of ``params`` (Linear weights) a gradient its layer's own calls
     do not explain (probe/gradients.py): rows fed to the weight another way trained it."""
     raw = record.get("gradients")
-    return sum(integer(item.get("unexplained")) or 0 for item in (raw[:1000] if isinstance(raw, list) else [])
-               if isinstance(item, dict) and item.get("param") in params and type(item.get("param")) is int)
+    return sum(integer(item.get("unexplained")) or 0 for item in (raw if isinstance(raw, list) else [])
+               if isinstance(item, dict) and type(item.get("param")) is int and item["param"] in params)
 
 
 def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:

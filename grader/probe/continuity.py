@@ -257,6 +257,8 @@ class Continuity:
         any counted step over it: the init explains the change since its first gradient (a sanity
         backward pass before the init chosen); an init carries nothing trained. After a step it
         explains nothing: the steps before it would still count as epochs."""
+        if not self._first:
+            return
         where = (tensor.data_ptr(), tensor.numel())
         stepped = {i for windows in self._windows.values() for i in windows.ids}
         for key, first in self._first.items():

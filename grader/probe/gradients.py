@@ -7,27 +7,28 @@ group-lasso term in the loss). Rows fed to the weight any other way (``F.linear(
 in an auxiliary loss, ``x @ fc.weight.T``, extra updates hidden inside an optimizer's ``step()``)
 add a term that is neither: it trained the model on rows the probe never saw.
 
-So every Linear weight is watched from its registration (its hooks come before the student's). In
-one secret optimizer step's interval in RATE, on a secret block of the weight (up to BLOCK x BLOCK
-positions), each call of the layer keeps its input's columns of the block, a pre-hook on the node
-that computed its output adds ``delta.T @ x`` over the block's rows, and the weight's gradient hook
-compares the pass's gradient there with that sum. What is left must be a penalty's gradient: once
-its least-squares fit by ``_penalty_basis`` is taken off, sorted by the weight, neighbours differ by
-at most TOLERANCE of the calls' own gradient (other rows' gradient is not ordered by the weight).
+So every Linear weight is watched from its registration (its hooks come before the student's), and
+each call of a plain ``nn.Linear`` keeps a reference to its input. In one backward pass in RATE,
+drawn when its first gradient comes (nothing the notebook sees before tells which), on a secret
+block of the weight (up to BLOCK x BLOCK positions), a pre-hook on the node that computed each
+call's output adds ``delta.T @ x`` over the block, and the weight's gradient hook compares the
+pass's gradient there with that sum. What is left must be a penalty's gradient: once its
+least-squares fit by ``_penalty_basis`` is taken off, sorted by the weight, neighbours differ by at
+most TOLERANCE of the calls' own gradient (other rows' gradient is not ordered by the weight).
 
-In every interval, a pass that reaches a weight without any of its layer's calls must have reached
-the output of a model call on image rows (the call the probe reads: a forward written with
-``F.linear``, a TorchScript model, a reentrant checkpoint's outer pass), or be a penalty's gradient
-alone (the same test against the whole gradient: in an armed interval, and for every such pass
-after an interval's first, so that many hidden in one step are seen).
+A pass that reaches a weight without any of its layer's calls must, for a layer never called as a
+module (a forward written with ``F.linear``, TorchScript), have reached the output of the model call
+on image rows that owns the weight (the call the probe reads), or be a penalty's gradient alone (the
+same test against the whole gradient: in a drawn pass, and for every such pass after its step
+interval's first, so that many hidden in one step are seen).
 
 And the gradient an optimizer steps with (``_Stepped``) must be what autograd accumulated into
 ``.grad``, up to what honest code does between backward and step (a scale, a clamp by value, a
 centring, a penalty's gradient added by hand); another batch's gradient computed on a detached copy
 and added to ``.grad`` is not.
 
-Passes are told apart by autograd's graph task id; everything is computed on the block's device,
-without synchronising, and read at the export. A weight whose gradient hook was taken off counts once.
+Passes are told apart by autograd's graph task id; everything is computed on the gradient's device,
+without synchronising (``solve_ex``), and counted there until the export. A weight whose gradient hook was taken off counts once.
 """
 
 from __future__ import annotations
@@ -64,15 +65,58 @@ TOLERANCE = 0.05
 RATE = 128  # one pass in RATE, drawn in its backward, has its gradients compared (one step in RATE its .grad)
 
 
+class _Block:
+    """A secret block of a weight: its rows and columns, as indices on each device the weight has
+    been on (``model.to("cuda")`` keeps the Parameter, moving its values)."""
+
+    def __init__(self, shape: tuple[int, ...], rng: random.Random) -> None:
+        out_features, in_features = shape
+        self.rows = sorted(rng.sample(range(out_features), min(BLOCK, out_features)))
+        self.cols = sorted(rng.sample(range(in_features), min(BLOCK, in_features)))
+        self.flat = [r * in_features + c for r in self.rows for c in self.cols]  # the block's places
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = self._on.get(device)
+        if found is None:
+            rows, cols, flat = (torch.tensor(i, device=device) for i in (self.rows, self.cols, self.flat))
+            found = self._on[device] = (rows, cols, flat)
+        return found
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor``'s values on the block (one gather), in float64."""
+        flat = self._indices(tensor.device)[2]
+        return tensor.detach().reshape(-1).index_select(0, flat).view(len(self.rows), len(self.cols)).double()
+
+    def part(self, delta: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """A call's part of the weight's gradient on the block: its output gradient ``delta`` on the
+        block's rows times its input ``rows`` on the block's columns."""
+        out, cols, _ = self._indices(delta.device)
+        columns = rows.detach().reshape(-1, rows.shape[-1]).index_select(1, cols.to(rows.device)).double()
+        return delta.reshape(-1, delta.shape[-1]).index_select(1, out).double().T @ columns.to(delta.device)
+
+
+class _Count:
+    """A count kept where its flags are computed (a device's 0-d tensor each: no synchronisation),
+    read at the export."""
+
+    def __init__(self) -> None:
+        self._on: dict[torch.device, torch.Tensor] = {}
+        self.extra = 0
+
+    def add(self, flag: torch.Tensor) -> None:
+        total = self._on.get(flag.device)
+        self._on[flag.device] = flag.to(torch.int64) if total is None else total + flag.to(torch.int64)
+
+    def total(self) -> int:
+        return self.extra + sum(int(t) for t in self._on.values())
+
+
 class _Weight:
     """One watched weight: its block, the pass its calls last reached, their gradient there, counts."""
 
     def __init__(self, weight: torch.Tensor, rng: random.Random) -> None:
-        out_features, in_features = weight.shape
-        device = weight.device
-        self.rows = torch.tensor(sorted(rng.sample(range(out_features), min(BLOCK, out_features))), device=device)
-        self.cols = torch.tensor(sorted(rng.sample(range(in_features), min(BLOCK, in_features))), device=device)
-        self.flat = (self.rows[:, None] * in_features + self.cols[None, :]).reshape(-1)  # the block's places
+        self.area = _Block(tuple(weight.shape), rng)
         self.initial: torch.Tensor | None = None  # the weights at their first gradient (L2-SP pulls towards them)
         self.task = -2  # the backward pass a call's output gradient last came in
         self.compared = False  # whether that pass is compared (drawn when its first call's gradient came)
@@ -81,12 +125,11 @@ class _Weight:
         self.carried = 0  # passes without the layer's calls, through a model call on images (a functional forward)
         self.bare = 0  # passes that reached the weight with neither
         self.lone = (-1, 0)  # (interval, such passes in it): a penalty backpropagated apart makes one a step
-        self.unexplained = torch.zeros((), dtype=torch.int64, device=device)  # read at the export
+        self.unexplained = _Count()
         self.handle: Any = None  # the weight's gradient hook, which must still be on it at the export
 
     def block(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor``'s values on the block (one gather), in float64."""
-        return tensor.detach().reshape(-1).index_select(0, self.flat).view(len(self.rows), len(self.cols)).double()
+        return self.area.of(tensor)
 
     def add(self, task: int, delta: torch.Tensor, rows: torch.Tensor, compare: Callable[[], bool]) -> None:
         """A call's output gradient ``delta`` came in pass ``task``, for its input ``rows``: in a pass
@@ -96,8 +139,7 @@ class _Weight:
         if task != self.task:
             self.task, self.compared, self.sum = task, compare(), None
         if self.compared:
-            columns = rows.detach().reshape(-1, rows.shape[-1]).index_select(1, self.cols).double()
-            part = delta.reshape(-1, delta.shape[-1]).index_select(1, self.rows).double().T @ columns
+            part = self.area.part(delta, rows)
             self.sum = part if self.sum is None else self.sum + part
 
     def check(self, task: int, weight: torch.Tensor, grad: torch.Tensor, watch: LinearGradients) -> None:
@@ -136,11 +178,11 @@ class _Weight:
         steps = left.diff().abs()
         rough = steps.kthvalue(max(1, steps.numel() * 9 // 10)).values if steps.numel() else steps.sum()
         scale = reference.square().mean().sqrt()
-        self.unexplained += (rough > TOLERANCE * scale + 1e-30).to(torch.int64)
+        self.unexplained.add(rough > TOLERANCE * scale + 1e-30)
 
     def export(self) -> dict[str, int]:
         return {"watched": self.watched, "carried": self.carried, "bare": self.bare,
-                "unexplained": int(self.unexplained)}
+                "unexplained": self.unexplained.total()}
 
 
 def _scaled(block: torch.Tensor) -> list[torch.Tensor]:
@@ -169,7 +211,7 @@ def _fit(left: torch.Tensor, basis: list[torch.Tensor], kept: torch.Tensor | Non
     columns = columns / columns.norm(dim=0).clamp_min(1e-300)  # each column its own scale: tiny gradients too
     normal = columns.T @ columns
     normal.diagonal().add_(1e-10)  # collinear columns (the weight, per row)
-    return columns @ torch.linalg.solve(normal, columns.T @ left)
+    return columns @ torch.linalg.solve_ex(normal, columns.T @ left)[0]  # solve_ex: no synchronisation
 
 
 class _Stepped:
@@ -220,7 +262,7 @@ class _Stepped:
         watched = self.watched
         known = [g for g in (self.snapshot, self.passes, self.last) if g is not None]
         if not known or grad.is_sparse:
-            watched.unexplained += 1  # a gradient autograd never computed
+            watched.unexplained.extra += 1  # a gradient autograd never computed
             return
         now, values = watched.block(grad), watched.block(weight)
         size = now.abs()
@@ -229,12 +271,13 @@ class _Stepped:
                  *_scaled(torch.ones_like(values))]
         left = (now.reshape(-1) - _fit(now.reshape(-1), basis, kept)) * kept
         scale = (known[0].reshape(-1) * kept).square().mean().sqrt()
-        watched.unexplained += (left.square().mean().sqrt() > TOLERANCE * scale + 1e-30).to(torch.int64)
+        watched.unexplained.add(left.square().mean().sqrt() > TOLERANCE * scale + 1e-30)
 
 
-def _add(watched: _Weight, rows: torch.Tensor, draw: Callable[[], bool], deltas: tuple[torch.Tensor | None, ...]) -> None:
-    if deltas and deltas[0] is not None:
-        watched.add(torch._C._current_graph_task_id(), deltas[0], rows, draw)
+def _add(watched: _Weight, rows: torch.Tensor, draw: Callable[[], bool], nr: int,
+         deltas: tuple[torch.Tensor | None, ...]) -> None:
+    if len(deltas) > nr and (delta := deltas[nr]) is not None:
+        watched.add(torch._C._current_graph_task_id(), delta, rows, draw)
 
 
 _ADD = _plain(_add)  # wrapped once: a call's hook is a partial of it
@@ -251,7 +294,8 @@ class LinearGradients:
         self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
         self._stepped: dict[int, _Stepped] = {}
         self._carrier = (-2, frozenset[int]())  # the last pass that reached a model call on images, its parameters
-        self._owned: dict[int, tuple[weakref.ref[torch.nn.Module], frozenset[int]]] = {}
+        self._owned: dict[int, tuple[weakref.ref[torch.nn.Module], Callable[[torch.Tensor], None]]] = {}  # its hook
+        self._retired: list[dict[str, int]] = []  # the exports of weights gone (their ids reused)
         self.interval = 0  # optimizer steps counted so far
         self.draw = lambda: self._rng.randrange(self.rate) == 0
 
@@ -260,13 +304,13 @@ class LinearGradients:
         the pass that reaches it carries the gradients of the parameters the model owns."""
         cached = self._owned.get(id(module))
         if cached is None or cached[0]() is not module:
-            cached = self._owned[id(module)] = (weakref.ref(module), frozenset(map(id, module.parameters())))
-        owned = cached[1]
+            owned = frozenset(map(id, module.parameters()))
 
-        def reached(grad: torch.Tensor) -> None:
-            self._carrier = (torch._C._current_graph_task_id(), owned)
+            def reached(grad: torch.Tensor) -> None:
+                self._carrier = (torch._C._current_graph_task_id(), owned)
 
-        return _plain(reached)
+            cached = self._owned[id(module)] = (weakref.ref(module), _plain(reached))
+        return cached[1]
 
     def carries(self, task: int, weight: torch.Tensor) -> bool:
         return self._carrier[0] == task and id(weight) in self._carrier[1]
@@ -278,9 +322,10 @@ class LinearGradients:
     def on_call(self, module: torch.nn.Module, args: Any, output: Any, name: Callable[[Any], int]) -> None:
         """A Linear layer's call: its input kept by reference, its output's gradient awaited."""
         weight = getattr(module, "weight", None)
-        if (not isinstance(output, torch.Tensor) or not output.requires_grad or not args
+        if (type(module).forward is not torch.nn.Linear.forward  # a subclass's own forward: not x @ W.T + b
+                or not isinstance(output, torch.Tensor) or not output.requires_grad or not args
                 or not isinstance(args[0], torch.Tensor) or not isinstance(weight, torch.nn.Parameter)
-                or not weight.is_leaf or weight.dim() != 2 or not weight.is_floating_point()
+                or not weight.is_leaf or not weight.requires_grad or weight.dim() != 2 or not weight.is_floating_point()
                 or args[0].shape[-1:] != weight.shape[1:] or output.shape[-1:] != weight.shape[:1]):
             return
         watched, node, rows = self._watch(weight, name), output.grad_fn, args[0]
@@ -290,12 +335,13 @@ class LinearGradients:
         # On the node that computed the output: its pre-hooks run after every hook on the tensor (a
         # student's clamp of the layer's output gradient included), with the gradient the layer's
         # weight gradient is computed from.
-        node.register_prehook(functools.partial(_ADD, watched, rows, self.draw))
+        node.register_prehook(functools.partial(_ADD, watched, rows, self.draw, output.output_nr))
 
     def on_parameter(self, module: torch.nn.Module, name: str, param: Any, serial: Callable[[Any], int]) -> None:
         """A Linear layer's weight registered: its gradients are watched from the first, whether or
         not the layer is ever called as a module."""
         if (name == "weight" and isinstance(module, torch.nn.Linear) and isinstance(param, torch.nn.Parameter)
+                and not isinstance(param, torch.nn.parameter.UninitializedParameter)  # a LazyLinear's, shapeless
                 and param.dim() == 2 and param.is_floating_point()):
             self._watch(param, serial)
 
@@ -304,6 +350,8 @@ class LinearGradients:
         watched = self._weights.get(key)
         if watched is not None and self._refs[key]() is weight:
             return watched
+        if watched is not None:  # a weight gone, its id taken by a new one: its counts stay
+            self._retired.append({"param": self._names[key], **watched.export()})
         watched = self._weights[key] = _Weight(weight, self._rng)
         self._names[key], self._refs[key] = name(weight), weakref.ref(weight)
         ref = self._refs[key]
@@ -343,7 +391,7 @@ class LinearGradients:
         """Per watched weight: its serial, the passes its calls carried, those that reached it without
         them, and the passes with a gradient the calls do not explain (one more when the weight's
         gradient hook was taken off it: what it would have seen is not known)."""
-        found = []
+        found = list(self._retired)
         for key, watched in self._weights.items():
             entry = {"param": self._names[key], **watched.export()}
             weight, handle = self._refs[key](), watched.handle

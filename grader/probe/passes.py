@@ -355,6 +355,7 @@ class Recorder:
         self.continuity = Continuity()  # every change of the stepped weights explained by a step or a load
         self._first_grads: dict[int, Any] = {}  # parameter id -> its hook awaiting a first gradient
         self.gradients = LinearGradients()  # every Linear weight's gradient explained by its calls
+        self._on_linear = guarded(self.gradients.on_call)
         self._carrier_at = 0  # the depth of the call being read, whose output carries its rows' gradient
 
     # -- DataLoader fetches, per thread ------------------------------------------------------------
@@ -451,7 +452,7 @@ class Recorder:
         if self.fetching:
             return
         if isinstance(module, torch.nn.Linear) and not self.internal:
-            self.gradients.on_call(module, args, output, self.serials.of)
+            self._on_linear(module, args, output, self.serials.of)  # its own guard: the bookkeeping below runs
         self._depth = max(0, self._depth - 1)
         if self._carrier_at and self._depth + 1 == self._carrier_at:
             self._carrier_at = 0
@@ -725,6 +726,7 @@ class Recorder:
         serial = self.serials.of(optimizer)
         self.lost_steps += serial in self._stepping
         self._stepping.add(serial)
+        self._updates[serial] = 0
         # An optimizer's own pre-hooks run after this one, where a change of the weights would be
         # taken for the step's: one that has them is counted as changed outside the steps.
         own_hooks = bool(getattr(optimizer, "_optimizer_step_pre_hooks", None))

@@ -273,7 +273,7 @@ def _count_updates(state: _State) -> None:
 def _patch_inits(state: _State) -> None:
     """Every ``torch.nn.init`` function that fills a tensor (``kaiming_uniform_``, which a Linear's
     ``reset_parameters`` calls, ``xavier_normal_``, ``zeros_``...): the values it wrote are explained."""
-    initialised = guarded(state.recorder.on_init)
+    initialised = torch.compiler.disable(guarded(state.recorder.on_init))
 
     def wrap(function: Any) -> Any:
         def init(tensor: Any, *args: Any, **kwargs: Any) -> Any:

@@ -43,9 +43,9 @@ def unseen_rows(training: Training) -> str | None:
     if not training.unexplained:
         return None
     return (f"the graded model's Linear weights got gradients their layers' calls do not explain "
-            f"({training.unexplained} time{'s' if training.unexplained != 1 else ''}, a weight in a backward pass: rows "
-            "fed to it another way, such as F.linear with it in a loss term, trained it on images the grader did "
-            "not see)")
+            f"({training.unexplained} time{'s' if training.unexplained != 1 else ''}, a weight in a backward pass or a "
+            "step: rows fed to it another way, such as F.linear with it in a loss term or another batch's gradient "
+            "added to .grad, trained it on images the grader did not see)")
 
 
 def run_check(rule: str, ok: bool | None, message: str) -> Check:
