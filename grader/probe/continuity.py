@@ -261,12 +261,8 @@ class Continuity:
             return
         where = (tensor.data_ptr(), tensor.numel())
         stepped = {i for windows in self._windows.values() for i in windows.ids}
-        for key, first in self._first.items():
-            params = first.alive()
-            if key not in stepped and params and (params[0].data_ptr(), params[0].numel()) == where:
-                if first.stale(params):
-                    first = self._first[key] = self._renewed(first, params)
-                first.keep()
+        self._keep_touching(frozenset(key for key, first in self._first.items() if key not in stepped
+                                      and (params := first.alive()) and (params[0].data_ptr(), params[0].numel()) == where))
 
     def _keep_touching(self, ids: frozenset[int]) -> None:
         for i in ids & self._first.keys():  # a load before the first step explains those too

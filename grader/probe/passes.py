@@ -785,8 +785,9 @@ class Recorder:
     def on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.internal or _inner_step(optimizer):
             return
-        self._stepping.discard(self.serials.of(optimizer))
-        self._updates.pop(self.serials.of(optimizer), None)
+        serial = self.serials.of(optimizer)
+        self._stepping.discard(serial)
+        self._updates.pop(serial, None)
         if self.fetching:
             self.unwatched_steps += 1  # its module calls were not watched: say so
         self._settle_draw(followed_by_step=True)
@@ -799,7 +800,6 @@ class Recorder:
             self.test_trained[torch.tensor(self._test_backward, dtype=torch.long)] = True
             self._test_backward = []
         self.steps += 1
-        serial = self.serials.of(optimizer)
         entry = self.optimizers.get(serial)
         count = sum(len(group["params"]) for group in optimizer.param_groups)
         if entry is None or len(entry["params"]) != count:
