@@ -43,8 +43,16 @@ def _time_the_probe() -> None:
     from grader.probe.content import ImageIndex
     from grader.probe.passes import Recorder
 
-    for name in ("before_call", "after_call", "on_step", "loader_batch", "_test_rows", "_train_rows"):
+    from grader.probe.continuity import Continuity
+    from grader.probe.gradients import LinearGradients
+
+    for name in ("before_call", "after_call", "on_step", "loader_batch", "_test_rows", "_train_rows", "before_step",
+                 "after_update"):
         setattr(Recorder, name, _timed(f"Recorder.{name}", getattr(Recorder, name)))
+    for name in ("on_call", "step_begins", "update_done"):
+        setattr(LinearGradients, name, _timed(f"LinearGradients.{name}", getattr(LinearGradients, name)))
+    for name in ("check", "keep"):
+        setattr(Continuity, name, _timed(f"Continuity.{name}", getattr(Continuity, name)))
     ImageIndex.match = _timed("ImageIndex.match", ImageIndex.match)  # type: ignore[method-assign]
 
 

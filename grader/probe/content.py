@@ -74,19 +74,26 @@ def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
     rounding = resolution * torch.maximum(low.abs(), high.abs())
     slack = (high - low) * (0.5 / 255) + rounding
+    mirrored = images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)
     found = torch.zeros(rows.shape[0], dtype=torch.bool)
-    for candidate in (images, images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)):
+    for candidate in (images, mirrored):
         bottom, top = candidate.amin(1, keepdim=True), candidate.amax(1, keepdim=True)
         for sign in (1.0, -1.0):  # affine: each pixel within half a grey level of the map through the extremes
             scale = sign * (high - low) / (top - bottom).clamp(min=1)
             shift = low - scale * (bottom if sign > 0 else top)
             error = (rows - (scale * candidate + shift)).abs().amax(1, keepdim=True)
             found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
-        grey, order = candidate.sort(dim=1, stable=True)  # monotone: a curve of the grey levels
-        steps = rows.gather(1, order).diff(1)
-        function = ((steps.abs() <= slack) | (grey.diff(1) != 0)).all(1)
-        rising, falling = (steps >= -slack).all(1), (steps <= slack).all(1)
-        found |= function & (rising | falling) & (high > low).squeeze(1)
+        if bool(found.all()):
+            break
+    left = (~found).nonzero().squeeze(1)  # monotone (a sort of each image): only for the rows not yet found
+    if left.numel():
+        rows, slack, flat = rows[left], slack[left], (high > low).squeeze(1)[left]
+        for candidate in (images[left], mirrored[left]):
+            grey, order = candidate.sort(dim=1, stable=True)  # a curve of the grey levels
+            steps = rows.gather(1, order).diff(1)
+            function = ((steps.abs() <= slack) | (grey.diff(1) != 0)).all(1)
+            rising, falling = (steps >= -slack).all(1), (steps <= slack).all(1)
+            found[left] |= function & (rising | falling) & flat
     return found & (images.amax(1) > images.amin(1))
 
 
