@@ -76,13 +76,14 @@ def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     slack = (high - low) * (0.5 / 255) + rounding
     mirrored = images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)
     found = torch.zeros(rows.shape[0], dtype=torch.bool)
-    for candidate in (images, mirrored):
-        bottom, top = candidate.amin(1, keepdim=True), candidate.amax(1, keepdim=True)
-        for sign in (1.0, -1.0):  # affine: each pixel within half a grey level of the map through the extremes
-            scale = sign * (high - low) / (top - bottom).clamp(min=1)
-            shift = low - scale * (bottom if sign > 0 else top)
-            error = (rows - (scale * candidate + shift)).abs().amax(1, keepdim=True)
-            found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
+    bottom, top = images.amin(1, keepdim=True), images.amax(1, keepdim=True)  # the same for the mirror
+    for candidate, sign in ((images, 1.0), (images, -1.0), (mirrored, 1.0), (mirrored, -1.0)):
+        # affine: each pixel within half a grey level of the map through the extremes (each tried
+        # while some row is not yet found: the usual Normalize is found by the first)
+        scale = sign * (high - low) / (top - bottom).clamp(min=1)
+        shift = low - scale * (bottom if sign > 0 else top)
+        error = (rows - (scale * candidate + shift)).abs().amax(1, keepdim=True)
+        found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
         if bool(found.all()):
             break
     left = (~found).nonzero().squeeze(1)  # monotone (a sort of each image): only for the rows not yet found
@@ -184,7 +185,7 @@ class ImageIndex:
             return None
         positions = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group])
         indices = torch.tensor([i for group in match.indices for i in group])
-        hit = same_image_rows(rows[positions], images[indices])
+        hit = same_image_rows(rows.index_select(0, positions.to(rows.device)), images.index_select(0, indices))
         exact = set(positions[hit].tolist())
         kept = [(p, group) for p, group in zip(match.positions, match.indices) if p in exact]
         return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch,
