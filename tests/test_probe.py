@@ -1461,8 +1461,9 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 loss = loss + 0.1 * sum(w.norm(dim=1).sum() + w.norm(dim=0).sum() for w in (l.weight for l in layers))
             if kind == "aux":  # the attacker's: other rows through the weights in a loss term
                 loss = loss + torch.nn.functional.cross_entropy(functional(torch.rand(8, 784)), y[:8])
-        optimizer.zero_grad()
-        loss.backward()
+        if kind != "closure assigned":  # its closure zeroes and computes them, inside the step
+            optimizer.zero_grad()
+            loss.backward()
         if kind == "sam":
             with torch.no_grad():
                 eps = [p.grad * 0.05 / (p.grad.norm() + 1e-12) for p in net.parameters()]
@@ -1500,8 +1501,17 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
                 for p, g in zip(net.parameters(), extra):
                     (p.grad.data if kind == "added through .data" else p.grad).add_(g)  # .data: no new version
         params = list(net.parameters())
-        watch.step_begins(params)
-        optimizer.step()
+
+        def closure() -> torch.Tensor:  # as for LBFGS: gradients from torch.autograd.grad, put in .grad
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+                for p, g in zip(params, torch.autograd.grad(loss, params)):
+                    p.grad = g
+            return loss
+
+        watch.step_begins(params)  # before the closure: .grad is still the last step's
+        optimizer.step(closure if kind == "closure assigned" else None)
         watch.update_done(params)
         watch.on_step()
         if kind == "hooks cleared":  # the attacker's: the weights' gradient hooks taken off
@@ -1524,7 +1534,7 @@ def _gradient_run(kind: str, armed: bool = True) -> list[dict[str, int]]:
 def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
     """Honest code (an L2, L1 or group-lasso penalty however strong, a clamp of a layer's output
     gradient, a gradient clipped by norm or value, scaled, centred or given weight decay by hand
-    before the step, bfloat16 autocast, SAM's second pass, an
+    before the step, bfloat16 autocast, SAM's second pass, a step's closure assigning ``.grad``, an
     input-only backward, checkpointing) leaves nothing unexplained; rows fed to the weights by
     F.linear in a loss term, or a pass of them beside the step, are unexplained in every pass that
     had them; a model whose forward never calls its layers (``F.linear``) has its passes carried by its
@@ -1534,7 +1544,7 @@ batch's gradient added to ``.grad`` (also through ``.data``, which keeps its ver
 compared step; a module call on images carries only the passes of a model that owns the weights and
 never calls its layers as modules; a weight whose
 gradient hook was taken off counts once."""
-    for kind in ("plain", "subclass", "nesterov foreach", "l2", "l1", "l2 to the start", "group lasso", "output clamp", "autograd.grad assigned", "clip norm", "clip value", "scaled",
+    for kind in ("plain", "subclass", "nesterov foreach", "l2", "l1", "l2 to the start", "group lasso", "output clamp", "autograd.grad assigned", "closure assigned", "clip norm", "clip value", "scaled",
                  "decay by hand", "centred", "bf16", "sam", "input gradient", "checkpoint", "functional only", "penalty apart"):
         export = _gradient_run(kind)
         assert all(w["unexplained"] == 0 for w in export), (kind, export)

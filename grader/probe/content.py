@@ -88,13 +88,13 @@ def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
             break
     left = (~found).nonzero().squeeze(1)  # monotone (a sort of each image): only for the rows not yet found
     if left.numel():
-        rows, slack, flat = rows[left], slack[left], (high > low).squeeze(1)[left]
+        rows, slack, varying = rows[left], slack[left], (high > low).squeeze(1)[left]
         for candidate in (images[left], mirrored[left]):
             grey, order = candidate.sort(dim=1, stable=True)  # a curve of the grey levels
             steps = rows.gather(1, order).diff(1)
             function = ((steps.abs() <= slack) | (grey.diff(1) != 0)).all(1)
             rising, falling = (steps >= -slack).all(1), (steps <= slack).all(1)
-            found[left] |= function & (rising | falling) & flat
+            found[left] |= function & (rising | falling) & varying
     return found & (images.amax(1) > images.amin(1))
 
 

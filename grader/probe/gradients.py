@@ -175,7 +175,7 @@ class _Weight:
         block = self.block(grad)
         bound = TOLERANCE * (block if calls is None else calls).square().mean().sqrt() + 1e-30
         left = (block if calls is None else block - calls).reshape(-1)
-        if _within(left, bound / 2):  # no two entries differ by the bound: explained without the fit
+        if _within(left, bound / 2):  # no two entries of the unfitted rest differ by the bound: explained
             return
         values = self.block(weight)
         left = left - _fit(left, _penalty_basis(values, self.initial))
@@ -240,6 +240,7 @@ class _Stepped:
         self.snapshot: torch.Tensor | None = None  # its block then
         self.before: int | None = None  # the id of .grad when the step began
         self.passes: list[torch.Tensor] = []  # the blocks of the gradients computed since the last step
+        self.last: torch.Tensor | None = None  # the block of the last gradient computed, kept across steps
 
     def computed(self, grad: torch.Tensor) -> None:
         """A gradient was computed for the weight (by a backward pass or ``torch.autograd.grad``): its
@@ -248,7 +249,8 @@ class _Stepped:
         if not grad.is_sparse:
             if len(self.passes) >= KEPT:
                 self.passes = [sum(g.double() for g in self.passes)]  # type: ignore[list-item]
-            self.passes.append(self.watched.area.copy(grad))
+            self.last = self.watched.area.copy(grad)
+            self.passes.append(self.last)
 
     def accumulated(self, weight: torch.Tensor) -> None:
         grad = weight.grad
@@ -273,8 +275,8 @@ class _Stepped:
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
         watched = self.watched
         shape = (len(watched.area.rows), len(watched.area.cols))
-        passes: list[torch.Tensor] = [sum(g.double() for g in self.passes), self.passes[-1]] if self.passes else []  # type: ignore[list-item]
-        known = [g.view(shape).double() for g in (self.snapshot, *passes) if g is not None]
+        passes: list[torch.Tensor] = [sum(g.double() for g in self.passes)] if self.passes else []  # type: ignore[list-item]
+        known = [g.view(shape).double() for g in (self.snapshot, *passes, self.last) if g is not None]
         if not known or grad.is_sparse:
             watched.unexplained.extra += 1  # a gradient autograd never computed
             return
@@ -282,10 +284,10 @@ class _Stepped:
         size = now.abs()
         kept = (size < size.max()).double()  # entries a clamp by value left as they were
         bound = TOLERANCE * (known[0].reshape(-1) * kept).square().mean().sqrt() + 1e-30
-        # What autograd left, scaled (the honest step, clipped by norm or not): explained without the full fit.
-        left = (now - _fit(now, [known[0].reshape(-1, 1)], kept)) * kept
-        if _within(left.square().mean().sqrt(), bound):
-            return
+        if now.device.type == "cpu":  # what autograd left, scaled (clipped by norm or not): no full fit needed
+            left = (now - _fit(now, [known[0].reshape(-1, 1)], kept)) * kept
+            if _within(left.square().mean().sqrt(), bound):
+                return
         values = watched.block(weight)
         basis = [*(g.reshape(-1, 1) for g in known), *_scaled(known[0]), *_penalty_basis(values, watched.initial),
                  *_scaled(torch.ones_like(values))]
