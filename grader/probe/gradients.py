@@ -28,7 +28,8 @@ centring, a penalty's gradient added by hand); another batch's gradient computed
 and added to ``.grad`` is not.
 
 Passes are told apart by autograd's graph task id; everything is computed on the gradient's device,
-without synchronising (``solve_ex``), and counted there until the export. A weight whose gradient hook was taken off counts once.
+without synchronising (``solve_ex``), and counted there until the export. On the CPU, where reading a
+value costs nothing, a gradient already explained without the least-squares fit skips it (``_within``). A weight whose gradient hook was taken off counts once.
 """
 
 from __future__ import annotations
@@ -189,6 +190,14 @@ class _Weight:
                 "unexplained": self.unexplained.total()}
 
 
+def _total(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of gradient blocks, in float64."""
+    total = blocks[0].double()
+    for block in blocks[1:]:
+        total = total + block.double()
+    return total
+
+
 def _within(values: torch.Tensor, bound: torch.Tensor) -> bool:
     """Whether ``values`` are all within ``bound`` in size, read only on the CPU (elsewhere reading it
     would wait for the device: the full test runs there, queued)."""
@@ -248,7 +257,7 @@ class _Stepped:
         summed only when a step is compared (many passes without a step: every KEPT)."""
         if not grad.is_sparse:
             if len(self.passes) >= KEPT:
-                self.passes = [sum(g.double() for g in self.passes)]  # type: ignore[list-item]
+                self.passes = [_total(self.passes)]
             self.last = self.watched.area.copy(grad)
             self.passes.append(self.last)
 
@@ -275,8 +284,8 @@ class _Stepped:
     def _compare(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
         watched = self.watched
         shape = (len(watched.area.rows), len(watched.area.cols))
-        passes: list[torch.Tensor] = [sum(g.double() for g in self.passes)] if self.passes else []  # type: ignore[list-item]
-        known = [g.view(shape).double() for g in (self.snapshot, *passes, self.last) if g is not None]
+        passes = _total(self.passes) if self.passes else None
+        known = [g.view(shape).double() for g in (self.snapshot, passes, self.last) if g is not None]
         if not known or grad.is_sparse:
             watched.unexplained.extra += 1  # a gradient autograd never computed
             return
