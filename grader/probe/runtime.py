@@ -51,7 +51,7 @@ class _State:
         self.patches = Patches()
         self.hooks: list[Any] = []
         self.module_hooks = _Quiet()  # the module hooks, taken out while a DataLoader builds a batch
-        self.updates: dict[type, tuple[Any, Any]] = {}  # optimizer class -> the probe's wrapper of its step, the step
+        self.updates: dict[type, Any] = {}  # optimizer class -> the probe's wrapper of its own step
         self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
 
 
@@ -266,7 +266,7 @@ def _count_updates(state: _State) -> None:
         own = vars(value).get("step") if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) else None
         if own is not None and inspect.isfunction(own) and value is not torch.optim.Optimizer:
             wrapped = wrap(own)
-            state.updates[value] = (wrapped, own)
+            state.updates[value] = wrapped
             value.step = wrapped
 
 
@@ -325,7 +325,7 @@ def _integrity(state: _State) -> list[str]:
         if function.__code__ is not code or current.get(name) is not function:
             problems.append(f"the probe's {name} was replaced or its code changed")
     problems += [f"the probe's patch of {name} was replaced" for name in state.patches.changed()]
-    for cls, (wrapper, _) in state.updates.items():  # torch's hook wrapper may hold it (``__wrapped__``)
+    for cls, wrapper in state.updates.items():  # torch's hook wrapper may hold it (``__wrapped__``)
         step = vars(cls).get("step")
         if step is not wrapper and getattr(step, "__wrapped__", None) is not wrapper:
             problems.append(f"the probe's count of {cls.__name__}.step was replaced")
