@@ -22,10 +22,13 @@ data: system setup
 grade: data
 	$(GRADER) grade submissions/ --out $(OUT)
 
+# The tests run on every core (pytest-xdist, one worker per test file), then the few that check
+# the whole host (marker `serial`) alone.
 test: data
 	@scripts/system-deps.sh chromium
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not serial"
+	$(PY) -m pytest -m serial
 
 bench: data
 	$(PY) benchmarks/bench_check.py

@@ -334,6 +334,7 @@ def test_cgroup_v2_layout_and_values(tmp_path: Path) -> None:
 
 
 @needs_root
+@pytest.mark.serial  # counts the stale groups on the host
 def test_cgroups_cap_count_and_clean_up() -> None:
     hierarchy, why = find_hierarchy()
     if hierarchy is None:
@@ -422,6 +423,7 @@ def _printed(out: Path, account: str) -> str:
 
 @needs_sandbox
 @needs_root
+@pytest.mark.serial  # checks that no sandboxed process is left on the host
 def test_a_class_of_attackers_changes_nothing_on_the_host(tmp_path: Path, sandboxed: Context) -> None:
     from grader.pipeline.batch import grade_directory
 

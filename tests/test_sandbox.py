@@ -30,7 +30,12 @@ from grader.intake.read import read_submission
 from sandboxing import MODEL, sandboxed_processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}")
+# serial: its tests assert that no sandboxed process or stale group is left on the host, which a
+# test running beside it (another pytest-xdist worker) would make false.
+pytestmark = [
+    pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}"),
+    pytest.mark.serial,
+]
 
 
 
