@@ -4,6 +4,8 @@ probe alone in the kernel, light imports where nothing runs, and one list of fla
 from __future__ import annotations
 
 import ast
+import csv
+import io
 import json
 import re
 import subprocess
@@ -182,11 +184,37 @@ def test_the_rubric_and_the_rules_name_the_same_rules() -> None:
     assert set(RULES) == set(RuleId) and all(RULES[r].id is r for r in RuleId)
 
 
-def test_the_readme_lists_every_flag_with_its_meaning() -> None:
+def _readme_table(heading: str) -> list[tuple[str, list[str]]]:
+    """The rows of the README's table in the section whose heading starts with ``heading``: each
+    row's `name` (its first cell) and its other cells, in order."""
     text = README.read_text()
-    section = text[text.index("\n### Flags\n"):]
-    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+?) \|$", section, re.M))
-    assert rows == {flag.value: MEANING[flag] for flag in Flag}
+    start = text.index(f"\n## {heading}")
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end == -1 else text[start:end]
+    return [(name, rest.split(" | ")) for name, rest in re.findall(r"^\| `([a-z_-]+)` \| (.+) \|$", section, re.M)]
+
+
+def test_the_readme_lists_every_flag_with_its_meaning() -> None:
+    rows = _readme_table("Flags")
+    assert len(rows) == len({name for name, _ in rows})  # each flag once
+    assert {name: cells[0] for name, cells in rows} == {flag.value: MEANING[flag] for flag in Flag}
+    assert all(len(cells) == 2 and cells[1].strip() for _, cells in rows)  # and what the TA should do
+
+
+def test_the_readme_lists_every_status_with_what_to_do() -> None:
+    """Every status a result can have, and the gradebook's `missing` row of a roster student with no
+    submission (read off the gradebook the code writes), each with its meaning and what to do;
+    `review` first, the status that needs the TA."""
+    from grader.model.rubric import load_rubric
+    from grader.model.results import Status
+    from grader.outputs.pages import gradebook_csv
+
+    gradebook = gradebook_csv([], load_rubric(PACKAGE.parent / "rubric.yaml"), missing=["absent01"])
+    roster_only = {row["status"] for row in csv.DictReader(io.StringIO(gradebook))}
+    rows = _readme_table("Statuses")
+    assert [name for name, _ in rows][0] == Status.REVIEW.value
+    assert sorted(name for name, _ in rows) == sorted({status.value for status in Status} | roster_only)
+    assert all(len(cells) == 2 and all(c.strip() for c in cells) for _, cells in rows)
 
 
 @pytest.mark.parametrize("flag", list(Flag))
