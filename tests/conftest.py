@@ -46,3 +46,27 @@ def tiny_context(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> C
 def run_context(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> Context:
     """Runs on the tiny dataset with no frozen rules, for tests about execution alone."""
     return Context(dataclasses.replace(rubric, frozen=()), facts, tiny_dataset)
+
+
+# The test files that take minutes, slowest first (pytest --durations, 2026-12-06). pytest-xdist
+# hands whole files to its workers in collection order; starting with these lets the workers end
+# together instead of one of them grading a corpus alone at the end.
+SLOWEST_FIRST = (
+    "test_legal.py",
+    "test_e2e_real.py",
+    "test_patterns.py",
+    "test_rules_corpus.py",
+    "test_hostile.py",
+    "test_evaluate.py",
+    "test_ray.py",
+    "test_sandbox.py",
+    "test_seeds.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the order stays
