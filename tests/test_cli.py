@@ -131,9 +131,30 @@ def test_grade_prints_a_line_per_student_and_a_final_table(tmp_path: Path, capsy
     assert "other-copies" in lines[header + 2]
     assert "skipped HW3_bo.ipynb: older, different copy of bo's notebook; HW3_bo (1).ipynb was used" in printed
     assert "2 students into" in printed and (out / "gradebook.csv").is_file()
+    assert lines[-6:] == [  # what it wrote, one line each
+        f"wrote {out / 'results'}/: a result (JSON) per student",
+        f"wrote {out / 'gradebook.csv'}: the gradebook, a row per student (totals with the "
+        "overrides)",
+        f"wrote {out / 'index.html'}: the class page (Review first, bands, every student)",
+        f"wrote {out / 'students'}/: a page per student, for staff (with the overrides' notes)",
+        f"wrote {out / 'feedback.zip'}: a page per student to send back (also in "
+        f"{out / 'feedback'}/; no staff notes)",
+        f"no overrides ({out / 'overrides.yaml'} not found)"]
     assert "HW3_bo.ipynb" in (out / "index.html").read_text()  # the copy set aside is listed for the TA
     assert "check which one was meant" in (out / "students" / "bo.html").read_text()
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == ExitCode.OK and capsys.readouterr().out.startswith("grader 0.")
+
+
+def test_ci_names_the_junit_file_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    shutil.copy(ROOT / "reference" / "HW3_template.py", tmp_path / "HW3_alice.py")
+    junit = tmp_path / "reports" / "junit.xml"
+    main(["ci", str(tmp_path), "--static", "--rubric", str(ROOT / "rubric.yaml"), "--junit", str(junit)])
+    assert junit.is_file()
+    said = f"grader: wrote {junit}: JUnit XML, a test case per rule and one for the accuracy band"
+    assert said in capsys.readouterr().err.splitlines()

@@ -21,6 +21,7 @@ from grader.model.rubric import Rubric
 from grader.run.slots import plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RUBRIC = Path(__file__).parent.parent / "rubric.yaml"
 
 
 def _rows(out: Path) -> dict[str, dict[str, str]]:
@@ -77,3 +78,54 @@ def test_report_needs_a_graded_out_and_an_existing_overrides_file(tmp_path: Path
     (tmp_path / "results").mkdir()
     assert main(["report", str(tmp_path), "--overrides", str(tmp_path / "nope.yaml")]) == ExitCode.USAGE
     assert "no such file" in capsys.readouterr().err
+
+
+def _graded(out: Path, name: str) -> None:
+    from grader.model.results import Status
+
+    Result(student=name, source=f"HW3_{name}.ipynb", status=Status.GRADED, accuracy=85.0,
+           reported_accuracy=None, score=50, max_score=60, bonus=0, checks=(), flags=(),
+           duration_s=1.0).write(out / "results" / f"{name}.json")
+
+
+def test_report_names_each_file_it_wrote_and_the_overrides_it_applied(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("amy01", "bob02", "cat03"):
+        _graded(tmp_path, name)
+    report = ["report", str(tmp_path), "--rubric", str(RUBRIC)]
+    assert main(report) == ExitCode.OK
+    assert capsys.readouterr().out.splitlines() == [
+        f"3 results in {tmp_path / 'results'} rendered again",
+        f"wrote {tmp_path / 'gradebook.csv'}: the gradebook, a row per student (totals with the "
+        "overrides)",
+        f"wrote {tmp_path / 'index.html'}: the class page (Review first, bands, every student)",
+        f"wrote {tmp_path / 'students'}/: a page per student, for staff (with the overrides' "
+        "notes)",
+        f"wrote {tmp_path / 'feedback.zip'}: a page per student to send back (also in "
+        f"{tmp_path / 'feedback'}/; no staff notes)",
+        f"no overrides ({tmp_path / 'overrides.yaml'} not found)"]
+    (tmp_path / "overrides.yaml").write_text("cat03: {points: 60}\n"
+                                             "amy01: {report_points: 30, note: x}\n")
+    (tmp_path / "roster.csv").write_text("account,Username\namy01,amy\nbob02,bob\ncat03,cat\n")
+    assert main([*report, "--roster", str(tmp_path / "roster.csv")]) == ExitCode.OK
+    printed = capsys.readouterr().out.splitlines()
+    moodle = (f"wrote {tmp_path / 'moodle.csv'}: Moodle's grade import (a grade and a feedback "
+              "column)")
+    kept = (f"wrote {tmp_path / 'roster.csv'}: a copy of the roster; a later run without --roster "
+            "exports from it")
+    assert moodle in printed and kept in printed
+    assert not [line for line in printed if "canvas" in line]
+    assert printed[-1] == f"2 overrides applied (from {tmp_path / 'overrides.yaml'}): amy01, cat03"
+
+
+def test_an_override_for_an_unknown_account_or_field_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in overrides.yaml is refused by name (with the nearest account); nothing written."""
+    _graded(tmp_path, "amy01")
+    report = ["report", str(tmp_path), "--rubric", str(RUBRIC)]
+    for text, says in (("amy1: {points: 60}\n", "no submission or result for amy1; did you mean "
+                                                 "amy01?"),
+                       ("amy01: {epochs: ok}\n", "amy01.epochs is not a field")):
+        (tmp_path / "overrides.yaml").write_text(text)
+        assert main(report) == ExitCode.USAGE
+        assert says in capsys.readouterr().err and not (tmp_path / "gradebook.csv").exists()

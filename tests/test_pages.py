@@ -232,3 +232,46 @@ def test_the_executed_notebook_is_a_page_where_nothing_runs_or_loads(tmp_path: P
     student = (tmp_path / "students" / "s3.html").read_text()
     assert 'href="../executed/s3.html"' in student and 'href="../executed/s3.ipynb"' in student
     assert 'href="../executed/s2.html"' not in (tmp_path / "students" / "s2.html").read_text()
+
+
+def test_an_override_is_the_outcome_the_banner_and_the_class_summary_show(tmp_path: Path,
+                                                                          rubric: Rubric) -> None:
+    """A violation and a review the TA settled by hand: the student's banner leads with the staff's
+    decision (the automatic outcome beside it, the note only on the TA's page), and the class page
+    counts them as decided."""
+    from grader.scoring.overrides import Override
+
+    results = _class()
+    broken = Check("linear_layers", False, "nn.Linear(784, 1024) differs", "HW3_s2.ipynb", 3, 10)
+    results[2] = dataclasses.replace(results[2], status=Status.VIOLATION, checks=(broken,),
+                                     reason="rule broken: fc1 is 784->1024")
+    results[4] = dataclasses.replace(results[4], status=Status.REVIEW, pending_score=50,
+                                     reason="to review: 12 rows are not test images")
+    overrides = {"s2": Override(points=40, note="fc1 was the handout's bug"),
+                 "s4": Override(points=50)}
+    write_batch_reports(tmp_path, results, rubric, [], overrides)
+    for name in ("students/s2.html", "feedback/s2.html", "index.html"):
+        assert leads_with_verdict(tmp_path / name) == []
+    ta = (tmp_path / "students" / "s2.html").read_text()
+    sent = (tmp_path / "feedback" / "s2.html").read_text()
+    for page in (ta, sent):
+        banner = page[page.index('id="verdict"'):page.index("</p>", page.index('id="verdict"'))]
+        assert 'class="banner graded"' in page
+        assert "Decided by the course staff: 40/60 points" in banner
+        assert ("(replacing the automatic outcome: A rule of the homework was broken: "
+                "fc1 is 784-&gt;1024)") in banner
+        assert "40 of 105 points" in banner
+    assert "fc1 was the handout&#39;s bug" in ta and "fc1 was the handout" not in sent
+    review = (tmp_path / "students" / "s4.html").read_text()
+    assert ('id="verdict"><b>Decided by the course staff: 50/60 points</b> (replacing the '
+            "automatic outcome: To be decided by a TA") in review
+    index = (tmp_path / "index.html").read_text()
+    summary = index[index.index('id="summary"'):index.index("</p>", index.index('id="summary"'))]
+    assert "2 decided by the TA (overrides.yaml)" in summary
+    listed = index[index.index("Review first"):index.index("All submissions")]
+    assert "(decided by the TA: 40/60 points)" in listed
+    assert "(decided by the TA: 50/60 points)" in listed
+    assert listed.index("s6") < listed.index("s2")  # what still needs a look comes first
+    table = index[index.index("All submissions"):]
+    status = '<td class="violation">violation <span class="muted">(decided by the TA)</span></td>'
+    assert status in table

@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Collection
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -161,19 +162,33 @@ def _grade(args: argparse.Namespace) -> ExitCode:
         raise GraderError("--borderline-seeds must be 0 (off) or more")
     context = commands.batch_context(_setup(args), _say)
     placement = commands.Placement(args.jobs, args.gpus, args.per_gpu)
+    overrides = for_batch(args.out, args.overrides, context.rubric)
     started = time.monotonic()
     with commands.executor_of(args.executor, args.address, placement, context.rubric, _say) as executor, \
             progress_display(sys.stdout, executor.width) as show:
         summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
-                                  overrides=for_batch(args.out, args.overrides, context.rubric),
+                                  overrides=overrides,
                                   roster=load_roster(args.roster) if args.roster else None,
                                   borderline_seeds=args.borderline_seeds, only=_accounts(args.only))
     counts = sorted(Counter(r.status.value for r in summary.results).items())
     print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
                  cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
+    _wrote(args.out, overrides, args.overrides, graded=True, roster=args.roster is not None)
     for line in summary.warnings[1:]:
         _say(line)
     return ExitCode.OK
+
+
+def _wrote(out: Path, overrides: Collection[str], given: Path | None, graded: bool,
+           roster: bool) -> None:
+    """The closing lines: each file the command wrote in OUT, and the overrides it applied."""
+    from grader.outputs.pages import written
+    from grader.outputs.text import render
+    from grader.scoring.overrides import FILE
+
+    source = given or out / FILE
+    print(render("wrote.txt.j2", w=written(out, graded, roster), overrides=sorted(overrides),
+                 overrides_file=source, overrides_found=source.is_file()).rstrip("\n"))
 
 
 def _accounts(text: str | None) -> frozenset[str] | None:
@@ -192,6 +207,8 @@ def _ci(args: argparse.Namespace) -> ExitCode:
     environment = ci.CiEnvironment.of(os.environ, Path.cwd())
     outcome, how = commands.ci(args.path, _setup(args), args.static, environment.workspace, _say)
     ci.publish(outcome, environment, sys.stdout, how, args.junit)
+    if args.junit is not None:  # on stderr: stdout is the text `grader check` prints
+        _say(f"wrote {args.junit}: JUnit XML, a test case per rule and one for the accuracy band")
     return ExitCode.OK if outcome.passed else ExitCode.FAILED
 
 
@@ -204,8 +221,10 @@ def _report(args: argparse.Namespace) -> ExitCode:
         raise GraderError(f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`")
     rubric = load_rubric(args.rubric)
     roster = load_roster(args.roster) if args.roster else None
-    said = rerender(args.out, rubric, for_batch(args.out, args.overrides, rubric), roster)
-    print(f"{said[0]} rendered again: {args.out / 'gradebook.csv'}, {args.out / 'index.html'}")
+    overrides = for_batch(args.out, args.overrides, rubric)
+    said = rerender(args.out, rubric, overrides, roster)
+    print(f"{said[0]} rendered again")
+    _wrote(args.out, overrides, args.overrides, graded=False, roster=args.roster is not None)
     for line in said[1:]:
         _say(line)
     return ExitCode.OK

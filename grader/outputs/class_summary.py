@@ -34,6 +34,7 @@ class ClassSummary:
     bands: tuple[Count, ...]
     borderline: tuple[Borderline, ...]
     review: tuple[Grade, ...]  # violations, failed runs and flagged results, first to look at
+    decided: int = 0  # of ``review``, those the TA decided by setting their points (overrides.yaml)
     statuses: tuple[Count, ...] = ()  # how many results have each status, in the order of Status
     mean: float | None = None  # of the graded results' measured accuracies
     median: float | None = None
@@ -76,9 +77,11 @@ def measured(rows: list[Grade]) -> list[float]:
 def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> ClassSummary:
     """The summary above the class table; ``histogram``: the drawn plot of ``measured(rows)``."""
     flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
-    review = tuple(sorted(flagged, key=lambda g: g.settled))  # results to review with no override first
+    # Results to review with no override first, those whose points the TA set last.
+    review = tuple(sorted(flagged, key=lambda g: (g.settled, g.overridden)))
     statuses = tuple(Count(status.value, n) for status in Status if (n := sum(g.result.status is status for g in rows)))
     accuracies = measured(rows)
     mean = sum(accuracies) / len(accuracies) if accuracies else None  # fmean raises on an overflowing sum
     median = statistics.median(accuracies) if accuracies else None
-    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review, statuses, mean, median)
+    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review,
+                        sum(g.overridden for g in review), statuses, mean, median)

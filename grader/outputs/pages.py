@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import hashlib
 import json
 import zipfile
@@ -18,7 +19,8 @@ from markupsafe import Markup
 from grader.model.pairs import load as load_pairs
 from grader.outputs.class_summary import measured, summarize
 from grader.model.dataset import CLASS_NAMES
-from grader.outputs.exports import Roster, csv_text, lms_files, missing
+from grader.outputs.exports import (CANVAS_FILE, KEPT_ROSTER, LMS_FILES, Roster, canvas_notes,
+                                    csv_text, kept_roster, lms_files, missing)
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
 from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
@@ -88,15 +90,23 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     """OUT/gradebook.csv, OUT/index.html and OUT/students/<account>.html, from the results and the
     TA's overrides; with a roster, OUT/canvas.csv and OUT/moodle.csv for the columns it has;
     OUT/skipped.json keeps the files not graded, for `grader report` to show again. A page that
-    cannot be rendered is replaced by one saying so, and the others are still written; returns a
-    line for the TA per such page."""
+    cannot be rendered is replaced by one saying so, and the others are still written; an LMS file
+    of an earlier run that this one does not write again is removed (its grades would be stale).
+    Returns a line for the TA per such page and file."""
     rows = grades(results, overrides or {})
     write_atomic(out / "skipped.json", json.dumps(skipped).encode())
     absent = missing(roster, rows) if roster else []
     (out / "gradebook.csv").write_text(gradebook_csv(rows, rubric, absent), encoding="utf-8")
-    for name, text in (lms_files(rows, roster, rubric.homework) if roster else {}).items():
-        (out / name).write_text(text, encoding="utf-8")
     failed: list[str] = []
+    exports = lms_files(rows, roster, rubric.homework) if roster else {}
+    for name in LMS_FILES:
+        if name in exports:
+            (out / name).write_text(exports[name], encoding="utf-8")
+        elif (out / name).exists():
+            (out / name).unlink()
+            failed.append(f"removed {out / name} (written by an earlier run): " + (
+                "the roster has no columns for it" if roster else
+                f"no roster to write it again from; run `grader report {out} --roster FILE`"))
     pairs = load_pairs(out)
     scale = [(t.at_least, t.points) for t in (*rubric.accuracy.thresholds, rubric.accuracy.bonus)]
 
@@ -181,7 +191,9 @@ class StudentPage:
     """What a student's page leads with: its verdict's tone (the banner's colour and headline), then
     what needs the reader's action: broken and undecided rules, flags with their meaning."""
 
-    tone: str  # a status, or "mismatch": graded, but the notebook printed another accuracy than measured
+    tone: str  # the banner's colour: ``automatic``, or "graded" where the staff set the points
+    automatic: str  # a status, or "mismatch": graded, but the notebook printed another accuracy
+    overridden: bool  # the staff set the points (overrides.yaml): their decision leads the banner
     mismatch: bool  # flagged reported-accuracy-mismatch
     agrees: bool  # the printed accuracy is the measured one, within the rubric's tolerance
     broken: tuple[Check, ...]
@@ -202,7 +214,8 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
                 and r.accuracy is not None)
     agrees = (r.reported_accuracy is not None and r.accuracy is not None
               and abs(r.reported_accuracy - r.accuracy) <= rubric.accuracy.mismatch_tolerance)
-    tone = "mismatch" if r.status is Status.GRADED and (mismatch or r.flags) else r.status.value
+    graded_flagged = r.status is Status.GRADED and (mismatch or bool(r.flags))
+    automatic = "mismatch" if graded_flagged else r.status.value
     broken = tuple(c for c in r.checks if c.ok is False)
     # A rule the run decided is not also listed as undecided statically (and the other way round).
     decided = {c.id for c in r.checks if c.ok is not None and c.stage == "run"}
@@ -210,7 +223,8 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
     flags = tuple(Flag(f) for f in r.flags if f in Flag._value2member_map_ and not (feedback and Flag(f) in TA_ONLY_FLAGS))
     reason = r.reason[len(RULE_BROKEN):] if r.reason and r.reason.startswith(RULE_BROKEN) else r.reason
     notes = tuple(n for n in r.notes if n != HIDDEN_LABELS_NOTE)
-    return StudentPage(tone, mismatch, agrees, broken, undecided, flags, notebook_html, reason, notes)
+    return StudentPage("graded" if g.overridden else automatic, automatic, g.overridden, mismatch,
+                       agrees, broken, undecided, flags, notebook_html, reason, notes)
 
 
 def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:
@@ -270,6 +284,7 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: 
     except (OSError, ValueError, TypeError):
         pass
     check_accounts(overrides, {r.student for r in results})
+    roster, kept = kept_roster(out, roster)
     unrendered = write_batch_reports(out, results, rubric, skipped, overrides, roster)
     said = [f"{len(results)} results in {out / 'results'}", *override_warnings(grades(results, overrides)), *unrendered]
     if roster is not None:
@@ -280,4 +295,30 @@ def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: 
         ungraded = sorted(set(roster.people) - graded)
         if ungraded:
             said.append(f"in the roster with no grade (no submission): {', '.join(ungraded)}")
+        said += [*([kept] if kept else []), *canvas_notes(roster, rubric.homework, out)]
     return tuple(said)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Written:
+    """What a `grader grade` or `grader report` left in OUT, for its last lines (wrote.txt.j2)."""
+
+    out: Path
+    files: tuple[str, ...]  # of OUTPUTS, those in OUT after the run
+    canvas_column: str | None  # canvas.csv's grade column
+
+
+OUTPUTS = ("results", "gradebook.csv", "index.html", "students", "feedback.zip", *LMS_FILES,
+           KEPT_ROSTER)
+
+
+def written(out: Path, graded: bool, roster_given: bool) -> Written:
+    """The outputs of a run over OUT, read back from OUT: its results/ where it ``graded``, the kept
+    roster where one was given."""
+    skip = {n for n, wrote in (("results", graded), (KEPT_ROSTER, roster_given)) if not wrote}
+    files = tuple(n for n in OUTPUTS if (out / n).exists() and n not in skip)
+    column = None
+    if CANVAS_FILE in files:
+        with (out / CANVAS_FILE).open(encoding="utf-8", newline="") as handle:
+            column = next(csv.reader(handle), [""])[-1]
+    return Written(out=out, files=files, canvas_column=column)

@@ -5,6 +5,8 @@
 
 They are kept beside the automatic results, never written over them: the gradebook shows the
 automatic score, what the TA set and the total, and a regrade (``--force`` included) keeps them.
+Points set by the TA are the outcome the student's page and the class page lead with; the note
+is for staff only (the TA's pages and gradebook.csv, never a page or export a student sees).
 """
 
 from __future__ import annotations
@@ -49,9 +51,14 @@ class Grade:
         return self.result.bonus if self.override.bonus is None else self.override.bonus
 
     @property
+    def overridden(self) -> bool:
+        """The TA set the points: their decision is the outcome, whatever the automatic status."""
+        return self.override.points is not None
+
+    @property
     def settled(self) -> bool:
         """False for a result to review that no override has decided: it has no grade yet."""
-        return self.result.status is not Status.REVIEW or self.override.points is not None
+        return self.result.status is not Status.REVIEW or self.overridden
 
     @property
     def total(self) -> int:
