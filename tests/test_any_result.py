@@ -19,6 +19,7 @@ from markupsafe import escape
 
 from grader.judge.measure import measure, reported_findings
 from grader.model.findings import RULE_BROKEN, Flag
+from grader.model.probe_facts import parse
 from grader.model.results import Check, ExecutionRecord, Result, SeedRun, Status
 from grader.model.rubric import Rubric
 from grader.outputs import ci, gradescope, pages
@@ -223,8 +224,8 @@ def test_a_run_stopped_after_printing_an_accuracy_is_not_called_a_mismatch() -> 
     model was then: a note of the result, never its accuracy, so not compared with what it printed."""
     assert [f.flag for f in reported_findings(86.32, 55.0, 0.5, True, True)] == [Flag.REPORTED_ACCURACY_MISMATCH]
     labels = tuple(i % 10 for i in range(100))
-    probe = {"test_passes": [], "probe_pass": {"predictions": [y if i < 55 else (y + 1) % 10
-                                                                for i, y in enumerate(labels)]}, "model": {}}
+    probe = parse({"test_passes": [], "probe_pass": {"predictions": [y if i < 55 else (y + 1) % 10
+                                                                      for i, y in enumerate(labels)]}, "model": {}})
     printed = "Test Accuracy (Overall): 86.32% (8632/10000)"
     for status in (Status.TIMEOUT, Status.ERROR):
         record = ExecutionRecord(status, "the notebook reached the time limit", 7, 3600.0, None, probe, printed)

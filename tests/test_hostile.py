@@ -26,6 +26,7 @@ from grader.pipeline.executors.local import LocalExecutor
 from grader.run.gpus import find as find_gpu, installed, sandbox_args
 from grader.model.context import Context
 from grader.pipeline.grade import grade_in
+from grader.model.probe_facts import parse
 from grader.model.record import read_probe, read_untrusted
 from grader.probe import RECORD_VERSION
 from grader.outputs.text import check_text, render
@@ -76,7 +77,7 @@ def test_untrusted_files_are_never_followed_blocked_on_or_read_whole(tmp_path: P
     (folder / "ok.json").write_text(f'{{"version": "{RECORD_VERSION}"}}')
     assert read_probe(folder, "ok.json", None).record is None
     (folder / "ok.json").write_text(f'{{"version": {RECORD_VERSION}}}')
-    assert read_probe(folder, "ok.json", None).record == {"version": RECORD_VERSION}
+    assert read_probe(folder, "ok.json", None).record == parse({"version": RECORD_VERSION})
     assert read_probe(folder, "missing.json", None) == read_probe(folder, "missing.json", None)
     assert read_probe(folder, "missing.json", None).record is None and read_probe(folder, "missing.json", None).problem is None
     (folder / "deep.json").write_text("[" * 100_000)

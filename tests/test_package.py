@@ -190,11 +190,11 @@ def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) 
 
 
 def test_a_report_over_100_percent_or_a_forged_record_key_is_refused_not_believed(tmp_path: Path) -> None:
-    from grader.judge.run_facts import optimizers, train_passes
+    from grader.model.probe_facts import parse
 
     found = headline(make_pdf(tmp_path / "r.pdf", ["Best accuracy: 999%"]))
     assert found.accuracy is None and found.problem and "over 100%" in found.problem
     # "²".isdigit() is True but int("²") raises: a forged probe record's keys are read as ASCII digits only.
-    record = {"optimizers": {"²": {"params": [1]}, "3": {"params": [2], "steps": 1}},
-              "train_passes": [{"source": "loader", "drawn": "AA==", "steps": {"²": 1, "4": 2}}]}
-    assert list(optimizers(record)) == [3] and train_passes(record, 8)[0].steps == {4: 2}
+    record = parse({"optimizers": {"²": {"params": [1]}, "3": {"params": [2], "steps": 1}}, "train_size": 8,
+                    "train_passes": [{"source": "loader", "drawn": "AA==", "steps": {"²": 1, "4": 2}}]})
+    assert list(record.optimizers) == [3] and record.train.passes[0].steps == {4: 2}

@@ -159,10 +159,11 @@ def test_numbers_no_plot_can_draw_cost_only_that_plot(tmp_path: Path, rubric: Ru
     where it is read, and a curve that still cannot be drawn leaves the page without it, never the
     class without its pages."""
     from grader.judge.run_facts import test_points
+    from grader.model.probe_facts import parse
 
     record = {"test_passes": [{"predictor": [1, 2], "covered": 2, "complete": True, "start_step": 0,
                                "end_step": 10**400, "predictions": base64.b64encode(bytes([1, 2])).decode()}]}
-    assert test_points(record, (1, 2)) == []
+    assert test_points(parse(record), (1, 2)) == []
     broken = dataclasses.replace(_class()[3], curve={"every": 1, "first_step": 10**400, "loss": [1.0], "lr": [0.1],
                                                        "epochs": [0], "validation": [], "test": []})
     write_batch_reports(tmp_path, [broken, _class()[0]], rubric, [])

@@ -16,6 +16,7 @@ from grader.probe.content import ImageIndex, Match, read_images, same_image_rows
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
 from grader.model.dataset import Dataset
+from grader.model.probe_facts import parse
 
 
 def _index(dataset: Dataset) -> tuple[ImageIndex, torch.Tensor, torch.Tensor]:
@@ -112,7 +113,7 @@ def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Datase
         for start in range(0, 480, 32):
             _train_step(recorder, net, optimizer, train[start:start + 32].float(), torch.zeros(32, dtype=torch.long))
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
-    facts = training(record)
+    facts = training(parse(record))
     assert facts.lineage == "direct" and len(facts.passes) == 10
     assert all(p.source == "content" for p in facts.passes)
     assert facts.trained.bit_count() >= 480 - 32  # the first batch may be left to the loader pass
@@ -593,7 +594,7 @@ def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset
     (entry,) = recorder.optimizers.values()
     assert entry["steps"] == 48 and entry["beside"] == 24 and not entry.get("unattributed")
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
-    facts = training(record)
+    facts = training(parse(record))
     assert facts.beside_steps == 24 and facts.pass_count == 2
 
 
@@ -618,7 +619,7 @@ def test_a_blend_sharing_another_images_key_is_not_a_step_beside_the_loader(tiny
     track.complete = True
     (entry,) = recorder.optimizers.values()
     assert entry["steps"] == 12 and entry["beside"] == 6  # the six with the image itself
-    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.beside_steps == 6
 
 
@@ -710,7 +711,7 @@ def test_zip_of_the_train_and_valid_loaders_trains_on_the_train_loader(tiny_data
         train_pass.complete = valid_pass.complete = True
     (entry,) = recorder.optimizers.values()
     assert not entry.get("beside") and not entry.get("unattributed")
-    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.pass_count == 2 and facts.trained.bit_count() == 480 and facts.beside_steps == 0
 
 
@@ -732,14 +733,14 @@ def test_a_second_loader_yielding_beside_the_extra_steps_hides_nothing(tiny_data
         track.complete = True
     (entry,) = recorder.optimizers.values()
     assert entry["steps"] == 48 and entry["beside"] == 24
-    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.beside_steps == 24
     # Graded through a fresh model that loaded those weights: the steps that made them are as doubtful.
     recorder.on_capture(net)
     fresh = _Net()
     fresh.load_state_dict(net.state_dict())
     recorder.on_load(fresh)
-    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in fresh.parameters()]}})
+    facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in fresh.parameters()]}}))
     assert facts.lineage == "loaded" and facts.beside_steps == 24
 
 
@@ -773,7 +774,7 @@ def test_a_step_on_a_yielded_batch_after_evaluating_the_training_rows_trains_on_
         evaluation.complete = True
     (entry,) = recorder.optimizers.values()
     assert entry["steps"] == 36 and not entry.get("unattributed") and not entry.get("beside")
-    facts = training({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}})
+    facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.pass_count == 3 and facts.trained.bit_count() == 480
 
 
@@ -814,9 +815,9 @@ def test_a_failure_of_the_probe_never_reaches_the_student_and_sends_the_result_t
     faults.record("Recorder.before_call", IndexError("y"))
     (line,) = faults.export()
     assert line == "Recorder.before_call: IndexError: x (2 times)"
-    why = probe_faults({"probe_faults": [line]})
+    why = probe_faults(parse({"probe_faults": [line]}))
     assert why is not None and "probe failed" in why and line in why
-    assert probe_faults({"probe_faults": []}) is None and probe_faults(None) is None
+    assert probe_faults(parse({"probe_faults": []})) is None and probe_faults(None) is None
 
 
 def test_the_model_is_found_beside_its_torchscript_trace() -> None:
@@ -951,7 +952,7 @@ def _moved(recorder: Recorder, serials: Serials, net: torch.nn.Module) -> int:
 
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()],
                                             "explained": recorder.continuity.explains(list(net.parameters()))}}
-    facts = training(record)
+    facts = training(parse(record))
     return facts.moved + facts.foreign
 
 

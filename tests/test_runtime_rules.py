@@ -13,7 +13,8 @@ import pytest
 from grader.model.rubric import FrozenFacts
 from grader.model.results import Check
 from grader.model.rubric import Rubric
-from grader.static.rules import check_runtime, findings, run_view
+from grader.model.probe_facts import parse
+from grader.static.rules import check_runtime, findings, run_view as _run_view
 from grader.scoring.score import disagreements, effective
 
 SIZE = 60000
@@ -25,6 +26,11 @@ OWNERS = [{"module": "fc1", "type": "Linear", "shapes": [[512, 784], [512]]},
           {"module": "fc3", "type": "Linear", "shapes": [[10, 256], [10]]}]
 OPS = [{"op": "addmm", "shapes": [[512], [2, 784], [784, 512]]}, {"op": "addmm", "shapes": [[256], [2, 512], [512, 256]]},
        {"op": "addmm", "shapes": [[10], [2, 256], [256, 10]]}]
+
+
+def run_view(record: dict[str, Any], finished: bool) -> Any:
+    """The run's view of a record built here as the probe writes it, parsed as the grader parses the file."""
+    return _run_view(parse(record), finished)
 
 
 def _pass(indices: range | list[int], optimizer: int | None = 1, source: str = "loader") -> dict[str, Any]:

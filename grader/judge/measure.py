@@ -1,50 +1,47 @@
 """Trusted measurement: compare the exported predictions with the official labels.
 
 Runs in the grader's process. The probe file was written by the student's process, so it is
-read as plain JSON and validated field by field; nothing in it is executed or unpickled.
+read as plain JSON and checked field by field (model/probe_facts.py); nothing in it is executed or
+unpickled.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from grader.model.findings import HIDDEN_LABELS_NOTE, Finding, Flag
+from grader.model.probe_facts import ProbeFacts, ProbePass, TestPassFacts
 from grader.model.results import ExecutionRecord, Measurement, Status
 from grader.judge.stated import reported_accuracy
-from grader.judge.run_facts import (TestPassFacts, Training, graded_test_pass, half_floats, loaded_after_training, stale,
-                              test_passes)
+from grader.judge.run_facts import (Training, graded_test_pass, half_floats, loaded_after_training,
+                                    stale)
 
 TRAINED_ON_TEST_STEPS = 10  # fewer may be a test loss computed beside a training step
 
 
-def _probe_predictions(section: Any, total: int, classes: int) -> list[int] | None:
+def _probe_predictions(section: ProbePass | None, total: int, classes: int) -> list[int] | None:
     """The probe's fallback predictions when well-formed, else None."""
-    if not isinstance(section, dict):
+    values = section.predictions if section is not None else None
+    if values is None or len(values) != total:
         return None
-    values = section.get("predictions")
-    if not isinstance(values, list) or len(values) != total:
+    if not all(0 <= v < classes for v in values):
         return None
-    if not all(type(v) is int and 0 <= v < classes for v in values):
-        return None
-    return values
+    return list(values)
 
 
 def _pass_predictions(test_pass: TestPassFacts | None, total: int, classes: int) -> list[int] | None:
     """A test pass's predictions, -1 where it predicted nothing; None when missing or malformed."""
-    if test_pass is None or test_pass.predictions is None or len(test_pass.predictions) != total:
+    predictions = test_pass.of(total) if test_pass is not None else None
+    if predictions is None:
         return None
-    values = [b - 256 if b > 127 else b for b in test_pass.predictions]
+    values = [b - 256 if b > 127 else b for b in predictions]
     return values if all(-1 <= v < classes for v in values) else None
 
 
-def _confidence(section: Any, total: int) -> tuple[float, ...] | None:
+def _confidence(section: ProbePass | None, total: int) -> tuple[float, ...] | None:
     """The probe's fallback confidences when well-formed (numbers in [0, 1]), else None."""
-    values = section.get("confidence") if isinstance(section, dict) else None
-    if not isinstance(values, list) or len(values) != total:
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values):
-        return None
-    return tuple(float(v) for v in values)
+    values = section.confidence if section is not None else None
+    return values if values is not None and len(values) == total else None
 
 
 MOST_CONFIDENT_WRONG = 10
@@ -64,13 +61,14 @@ def _accuracy(predictions: list[int], labels: tuple[int, ...]) -> tuple[int, flo
     return correct, 100.0 * correct / len(labels)
 
 
-def _several_models(passes: list[TestPassFacts], graded: TestPassFacts) -> list[TestPassFacts]:
+def _several_models(passes: Sequence[TestPassFacts], graded: TestPassFacts) -> list[TestPassFacts]:
     """Passes of other models over the test images interleaved with the graded one (an ensemble)."""
     return [p for p in passes if p.predictor != graded.predictor and p.first_batch <= graded.last_batch
             and graded.first_batch <= p.last_batch]
 
 
-def test_set_selection(probe: dict[str, Any], passes: list[TestPassFacts], graded: TestPassFacts | None, chosen: list[int],
+def test_set_selection(probe: ProbeFacts, passes: Sequence[TestPassFacts], graded: TestPassFacts | None,
+                       chosen: list[int],
                        training: Training | None, labels: tuple[int, ...], classes: int) -> str | None:
     """Evidence that the graded model is a checkpoint chosen by its test accuracy: its predictions
     are exactly those of a test pass made while it trained, that pass scored best among them, and it
@@ -95,29 +93,30 @@ def test_set_selection(probe: dict[str, Any], passes: list[TestPassFacts], grade
             f"({100 * accuracies[k] / total:.2f}%), not the last{how}: its checkpoint looks chosen by test accuracy")
 
 
-def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple[int, ...], tolerance: float,
+def measure(record: ExecutionRecord, probe: ProbeFacts | None, labels: tuple[int, ...],
+            tolerance: float,
             compare_reported: bool = True, classes: int = 10, training: Training | None = None) -> Measurement:
     """Accuracy from the notebook's own last complete test pass (recognised by content), else from
     the probe's fallback pass; with flags.
 
-    ``probe`` is the probe's record (see probe_file.read_probe), None when there is none.
+    ``probe`` is the probe's record (see model/record.py read_probe), None when there is none.
     ``compare_reported`` is False when the kernel saw shuffled test labels: what it printed then
     says nothing about the model. ``training`` (run_facts) tells whether the test set chose the checkpoint.
     """
     reported = reported_accuracy(record.outputs_text)
     found: list[Finding] = []
-    unwatched = probe.get("unwatched_steps") if probe is not None else None
-    if type(unwatched) is int and unwatched > 0:
+    unwatched = probe.health.unwatched_steps if probe is not None else 0
+    if unwatched > 0:
         found.append(Finding(Flag.TRAINING_UNWATCHED, f"{unwatched} optimizer step{'s' if unwatched != 1 else ''} ran while a DataLoader was building a "
                                                       "batch (training inside a dataset): the grader could not see what those steps trained on"))
     if probe is None:
         problem = None if record.reason else "the grader's probe wrote no readable record"
         return Measurement(None, reported, None, None, None, tuple(found), problem)
     total = len(labels)
-    passes = test_passes(probe, total)
+    passes = probe.test.passes
     graded = graded_test_pass(passes)
     student = _pass_predictions(graded, total, classes)
-    own = _probe_predictions(probe.get("probe_pass"), total, classes)
+    own = _probe_predictions(probe.probe_pass, total, classes)
     if graded is not None and student is None:
         found.append(Finding(Flag.PROBE_OUTPUT_INVALID))
     why = stale(probe, graded, training) if graded is not None and graded.complete and own is not None else None
@@ -139,24 +138,23 @@ def measure(record: ExecutionRecord, probe: dict[str, Any] | None, labels: tuple
         if others:
             found.append(Finding(Flag.SEVERAL_MODELS, f"{len({p.predictor for p in others}) + 1} models predicted the test images together (an "
                                                       "ensemble?); the grader measured the last one alone"))
-        test_steps = probe.get("test_steps")
-        if type(test_steps) is int and test_steps >= TRAINED_ON_TEST_STEPS:
+        test_steps = probe.test.steps
+        if test_steps >= TRAINED_ON_TEST_STEPS:
             found.append(Finding(Flag.TRAINED_ON_TEST_IMAGES, f"{test_steps} optimizer steps came right after test images went through the model with "
                                                               "gradients in training mode: it looks trained on the test set"))
     elif own is not None:
         predictions, source = own, "probe-pass"
-        sure = _confidence(probe.get("probe_pass"), total)
-        preprocessing = probe["probe_pass"].get("preprocessing")
+        sure = _confidence(probe.probe_pass, total)
+        preprocessing = probe.probe_pass.preprocessing if probe.probe_pass is not None else None
         if why is None:
             found.append(Finding(Flag.NO_TEST_PASS, "the notebook's model was never seen predicting the test images; the grader predicted them "
                                                     f"itself ({preprocessing if isinstance(preprocessing, str) else 'preprocessing unknown'})"))
         if isinstance(preprocessing, str) and preprocessing.startswith("assumed"):
             found.append(Finding(Flag.ASSUMED_PREPROCESSING))
     else:
-        error = probe.get("probe_error")
         problem = ("the notebook never built a model (no nn.Module with parameters was found)"
-                   if probe.get("model") is None else
-                   f"the grader could not run the model on the test set ({str(error)[:200]})")
+                   if not probe.model_found else
+                   f"the grader could not run the model on the test set ({probe.probe_error})")
         return Measurement(None, reported, None, None, None, tuple(found), problem)
     # The graded predictions (the notebook's, or the grader's own pass over the graded model) compared
     # with the test passes made while it trained.

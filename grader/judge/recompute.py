@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grader.model.findings import Finding, Flag
+from grader.model.probe_facts import ProbeFacts
 from grader.model.results import Measurement
 
 MIRRORED_NOTE = ("graded as the model's softmax averaged over each test image and its mirror image (test-time "
@@ -120,12 +121,11 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v)[:80] for v in value[:100]) if isinstance(value, list) else ()
 
 
-def capture_failed(record: dict[str, Any] | None) -> str | None:
+def capture_failed(record: ProbeFacts | None) -> str | None:
     """Why the probe could not capture the graded pass it found, as its record says (a notebook's
     own words, cut), or None (captured, or no test pass to capture: the measurement says so)."""
-    section = record.get("capture") if isinstance(record, dict) else None
-    error = section.get("error") if isinstance(section, dict) else None
-    if not isinstance(error, str) or error in ("no capture was asked for", "the notebook made no test pass"):
+    error = record.health.capture_error if record is not None else None
+    if error is None or error in ("no capture was asked for", "the notebook made no test pass"):
         return None
     return f"the graded test pass could not be captured to recompute it outside the notebook ({error[:200]})"
 

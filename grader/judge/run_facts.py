@@ -1,4 +1,5 @@
-"""What the run did, computed in the grader's process from the probe's raw record (untrusted JSON).
+"""What the run did, computed in the grader's process from the probe's record (its facts, parsed and
+checked by grader/model/probe_facts.py).
 
 The probe only lists facts: the passes over training images (which indices each drew, which
 optimizers stepped meanwhile), each optimizer's parameters, the checkpoints loaded, the test
@@ -9,66 +10,13 @@ here, where the notebook cannot change them.
 
 from __future__ import annotations
 
-import base64
-import math
-import binascii
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grader.model.record import integer, section
-
-
-
-@dataclass(frozen=True)
-class TrainPassFacts:
-    source: str  # "loader" (a DataLoader over the training set) or "content" (model inputs recognised)
-    stepping: bool
-    drawn: int  # bit set of training indices
-    batches: int
-    complete: bool
-    steps: dict[int, int]  # optimizer serial -> steps during the pass
-    start_step: int  # optimizer steps taken before it began
-    predictions: bytes | None = None  # evaluated without training: a signed byte per drawn image, in index order
-    end_step: int = 0  # the last optimizer step it carried
-    rows: int = 0  # indices drawn, repeats included
-    loose: int = 0  # of ``drawn``, the images named only by their row's key (a row changed in part): no evidence
-
-    @property
-    def times(self) -> int:
-        """How many passes' worth of images it drew: 2 when its sampler listed each index twice (a
-        sampler drawing with replacement, about 1.6 draws per image it reaches, stays one)."""
-        unique = self.drawn.bit_count()
-        return max(1, int(self.rows / unique + 0.1)) if self.rows and unique else 1
-
-    @property
-    def stepped(self) -> bool:
-        return any(self.steps.values())
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    params: frozenset[int]
-    steps: int
-    first_step: int
-    last_step: int
-    unattributed: int = 0  # steps after which no batch of training images had been drawn since its previous one
-    beside: int = 0  # steps over training images fed beside a DataLoader, with none of its batches since the previous step
-    moved: int = 0  # steps before which its parameters had changed since its previous step (probe/continuity.py)
-    moved_at_end: bool = False  # its parameters changed after its last step (and no load explained it)
-
-
-@dataclass(frozen=True)
-class TestPassFacts:
-    predictor: tuple[int, int]
-    covered: int
-    complete: bool
-    start_step: int
-    end_step: int
-    first_batch: int
-    last_batch: int
-    predictions: bytes | None  # one signed byte per test image, -1 where not predicted
-    confidence: bytes | None = None  # per test image, float16: the softmax at the prediction (see half_floats)
+from grader.model.probe_facts import (MAX_STEP, Load, Optimizer, ProbeFacts, TestPassFacts,
+                                      TrainPassFacts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,81 +47,6 @@ class Training:
         return sum(p.times for p in self.passes)
 
 
-MAX_PASSES = 2000  # passes of each kind read from a record (the probe writes at most that many)
-
-
-def _bytes(text: Any, size: int) -> bytes | None:
-    """Exactly ``size`` bytes sent as base64, else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == size else None
-
-
-def _bits(text: Any, size: int) -> int | None:
-    """A bit set of ``size`` bits sent as base64 of numpy's packbits, as one integer (index 0 the top bit)."""
-    raw = _bytes(text, (size + 7) // 8)
-    return None if raw is None else int.from_bytes(raw, "big")
-
-
-def _steps(value: Any) -> dict[int, int]:
-    if not isinstance(value, dict):
-        return {}
-    return {int(k): v for k, v in value.items()
-            if isinstance(k, str) and k.isascii() and k.isdigit() and type(v) is int and v > 0}
-
-
-def train_passes(record: dict[str, Any], size: int) -> list[TrainPassFacts]:
-    found = []
-    raw = record.get("train_passes")
-    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
-        drawn = _bits(item.get("drawn"), size)
-        if drawn is None or item.get("source") not in ("loader", "content"):
-            continue
-        predictions = _bytes(item.get("predictions"), drawn.bit_count())
-        found.append(TrainPassFacts(str(item["source"]), item.get("stepping") is True, drawn, integer(item.get("batches")) or 0,
-                               item.get("complete") is True, _steps(item.get("steps")), integer(item.get("start_step")) or 0,
-                               predictions, integer(item.get("end_step")) or 0, min(integer(item.get("rows")) or 0, 10**9),
-                               (_bits(item.get("loose"), size) or 0) & drawn))
-    return found
-
-
-def optimizers(record: dict[str, Any]) -> dict[int, Optimizer]:
-    found = {}
-    raw = record.get("optimizers")
-    for key, item in (raw.items() if isinstance(raw, dict) else []):
-        params = item.get("params") if isinstance(item, dict) else None
-        if not (isinstance(key, str) and key.isascii() and key.isdigit() and isinstance(params, list)):
-            continue
-        found[int(key)] = Optimizer(frozenset(p for p in params if type(p) is int), integer(item.get("steps")) or 0,
-                                    integer(item.get("first_step")) or 0, integer(item.get("last_step")) or 0,
-                                    integer(item.get("unattributed")) or 0, integer(item.get("beside")) or 0,
-                                    integer(item.get("moved")) or 0, item.get("moved_at_end") is True)
-    return found
-
-
-def test_passes(record: dict[str, Any], size: int) -> list[TestPassFacts]:
-    found = []
-    raw = record.get("test_passes")
-    for item in raw[-MAX_PASSES:] if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
-        predictor = item.get("predictor")
-        if not (isinstance(predictor, list) and len(predictor) == 2 and all(type(p) is int for p in predictor)):
-            continue
-        predictions = _bytes(item.get("predictions"), size)
-        covered, start, end, first, last = (integer(item.get(k)) or 0 for k in
-                                            ("covered", "start_step", "end_step", "first_batch", "last_batch"))
-        found.append(TestPassFacts((predictor[0], predictor[1]), covered, item.get("complete") is True, start, end, first,
-                              last, predictions, _bytes(item.get("confidence"), 2 * size) if predictions else None))
-    return found
-
-
 def half_floats(raw: bytes | None) -> tuple[float, ...] | None:
     """Probabilities sent as little-endian float16 (decoded only for the graded pass); None unless all
     are in [0, 1]."""
@@ -184,7 +57,7 @@ def half_floats(raw: bytes | None) -> tuple[float, ...] | None:
     return values if all(0.0 <= v <= 1.0 for v in values) else None  # NaN fails both comparisons
 
 
-def graded_test_pass(passes: list[TestPassFacts]) -> TestPassFacts | None:
+def graded_test_pass(passes: Sequence[TestPassFacts]) -> TestPassFacts | None:
     """The notebook's last complete test pass, else its most complete one (the probe exports by the same rule)."""
     complete = [p for p in passes if p.complete]
     if complete:
@@ -192,31 +65,26 @@ def graded_test_pass(passes: list[TestPassFacts]) -> TestPassFacts | None:
     return max(passes, key=lambda p: p.covered, default=None)
 
 
-def graded_params(record: dict[str, Any]) -> frozenset[int]:
-    model = section(record, "model")
-    serials = model.get("param_serials")
-    return frozenset(p for p in serials if type(p) is int) if isinstance(serials, list) else frozenset()
-
-
-def _whole(load: dict[str, Any], params: frozenset[int]) -> bool:
+def _whole(load: Load, params: frozenset[int]) -> bool:
     """Whether a load put weights into the whole graded model (a submodule's own state, loaded back,
     undoes nothing of the rest)."""
-    listed = load.get("params")
-    return isinstance(listed, list) and bool(params) and frozenset(p for p in listed if type(p) is int) == params
+    return load.params is not None and bool(params) and load.params == params
+
+
+MAX_LOADS = 1000  # loads read for the lineage (the probe writes at most that many)
 
 
 Moment = tuple[int, int]  # (optimizer steps taken, the probe's count of captures and loads): a point in the run
 
 
-def restores(record: dict[str, Any], params: frozenset[int]) -> list[tuple[Moment, Moment]]:
+def restores(loads: Sequence[Load], params: frozenset[int]) -> list[tuple[Moment, Moment]]:
     """(when, the moment of the state it put back) for every load into the graded model that put back
     a state taken earlier (``state_dict()``) and so discarded the steps between them."""
     found = []
-    raw = record.get("loads")
-    for item in raw[-1000:] if isinstance(raw, list) else []:
-        if isinstance(item, dict) and _whole(item, params):
-            step, restored = integer(item.get("step")), integer(item.get("restored"))
-            event, then = integer(item.get("event")) or 0, integer(item.get("restored_event")) or 0
+    for item in loads[-MAX_LOADS:]:
+        if _whole(item, params):
+            step, restored = item.step, item.restored
+            event, then = item.event or 0, item.restored_event or 0
             if step is not None and restored is not None and 0 <= restored <= step <= MAX_STEP and then < event:
                 found.append(((step, event), (restored, then)))
     return found
@@ -248,17 +116,16 @@ def lineage_steps(loads: list[tuple[Moment, Moment]], end: int) -> list[tuple[in
         loads = [load for load in loads if load[0] < restored]
 
 
-def _warm_started(record: dict[str, Any], params: frozenset[int], opts: dict[int, Optimizer],
+def _warm_started(loads: Sequence[Load], params: frozenset[int], opts: dict[int, Optimizer],
                   stepping: list[TrainPassFacts]) -> list[TrainPassFacts]:
     """The passes of another model whose trained weights the graded model loaded before it trained on
     (a warm start): they are in its history as much as its own."""
-    raw = record.get("loads")
     found: list[TrainPassFacts] = []
-    for item in raw[-1000:] if isinstance(raw, list) else []:
-        if not (isinstance(item, dict) and _whole(item, params)):
+    for item in loads[-MAX_LOADS:]:
+        if not _whole(item, params):
             continue
-        source, restored = item.get("from_param"), integer(item.get("restored"))
-        if type(source) is not int or source in params or restored is None:
+        source, restored = item.from_param, item.restored
+        if source is None or source in params or restored is None:
             continue
         theirs = {serial for serial, o in opts.items() if source in o.params}
         found += [p for p in stepping if theirs & set(p.steps) and max(p.end_step, p.start_step + 1) <= restored
@@ -266,23 +133,19 @@ def _warm_started(record: dict[str, Any], params: frozenset[int], opts: dict[int
     return found
 
 
-def foreign_weights(record: dict[str, Any], params: frozenset[int], stepped: bool) -> int:
+def foreign_weights(probe: ProbeFacts, params: frozenset[int], stepped: bool) -> int:
     """Loads into the graded model of weights outside the hull of what the counted steps made
     (probe/continuity.py ``explains``: a model trained further elsewhere, then loaded), and, for a
     graded model no optimizer stepped (an average graded as it is), its own weights at the end."""
-    raw = record.get("loads")
-    found = sum(1 for item in (raw[-1000:] if isinstance(raw, list) else [])
-                if isinstance(item, dict) and item.get("explained") is False and isinstance(item.get("params"), list)
-                and params & {p for p in item["params"] if type(p) is int})
-    return found + (not stepped and section(record, "model").get("explained") is False)
+    found = sum(1 for item in probe.loads[-MAX_LOADS:]
+                if item.explained is False and item.params is not None and params & item.params)
+    return found + (not stepped and probe.model is not None and probe.model.explained is False)
 
 
-def unexplained_gradients(record: dict[str, Any], params: frozenset[int]) -> int:
+def unexplained_gradients(probe: ProbeFacts, params: frozenset[int]) -> int:
     """Backward passes that gave one of ``params`` (Linear weights) a gradient its layer's own calls
     do not explain (probe/gradients.py): rows fed to the weight another way trained it."""
-    raw = record.get("gradients")
-    return sum(integer(item.get("unexplained")) or 0 for item in (raw if isinstance(raw, list) else [])
-               if isinstance(item, dict) and type(item.get("param")) is int and item["param"] in params)
+    return sum(item.unexplained for item in probe.gradients if item.param in params)
 
 
 def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
@@ -291,17 +154,17 @@ def _kept(p: TrainPassFacts, intervals: list[tuple[int, int]]) -> bool:
     return any(p.start_step < b and last > a for a, b in intervals)
 
 
-def training(record: dict[str, Any]) -> Training:
-    size = integer(record.get("train_size"))
-    model = section(record, "model")
+def training(probe: ProbeFacts) -> Training:
+    size = probe.train.size
+    model = probe.model
     # Weights changed in place after a backward pass, with no optimizer: a hand-written update.
-    changed = (integer(model.get("param_versions")) or 0) > 0 and model.get("has_grad") is True
+    changed = model is not None and model.param_versions > 0 and model.has_grad
     if not size:
         return Training(train_size=None, lineage="none", passes=(), groups=(), trained=0,
                         changed_without_optimizer=changed, unplaced_steps=0, last_step=0, first_step=0)
-    passes = train_passes(record, size)
-    opts = optimizers(record)
-    params = graded_params(record)
+    passes = probe.train.passes
+    opts = probe.optimizers
+    params = probe.graded_params
     stepping = [p for p in passes if p.stepped]
     # DataLoader passes over the training set are the epochs when they carry the training (they see
     # augmented images too); passes recognised by content when the notebook trains on preloaded
@@ -314,11 +177,11 @@ def training(record: dict[str, Any]) -> Training:
     undone = (0, 0)
     if direct:
         end = max((opts[s].last_step for s in own), default=0)
-        intervals = lineage_steps(restores(record, params), end)
+        intervals = lineage_steps(restores(probe.loads, params), end)
         kept = [p for p in direct if _kept(p, intervals)]
         dropped = [p for p in direct if not _kept(p, intervals)]
         undone = (len(dropped), sum(sum(n for serial, n in p.steps.items() if serial in own) for p in dropped))
-        direct = _warm_started(record, params, opts, stepping) + kept
+        direct = _warm_started(probe.loads, params, opts, stepping) + kept
     groups: dict[frozenset[int], int] = {}
     if direct:
         lineage, used = "direct", direct
@@ -337,9 +200,9 @@ def training(record: dict[str, Any]) -> Training:
         trained |= p.drawn
         exact |= p.drawn & ~p.loose
     if lineage == "direct":  # training images recognised in a call a step followed trained it too (a batch
-        stepped = _bits(record.get("stepped_rows"), size) or 0  # padded with images from anywhere)
+        stepped = probe.train.stepped_rows  # padded with images from anywhere)
         trained |= stepped
-        exact |= stepped & ~(_bits(record.get("stepped_loose"), size) or 0)
+        exact |= stepped & ~probe.train.stepped_loose
     count = trained.bit_count()
     validated = 0  # images evaluated without training on them, each time as the image itself
     begun = min((o.first_step for o in steps), default=0)
@@ -363,41 +226,31 @@ def training(record: dict[str, Any]) -> Training:
                     undone=undone,
                     beside_steps=sum(o.beside for o in makers) if source == "loader" and lineage != "none" else 0,
                     overlap=exact & validated, moved=sum(o.moved + o.moved_at_end for o in makers),
-                    foreign=foreign_weights(record, params, stepped=lineage == "direct") if lineage != "none" else 0,
-                    unexplained=unexplained_gradients(record, frozenset().union(params, *(o.params for o in makers))))
+                    foreign=(foreign_weights(probe, params, stepped=lineage == "direct")
+                             if lineage != "none" else 0),
+                    unexplained=unexplained_gradients(
+                        probe, frozenset().union(params, *(o.params for o in makers))))
 
 
-def stale(record: dict[str, Any], graded: TestPassFacts, facts: Training | None) -> str | None:
+def stale(probe: ProbeFacts, graded: TestPassFacts, facts: Training | None) -> str | None:
     """Why the graded test pass no longer shows the graded model: it trained on, or took other
     weights, after that pass; None when the pass shows the model as it ended."""
     if facts is not None and facts.lineage == "direct" and facts.last_step > graded.end_step:
         return f"its optimizer stepped {facts.last_step - graded.end_step} more times after that pass"
-    params = graded_params(record)
-    raw = record.get("loads")
-    for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("test_batch")) or 0) >= graded.last_batch:
+    params = probe.graded_params
+    for item in probe.loads:
+        if item.param in params and (item.test_batch or 0) >= graded.last_batch:
             return "weights were loaded into it after that pass"
     return None
 
 
-def loaded_after_training(record: dict[str, Any], facts: Training) -> int | None:
+def loaded_after_training(probe: ProbeFacts, facts: Training) -> int | None:
     """The step after which a checkpoint was loaded into the graded model once its training ended."""
-    params = graded_params(record)
-    raw = record.get("loads")
-    for item in reversed(raw if isinstance(raw, list) else []):
-        if isinstance(item, dict) and item.get("param") in params and (integer(item.get("step")) or 0) >= facts.last_step:
-            return integer(item.get("step"))
+    params = probe.graded_params
+    for item in reversed(probe.loads):
+        if item.param in params and (item.step or 0) >= facts.last_step:
+            return item.step
     return None
-
-
-def _series(value: Any, length: int) -> list[float | None] | None:
-    if not isinstance(value, list) or len(value) != length:
-        return None
-    clean: list[float | None] = []
-    for v in value:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        clean.append(float(v) if ok else None)
-    return clean
 
 
 def members(bits: int, size: int) -> list[int]:
@@ -413,19 +266,19 @@ def _percent(predicted: list[tuple[int, int]], labels: tuple[int, ...]) -> float
 
 
 MAX_POINTS = 500  # evaluations plotted per curve (an epoch's validation pass is one)
-MAX_STEP = 10**9  # optimizer steps a run could take; a forged record's larger numbers are dropped
 
 
 def _step(value: int) -> bool:
     return 0 <= value <= MAX_STEP
 
 
-def validation_points(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...]) -> list[list[float]]:
+def validation_points(probe: ProbeFacts, facts: Training,
+                      train_labels: tuple[int, ...]) -> list[list[float]]:
     """[optimizer steps before it, accuracy %] of each pass that evaluated the model on training images
     it mostly did not train on (the validation set), scored here against the official labels."""
     size = facts.train_size or 0
     points = []
-    evaluated = [p for p in (train_passes(record, size) if size else [])
+    evaluated = [p for p in (probe.train.passes if size else ())
                  if p.predictions is not None and not p.stepped and _step(p.start_step)
                  and 2 * (p.drawn & ~facts.trained).bit_count() > p.drawn.bit_count()]
     for p in evaluated[-MAX_POINTS:]:  # a forged record's thousands of passes cost no more than this
@@ -436,39 +289,37 @@ def validation_points(record: dict[str, Any], facts: Training, train_labels: tup
     return points
 
 
-def test_points(record: dict[str, Any], test_labels: tuple[int, ...]) -> list[list[float]]:
+def test_points(probe: ProbeFacts, test_labels: tuple[int, ...]) -> list[list[float]]:
     """[optimizer steps before its end, accuracy %] of each complete pass over the test images."""
     points = []
-    for p in test_passes(record, len(test_labels)):
-        if p.complete and p.predictions is not None and _step(p.end_step):
-            accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(p.predictions)], test_labels)
+    for p in probe.test.passes:
+        predictions = p.of(len(test_labels))
+        if p.complete and predictions is not None and _step(p.end_step):
+            accuracy = _percent([(i, b - 256 if b > 127 else b) for i, b in enumerate(predictions)],
+                                test_labels)
             if accuracy is not None:
                 points.append([p.end_step, accuracy])
     return points[-MAX_POINTS:]
 
 
-def training_curve(record: dict[str, Any], facts: Training, train_labels: tuple[int, ...] = (),
+def training_curve(probe: ProbeFacts, facts: Training, train_labels: tuple[int, ...] = (),
                    test_labels: tuple[int, ...] = ()) -> dict[str, Any] | None:
     """The graded model's optimizer (the one with the most steps) as the probe recorded it: the loss
     and the learning rate as means over ``every`` steps from ``first_step``, and the steps at which
     each training pass (epoch) began; with labels, the validation and test accuracy of the passes
     that evaluated a model (steps before them, percent). None without one, or when the record is
     not well formed."""
-    opts = optimizers(record)
-    params = graded_params(record)
+    opts = probe.optimizers
+    params = probe.graded_params
     own = [s for s, o in opts.items() if o.params & params and o.steps]
     if not own:
         return None
     serial = max(own, key=lambda s: opts[s].steps)
-    raw = record["optimizers"][str(serial)].get("curve")
-    every = raw.get("every") if isinstance(raw, dict) else None
-    if (type(every) is not int or not 1 <= every <= MAX_STEP or not _step(opts[serial].first_step)
-            or not isinstance(raw.get("loss"), list) or len(raw["loss"]) > 2000):
+    curve = opts[serial].curve
+    if curve is None or not _step(opts[serial].first_step):
         return None
-    loss, lr = _series(raw.get("loss"), len(raw["loss"])), _series(raw.get("lr"), len(raw["loss"]))
-    if loss is None or lr is None or not any(v is not None for v in loss + lr):
-        return None
-    return {"every": every, "first_step": opts[serial].first_step, "loss": loss, "lr": lr,
+    return {"every": curve.every, "first_step": opts[serial].first_step, "loss": list(curve.loss),
+            "lr": list(curve.lr),
             "epochs": [p.start_step for p in facts.passes if _step(p.start_step)],
-            "validation": validation_points(record, facts, train_labels) if train_labels else [],
-            "test": test_points(record, test_labels) if test_labels else []}
+            "validation": validation_points(probe, facts, train_labels) if train_labels else [],
+            "test": test_points(probe, test_labels) if test_labels else []}

@@ -1,5 +1,5 @@
-"""Read what the probe wrote inside the kernel: untrusted JSON of the probe's format (``RECORD_VERSION``,
-checked here), its fields validated by whoever uses them (judge/run_facts.py, judge/measure.py).
+"""Read what the probe wrote inside the kernel: untrusted JSON of the probe's format, parsed into
+facts (its version and every field checked) by probe_facts.py.
 
 The file lies in a folder student code could write, so it is opened without following links and
 without blocking, and taken only when it is a regular file of the sandbox's user, within a size cap.
@@ -7,23 +7,21 @@ without blocking, and taken only when it is a regular file of the sandbox's user
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from grader.probe import RECORD_VERSION
+from grader.model.probe_facts import ProbeFacts, RecordRefused, from_json
 
 MAX_BYTES = 64 * 1024 * 1024  # far above a real record (predictions for 10,000 images are ~30 KB)
 
 
 @dataclass(frozen=True)
 class ProbeRead:
-    """The probe's record, or None and why it was not taken (None: the probe wrote nothing)."""
+    """The probe's record as facts, or None and why it was not taken (None: nothing written)."""
 
-    record: dict[str, Any] | None
+    record: ProbeFacts | None
     problem: str | None = None
 
 
@@ -70,24 +68,6 @@ def read_probe(folder: Path, name: str, owner: int | None) -> ProbeRead:
     if not data:
         return ProbeRead(None)  # created empty by the grader; the probe never exported
     try:
-        record = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return ProbeRead(None, "the probe's file is not valid JSON")
-    if not isinstance(record, dict):
-        return ProbeRead(None, "the probe's file is not a JSON object")
-    version = record.get("version")
-    if version != RECORD_VERSION or type(version) is not int:
-        return ProbeRead(None, f"the probe's file has format {str(version)[:20]!r}, not {RECORD_VERSION}: "
-                               "it was not written by this grader's probe")
-    return ProbeRead(record)
-
-
-def section(record: dict[str, Any] | None, key: str) -> dict[str, Any]:
-    """One sub-object of the record, or {} when absent or of the wrong type."""
-    value = record.get(key) if record else None
-    return value if isinstance(value, dict) else {}
-
-
-def integer(value: Any) -> int | None:
-    """An int that is really an int (not a bool, not a string), else None."""
-    return value if type(value) is int else None
+        return ProbeRead(from_json(data))
+    except RecordRefused as refused:
+        return ProbeRead(None, str(refused))

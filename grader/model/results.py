@@ -7,9 +7,12 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.model.findings import Finding, Flag, flags_of, notes_of
+
+if TYPE_CHECKING:
+    from grader.model.probe_facts import ProbeFacts
 
 
 class Status(str, Enum):
@@ -77,7 +80,7 @@ class ExecutionRecord(_Found):
     failed_cell: int | None
     duration_s: float
     executed_notebook: Path | None
-    probe: dict[str, Any] | None  # the probe's record: untrusted JSON, validated field by field by its users
+    probe: ProbeFacts | None  # the probe's record, parsed and checked (model/probe_facts.py)
     outputs_text: str  # everything the notebook printed, for the reported accuracy
     findings: tuple[Finding, ...] = ()
     capture: bytes | None = field(default=None, repr=False)  # the graded pass captured (untrusted bytes; run/evaluate.py)

@@ -21,7 +21,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
@@ -35,6 +35,7 @@ from grader.probe.guard import guarded, own_modes
 from grader.probe.identity import Serials
 from grader.probe.passes import Recorder
 from grader.probe.patches import Patches
+from grader.probe.schema import ProbeRecord
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
@@ -559,7 +560,8 @@ def export() -> None:
         json.dump(report, handle)
 
 
-def _report(state: _State) -> dict[str, Any]:
+def _report(state: _State) -> ProbeRecord:
+    """The record, as grader/probe/schema.py declares it."""
     recorder = state.recorder
     report: dict[str, Any] = {"version": RECORD_VERSION, "num_classes": state.classes, "integrity": _integrity(state),
                               **(guarded(recorder.export, {})()), "model": None, "architecture": None,
@@ -571,4 +573,4 @@ def _report(state: _State) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the recorded facts are still written and judged
         report["probe_error"] = f"{type(exc).__name__}: {exc}"[:500]
     report["probe_faults"] = guard.FAULTS.export()
-    return report
+    return cast(ProbeRecord, report)

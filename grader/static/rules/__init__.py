@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from grader.static.pyast import ParsedCell, parse_cells
 from grader.model.rubric import FrozenFacts
@@ -23,6 +23,7 @@ from grader.static.tamper import literal_data, static_evidence
 
 if TYPE_CHECKING:
     from grader.judge.recompute import Recomputed
+    from grader.model.probe_facts import ProbeFacts
     from grader.model.rubric import Rubric
 
 def _no_findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding, ...]:
@@ -70,7 +71,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
                         literal_data(sub, cells, facts.text))
 
 
-def run_view(record: dict[str, Any], finished: bool, recomputed: Recomputed | None = None) -> RunView:
+def run_view(record: ProbeFacts, finished: bool, recomputed: Recomputed | None = None) -> RunView:
     from grader.judge.run_facts import training  # the run-time halves only: the static check never loads it
 
     return RunView(record, finished, training(record), recomputed)

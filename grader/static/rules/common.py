@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from grader.static.pyast import ParsedCell, const_value, walk_cells
 from grader.model.results import Check
@@ -13,20 +13,21 @@ from grader.model.submission import Submission
 if TYPE_CHECKING:
     from grader.judge.recompute import Recomputed
     from grader.judge.run_facts import Training
+    from grader.model.probe_facts import ProbeFacts
 
 
 @dataclass(frozen=True)
 class RunView:
     """What the run-time halves judge: the probe's record and what the grader computed from it."""
 
-    record: dict[str, Any]  # untrusted JSON, read field by field
+    record: ProbeFacts  # the probe's record, parsed and checked (model/probe_facts.py)
     finished: bool  # every cell ran (no error, no timeout)
     training: Training
     recomputed: Recomputed | None = None  # the trusted side's run of the captured graded pass (its graph facts)
 
     @property
     def has_model(self) -> bool:
-        return isinstance(self.record.get("model"), dict)
+        return self.record.model is not None
 
 
 def unattributed(training: Training) -> str | None:

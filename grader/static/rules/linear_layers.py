@@ -13,7 +13,6 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from grader.model.findings import RuleId
-from grader.model.record import section
 from grader.static.pyast import ParsedCell, dotted, import_aliases, resolve, top_level_constants, walk_cells
 from grader.model.rubric import FrozenFacts
 from grader.static.reference import linear_calls, linear_shape
@@ -23,6 +22,7 @@ from grader.model.submission import Submission
 
 if TYPE_CHECKING:
     from grader.judge.recompute import GraphFacts
+    from grader.model.probe_facts import Op
     from grader.model.rubric import Rubric
 
 RULE = RuleId.LINEAR_LAYERS
@@ -153,12 +153,12 @@ def _linear_verdict(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froze
     return next(v for v in verdicts if not v.ok)
 
 
-def _weight_shape(op: dict[str, Any]) -> tuple[int, int] | None:
+def _weight_shape(op: Op) -> tuple[int, int] | None:
     """(in_features, out_features) of the weight operand of a matrix-product op."""
-    shapes = [s for s in op.get("shapes", []) if isinstance(s, list) and len(s) >= 2 and all(type(d) is int for d in s)]
+    shapes = op.shapes  # those of two dimensions or more
     if not shapes:
         return None
-    if op.get("op") == "linear":
+    if op.name == "linear":
         out_features, in_features = shapes[1][-2:] if len(shapes) > 1 else (None, None)
         return (in_features, out_features) if in_features is not None and out_features is not None else None
     in_features, out_features = shapes[-1][-2:]
@@ -369,35 +369,36 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     graph = _graph_check(run, facts, rubric)
     if graph is not None:
         return graph
-    architecture = section(run.record, "architecture")
-    owners, ops = architecture.get("parameters"), architecture.get("ops")
-    if not isinstance(owners, list):
+    architecture = run.record.architecture
+    owners = architecture.owners if architecture is not None else None
+    if architecture is None or owners is None:
         return run_check(RULE, None, "the trained model was not found; its layers were not checked")
     frozen = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
     fixed = ", ".join(f"{i}->{o}" for i, o in frozen.elements())
     # Judged by the weights' shapes, never by a class name (a traced copy's layers are TracedModules).
     linear: Counter[tuple[int, int]] = Counter()
     unknown: list[str] = []
-    for owner in (o for o in owners if isinstance(o, dict)):
-        kind, name, shapes = str(owner.get("type")), str(owner.get("module")), owner.get("shapes") or [[]]
-        dims = [len(shape) for shape in shapes if isinstance(shape, list)]
+    for owner in owners:
+        kind, name, shapes = owner.type, owner.module, owner.shapes
+        dims = [len(shape) for shape in shapes]
         if any(d > 2 for d in dims):
             return run_check(RULE, False, f"the trained model holds weights in {name} ({kind}) of shape "
-                                          f"{shapes[dims.index(max(dims))]}; only the Linear layers and "
+                                          f"{list(shapes[dims.index(max(dims))])}; only the Linear layers and "
                                           "normalization layers may")
-        linear.update((shape[1], shape[0]) for shape in shapes if isinstance(shape, list) and len(shape) == 2)
+        linear.update((shape[1], shape[0]) for shape in shapes if len(shape) == 2)
         if 2 not in dims and kind != "Linear" and kind not in rubric.allowed_layers:
             unknown.append(f"{name} ({kind})")
     if linear != frozen:
         found = ", ".join(f"{i}->{o}" for i, o in linear.elements()) or "none"
         return run_check(RULE, False, f"the trained model's Linear layers are {found}; the homework fixes {fixed}")
-    if not isinstance(ops, list):
+    ops = architecture.ops
+    if ops is None:
         return run_check(RULE, None, f"the Linear layers are {fixed}, but the forward pass could not be traced "
-                                                 f"({str(architecture.get('error'))[:120]})")
+                                                 f"({architecture.error})")
     products: Counter[tuple[int, int] | None] = Counter()
-    for op in (o for o in ops if isinstance(o, dict)):
-        if op.get("op") not in _MATMUL_OPS:
-            return run_check(RULE, False, f"the forward pass applies {op.get('op')}; only the three Linear "
+    for op in ops:
+        if op.name not in _MATMUL_OPS:
+            return run_check(RULE, False, f"the forward pass applies {op.name}; only the three Linear "
                                                       "layers may apply weights")
         products[_weight_shape(op)] += 1
     if products != frozen:

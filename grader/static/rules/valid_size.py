@@ -17,7 +17,6 @@ from grader.model.findings import Finding, Flag, RuleId
 from grader.static.pyast import ParsedCell, top_level_constants, walk_cells
 from grader.model.rubric import FrozenFacts
 from grader.model.results import Check
-from grader.model.record import integer
 from grader.static.rules.common import RunView, assignments, frozen_value, run_check, static_check, unattributed, unseen_rows
 from grader.model.submission import Submission
 
@@ -63,8 +62,7 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
 
 def test_images_trained(run: RunView) -> tuple[int, int]:
     """(test images, test rows) whose rows got a gradient in a call an optimizer step followed (probe)."""
-    images, rows = integer(run.record.get("test_images_trained")), integer(run.record.get("test_rows_trained"))
-    return (images or 0, rows or 0) if images and images > 0 else (0, 0)
+    return run.record.test.images_trained, run.record.test.rows_trained
 
 
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
@@ -79,7 +77,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     unseen = unseen_rows(training)
     if unseen is not None:
         return run_check(RULE, None, f"{unseen}; the split was not measured")
-    if (integer(run.record.get("loader_mismatch")) or 0) > 0:
+    if run.record.train.loader_mismatch > 0:
         return run_check(RULE, None, "the training DataLoader yielded other images than its sampler named (a Dataset "
                                      "that remaps indices); which images trained the model is not known")
     size, trained = training.train_size, training.trained.bit_count()
@@ -98,7 +96,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     if trained < expected - max(1, SPLIT_TOLERANCE * size):
         if not run.finished:
             return run_check(RULE, None, f"{shown} before the run stopped; the split is not known")
-        unread = integer(run.record.get("unread_rows")) or 0
+        unread = run.record.train.unread_rows
         if unread > 0:  # the images it did not see may be among them
             return run_check(RULE, None, f"{shown}, but {unread} rows of its training batches were no image the "
                                          "grader could name (changed by augmentation or rounding); the split was "
