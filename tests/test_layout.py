@@ -220,3 +220,25 @@ def test_the_readme_lists_every_status_with_what_to_do() -> None:
 @pytest.mark.parametrize("flag", list(Flag))
 def test_every_flag_has_a_meaning(flag: Flag) -> None:
     assert flag.meaning and str(flag) == flag.value and f"{flag}" == flag.value
+
+
+def test_no_module_outside_the_parser_reads_the_probes_record_by_key() -> None:
+    """The probe's record is read by key in one place, model/probe_facts.py (the probe writes it)."""
+    from typing import get_type_hints
+
+    from grader.probe.schema import ProbeRecord
+
+    keys = set(get_type_hints(ProbeRecord)) - {"version"}  # the evaluator's manifest has its own
+    found = []
+    for module, path in MODULES.items():
+        if module == "grader.model.probe_facts" or _stage(module) == "probe":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            key = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                key = node.args[0] if node.func.attr == "get" else None
+            elif isinstance(node, ast.Subscript):
+                key = node.slice
+            if isinstance(key, ast.Constant) and key.value in keys:
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
