@@ -89,7 +89,10 @@ MEANING: dict[Flag, str] = {
     Flag.TRAINED_ON_TEST_IMAGES: "optimizer steps followed test images going through the model in training mode",
     Flag.TRAINING_UNWATCHED: "optimizer steps ran inside a data loader's fetch, where the probe does not watch",
     Flag.NO_REPORTED_ACCURACY: "no printed test accuracy was found in the notebook's output",
-    Flag.REPORTED_ACCURACY_MISMATCH: "the printed accuracy differs from the measured one by more than the tolerance",
+    Flag.REPORTED_ACCURACY_MISMATCH: (
+        "the printed test accuracy differs from the measured one by more than the tolerance "
+        "(labels hidden: it is above chance, so it was not computed on the test set)"
+    ),
     Flag.REPORT_ACCURACY_DIFFERS: "the report PDF's \"Best accuracy\" differs from the measured one beyond the tolerance",
     Flag.EARLY_STOPPING: "a complete run trained fewer epochs than the homework fixes (rubric: early_stopping: flag)",
     Flag.TRAINING_NOT_FOLLOWED: "the optimizer stepped over images the grader could not match to the training set",
