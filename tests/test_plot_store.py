@@ -97,6 +97,22 @@ def test_a_plot_a_worker_cannot_draw_is_left_to_the_page(tmp_path: Path, rubric:
     assert (tmp_path / "plots" / wrong.file).is_file()
 
 
+def test_without_worker_processes_the_pages_draw_their_plots_here(
+        tmp_path: Path, rubric: Rubric, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise OSError("[Errno 38] Function not implemented")  # sem_open where /dev/shm is missing
+
+    monkeypatch.setattr(plot_store, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(plot_store, "POOL_FROM", 2)
+    results = [_result("amy"), _result("bob", 89.5)]
+    plots = [p for r in results for p in plot_store.student_plots(r, rubric)]
+    assert plot_store.draw_missing(tmp_path, plots, workers=2) == 3
+    assert not (tmp_path / "plots").exists()
+    write_batch_reports(tmp_path, results, rubric, [])
+    assert "graded 89.50%" in (tmp_path / "students" / "bob.html").read_text()
+    assert len(list((tmp_path / "plots").iterdir())) == 4
+
+
 def test_the_surest_mistakes_are_the_official_pixels_with_their_titles() -> None:
     pixels = bytes((7 * i) % 256 for i in range(3 * 784))
     wrong = [(12, 6, 0, 0.99), (7, 2, 4, 0.9), (3, 9, 99, 0.5)]

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -111,8 +112,9 @@ def _drawn(plot: Plot) -> Markup | None:
 
 def draw_missing(out: Path, plots: Iterable[Plot], workers: int | None = None) -> int:
     """Draws the plots not in OUT/plots yet, each once, in ``workers`` processes (None: one per
-    core when there are POOL_FROM or more, else here); returns how many were missing. A plot a
-    worker cannot draw is left out: the page that shows it draws it again and says why."""
+    core when there are POOL_FROM or more, else here); returns how many were missing. A plot the
+    workers do not draw (its numbers cannot be drawn, a worker died, no worker could start) is
+    left out: the page that shows it draws it again here, and says why if it cannot."""
     missing = list({p.file: p for p in plots if not (out / FOLDER / p.file).is_file()}.values())
     if workers is None:
         cores = len(os.sched_getaffinity(0))
@@ -121,10 +123,12 @@ def draw_missing(out: Path, plots: Iterable[Plot], workers: int | None = None) -
         for plot in missing:
             _keep(out, plot)
         return len(missing)
-    # spawn, not fork: `grader grade` calls this with its executor's threads still alive
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        chunk = max(1, len(missing) // (4 * workers))
-        list(pool.map(partial(_keep, out), missing, chunksize=chunk))
+    try:  # spawn, not fork: `grader grade` calls this with its executor's threads still alive
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            chunk = max(1, len(missing) // (4 * workers))
+            list(pool.map(partial(_keep, out), missing, chunksize=chunk))
+    except (OSError, BrokenProcessPool):  # no semaphores in a bare container, a worker killed
+        pass
     return len(missing)
 
 
