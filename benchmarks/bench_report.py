@@ -5,14 +5,14 @@ mistakes' pixels and three rule checks) into a scratch OUT, then runs `grader re
 times in a fresh process each:
 
 - the first run, no plot drawn yet (results graded elsewhere, or PLOTS_VERSION raised): it draws
-  every plot (in worker processes, one per core) and keeps them in OUT/plots;
+  every plot and keeps them in OUT/plots;
 - the others: what a TA waits after an override edit (the median);
 - in a second OUT, each result's plots drawn as `grader grade` draws them when the result lands
   (timed here, a result at a time: this cost moved off the end of the batch into the grading),
   then the first `grader report`, as at the end of `grader grade`.
 
-Each time is wall-clock, with the CPU time of the command (its worker processes included): the
-machine is shared, and the CPU time says what the wall-clock time hides.
+Each time is wall-clock, with the CPU time of the command beside it: on a shared machine the CPU
+time says what the wall-clock time hides.
 
 Usage: python benchmarks/bench_report.py [--students 200] [--runs 3]
 """
@@ -75,7 +75,7 @@ def _land(out: Path) -> float:
     rubric = load_rubric(ROOT / "rubric.yaml")
     start = time.perf_counter()
     for path in sorted((out / "results").glob("*.json")):
-        draw_missing(out, student_plots(Result.read(path), rubric), workers=1)
+        draw_missing(out, student_plots(Result.read(path), rubric))
     return time.perf_counter() - start
 
 

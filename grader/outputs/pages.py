@@ -17,8 +17,7 @@ from grader.outputs.class_summary import measured, summarize
 from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import Roster, csv_text, lms_files, missing
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
-from grader.outputs.plot_store import (Plot, cached, class_histogram, draw_missing, prune,
-                                       student_plots)
+from grader.outputs.plot_store import Plot, cached, class_histogram, prune, student_plots
 from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
 from grader.model.results import Check, Result, Status, cut, write_atomic
 from grader.model.rubric import Rubric
@@ -96,9 +95,8 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
         (out / name).write_text(text, encoding="utf-8")
     failed: list[str] = []
     pairs = load_pairs(out)
-    plots = {g.result.student: student_plots(g.result, rubric) for g in rows}
+    plots = {g.result.student: student_plots(g.result, rubric) for g in rows}  # drawn on landing
     shown = [class_histogram(measured(rows), rubric), *(p for pair in plots.values() for p in pair)]
-    draw_missing(out, shown)  # those `grader grade` did not draw as the results landed
 
     def index() -> str:
         histogram = cached(out, shown[0])

@@ -1,8 +1,9 @@
 """OUT/plots: every plot a page shows, kept under a key of the numbers it draws, so that a plot is
 drawn once however many pages and runs show it (identical plots share one file). `grader grade`
-draws a student's plots when their result lands; `grader report` draws only those missing (in
-worker processes when there are many, as for results graded elsewhere or after PLOTS_VERSION
-changed) and removes the files no page shows any more."""
+draws a student's plots when their result lands (between two results, while the kernels run);
+`grader report` draws only those missing (results graded elsewhere, PLOTS_VERSION raised) and
+removes the files no page shows any more. Drawing stays in this process: only grader/run/ starts
+processes, and `grader report` loads none of it."""
 
 from __future__ import annotations
 
@@ -10,13 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 from markupsafe import Markup
@@ -27,13 +24,11 @@ from grader.model.rubric import Rubric
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
 
 FOLDER = "plots"  # OUT/plots
-POOL_FROM = 16  # missing plots from which `draw_missing` starts workers (~1 s each to start)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plot:
-    """One plot: what it is, the numbers it shows (its key) and how to draw it (a partial of a
-    module-level function of those numbers, so that a worker process can be sent it)."""
+    """One plot: what it is, the numbers it shows (its key) and how to draw it."""
 
     kind: str  # "curve", "wrong" or "histogram": the start of its file's name
     numbers: object  # everything the drawing depends on, JSON-able
@@ -110,34 +105,17 @@ def _drawn(plot: Plot) -> Markup | None:
         return None
 
 
-def draw_missing(out: Path, plots: Iterable[Plot], workers: int | None = None) -> int:
-    """Draws the plots not in OUT/plots yet, each once, in ``workers`` processes (None: one per
-    core when there are POOL_FROM or more, else here); returns how many were missing. A plot the
-    workers do not draw (its numbers cannot be drawn, a worker died, no worker could start) is
-    left out: the page that shows it draws it again here, and says why if it cannot."""
+def draw_missing(out: Path, plots: Iterable[Plot]) -> int:
+    """Draws into OUT/plots those of ``plots`` not there yet, each once; returns how many were
+    missing. One that cannot be drawn is left out, whatever drawing it raises: the page that shows
+    it draws it again, and says why (a result landing never costs the batch)."""
     missing = list({p.file: p for p in plots if not (out / FOLDER / p.file).is_file()}.values())
-    if workers is None:
-        cores = len(os.sched_getaffinity(0))
-        workers = min(cores, len(missing) // (POOL_FROM // 2)) if len(missing) >= POOL_FROM else 1
-    if workers <= 1:
-        for plot in missing:
-            _keep(out, plot)
-        return len(missing)
-    try:  # spawn, not fork: `grader grade` calls this with its executor's threads still alive
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            chunk = max(1, len(missing) // (4 * workers))
-            list(pool.map(partial(_keep, out), missing, chunksize=chunk))
-    except (OSError, BrokenProcessPool):  # no semaphores in a bare container, a worker killed
-        pass
+    for plot in missing:
+        try:
+            cached(out, plot)
+        except Exception:  # noqa: BLE001 - said by the page that shows it
+            pass
     return len(missing)
-
-
-def _keep(out: Path, plot: Plot) -> None:
-    """``plot`` drawn into OUT/plots, whatever drawing it raises kept from the caller."""
-    try:
-        cached(out, plot)
-    except Exception:  # noqa: BLE001 - the page showing it draws it again and says why
-        pass
 
 
 def prune(out: Path, shown: Iterable[Plot]) -> None:

@@ -65,7 +65,7 @@ class _Tracker:
         result.write(self.out / "results" / f"{result.student}.json")  # last: its presence means done
         self.record(result, cached=False)
         with self.drawing:
-            draw_missing(self.out, student_plots(result, self.rubric), workers=1)
+            draw_missing(self.out, student_plots(result, self.rubric))
 
     def _notebook_page(self, executed: Path) -> None:
         """OUT/executed/<account>.html beside the notebook, for reading it in a browser (offline); a
