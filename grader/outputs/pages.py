@@ -95,7 +95,7 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
         (out / name).write_text(text, encoding="utf-8")
     failed: list[str] = []
     pairs = load_pairs(out)
-    plots = {g.result.student: student_plots(g.result, rubric) for g in rows}  # drawn on landing
+    plots = {g.result.student: student_plots(g.result, rubric) for g in rows}  # in OUT/plots
     shown = [class_histogram(measured(rows), rubric), *(p for pair in plots.values() for p in pair)]
 
     def index() -> str:
