@@ -3,10 +3,7 @@ written from results (and rendered again from them by `grader report`); markup l
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
-import hashlib
 import json
 import zipfile
 from collections.abc import Callable, Sequence
@@ -22,7 +19,7 @@ from grader.model.dataset import CLASS_NAMES
 from grader.outputs.exports import (CANVAS_FILE, KEPT_ROSTER, LMS_FILES, Roster, canvas_notes,
                                     csv_text, kept_roster, lms_files, missing)
 from grader.scoring.overrides import check_accounts, Grade, Override, grades
-from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
+from grader.outputs.plot_store import Plot, cached, class_histogram, prune, student_plots
 from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
 from grader.model.results import Check, Result, Status, cut, write_atomic
 from grader.model.rubric import Rubric
@@ -108,12 +105,11 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
                 "the roster has no columns for it" if roster else
                 f"no roster to write it again from; run `grader report {out} --roster FILE`"))
     pairs = load_pairs(out)
-    scale = [(t.at_least, t.points) for t in (*rubric.accuracy.thresholds, rubric.accuracy.bonus)]
+    plots = {g.result.student: student_plots(g.result, rubric) for g in rows}  # in OUT/plots
+    shown = [class_histogram(measured(rows), rubric), *(p for pair in plots.values() for p in pair)]
 
     def index() -> str:
-        accuracies = measured(rows)
-        histogram = _cached(out, "class-histogram", (accuracies, scale),
-                            lambda: accuracy_histogram(accuracies, rubric) if accuracies else None)
+        histogram = cached(out, shown[0])
         return render("index.html.j2", rows=rows, rubric=rubric, skipped=skipped,
                       summary=summarize(rows, rubric, histogram), pairs=pairs, absent=absent)
 
@@ -133,20 +129,20 @@ def write_batch_reports(out: Path, results: list[Result], rubric: Rubric, skippe
     for g in rows:
         account = g.result.student
         links = [("../index.html", "all students"), (f"../results/{account}.json", "raw result (JSON)")]
-        ta, sent = _isolated(lambda: _student_pages(out, g, rubric, scale), f"{account}'s page", rubric, failed, links)
+        ta, sent = _isolated(lambda: _student_pages(out, g, rubric, plots[account]),
+                             f"{account}'s page", rubric, failed, links)
         (students / f"{account}.html").write_text(ta, encoding="utf-8")
         (feedback / f"{account}.html").write_text(sent, encoding="utf-8")
     _zip_feedback(feedback, [g.result.student for g in rows], out / "feedback.zip")
+    prune(out, shown)
     return tuple(failed)
 
 
-def _student_pages(out: Path, g: Grade, rubric: Rubric, scale: list[tuple[float, int]]) -> tuple[str, str]:
-    """(the TA's page, the page sent back) of one student, plots drawn or read from OUT/plots."""
+def _student_pages(out: Path, g: Grade, rubric: Rubric,
+                   plots: tuple[Plot, Plot]) -> tuple[str, str]:
+    """(the TA's page, the page sent back) of one student, plots read (or drawn) from OUT/plots."""
     result = g.result
-    graded = result.accuracy if result.status is Status.GRADED else None
-    curve = _cached(out, f"{result.student}-curve", (result.curve, scale, graded),
-                    lambda: training_curve(result.curve, rubric, graded) if result.curve else None)
-    wrong = _cached(out, f"{result.student}-wrong", (result.wrong, result.wrong_images), lambda: _wrong_strip(result))
+    curve, wrong = (cached(out, plot) for plot in plots)
     notebook_html = (out / "executed" / f"{result.student}.html").is_file()
     ta, sent = (render("student.html.j2", r=result, g=g, rubric=rubric, classes=CLASS_NAMES, curve=curve, wrong=wrong,
                        page=student_page(g, rubric, feedback, notebook_html), feedback=feedback)
@@ -225,46 +221,6 @@ def student_page(g: Grade, rubric: Rubric, feedback: bool, notebook_html: bool =
     notes = tuple(n for n in r.notes if n != HIDDEN_LABELS_NOTE)
     return StudentPage("graded" if g.overridden else automatic, automatic, g.overridden, mismatch,
                        agrees, broken, undecided, flags, notebook_html, reason, notes)
-
-
-def _cached(out: Path, name: str, numbers: object, draw: Callable[[], Markup | None]) -> Markup | None:
-    """A student's plot from OUT/plots when the numbers it shows have not changed since it was drawn
-    (drawing is most of a page's cost: `grader report` after an override edit draws nothing again)."""
-    key = hashlib.sha256(json.dumps([PLOTS_VERSION, numbers], sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = out / "plots" / f"{name}-{key}.svg"
-    try:
-        return Markup(path.read_text(encoding="utf-8"))
-    except OSError:
-        pass
-    drawn = _plot(draw)
-    if drawn is not None:
-        path.parent.mkdir(exist_ok=True)
-        for old in path.parent.glob(f"{name}-*.svg"):
-            old.unlink(missing_ok=True)
-        write_atomic(path, str(drawn).encode())
-    return drawn
-
-
-def _plot(draw: Callable[[], Markup | None]) -> Markup | None:
-    """A student's plot, or none when its numbers cannot be drawn: one odd result never costs the
-    class its pages (the numbers come from a record the student's process wrote)."""
-    try:
-        return draw()
-    except (ValueError, OverflowError, TypeError, KeyError, MemoryError):
-        return None
-
-
-def _wrong_strip(result: Result) -> Markup | None:
-    """The surest mistakes as thumbnails, when the result carries their pixels (from the official file)."""
-    if not result.wrong or not result.wrong_images:
-        return None
-    try:
-        pixels = base64.b64decode(result.wrong_images, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(pixels) != 28 * 28 * len(result.wrong):
-        return None
-    return wrong_strip(result.wrong, pixels, CLASS_NAMES)
 
 
 def rerender(out: Path, rubric: Rubric, overrides: dict[str, Override], roster: Roster | None = None) -> tuple[str, ...]:

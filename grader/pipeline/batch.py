@@ -15,11 +15,13 @@ from grader.intake.read import read_submission
 from grader.model.context import Context
 from grader.model.pairs import save as save_pairs
 from grader.model.results import Result, SeedRun, Status, failed_result, write_atomic
+from grader.model.rubric import Rubric
 from grader.model.submission import Submission
 from grader.outputs.exports import Roster
 from grader.outputs.progress import Progress
 from grader.model.errors import GraderError
 from grader.outputs.pages import notebook_page, rerender
+from grader.outputs.plot_store import draw_missing, student_plots
 from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
 from grader.pipeline.executors.local import Executor, Graded, Job
 from grader.run.children import notebook_body
@@ -38,13 +40,16 @@ class BatchSummary:
 
 
 class _Tracker:
-    """Writes each finished result at once and reports progress; safe to call from worker threads."""
+    """Writes each finished result at once, reports progress, then draws the result's plots (the
+    pages at the end only read them); safe to call from worker threads."""
 
-    def __init__(self, out: Path, total: int, on_progress: Callable[[Progress], None], homework: str) -> None:
-        self.out, self.total, self.on_progress, self.homework = out, total, on_progress, homework
+    def __init__(self, out: Path, total: int, on_progress: Callable[[Progress], None],
+                 rubric: Rubric) -> None:
+        self.out, self.total, self.on_progress, self.rubric = out, total, on_progress, rubric
         self.results: list[Result] = []
         self.running: set[str] = set()
         self.lock = threading.Lock()
+        self.drawing = threading.Lock()  # matplotlib's settings are global: one drawing at a time
 
     def started(self, account: str) -> None:
         with self.lock:
@@ -59,13 +64,16 @@ class _Tracker:
             self._notebook_page(executed)
         result.write(self.out / "results" / f"{result.student}.json")  # last: its presence means done
         self.record(result, cached=False)
+        with self.drawing:
+            draw_missing(self.out, student_plots(result, self.rubric))
 
     def _notebook_page(self, executed: Path) -> None:
         """OUT/executed/<account>.html beside the notebook, for reading it in a browser (offline); a
         notebook nbconvert cannot render keeps only its .ipynb link (and no stale page)."""
         page = executed.with_suffix(".html")
         try:
-            write_atomic(page, notebook_page(self.homework, executed.stem, notebook_body(executed)).encode())
+            body = notebook_body(executed)
+            write_atomic(page, notebook_page(self.rubric.homework, executed.stem, body).encode())
         except ValueError:
             page.unlink(missing_ok=True)
 
@@ -181,7 +189,7 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     force = force or only is not None
     skipped = found.skipped
     tracker = _Tracker(out, len(found.submissions) + len(found.unreadable) + len(found.disputed), on_progress,
-                       rubric.homework)
+                       rubric)
     for (account, path, why), status in [*((u, Status.ERROR) for u in found.unreadable),
                                          *((d, Status.REVIEW) for d in found.disputed)]:
         result = failed_result(account, path, why, rubric.accuracy.max_points, status)
