@@ -41,14 +41,17 @@ def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 def _time_the_probe() -> None:
     """Wrap the recorder's hooks and the key matching before install binds them."""
     from grader.probe.content import ImageIndex
-    from grader.probe.passes import Recorder
+    from grader.probe.predictions import TestPasses
+    from grader.probe.recorder import Recorder
+    from grader.probe.training import Draws
 
     from grader.probe.continuity import Continuity
     from grader.probe.gradients import LinearGradients
 
-    for name in ("before_call", "after_call", "on_step", "loader_batch", "_test_rows", "_train_rows", "before_step",
-                 "after_update"):
+    for name in ("before_call", "after_call", "on_step", "loader_batch", "before_step", "after_update"):
         setattr(Recorder, name, _timed(f"Recorder.{name}", getattr(Recorder, name)))
+    TestPasses._test_rows = _timed("TestPasses._test_rows", TestPasses._test_rows)  # type: ignore[method-assign]
+    Draws._train_rows = _timed("Draws._train_rows", Draws._train_rows)  # type: ignore[method-assign]
     for name in ("on_call", "step_begins", "update_done"):
         setattr(LinearGradients, name, _timed(f"LinearGradients.{name}", getattr(LinearGradients, name)))
     for name in ("check", "keep"):

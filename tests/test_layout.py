@@ -242,3 +242,29 @@ def test_no_module_outside_the_parser_reads_the_probes_record_by_key() -> None:
             if isinstance(key, ast.Constant) and key.value in keys:
                 found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+def _self_attributes(path: Path, name: str) -> set[str]:
+    """The names a class assigns on ``self`` anywhere in its body."""
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
+    names = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            for t in ast.walk(target):
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name):
+                    if t.value.id == "self":
+                        names.add(t.attr)
+    return names
+
+
+def test_the_recorder_is_a_thin_dispatcher() -> None:
+    """The probe's Recorder owns at most a dozen attributes; its observers own the rest."""
+    attributes = _self_attributes(PACKAGE / "probe" / "recorder.py", "Recorder")
+    assert 0 < len(attributes) <= 12, sorted(attributes)

@@ -14,7 +14,7 @@ import torch
 
 from grader.probe.content import ImageIndex, Match, read_images, same_image_rows
 from grader.probe.identity import Serials
-from grader.probe.passes import Recorder
+from grader.probe.recorder import Recorder
 from grader.model.dataset import Dataset
 from grader.model.probe_facts import parse
 
@@ -75,10 +75,28 @@ def test_forward_called_directly_pairs_the_first_input_with_the_last_output(tiny
         for start in range(0, len(x), 50):  # model.forward(x): only fc1 and fc2 are called as modules
             hidden = _call(recorder, net.fc1, x[start:start + 50])
             _call(recorder, net.fc2, hidden)
-    (test_pass,) = recorder.test_passes
+    (test_pass,) = recorder.observers.tests.test_passes
     assert test_pass.complete and test_pass.batches == 4
     expected = net(x).argmax(1)
     assert torch.equal(test_pass.predictions.long(), expected)
+
+
+def test_every_event_reaches_the_observers_that_implement_it(tiny_dataset: Dataset) -> None:
+    """The recorder's events (probe/events.py): each has an observer, bound once, in the observers'
+    order; an observer's other public methods are few and named (none is a misspelt event)."""
+    from grader.probe.events import EVENTS, Observer
+
+    recorder = Recorder(ImageIndex(tiny_dataset.raw), 10, Serials())
+    observers = recorder.observers
+    hooks = observers.hooks()
+    assert set(hooks) == set(EVENTS) and all(hooks[event] for event in EVENTS)
+    assert [h.__self__ for h in hooks["call_begins"]] == [observers.test_training, observers.draws,
+                                                          observers.evaluations, observers.tests]
+    queries = {"watch", "training_pass", "unattributed_step", "stepping_loader", "mirrored_all", "carry"}
+    for observer in vars(observers).values():
+        assert isinstance(observer, Observer)
+        own = {name for name in vars(type(observer)) if not name.startswith("_")}
+        assert own <= set(EVENTS) | queries, type(observer).__name__
 
 
 def test_a_new_pass_starts_when_an_image_comes_back(tiny_dataset: Dataset) -> None:
@@ -92,10 +110,10 @@ def test_a_new_pass_starts_when_an_image_comes_back(tiny_dataset: Dataset) -> No
     with torch.no_grad():
         _call(recorder, net, test.float())
         _call(recorder, net, test[:100].float())  # a second, partial pass
-    content = [p for p in recorder.train_passes if p.source == "content"]
+    content = [p for p in recorder.shared.train_passes if p.source == "content"]
     assert [int(p.drawn.sum()) for p in content] == [480, 480, 480]
     assert all(sum(p.steps.values()) == 15 for p in content)
-    assert [(p.complete, int((p.predictions >= 0).sum())) for p in recorder.test_passes] == [(True, 200), (False, 100)]
+    assert [(p.complete, int((p.predictions >= 0).sum())) for p in recorder.observers.tests.test_passes] == [(True, 200), (False, 100)]
 
 
 def test_a_look_at_one_loader_batch_then_preloaded_training(tiny_dataset: Dataset) -> None:
@@ -132,8 +150,8 @@ def test_steps_decide_which_draws_trained_the_model(tiny_dataset: Dataset) -> No
         with torch.no_grad():
             _call(recorder, net, train[480:].float())
     recorder.export()
-    trained = [p for p in recorder.train_passes if p.stepping]
-    validated = [p for p in recorder.train_passes if not p.stepping]
+    trained = [p for p in recorder.shared.train_passes if p.stepping]
+    validated = [p for p in recorder.shared.train_passes if not p.stepping]
     assert [int(p.drawn.sum()) for p in trained] == [480, 480] and [int(p.drawn.sum()) for p in validated] == [120, 120]
     assert all(sum(p.steps.values()) == 15 for p in trained)
 
@@ -293,7 +311,7 @@ def test_test_rows_in_a_training_step_are_counted_however_few(tiny_dataset: Data
     for start in range(0, 5 * 64, 64):
         x = torch.cat([train[start:start + 63], test[start // 64:start // 64 + 1]]).float() / 255
         _train_step(recorder, net, optimizer, x, labels)
-    assert recorder.test_rows_trained == 5 and int(recorder.test_trained.sum()) == 5
+    assert recorder.observers.test_training.rows_trained == 5 and int(recorder.observers.test_training.trained.sum()) == 5
     # Through what an attacker tries next: noise far below a grey level, a flip, eval mode, a reshape,
     # keyword arguments.
     variants = [lambda t: t + 1e-4 * torch.randn_like(t), lambda t: t.reshape(-1, 28, 28).flip(-1).reshape(-1, 784)]
@@ -308,11 +326,11 @@ def test_test_rows_in_a_training_step_are_counted_however_few(tiny_dataset: Data
     torch.nn.functional.cross_entropy(_call_kw(recorder, net, x.view(1, -1, 784)), labels).backward()
     optimizer.step()
     recorder.on_step(optimizer, (), {})
-    assert recorder.test_rows_trained == 9
+    assert recorder.observers.test_training.rows_trained == 9
     for start in range(0, 200, 50):  # forgot eval mode and no_grad: a test pass with gradients, no backward
         _call(recorder, net, test[start:start + 50].float() / 255)
     _train_step(recorder, net, optimizer, train[:64].float() / 255, labels)
-    assert recorder.test_rows_trained == 9
+    assert recorder.observers.test_training.rows_trained == 9
     assert recorder.export()["test_images_trained"] == 9
 
 
@@ -330,7 +348,7 @@ def test_a_step_after_no_batch_of_training_images_is_unattributed(tiny_dataset: 
         x = train[start:start + 64].float() / 255
         _train_step(recorder, net, optimizer, x, labels)
         _train_step(recorder, net, optimizer, x + 0.02 * torch.randn_like(x), labels)  # five grey levels
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert entry["steps"] == 9 and entry.get("unattributed") == 4
 
 
@@ -352,8 +370,8 @@ def test_loading_back_a_saved_state_names_the_step_it_was_saved_at(tiny_dataset:
     recorder.on_load(net)
     net.load_state_dict(initial)
     recorder.on_load(net)
-    assert [(load["step"], load["restored"]) for load in recorder.loads] == [(3, None), (3, 0)]
-    assert recorder.loads[1]["restored_event"] == 2  # the latest state taken with those weights
+    assert [(load["step"], load["restored"]) for load in recorder.observers.checkpoints.loads] == [(3, None), (3, 0)]
+    assert recorder.observers.checkpoints.loads[1]["restored_event"] == 2  # the latest state taken with those weights
 
 
 def _real_raw(tmp_path: Path) -> Path:
@@ -388,10 +406,10 @@ def test_training_images_sharing_a_key_with_a_test_image_are_not_test_rows(tmp_p
     net = _Net().train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     _train_step(recorder, net, optimizer, x, torch.zeros(len(colliding), dtype=torch.long))
-    assert recorder.test_rows_trained == 0
+    assert recorder.observers.test_training.rows_trained == 0
     x = torch.cat([x, (test[2605:2606].float() / 255 - 0.286) / 0.353])
     _train_step(recorder, net, optimizer, x, torch.zeros(len(x), dtype=torch.long))
-    assert recorder.test_rows_trained == 1
+    assert recorder.observers.test_training.rows_trained == 1
 
 
 def test_an_erased_row_sharing_another_images_key_is_not_evidence(tiny_dataset: Dataset) -> None:
@@ -429,9 +447,9 @@ def test_an_erased_row_sharing_another_images_key_is_not_evidence(tiny_dataset: 
     net = _Net().train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     _train_step(recorder, net, optimizer, x, torch.zeros(8, dtype=torch.long))
-    assert sorted(torch.nonzero(recorder.stepped_rows).flatten().tolist()) == [0, 1, 2, 4, 5, 6, 7, 8]
-    assert torch.nonzero(recorder.stepped_rows & ~recorder.stepped_exact).flatten().tolist() == [5]
-    drawn = recorder.train_passes[-1]
+    assert sorted(torch.nonzero(recorder.observers.draws.stepped_rows).flatten().tolist()) == [0, 1, 2, 4, 5, 6, 7, 8]
+    assert torch.nonzero(recorder.observers.draws.stepped_rows & ~recorder.observers.draws.stepped_exact).flatten().tolist() == [5]
+    drawn = recorder.shared.train_passes[-1]
     assert torch.nonzero(drawn.drawn & ~drawn.exact).flatten().tolist() == [5] and "loose" in drawn.export()
 
 
@@ -455,11 +473,11 @@ def test_rows_standardized_per_pixel_are_training_images_on_the_real_data(tmp_pa
             rows = shuffled[start:start + 64]
             _train_step(recorder, net, optimizer, x[rows], torch.zeros(len(rows), dtype=torch.long))
     recorder.export()
-    passes = [p for p in recorder.train_passes if p.stepping]
+    passes = [p for p in recorder.shared.train_passes if p.stepping]
     drawn = [int(p.drawn.sum()) for p in passes]  # an image sharing its zero mask with another is left out
     assert len(drawn) == 2 and min(drawn) >= 3990
     assert all(sum(p.steps.values()) == 63 for p in passes)
-    assert not any(entry.get("unattributed") for entry in recorder.optimizers.values())
+    assert not any(entry.get("unattributed") for entry in recorder.shared.optimizers.values())
 
 
 def test_test_images_a_wrapper_dataset_slips_into_loader_batches_are_found(tiny_dataset: Dataset) -> None:
@@ -472,9 +490,9 @@ def test_test_images_a_wrapper_dataset_slips_into_loader_batches_are_found(tiny_
     labels = torch.zeros(8, dtype=torch.long)
     for k in range(100):
         x = torch.cat([train[k * 4:k * 4 + 4], test[k:k + 4]]).float() / 255
-        recorder.yielded = x  # as the loader's patched __next__ leaves it
+        recorder.observers.loaders.yielded = x  # as the loader's patched __next__ leaves it
         _train_step(recorder, net, optimizer, x, labels)
-    assert 4 * 30 <= recorder.test_rows_trained <= 400  # seen within 70 batches: all but (7/8)**70 of the time
+    assert 4 * 30 <= recorder.observers.test_training.rows_trained <= 400  # seen within 70 batches: all but (7/8)**70 of the time
 
 
 def test_per_pixel_rows_read_once_the_map_is_learned_count_their_steps(tiny_dataset: Dataset) -> None:
@@ -493,9 +511,9 @@ def test_per_pixel_rows_read_once_the_map_is_learned_count_their_steps(tiny_data
             rows = order[start:start + 32]
             _train_step(recorder, net, optimizer, x[rows], torch.zeros(len(rows), dtype=torch.long))
     recorder.export()
-    (entry,) = recorder.optimizers.values()
-    assert not entry.get("unattributed") and not recorder._learning
-    passes = [p for p in recorder.train_passes if p.stepping]
+    (entry,) = recorder.shared.optimizers.values()
+    assert not entry.get("unattributed") and not recorder.observers.draws.learning.kept
+    passes = [p for p in recorder.shared.train_passes if p.stepping]
     assert len(passes) == 3 and [sum(p.steps.values()) for p in passes] == [15, 15, 15]
     drawn = [int(p.drawn.sum()) for p in passes]  # while learning, a batch read in part misses a few rows
     assert drawn[0] >= 400 and min(drawn[1:]) >= 475
@@ -521,10 +539,10 @@ def test_only_rows_a_gradient_reached_trained_the_model(tiny_dataset: Dataset) -
         _call(recorder, net, x[start:start + 40])
     _train_step(recorder, net, optimizer, x[:30], labels)
     recorder.export()
-    trained = [p for p in recorder.train_passes if p.stepping]
-    validated = [p for p in recorder.train_passes if not p.stepping]
+    trained = [p for p in recorder.shared.train_passes if p.stepping]
+    validated = [p for p in recorder.shared.train_passes if not p.stepping]
     assert int(trained[0].drawn.sum()) == 480 and [int(p.drawn.sum()) for p in validated] == [120]
-    assert int(recorder.stepped_rows.sum()) == 480
+    assert int(recorder.observers.draws.stepped_rows.sum()) == 480
 
 
 def test_a_step_over_unrecognised_rows_trains_none_of_the_rows_evaluated_before_it(tiny_dataset: Dataset) -> None:
@@ -548,8 +566,8 @@ def test_a_step_over_unrecognised_rows_trains_none_of_the_rows_evaluated_before_
         else:
             _call(recorder, net, x[480:])  # forgot no_grad
     recorder.export()
-    assert int(recorder.stepped_rows.sum()) == 0
-    assert [int(p.drawn.sum()) for p in recorder.train_passes if not p.stepping] == [120, 120, 120]
+    assert int(recorder.observers.draws.stepped_rows.sum()) == 0
+    assert [int(p.drawn.sum()) for p in recorder.shared.train_passes if not p.stepping] == [120, 120, 120]
 
 
 def test_a_test_time_flip_is_not_a_second_prediction(tiny_dataset: Dataset) -> None:
@@ -564,7 +582,7 @@ def test_a_test_time_flip_is_not_a_second_prediction(tiny_dataset: Dataset) -> N
             batch = x[start:start + 50]
             _call(recorder, net, batch)
             _call(recorder, net, batch.reshape(-1, 28, 28).flip(-1).reshape(-1, 784))
-    assert [(p.complete, p.rows) for p in recorder.test_passes] == [(True, 200)]
+    assert [(p.complete, p.rows) for p in recorder.observers.tests.test_passes] == [(True, 200)]
 
 
 def _training(dataset: Dataset) -> tuple[Recorder, Serials, torch.nn.Module, torch.optim.Optimizer, torch.Tensor,
@@ -591,7 +609,7 @@ def test_steps_beside_the_loader_batches_are_counted_apart(tiny_dataset: Dataset
             _train_step(recorder, net, optimizer, batch, labels)
             _train_step(recorder, net, optimizer, x[(start + 200) % 560:(start + 200) % 560 + 40], labels)
         track.complete = True
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert entry["steps"] == 48 and entry["beside"] == 24 and not entry.get("unattributed")
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}
     facts = training(parse(record))
@@ -617,7 +635,7 @@ def test_a_blend_sharing_another_images_key_is_not_a_step_beside_the_loader(tiny
         blended[0] = outside if start < 240 else x[599]
         _train_step(recorder, net, optimizer, blended, labels)
     track.complete = True
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert entry["steps"] == 12 and entry["beside"] == 6  # the six with the image itself
     facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.beside_steps == 6
@@ -640,7 +658,7 @@ def test_a_module_called_before_the_model_on_the_same_rows_is_one_draw(tiny_data
             optimizer.step()
             recorder.on_step(optimizer, (), {})
     recorder.export()
-    trained = [p for p in recorder.train_passes if p.stepping]
+    trained = [p for p in recorder.shared.train_passes if p.stepping]
     assert [int(p.drawn.sum()) for p in trained] == [480, 480, 480]
     assert all(sum(p.steps.values()) == 15 for p in trained)
 
@@ -666,8 +684,8 @@ def test_a_model_returning_probabilities_and_logits_is_trained_through_either(ti
         torch.nn.functional.cross_entropy(output[1], labels).backward()
         optimizer.step()
         recorder.on_step(optimizer, (), {})
-    (entry,) = recorder.optimizers.values()
-    assert not entry.get("unattributed") and int(recorder.stepped_rows.sum()) == 480
+    (entry,) = recorder.shared.optimizers.values()
+    assert not entry.get("unattributed") and int(recorder.observers.draws.stepped_rows.sum()) == 480
     batch = torch.cat([x[:20], test[:20].float() / 255])  # test rows trained through the logits are seen too
     optimizer.zero_grad()
     recorder.before_call(net, (batch,))
@@ -676,7 +694,7 @@ def test_a_model_returning_probabilities_and_logits_is_trained_through_either(ti
     torch.nn.functional.cross_entropy(output[1], labels).backward()
     optimizer.step()
     recorder.on_step(optimizer, (), {})
-    assert recorder.test_rows_trained == 20
+    assert recorder.observers.test_training.rows_trained == 20
 
 
 def test_steps_after_mirrored_test_batches_count_like_upright_ones(tiny_dataset: Dataset) -> None:
@@ -689,7 +707,7 @@ def test_steps_after_mirrored_test_batches_count_like_upright_ones(tiny_dataset:
     x, labels = test.float() / 255, torch.zeros(20, dtype=torch.long)
     for start in range(0, 200, 20):
         _train_step(recorder, net, optimizer, x[start:start + 20].reshape(-1, 28, 28).flip(-1).reshape(-1, 784), labels)
-    assert recorder.test_steps == 10 and recorder.test_rows_trained == 200
+    assert recorder.observers.test_training.steps == 10 and recorder.observers.test_training.rows_trained == 200
 
 
 def test_zip_of_the_train_and_valid_loaders_trains_on_the_train_loader(tiny_dataset: Dataset) -> None:
@@ -709,7 +727,7 @@ def test_zip_of_the_train_and_valid_loaders_trains_on_the_train_loader(tiny_data
             with torch.no_grad():
                 _call(recorder, net, valid)
         train_pass.complete = valid_pass.complete = True
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert not entry.get("beside") and not entry.get("unattributed")
     facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.pass_count == 2 and facts.trained.bit_count() == 480 and facts.beside_steps == 0
@@ -731,7 +749,7 @@ def test_a_second_loader_yielding_beside_the_extra_steps_hides_nothing(tiny_data
             recorder.loader_batch(dummy, [599], (x[599:600], labels[:1]))
             _train_step(recorder, net, optimizer, x[(start + 200) % 560:(start + 200) % 560 + 40], labels)
         track.complete = True
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert entry["steps"] == 48 and entry["beside"] == 24
     facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.beside_steps == 24
@@ -754,7 +772,7 @@ def test_a_step_on_a_yielded_batch_after_evaluating_the_training_rows_trains_on_
     index, _, train = _index(tiny_dataset)
     serials = Serials()
     recorder = Recorder(index, 10, serials)
-    recorder._spot.randrange = lambda n: 1  # type: ignore[method-assign]  # no spot check: the batch is not read
+    recorder.observers.loaders._spot.randrange = lambda n: 1  # type: ignore[method-assign]  # no spot check: the batch is not read
     net = _Net().train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     x, labels = train.float() / 255, torch.zeros(40, dtype=torch.long)
@@ -772,7 +790,7 @@ def test_a_step_on_a_yielded_batch_after_evaluating_the_training_rows_trains_on_
                 recorder.loader_batch(evaluation, list(range(start, start + 240)), (rows, labels))
                 _call(recorder, net, rows.clone())
         evaluation.complete = True
-    (entry,) = recorder.optimizers.values()
+    (entry,) = recorder.shared.optimizers.values()
     assert entry["steps"] == 36 and not entry.get("unattributed") and not entry.get("beside")
     facts = training(parse({**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()]}}))
     assert facts.pass_count == 3 and facts.trained.bit_count() == 480
@@ -845,7 +863,8 @@ def test_the_notebooks_own_evaluation_is_captured_without_the_validation_pass_be
 
     state = runtime._State({"num_classes": 10, "data_root": str(tiny_dataset.raw.parent.parent)})
     net = _Net().eval()
-    evaluation = state.recorder.evaluation = Evaluation(state.recorder.module_serial(net), 0)
+    evaluation = state.recorder.observers.evaluations.evaluation = Evaluation(
+        state.recorder.shared.module_serial(net), 0)
     for rows in (64, 64, 64, 56, 64, 64, 64, 8):  # 248 validation-like rows, then a 200-row pass
         evaluation.add(torch.rand(rows, 784), torch.zeros(rows, dtype=torch.int8), "float32")
     captured = runtime._own_evaluation(state, net)
@@ -905,16 +924,16 @@ def test_mirror_images_of_the_whole_test_set_are_seen_per_model_and_step(tiny_da
     with torch.no_grad():
         for start in (0, 100):  # each batch, then its mirror images
             _call(recorder, net, x[start:start + 100])
-            assert not recorder.mirrored_all(recorder.module_serial(net), 0)
+            assert not recorder.observers.tests.mirrored_all(recorder.shared.module_serial(net), 0)
             _call(recorder, net, mirror[start:start + 100])
-    (test_pass,) = recorder.test_passes
-    assert test_pass.complete and recorder.mirrored_all(test_pass.predictor[0], test_pass.end_step)
+    (test_pass,) = recorder.observers.tests.test_passes
+    assert test_pass.complete and recorder.observers.tests.mirrored_all(test_pass.predictor[0], test_pass.end_step)
     check = Recorder(index, 10, Serials())  # a separate pass over the mirror images: a robustness check
     with torch.no_grad():
         for rows in (x, mirror):
             _call(check, net, rows[:100])
             _call(check, net, rows[100:])
-    assert not check.mirrored_all(check.test_passes[0].predictor[0], 0)
+    assert not check.observers.tests.mirrored_all(check.observers.tests.test_passes[0].predictor[0], 0)
 
 
 def test_a_loaded_torchscript_model_is_captured_through_a_python_twin() -> None:
@@ -951,7 +970,7 @@ def _moved(recorder: Recorder, serials: Serials, net: torch.nn.Module) -> int:
     from grader.judge.run_facts import training
 
     record = {**recorder.export(), "model": {"param_serials": [serials.of(p) for p in net.parameters()],
-                                            "explained": recorder.continuity.explains(list(net.parameters()))}}
+                                            "explained": recorder.observers.weights.continuity.explains(list(net.parameters()))}}
     facts = training(parse(record))
     return facts.moved + facts.foreign
 
@@ -1068,7 +1087,7 @@ def test_weights_from_beyond_the_runs_states_are_foreign(tiny_dataset: Dataset) 
             net.load_state_dict({"best": best, "ema": ema.state_dict(), "further": shadow.state_dict()}[how])
             recorder.on_load(net)
         assert _moved(recorder, serials, graded) == (1 if "further" in how else 0), how
-    assert recorder.continuity.explains([torch.nn.Parameter(torch.randn(7, 3))]) is False
+    assert recorder.observers.weights.continuity.explains([torch.nn.Parameter(torch.randn(7, 3))]) is False
 
 
 def test_a_gone_candidates_checkpoint_is_still_a_state_the_run_made() -> None:
@@ -1268,7 +1287,7 @@ def test_training_before_the_first_counted_step_is_a_change(tiny_dataset: Datase
         for start in range(0, 480, 40):
             _hooked_step(recorder, net, optimizer, x[start:start + 40], labels)
         assert _moved(recorder, serials, net) == (1 if hidden else 0), hidden
-        assert not recorder._first_grads
+        assert not recorder.observers.weights._first_grads
 
 
 def test_a_load_or_an_init_before_or_between_counted_steps_explains_the_change(tiny_dataset: Dataset) -> None:

@@ -370,7 +370,7 @@ def test_every_key_the_parser_reads_is_declared_in_the_schema() -> None:
 def test_what_the_recorder_exports_is_declared(tiny_dataset: Any) -> None:
     from grader.probe.content import ImageIndex
     from grader.probe.identity import Serials
-    from grader.probe.passes import Recorder
+    from grader.probe.recorder import Recorder
 
     exported = Recorder(ImageIndex(tiny_dataset.raw), 10, Serials()).export()
     assert set(exported) <= set(typing.get_type_hints(schema.ProbeRecord))

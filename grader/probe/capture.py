@@ -56,7 +56,8 @@ def structure(module: torch.nn.Module) -> list[Any]:
 
 def owner(predictor: tuple[int, int], recorder: Any, serials: Serials) -> torch.nn.Module | None:
     """The smallest module owning every parameter of the pass's input and output modules."""
-    ends = [recorder.modules[s]() for s in predictor if s in recorder.modules]
+    modules = recorder.shared.modules
+    ends = [modules[s]() for s in predictor if s in modules]
     if not ends or any(m is None for m in ends):
         return None
     owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
@@ -139,7 +140,7 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
         tensors.append(entry)
     rows, offset = _tensor_entry("inputs", "input", inputs.float(), chunks, offset)
     predictor = getattr(graded, "predictor", None)  # test-time augmentation: the same model on every mirror image
-    mirrored = predictor is not None and recorder.mirrored_all(predictor[0], graded.end_step)
+    mirrored = predictor is not None and recorder.observers.tests.mirrored_all(predictor[0], graded.end_step)
     classes = torch.cat(graded.row_classes).to(torch.int8).cpu().numpy().tobytes()
     manifest = {"version": CAPTURE_VERSION, "graph": artifact.exported_program.decode("utf-8"), "tensors": tensors,
                 "inputs": rows, "input_shape": list(graded.inputs[0].shape[1:]),

@@ -2,7 +2,7 @@
 
 ``install(config)`` seeds the RNGs, points every ``FashionMNIST(...)`` at the prepared data
 (whatever root and download flag the notebook passes), stubs Colab's modules and offline pip,
-and starts the recorder (passes.py): global module hooks for the model's inputs and outputs, an
+and starts the recorder (recorder.py): global module hooks for the model's inputs and outputs, an
 optimizer step hook, and patches of DataLoader iteration and ``load_state_dict``. ``export()``
 finds the trained model by ownership (model.py), traces its forward, predicts the test set
 itself only when the notebook never did, and writes plain JSON. Only the grader's process
@@ -29,17 +29,19 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import RECORD_VERSION, capture, content, gradients, guard, identity, model as models, passes, patches
+from grader.probe import (RECORD_VERSION, capture, checkpoints, content, events, gradients, guard, identity,
+                          model as models, passes, patches, predictions, recorder as recorders, steps, training)
 from grader.probe.content import ImageIndex
 from grader.probe.guard import guarded, own_modes
 from grader.probe.identity import Serials
-from grader.probe.passes import Recorder
+from grader.probe.recorder import Recorder
 from grader.probe.patches import Patches
 from grader.probe.schema import ProbeRecord
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
-_MODULES = (sys.modules[__name__], capture, content, gradients, guard, identity, models, passes, patches)
+_MODULES = (sys.modules[__name__], capture, checkpoints, content, events, gradients, guard, identity, models, passes,
+            patches, predictions, recorders, steps, training)
 
 
 class _State:
@@ -151,7 +153,7 @@ def _patch_loaders(state: _State) -> None:
     @guarded
     def tracked(loader: DataLoader) -> tuple[passes.TrainPass, Any] | None:  # type: ignore[type-arg]
         mapping = _train_mapping(loader.dataset)
-        size = recorder.index.sizes.get("train")
+        size = recorder.shared.index.sizes.get("train")
         return None if mapping is _NOT_TRAIN or size is None else (recorder.start_loader_pass(size), mapping)
 
     @guarded
@@ -423,7 +425,7 @@ def install(config: dict[str, Any]) -> None:
     _stub_colab()
     _guard_pip(state)
     _watch_calls(state)
-    state.recorder.on_complete = lambda test_pass: _snapshot(state, test_pass)
+    state.recorder.observers.tests.on_complete = lambda test_pass: _snapshot(state, test_pass)
     _OWN_CODE.update({name: (f, f.__code__) for name, f in _own_functions().items()})
 
 
@@ -443,24 +445,25 @@ def _snapshot(state: _State, test_pass: passes.TestPass) -> None:
 # -- export -----------------------------------------------------------------------------------
 def _graded_pass(recorder: Recorder) -> passes.TestPass | None:
     """The notebook's last complete test pass, else its most complete one."""
-    complete = [p for p in recorder.test_passes if p.complete]
+    test_passes = recorder.observers.tests.test_passes
+    complete = [p for p in test_passes if p.complete]
     if complete:
         return complete[-1]
-    return max(recorder.test_passes, key=lambda p: int((p.predictions >= 0).sum()), default=None)
+    return max(test_passes, key=lambda p: int((p.predictions >= 0).sum()), default=None)
 
 
 def _find_model(state: _State, graded: passes.TestPass | None) -> tuple[torch.nn.Module | None, str]:
     """The model the graded predictions came from, else the one the last optimizer stepped, by ownership."""
-    recorder, serials = state.recorder, state.serials
+    shared, serials = state.recorder.shared, state.serials
     modules = models.live_modules()
     if graded is not None:
-        ends = [recorder.modules[s]() for s in graded.predictor if s in recorder.modules]
+        ends = [shared.modules[s]() for s in graded.predictor if s in shared.modules]
         if all(m is not None for m in ends):
             owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
             found = models.smallest_owner(owned, serials, modules, prefer=[m for m in ends if m is not None])
             if found is not None:
                 return found, "test-pass"
-    stepped = sorted(recorder.optimizers.values(), key=lambda o: o.get("last_step", 0))
+    stepped = sorted(shared.optimizers.values(), key=lambda o: o.get("last_step", 0))
     if stepped:
         found = models.smallest_owner(set(stepped[-1]["params"]), serials, modules)
         if found is not None:
@@ -486,20 +489,21 @@ def _test_dataset(state: _State) -> tuple[Any, str]:
 def _describe_model(state: _State, report: dict[str, Any]) -> None:
     """The graded model (by ownership), its traced architecture and, without a complete test pass, the fallback."""
     recorder = state.recorder
+    shared, observers = recorder.shared, recorder.observers
     graded = _graded_pass(recorder)
     model, found_by = _find_model(state, graded)
     if model is None:
         return
     report["model"] = models.describe(model, found_by, state.serials)
     # Its weights within the hull of what the counted steps made (an EMA module graded as it is)?
-    report["model"]["explained"] = recorder.continuity.explains(list(model.parameters()))
+    report["model"]["explained"] = observers.weights.continuity.explains(list(model.parameters()))
     dataset, preprocessing = _test_dataset(state)
-    sample = recorder.samples.get(graded.predictor[0]) if graded is not None else None
+    sample = observers.tests.samples.get(graded.predictor[0]) if graded is not None else None
     if sample is None:
         sample = torch.stack([dataset[i][0] for i in range(2)])
     report["architecture"] = models.architecture(model, sample, recorder)
-    stale = graded is not None and (graded.end_step < recorder.steps
-                                    or any((load["test_batch"] or 0) >= graded.last_batch for load in recorder.loads))
+    stale = graded is not None and (graded.end_step < shared.steps or any(
+        (load["test_batch"] or 0) >= graded.last_batch for load in observers.checkpoints.loads))
     captured: Any = graded
     if graded is None or not graded.complete or stale:  # the grader decides which predictions count
         try:
@@ -517,11 +521,11 @@ def _describe_model(state: _State, report: dict[str, Any]) -> None:
 def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
     """The notebook's last evaluation of the final model over rows the content key did not name (a
     test pass under a per-pixel preprocessing, say), as a pass to capture; None without one."""
-    recorder, evaluation = state.recorder, state.recorder.evaluation
-    test_size = recorder.index.sizes.get("test") or 0
-    evaluated = recorder.modules.get(evaluation.serial)
+    shared, evaluation = state.recorder.shared, state.recorder.observers.evaluations.evaluation
+    test_size = shared.index.sizes.get("test") or 0
+    evaluated = shared.modules.get(evaluation.serial)
     module = evaluated() if evaluated is not None else None
-    if module is None or evaluation.step != recorder.steps or evaluation.rows < test_size:
+    if module is None or evaluation.step != shared.steps or evaluation.rows < test_size:
         return None
     if not models.param_serials(module, state.serials) <= models.param_serials(model, state.serials):
         return None
@@ -566,7 +570,7 @@ def _report(state: _State) -> ProbeRecord:
     report: dict[str, Any] = {"version": RECORD_VERSION, "num_classes": state.classes, "integrity": _integrity(state),
                               **(guarded(recorder.export, {})()), "model": None, "architecture": None,
                               "probe_pass": None, "probe_error": None}
-    report["modules"] = {str(serial): type(module).__name__ for serial, ref in recorder.modules.items()
+    report["modules"] = {str(serial): type(module).__name__ for serial, ref in recorder.shared.modules.items()
                          if (module := ref()) is not None}
     try:
         _describe_model(state, report)

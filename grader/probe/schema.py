@@ -1,6 +1,6 @@
 """The probe's record, declared once: the JSON object ``runtime.export()`` writes beside the kernel.
 
-The writer is the probe (``runtime._report``, with ``passes.Recorder.export`` and the parts it
+The writer is the probe (``runtime._report``, with ``recorder.Recorder.export`` and the parts it
 calls); the one reader is ``grader/model/probe_facts.py``, on the trusted side, which refuses any
 other ``version`` and checks every field's type (the file is the student's process's to write:
 nothing here is believed; these declarations say what an honest probe writes). Standard library
