@@ -2,7 +2,8 @@
 test images, for a capture of an honest BatchNorm MLP: the checks of the graph, the rebuilt inputs,
 the run, the pair re-runs. With ``--against REV`` the evaluator of that git revision is timed too
 (grader/run/evaluate.py before the evaluator became a package), interleaved with this one, on the
-same capture (the ops both allow). Each run is a fresh interpreter; only the call is timed.
+same capture (the ops both allow). Each run is a fresh interpreter, its imports done first (as
+the grader starts the evaluator before the notebook runs); only the call is timed.
 
 Usage: python benchmarks/bench_evaluate.py [--runs 3] [--against REV]
 """
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNER = """
 import sys, time
 from pathlib import Path
+import numpy, torch, torch._export.serde.serialize, torch._subclasses.fake_tensor  # imported before
+import torch.export.graph_signature, torch.fx.passes.shape_prop  # the capture comes, as in the grader
 sys.path.insert(0, sys.argv[1])
 try:
     from grader.evaluator.answer import evaluate
