@@ -629,6 +629,22 @@ def test_the_evaluator_names_the_products_as_the_rule_does() -> None:
     assert READ == CAPTURE_VERSION
 
 
+def test_the_content_key_is_one_for_the_probe_and_the_evaluator(images: torch.Tensor) -> None:
+    """grader/evaluator/key.py: any increasing map keeps an image's key; the probe's tolerance (a
+    fraction of a grey level) ignores noise far below a grey level, the evaluator's (none) does
+    not, and then verifies every pixel (inputs.py)."""
+    from grader.evaluator import key
+    from grader.probe import content
+
+    x = (images.float() / 255 - 0.286) / 0.353
+    assert key.keys(x) == key.keys(x, tolerance=0.0) == key.keys(images) == key.keys((x * 3) ** 3)
+    noisy = x + 1e-4 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    assert key.keys(noisy) == key.keys(images)
+    exact = key.keys(noisy, tolerance=0.0)
+    assert sum(a != b for a, b in zip(exact, key.keys(images))) > 0.9 * images.shape[0]
+    assert content.read_images is key.read_images and key.pack(key.masks(x[:0])) == []
+
+
 def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
     """`passes.class_scores` (in the kernel) and `class_scores` (trusted) pick the same
     tensor of any output, or neither, up to the same number of parts."""
