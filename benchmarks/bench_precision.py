@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from grader.model.dataset import Dataset
-from grader.run import evaluate
-from grader.run.evaluate import REGIME_FACTOR, ROW_SPREAD
+from grader.evaluator.key import read_images
+from grader.evaluator.predict import REGIME_FACTOR, ROW_SPREAD
 
 
 def _images(path: Path) -> torch.Tensor:
-    return evaluate._official(path).float() / 255
+    return read_images(path).float() / 255
 
 
 def _labels(path: Path) -> torch.Tensor:

@@ -6,7 +6,7 @@ Three numbers, each a median of several runs in this one invocation:
 - the kernel's side: `grader/probe/capture.py` capturing a graded pass of the reference
   solution's model (three Linear layers, BatchNorm, Dropout) over the 10,000 real test images
   (torch.export, the weights and inputs as raw bytes, the file written);
-- the grader's side after the run: the evaluator (`grader/run/evaluate.py`), started beforehand as
+- the grader's side after the run: the evaluator (`grader/evaluator/`), started beforehand as
   the grader starts it, handed the capture, until its answer (rebuild, re-run, verify every row).
 The cost ratio is (bare + capture + evaluation) / bare.
 
@@ -73,7 +73,6 @@ def main() -> None:
     from grader.model.dataset import TEST_IMAGES
     from grader.probe.capture import Snapshot, capture, write
     from grader.run.evaluate import Evaluator
-    from grader.static.rules.linear_layers import RUNNABLE
 
     dataset = prepare()
     images = dataset.raw / TEST_IMAGES
@@ -86,7 +85,7 @@ def main() -> None:
     bare, kernel, grader, rows = [], [], [], 0
     for _ in range(args.runs):
         bare.append(_bare(Path(args.notebook).resolve(), dataset.root))
-        evaluator = Evaluator(images, RUNNABLE)  # started before the run, as run_submission does
+        evaluator = Evaluator(images)  # started before the run, as run_submission does
         start = time.perf_counter()
         graded = SimpleNamespace(snapshot=Snapshot(model), inputs=inputs, row_classes=classes)
         manifest, payload = capture(graded, model, SimpleNamespace(internal=False))

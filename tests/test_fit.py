@@ -1,5 +1,5 @@
 """judge/fit.py: the graded model's fit of a secret sample of the training images against its test
-accuracy, on figures alone (the evaluator's side is in test_evaluate.py)."""
+accuracy, on figures alone (the evaluator's side is in test_evaluator.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The package's layout holds: one folder per stage, no import cycle, processes only from run/, the
-probe alone in the kernel, light imports where nothing runs, and one list of flags."""
+probe alone in the kernel, the trusted evaluator a leaf, light imports where nothing runs, and one
+list of flags."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from grader.static.rules import RULES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "grader"
 README = PACKAGE.parent / "README.md"
-STAGES = ("model", "intake", "static", "run", "probe", "judge", "scoring", "pipeline", "outputs", "cli")
+STAGES = ("model", "intake", "static", "run", "probe", "evaluator", "judge", "scoring", "pipeline",
+          "outputs", "cli")
+# The evaluator's modules the kernel's probe may import: cheap (torch at most), nothing else of ours.
+KERNEL_SIDE = ("grader.evaluator.key", "grader.evaluator.ops")
+# What the trusted evaluator may import beside the standard library and itself (numpy: torch's).
+EVALUATOR_IMPORTS = ("torch", "numpy")
 # The modules that start processes; only run/ may import them.
 PROCESS_MODULES = ("subprocess", "multiprocessing", "pty", "concurrent.futures.process")
 PROCESS_CALLS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "os.system", "os.popen",
@@ -135,9 +141,61 @@ def test_only_run_starts_processes() -> None:
 
 
 def test_the_probe_imports_nothing_else_of_the_grader() -> None:
-    outside = {m: sorted(i for i in imported if _stage(i) != "probe")
+    """Nothing but itself and the evaluator's key and op tables (one content key for both sides)."""
+    outside = {m: sorted(i for i in imported if _stage(i) != "probe" and i not in KERNEL_SIDE)
                for m, imported in GRAPH.items() if _stage(m) == "probe"}
     assert {m: i for m, i in outside.items() if i} == {}
+    assert "grader.evaluator.key" in GRAPH["grader.probe.content"]  # imported, not twinned
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The first names of every module ``path`` imports (relative imports: '.')."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else (node.module or "").split(".")[0])
+    return found
+
+
+def test_the_evaluator_is_a_leaf_of_torch_and_the_standard_library() -> None:
+    """The trusted evaluator imports nothing of the grader but itself, and else only torch (with
+    numpy) and the standard library: no student-writable path is ever on its import path."""
+    mine = {m: p for m, p in MODULES.items() if _stage(m) == "evaluator"}
+    assert {f"grader.evaluator.{m}" for m in ("__main__", "key", "ops")} <= set(mine)
+    grader = {m: sorted(i for i in GRAPH[m] if _stage(i) != "evaluator") for m in mine}
+    assert {m: i for m, i in grader.items() if i} == {}
+    allowed = set(sys.stdlib_module_names) | {"__future__", "grader", *EVALUATOR_IMPORTS}
+    others = {m: sorted(_top_level_imports(p) - allowed) for m, p in mine.items()}
+    assert {m: i for m, i in others.items() if i} == {}
+    assert not [m for m in MODULES if "grader.evaluator.__main__" in GRAPH[m]]
+
+
+def test_the_evaluator_started_by_its_path_loads_only_its_own_package() -> None:
+    """As run/evaluate.py starts it (``python -I .../grader/evaluator/__main__.py``): the package
+    beside the file, no path added to sys.path, and no grader module outside grader.evaluator."""
+    main = PACKAGE / "evaluator" / "__main__.py"
+    code = (f"import runpy, sys, json\nbefore = list(sys.path)\nrunpy.run_path({str(main)!r})\n"
+            "import grader\n"
+            "print(json.dumps([sorted(sys.modules), sys.path == before, grader.__file__]))")
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True, cwd="/")
+    loaded, same_path, where = json.loads(done.stdout.strip().splitlines()[-1])
+    assert same_path and Path(where) == PACKAGE / "__init__.py"
+    ours = [m for m in loaded if m.split(".")[0] == "grader"]
+    assert [m for m in ours if _stage(m) not in ("grader", "evaluator")] == []
+    # imported at its start, before the capture is read (while the notebook runs)
+    assert "grader.evaluator.answer" in loaded and "torch._export.serde.serialize" in loaded
+
+
+def test_the_kernel_side_of_the_evaluator_loads_nothing_heavy() -> None:
+    """The probe imports the content key in the student's kernel: beside torch itself (loaded
+    there already), it loads nothing (no torch.export, no fake tensors); the op tables, nothing."""
+    torch_alone = _loaded("import torch")
+    keyed = _loaded("import torch, grader.evaluator.key")
+    assert keyed - torch_alone == {"grader", "grader.evaluator", "grader.evaluator.key"}
+    assert not [m for m in _loaded("import grader.evaluator.ops") if m.split(".")[0] in HEAVY]
 
 
 def test_judging_and_scoring_run_nothing() -> None:

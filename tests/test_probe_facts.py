@@ -300,7 +300,7 @@ def test_the_architecture_keeps_integer_shapes_only() -> None:
         ("None", "None", ((),)),
     ]
     assert [(o.name, o.shapes) for o in architecture.ops] == [
-        ("addmm", ((2, 784), (784, 512))),
+        ("addmm", ((512,), (2, 784), (784, 512))),
         ("None", ()),
     ]
     assert len(architecture.error) == 120

@@ -154,9 +154,7 @@ class Op:
     """A weight-applying op of one forward pass."""
 
     name: str
-    shapes: tuple[
-        tuple[int, ...], ...
-    ]  # its operands' shapes of two dimensions or more (integers only)
+    shapes: tuple[tuple[int, ...], ...]  # its operands' shapes (lists of integers only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -477,7 +475,7 @@ def _architecture(value: Any) -> Architecture | None:
         if isinstance(owners, list)
         else None,
         ops=tuple(
-            Op(name=str(o.get("op")), shapes=_shapes(o.get("shapes"), least=2))
+            Op(name=str(o.get("op")), shapes=_shapes(o.get("shapes")))
             for o in ops
             if isinstance(o, dict)
         )

@@ -4,7 +4,7 @@ the pass fed it, and the class it predicted for each row.
 
 Everything here is a claim written in the student's process: the grader re-runs the graph on the
 inputs in a process of its own, checks the graph against the rules and the inputs against the
-official test images, and compares its predictions with these (run/evaluate.py).
+official test images, and compares its predictions with these (grader/evaluator/).
 """
 
 from __future__ import annotations

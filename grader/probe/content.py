@@ -4,20 +4,22 @@ A notebook may feed its model the images through any test-time pipeline: ToTenso
 division by 255 by hand, a TensorDataset, numpy, half precision, another device, flattened or
 not. All of these map the 784 pixels of an image by one increasing affine function, so the
 pixels equal to the image's minimum and those equal to its maximum stay the same positions,
-exactly (a decreasing map, ``1 - x``, swaps the two). The key of an image is the bits of those two masks; it identifies the image and is
-cheap to compute on whatever device the input lives.
+exactly (a decreasing map, ``1 - x``, swaps the two). The key of an image is the bits of those two
+masks; it identifies the image and is cheap to compute on whatever device the input lives. The key
+is the trusted evaluator's (grader/evaluator/key.py), imported from there: one definition for both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-PIXELS = 28 * 28
-TOLERANCE = 0.4 / 255  # of a row's range: within this of its minimum (maximum) is at it (under half a grey level)
+from grader.evaluator import key
+from grader.evaluator.key import PIXELS, read_images
+
+__all__ = ["PIXELS", "ImageIndex", "Match", "PerPixel", "image_rows", "read_images", "same_image_rows"]
 
 
 def image_rows(value: object) -> torch.Tensor | None:
@@ -35,13 +37,6 @@ def image_rows(value: object) -> torch.Tensor | None:
         if size > PIXELS:
             return None
     return None
-
-
-def read_images(path: Path) -> torch.Tensor:
-    """An IDX image file as a (count, 784) uint8 tensor."""
-    data = path.read_bytes()
-    count = int.from_bytes(data[4:8], "big")
-    return torch.frombuffer(bytearray(data[16:16 + count * PIXELS]), dtype=torch.uint8).reshape(count, PIXELS)
 
 
 @dataclass(frozen=True)
@@ -109,41 +104,10 @@ class ImageIndex:
                 images = read_images(raw / name)
                 self.images[split] = images
                 table: dict[bytes, list[int]] = {}
-                for index, key in enumerate(self.keys(images)):
-                    table.setdefault(key, []).append(index)
+                for index, image_key in enumerate(key.keys(images)):
+                    table.setdefault(image_key, []).append(index)
                 self.splits[split] = table
                 self.sizes[split] = images.shape[0]
-
-    @staticmethod
-    def masks(rows: torch.Tensor) -> Any:
-        """Per row of a (batch, 784) tensor, as a numpy bool array (batch, 1568): where it is within a
-        fraction of a grey level of its minimum, then of its maximum. One grey level is at least
-        (max - min) / 255 under any affine map of an image, so on exact inputs this is equality, and
-        noise far below a grey level changes nothing."""
-        import numpy
-
-        if rows.device.type == "cpu" and rows.dtype != torch.bfloat16:
-            # NumPy on one thread: torch's intra-op threads cost more than the work on a batch this size.
-            array = rows.numpy()
-            low, high = array.min(1, keepdims=True), array.max(1, keepdims=True)
-            slack = (high - low) * TOLERANCE if array.dtype.kind == "f" else 0
-            return numpy.concatenate([array <= low + slack, array >= high - slack], 1)
-        low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)  # compared where the tensor lives
-        slack = (high - low) * TOLERANCE if rows.is_floating_point() else 0
-        return torch.cat([rows <= low + slack, rows >= high - slack], 1).cpu().numpy()
-
-    @staticmethod
-    def pack(masks: Any) -> list[bytes]:
-        import numpy
-
-        packed = numpy.packbits(masks, axis=1).tobytes()
-        width = len(packed) // max(1, masks.shape[0])
-        return [packed[k:k + width] for k in range(0, len(packed), width)]
-
-    @classmethod
-    def keys(cls, rows: torch.Tensor) -> list[bytes]:
-        """One key per row of a (batch, 784) tensor: the bits of its minimum and maximum masks."""
-        return cls.pack(cls.masks(rows))
 
     def matches(self, value: object) -> dict[str, Match]:
         """Every split with rows in ``value``, however few: a test image hidden among training rows
@@ -152,22 +116,22 @@ class ImageIndex:
         if rows is None:
             return {}
         with torch.no_grad():
-            masks = self.masks(rows.detach())
-        keys = self.pack(masks)
+            masks = key.masks(rows.detach())
+        keys = key.pack(masks)
         flipped: list[bytes] | None = None
         half = len(keys[0]) // 2
         found: dict[str, Match] = {}
         for split, table in self.splits.items():
             # An inverted image (1 - x, a decreasing map) swaps its minimum and maximum masks.
-            hits = [(position, hit) for position, key in enumerate(keys)
-                    if (hit := table.get(key) or table.get(key[half:] + key[:half])) is not None]
+            hits = [(position, hit) for position, row_key in enumerate(keys)
+                    if (hit := table.get(row_key) or table.get(row_key[half:] + row_key[:half])) is not None]
             turned: list[tuple[int, list[int]]] = []
             if len(hits) < len(keys):  # an image flipped left to right: its masks are
                 if flipped is None:
-                    flipped = self.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
+                    flipped = key.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
                 seen = {position for position, _ in hits}
-                turned = [(position, hit) for position, key in enumerate(flipped)
-                          if position not in seen and (hit := table.get(key)) is not None]
+                turned = [(position, hit) for position, row_key in enumerate(flipped)
+                          if position not in seen and (hit := table.get(row_key)) is not None]
                 hits = sorted(hits + turned, key=lambda item: item[0])
             if hits:
                 found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys),
@@ -223,8 +187,8 @@ class PerPixel:
         self.hits = 0
         self.zero: torch.Tensor | None = None
         self.table: dict[bytes, list[int]] = {}
-        for key, indices in index.splits.get("train", {}).items():
-            self.table.setdefault(key[: len(key) // 2], []).extend(indices)
+        for image_key, indices in index.splits.get("train", {}).items():
+            self.table.setdefault(image_key[: len(image_key) // 2], []).extend(indices)
 
     def match(self, value: object, stepping: bool) -> Match | None:
         if not self.table or (not self.hits and (self.tries >= self.TRIES or not stepping)):

@@ -328,7 +328,7 @@ def _owner(plan: RunPlan) -> int | None:
 
 
 def _read_capture(plan: RunPlan) -> tuple[bytes | None, str | None]:
-    """The capture's bytes (untrusted: run/evaluate.py checks them), or why they were not taken."""
+    """The capture's bytes (untrusted: grader/evaluator/ checks them), or why they were not taken."""
     try:
         data = read_untrusted(plan.kernel_dir, CAPTURE_FILE, _owner(plan), MAX_CAPTURE_BYTES)
     except FileNotFoundError:

@@ -70,15 +70,13 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
     from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, pass_fds, python_paths
 
-    from grader.static.rules.linear_layers import RUNNABLE
-
     assert context.dataset is not None
     images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     if not context.sandboxed:
-        return Evaluator(images, RUNNABLE, train_images=train)
+        return Evaluator(images, train_images=train)
     limits = context.rubric.limits
     sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images, train),
                       limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
                       uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
     sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
-    return Evaluator(images, RUNNABLE, command(sandbox, {}), pass_fds(), train_images=train)
+    return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train)

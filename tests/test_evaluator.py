@@ -1,4 +1,4 @@
-"""The trusted evaluator (grader/run/evaluate.py) against captures a student's process could write:
+"""The trusted evaluator (grader/evaluator/) against captures a student's process could write:
 code hidden in the graph's JSON never runs, inputs must follow one preprocessing for the whole pass,
 and the architecture rule sees data beside the Linear layers. Unit level, on the tiny data set."""
 
@@ -16,8 +16,12 @@ from torch import nn
 from grader.judge import recompute
 from grader.model.dataset import TEST_IMAGES, Dataset
 from grader.model.rubric import FrozenFacts, Rubric
-from grader.run import evaluate
-from grader.static.rules.linear_layers import RUNNABLE
+from grader.evaluator.answer import evaluate
+from grader.evaluator.inputs import per_image
+from grader.evaluator.key import read_images
+from grader.evaluator.manifest import Refused
+from grader.evaluator.ops import RUNNABLE
+from grader.evaluator.predict import MAX_OUTPUTS, class_scores
 
 
 class Net(nn.Module):
@@ -32,7 +36,7 @@ class Net(nn.Module):
 
 
 def _images(dataset: Dataset) -> torch.Tensor:
-    return evaluate._official(dataset.raw / TEST_IMAGES)
+    return read_images(dataset.raw / TEST_IMAGES)
 
 
 def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None,
@@ -45,7 +49,7 @@ def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: 
     model.eval()
     with torch.no_grad():
         program = torch.export.export(model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
-        scores = evaluate.class_scores(model(inputs), inputs.shape[0], 10)
+        scores = class_scores(model(inputs), inputs.shape[0], 10)
         classes = (scores.argmax(1) if claimed is None else claimed).to(torch.int8)
     graph = json.loads(serialize(program).exported_program)
     if edit is not None:
@@ -99,14 +103,14 @@ def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: D
     inputs = (images.float() / 255).reshape(-1, 1, 28, 28)
     for mark in ("/tmp/pwned-by-sympy", "/tmp/pwned-by-guard"):
         Path(mark).unlink(missing_ok=True)
-    with pytest.raises(evaluate.Refused, match=says):
-        evaluate.evaluate(_capture(Net(), inputs, edit), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    with pytest.raises(Refused, match=says):
+        evaluate(_capture(Net(), inputs, edit), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert not Path("/tmp/pwned-by-sympy").exists() and not Path("/tmp/pwned-by-guard").exists()
 
 
 def test_an_honest_capture_is_recomputed_with_its_graph_facts(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     inputs = ((images.float() / 255 - 0.286) / 0.353).reshape(-1, 1, 28, 28)
-    answer = evaluate.evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert answer["official"] == list(range(images.shape[0]))
     assert answer["graph"]["uses"]["bn.running_mean"] == [["batch_norm", "running_mean"]]
     assert answer["graph"]["uses"]["fc1.weight"] == [["linear", "weight"]]
@@ -129,12 +133,20 @@ class _RawPixels(nn.Module):
         return {"features": features, "logits": self.fc3(torch.relu(self.fc2(features)))}
 
 
+def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:
+    """The architecture rule on a graph's facts (its named checks: test_linear_graph.py)."""
+    from grader.static.rules import linear_layers
+
+    measured = recompute.Recomputed(None, graph=graph)
+    return linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
+
+
 def test_raw_pixels_a_normalizing_buffer_and_a_dict_output_are_graded(tiny_dataset: Dataset, images: torch.Tensor,
                                                                        facts: FrozenFacts, rubric: Rubric) -> None:
     """Found by a writer of legal notebooks: each of these was once a review or a false violation."""
     model = _RawPixels().eval()
     inputs = images.reshape(-1, 1, 28, 28)  # uint8, as the notebook fed them
-    answer = evaluate.evaluate(_capture(model, inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(model, inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     with torch.no_grad():
         assert answer["classes"] == model(inputs)["logits"].argmax(1).tolist()
     found = recompute.read(json.dumps(answer), None, images.shape[0])
@@ -149,18 +161,18 @@ def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.T
     x = images.float() / 255
     everyone = list(range(images.shape[0]))
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1))
-    assert evaluate._per_image(x[order], images)[0] == order.tolist()
+    assert per_image(x[order], images)[0] == order.tolist()
     standardized = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
-    assert evaluate._per_image(standardized[order], images)[0] == order.tolist()
-    assert evaluate._per_image(x.half().float() ** 2, images)[0] == everyone
-    assert evaluate._per_image(1 - x, images)[0] == everyone  # a model trained on inverted images
+    assert per_image(standardized[order], images)[0] == order.tolist()
+    assert per_image(x.half().float() ** 2, images)[0] == everyone
+    assert per_image(1 - x, images)[0] == everyone  # a model trained on inverted images
     label = torch.arange(images.shape[0]) % 10
-    assert set(evaluate._per_image(x + 10 * label[:, None], images)[0]) == {-1}
-    assert set(evaluate._per_image(x * (1 + label[:, None]), images)[0]) == {-1}
+    assert set(per_image(x + 10 * label[:, None], images)[0]) == {-1}
+    assert set(per_image(x * (1 + label[:, None]), images)[0]) == {-1}
     # Within the tolerances a label still fits, so the graph runs on inputs rebuilt from the pixels.
-    found, rebuilt, _ = evaluate._per_image(x + 1e-7 * label[:, None], images)
+    found, rebuilt, _ = per_image(x + 1e-7 * label[:, None], images)
     assert found == everyone and rebuilt[images == 0].unique().numel() == 1  # a function of the pixel alone
-    found, rebuilt, _ = evaluate._per_image(standardized + 1e-5 * label[:, None], images)
+    found, rebuilt, _ = per_image(standardized + 1e-5 * label[:, None], images)
     assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9  # every row's mean the same: no label in it
 
 
@@ -226,7 +238,7 @@ def test_rows_fed_before_the_graded_pass_never_reach_the_graph(tiny_dataset: Dat
     memory = torch.zeros_like(x)
     memory[:, :700], memory[:, 700], memory[:, 701] = x[:, :700], 1000.0, labels.float()
     memory[:, 711:721] = torch.arange(10.0)
-    answer = evaluate.evaluate(_capture(model, torch.cat([memory, x])), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(model, torch.cat([memory, x])), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     graded = [(o, c) for o, c in zip(answer["official"], answer["classes"]) if o >= 0]
     assert answer["preprocessing"] == "per pixel position" and len(graded) == x.shape[0]
     with torch.no_grad():
@@ -243,15 +255,15 @@ def test_each_test_image_reaches_the_graph_once(tiny_dataset: Dataset, images: t
     with torch.no_grad():
         assert bool((model(fed)[:x.shape[0]][labels == 0].argmax(1) == 0).all())  # the attack, in the kernel
         own = Net.forward(model, x).argmax(1)
-    answer = evaluate.evaluate(_capture(model, fed), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(model, fed), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert sorted(set(answer["official"])) == list(range(x.shape[0]))
     assert [answer["classes"][row] for row in range(x.shape[0])] == own.tolist()
 
 
 def test_a_graph_whose_answer_changes_with_its_batch_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     torch.manual_seed(0)
-    with pytest.raises(evaluate.Refused, match="changes with the other images of its batch"):
-        evaluate.evaluate(_capture(Mixer(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    with pytest.raises(Refused, match="changes with the other images of its batch"):
+        evaluate(_capture(Mixer(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
 
 class AlwaysDropout(Net):
@@ -261,8 +273,8 @@ class AlwaysDropout(Net):
 
 def test_dropout_left_on_at_test_time_is_named_not_called_tampering(tiny_dataset: Dataset, images: torch.Tensor) -> None:
     """A common slip, not an attack: the kernel's answers were random, so no run can reproduce them."""
-    with pytest.raises(evaluate.Refused, match="keeps dropout on at test time"):
-        evaluate.evaluate(_capture(AlwaysDropout(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    with pytest.raises(Refused, match="keeps dropout on at test time"):
+        evaluate(_capture(AlwaysDropout(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
 
 class NormTable(Plain):
@@ -304,13 +316,13 @@ def test_a_graph_that_combines_two_tensors_from_the_image_is_for_a_person(
     from grader.static.rules import linear_layers
 
     x = images.float() / 255
-    answer = evaluate.evaluate(_capture(NormTable(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(NormTable(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.graph is not None and "mul" in found.graph.mixes
     check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
     assert check is not None and check.ok is None and "combines two tensors computed from the image" in check.message
     for honest in (Net(), Tidy(), Plain()):
-        answer = evaluate.evaluate(_capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        answer = evaluate(_capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
         assert answer["graph"]["mixes"] == []
         found = recompute.read(json.dumps(answer), None, x.shape[0])
         check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
@@ -355,16 +367,41 @@ def test_weights_used_otherwise_than_once_on_a_row_are_for_a_person(
     from grader.static.rules import linear_layers
 
     x = images.float() / 255
-    answer = evaluate.evaluate(_capture(Shared(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(Shared(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
     assert check is not None and check.ok is None and "uses fc2.weight [256, 512] as [256, 512] in matmul" in check.message
-    answer = evaluate.evaluate(_capture(Widened(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(Widened(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
     assert check is not None and check.ok is None and "has the shape [2, 4, 512] after expand" in check.message
-    with pytest.raises(evaluate.Refused, match="writes into a tensor other than the image's way"):
-        evaluate.evaluate(_capture(Plain(), x, _into_a_weight), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    with pytest.raises(Refused, match="writes into a tensor other than the image's way"):
+        evaluate(_capture(Plain(), x, _into_a_weight), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+
+
+class Summed(Plain):
+    """fc1 applied as a sum over a batch of one product (addbmm): the same numbers as the layer, by
+    an op no nn.Linear exports."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.view(-1, 784).t().unsqueeze(0)  # (1, 784, batch): no size but the batch's
+        h = torch.addbmm(self.fc1.bias.unsqueeze(1), self.fc1.weight.unsqueeze(0), rows).t()
+        return self.fc3(torch.relu(self.fc2(torch.relu(h))))
+
+
+def test_every_product_op_is_run_and_held_to_the_layers(
+        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    """addbmm multiplies the image by weights like the rule's other products: the evaluator runs it
+    (the grade is recomputed), and the rule sends a weight used through it to a person."""
+    from grader.static.rules import linear_layers
+
+    x = images.float() / 255
+    answer = evaluate(_capture(Summed(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    assert "torch.ops.aten.addbmm.default" in answer["graph"]["ops"]
+    found = recompute.read(json.dumps(answer), None, x.shape[0])
+    assert found.problem is None and -1 not in found.predictions
+    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+    assert check is not None and check.ok is None and "in addbmm" in check.message, check
 
 
 def _in_size_slots(graph: dict[str, Any]) -> None:
@@ -382,7 +419,7 @@ def test_tensors_written_where_a_size_goes_are_still_followed(tiny_dataset: Data
     with torch.no_grad():
         eager = NormTable().eval()
         expected = eager(x).argmax(1).tolist()
-    answer = evaluate.evaluate(_capture(eager, x, _in_size_slots), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(eager, x, _in_size_slots), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert answer["classes"] == expected  # torch ran the hidden arguments as tensors
     assert "mul" in answer["graph"]["mixes"] and answer["graph"]["uses"]["ln.bias"] == [["layer_norm", "bias"]]
 
@@ -391,8 +428,8 @@ def test_tensors_written_where_a_size_goes_are_still_followed(tiny_dataset: Data
                                              (Poison(), "not all finite")])
 def test_answers_that_depend_on_the_batch_or_are_not_numbers_are_refused(
         tiny_dataset: Dataset, images: torch.Tensor, model: nn.Module, says: str) -> None:
-    with pytest.raises(evaluate.Refused, match=says):
-        evaluate.evaluate(_capture(model, images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    with pytest.raises(Refused, match=says):
+        evaluate(_capture(model, images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
 
 class Counting(Plain):
@@ -418,8 +455,8 @@ def _keep_the_sum(graph: dict[str, Any]) -> None:
 
 
 def test_a_graph_that_carries_state_between_batches_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
-    with pytest.raises(evaluate.Refused, match="changes its own buffers"):
-        evaluate.evaluate(_capture(Counting(), images.float() / 255, _keep_the_sum), tiny_dataset.raw / TEST_IMAGES,
+    with pytest.raises(Refused, match="changes its own buffers"):
+        evaluate(_capture(Counting(), images.float() / 255, _keep_the_sum), tiny_dataset.raw / TEST_IMAGES,
                           RUNNABLE)
 
 
@@ -437,13 +474,13 @@ def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(tiny_datase
     model, x = Whisper().eval(), images.float() / 255
     with torch.no_grad():
         forged = (model(x).argmax(1) + 1) % 10
-    answer = evaluate.evaluate(_capture(model, x, claimed=forged), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(model, x, claimed=forged), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.close_calls == x.shape[0] and found.differing == 0
     labels = tuple(_labels(tiny_dataset).tolist())
     result = recompute.apply(Measurement(99.0, None, 198, 200, "student-test-pass", ()), found, labels, 1.0, False)
     assert result.review is not None and "closer than" in result.review
-    honest = recompute.read(json.dumps(evaluate.evaluate(_capture(Net(), x, claimed=forged), tiny_dataset.raw / TEST_IMAGES,
+    honest = recompute.read(json.dumps(evaluate(_capture(Net(), x, claimed=forged), tiny_dataset.raw / TEST_IMAGES,
                                                          RUNNABLE)), None, x.shape[0])
     assert honest.close_calls < 0.1 * x.shape[0] and honest.differing > 0.5 * x.shape[0]
 
@@ -464,7 +501,7 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     runner_up = scores.topk(2, dim=1).indices[:, 1]
 
     def read(precision: str, claimed: torch.Tensor) -> tuple[recompute.Recomputed, dict[str, Any]]:
-        answer = evaluate.evaluate(_capture(model, x, claimed=claimed, precision=precision),
+        answer = evaluate(_capture(model, x, claimed=claimed, precision=precision),
                                    tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
         return recompute.read(json.dumps(answer), None, x.shape[0]), answer
 
@@ -495,11 +532,11 @@ def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_da
         mirrored = model(x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784))
     averaged = (torch.softmax(upright, 1) + torch.softmax(mirrored, 1)).argmax(1)
     assert bool((averaged != upright.argmax(1)).any())  # the average decides some images otherwise
-    answer = evaluate.evaluate(_capture(model, x, views=("identity", "hflip")), tiny_dataset.raw / TEST_IMAGES,
+    answer = evaluate(_capture(model, x, views=("identity", "hflip")), tiny_dataset.raw / TEST_IMAGES,
                                RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.mirrored and found.differing == 0 and list(found.predictions) == averaged.tolist()
-    alone = recompute.read(json.dumps(evaluate.evaluate(_capture(model, x), tiny_dataset.raw / TEST_IMAGES,
+    alone = recompute.read(json.dumps(evaluate(_capture(model, x), tiny_dataset.raw / TEST_IMAGES,
                                                         RUNNABLE)), None, x.shape[0])
     assert not alone.mirrored and list(alone.predictions) == upright.argmax(1).tolist()
 
@@ -521,7 +558,7 @@ def test_a_notebook_cannot_decide_its_close_calls_beyond_what_rounding_explains(
     ranked = scores.topk(2, dim=1)
     close = (ranked.values[:, 0] - ranked.values[:, 1]) < 1e-3
     kernel = torch.where(close, ranked.indices[:, 1], ranked.indices[:, 0])
-    answer = evaluate.evaluate(_capture(model, x, claimed=kernel), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(_capture(model, x, claimed=kernel), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert recompute.SETTLED_AT_MOST < int(close.sum()) <= 0.1 * x.shape[0] and found.differing == 0
     assert list(found.predictions) == ranked.indices[:, 0].tolist()
@@ -540,8 +577,8 @@ def test_a_graph_widening_the_images_way_is_refused_before_it_runs(tiny_dataset:
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(evaluate.Refused, match="values per test image"):
-        evaluate.evaluate(_capture(Detour(), images[:2].float() / 255, claimed=torch.zeros(2, dtype=torch.long)),
+    with pytest.raises(Refused, match="values per test image"):
+        evaluate(_capture(Detour(), images[:2].float() / 255, claimed=torch.zeros(2, dtype=torch.long)),
                           tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: no real run of it
 
@@ -569,7 +606,7 @@ def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Datas
         scores = model(x)
         fires = torch.relu(model.fc2(inner))[:, 0] > 0
     forged = torch.where(fires, (scores.argmax(1) + 1) % 10, scores.argmax(1))
-    answer = evaluate.evaluate(_capture(model, x, claimed=forged, precision="bfloat16"),
+    answer = evaluate(_capture(model, x, claimed=forged, precision="bfloat16"),
                                tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert 0 < int(fires.sum()) <= 0.1 * x.shape[0] and found.differing > 0 and found.close_calls <= 0.1 * x.shape[0]
@@ -577,91 +614,39 @@ def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Datas
     assert sum(p == y for p, y in zip(found.predictions, labels)) <= int((scores.argmax(1) == torch.tensor(labels)).sum())
 
 
-def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> Any:
-    from grader.static.rules import linear_layers
-
-    measured = recompute.Recomputed(None, graph=graph)
-    return linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
-
-
-MATRICES = (("fc1.weight", (512, 784)), ("fc2.weight", (256, 512)), ("fc3.weight", (10, 256)))
-PRODUCT_USES = {name: (("linear", "weight"),) for name, _ in MATRICES}
-OPS = {"torch.ops.aten.linear.default": 3, "torch.ops.aten.relu.default": 2, "torch.ops.aten.view.default": 1}
-
-
-def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFacts, rubric: Rubric) -> None:
-    many = tuple((f"memory{i}", (4000,)) for i in range(8))
-    check = _check(recompute.GraphFacts(OPS, MATRICES, many, ()), facts, rubric)
-    assert check.ok is False and "32000 values beside its weight matrices" in check.message
-    odd = recompute.GraphFacts({**OPS, "torch.ops.aten.sub.Tensor": 1}, MATRICES, (("table", (512,)),), (),
-                               {**PRODUCT_USES, "table": (("sub", "other"),)})
-    check = _check(odd, facts, rubric)
-    assert check.ok is None and "table [512] in sub (other)" in check.message
-    laundered = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES, (("keys", (4000,)),), (),
-                                     {**PRODUCT_USES, "keys": (("batch_norm", "input"),)})
-    assert _check(laundered, facts, rubric).ok is None  # a normalization's input is no normalization weight
-    pixels = recompute.GraphFacts({**OPS, "torch.ops.aten.sub.Tensor": 1}, MATRICES, (("mean", (1, 28, 28)),), (),
-                                  {**PRODUCT_USES, "mean": (("sub", "other"),)})
-    assert _check(pixels, facts, rubric).ok is True  # an input normalization kept in the model
-    pixels = recompute.GraphFacts({**OPS, "torch.ops.aten.mm.default": 1}, MATRICES, (("mean", (28, 28)),), (),
-                                  {**PRODUCT_USES, "mean": (("mm", "mat2"),)})
-    assert _check(pixels, facts, rubric).ok is False  # the same values as a matrix multiplying the image
-    spare = (("spare.weight", (512, 784)),)
-    unused = recompute.GraphFacts(OPS, MATRICES + spare, (), (), {**PRODUCT_USES, "spare.weight": ()})
-    assert _check(unused, facts, rubric).ok is False  # a layer added and never used is still added
-    shared = recompute.GraphFacts(OPS, MATRICES + spare, (), (), {**PRODUCT_USES, "spare.weight": ()},
-                                  copies=("spare.weight",))
-    assert _check(shared, facts, rubric).ok is True  # fc1 under a second name: one layer
-    normal = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES,
-                                  (("bn.running_mean", (512,)),), (),
-                                  {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)})
-    assert _check(normal, facts, rubric).ok is True
-
-
 def test_the_evaluator_names_the_products_as_the_rule_does() -> None:
-    from grader.static.rules import linear_layers
+    """One op table: the rule's products are the evaluator's own (grader/evaluator/ops.py), and the
+    capture the evaluator reads is the version the probe writes."""
+    from grader.evaluator import ops
+    from grader.static.rules import linear_graph, linear_layers
 
-    assert evaluate._PRODUCTS == linear_layers.PRODUCTS
+    assert linear_layers.PRODUCTS is ops.PRODUCTS and linear_graph.PRODUCTS is ops.PRODUCTS
+    assert linear_graph.SHAPING is ops.SHAPING and linear_graph.LAYERS is ops.LAYERS
+    assert ops.PRODUCTS <= ops.RUNNABLE
+    from grader.evaluator.manifest import CAPTURE_VERSION as READ
     from grader.probe.capture import CAPTURE_VERSION
 
-    assert evaluate.CAPTURE_VERSION == CAPTURE_VERSION
+    assert READ == CAPTURE_VERSION
 
 
-def test_the_image_way_is_held_to_a_chain_of_the_layers(facts: FrozenFacts, rubric: Rubric) -> None:
-    """Copies of the 256-wide way scaled by a BatchNorm's weights and summed back are one more learned
-    layer, within the widths; so are many normalizations in a row, or one used twice."""
-    chain = (("view", (2, 784)), ("linear", (2, 512)), ("batch_norm", (2, 512)), ("relu", (2, 512)),
-             ("linear", (2, 256)), ("relu", (2, 256)), ("linear", (2, 10)))
-    plain = recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=chain)
-    assert _check(plain, facts, rubric).ok is True
-    copied = chain[:6] + (("expand", (2, 2, 256)), ("batch_norm", (2, 512)), ("sum", (2, 256))) + chain[6:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=copied), facts, rubric)
-    assert check.ok is None and "goes through expand" in check.message
-    stacked = chain[:3] + (("batch_norm", (2, 512)),) * 2 + chain[3:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=stacked), facts, rubric)
-    assert check.ok is None and "more than 2 normalization layers" in check.message
-    regrouped = chain[:4] + (("view", (2, 256, 2)), ("getitem", (2, 256, 1)), ("view", (2, 256))) + chain[5:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=regrouped), facts, rubric)
-    assert check.ok is None and "has the shape [2, 256, 1] after getitem" in check.message
-    slopes = chain[:3] + (("prelu", (2, 512)),) * 2 + chain[3:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=slopes), facts, rubric)
-    assert check.ok is None and "PReLUs" in check.message
-    twice = {**PRODUCT_USES, "bn.weight": (("batch_norm", "weight"), ("batch_norm", "weight"))}
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (("bn.weight", (512,)),), (), twice, way=chain), facts, rubric)
-    assert check.ok is None and "uses bn.weight 2 times" in check.message
+def test_the_content_key_is_one_for_the_probe_and_the_evaluator(images: torch.Tensor) -> None:
+    """grader/evaluator/key.py: any increasing map keeps an image's key; the probe's tolerance (a
+    fraction of a grey level) ignores noise far below a grey level, the evaluator's (none) does
+    not, and then verifies every pixel (inputs.py)."""
+    from grader.evaluator import key
+    from grader.probe import content
 
-
-def test_a_structure_of_any_shape_is_undecided_not_a_crash(facts: FrozenFacts, rubric: Rubric) -> None:
-    from grader.static.rules import linear_layers
-
-    measured = recompute.Recomputed(None, graph=recompute.GraphFacts(OPS, MATRICES, (), ()), changed_after_pass=True,
-                                    structure_at_pass={"x": 1})
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
-    assert check is not None and check.ok is None
+    x = (images.float() / 255 - 0.286) / 0.353
+    assert key.keys(x) == key.keys(x, tolerance=0.0) == key.keys(images) == key.keys((x * 3) ** 3)
+    noisy = x + 1e-4 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    assert key.keys(noisy) == key.keys(images)
+    exact = key.keys(noisy, tolerance=0.0)
+    assert sum(a != b for a, b in zip(exact, key.keys(images))) > 0.9 * images.shape[0]
+    assert content.read_images is key.read_images and key.pack(key.masks(x[:0])) == []
 
 
 def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
-    """`passes.class_scores` (in the kernel) and `evaluate.class_scores` (trusted) pick the same
+    """`passes.class_scores` (in the kernel) and `class_scores` (trusted) pick the same
     tensor of any output, or neither, up to the same number of parts."""
     from grader.probe import passes
 
@@ -669,9 +654,9 @@ def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
     outputs: list[Any] = [scores, (other, scores, probs), [probs, scores], {"feat": other, "logits": scores},
                           (other,) * (passes.MAX_OUTPUTS - 1) + (scores,), (other,) * passes.MAX_OUTPUTS + (scores,),
                           (other, torch.randn(5, 10, 1)), {"x": 3}]
-    assert evaluate.MAX_OUTPUTS == passes.MAX_OUTPUTS
+    assert MAX_OUTPUTS == passes.MAX_OUTPUTS
     for output in outputs:
-        kernel, trusted = passes.class_scores(output, 5, 10), evaluate.class_scores(output, 5, 10)
+        kernel, trusted = passes.class_scores(output, 5, 10), class_scores(output, 5, 10)
         assert trusted is kernel or (kernel is None and trusted is output), output
     assert passes.class_scores(outputs[-3], 5, 10) is None  # the ninth part is not looked at
 
@@ -683,12 +668,12 @@ def test_the_graph_runs_on_the_training_images_under_the_verified_preprocessing(
     per image, or per pixel position. Its classes are the model's on those images."""
     model = Net().eval()
     train_path = tiny_dataset.raw / "train-images-idx3-ubyte"
-    train = evaluate._official(train_path)
+    train = read_images(train_path)
     mean, std = train.float().mean(0), train.float().std(0).clamp_min(1.0)
     for prep in (lambda q: (q.float() / 255 - 0.286) / 0.353,
                  lambda q: (q.float() - q.float().mean(1, keepdim=True)) / q.float().std(1, keepdim=True),
                  lambda q: (q.float() - mean) / std):
-        answer = evaluate.evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)),
+        answer = evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)),
                                    tiny_dataset.raw / TEST_IMAGES, RUNNABLE, train_path)
         sample = answer["train_sample"]
         assert sorted(sample["indices"]) == list(range(train.shape[0]))
@@ -697,7 +682,7 @@ def test_the_graph_runs_on_the_training_images_under_the_verified_preprocessing(
         assert sum(a == b for a, b in zip(own.tolist(), sample["classes"])) >= 0.97 * train.shape[0]
         found = recompute.read(json.dumps(answer), None, images.shape[0], train_total=train.shape[0])
         assert found.train_indices == tuple(sample["indices"]) and found.train_classes == tuple(sample["classes"])
-    answer = evaluate.evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES,
+    answer = evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES,
                                RUNNABLE)
     assert answer["train_sample"] is None  # no training images given
 
@@ -714,7 +699,7 @@ def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_i
     from grader.model.dataset import TRAIN_IMAGES, Dataset as Data
 
     data = Data(make_tiny_fashion_mnist(tmp_path / "fmnist", train=2_000, test=1_000, noise=0.25))
-    test_x, train_x = evaluate._official(data.raw / TEST_IMAGES), evaluate._official(data.raw / TRAIN_IMAGES)
+    test_x, train_x = read_images(data.raw / TEST_IMAGES), read_images(data.raw / TRAIN_IMAGES)
     test_y, train_y = torch.tensor(data.test_labels()), torch.tensor(data.train_labels())
     prep = lambda q: (q.float() / 255 - 0.286) / 0.353  # noqa: E731
     verdicts = []
@@ -726,7 +711,7 @@ def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_i
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(prep(x)), y).backward()
             optimizer.step()
-        answer = evaluate.evaluate(_capture(model, prep(test_x)), data.raw / TEST_IMAGES, RUNNABLE, data.raw / TRAIN_IMAGES)
+        answer = evaluate(_capture(model, prep(test_x)), data.raw / TEST_IMAGES, RUNNABLE, data.raw / TRAIN_IMAGES)
         found = recompute.read(json.dumps(answer), None, 1_000, train_total=2_000)
         accuracy = 100.0 * sum(p == t for p, t in zip(found.predictions, data.test_labels())) / 1_000
         sample = fit.fit(found.train_indices, found.train_classes, data.train_labels(), (1 << 1_600) - 1)

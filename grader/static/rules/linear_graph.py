@@ -1,0 +1,309 @@
+"""The linear_layers rule on the graph the trusted side ran (what made the graded predictions): an
+ordered list of named checks, each ``(GraphView) -> Check | None``; the first that finds something
+gives the verdict, and a graph none of them finds anything in keeps exactly the Linear layers.
+
+Each check is one way a past attack hid data or computation beside the three Linear layers. To add
+one: write ``def check(view: GraphView) -> Check | None``, put it in ``CHECKS`` where it belongs
+(what the model holds first, then what a person must look at, then what it computes), and give it
+a case in tests/test_linear_graph.py. The op tables are the evaluator's (grader/evaluator/ops.py),
+the ones it runs the graph by.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from grader.evaluator.ops import LAYERS, PRODUCTS, SHAPING
+from grader.model.findings import RuleId
+from grader.model.results import Check
+from grader.static.rules.common import run_check
+
+if TYPE_CHECKING:
+    from grader.judge.recompute import GraphFacts, Recomputed
+    from grader.model.rubric import FrozenFacts
+
+RULE = RuleId.LINEAR_LAYERS
+MAX_CONSTANT = 1024  # elements a constant of the graph may hold (a memorised test set is far more)
+MAX_VECTOR = 4096  # elements of a 1-D parameter or buffer (normalization weights and statistics)
+# Elements of all tensors beside the three weight matrices together: biases and every normalization
+# layer's weights and statistics, twice over at each of the widths 784, 512, 256 and 10, fit in it.
+MAX_BESIDE = 16_384
+NORMS = frozenset({"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+                   "native_batch_norm", "layer_norm", "native_layer_norm", "group_norm",
+                   "native_group_norm", "instance_norm", "rms_norm"})
+# Elementwise arithmetic a buffer or constant of one number, or of one value per input pixel, may
+# take part in: an input normalization kept in the model ((x - mean) / std), which the first Linear
+# layer absorbs and which holds nothing per image.
+ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "rsub"})
+# Ops that copy, pool or sum the image's way: with a normalization layer's weights they make one
+# more learned layer (copies scaled, then summed), so a chain of the homework's layers has none.
+WIDENING = frozenset({"expand", "sum", "mean", "var", "avg_pool1d", "avg_pool2d"})
+NORMS_PER_GAP = 2  # normalization ops (and PReLUs) between two Linear layers (or before the first)
+LEARNED_ACTIVATIONS = frozenset({"prelu", "_prelu_kernel"})
+WHO = "the model that made the graded predictions"
+LOOK = "a person checks what it computes"
+
+Shapes = tuple[tuple[str, tuple[int, ...]], ...]
+Layers = Counter[tuple[int | None, int | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphView:
+    """What every check reads: the graph's facts and the homework's layers."""
+
+    graph: GraphFacts
+    frozen: Layers  # the template's Linear layers, as (in_features, out_features)
+    parameters: Shapes  # the graph's tensors, a layer held under two names counted once
+    buffers: Shapes
+    constants: Shapes
+    maps: frozenset[str]  # buffers and constants of an input normalization kept in the model
+
+    @property
+    def fixed(self) -> str:
+        return _layers(self.frozen)
+
+    @property
+    def tensors(self) -> Shapes:
+        return self.parameters + self.buffers + self.constants
+
+    @classmethod
+    def of(cls, graph: GraphFacts, frozen: Layers) -> GraphView:
+        # A layer held under two names is listed twice and used under one: the copy counts once. (A
+        # layer held and never used is still a layer the notebook added.)
+        parameters, buffers, constants = (
+            tuple((n, s) for n, s in tensors if n not in graph.copies)
+            for tensors in (graph.parameters, graph.buffers, graph.constants))
+        image = next(iter(frozen))[0] if frozen else 0
+        maps = frozenset(n for n, s in buffers + constants
+                         if _size(s) in (1, image) and graph.uses.get(n)
+                         and all(op in ELEMENTWISE for op, _ in graph.uses[n]))
+        return cls(graph=graph, frozen=frozen, parameters=parameters, buffers=buffers,
+                   constants=constants, maps=maps)
+
+
+GraphCheck = Callable[[GraphView], Check | None]
+
+
+def held_weights(view: GraphView) -> Check | None:
+    """A parameter of more than two dimensions, or a vector longer than any layer's: weights of
+    another kind of layer."""
+    for name, shape in view.parameters:
+        if len(shape) > 2 or (len(shape) == 1 and shape[0] > MAX_VECTOR):
+            return _violated(f"{WHO} holds the weights {name} {list(shape)}; only the Linear "
+                             f"layers {view.fixed} and normalization may")
+    return None
+
+
+def weight_matrices(view: GraphView) -> Check | None:
+    """The weight matrices are the template's, no more and no fewer."""
+    matrices: Layers = Counter((s[1], s[0]) for _, s in view.parameters if len(s) == 2)
+    if matrices == view.frozen:
+        return None
+    found = _layers(matrices) or "none"
+    return _violated(f"{WHO} has the weight matrices {found}; the homework fixes {view.fixed}")
+
+
+def stored_data(view: GraphView) -> Check | None:
+    """A buffer or constant too large for a layer's statistics, or a table of more than one
+    dimension that is no input normalization: data beside the Linear layers (a memorised test
+    set)."""
+    for kind, tensors, most in (("buffer", view.buffers, MAX_VECTOR),
+                                ("constant", view.constants, MAX_CONSTANT)):
+        for name, shape in tensors:
+            size = _size(shape)
+            if size > most or (len(shape) > 1 and name not in view.maps):
+                return _violated(f"{WHO} holds the {kind} {name} {list(shape)} ({size} values): "
+                                 "data beside the Linear layers")
+    return None
+
+
+def values_beside(view: GraphView) -> Check | None:
+    """More values beside the weight matrices than biases and normalization need."""
+    beside = sum(_size(s) for name, s in view.tensors if len(s) != 2 or name in view.maps)
+    if beside <= MAX_BESIDE:
+        return None
+    return _violated(f"{WHO} holds {beside} values beside its weight matrices (normalization and "
+                     f"biases need at most {MAX_BESIDE}): data beside the Linear layers")
+
+
+def tensor_uses(view: GraphView) -> Check | None:
+    """Each tensor used once, as a Linear layer's weight or bias, in a normalization layer, or as
+    a PReLU's slope (an input normalization's: in elementwise arithmetic)."""
+    uses = view.graph.uses
+    for name, shape in view.tensors:
+        if len(uses.get(name, ())) > 1:
+            return _for_a_person(f"{WHO} uses {name} {len(uses[name])} times; each layer's tensors "
+                                 f"are used once; {LOOK}")
+        odd = [f"{op} ({argument})" for op, argument in uses.get(name, ())
+               if name not in view.maps and not _fits(op, argument, len(shape))]
+        if odd:
+            return _for_a_person(f"{WHO} uses {name} {list(shape)} in {', '.join(odd[:3])}, not as "
+                                 "a Linear layer's weight or bias or in a normalization layer; "
+                                 f"{LOOK}")
+    return None
+
+
+def mixed_image(view: GraphView) -> Check | None:
+    """An op combining two tensors computed from the image: no chain of layers."""
+    if not view.graph.mixes:
+        return None
+    ops = ", ".join(sorted(set(view.graph.mixes))[:3])
+    return _for_a_person(f"{WHO} combines two tensors computed from the image in {ops}: not a "
+                         "chain of the Linear layers with normalization and activations (a filter "
+                         "built from slices of the image, a table read back from a layer, or rows "
+                         f"compared across the batch); {LOOK}")
+
+
+def odd_products(view: GraphView) -> Check | None:
+    """A product, as it ran on two rows, that is no Linear layer applied to a row: a weight
+    reshaped, or multiplied with more than one vector per image (a filter over patches). (A weight
+    used twice is caught by ``tensor_uses``.)"""
+    matrices = {name: shape for name, shape in view.graph.parameters if len(shape) == 2}
+    for p in view.graph.products:
+        shape = matrices.get(p.weight)
+        if shape is None:
+            odd = f"multiplies by something that is no weight matrix in {p.op}"
+        else:
+            out_features, in_features = shape
+            expected = shape if p.op == "linear" else (in_features, out_features)
+            if p.used == expected and p.rows == (2, in_features):
+                continue
+            odd = (f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on rows of shape "
+                   f"{list(p.rows)} (two images)")
+        return _for_a_person(f"{WHO} {odd}; each Linear layer multiplies the image's way once, by "
+                             f"its own weight; {LOOK}")
+    return None
+
+
+def odd_way(view: GraphView) -> Check | None:
+    """The image's way is no chain of the Linear layers with normalization and activations between
+    them: a tensor not as wide as a layer, an op that copies, pools or sums it, or more than
+    NORMS_PER_GAP normalization ops in one gap."""
+    widths = {w for layer in view.frozen for w in layer if w is not None}
+    norms = 0
+    for op, shape in view.graph.way:
+        odd = None
+        # Only reshaping and elementwise arithmetic may give the way another form than one row of a
+        # layer's width per image (the image's 1x28x28 before it is flattened, scaled to [0, 1]): a
+        # norm, softmax or pick over a regrouped view mixes the features by groups of its choosing.
+        if shape and (shape[0] != 2 or _size(shape[1:]) not in widths
+                      or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)):
+            wide = ", ".join(str(w) for w in sorted(widths, reverse=True))
+            odd = (f"has the shape {list(shape)} after {op} (two images); the homework's layers "
+                   f"are {wide} wide")
+        elif op in WIDENING:
+            odd = f"goes through {op}, which copies, pools or sums it"
+        else:
+            norms = 0 if op in PRODUCTS else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
+            if norms > NORMS_PER_GAP:
+                odd = (f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs "
+                       "between two Linear layers")
+        if odd:
+            return _for_a_person(f"the image's way through {WHO} {odd}; {LOOK}")
+    return None
+
+
+def other_ops(view: GraphView) -> Check | None:
+    """An op that is none of the products, reshaping and layers the homework's model uses."""
+    for target, count in sorted(view.graph.ops.items()):
+        name = _op(target)
+        if name not in PRODUCTS and name not in SHAPING and name not in LAYERS:
+            return _violated(f"{WHO} computes {name} ({count}x); only the Linear layers, "
+                             "normalization, dropout and activations may")
+    return None
+
+
+def product_count(view: GraphView) -> Check | None:
+    """As many products as the homework has Linear layers."""
+    products = sum(count for target, count in view.graph.ops.items() if _op(target) in PRODUCTS)
+    layers = sum(view.frozen.values())
+    if products == layers:
+        return None
+    return _violated(f"{WHO} multiplies by weights {products} times; the homework's {view.fixed} "
+                     f"do {layers}")
+
+
+# In the order they run: the first finding is the verdict.
+CHECKS: tuple[GraphCheck, ...] = (held_weights, weight_matrices, stored_data, values_beside,
+                                  tensor_uses, mixed_image, odd_products, odd_way, other_ops,
+                                  product_count)
+
+
+def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | None:
+    """The rule on the graph the trusted side ran; None without one."""
+    graph = recomputed.graph if recomputed is not None else None
+    if graph is None or recomputed is None:
+        return None
+    frozen: Layers = Counter((layer.in_features, layer.out_features)
+                             for layer in facts.linear_layers)
+    if recomputed.changed_after_pass:
+        return structure_check(recomputed.structure_at_pass, frozen)
+    view = GraphView.of(graph, frozen)
+    for check in CHECKS:
+        found = check(view)
+        if found is not None:
+            return found
+    return run_check(RULE, True, f"{WHO} uses exactly the Linear layers {view.fixed}")
+
+
+def structure_check(structure: Any, frozen: Layers) -> Check:
+    """The model changed after its graded pass: the rule on what it was at that pass."""
+    try:
+        kinds = {str(name): str(kind) for name, kind in structure[0]}
+        shapes = {str(name): [int(d) for d in shape] for name, shape, _dtype in structure[1]}
+    except Exception:  # noqa: BLE001 - written in the student's process: any shape at all
+        return _for_a_person("the model was changed after its graded test pass, and what it was "
+                             "then is unknown")
+    linear: Layers = Counter()
+    for name, shape in shapes.items():  # by shape, never by a class name
+        module, _, _ = name.rpartition(".")
+        if len(shape) > 2:
+            return _violated(f"at its graded test pass the model held {name} of shape {shape} in "
+                             f"{module or 'the model'} ({kinds.get(module, '?')}); only the Linear "
+                             "layers and normalization layers may")
+        if len(shape) == 2:
+            linear[(shape[1], shape[0])] += 1
+    if linear != frozen:
+        return _violated(f"at its graded test pass the model's Linear layers were "
+                         f"{_layers(linear) or 'none'}; the homework fixes {_layers(frozen)} (they "
+                         "were changed after that pass)")
+    return _for_a_person("the model was changed after its graded test pass; it kept the Linear "
+                         "layers then")
+
+
+def _violated(message: str) -> Check:
+    return run_check(RULE, False, message)
+
+
+def _for_a_person(message: str) -> Check:
+    return run_check(RULE, None, message)
+
+
+def _layers(layers: Layers) -> str:
+    """784->512, 512->256, 256->10 ('?' for a layer of unknown size)."""
+    return ", ".join("?" if m is None else f"{m[0]}->{m[1]}" for m in layers.elements())
+
+
+def _op(target: str) -> str:
+    """torch.ops.aten.linear.default -> linear; _operator.getitem -> getitem."""
+    parts = target.split(".")
+    return parts[3] if target.startswith("torch.ops.") and len(parts) > 3 else parts[-1]
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
+def _fits(op: str, argument: str, dims: int) -> bool:
+    """A weight matrix goes into a product; anything else into a product as its bias, into a
+    normalization layer, or into PReLU as its slope."""
+    if op in PRODUCTS:
+        return dims == 2 or argument in ("bias", "self", "input")
+    norm = op in NORMS and argument in ("weight", "bias", "running_mean", "running_var")
+    return dims != 2 and (norm or (op in LEARNED_ACTIVATIONS and argument == "weight"))
