@@ -26,6 +26,8 @@ grade: data
 # the whole host (marker `serial`) alone.
 test: data
 	@scripts/system-deps.sh chromium
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not serial"
 	$(PY) -m pytest -m serial

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("file", nargs="?", default=str(ROOT / "submissions" / "HW3_M112rhyang.ipynb"))
+    parser.add_argument(
+        "file", nargs="?", default=str(ROOT / "submissions" / "HW3_M112rhyang.ipynb")
+    )
     parser.add_argument("--runs", type=int, default=11)
     args = parser.parse_args()
     grader = shutil.which("grader") or str(Path(sys.executable).parent / "grader")
@@ -29,11 +31,16 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run([grader, "check", args.file], cwd=ROOT, check=False, capture_output=True)
         times.append(time.perf_counter() - start)
-    print(f"grader check {Path(args.file).name}: median {statistics.median(times):.3f} s "
-          f"(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)")
+    print(
+        f"grader check {Path(args.file).name}: median {statistics.median(times):.3f} s "
+        f"(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)"
+    )
     first, calls = _in_kernel(args.file, args.runs)
-    print(f"grader.precheck() in a kernel: first call {first:.3f} s, then median {statistics.median(calls):.3f} s "
-          f"(min {min(calls):.3f}, max {max(calls):.3f}, {args.runs} calls)")
+    print(
+        f"grader.precheck() in a kernel: first call {first:.3f} s, then median "
+        f"{statistics.median(calls):.3f} s "
+        f"(min {min(calls):.3f}, max {max(calls):.3f}, {args.runs} calls)"
+    )
 
 
 def _in_kernel(file: str, runs: int) -> tuple[float, list[float]]:
@@ -41,12 +48,17 @@ def _in_kernel(file: str, runs: int) -> tuple[float, list[float]]:
 
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
     try:
-        code = ("import time\nstart = time.perf_counter()\nimport grader\n"
-                f"verdict = grader.precheck({file!r})\nprint(time.perf_counter() - start, verdict.problem)")
+        code = (
+            "import time\nstart = time.perf_counter()\nimport grader\n"
+            f"verdict = grader.precheck({file!r})\nprint(time.perf_counter() - start, "
+            "verdict.problem)"
+        )
         seconds = []
         for _ in range(runs + 1):
             printed: list[str] = []
-            client.execute_interactive(code, output_hook=lambda m: printed.append(m["content"].get("text", "")), timeout=60)
+            client.execute_interactive(
+                code, output_hook=lambda m: printed.append(m["content"].get("text", "")), timeout=60
+            )
             value, problem = "".join(printed).split(maxsplit=1)
             if problem.strip() != "None":
                 raise SystemExit(f"precheck failed: {problem}")

@@ -35,13 +35,14 @@ data = Path(sys.argv[2]).read_bytes()
 start = time.perf_counter()
 evaluate(data, Path(sys.argv[3]), frozenset(sys.argv[4].split(",")))
 print(time.perf_counter() - start)
-"""
+"""  # noqa: E501
 
 
 def _revision(rev: str, folder: Path) -> Path:
     """The grader package of ``rev``, extracted under ``folder``: the root to import it from."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "grader"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "grader"], check=True, capture_output=True
+    ).stdout
     root = folder / "revision"
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(root, filter="data")
@@ -49,8 +50,20 @@ def _revision(rev: str, folder: Path) -> Path:
 
 
 def _timed(root: Path, capture: Path, images: Path, allowed: frozenset[str]) -> float:
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(root), str(capture), str(images),
-                           ",".join(sorted(allowed))], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUNNER,
+            str(root),
+            str(capture),
+            str(images),
+            ",".join(sorted(allowed)),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -82,8 +95,10 @@ def main() -> None:
             for name, root in contenders.items():
                 times[name].append(_timed(root, capture, images_path, allowed))
     for name, seconds in times.items():
-        print(f"{name}: median {statistics.median(seconds):.2f} s over {args.runs} runs "
-              f"({', '.join(f'{s:.2f}' for s in seconds)})")
+        print(
+            f"{name}: median {statistics.median(seconds):.2f} s over {args.runs} runs "
+            f"({', '.join(f'{s:.2f}' for s in seconds)})"
+        )
 
 
 if __name__ == "__main__":

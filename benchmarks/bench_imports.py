@@ -1,4 +1,5 @@
-"""What `grader check FILE` and `grader report OUT` load: modules (the grader's and all) and wall time,
+"""What `grader check FILE` and `grader report OUT` load: modules (the grader's and all) and wall
+time,
 medians of several fresh interpreters. Run from a checkout: ``python benchmarks/bench_imports.py``
 (PYTHONPATH=OTHER_CHECKOUT compares another version of the grader on the same machine)."""
 
@@ -28,11 +29,19 @@ def measure(argv: list[str], runs: int) -> tuple[int, int, float]:
     times, loaded = [], []
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True,
-                              check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE.format(argv=argv)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         times.append(time.perf_counter() - started)
         loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    return sum(1 for m in loaded if m == "grader" or m.startswith("grader.")), len(loaded), statistics.median(times)
+    return (
+        sum(1 for m in loaded if m == "grader" or m.startswith("grader.")),
+        len(loaded),
+        statistics.median(times),
+    )
 
 
 def main() -> None:
@@ -42,11 +51,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "out"
         (out / "results").mkdir(parents=True)
-        for name, argv in (("grader check FILE", ["check", str(ROOT / "submissions" / "HW3_M112rhyang.ipynb")]),
-                           ("grader report OUT (empty)", ["report", str(out)])):
+        for name, argv in (
+            ("grader check FILE", ["check", str(ROOT / "submissions" / "HW3_M112rhyang.ipynb")]),
+            ("grader report OUT (empty)", ["report", str(out)]),
+        ):
             grader_modules, modules, seconds = measure(argv, args.runs)
-            print(f"{name}: {grader_modules} grader modules, {modules} modules in all, median {seconds:.3f} s "
-                  f"({args.runs} runs)")
+            print(
+                f"{name}: {grader_modules} grader modules, {modules} modules in all, median "
+                f"{seconds:.3f} s "
+                f"({args.runs} runs)"
+            )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def _timed(command: list[str], cwd: Path) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb"))
+    parser.add_argument(
+        "notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb")
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -60,10 +62,23 @@ def main() -> None:
     dataset = prepare()
     notebook = Path(args.notebook).resolve()
     cores = len(os.sched_getaffinity(0))
-    series: dict[str, list[float]] = {"bare alone": [], "bare + hog": [], "grader alone": [], "grader + hog": []}
+    series: dict[str, list[float]] = {
+        "bare alone": [],
+        "bare + hog": [],
+        "grader alone": [],
+        "grader + hog": [],
+    }
     peaks: list[float] = []
-    bare = [str(BIN / "jupyter-nbconvert"), "--to", "notebook", "--execute", "--ExecutePreprocessor.timeout=-1",
-            "--output", "bare-run", notebook.name]
+    bare = [
+        str(BIN / "jupyter-nbconvert"),
+        "--to",
+        "notebook",
+        "--execute",
+        "--ExecutePreprocessor.timeout=-1",
+        "--output",
+        "bare-run",
+        notebook.name,
+    ]
     grader = [str(BIN / "grader"), "check", str(notebook), "--run", "--json"]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -83,7 +98,10 @@ def main() -> None:
     print(f"{notebook.name}, {args.runs} runs each, hog = {cores} busy processes on {cores} cores:")
     for name, times in series.items():
         median = statistics.median(times)
-        print(f"  {name:<13} median {median:6.1f} s  ratio {median / base:.2f}  {sorted(round(t, 1) for t in times)}")
+        print(
+            f"  {name:<13} median {median:6.1f} s  ratio {median / base:.2f}  "
+            f"{sorted(round(t, 1) for t in times)}"
+        )
     if peaks:
         print(f"  peak memory of the grader's run (cgroup): {max(peaks):.0f} MB")
 

@@ -35,9 +35,21 @@ def _bare(notebook: Path, dataset_root: Path) -> float:
         (work / "data").symlink_to(dataset_root)
         shutil.copy(notebook, work / notebook.name)
         start = time.perf_counter()
-        subprocess.run([str(BIN / "jupyter-nbconvert"), "--to", "notebook", "--execute",
-                        "--ExecutePreprocessor.timeout=-1", "--output", "bare-run", notebook.name],
-                       cwd=work, check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "jupyter-nbconvert"),
+                "--to",
+                "notebook",
+                "--execute",
+                "--ExecutePreprocessor.timeout=-1",
+                "--output",
+                "bare-run",
+                notebook.name,
+            ],
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
         return time.perf_counter() - start
 
 
@@ -63,7 +75,9 @@ def _model() -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb"))
+    parser.add_argument(
+        "notebook", nargs="?", default=str(ROOT / "reference" / "HW3_template.ipynb")
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -78,7 +92,10 @@ def main() -> None:
     images = dataset.raw / TEST_IMAGES
     raw = images.read_bytes()[16:]
     pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, 1, 28, 28)
-    inputs = [((pixels[i:i + 1000].float() / 255) - 0.2860) / 0.3530 for i in range(0, pixels.shape[0], 1000)]
+    inputs = [
+        ((pixels[i : i + 1000].float() / 255) - 0.2860) / 0.3530
+        for i in range(0, pixels.shape[0], 1000)
+    ]
     model = _model()
     with torch.no_grad():
         classes = [model(x).argmax(1).to(torch.int8) for x in inputs]
@@ -97,11 +114,20 @@ def main() -> None:
         start = time.perf_counter()
         answer = evaluator.finish(data)
         grader.append(time.perf_counter() - start)
-        if answer.output is None or '"official"' not in answer.output or '"refused"' in answer.output:
-            raise SystemExit(f"the evaluator did not recompute: {answer.problem or (answer.output or '')[:300]}")
+        if (
+            answer.output is None
+            or '"official"' not in answer.output
+            or '"refused"' in answer.output
+        ):
+            raise SystemExit(
+                f"the evaluator did not recompute: {answer.problem or (answer.output or '')[:300]}"
+            )
         rows = answer.output.count(",")  # a sanity figure: the answer lists every row
     b, k, g = statistics.median(bare), statistics.median(kernel), statistics.median(grader)
-    print(f"{Path(args.notebook).name}, {args.runs} runs each ({len(data) / 1e6:.1f} MB capture, answer of ~{rows} fields):")
+    print(
+        f"{Path(args.notebook).name}, {args.runs} runs each ({len(data) / 1e6:.1f} MB capture, "
+        f"answer of ~{rows} fields):"
+    )
     print(f"  bare run            median {b:6.1f} s  {sorted(round(t, 1) for t in bare)}")
     print(f"  capture (kernel)    median {k:6.2f} s  {sorted(round(t, 2) for t in kernel)}")
     print(f"  evaluation (grader) median {g:6.2f} s  {sorted(round(t, 2) for t in grader)}")

@@ -41,17 +41,39 @@ def _write_class(out: Path, students: int) -> None:
     (out / "results").mkdir(parents=True)
     for i in range(students):
         accuracy = round(rng.uniform(78, 91), 2)
-        confusion = tuple(tuple(rng.randrange(5) if t != p else 900 for p in range(10)) for t in range(10))
-        curve = {"every": 13, "first_step": 1, "loss": [2.0 / (1 + k / 50) for k in range(577)], "lr": [0.001] * 577,
-                 "epochs": [750 * e for e in range(10)], "validation": [[750 * e, 80 + e] for e in range(1, 11)],
-                 "test": [[7500, accuracy]]}
+        confusion = tuple(
+            tuple(rng.randrange(5) if t != p else 900 for p in range(10)) for t in range(10)
+        )
+        curve = {
+            "every": 13,
+            "first_step": 1,
+            "loss": [2.0 / (1 + k / 50) for k in range(577)],
+            "lr": [0.001] * 577,
+            "epochs": [750 * e for e in range(10)],
+            "validation": [[750 * e, 80 + e] for e in range(1, 11)],
+            "test": [[7500, accuracy]],
+        }
         pixels = bytes(rng.randrange(256) for _ in range(8 * 784))
-        Result(student=f"s{i:03d}", source=f"HW3_s{i:03d}.ipynb", status=Status.GRADED, accuracy=accuracy,
-               reported_accuracy=accuracy, score=60 if accuracy >= 89 else 50 if accuracy >= 84 else 30, max_score=60,
-               bonus=5 if accuracy >= 90 else 0, duration_s=60.0, confusion=confusion, curve=curve,
-               checks=tuple(Check(rule, True, "kept", f"HW3_s{i:03d}.ipynb") for rule in ("epochs", "valid_size", "linear_layers")),
-               flags=(), wrong=tuple((k, k % 10, (k + 1) % 10, 0.9) for k in range(8)),
-               wrong_images=base64.b64encode(pixels).decode()).write(out / "results" / f"s{i:03d}.json")
+        Result(
+            student=f"s{i:03d}",
+            source=f"HW3_s{i:03d}.ipynb",
+            status=Status.GRADED,
+            accuracy=accuracy,
+            reported_accuracy=accuracy,
+            score=60 if accuracy >= 89 else 50 if accuracy >= 84 else 30,
+            max_score=60,
+            bonus=5 if accuracy >= 90 else 0,
+            duration_s=60.0,
+            confusion=confusion,
+            curve=curve,
+            checks=tuple(
+                Check(rule, True, "kept", f"HW3_s{i:03d}.ipynb")
+                for rule in ("epochs", "valid_size", "linear_layers")
+            ),
+            flags=(),
+            wrong=tuple((k, k % 10, (k + 1) % 10, 0.9) for k in range(8)),
+            wrong_images=base64.b64encode(pixels).decode(),
+        ).write(out / "results" / f"s{i:03d}.json")
 
 
 def _report(out: Path) -> tuple[float, float]:
@@ -59,8 +81,11 @@ def _report(out: Path) -> tuple[float, float]:
     grader = Path(sys.executable).parent / "grader"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([str(grader), "report", str(out), "--rubric", str(ROOT / "rubric.yaml")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(grader), "report", str(out), "--rubric", str(ROOT / "rubric.yaml")],
+        check=True,
+        capture_output=True,
+    )
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
@@ -93,13 +118,15 @@ def main() -> None:
         landed = _land(graded)
         fresh = _report(graded)
     walls = sorted(round(w, 2) for w, _ in again)
-    print(f"grader report of {args.students} results:\n"
-          f"  no plot drawn yet (draws every plot): {cold[0]:.1f} s (CPU {cold[1]:.1f} s)\n"
-          f"  after grader grade drew each result's plots as it landed "
-          f"({1000 * landed / args.students:.0f} ms a result): "
-          f"{fresh[0]:.2f} s (CPU {fresh[1]:.1f} s)\n"
-          f"  again, {args.runs} runs: median {statistics.median(walls):.2f} s {walls} "
-          f"(CPU median {statistics.median(c for _, c in again):.1f} s)")
+    print(
+        f"grader report of {args.students} results:\n"
+        f"  no plot drawn yet (draws every plot): {cold[0]:.1f} s (CPU {cold[1]:.1f} s)\n"
+        f"  after grader grade drew each result's plots as it landed "
+        f"({1000 * landed / args.students:.0f} ms a result): "
+        f"{fresh[0]:.2f} s (CPU {fresh[1]:.1f} s)\n"
+        f"  again, {args.runs} runs: median {statistics.median(walls):.2f} s {walls} "
+        f"(CPU median {statistics.median(c for _, c in again):.1f} s)"
+    )
 
 
 if __name__ == "__main__":

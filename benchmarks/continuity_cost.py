@@ -6,7 +6,8 @@ their difference per step. ``--observer continuity`` (probe/continuity.py): the 
 ``Continuity.check`` and ``keep``; ``--observer gradients`` (probe/gradients.py): each Linear call,
 each weight's gradient and the gradient each step uses, checked by ``LinearGradients``.
 
-    python benchmarks/continuity_cost.py [--observer continuity|gradients] [--steps 200] [--rounds 15] [--threads 2]
+    python benchmarks/continuity_cost.py [--observer continuity|gradients] [--steps 200] [--rounds
+    15] [--threads 2]
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from grader.probe.gradients import LinearGradients
 
 
 def _model() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256),
-                               torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    )
 
 
 def _round(steps: int, watched: bool, observer: str = "continuity") -> float:
@@ -74,11 +81,17 @@ def main() -> None:
         bare.append(_round(args.steps, False))
         watched.append(_round(args.steps, True, args.observer))
     b, w = statistics.median(bare), statistics.median(watched)
-    print(f"bare step {b * 1e6:.0f} us, with {args.observer} {w * 1e6:.0f} us: +{(w - b) * 1e6:.0f} us a step "
-          f"({100 * (w - b) / b:+.1f}%), medians of {args.rounds} rounds of {args.steps} steps")
+    print(
+        f"bare step {b * 1e6:.0f} us, with {args.observer} {w * 1e6:.0f} us: "
+        f"+{(w - b) * 1e6:.0f} us a step "
+        f"({100 * (w - b) / b:+.1f}%), medians of {args.rounds} rounds of {args.steps} steps"
+    )
     fb, fw = min(bare), min(watched)  # the fastest rounds: the least disturbed by a shared machine
-    print(f"fastest rounds: bare {fb * 1e6:.0f} us, with {args.observer} {fw * 1e6:.0f} us: +{(fw - fb) * 1e6:.0f} us "
-          f"({100 * (fw - fb) / fb:+.1f}%)")
+    print(
+        f"fastest rounds: bare {fb * 1e6:.0f} us, with {args.observer} {fw * 1e6:.0f} us: "
+        f"+{(fw - fb) * 1e6:.0f} us "
+        f"({100 * (fw - fb) / fb:+.1f}%)"
+    )
 
 
 if __name__ == "__main__":

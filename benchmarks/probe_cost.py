@@ -35,25 +35,34 @@ def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             SPENT[name] += time.perf_counter() - start
             CALLS[name] += 1
+
     return wrapper
 
 
 def _time_the_probe() -> None:
     """Wrap the recorder's hooks and the key matching before install binds them."""
     from grader.probe.content import ImageIndex
+    from grader.probe.continuity import Continuity
+    from grader.probe.gradients import LinearGradients
     from grader.probe.predictions import TestPasses
     from grader.probe.recorder import Recorder
     from grader.probe.training import Draws
 
-    from grader.probe.continuity import Continuity
-    from grader.probe.gradients import LinearGradients
-
-    for name in ("before_call", "after_call", "on_step", "loader_batch", "before_step", "after_update"):
+    for name in (
+        "before_call",
+        "after_call",
+        "on_step",
+        "loader_batch",
+        "before_step",
+        "after_update",
+    ):
         setattr(Recorder, name, _timed(f"Recorder.{name}", getattr(Recorder, name)))
     TestPasses._test_rows = _timed("TestPasses._test_rows", TestPasses._test_rows)  # type: ignore[method-assign]
     Draws._train_rows = _timed("Draws._train_rows", Draws._train_rows)  # type: ignore[method-assign]
     for name in ("on_call", "step_begins", "update_done"):
-        setattr(LinearGradients, name, _timed(f"LinearGradients.{name}", getattr(LinearGradients, name)))
+        setattr(
+            LinearGradients, name, _timed(f"LinearGradients.{name}", getattr(LinearGradients, name))
+        )
     for name in ("check", "keep"):
         setattr(Continuity, name, _timed(f"Continuity.{name}", getattr(Continuity, name)))
     ImageIndex.match = _timed("ImageIndex.match", ImageIndex.match)  # type: ignore[method-assign]
@@ -62,7 +71,9 @@ def _time_the_probe() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("script", type=Path)
-    parser.add_argument("--probe", action="store_true", help="install the probe first, export after")
+    parser.add_argument(
+        "--probe", action="store_true", help="install the probe first, export after"
+    )
     parser.add_argument("--timed", action="store_true", help="with --probe: time the probe's hooks")
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache/grader/fashion-mnist")
     args = parser.parse_args()
@@ -76,19 +87,31 @@ def main() -> None:
             _time_the_probe()
         import grader.probe.runtime as runtime
 
-        runtime.install({"seed": 0, "data_root": str(args.data), "output": str(work / "probe.json"),
-                         "num_classes": 10, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
-                         "gpu_memory_mb": 0})
+        runtime.install(
+            {
+                "seed": 0,
+                "data_root": str(args.data),
+                "output": str(work / "probe.json"),
+                "num_classes": 10,
+                "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                "gpu_memory_mb": 0,
+            }
+        )
         installed = time.perf_counter() - start
     runpy.run_path(str(script), run_name="__main__")
     ran = time.perf_counter() - start
     if args.probe:
         runtime.export()
         exported = time.perf_counter() - start
-        print(f"probe: install {installed:.2f} s, export {exported - ran:.2f} s, "
-              f"probe.json {(work / 'probe.json').stat().st_size / 1e6:.1f} MB")
+        print(
+            f"probe: install {installed:.2f} s, export {exported - ran:.2f} s, "
+            f"probe.json {(work / 'probe.json').stat().st_size / 1e6:.1f} MB"
+        )
         for name, spent in SPENT.most_common():
-            print(f"  {name}: {spent:.2f} s in {CALLS[name]} calls ({spent / CALLS[name] * 1e6:.0f} us each)")
+            print(
+                f"  {name}: {spent:.2f} s in {CALLS[name]} calls "
+                f"({spent / CALLS[name] * 1e6:.0f} us each)"
+            )
     print(f"{'probe' if args.probe else 'bare'} wall: {time.perf_counter() - start:.1f} s")
 
 

@@ -9,8 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHROMIUM = shutil.which("chromium")
-COMMON = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files", "--enable-logging=stderr",
-          "--v=0", "--virtual-time-budget=5000"]
+COMMON = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--allow-file-access-from-files",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+]
 
 
 @dataclass(frozen=True)
@@ -28,20 +35,50 @@ def seen_at(page: Path, width: int, screenshot: Path | None = None) -> Seen:
     """``page`` in a frame ``width`` pixels wide, as a reader sees it first."""
     assert CHROMIUM is not None
     probe = page.parent / f".probe-{width}.html"
-    probe.write_text(f'<!doctype html><body style="margin:0"><iframe id="f" src="{page.as_uri()}" width="{width}" '
-                     'height="900" style="border:0"></iframe><script>document.getElementById("f").onload = () => {'
-                     'const d = document.getElementById("f").contentDocument; const first = d.querySelector("h1 ~ p, h1 ~ section");'
-                     'document.body.dataset.wide = d.documentElement.scrollWidth; document.body.dataset.first = first ? first.id : "";'
-                     '};</script></body>')
+    probe.write_text(
+        f'<!doctype html><body style="margin:0"><iframe id="f" src="{page.as_uri()}" '
+        f'width="{width}" '
+        'height="900" '
+        'style="border:0"></iframe><script>document.getElementById("f").onload = '
+        "() => {"
+        'const d = document.getElementById("f").contentDocument; const first = '
+        'd.querySelector("h1 ~ p, h1 ~ section");'
+        "document.body.dataset.wide = d.documentElement.scrollWidth; "
+        'document.body.dataset.first = first ? first.id : "";'
+        "};</script></body>"
+    )
     try:
-        shown = subprocess.run([CHROMIUM, *COMMON, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        shown = subprocess.run(
+            [CHROMIUM, *COMMON, "--dump-dom", probe.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         probe.unlink(missing_ok=True)
     if screenshot is not None:
-        subprocess.run([CHROMIUM, *COMMON, f"--window-size={width},1400", f"--screenshot={screenshot}", page.as_uri()],
-                       capture_output=True, timeout=120, check=True)
-    wide = int(shown.stdout.split('data-wide="')[1].split('"')[0]) if 'data-wide="' in shown.stdout else -1
-    first = shown.stdout.split('data-first="')[1].split('"')[0] if 'data-first="' in shown.stdout else ""
+        subprocess.run(
+            [
+                CHROMIUM,
+                *COMMON,
+                f"--window-size={width},1400",
+                f"--screenshot={screenshot}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    wide = (
+        int(shown.stdout.split('data-wide="')[1].split('"')[0])
+        if 'data-wide="' in shown.stdout
+        else -1
+    )
+    first = (
+        shown.stdout.split('data-first="')[1].split('"')[0]
+        if 'data-first="' in shown.stdout
+        else ""
+    )
     return Seen(first, wide, shown.stderr)  # the frame's console is logged too
 
 
@@ -54,7 +91,9 @@ def leads_with_verdict(page: Path, widths: tuple[int, ...] = (1400, 420)) -> lis
     for width in widths:
         seen = seen_at(page, width, page.with_name(f"{page.stem}-{width}.png"))
         if seen.first != expected:
-            problems.append(f"{page.name} at {width} px opens with {seen.first!r}, not {expected!r}")
+            problems.append(
+                f"{page.name} at {width} px opens with {seen.first!r}, not {expected!r}"
+            )
         if not 0 < seen.wide <= width:
             problems.append(f"{page.name} at {width} px is {seen.wide} px wide")
         if not seen.quiet:

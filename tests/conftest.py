@@ -12,11 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tinydata import make_tiny_fashion_mnist  # noqa: E402
 
-from grader.model.dataset import Dataset  # noqa: E402
 from grader.model.context import Context  # noqa: E402
-from grader.model.rubric import FrozenFacts
+from grader.model.dataset import Dataset  # noqa: E402
+from grader.model.rubric import FrozenFacts, Rubric, load_rubric  # noqa: E402
 from grader.static.reference import derive_facts  # noqa: E402
-from grader.model.rubric import Rubric, load_rubric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -10,57 +10,90 @@ from pathlib import Path
 
 import pytest
 
-from grader.pipeline.batch import grade_directory
-from grader.pipeline.executors.local import LocalExecutor
 from grader.model.context import Context
 from grader.model.results import Result, Status
+from grader.pipeline.batch import grade_directory
+from grader.pipeline.executors.local import LocalExecutor
 from grader.run.slots import Slot, plan_slots
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SLOTS = LocalExecutor(plan_slots(2, 2, (), 1, 1))
 
 
-def test_a_mixed_class(tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_mixed_class(
+    tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class_dir = tmp_path / "class"
     (class_dir / "alice").mkdir(parents=True)
     shutil.copy(FIXTURES / "HW3_tinyok.py", class_dir / "alice" / "HW3_alice.py")
     (class_dir / "alice" / "HW3_Report_alice.pdf").write_bytes(b"%PDF-1.4")
-    wide = (FIXTURES / "HW3_tinyok.py").read_text().replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)")
-    (class_dir / "HW3_bob.py").write_text(wide.replace("nn.Linear(512, 256)", "nn.Linear(640, 256)"))
+    wide = (
+        (FIXTURES / "HW3_tinyok.py")
+        .read_text()
+        .replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)")
+    )
+    (class_dir / "HW3_bob.py").write_text(
+        wide.replace("nn.Linear(512, 256)", "nn.Linear(640, 256)")
+    )
     (class_dir / "HW3_carol.ipynb").write_text("{ this is not json")
     (class_dir / "HW3_Report_dave.pdf").write_bytes(b"%PDF-1.4")
     (class_dir / "random notes.txt").write_text("hi")
     out = tmp_path / "out"
     seen: list[str] = []
     running: list[tuple[str, ...]] = []
-    summary = grade_directory(class_dir, out, tiny_context, SLOTS,
-                              lambda p: seen.append(p.result.student) if p.result else running.append(p.running))
+    summary = grade_directory(
+        class_dir,
+        out,
+        tiny_context,
+        SLOTS,
+        lambda p: seen.append(p.result.student) if p.result else running.append(p.running),
+    )
 
     results = {r.student: r for r in summary.results}
     assert sorted(seen) == sorted(results) == ["alice", "bob", "carol", "dave"]
-    assert sorted(set(name for names in running for name in names)) == ["alice", "bob"]  # the two that ran
-    assert results["alice"].status is Status.GRADED and results["alice"].report_pdf == "HW3_Report_alice.pdf"
+    # the two that ran
+    assert sorted(set(name for names in running for name in names)) == ["alice", "bob"]
+    assert (
+        results["alice"].status is Status.GRADED
+        and results["alice"].report_pdf == "HW3_Report_alice.pdf"
+    )
     assert results["bob"].status is Status.VIOLATION and results["bob"].score == 0
     assert results["bob"].accuracy is not None  # measured anyway, for the TA
     layers = next(c for c in results["bob"].checks if c.id == "linear_layers")
-    assert layers.ok is False and "nn.Linear(784, 640) differs from the fixed 784->512" in layers.message
-    assert results["carol"].status is Status.ERROR and "broken JSON" in (results["carol"].reason or "")
-    assert results["dave"].status is Status.ERROR and "only the report PDF" in (results["dave"].reason or "")
-    assert summary.skipped == (("random notes.txt", "name matches no pattern (HW3_{account}.ipynb)"),)
+    assert (
+        layers.ok is False
+        and "nn.Linear(784, 640) differs from the fixed 784->512" in layers.message
+    )
+    assert results["carol"].status is Status.ERROR and "broken JSON" in (
+        results["carol"].reason or ""
+    )
+    assert results["dave"].status is Status.ERROR and "only the report PDF" in (
+        results["dave"].reason or ""
+    )
+    assert summary.skipped == (
+        ("random notes.txt", "name matches no pattern (HW3_{account}.ipynb)"),
+    )
 
     for student, result in results.items():
         assert Result.read(out / "results" / f"{student}.json") == result
         assert (out / "students" / f"{student}.html").is_file()
     rows = list(csv.DictReader((out / "gradebook.csv").open()))
     assert [r["account"] for r in rows] == ["alice", "bob", "carol", "dave"]
-    assert rows[0]["automatic_score"] == "60" and rows[0]["bonus"] == "5" and rows[0]["report_present"] == "yes"
-    assert (out / "executed" / "HW3_alice.ipynb").exists() is False and (out / "executed" / "alice.ipynb").is_file()
+    assert (
+        rows[0]["automatic_score"] == "60"
+        and rows[0]["bonus"] == "5"
+        and rows[0]["report_present"] == "yes"
+    )
+    assert (out / "executed" / "HW3_alice.ipynb").exists() is False and (
+        out / "executed" / "alice.ipynb"
+    ).is_file()
     index = (out / "index.html").read_text()
     assert 'href="students/bob.html"' in index and "random notes.txt" in index
 
 
-def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_context: Context,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_internal_failure_costs_only_that_student(
+    tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import grader.pipeline.executors.local
 
     real = grader.pipeline.executors.local.grade_one
@@ -76,7 +109,10 @@ def test_an_internal_failure_costs_only_that_student(tmp_path: Path, tiny_contex
         shutil.copy(FIXTURES / "HW3_tinyok.py", tmp_path / "class" / f"HW3_{account}.py")
     summary = grade_directory(tmp_path / "class", tmp_path / "out", tiny_context, SLOTS)
     results = {r.student: r for r in summary.results}
-    assert results["boom"].status is Status.ERROR and "internal grader error: RuntimeError: disk on fire" == results["boom"].reason
+    assert (
+        results["boom"].status is Status.ERROR
+        and ("internal grader error: RuntimeError: disk on fire") == results["boom"].reason
+    )
     assert results["fine"].status is Status.GRADED
 
 
@@ -89,7 +125,9 @@ def test_slots_share_cores_and_gpus() -> None:
     assert [s.gpu for s in plan_slots(3, 8, ("5",), 1, 2)] == ["5", "5", "5"]
 
 
-def test_a_rerun_reuses_finished_results_and_regrades_what_changed(tmp_path: Path, tiny_context: Context) -> None:
+def test_a_rerun_reuses_finished_results_and_regrades_what_changed(
+    tmp_path: Path, tiny_context: Context
+) -> None:
     class_dir = tmp_path / "class"
     class_dir.mkdir()
     for account in ("ann", "ben"):
@@ -97,13 +135,18 @@ def test_a_rerun_reuses_finished_results_and_regrades_what_changed(tmp_path: Pat
     out = tmp_path / "out"
     first = grade_directory(class_dir, out, tiny_context, SLOTS)
     assert first.cached == 0 and all(r.cache_key for r in first.results)
-    # A batch killed after writing ann's result: ben's is gone, and ann's file was damaged on another try.
+    # A batch killed after writing ann's result: ben's is gone, and ann's file was damaged on
+    # another try.
     (out / "results" / "ben.json").unlink()
     again = grade_directory(class_dir, out, tiny_context, SLOTS)
     assert again.cached == 1 and [r.student for r in again.results] == ["ann", "ben"]
-    assert [replace(r, duration_s=0) for r in again.results] == [replace(r, duration_s=0) for r in first.results]
+    assert [replace(r, duration_s=0) for r in again.results] == [
+        replace(r, duration_s=0) for r in first.results
+    ]
     # A changed submission is graded again; --force grades everything.
-    (class_dir / "HW3_ann.py").write_text((FIXTURES / "HW3_tinyok.py").read_text() + "\nprint('changed')\n")
+    (class_dir / "HW3_ann.py").write_text(
+        (FIXTURES / "HW3_tinyok.py").read_text() + "\nprint('changed')\n"
+    )
     assert grade_directory(class_dir, out, tiny_context, SLOTS).cached == 1
     assert grade_directory(class_dir, out, tiny_context, SLOTS, force=True).cached == 0
     rows = (out / "gradebook.csv").read_text().splitlines()
@@ -126,7 +169,9 @@ def test_a_zip_from_the_lms_is_unpacked_safely(tmp_path: Path, tiny_context: Con
     shutil.copy(FIXTURES / "HW3_tinyok.py", folder / "HW3_bob.py")
     for source in (archive, folder):  # the zip itself, or a folder holding it
         out = tmp_path / f"out-{source.suffix or 'dir'}"
-        summary = grade_directory(source, out, dataclasses.replace(tiny_context, dataset=None), SLOTS)
+        summary = grade_directory(
+            source, out, dataclasses.replace(tiny_context, dataset=None), SLOTS
+        )
         expected = ["alice"] if source == archive else ["alice", "bob"]
         assert [r.student for r in summary.results] == expected and summary.skipped == ()
         assert not (folder / "HW3").exists()  # never unpacked beside the TA's files
@@ -143,10 +188,18 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
 
     from grader.run.slots import claim_index
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from grader.run.slots import claim_index\n"
-                               f"with claim_index(Path({str(tmp_path)!r})) as i:\n"
-                               "    print(i, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from grader.run.slots import claim_index\n"
+            f"with claim_index(Path({str(tmp_path)!r})) as i:\n"
+            "    print(i, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "0"
         with claim_index(tmp_path) as first, claim_index(tmp_path) as second:
@@ -158,7 +211,9 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
         assert again == 0  # freed when its holder died
 
 
-def test_one_student_regraded_into_an_existing_out_keeps_the_class(tmp_path: Path, tiny_context: Context) -> None:
+def test_one_student_regraded_into_an_existing_out_keeps_the_class(
+    tmp_path: Path, tiny_context: Context
+) -> None:
     """`--only` regrades just that account; grading another folder into OUT adds to the gradebook;
     an override for an account nobody has, an --only naming nobody, and OUT inside the submissions
     folder are refused with the name, before anything runs."""
@@ -179,7 +234,9 @@ def test_one_student_regraded_into_an_existing_out_keeps_the_class(tmp_path: Pat
     rows = (out / "gradebook.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["ann", "ben", "cid"]
     with pytest.raises(GraderError, match="no submission or result for nobody99"):
-        grade_directory(class_dir, out, tiny_context, SLOTS, overrides={"nobody99": Override(points=10)})
+        grade_directory(
+            class_dir, out, tiny_context, SLOTS, overrides={"nobody99": Override(points=10)}
+        )
     with pytest.raises(GraderError, match="--only: no submission for dan"):
         grade_directory(class_dir, out, tiny_context, SLOTS, only=frozenset({"dan"}))
     with pytest.raises(GraderError, match="is inside the submissions folder"):

@@ -5,11 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from grader.model.dataset import read_idx_labels
-from grader.intake import dataset as data
-from grader.model.errors import DataError
 from tinydata import make_tiny_fashion_mnist
+
+from grader.intake import dataset as data
+from grader.model.dataset import read_idx_labels
+from grader.model.errors import DataError
 
 
 def test_labels_are_read_from_idx(tmp_path: Path) -> None:
@@ -36,7 +36,11 @@ def test_no_source_names_all_three_ways(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(DataError) as info:
         data.prepare(cache=tmp_path / "cache", allow_download=False)
     message = str(info.value)
-    assert "grader data --from DIR" in message and "dataset-fashion-mnist" in message and "network" in message
+    assert (
+        "grader data --from DIR" in message
+        and "dataset-fashion-mnist" in message
+        and "network" in message
+    )
 
 
 def test_missing_source_directory(tmp_path: Path) -> None:
@@ -51,11 +55,16 @@ def test_real_files_from_a_named_gz_folder_are_verified(tmp_path: Path) -> None:
     for item in data.DEBIAN_DIR.glob("*.gz"):
         shutil.copy(item, folder / item.name)
     dataset = data.prepare(folder, cache=tmp_path / "cache")
-    assert sorted(p.name for p in dataset.raw.iterdir() if p.name in data.FILES) == sorted(data.FILES)
+    assert sorted(p.name for p in dataset.raw.iterdir() if p.name in data.FILES) == sorted(
+        data.FILES
+    )
     assert len(dataset.test_labels()) == 10000
     # A corrupted cache is detected and rebuilt from Debian's copy.
     (dataset.raw / "t10k-labels-idx1-ubyte").write_bytes(gzip.compress(b"junk"))
-    assert data.prepare(cache=tmp_path / "cache", allow_download=False).test_labels()[:3] == dataset.test_labels()[:3]
+    assert (
+        data.prepare(cache=tmp_path / "cache", allow_download=False).test_labels()[:3]
+        == dataset.test_labels()[:3]
+    )
 
 
 @pytest.mark.skipif(not data.DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")

@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from grader.judge import recompute
-from grader.model.dataset import TEST_IMAGES, Dataset
-from grader.model.rubric import FrozenFacts, Rubric
 from grader.evaluator.answer import evaluate
 from grader.evaluator.inputs import per_image
 from grader.evaluator.key import read_images
 from grader.evaluator.manifest import Refused
 from grader.evaluator.ops import RUNNABLE
 from grader.evaluator.predict import MAX_OUTPUTS, class_scores
+from grader.judge import recompute
+from grader.model.dataset import TEST_IMAGES, Dataset
+from grader.model.rubric import FrozenFacts, Rubric
 
 
 class Net(nn.Module):
@@ -39,16 +39,25 @@ def _images(dataset: Dataset) -> torch.Tensor:
     return read_images(dataset.raw / TEST_IMAGES)
 
 
-def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: torch.Tensor | None = None,
-             precision: str = "float32", views: tuple[str, ...] = ("identity",)) -> bytes:
+def _capture(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    edit: Any = None,
+    claimed: torch.Tensor | None = None,
+    precision: str = "float32",
+    views: tuple[str, ...] = ("identity",),
+) -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
-    ``claimed``: the classes the kernel records (else the model's own); ``precision``: the arithmetic
+    ``claimed``: the classes the kernel records (else the model's own); ``precision``: the
+    arithmetic
     the kernel's pass says it ran in."""
     from torch._export.serde.serialize import serialize
 
     model.eval()
     with torch.no_grad():
-        program = torch.export.export(model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+        program = torch.export.export(
+            model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
+        )
         scores = class_scores(model(inputs), inputs.shape[0], 10)
         classes = (scores.argmax(1) if claimed is None else claimed).to(torch.int8)
     graph = json.loads(serialize(program).exported_program)
@@ -62,8 +71,14 @@ def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: 
         nonlocal offset
         raw = value.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         chunks.append(raw)
-        found = {"name": name, "kind": kind, "dtype": str(value.dtype).removeprefix("torch."),
-                 "shape": list(value.shape), "offset": offset, "bytes": len(raw)}
+        found = {
+            "name": name,
+            "kind": kind,
+            "dtype": str(value.dtype).removeprefix("torch."),
+            "shape": list(value.shape),
+            "offset": offset,
+            "bytes": len(raw),
+        }
         offset += len(raw)
         return found
 
@@ -71,9 +86,17 @@ def _capture(model: nn.Module, inputs: torch.Tensor, edit: Any = None, claimed: 
     rows = entry("inputs", "input", inputs.reshape(inputs.shape[0], -1).float())
     import base64
 
-    manifest = {"version": 2, "graph": json.dumps(graph), "tensors": tensors, "inputs": rows, "precision": precision,
-                "views": list(views), "input_dtype": str(inputs.dtype).removeprefix("torch."),
-                "input_shape": list(inputs.shape[1:]), "row_classes": base64.b64encode(classes.numpy().tobytes()).decode()}
+    manifest = {
+        "version": 2,
+        "graph": json.dumps(graph),
+        "tensors": tensors,
+        "inputs": rows,
+        "precision": precision,
+        "views": list(views),
+        "input_dtype": str(inputs.dtype).removeprefix("torch."),
+        "input_shape": list(inputs.shape[1:]),
+        "row_classes": base64.b64encode(classes.numpy().tobytes()).decode(),
+    }
     return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
 
 
@@ -83,23 +106,41 @@ def images(tiny_dataset: Dataset) -> torch.Tensor:
 
 
 def _inject_size(graph: dict[str, Any]) -> None:
-    text = json.dumps(graph).replace("Symbol(", "__import__('os').system('touch /tmp/pwned-by-sympy') or Symbol(", 1)
+    text = json.dumps(graph).replace(
+        "Symbol(", "__import__('os').system('touch /tmp/pwned-by-sympy') or Symbol(", 1
+    )
     graph.clear()
     graph.update(json.loads(text))
 
 
-@pytest.mark.parametrize(("edit", "says"), [
-    (_inject_size, "size expression"),
-    (lambda g: g.__setitem__("guards_code", ["__import__('os').system('touch /tmp/pwned-by-guard') or True"]),
-     "guard code"),
-    (lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.__class__.__init__"),
-     "not a tensor op"),
-    (lambda g: g.__setitem__("extra", 1), "fields torch.export does not write"),
-    (lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.from_file.default"),
-     "computes from_file"),  # it reads and writes any file the evaluator may
-])
-def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: Dataset, images: torch.Tensor,
-                                                                 edit: Any, says: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (_inject_size, "size expression"),
+        (
+            lambda g: g.__setitem__(
+                "guards_code", ["__import__('os').system('touch /tmp/pwned-by-guard') or True"]
+            ),
+            "guard code",
+        ),
+        (
+            lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__(
+                "target", "torch.ops.aten.__class__.__init__"
+            ),
+            "not a tensor op",
+        ),
+        (lambda g: g.__setitem__("extra", 1), "fields torch.export does not write"),
+        (
+            lambda g: g["graph_module"]["graph"]["nodes"][0].__setitem__(
+                "target", "torch.ops.aten.from_file.default"
+            ),
+            "computes from_file",
+        ),  # it reads and writes any file the evaluator may
+    ],
+)
+def test_code_in_the_graph_json_is_refused_before_torch_reads_it(
+    tiny_dataset: Dataset, images: torch.Tensor, edit: Any, says: str
+) -> None:
     inputs = (images.float() / 255).reshape(-1, 1, 28, 28)
     for mark in ("/tmp/pwned-by-sympy", "/tmp/pwned-by-guard"):
         Path(mark).unlink(missing_ok=True)
@@ -108,7 +149,9 @@ def test_code_in_the_graph_json_is_refused_before_torch_reads_it(tiny_dataset: D
     assert not Path("/tmp/pwned-by-sympy").exists() and not Path("/tmp/pwned-by-guard").exists()
 
 
-def test_an_honest_capture_is_recomputed_with_its_graph_facts(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_an_honest_capture_is_recomputed_with_its_graph_facts(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     inputs = ((images.float() / 255 - 0.286) / 0.353).reshape(-1, 1, 28, 28)
     answer = evaluate(_capture(Net(), inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert answer["official"] == list(range(images.shape[0]))
@@ -138,19 +181,27 @@ def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> A
     from grader.static.rules import linear_layers
 
     measured = recompute.Recomputed(None, graph=graph)
-    return linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
+    return linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=measured, record={}), facts, rubric
+    )
 
 
-def test_raw_pixels_a_normalizing_buffer_and_a_dict_output_are_graded(tiny_dataset: Dataset, images: torch.Tensor,
-                                                                       facts: FrozenFacts, rubric: Rubric) -> None:
-    """Found by a writer of legal notebooks: each of these was once a review or a false violation."""
+def test_raw_pixels_a_normalizing_buffer_and_a_dict_output_are_graded(
+    tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric
+) -> None:
+    """Found by a writer of legal notebooks: each of these was once a review or a false
+    violation."""
     model = _RawPixels().eval()
     inputs = images.reshape(-1, 1, 28, 28)  # uint8, as the notebook fed them
     answer = evaluate(_capture(model, inputs), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     with torch.no_grad():
         assert answer["classes"] == model(inputs)["logits"].argmax(1).tolist()
     found = recompute.read(json.dumps(answer), None, images.shape[0])
-    assert found.graph is not None and found.differing == 0 and found.graph.copies == ("fc1.weight", "fc1.bias")
+    assert (
+        found.graph is not None
+        and found.differing == 0
+        and found.graph.copies == ("fc1.weight", "fc1.bias")
+    )
     check = _check(found.graph, facts, rubric)
     assert check.ok is True, check.message
 
@@ -171,9 +222,11 @@ def test_inputs_must_follow_one_preprocessing_for_the_whole_pass(images: torch.T
     assert set(per_image(x * (1 + label[:, None]), images)[0]) == {-1}
     # Within the tolerances a label still fits, so the graph runs on inputs rebuilt from the pixels.
     found, rebuilt, _ = per_image(x + 1e-7 * label[:, None], images)
-    assert found == everyone and rebuilt[images == 0].unique().numel() == 1  # a function of the pixel alone
+    # a function of the pixel alone
+    assert found == everyone and rebuilt[images == 0].unique().numel() == 1
     found, rebuilt, _ = per_image(standardized + 1e-5 * label[:, None], images)
-    assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9  # every row's mean the same: no label in it
+    # every row's mean the same: no label in it
+    assert found == everyone and float(rebuilt.mean(1).std()) < 1e-9
 
 
 class Plain(nn.Module):
@@ -198,7 +251,8 @@ class Lookup(Plain):
         d = (k1.unsqueeze(1) - k1.unsqueeze(0)) ** 2 + (k2.unsqueeze(1) - k2.unsqueeze(0)) ** 2
         w = torch.exp(d * -50.0) * m.unsqueeze(0)
         has = w.sum(1)
-        look = (w * (x[..., 701] * 1.0).unsqueeze(0)).sum(1)  # a copy: a view here has a stride of 784 rows
+        # a copy: a view here has a stride of 784 rows
+        look = (w * (x[..., 701] * 1.0).unsqueeze(0)).sum(1)
         ar = (x[..., 711:721] * m.unsqueeze(1)).sum(0) / (m.sum(0) + 1e-9)
         lab = ((look.unsqueeze(1) - ar.unsqueeze(0)) ** 2) * -100.0
         return h * (has.unsqueeze(1) * -1.0 + 1.0) + lab * has.unsqueeze(1)
@@ -230,37 +284,48 @@ def _labels(dataset: Dataset) -> torch.Tensor:
     return torch.tensor(list(dataset.test_labels()))
 
 
-def test_rows_fed_before_the_graded_pass_never_reach_the_graph(tiny_dataset: Dataset, images: torch.Tensor) -> None:
-    """A batch of "memory" rows with the labels, then the whole test set (feature-normalized rows pass
+def test_rows_fed_before_the_graded_pass_never_reach_the_graph(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
+    """A batch of "memory" rows with the labels, then the whole test set (feature-normalized rows
+    pass
     the per-pixel check): the graph that compares rows would answer every test image from memory."""
     torch.manual_seed(0)
     model, x, labels = Lookup().eval(), images.float() / 255, _labels(tiny_dataset)
     memory = torch.zeros_like(x)
     memory[:, :700], memory[:, 700], memory[:, 701] = x[:, :700], 1000.0, labels.float()
     memory[:, 711:721] = torch.arange(10.0)
-    answer = evaluate(_capture(model, torch.cat([memory, x])), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(
+        _capture(model, torch.cat([memory, x])), tiny_dataset.raw / TEST_IMAGES, RUNNABLE
+    )
     graded = [(o, c) for o, c in zip(answer["official"], answer["classes"]) if o >= 0]
     assert answer["preprocessing"] == "per pixel position" and len(graded) == x.shape[0]
     with torch.no_grad():
         own = Plain.forward(model, x).argmax(1)  # what its three Linear layers answer
-        assert bool((model(torch.cat([memory, x]))[x.shape[0]:].argmax(1) == labels).all())  # the attack, in the kernel
+        # the attack, in the kernel
+        assert bool((model(torch.cat([memory, x]))[x.shape[0] :].argmax(1) == labels).all())
     assert sum(own[o] == c for o, c in graded) >= 0.98 * len(graded)
     assert sum(labels[o] == c for o, c in graded) < 0.5 * len(graded)
 
 
-def test_each_test_image_reaches_the_graph_once(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_each_test_image_reaches_the_graph_once(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     torch.manual_seed(0)
     model, x, labels = Repeats().eval(), images.float() / 255, _labels(tiny_dataset)
     fed = torch.cat([x, x[labels == 0], x[labels == 0]])
     with torch.no_grad():
-        assert bool((model(fed)[:x.shape[0]][labels == 0].argmax(1) == 0).all())  # the attack, in the kernel
+        # the attack, in the kernel
+        assert bool((model(fed)[: x.shape[0]][labels == 0].argmax(1) == 0).all())
         own = Net.forward(model, x).argmax(1)
     answer = evaluate(_capture(model, fed), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert sorted(set(answer["official"])) == list(range(x.shape[0]))
     assert [answer["classes"][row] for row in range(x.shape[0])] == own.tolist()
 
 
-def test_a_graph_whose_answer_changes_with_its_batch_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_a_graph_whose_answer_changes_with_its_batch_is_refused(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     torch.manual_seed(0)
     with pytest.raises(Refused, match="changes with the other images of its batch"):
         evaluate(_capture(Mixer(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
@@ -268,13 +333,21 @@ def test_a_graph_whose_answer_changes_with_its_batch_is_refused(tiny_dataset: Da
 
 class AlwaysDropout(Net):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.nn.functional.dropout(x, 0.2))  # training=True unless told otherwise
+        # training=True unless told otherwise
+        return super().forward(torch.nn.functional.dropout(x, 0.2))
 
 
-def test_dropout_left_on_at_test_time_is_named_not_called_tampering(tiny_dataset: Dataset, images: torch.Tensor) -> None:
-    """A common slip, not an attack: the kernel's answers were random, so no run can reproduce them."""
+def test_dropout_left_on_at_test_time_is_named_not_called_tampering(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
+    """A common slip, not an attack: the kernel's answers were random, so no run can reproduce
+    them."""
     with pytest.raises(Refused, match="keeps dropout on at test time"):
-        evaluate(_capture(AlwaysDropout(), images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        evaluate(
+            _capture(AlwaysDropout(), images.float() / 255),
+            tiny_dataset.raw / TEST_IMAGES,
+            RUNNABLE,
+        )
 
 
 class NormTable(Plain):
@@ -301,7 +374,8 @@ class Tidy(Plain):
 class BatchSize(Plain):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = super().forward(x)
-        return h + (x.view(-1, 784)[:, :1] * 0.0 + 1.0).sum(0) * 0.01  # larger batches, larger scores
+        # larger batches, larger scores
+        return h + (x.view(-1, 784)[:, :1] * 0.0 + 1.0).sum(0) * 0.01
 
 
 class Poison(Plain):
@@ -310,7 +384,8 @@ class Poison(Plain):
 
 
 def test_a_graph_that_combines_two_tensors_from_the_image_is_for_a_person(
-        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric
+) -> None:
     """The homework's model is one chain through its layers; a table read back from a LayerNorm of
     zeros and multiplied with the image is a filter of its own, with no conv op anywhere."""
     from grader.static.rules import linear_layers
@@ -319,13 +394,23 @@ def test_a_graph_that_combines_two_tensors_from_the_image_is_for_a_person(
     answer = evaluate(_capture(NormTable(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.graph is not None and "mul" in found.graph.mixes
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
-    assert check is not None and check.ok is None and "combines two tensors computed from the image" in check.message
+    check = linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=found, record={}), facts, rubric
+    )
+    assert (
+        check is not None
+        and check.ok is None
+        and "combines two tensors computed from the image" in check.message
+    )
     for honest in (Net(), Tidy(), Plain()):
-        answer = evaluate(_capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        answer = evaluate(
+            _capture(honest, x.reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES, RUNNABLE
+        )
         assert answer["graph"]["mixes"] == []
         found = recompute.read(json.dumps(answer), None, x.shape[0])
-        check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+        check = linear_layers._graph_check(
+            types.SimpleNamespace(recomputed=found, record={}), facts, rubric
+        )
         assert check is not None and check.ok is True, check
 
 
@@ -358,23 +443,38 @@ def _into_a_weight(graph: dict[str, Any]) -> None:
     for node in graph["graph_module"]["graph"]["nodes"]:
         if node["target"] == "torch.ops.aten.linear.default":
             node["target"] = "torch.ops.aten.linear.out"
-            node["inputs"].append({"name": "out", "arg": {"as_tensor": {"name": "p_fc2_weight"}}, "kind": 2})
+            node["inputs"].append(
+                {"name": "out", "arg": {"as_tensor": {"name": "p_fc2_weight"}}, "kind": 2}
+            )
             return
 
 
 def test_weights_used_otherwise_than_once_on_a_row_are_for_a_person(
-        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric
+) -> None:
     from grader.static.rules import linear_layers
 
     x = images.float() / 255
     answer = evaluate(_capture(Shared(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
-    assert check is not None and check.ok is None and "uses fc2.weight [256, 512] as [256, 512] in matmul" in check.message
+    check = linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=found, record={}), facts, rubric
+    )
+    assert (
+        check is not None
+        and check.ok is None
+        and ("uses fc2.weight [256, 512] as [256, 512] in matmul") in check.message
+    )
     answer = evaluate(_capture(Widened(), x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     found = recompute.read(json.dumps(answer), None, x.shape[0])
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
-    assert check is not None and check.ok is None and "has the shape [2, 4, 512] after expand" in check.message
+    check = linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=found, record={}), facts, rubric
+    )
+    assert (
+        check is not None
+        and check.ok is None
+        and "has the shape [2, 4, 512] after expand" in check.message
+    )
     with pytest.raises(Refused, match="writes into a tensor other than the image's way"):
         evaluate(_capture(Plain(), x, _into_a_weight), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
@@ -390,7 +490,8 @@ class Summed(Plain):
 
 
 def test_every_product_op_is_run_and_held_to_the_layers(
-        tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor, facts: FrozenFacts, rubric: Rubric
+) -> None:
     """addbmm multiplies the image by weights like the rule's other products: the evaluator runs it
     (the grade is recomputed), and the rule sends a weight used through it to a person."""
     from grader.static.rules import linear_layers
@@ -400,7 +501,9 @@ def test_every_product_op_is_run_and_held_to_the_layers(
     assert "torch.ops.aten.addbmm.default" in answer["graph"]["ops"]
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.problem is None and -1 not in found.predictions
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=found, record={}), facts, rubric)
+    check = linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=found, record={}), facts, rubric
+    )
     assert check is not None and check.ok is None and "in addbmm" in check.message, check
 
 
@@ -414,20 +517,27 @@ def _in_size_slots(graph: dict[str, Any]) -> None:
                 argument["arg"] = {"as_sym_int": {"as_name": tensor["name"]}}
 
 
-def test_tensors_written_where_a_size_goes_are_still_followed(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_tensors_written_where_a_size_goes_are_still_followed(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     x = images.float() / 255
     with torch.no_grad():
         eager = NormTable().eval()
         expected = eager(x).argmax(1).tolist()
     answer = evaluate(_capture(eager, x, _in_size_slots), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
     assert answer["classes"] == expected  # torch ran the hidden arguments as tensors
-    assert "mul" in answer["graph"]["mixes"] and answer["graph"]["uses"]["ln.bias"] == [["layer_norm", "bias"]]
+    assert "mul" in answer["graph"]["mixes"] and answer["graph"]["uses"]["ln.bias"] == [
+        ["layer_norm", "bias"]
+    ]
 
 
-@pytest.mark.parametrize(("model", "says"), [(BatchSize(), "changes with the other images"),
-                                             (Poison(), "not all finite")])
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [(BatchSize(), "changes with the other images"), (Poison(), "not all finite")],
+)
 def test_answers_that_depend_on_the_batch_or_are_not_numbers_are_refused(
-        tiny_dataset: Dataset, images: torch.Tensor, model: nn.Module, says: str) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor, model: nn.Module, says: str
+) -> None:
     with pytest.raises(Refused, match=says):
         evaluate(_capture(model, images.float() / 255), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
 
@@ -446,18 +556,29 @@ class Counting(Plain):
 
 
 def _keep_the_sum(graph: dict[str, Any]) -> None:
-    """The new sum written back into the buffer after each call, as torch.export writes a mutation."""
+    """The new sum written back into the buffer after each call, as torch.export writes a
+    mutation."""
     module = graph["graph_module"]
-    name = next(n["outputs"][0]["as_tensor"]["name"] for n in module["graph"]["nodes"]
-                if n["target"] == "torch.ops.aten.add.Tensor")
+    name = next(
+        n["outputs"][0]["as_tensor"]["name"]
+        for n in module["graph"]["nodes"]
+        if n["target"] == "torch.ops.aten.add.Tensor"
+    )
     module["graph"]["outputs"].insert(0, {"as_tensor": {"name": name}})
-    module["signature"]["output_specs"].insert(0, {"buffer_mutation": {"arg": {"name": name}, "buffer_name": "seen"}})
+    module["signature"]["output_specs"].insert(
+        0, {"buffer_mutation": {"arg": {"name": name}, "buffer_name": "seen"}}
+    )
 
 
-def test_a_graph_that_carries_state_between_batches_is_refused(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_a_graph_that_carries_state_between_batches_is_refused(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     with pytest.raises(Refused, match="changes its own buffers"):
-        evaluate(_capture(Counting(), images.float() / 255, _keep_the_sum), tiny_dataset.raw / TEST_IMAGES,
-                          RUNNABLE)
+        evaluate(
+            _capture(Counting(), images.float() / 255, _keep_the_sum),
+            tiny_dataset.raw / TEST_IMAGES,
+            RUNNABLE,
+        )
 
 
 class Whisper(Net):
@@ -465,7 +586,9 @@ class Whisper(Net):
         return super().forward(x) * 1e-5
 
 
-def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """The kernel records other classes for every row; scores a thousandth of the noise margin would
     make every difference look like float noise."""
     from grader.model.results import Measurement
@@ -478,15 +601,23 @@ def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(tiny_datase
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.close_calls == x.shape[0] and found.differing == 0
     labels = tuple(_labels(tiny_dataset).tolist())
-    result = recompute.apply(Measurement(99.0, None, 198, 200, "student-test-pass", ()), found, labels, 1.0, False)
+    result = recompute.apply(
+        Measurement(99.0, None, 198, 200, "student-test-pass", ()), found, labels, 1.0, False
+    )
     assert result.review is not None and "closer than" in result.review
-    honest = recompute.read(json.dumps(evaluate(_capture(Net(), x, claimed=forged), tiny_dataset.raw / TEST_IMAGES,
-                                                         RUNNABLE)), None, x.shape[0])
+    honest = recompute.read(
+        json.dumps(
+            evaluate(_capture(Net(), x, claimed=forged), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        ),
+        None,
+        x.shape[0],
+    )
     assert honest.close_calls < 0.1 * x.shape[0] and honest.differing > 0.5 * x.shape[0]
 
 
 def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampering(
-        tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """Validation and test under ``torch.autocast(dtype=torch.bfloat16)``: on another device the
     kernel's class may differ from a float32 run wherever bfloat16 rounding can move the two best
     scores past each other. Recomputed in the arithmetic the capture names, such rows are noise (a
@@ -501,26 +632,38 @@ def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampe
     runner_up = scores.topk(2, dim=1).indices[:, 1]
 
     def read(precision: str, claimed: torch.Tensor) -> tuple[recompute.Recomputed, dict[str, Any]]:
-        answer = evaluate(_capture(model, x, claimed=claimed, precision=precision),
-                                   tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        answer = evaluate(
+            _capture(model, x, claimed=claimed, precision=precision),
+            tiny_dataset.raw / TEST_IMAGES,
+            RUNNABLE,
+        )
         return recompute.read(json.dumps(answer), None, x.shape[0]), answer
 
     _, answer = read("bfloat16", scores.argmax(1))
     margins, noise = torch.tensor(answer["margins"]), torch.tensor(answer["noise"])
-    movable = (margins > 10 * recompute.NOISE_MARGIN) & (margins <= noise)  # rows bfloat16 could flip
+    # rows bfloat16 could flip
+    movable = (margins > 10 * recompute.NOISE_MARGIN) & (margins <= noise)
     assert 0 < int(movable.sum()) <= 0.1 * x.shape[0]
-    kernel = torch.where(movable, runner_up, scores.argmax(1))  # another device's bfloat16 flipped them all
+    # another device's bfloat16 flipped them all
+    kernel = torch.where(movable, runner_up, scores.argmax(1))
     honest, _ = read("bfloat16", kernel)
-    assert honest.differing == 0 and honest.close_calls <= 0.1 * x.shape[0] and honest.precision == "bfloat16"
-    assert list(honest.predictions) == kernel.tolist()  # a close call is graded as the notebook counted it
-    odd = torch.where(movable, (scores.topk(3, dim=1).indices[:, 2]), scores.argmax(1))  # not one of the two best
+    assert (
+        honest.differing == 0
+        and honest.close_calls <= 0.1 * x.shape[0]
+        and honest.precision == "bfloat16"
+    )
+    # a close call is graded as the notebook counted it
+    assert list(honest.predictions) == kernel.tolist()
+    # not one of the two best
+    odd = torch.where(movable, (scores.topk(3, dim=1).indices[:, 2]), scores.argmax(1))
     assert list(read("bfloat16", odd)[0].predictions) == scores.argmax(1).tolist()
     claimed_float, _ = read("float32", kernel)
     assert claimed_float.differing == int(movable.sum())
 
 
-def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_dataset: Dataset,
-                                                                        images: torch.Tensor) -> None:
+def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """The same model on each test image and its mirror image, softmax averaged: the grade is that
     average (rebuilt from the official pixels, flipped by the evaluator itself), while the kernel's
     record of the model on the images as they are is compared as always."""
@@ -532,17 +675,22 @@ def test_test_time_augmentation_over_mirror_images_is_graded_as_averaged(tiny_da
         mirrored = model(x.reshape(-1, 28, 28).flip(-1).reshape(-1, 784))
     averaged = (torch.softmax(upright, 1) + torch.softmax(mirrored, 1)).argmax(1)
     assert bool((averaged != upright.argmax(1)).any())  # the average decides some images otherwise
-    answer = evaluate(_capture(model, x, views=("identity", "hflip")), tiny_dataset.raw / TEST_IMAGES,
-                               RUNNABLE)
+    answer = evaluate(
+        _capture(model, x, views=("identity", "hflip")), tiny_dataset.raw / TEST_IMAGES, RUNNABLE
+    )
     found = recompute.read(json.dumps(answer), None, x.shape[0])
     assert found.mirrored and found.differing == 0 and list(found.predictions) == averaged.tolist()
-    alone = recompute.read(json.dumps(evaluate(_capture(model, x), tiny_dataset.raw / TEST_IMAGES,
-                                                        RUNNABLE)), None, x.shape[0])
+    alone = recompute.read(
+        json.dumps(evaluate(_capture(model, x), tiny_dataset.raw / TEST_IMAGES, RUNNABLE)),
+        None,
+        x.shape[0],
+    )
     assert not alone.mirrored and list(alone.predictions) == upright.argmax(1).tolist()
 
 
 def test_a_notebook_cannot_decide_its_close_calls_beyond_what_rounding_explains(
-        tiny_dataset: Dataset, images: torch.Tensor) -> None:
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """Scores scaled so that a tenth of the rows are within 1e-3, nudged in the kernel towards the
     runner-up: were the kernel's choice taken on every close call, the notebook would pick those
     classes. Beyond a handful the graph's own classes are graded."""
@@ -567,23 +715,32 @@ def test_a_notebook_cannot_decide_its_close_calls_beyond_what_rounding_explains(
 class Detour(Net):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(-1, 784)
-        x = x.unsqueeze(1).expand(-1, 1_000_000, 784).sum(1) / 1_000_000  # 3 GB a row, the same row back
+        # 3 GB a row, the same row back
+        x = x.unsqueeze(1).expand(-1, 1_000_000, 784).sum(1) / 1_000_000
         return self.fc3(torch.relu(self.fc2(torch.relu(self.bn(self.fc1(x))))))
 
 
-def test_a_graph_widening_the_images_way_is_refused_before_it_runs(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_a_graph_widening_the_images_way_is_refused_before_it_runs(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """The layer rule would send the detour to review, but the evaluator ran the graph first: at a
     million copies a row, minutes and gigabytes. Its shapes are followed with fake tensors first."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(Refused, match="values per test image"):
-        evaluate(_capture(Detour(), images[:2].float() / 255, claimed=torch.zeros(2, dtype=torch.long)),
-                          tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: no real run of it
+        evaluate(
+            _capture(Detour(), images[:2].float() / 255, claimed=torch.zeros(2, dtype=torch.long)),
+            tiny_dataset.raw / TEST_IMAGES,
+            RUNNABLE,
+        )
+    # KB: no real run of it
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000
 
 
-def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Dataset, images: torch.Tensor) -> None:
+def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
     """A hidden unit that fires on a tenth of the images with an equal, huge weight to every class
     leaves every answer as it was but makes bfloat16 move exactly those rows: no row is excused more
     than a few times the usual row, so a record forged on them is still tampering evidence (and the
@@ -596,22 +753,34 @@ def test_a_graph_cannot_pick_the_rows_its_arithmetic_excuses(tiny_dataset: Datas
         inner = torch.relu(model.fc1(x))
         direction = torch.randn(512)
         drive = inner @ direction
-        ranked = drive.sort().values  # cut in the widest gap near the top tenth: no row fires by a hair
+        # cut in the widest gap near the top tenth: no row fires by a hair
+        ranked = drive.sort().values
         low, high = int(0.9 * x.shape[0]), int(0.95 * x.shape[0])
-        at = low + int((ranked[low + 1:high + 1] - ranked[low:high]).argmax())
+        at = low + int((ranked[low + 1 : high + 1] - ranked[low:high]).argmax())
         cut = float(ranked[at] + ranked[at + 1]) / 2
         top = float((drive - cut).clamp(min=0).max())
-        model.fc2.weight[0], model.fc2.bias[0] = direction / top, -cut / top  # in (0, 1] where it fires
-        model.fc3.weight[:, 0] = 2000.0  # the same for every class: no answer changes
+        # in (0, 1] where it fires the same for every class: no answer changes
+        model.fc2.weight[0], model.fc2.bias[0] = direction / top, -cut / top
+        model.fc3.weight[:, 0] = 2000.0
         scores = model(x)
         fires = torch.relu(model.fc2(inner))[:, 0] > 0
     forged = torch.where(fires, (scores.argmax(1) + 1) % 10, scores.argmax(1))
-    answer = evaluate(_capture(model, x, claimed=forged, precision="bfloat16"),
-                               tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+    answer = evaluate(
+        _capture(model, x, claimed=forged, precision="bfloat16"),
+        tiny_dataset.raw / TEST_IMAGES,
+        RUNNABLE,
+    )
     found = recompute.read(json.dumps(answer), None, x.shape[0])
-    assert 0 < int(fires.sum()) <= 0.1 * x.shape[0] and found.differing > 0 and found.close_calls <= 0.1 * x.shape[0]
-    labels = _labels(tiny_dataset).tolist()  # and graded in bfloat16, those rows lose what the unit drowned
-    assert sum(p == y for p, y in zip(found.predictions, labels)) <= int((scores.argmax(1) == torch.tensor(labels)).sum())
+    assert (
+        0 < int(fires.sum()) <= 0.1 * x.shape[0]
+        and found.differing > 0
+        and found.close_calls <= 0.1 * x.shape[0]
+    )
+    # and graded in bfloat16, those rows lose what the unit drowned
+    labels = _labels(tiny_dataset).tolist()
+    assert sum(p == y for p, y in zip(found.predictions, labels)) <= int(
+        (scores.argmax(1) == torch.tensor(labels)).sum()
+    )
 
 
 def test_the_evaluator_names_the_products_as_the_rule_does() -> None:
@@ -651,9 +820,16 @@ def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
     from grader.probe import passes
 
     scores, probs, other = torch.randn(5, 10), torch.rand(5, 10), torch.randn(5, 3)
-    outputs: list[Any] = [scores, (other, scores, probs), [probs, scores], {"feat": other, "logits": scores},
-                          (other,) * (passes.MAX_OUTPUTS - 1) + (scores,), (other,) * passes.MAX_OUTPUTS + (scores,),
-                          (other, torch.randn(5, 10, 1)), {"x": 3}]
+    outputs: list[Any] = [
+        scores,
+        (other, scores, probs),
+        [probs, scores],
+        {"feat": other, "logits": scores},
+        (other,) * (passes.MAX_OUTPUTS - 1) + (scores,),
+        (other,) * passes.MAX_OUTPUTS + (scores,),
+        (other, torch.randn(5, 10, 1)),
+        {"x": 3},
+    ]
     assert MAX_OUTPUTS == passes.MAX_OUTPUTS
     for output in outputs:
         kernel, trusted = passes.class_scores(output, 5, 10), class_scores(output, 5, 10)
@@ -661,49 +837,72 @@ def test_the_kernel_and_the_evaluator_pick_the_same_class_scores() -> None:
     assert passes.class_scores(outputs[-3], 5, 10) is None  # the ninth part is not looked at
 
 
-def test_the_graph_runs_on_the_training_images_under_the_verified_preprocessing(tiny_dataset: Dataset,
-                                                                                images: torch.Tensor) -> None:
-    """Beside the graded pass, the graph runs on a secret sample of the official training images (all
+def test_the_graph_runs_on_the_training_images_under_the_verified_preprocessing(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
+    """Beside the graded pass, the graph runs on a secret sample of the official training images
+    (all
     of the tiny set's 600), preprocessed by the map the test pass verified: normalized, standardized
     per image, or per pixel position. Its classes are the model's on those images."""
     model = Net().eval()
     train_path = tiny_dataset.raw / "train-images-idx3-ubyte"
     train = read_images(train_path)
     mean, std = train.float().mean(0), train.float().std(0).clamp_min(1.0)
-    for prep in (lambda q: (q.float() / 255 - 0.286) / 0.353,
-                 lambda q: (q.float() - q.float().mean(1, keepdim=True)) / q.float().std(1, keepdim=True),
-                 lambda q: (q.float() - mean) / std):
-        answer = evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)),
-                                   tiny_dataset.raw / TEST_IMAGES, RUNNABLE, train_path)
+    for prep in (
+        lambda q: (q.float() / 255 - 0.286) / 0.353,
+        lambda q: (q.float() - q.float().mean(1, keepdim=True)) / q.float().std(1, keepdim=True),
+        lambda q: (q.float() - mean) / std,
+    ):
+        answer = evaluate(
+            _capture(model, prep(images).reshape(-1, 1, 28, 28)),
+            tiny_dataset.raw / TEST_IMAGES,
+            RUNNABLE,
+            train_path,
+        )
         sample = answer["train_sample"]
         assert sorted(sample["indices"]) == list(range(train.shape[0]))
         with torch.no_grad():
-            own = model(prep(train[torch.tensor(sample["indices"])]).reshape(-1, 1, 28, 28)).argmax(1)
+            own = model(prep(train[torch.tensor(sample["indices"])]).reshape(-1, 1, 28, 28)).argmax(
+                1
+            )
         assert sum(a == b for a, b in zip(own.tolist(), sample["classes"])) >= 0.97 * train.shape[0]
-        found = recompute.read(json.dumps(answer), None, images.shape[0], train_total=train.shape[0])
-        assert found.train_indices == tuple(sample["indices"]) and found.train_classes == tuple(sample["classes"])
-    answer = evaluate(_capture(model, prep(images).reshape(-1, 1, 28, 28)), tiny_dataset.raw / TEST_IMAGES,
-                               RUNNABLE)
+        found = recompute.read(
+            json.dumps(answer), None, images.shape[0], train_total=train.shape[0]
+        )
+        assert found.train_indices == tuple(sample["indices"]) and found.train_classes == tuple(
+            sample["classes"]
+        )
+    answer = evaluate(
+        _capture(model, prep(images).reshape(-1, 1, 28, 28)),
+        tiny_dataset.raw / TEST_IMAGES,
+        RUNNABLE,
+    )
     assert answer["train_sample"] is None  # no training images given
 
 
 def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_images(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """However the notebook fed them (here: straight into the model, as a wrapper module taking an
     index tensor would), a model that learned the test images fits them better than the training
     images the evaluator samples, and judge/fit.py sends it to review; the same model trained on
-    its training images only does not go there. (Generated data, 1,000 test images: enough to compare.)"""
+    its training images only does not go there. (Generated data, 1,000 test images: enough to
+    compare.)"""
     from tinydata import make_tiny_fashion_mnist
 
     from grader.judge import fit
-    from grader.model.dataset import TRAIN_IMAGES, Dataset as Data
+    from grader.model.dataset import TRAIN_IMAGES
+    from grader.model.dataset import Dataset as Data
 
     data = Data(make_tiny_fashion_mnist(tmp_path / "fmnist", train=2_000, test=1_000, noise=0.25))
     test_x, train_x = read_images(data.raw / TEST_IMAGES), read_images(data.raw / TRAIN_IMAGES)
     test_y, train_y = torch.tensor(data.test_labels()), torch.tensor(data.train_labels())
     prep = lambda q: (q.float() / 255 - 0.286) / 0.353  # noqa: E731
     verdicts = []
-    for x, y in ((train_x[:1_600], train_y[:1_600]), (torch.cat([train_x[:1_600], test_x]), torch.cat([train_y[:1_600], test_y]))):
+    for x, y in (
+        (train_x[:1_600], train_y[:1_600]),
+        (torch.cat([train_x[:1_600], test_x]), torch.cat([train_y[:1_600], test_y])),
+    ):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -711,11 +910,20 @@ def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_i
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(prep(x)), y).backward()
             optimizer.step()
-        answer = evaluate(_capture(model, prep(test_x)), data.raw / TEST_IMAGES, RUNNABLE, data.raw / TRAIN_IMAGES)
+        answer = evaluate(
+            _capture(model, prep(test_x)), data.raw / TEST_IMAGES, RUNNABLE, data.raw / TRAIN_IMAGES
+        )
         found = recompute.read(json.dumps(answer), None, 1_000, train_total=2_000)
-        accuracy = 100.0 * sum(p == t for p, t in zip(found.predictions, data.test_labels())) / 1_000
-        sample = fit.fit(found.train_indices, found.train_classes, data.train_labels(), (1 << 1_600) - 1)
+        accuracy = (
+            100.0 * sum(p == t for p, t in zip(found.predictions, data.test_labels())) / 1_000
+        )
+        sample = fit.fit(
+            found.train_indices, found.train_classes, data.train_labels(), (1 << 1_600) - 1
+        )
         verdicts.append((accuracy, sample, fit.review(accuracy, 1_000, sample, ceiling=None)))
     (honest_accuracy, honest, honest_why), (cheat_accuracy, cheat, cheat_why) = verdicts
     assert honest_why is None and honest is not None and honest.held_out == 400
-    assert cheat_why is not None and "better than the training images" in cheat_why, (cheat_accuracy, cheat)
+    assert cheat_why is not None and "better than the training images" in cheat_why, (
+        cheat_accuracy,
+        cheat,
+    )

@@ -13,27 +13,80 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path) -> None:
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("grader-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "grader/_data/rubric.yaml" in names and "grader/_data/templates/check.txt.j2" in names
     assert "grader/_data/reference/HW3_template.ipynb" in names
-    assert not [n for n in names if "solution" in n]  # students install this: no reference solution in it
+    # students install this: no reference solution in it
+    assert not [n for n in names if "solution" in n]
 
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     elsewhere = tmp_path / "colab"
     elsewhere.mkdir()
     (elsewhere / "HW3_ann.py").write_text((FIXTURES / "HW3_tinyok.py").read_text())
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("GRADER_RUBRIC", None)
-    where = subprocess.run([sys.executable, "-c", "import grader, grader.model.resources as r; print(grader.__file__); "
-                            "print(r.shipped('templates'))"], cwd=elsewhere, env=env, capture_output=True, text=True)
-    assert where.stdout.splitlines() == [str(site / "grader" / "__init__.py"), str(site / "grader" / "_data" / "templates")]
-    check = subprocess.run([sys.executable, "-m", "grader", "check", "HW3_ann.py"], cwd=elsewhere, env=env,
-                           capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import grader, grader.model.resources as r; "
+            "print(grader.__file__); "
+            "print(r.shipped('templates'))",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.splitlines() == [
+        str(site / "grader" / "__init__.py"),
+        str(site / "grader" / "_data" / "templates"),
+    ]
+    check = subprocess.run(
+        [sys.executable, "-m", "grader", "check", "HW3_ann.py"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stderr
-    assert "epochs" in check.stdout and "valid_size" in check.stdout and "linear_layers" in check.stdout
+    assert (
+        "epochs" in check.stdout
+        and "valid_size" in check.stdout
+        and "linear_layers" in check.stdout
+    )

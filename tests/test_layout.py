@@ -20,16 +20,40 @@ from grader.static.rules import RULES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "grader"
 README = PACKAGE.parent / "README.md"
-STAGES = ("model", "intake", "static", "run", "probe", "evaluator", "judge", "scoring", "pipeline",
-          "outputs", "cli")
-# The evaluator's modules the kernel's probe may import: cheap (torch at most), nothing else of ours.
+STAGES = (
+    "model",
+    "intake",
+    "static",
+    "run",
+    "probe",
+    "evaluator",
+    "judge",
+    "scoring",
+    "pipeline",
+    "outputs",
+    "cli",
+)
+# The evaluator's modules the kernel's probe may import: cheap (torch at most), nothing else of
+# ours.
 KERNEL_SIDE = ("grader.evaluator.key", "grader.evaluator.ops")
 # What the trusted evaluator may import beside the standard library and itself (numpy: torch's).
 EVALUATOR_IMPORTS = ("torch", "numpy")
 # The modules that start processes; only run/ may import them.
 PROCESS_MODULES = ("subprocess", "multiprocessing", "pty", "concurrent.futures.process")
-PROCESS_CALLS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "os.system", "os.popen",
-                 "os.execv", "os.execve", "os.execvp", "os.execvpe", "os.spawnv", "os.spawnve")
+PROCESS_CALLS = (
+    "os.fork",
+    "os.forkpty",
+    "os.posix_spawn",
+    "os.posix_spawnp",
+    "os.system",
+    "os.popen",
+    "os.execv",
+    "os.execve",
+    "os.execvp",
+    "os.execvpe",
+    "os.spawnv",
+    "os.spawnve",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -41,14 +65,22 @@ MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
 def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, (ast.Name, ast.Attribute)) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+    return isinstance(node.test, (ast.Name, ast.Attribute)) and ast.unparse(node.test).endswith(
+        "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path) -> set[str]:
-    """The grader modules ``path`` imports at run time (deferred imports included, TYPE_CHECKING ones not)."""
+    """The grader modules ``path`` imports at run time (deferred imports included, TYPE_CHECKING
+    ones not)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block)
-               for stmt in block.body for n in ast.walk(stmt)}
+    skipped = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _is_type_checking(block)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     me = _module_name(path)
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -103,7 +135,11 @@ def _stage(module: str) -> str:
 
 
 def test_every_module_lives_in_a_stage_folder() -> None:
-    loose = [m for m in MODULES if m.count(".") == 1 and _stage(m) not in STAGES and m not in ("grader.__main__",)]
+    loose = [
+        m
+        for m in MODULES
+        if m.count(".") == 1 and _stage(m) not in STAGES and m not in ("grader.__main__",)
+    ]
     assert loose == [], f"modules outside a stage folder: {loose}"
 
 
@@ -119,7 +155,11 @@ def test_no_import_cycle_between_stages() -> None:
     stages = {s: set() for s in STAGES}
     for module, imported in GRAPH.items():
         for other in imported:
-            if _stage(module) in stages and _stage(other) != _stage(module) and _stage(other) in stages:
+            if (
+                _stage(module) in stages
+                and _stage(other) != _stage(module)
+                and _stage(other) in stages
+            ):
                 stages[_stage(module)].add(_stage(other))
     assert _cycles(stages) == [], stages
 
@@ -131,8 +171,13 @@ def test_only_run_starts_processes() -> None:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == p or n.startswith(p + ".") for n in names for p in PROCESS_MODULES):
                 offenders.append(f"{module}: imports {names}")
             if isinstance(node, ast.Call) and ast.unparse(node.func) in PROCESS_CALLS:
@@ -142,8 +187,11 @@ def test_only_run_starts_processes() -> None:
 
 def test_the_probe_imports_nothing_else_of_the_grader() -> None:
     """Nothing but itself and the evaluator's key and op tables (one content key for both sides)."""
-    outside = {m: sorted(i for i in imported if _stage(i) != "probe" and i not in KERNEL_SIDE)
-               for m, imported in GRAPH.items() if _stage(m) == "probe"}
+    outside = {
+        m: sorted(i for i in imported if _stage(i) != "probe" and i not in KERNEL_SIDE)
+        for m, imported in GRAPH.items()
+        if _stage(m) == "probe"
+    }
     assert {m: i for m, i in outside.items() if i} == {}
     assert "grader.evaluator.key" in GRAPH["grader.probe.content"]  # imported, not twinned
 
@@ -176,11 +224,19 @@ def test_the_evaluator_started_by_its_path_loads_only_its_own_package() -> None:
     """As run/evaluate.py starts it (``python -I .../grader/evaluator/__main__.py``): the package
     beside the file, no path added to sys.path, and no grader module outside grader.evaluator."""
     main = PACKAGE / "evaluator" / "__main__.py"
-    code = (f"import runpy, sys, json\nbefore = list(sys.path)\nrunpy.run_path({str(main)!r})\n"
-            "import grader\n"
-            "print(json.dumps([sorted(sys.modules), sys.path == before, grader.__file__]))")
-    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                          timeout=300, check=True, cwd="/")
+    code = (
+        f"import runpy, sys, json\nbefore = list(sys.path)\nrunpy.run_path({str(main)!r})\n"
+        "import grader\n"
+        "print(json.dumps([sorted(sys.modules), sys.path == before, grader.__file__]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd="/",
+    )
     loaded, same_path, where = json.loads(done.stdout.strip().splitlines()[-1])
     assert same_path and Path(where) == PACKAGE / "__init__.py"
     ours = [m for m in loaded if m.split(".")[0] == "grader"]
@@ -199,22 +255,37 @@ def test_the_kernel_side_of_the_evaluator_loads_nothing_heavy() -> None:
 
 
 def test_judging_and_scoring_run_nothing() -> None:
-    reaching = {m: sorted(i for i in imported if _stage(i) in ("run", "pipeline", "cli"))
-                for m, imported in GRAPH.items() if _stage(m) in ("judge", "scoring", "model")}
+    reaching = {
+        m: sorted(i for i in imported if _stage(i) in ("run", "pipeline", "cli"))
+        for m, imported in GRAPH.items()
+        if _stage(m) in ("judge", "scoring", "model")
+    }
     assert {m: i for m, i in reaching.items() if i} == {}
 
 
 def test_outputs_never_grade() -> None:
-    grading = {m: sorted(i for i in imported if _stage(i) in ("pipeline", "run", "judge", "cli")
-                         or i.startswith("grader.static.rules"))
-               for m, imported in GRAPH.items() if _stage(m) == "outputs"}
+    grading = {
+        m: sorted(
+            i
+            for i in imported
+            if _stage(i) in ("pipeline", "run", "judge", "cli")
+            or i.startswith("grader.static.rules")
+        )
+        for m, imported in GRAPH.items()
+        if _stage(m) == "outputs"
+    }
     assert {m: i for m, i in grading.items() if i} == {}
 
 
 def _loaded(code: str) -> set[str]:
     """The modules a fresh interpreter has loaded after ``code``."""
-    done = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -224,18 +295,26 @@ HEAVY = ("torch", "nbclient", "jupyter_client", "ipykernel", "nbformat")
 def test_pages_and_the_static_check_load_neither_torch_nor_the_kernel(tmp_path: Path) -> None:
     notebook = Path(__file__).parent / "fixtures" / "HW3_tinyok.py"
     checked = _loaded(f"from grader.cli import main\nmain(['check', {str(notebook)!r}])")
-    outputs = _loaded("import grader.outputs.pages, grader.outputs.text, grader.outputs.ci, grader.outputs.gradescope, grader.outputs.exports")
+    outputs = _loaded(
+        "import grader.outputs.pages, grader.outputs.text, grader.outputs.ci, "
+        "grader.outputs.gradescope, grader.outputs.exports"
+    )
     for loaded in (checked, outputs):
         assert not [m for m in loaded if m.split(".")[0] in HEAVY]
     assert "grader.static.rules" in checked  # the check does load the rules; rendering does not:
-    assert not [m for m in outputs if m.startswith(("grader.static.rules", "grader.run", "grader.judge"))]
+    assert not [
+        m for m in outputs if m.startswith(("grader.static.rules", "grader.run", "grader.judge"))
+    ]
 
 
 def test_grader_report_loads_no_rule(tmp_path: Path) -> None:
     (tmp_path / "out" / "results").mkdir(parents=True)
     loaded = _loaded(f"from grader.cli import main\nmain(['report', {str(tmp_path / 'out')!r}])")
-    assert not [m for m in loaded if m.startswith(("grader.static", "grader.run", "grader.judge"))
-                or m.split(".")[0] in HEAVY]
+    assert not [
+        m
+        for m in loaded
+        if m.startswith(("grader.static", "grader.run", "grader.judge")) or m.split(".")[0] in HEAVY
+    ]
 
 
 def test_the_rubric_and_the_rules_name_the_same_rules() -> None:
@@ -249,29 +328,35 @@ def _readme_table(heading: str) -> list[tuple[str, list[str]]]:
     start = text.index(f"\n## {heading}")
     end = text.find("\n## ", start + 1)
     section = text[start:] if end == -1 else text[start:end]
-    return [(name, rest.split(" | ")) for name, rest in re.findall(r"^\| `([a-z_-]+)` \| (.+) \|$", section, re.M)]
+    return [
+        (name, rest.split(" | "))
+        for name, rest in re.findall(r"^\| `([a-z_-]+)` \| (.+) \|$", section, re.M)
+    ]
 
 
 def test_the_readme_lists_every_flag_with_its_meaning() -> None:
     rows = _readme_table("Flags")
     assert len(rows) == len({name for name, _ in rows})  # each flag once
     assert {name: cells[0] for name, cells in rows} == {flag.value: MEANING[flag] for flag in Flag}
-    assert all(len(cells) == 2 and cells[1].strip() for _, cells in rows)  # and what the TA should do
+    # and what the TA should do
+    assert all(len(cells) == 2 and cells[1].strip() for _, cells in rows)
 
 
 def test_the_readme_lists_every_status_with_what_to_do() -> None:
     """Every status a result can have, and the gradebook's `missing` row of a roster student with no
     submission (read off the gradebook the code writes), each with its meaning and what to do;
     `review` first, the status that needs the TA."""
-    from grader.model.rubric import load_rubric
     from grader.model.results import Status
+    from grader.model.rubric import load_rubric
     from grader.outputs.pages import gradebook_csv
 
     gradebook = gradebook_csv([], load_rubric(PACKAGE.parent / "rubric.yaml"), missing=["absent01"])
     roster_only = {row["status"] for row in csv.DictReader(io.StringIO(gradebook))}
     rows = _readme_table("Statuses")
     assert [name for name, _ in rows][0] == Status.REVIEW.value
-    assert sorted(name for name, _ in rows) == sorted({status.value for status in Status} | roster_only)
+    assert sorted(name for name, _ in rows) == sorted(
+        {status.value for status in Status} | roster_only
+    )
     assert all(len(cells) == 2 and all(c.strip() for c in cells) for _, cells in rows)
 
 
@@ -281,7 +366,8 @@ def test_every_flag_has_a_meaning(flag: Flag) -> None:
 
 
 def test_no_module_outside_the_parser_reads_the_probes_record_by_key() -> None:
-    """The probe's record is read by key in one place, model/probe_facts.py (the probe writes it)."""
+    """The probe's record is read by key in one place, model/probe_facts.py (the probe writes
+    it)."""
     from typing import get_type_hints
 
     from grader.probe.schema import ProbeRecord

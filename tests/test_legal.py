@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from classes import grade_class
 
 from grader.model.context import Context
@@ -25,8 +24,13 @@ EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").
 
 
 def test_the_corpus_is_the_folder() -> None:
-    assert sorted(EXPECTED) == sorted(p.name for p in CORPUS.glob("HW3_*")) and set(ISSUE_KINDS) <= set(EXPECTED)
-    assert all(entry["expect"] == "graded" and entry["measured"] == "printed" for entry in EXPECTED.values())
+    assert sorted(EXPECTED) == sorted(p.name for p in CORPUS.glob("HW3_*")) and set(
+        ISSUE_KINDS
+    ) <= set(EXPECTED)
+    assert all(
+        entry["expect"] == "graded" and entry["measured"] == "printed"
+        for entry in EXPECTED.values()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,29 +39,50 @@ def results(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> 
     return grade_class(CORPUS, EXPECTED, tiny_context, tmp_path_factory, "legal")
 
 
-# The five kinds of notebook issue 28 found misjudged (TorchScript twice: traced, and saved then loaded).
-ISSUE_KINDS = ("HW3_inference_mode.py", "HW3_autocast_bf16.ipynb", "HW3_jit_trace.py", "HW3_jit_saved.ipynb",
-               "HW3_lambda_standardize.ipynb", "HW3_tta_softmax.py")
+# The five kinds of notebook issue 28 found misjudged (TorchScript twice: traced, and saved then
+# loaded).
+ISSUE_KINDS = (
+    "HW3_inference_mode.py",
+    "HW3_autocast_bf16.ipynb",
+    "HW3_jit_trace.py",
+    "HW3_jit_saved.ipynb",
+    "HW3_lambda_standardize.ipynb",
+    "HW3_tta_softmax.py",
+)
 
 
 @pytest.fixture(scope="module")
 def hidden(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
     """Those five kinds graded as `grader grade` grades by default: the test labels hidden."""
-    return grade_class(CORPUS, ISSUE_KINDS, tiny_context, tmp_path_factory, "legal-hidden", hidden=True)
+    return grade_class(
+        CORPUS, ISSUE_KINDS, tiny_context, tmp_path_factory, "legal-hidden", hidden=True
+    )
 
 
 @pytest.mark.parametrize("name", ISSUE_KINDS)
-def test_the_issues_kinds_are_graded_alike_with_the_labels_hidden(name: str, results: dict[str, Result],
-                                                                 hidden: dict[str, Result]) -> None:
+def test_the_issues_kinds_are_graded_alike_with_the_labels_hidden(
+    name: str, results: dict[str, Result], hidden: dict[str, Result]
+) -> None:
     seen, shown = results[name], hidden[name]
-    assert shown.status.value == "graded" and not shown.flags, (shown.reason, shown.flags, shown.notes)
+    assert shown.status.value == "graded" and not shown.flags, (
+        shown.reason,
+        shown.flags,
+        shown.notes,
+    )
     assert shown.accuracy == seen.accuracy and shown.score == seen.score
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_an_honest_notebook_is_graded_at_its_own_count(name: str, results: dict[str, Result]) -> None:
+def test_an_honest_notebook_is_graded_at_its_own_count(
+    name: str, results: dict[str, Result]
+) -> None:
     result = results[name]
-    shown = (result.reason, result.flags, result.notes, [(c.id, c.ok, c.message) for c in result.checks if c.ok is not True])
+    shown = (
+        result.reason,
+        result.flags,
+        result.notes,
+        [(c.id, c.ok, c.message) for c in result.checks if c.ok is not True],
+    )
     assert result.status.value == "graded" and not result.flags, shown
     assert result.measured_by == "student-test-pass" and result.reported_accuracy is not None, shown
     assert result.accuracy == pytest.approx(result.reported_accuracy, abs=0.01), shown

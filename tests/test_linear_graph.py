@@ -28,80 +28,168 @@ def _check(graph: recompute.GraphFacts, facts: FrozenFacts, rubric: Rubric) -> A
 
 MATRICES = (("fc1.weight", (512, 784)), ("fc2.weight", (256, 512)), ("fc3.weight", (10, 256)))
 PRODUCT_USES = {name: (("linear", "weight"),) for name, _ in MATRICES}
-OPS = {"torch.ops.aten.linear.default": 3, "torch.ops.aten.relu.default": 2, "torch.ops.aten.view.default": 1}
+OPS = {
+    "torch.ops.aten.linear.default": 3,
+    "torch.ops.aten.relu.default": 2,
+    "torch.ops.aten.view.default": 1,
+}
 
 
-def test_data_beside_the_linear_layers_is_a_violation_or_review(facts: FrozenFacts, rubric: Rubric) -> None:
+def test_data_beside_the_linear_layers_is_a_violation_or_review(
+    facts: FrozenFacts, rubric: Rubric
+) -> None:
     many = tuple((f"memory{i}", (4000,)) for i in range(8))
     check = _check(recompute.GraphFacts(OPS, MATRICES, many, ()), facts, rubric)
     assert check.ok is False and "32000 values beside its weight matrices" in check.message
-    odd = recompute.GraphFacts({**OPS, "torch.ops.aten.sub.Tensor": 1}, MATRICES, (("table", (512,)),), (),
-                               {**PRODUCT_USES, "table": (("sub", "other"),)})
+    odd = recompute.GraphFacts(
+        {**OPS, "torch.ops.aten.sub.Tensor": 1},
+        MATRICES,
+        (("table", (512,)),),
+        (),
+        {**PRODUCT_USES, "table": (("sub", "other"),)},
+    )
     check = _check(odd, facts, rubric)
     assert check.ok is None and "table [512] in sub (other)" in check.message
-    laundered = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES, (("keys", (4000,)),), (),
-                                     {**PRODUCT_USES, "keys": (("batch_norm", "input"),)})
-    assert _check(laundered, facts, rubric).ok is None  # a normalization's input is no normalization weight
-    pixels = recompute.GraphFacts({**OPS, "torch.ops.aten.sub.Tensor": 1}, MATRICES, (("mean", (1, 28, 28)),), (),
-                                  {**PRODUCT_USES, "mean": (("sub", "other"),)})
+    laundered = recompute.GraphFacts(
+        {**OPS, "torch.ops.aten.batch_norm.default": 1},
+        MATRICES,
+        (("keys", (4000,)),),
+        (),
+        {**PRODUCT_USES, "keys": (("batch_norm", "input"),)},
+    )
+    # a normalization's input is no normalization weight
+    assert _check(laundered, facts, rubric).ok is None
+    pixels = recompute.GraphFacts(
+        {**OPS, "torch.ops.aten.sub.Tensor": 1},
+        MATRICES,
+        (("mean", (1, 28, 28)),),
+        (),
+        {**PRODUCT_USES, "mean": (("sub", "other"),)},
+    )
     assert _check(pixels, facts, rubric).ok is True  # an input normalization kept in the model
-    pixels = recompute.GraphFacts({**OPS, "torch.ops.aten.mm.default": 1}, MATRICES, (("mean", (28, 28)),), (),
-                                  {**PRODUCT_USES, "mean": (("mm", "mat2"),)})
-    assert _check(pixels, facts, rubric).ok is False  # the same values as a matrix multiplying the image
+    pixels = recompute.GraphFacts(
+        {**OPS, "torch.ops.aten.mm.default": 1},
+        MATRICES,
+        (("mean", (28, 28)),),
+        (),
+        {**PRODUCT_USES, "mean": (("mm", "mat2"),)},
+    )
+    # the same values as a matrix multiplying the image
+    assert _check(pixels, facts, rubric).ok is False
     spare = (("spare.weight", (512, 784)),)
-    unused = recompute.GraphFacts(OPS, MATRICES + spare, (), (), {**PRODUCT_USES, "spare.weight": ()})
+    unused = recompute.GraphFacts(
+        OPS, MATRICES + spare, (), (), {**PRODUCT_USES, "spare.weight": ()}
+    )
     assert _check(unused, facts, rubric).ok is False  # a layer added and never used is still added
-    shared = recompute.GraphFacts(OPS, MATRICES + spare, (), (), {**PRODUCT_USES, "spare.weight": ()},
-                                  copies=("spare.weight",))
+    shared = recompute.GraphFacts(
+        OPS,
+        MATRICES + spare,
+        (),
+        (),
+        {**PRODUCT_USES, "spare.weight": ()},
+        copies=("spare.weight",),
+    )
     assert _check(shared, facts, rubric).ok is True  # fc1 under a second name: one layer
-    normal = recompute.GraphFacts({**OPS, "torch.ops.aten.batch_norm.default": 1}, MATRICES,
-                                  (("bn.running_mean", (512,)),), (),
-                                  {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)})
+    normal = recompute.GraphFacts(
+        {**OPS, "torch.ops.aten.batch_norm.default": 1},
+        MATRICES,
+        (("bn.running_mean", (512,)),),
+        (),
+        {**PRODUCT_USES, "bn.running_mean": (("batch_norm", "running_mean"),)},
+    )
     assert _check(normal, facts, rubric).ok is True
 
 
 def test_the_image_way_is_held_to_a_chain_of_the_layers(facts: FrozenFacts, rubric: Rubric) -> None:
-    """Copies of the 256-wide way scaled by a BatchNorm's weights and summed back are one more learned
+    """Copies of the 256-wide way scaled by a BatchNorm's weights and summed back are one more
+    learned
     layer, within the widths; so are many normalizations in a row, or one used twice."""
-    chain = (("view", (2, 784)), ("linear", (2, 512)), ("batch_norm", (2, 512)), ("relu", (2, 512)),
-             ("linear", (2, 256)), ("relu", (2, 256)), ("linear", (2, 10)))
+    chain = (
+        ("view", (2, 784)),
+        ("linear", (2, 512)),
+        ("batch_norm", (2, 512)),
+        ("relu", (2, 512)),
+        ("linear", (2, 256)),
+        ("relu", (2, 256)),
+        ("linear", (2, 10)),
+    )
     plain = recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=chain)
     assert _check(plain, facts, rubric).ok is True
-    copied = chain[:6] + (("expand", (2, 2, 256)), ("batch_norm", (2, 512)), ("sum", (2, 256))) + chain[6:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=copied), facts, rubric)
+    copied = (
+        chain[:6]
+        + (("expand", (2, 2, 256)), ("batch_norm", (2, 512)), ("sum", (2, 256)))
+        + chain[6:]
+    )
+    check = _check(
+        recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=copied), facts, rubric
+    )
     assert check.ok is None and "goes through expand" in check.message
     stacked = chain[:3] + (("batch_norm", (2, 512)),) * 2 + chain[3:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=stacked), facts, rubric)
+    check = _check(
+        recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=stacked), facts, rubric
+    )
     assert check.ok is None and "more than 2 normalization layers" in check.message
-    regrouped = chain[:4] + (("view", (2, 256, 2)), ("getitem", (2, 256, 1)), ("view", (2, 256))) + chain[5:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=regrouped), facts, rubric)
+    regrouped = (
+        chain[:4]
+        + (("view", (2, 256, 2)), ("getitem", (2, 256, 1)), ("view", (2, 256)))
+        + chain[5:]
+    )
+    check = _check(
+        recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=regrouped), facts, rubric
+    )
     assert check.ok is None and "has the shape [2, 256, 1] after getitem" in check.message
     slopes = chain[:3] + (("prelu", (2, 512)),) * 2 + chain[3:]
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=slopes), facts, rubric)
+    check = _check(
+        recompute.GraphFacts(OPS, MATRICES, (), (), PRODUCT_USES, way=slopes), facts, rubric
+    )
     assert check.ok is None and "PReLUs" in check.message
     twice = {**PRODUCT_USES, "bn.weight": (("batch_norm", "weight"), ("batch_norm", "weight"))}
-    check = _check(recompute.GraphFacts(OPS, MATRICES, (("bn.weight", (512,)),), (), twice, way=chain), facts, rubric)
+    check = _check(
+        recompute.GraphFacts(OPS, MATRICES, (("bn.weight", (512,)),), (), twice, way=chain),
+        facts,
+        rubric,
+    )
     assert check.ok is None and "uses bn.weight 2 times" in check.message
 
 
-def test_a_structure_of_any_shape_is_undecided_not_a_crash(facts: FrozenFacts, rubric: Rubric) -> None:
-    measured = recompute.Recomputed(None, graph=recompute.GraphFacts(OPS, MATRICES, (), ()), changed_after_pass=True,
-                                    structure_at_pass={"x": 1})
-    check = linear_layers._graph_check(types.SimpleNamespace(recomputed=measured, record={}), facts, rubric)
+def test_a_structure_of_any_shape_is_undecided_not_a_crash(
+    facts: FrozenFacts, rubric: Rubric
+) -> None:
+    measured = recompute.Recomputed(
+        None,
+        graph=recompute.GraphFacts(OPS, MATRICES, (), ()),
+        changed_after_pass=True,
+        structure_at_pass={"x": 1},
+    )
+    check = linear_layers._graph_check(
+        types.SimpleNamespace(recomputed=measured, record={}), facts, rubric
+    )
     assert check is not None and check.ok is None
 
 
 # -- each named check on its own ---------------------------------------------------------------
 FROZEN = Counter({(784, 512): 1, (512, 256): 1, (256, 10): 1})
 BIASES = (("fc1.bias", (512,)), ("fc2.bias", (256,)), ("fc3.bias", (10,)))
-CHAIN = (("view", (2, 784)), ("linear", (2, 512)), ("relu", (2, 512)), ("linear", (2, 256)),
-         ("relu", (2, 256)), ("linear", (2, 10)))
+CHAIN = (
+    ("view", (2, 784)),
+    ("linear", (2, 512)),
+    ("relu", (2, 512)),
+    ("linear", (2, 256)),
+    ("relu", (2, 256)),
+    ("linear", (2, 10)),
+)
 HONEST = GraphFacts(
-    ops=OPS, parameters=MATRICES + BIASES, buffers=(), constants=(),
+    ops=OPS,
+    parameters=MATRICES + BIASES,
+    buffers=(),
+    constants=(),
     uses={**PRODUCT_USES, **{name: (("linear", "bias"),) for name, _ in BIASES}},
-    products=tuple(Product(op="linear", weight=name, used=shape, rows=(2, shape[1]))
-                   for name, shape in MATRICES),
-    way=CHAIN)
+    products=tuple(
+        Product(op="linear", weight=name, used=shape, rows=(2, shape[1]))
+        for name, shape in MATRICES
+    ),
+    way=CHAIN,
+)
 
 
 def _with(**changes: Any) -> GraphView:
@@ -115,52 +203,126 @@ def _products(**at: Product) -> tuple[Product, ...]:
 
 
 CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
-    (linear_graph.held_weights, {"parameters": MATRICES + (("conv.weight", (8, 1, 3, 3)),)}, False,
-     "holds the weights conv.weight [8, 1, 3, 3]; only the Linear layers 784->512, 512->256, "
-     "256->10"),
-    (linear_graph.held_weights, {"parameters": MATRICES + (("memory", (5000,)),)}, False,
-     "holds the weights memory [5000]"),
-    (linear_graph.weight_matrices, {"parameters": MATRICES[:2] + (("fc3.weight", (10, 512)),)},
-     False,
-     "has the weight matrices 784->512, 512->256, 512->10; the homework fixes 784->512"),
-    (linear_graph.stored_data, {"constants": (("answers", (2000,)),)}, False,
-     "holds the constant answers [2000] (2000 values): data beside the Linear layers"),
-    (linear_graph.stored_data, {"buffers": (("table", (10, 10)),)}, False,
-     "holds the buffer table [10, 10] (100 values)"),
-    (linear_graph.values_beside, {"buffers": tuple((f"m{i}", (4000,)) for i in range(5))}, False,
-     "holds 20778 values beside its weight matrices (normalization and biases need at most 16384)"),
-    (linear_graph.tensor_uses, {"uses": {**HONEST.uses, "fc1.bias": (("linear", "bias"),) * 2}},
-     None,
-     "uses fc1.bias 2 times; each layer's tensors are used once"),
-    (linear_graph.tensor_uses, {"uses": {**HONEST.uses, "fc1.bias": (("mul", "other"),)}}, None,
-     "uses fc1.bias [512] in mul (other), not as a Linear layer's weight or bias"),
-    (linear_graph.mixed_image, {"mixes": ("mul", "add", "mul")}, None,
-     "combines two tensors computed from the image in add, mul: not a chain"),
-    (linear_graph.odd_products,
-     {"products": _products(fc2=Product(op="matmul", weight="fc2.weight", used=(256, 512),
-                                        rows=(2, 2, 256)))},
-     None, "uses fc2.weight [256, 512] as [256, 512] in matmul on rows of shape [2, 2, 256] (two "
-     "images)"),
-    (linear_graph.odd_products,
-     {"products": _products(fc1=Product(op="addbmm", weight="fc1.weight", used=(1, 784, 512),
-                                        rows=(1, 2, 784)))},
-     None, "uses fc1.weight [512, 784] as [1, 784, 512] in addbmm"),
-    (linear_graph.odd_products,
-     {"products": _products(fc3=Product(op="mv", weight="", used=(), rows=(256,)))},
-     None, "multiplies by something that is no weight matrix in mv; each Linear layer multiplies"),
-    (linear_graph.odd_way, {"way": CHAIN[:3] + (("sum", (2, 512)),) + CHAIN[3:]}, None,
-     "the image's way through the model that made the graded predictions goes through sum"),
-    (linear_graph.odd_way, {"way": CHAIN[:2] + (("view", (2, 256, 2)), ("softmax", (2, 256, 2)))},
-     None, "has the shape [2, 256, 2] after softmax (two images); the homework's layers are 784, "
-     "512, 256, 10"),
-    (linear_graph.odd_way, {"way": CHAIN[:2] + (("layer_norm", (2, 512)),) * 3 + CHAIN[2:]}, None,
-     "goes through more than 2 normalization layers or PReLUs between two Linear layers"),
-    (linear_graph.other_ops, {"ops": {**OPS, "torch.ops.aten.sort.default": 1}}, False,
-     "computes sort (1x); only the Linear layers, normalization, dropout and activations may"),
-    (linear_graph.product_count, {"ops": {**OPS, "torch.ops.aten.mv.default": 2}}, False,
-     "multiplies by weights 5 times; the homework's 784->512, 512->256, 256->10 do 3"),
-    (linear_graph.product_count, {"ops": {**OPS, "torch.ops.aten.addbmm.default": 1}}, False,
-     "multiplies by weights 4 times"),
+    (
+        linear_graph.held_weights,
+        {"parameters": MATRICES + (("conv.weight", (8, 1, 3, 3)),)},
+        False,
+        "holds the weights conv.weight [8, 1, 3, 3]; only the Linear layers 784->512, 512->256, "
+        "256->10",
+    ),
+    (
+        linear_graph.held_weights,
+        {"parameters": MATRICES + (("memory", (5000,)),)},
+        False,
+        "holds the weights memory [5000]",
+    ),
+    (
+        linear_graph.weight_matrices,
+        {"parameters": MATRICES[:2] + (("fc3.weight", (10, 512)),)},
+        False,
+        "has the weight matrices 784->512, 512->256, 512->10; the homework fixes 784->512",
+    ),
+    (
+        linear_graph.stored_data,
+        {"constants": (("answers", (2000,)),)},
+        False,
+        "holds the constant answers [2000] (2000 values): data beside the Linear layers",
+    ),
+    (
+        linear_graph.stored_data,
+        {"buffers": (("table", (10, 10)),)},
+        False,
+        "holds the buffer table [10, 10] (100 values)",
+    ),
+    (
+        linear_graph.values_beside,
+        {"buffers": tuple((f"m{i}", (4000,)) for i in range(5))},
+        False,
+        "holds 20778 values beside its weight matrices (normalization and biases need at most "
+        "16384)",
+    ),
+    (
+        linear_graph.tensor_uses,
+        {"uses": {**HONEST.uses, "fc1.bias": (("linear", "bias"),) * 2}},
+        None,
+        "uses fc1.bias 2 times; each layer's tensors are used once",
+    ),
+    (
+        linear_graph.tensor_uses,
+        {"uses": {**HONEST.uses, "fc1.bias": (("mul", "other"),)}},
+        None,
+        "uses fc1.bias [512] in mul (other), not as a Linear layer's weight or bias",
+    ),
+    (
+        linear_graph.mixed_image,
+        {"mixes": ("mul", "add", "mul")},
+        None,
+        "combines two tensors computed from the image in add, mul: not a chain",
+    ),
+    (
+        linear_graph.odd_products,
+        {
+            "products": _products(
+                fc2=Product(op="matmul", weight="fc2.weight", used=(256, 512), rows=(2, 2, 256))
+            )
+        },
+        None,
+        "uses fc2.weight [256, 512] as [256, 512] in matmul on rows of shape [2, 2, 256] (two "
+        "images)",
+    ),
+    (
+        linear_graph.odd_products,
+        {
+            "products": _products(
+                fc1=Product(op="addbmm", weight="fc1.weight", used=(1, 784, 512), rows=(1, 2, 784))
+            )
+        },
+        None,
+        "uses fc1.weight [512, 784] as [1, 784, 512] in addbmm",
+    ),
+    (
+        linear_graph.odd_products,
+        {"products": _products(fc3=Product(op="mv", weight="", used=(), rows=(256,)))},
+        None,
+        "multiplies by something that is no weight matrix in mv; each Linear layer multiplies",
+    ),
+    (
+        linear_graph.odd_way,
+        {"way": CHAIN[:3] + (("sum", (2, 512)),) + CHAIN[3:]},
+        None,
+        "the image's way through the model that made the graded predictions goes through sum",
+    ),
+    (
+        linear_graph.odd_way,
+        {"way": CHAIN[:2] + (("view", (2, 256, 2)), ("softmax", (2, 256, 2)))},
+        None,
+        "has the shape [2, 256, 2] after softmax (two images); the homework's layers are 784, "
+        "512, 256, 10",
+    ),
+    (
+        linear_graph.odd_way,
+        {"way": CHAIN[:2] + (("layer_norm", (2, 512)),) * 3 + CHAIN[2:]},
+        None,
+        "goes through more than 2 normalization layers or PReLUs between two Linear layers",
+    ),
+    (
+        linear_graph.other_ops,
+        {"ops": {**OPS, "torch.ops.aten.sort.default": 1}},
+        False,
+        "computes sort (1x); only the Linear layers, normalization, dropout and activations may",
+    ),
+    (
+        linear_graph.product_count,
+        {"ops": {**OPS, "torch.ops.aten.mv.default": 2}},
+        False,
+        "multiplies by weights 5 times; the homework's 784->512, 512->256, 256->10 do 3",
+    ),
+    (
+        linear_graph.product_count,
+        {"ops": {**OPS, "torch.ops.aten.addbmm.default": 1}},
+        False,
+        "multiplies by weights 4 times",
+    ),
 ]
 
 
@@ -169,10 +331,14 @@ def test_every_check_passes_the_honest_graph(check: Any) -> None:
     assert check(GraphView.of(HONEST, FROZEN)) is None
 
 
-@pytest.mark.parametrize(("check", "changes", "ok", "says"), CASES,
-                         ids=[f"{c.__name__}-{i}" for i, (c, *_rest) in enumerate(CASES)])
-def test_each_check_finds_what_it_is_for(check: Any, changes: dict[str, Any], ok: bool | None,
-                                         says: str) -> None:
+@pytest.mark.parametrize(
+    ("check", "changes", "ok", "says"),
+    CASES,
+    ids=[f"{c.__name__}-{i}" for i, (c, *_rest) in enumerate(CASES)],
+)
+def test_each_check_finds_what_it_is_for(
+    check: Any, changes: dict[str, Any], ok: bool | None, says: str
+) -> None:
     found = check(_with(**changes))
     assert found is not None and found.ok is ok and says in found.message, found
 
@@ -181,11 +347,21 @@ def test_every_check_has_its_own_test() -> None:
     assert {case[0] for case in CASES} == set(CHECKS)
 
 
-def test_the_checks_run_in_order_and_the_first_finding_is_the_verdict(facts: FrozenFacts,
-                                                                      rubric: Rubric) -> None:
+def test_the_checks_run_in_order_and_the_first_finding_is_the_verdict(
+    facts: FrozenFacts, rubric: Rubric
+) -> None:
     assert [c.__name__ for c in CHECKS] == [
-        "held_weights", "weight_matrices", "stored_data", "values_beside", "tensor_uses",
-        "mixed_image", "odd_products", "odd_way", "other_ops", "product_count"]
+        "held_weights",
+        "weight_matrices",
+        "stored_data",
+        "values_beside",
+        "tensor_uses",
+        "mixed_image",
+        "odd_products",
+        "odd_way",
+        "other_ops",
+        "product_count",
+    ]
     assert _check(HONEST, facts, rubric).ok is True
     # data beside the layers (a violation) comes before the image's mixing (a person's look)
     both = _with(constants=(("answers", (2000,)),), mixes=("mul",)).graph
@@ -196,26 +372,35 @@ def test_the_checks_run_in_order_and_the_first_finding_is_the_verdict(facts: Fro
 
 def _fallback(ops: list[dict[str, Any]], facts: FrozenFacts, rubric: Rubric) -> Any:
     """The rule without a graph: on the kernel's traced forward pass (its weight ops)."""
-    owners = [{"module": f"fc{i + 1}", "type": "Linear", "shapes": [list(shape), [shape[0]]]}
-              for i, (_, shape) in enumerate(MATRICES)]
-    record = {"version": RECORD_VERSION,
-              "architecture": {"parameters": owners, "ops": ops, "error": None}}
+    owners = [
+        {"module": f"fc{i + 1}", "type": "Linear", "shapes": [list(shape), [shape[0]]]}
+        for i, (_, shape) in enumerate(MATRICES)
+    ]
+    record = {
+        "version": RECORD_VERSION,
+        "architecture": {"parameters": owners, "ops": ops, "error": None},
+    }
     run = types.SimpleNamespace(recomputed=None, record=parse(record))
     return linear_layers.runtime(run, facts, rubric)
 
 
-def test_the_traced_forward_pass_counts_every_product_alike(facts: FrozenFacts,
-                                                             rubric: Rubric) -> None:
+def test_the_traced_forward_pass_counts_every_product_alike(
+    facts: FrozenFacts, rubric: Rubric
+) -> None:
     """Every op of the one product table is a product in the kernel's trace too, held to the layers'
     shapes: addbmm summing one batch is fc1; mv and addmv multiply one vector, which is no Linear
     layer applied to rows (nn.Linear never runs them), so they stay a violation."""
-    addmm = [{"op": "addmm", "shapes": [[out], [2, width], [width, out]]}
-             for (_, (out, width)) in MATRICES]
+    addmm = [
+        {"op": "addmm", "shapes": [[out], [2, width], [width, out]]}
+        for (_, (out, width)) in MATRICES
+    ]
     assert _fallback(addmm, facts, rubric).ok is True
     batched = [{"op": "addbmm", "shapes": [[512], [1, 2, 784], [1, 784, 512]]}] + addmm[1:]
     assert _fallback(batched, facts, rubric).ok is True
-    for vector in ({"op": "mv", "shapes": [[512, 784], [784]]},
-                   {"op": "addmv", "shapes": [[512], [512, 784], [784]]}):
+    for vector in (
+        {"op": "mv", "shapes": [[512, 784], [784]]},
+        {"op": "addmv", "shapes": [[512], [512, 784], [784]]},
+    ):
         check = _fallback([vector] + addmm[1:], facts, rubric)
         assert check.ok is False and "weights of ?, 512->256, 256->10" in check.message
     conv = {"op": "conv2d", "shapes": [[2, 1, 28, 28], [8, 1, 3, 3]]}

@@ -23,35 +23,55 @@ from grader.outputs.pages import write_batch_reports
 from grader.outputs.plots import wrong_strip
 from grader.pipeline.executors.local import Graded, Job, Listener
 
-CURVE = {"every": 13, "first_step": 1, "loss": [2.0 / (1 + k / 50) for k in range(77)],
-         "lr": [0.001] * 77, "epochs": [100 * e for e in range(10)],
-         "validation": [[100 * e, 80 + e] for e in range(1, 11)], "test": [[1000, 88.0]]}
+CURVE = {
+    "every": 13,
+    "first_step": 1,
+    "loss": [2.0 / (1 + k / 50) for k in range(77)],
+    "lr": [0.001] * 77,
+    "epochs": [100 * e for e in range(10)],
+    "validation": [[100 * e, 80 + e] for e in range(1, 11)],
+    "test": [[1000, 88.0]],
+}
 PIXELS = bytes(range(256)) * 6 + bytes(32)  # two test images
 
 
 def _result(account: str, accuracy: float = 88.0, pixels: bytes = PIXELS) -> Result:
-    return Result(student=account, source=f"HW3_{account}.ipynb", status=Status.GRADED,
-                  accuracy=accuracy, reported_accuracy=accuracy, score=50, max_score=60, bonus=0,
-                  duration_s=1.0, curve=CURVE, flags=(),
-                  checks=(Check("epochs", True, "kept", f"HW3_{account}.ipynb"),),
-                  wrong=((12, 6, 0, 0.99), (7, 2, 4, 0.5)),
-                  wrong_images=base64.b64encode(pixels).decode())
+    return Result(
+        student=account,
+        source=f"HW3_{account}.ipynb",
+        status=Status.GRADED,
+        accuracy=accuracy,
+        reported_accuracy=accuracy,
+        score=50,
+        max_score=60,
+        bonus=0,
+        duration_s=1.0,
+        curve=CURVE,
+        flags=(),
+        checks=(Check("epochs", True, "kept", f"HW3_{account}.ipynb"),),
+        wrong=((12, 6, 0, 0.99), (7, 2, 4, 0.5)),
+        wrong_images=base64.b64encode(pixels).decode(),
+    )
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """How many times each kind of plot is drawn from now on."""
     counts = {"curve": 0, "wrong": 0}
     for kind, name in (("curve", "training_curve"), ("wrong", "wrong_strip")):
-        def counted(*args: object, kind: str = kind,
-                    draw: object = getattr(plot_store, name)) -> Markup:
+
+        def counted(
+            *args: object, kind: str = kind, draw: object = getattr(plot_store, name)
+        ) -> Markup:
             counts[kind] += 1
             return draw(*args)  # type: ignore[operator, no-any-return]
+
         monkeypatch.setattr(plot_store, name, counted)
     return counts
 
 
 def test_identical_plots_are_drawn_once_and_a_render_again_draws_none(
-        tmp_path: Path, rubric: Rubric, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, rubric: Rubric, monkeypatch: pytest.MonkeyPatch
+) -> None:
     counts = _counting(monkeypatch)
     same = [_result("amy"), _result("bob")]  # the same numbers: the same curve and mistakes
     write_batch_reports(tmp_path, [*same, _result("cat", 89.5)], rubric, [])
@@ -76,7 +96,8 @@ def test_plots_no_page_shows_are_removed(tmp_path: Path, rubric: Rubric) -> None
 
 
 def test_only_missing_plots_are_drawn_and_one_that_cannot_be_is_left_to_its_page(
-        tmp_path: Path, rubric: Rubric, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, rubric: Rubric, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = dataclasses.replace(_result("amy"), curve={**CURVE, "first_step": 10**400})
     plots = [p for r in (broken, _result("bob")) for p in plot_store.student_plots(r, rubric)]
     assert plot_store.draw_missing(tmp_path, plots) == 3  # amy's mistakes are bob's
@@ -98,8 +119,17 @@ def test_the_surest_mistakes_are_the_official_pixels_with_their_titles() -> None
     wrong = [(12, 6, 0, 0.99), (7, 2, 4, 0.9), (3, 9, 99, 0.5)]
     svg = str(wrong_strip(wrong, pixels, ["<T>"] * 9 + ["Ankle boot"]))
     titles = re.findall(r"<text [^>]*>([^<]*)</text>", svg)
-    assert titles == ["#12", "&lt;T&gt;", "→ &lt;T&gt; 99%", "#7", "&lt;T&gt;", "→ &lt;T&gt; 90%",
-                      "#3", "Ankle boot", "→ 99 50%"]
+    assert titles == [
+        "#12",
+        "&lt;T&gt;",
+        "→ &lt;T&gt; 99%",
+        "#7",
+        "&lt;T&gt;",
+        "→ &lt;T&gt; 90%",
+        "#3",
+        "Ankle boot",
+        "→ 99 50%",
+    ]
     images = re.findall(r'base64,([A-Za-z0-9+/=]+)"', svg)
     assert len(images) == 3 and 'viewBox="0 0 237.6 136.8"' in svg
     for k, png in enumerate(images):
@@ -107,10 +137,12 @@ def test_the_surest_mistakes_are_the_official_pixels_with_their_titles() -> None
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert data[16:26] == bytes([0, 0, 0, 28, 0, 0, 0, 28, 8, 0])  # 28 by 28, 8-bit gray
         start = data.index(b"IDAT") + 4
-        size = int.from_bytes(data[start - 8:start - 4], "big")
-        rows = zlib.decompress(data[start:start + size])
-        shown = b"".join(rows[r * 29 + 1:(r + 1) * 29] for r in range(28))  # after each filter byte
-        assert shown == bytes(255 - v for v in pixels[k * 784:(k + 1) * 784])  # gray_r: 0 white
+        size = int.from_bytes(data[start - 8 : start - 4], "big")
+        rows = zlib.decompress(data[start : start + size])
+        shown = b"".join(
+            rows[r * 29 + 1 : (r + 1) * 29] for r in range(28)
+        )  # after each filter byte
+        assert shown == bytes(255 - v for v in pixels[k * 784 : (k + 1) * 784])  # gray_r: 0 white
 
 
 class _Landing:
@@ -127,17 +159,20 @@ class _Landing:
     def run(self, jobs: Sequence[Job], context: Context, listener: Listener) -> None:
         for job in jobs:
             account = job.submission.account
-            result = dataclasses.replace(_result(account, 80.0 + len(self.present)),
-                                         cache_key=job.key)
+            result = dataclasses.replace(
+                _result(account, 80.0 + len(self.present)), cache_key=job.key
+            )
             listener.started(account)
             listener.finished(Graded(job, result, None))
-            self.present[account] = all((self.out / "plots" / p.file).is_file()
-                                        for p in plot_store.student_plots(result, self.rubric))
+            self.present[account] = all(
+                (self.out / "plots" / p.file).is_file()
+                for p in plot_store.student_plots(result, self.rubric)
+            )
 
 
 def test_grade_draws_a_students_plots_when_their_result_lands(
-        tmp_path: Path, rubric: Rubric, facts: FrozenFacts,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, rubric: Rubric, facts: FrozenFacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from grader.pipeline.batch import grade_directory
 
     folder, out = tmp_path / "class", tmp_path / "out"

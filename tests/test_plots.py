@@ -39,7 +39,9 @@ def _assert_readable(figure: Figure) -> list[str]:
     labels = _labels(figure)
     width, height = figure.bbox.width, figure.bbox.height
     for text, (x0, y0, x1, y1) in labels:
-        assert x0 >= -0.5 and y0 >= -0.5 and x1 <= width + 0.5 and y1 <= height + 0.5, f"{text!r} leaves the figure"
+        assert x0 >= -0.5 and y0 >= -0.5 and x1 <= width + 0.5 and y1 <= height + 0.5, (
+            f"{text!r} leaves the figure"
+        )
     for (a, box_a), (b, box_b) in itertools.combinations(labels, 2):
         overlap_x = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
         overlap_y = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
@@ -53,7 +55,9 @@ def _near_thresholds(rubric: Rubric) -> list[float]:
 
 
 @pytest.mark.parametrize("spread", [0.0, 3.0, 40.0])
-def test_the_class_histogram_shows_every_threshold_without_overlap(rubric: Rubric, spread: float) -> None:
+def test_the_class_histogram_shows_every_threshold_without_overlap(
+    rubric: Rubric, spread: float
+) -> None:
     accuracies = [a - spread for a in _near_thresholds(rubric)] + _near_thresholds(rubric)
     texts = " ".join(_assert_readable(histogram_figure(accuracies, rubric)))
     for t in rubric.accuracy.thresholds:
@@ -62,10 +66,18 @@ def test_the_class_histogram_shows_every_threshold_without_overlap(rubric: Rubri
 
 
 @pytest.mark.parametrize("graded", [79.99, 80.0, 84.0, 88.99, 89.0, 89.5, 90.0, 90.01, 97.0])
-def test_the_accuracy_panel_labels_the_graded_point_and_every_threshold(rubric: Rubric, graded: float) -> None:
-    curve = {"every": 1, "first_step": 1, "loss": [2.0 / (1 + k) for k in range(100)], "lr": [0.01] * 100,
-             "epochs": [10 * e for e in range(10)], "validation": [[10 * e, graded - 2 + e / 5] for e in range(1, 11)],
-             "test": [[100, graded]]}
+def test_the_accuracy_panel_labels_the_graded_point_and_every_threshold(
+    rubric: Rubric, graded: float
+) -> None:
+    curve = {
+        "every": 1,
+        "first_step": 1,
+        "loss": [2.0 / (1 + k) for k in range(100)],
+        "lr": [0.01] * 100,
+        "epochs": [10 * e for e in range(10)],
+        "validation": [[10 * e, graded - 2 + e / 5] for e in range(1, 11)],
+        "test": [[100, graded]],
+    }
     figure = curve_figure(curve, rubric, graded)
     texts = " ".join(_assert_readable(figure))
     assert f"graded {graded:.2f}%" in texts

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import io
 
-from grader.pipeline.batch import Progress
-from grader.outputs.progress import Eta, LiveProgress, PlainProgress, progress_display
 from grader.model.results import Result, Status
+from grader.outputs.progress import Eta, LiveProgress, PlainProgress, progress_display
+from grader.pipeline.batch import Progress
 
 
 def _result(student: str, accuracy: float | None = 91.25) -> Result:
-    return Result(student=student, source=f"HW3_{student}.ipynb", status=Status.GRADED, accuracy=accuracy,
-                  reported_accuracy=None, score=60, max_score=60, bonus=5, checks=(), flags=(), duration_s=42.0)
+    return Result(
+        student=student,
+        source=f"HW3_{student}.ipynb",
+        status=Status.GRADED,
+        accuracy=accuracy,
+        reported_accuracy=None,
+        score=60,
+        max_score=60,
+        bonus=5,
+        checks=(),
+        flags=(),
+        duration_s=42.0,
+    )
 
 
 class _Terminal(io.StringIO):
@@ -20,9 +31,13 @@ class _Terminal(io.StringIO):
 
 
 def _events() -> list[Progress]:
-    return [Progress(None, 0, 3, False, ("ann",)), Progress(None, 0, 3, False, ("ann", "bo")),
-            Progress(_result("ann"), 1, 3, False, ("bo",)), Progress(_result("bo"), 2, 3, True, ()),
-            Progress(_result("cy", None), 3, 3, False, ())]
+    return [
+        Progress(None, 0, 3, False, ("ann",)),
+        Progress(None, 0, 3, False, ("ann", "bo")),
+        Progress(_result("ann"), 1, 3, False, ("bo",)),
+        Progress(_result("bo"), 2, 3, True, ()),
+        Progress(_result("cy", None), 3, 3, False, ()),
+    ]
 
 
 def test_plain_lines_one_per_finished_submission() -> None:
@@ -33,7 +48,12 @@ def test_plain_lines_one_per_finished_submission() -> None:
             show(event)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and "\x1b" not in out.getvalue()  # no terminal codes in a CI log
-    assert lines[0].startswith("[1/3] ann") and "91.25%" in lines[0] and "60/60 +5" in lines[0] and "ETA" in lines[0]
+    assert (
+        lines[0].startswith("[1/3] ann")
+        and "91.25%" in lines[0]
+        and "60/60 +5" in lines[0]
+        and "ETA" in lines[0]
+    )
     assert lines[1].startswith("[2/3] bo") and "(cached)" in lines[1]
     assert lines[2].startswith("[3/3] cy") and "ETA" not in lines[2]
 
@@ -54,6 +74,8 @@ def test_a_terminal_gets_the_live_bar_with_who_is_running() -> None:
 def test_eta_counts_only_fresh_results_and_the_jobs_at_once() -> None:
     eta = Eta(width=2)
     eta.started -= 100  # 100 s into the batch
-    assert eta.update(Progress(_result("a"), 1, 11, True, ())) is None  # a cached result says nothing of speed
-    assert eta.update(Progress(_result("b"), 2, 11, False, ())) == "7:30"  # 100 s x 9 left x (1 of 2 slots)
+    # a cached result says nothing of speed
+    assert eta.update(Progress(_result("a"), 1, 11, True, ())) is None
+    # 100 s x 9 left x (1 of 2 slots)
+    assert eta.update(Progress(_result("b"), 2, 11, False, ())) == "7:30"
     assert eta.update(Progress(_result("c"), 3, 11, False, ())) == "6:40"  # 50 s a result, 8 left

@@ -51,25 +51,52 @@ def _with(change: dict[str, Any]) -> dict[str, Any]:
         ({"seed": "zero"}, "seed must be an integer"),
         ({"accuracy.max_points": None}, "field accuracy.max_points is missing"),
         ({"accuracy.thresholds": []}, "accuracy.thresholds must be a non-empty list"),
-        ({"accuracy.bonus": {"at_least": "high", "points": 5}}, "accuracy.bonus.at_least must be a number"),
+        (
+            {"accuracy.bonus": {"at_least": "high", "points": 5}},
+            "accuracy.bonus.at_least must be a number",
+        ),
         ({"files.notebook": "HW3.ipynb"}, "files.notebook must contain {account}"),
         ({"frozen": ["epochs", "learning_rate"]}, "frozen item 'learning_rate' is unknown"),
         ({"allowed_layers": {"weights": ["Conv2d"]}}, "allowed_layers.weights is not a group"),
         ({"limits.total_timeout_s": 0}, "limits.total_timeout_s must be a number >= 1"),
         # Nothing the TA types is silently ignored: a typo at any level names the field it meant.
-        ({"deadlin": "2026-12-01T23:59:00+08:00"}, "deadlin: unknown field; did you mean deadline?"),
+        (
+            {"deadlin": "2026-12-01T23:59:00+08:00"},
+            "deadlin: unknown field; did you mean deadline?",
+        ),
         ({"seed_polcy": "median"}, "seed_polcy: unknown field; did you mean seed_policy?"),
-        ({"late": {"penalty_per_day": 10, "zero_after_days": 3, "penalty_per_dya": 5}},
-         "late.penalty_per_dya: unknown field; did you mean penalty_per_day?"),
-        ({"limits.memroy_mb": 4096, "limits.memory_mb": None},
-         "field limits.memory_mb is missing (limits.memroy_mb is not a field: a typo?)"),
-        ({"accuracy.thresholds.2": {"at_least": 189, "points": 60}}, "accuracy.thresholds[2].at_least is a test "
-                                                                     "accuracy in percent (0-100), got 189"),
-        ({"accuracy.bonus": {"at_least": 900, "points": 5}}, "accuracy.bonus.at_least is a test accuracy in percent"),
-        ({"accuracy.ceiling": 101}, "accuracy.ceiling is a test accuracy in percent above the top threshold (89)"),
-        ({"accuracy.ceiling": 89.5}, "accuracy.ceiling (89.5) must be above the bonus's at_least (90)"),
-        ({"accuracy.bonus": {"at_least": 85, "points": 5}}, "accuracy.bonus.at_least (85) must be above the top threshold"),
-        ({"accuracy.bonus": {"at_least": 90, "points": 5, "point": 3}}, "accuracy.bonus.point: unknown field"),
+        (
+            {"late": {"penalty_per_day": 10, "zero_after_days": 3, "penalty_per_dya": 5}},
+            "late.penalty_per_dya: unknown field; did you mean penalty_per_day?",
+        ),
+        (
+            {"limits.memroy_mb": 4096, "limits.memory_mb": None},
+            "field limits.memory_mb is missing (limits.memroy_mb is not a field: a typo?)",
+        ),
+        (
+            {"accuracy.thresholds.2": {"at_least": 189, "points": 60}},
+            "accuracy.thresholds[2].at_least is a test accuracy in percent (0-100), got 189",
+        ),
+        (
+            {"accuracy.bonus": {"at_least": 900, "points": 5}},
+            "accuracy.bonus.at_least is a test accuracy in percent",
+        ),
+        (
+            {"accuracy.ceiling": 101},
+            "accuracy.ceiling is a test accuracy in percent above the top threshold (89)",
+        ),
+        (
+            {"accuracy.ceiling": 89.5},
+            "accuracy.ceiling (89.5) must be above the bonus's at_least (90)",
+        ),
+        (
+            {"accuracy.bonus": {"at_least": 85, "points": 5}},
+            "accuracy.bonus.at_least (85) must be above the top threshold",
+        ),
+        (
+            {"accuracy.bonus": {"at_least": 90, "points": 5, "point": 3}},
+            "accuracy.bonus.point: unknown field",
+        ),
     ],
 )
 def test_a_wrong_field_names_the_field(change: dict[str, Any], expected: str) -> None:
@@ -98,13 +125,16 @@ def test_unreadable_or_invalid_yaml_is_one_line(tmp_path: Path) -> None:
         load_rubric(bad)
 
 
-def test_test_labels_are_hidden_where_the_grade_is_made_unless_the_rubric_says_visible(tmp_path: Path) -> None:
+def test_test_labels_are_hidden_where_the_grade_is_made_unless_the_rubric_says_visible(
+    tmp_path: Path,
+) -> None:
     from grader.pipeline.commands import Setup, context_of
 
     shipped = Setup(rubric=ROOT / "rubric.yaml")
     shutil.copytree(ROOT / "reference", tmp_path / "reference")
     assert not context_of(shipped, run=False).rubric.hide_test_labels  # grader check, grader ci
-    assert context_of(shipped, run=False, grading=True).rubric.hide_test_labels  # grader grade, Gradescope
+    # grader grade, Gradescope
+    assert context_of(shipped, run=False, grading=True).rubric.hide_test_labels
     for mode, hidden in (("visible", False), ("hidden", True)):
         path = tmp_path / f"{mode}.yaml"
         path.write_text(yaml.safe_dump(_with({"test_labels": mode})))

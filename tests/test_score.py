@@ -12,7 +12,17 @@ RAN = ExecutionRecord(Status.GRADED, None, None, 10.0, None, None, "")
 
 @pytest.mark.parametrize(
     ("correct", "points", "bonus"),
-    [(7999, 0, 0), (8000, 30, 0), (8399, 30, 0), (8400, 50, 0), (8899, 50, 0), (8900, 60, 0), (8999, 60, 0), (9000, 60, 5), (10000, 60, 5)],
+    [
+        (7999, 0, 0),
+        (8000, 30, 0),
+        (8399, 30, 0),
+        (8400, 50, 0),
+        (8899, 50, 0),
+        (8900, 60, 0),
+        (8999, 60, 0),
+        (9000, 60, 5),
+        (10000, 60, 5),
+    ],
 )
 def test_thresholds_are_exact(rubric: Rubric, correct: int, points: int, bonus: int) -> None:
     assert accuracy_points(rubric, correct, 10000) == (points, bonus)
@@ -28,8 +38,10 @@ def test_graded_run(rubric: Rubric) -> None:
 
 
 def test_violation_costs_the_automatic_points(rubric: Rubric) -> None:
-    broken = (Check("epochs", True, "n_epochs = 10"),
-              Check("epochs", False, "the graded model was trained for 20 passes", stage="run"))
+    broken = (
+        Check("epochs", True, "n_epochs = 10"),
+        Check("epochs", False, "the graded model was trained for 20 passes", stage="run"),
+    )
     s = score(rubric, broken, RAN, _measured(9100))
     assert (s.status, s.score, s.bonus) == (Status.VIOLATION, 0, 0)
     assert s.reason is not None and "trained for 20 passes" in s.reason
@@ -38,17 +50,27 @@ def test_violation_costs_the_automatic_points(rubric: Rubric) -> None:
 def test_a_static_violation_counts_unless_the_run_decided_the_rule(rubric: Rubric) -> None:
     static = Check("linear_layers", False, "cell 5, line 1: adds a Conv2d layer")
     assert score(rubric, (static,), RAN, _measured(9100)).status is Status.VIOLATION
-    assert score(rubric, (static, Check("linear_layers", None, "?", stage="run")), RAN, _measured(9100)).status is Status.VIOLATION
+    assert (
+        score(
+            rubric, (static, Check("linear_layers", None, "?", stage="run")), RAN, _measured(9100)
+        ).status
+        is Status.VIOLATION
+    )
     decided = (static, Check("linear_layers", True, "exactly the three Linear layers", stage="run"))
     assert score(rubric, decided, RAN, _measured(9100)).status is Status.GRADED
 
 
 def test_a_violation_in_a_failed_run_names_both(rubric: Rubric) -> None:
-    crashed = ExecutionRecord(Status.ERROR, "cell 9, line 3: AttributeError: stepp", 9, 9.0, None, None, "")
+    crashed = ExecutionRecord(
+        Status.ERROR, "cell 9, line 3: AttributeError: stepp", 9, 9.0, None, None, ""
+    )
     broken = (Check("epochs", False, "the graded model was trained for 20 passes", stage="run"),)
     s = score(rubric, broken, crashed, _measured(9100))
     assert s.status is Status.VIOLATION and s.reason is not None
-    assert "trained for 20 passes" in s.reason and "the run also failed: cell 9, line 3: AttributeError" in s.reason
+    assert (
+        "trained for 20 passes" in s.reason
+        and ("the run also failed: cell 9, line 3: AttributeError") in s.reason
+    )
 
 
 def test_failed_runs_score_zero_with_their_reason(rubric: Rubric) -> None:

@@ -13,22 +13,21 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tinydata import make_tiny_fashion_mnist
 
-from grader.scoring import seeds
-from grader.pipeline.batch import Progress, grade_directory
-from grader.outputs.class_summary import borderline
+from grader.model.context import Context
 from grader.model.dataset import Dataset
 from grader.model.errors import RubricError
-from grader.pipeline.executors.local import Job, Listener, LocalExecutor
-from grader.model.context import Context
-from grader.scoring.overrides import grades
-from grader.outputs.pages import write_batch_reports
 from grader.model.results import Result, SeedRun, Status
 from grader.model.rubric import Rubric, parse_rubric
-from grader.scoring.score import accuracy_points
+from grader.outputs.class_summary import borderline
+from grader.outputs.pages import write_batch_reports
+from grader.pipeline.batch import Progress, grade_directory
+from grader.pipeline.executors.local import Job, Listener, LocalExecutor
 from grader.run.slots import plan_slots
+from grader.scoring import seeds
+from grader.scoring.overrides import grades
+from grader.scoring.score import accuracy_points
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,10 +39,22 @@ def _rubric(rubric: Rubric, policy: str) -> Rubric:
 
 def _result(accuracy: float | None = 88.9, status: Status = Status.GRADED, **more: Any) -> Result:
     correct = None if accuracy is None else round(accuracy * 100)
-    fields: dict[str, Any] = dict(student="amy", source="HW3_amy.ipynb", status=status, accuracy=accuracy,
-                                  reported_accuracy=90.1, score=50, max_score=60, bonus=0, checks=(), flags=(),
-                                  duration_s=1.0, correct=correct, total=None if accuracy is None else 10000,
-                                  cache_key="main-key")
+    fields: dict[str, Any] = dict(
+        student="amy",
+        source="HW3_amy.ipynb",
+        status=status,
+        accuracy=accuracy,
+        reported_accuracy=90.1,
+        score=50,
+        max_score=60,
+        bonus=0,
+        checks=(),
+        flags=(),
+        duration_s=1.0,
+        correct=correct,
+        total=None if accuracy is None else 10000,
+        cache_key="main-key",
+    )
     fields.update(more)
     return Result(**fields)
 
@@ -86,14 +97,20 @@ def test_which_results_are_borderline(rubric: Rubric) -> None:
     assert seeds.is_borderline(rubric, _result(79.75))
     assert not seeds.is_borderline(rubric, _result(88.5))
     assert not seeds.is_borderline(rubric, _result(86.0))
-    assert not seeds.is_borderline(rubric, _result(88.9, Status.VIOLATION))  # a broken rule is never re-run
-    assert not seeds.is_borderline(rubric, _result(88.9, Status.ERROR))  # nor a failed or tampering run
+    # a broken rule is never re-run
+    assert not seeds.is_borderline(rubric, _result(88.9, Status.VIOLATION))
+    # nor a failed or tampering run
+    assert not seeds.is_borderline(rubric, _result(88.9, Status.ERROR))
     assert not seeds.is_borderline(rubric, _result(88.9, Status.TIMEOUT))
     assert not seeds.is_borderline(rubric, _result(None))
-    assert not seeds.is_borderline(rubric, _result(88.9, correct=None, total=None))  # an old result: not exact
+    # an old result: not exact
+    assert not seeds.is_borderline(rubric, _result(88.9, correct=None, total=None))
     # The class page's list is the same definition.
-    rows = grades([_result(a, student=f"s{i}") for i, a in enumerate([88.9, 88.5, 89.95, 86.0])], {})
-    assert [b.grade.result.student for b in borderline(rows, rubric)] == ["s2", "s0"]  # closest first
+    rows = grades(
+        [_result(a, student=f"s{i}") for i, a in enumerate([88.9, 88.5, 89.95, 86.0])], {}
+    )
+    # closest first
+    assert [b.grade.result.student for b in borderline(rows, rubric)] == ["s2", "s0"]
 
 
 def test_fixed_takes_the_rubrics_seed_whatever_the_others_say() -> None:
@@ -105,7 +122,8 @@ def test_median_of_an_odd_and_an_even_count() -> None:
     odd = [_run(0, 88.9), _run(1, 89.5), _run(2, 89.1)]
     assert seeds.choose("median", odd).seed == 2  # 88.9, 89.1, 89.5
     even = [_run(0, 88.9), _run(1, 89.5), _run(2, 89.1), _run(3, 88.7)]
-    assert seeds.choose("median", even).seed == 0  # 88.7, 88.9 | 89.1, 89.5: the lower middle, a real run
+    # 88.7, 88.9 | 89.1, 89.5: the lower middle, a real run
+    assert seeds.choose("median", even).seed == 0
     assert seeds.choose("median", [_run(0, 88.9), _run(1, 89.2)]).seed == 0
 
 
@@ -115,32 +133,57 @@ def test_best_takes_the_highest_and_prefers_the_rubrics_seed_on_a_tie() -> None:
 
 
 def test_failed_violating_or_newly_flagged_reruns_never_help() -> None:
-    runs = [_run(0, 88.9), _run(1, 95.0, Status.VIOLATION), _run(2, None, Status.ERROR), _run(3, None, Status.TIMEOUT),
-            _run(4, 88.8)]
+    runs = [
+        _run(0, 88.9),
+        _run(1, 95.0, Status.VIOLATION),
+        _run(2, None, Status.ERROR),
+        _run(3, None, Status.TIMEOUT),
+        _run(4, 88.8),
+    ]
     assert [r.counted for r in runs] == [True, False, False, False, True]
     assert seeds.choose("best", runs).seed == 0  # not the violating run's 95%
     # The median counts a re-run that does not count as 0 correct: crashing the other seeds never
     # leaves the lucky run alone (ordered 0, 0, 0, 88.8, 88.9: the middle one is a failed run).
     assert seeds.choose("median", runs).seed in (1, 2, 3)
-    assert seeds.choose("median", [_run(0, 88.9), _run(1, 89.1), _run(2, None, Status.ERROR)]).seed == 0
+    assert (
+        seeds.choose("median", [_run(0, 88.9), _run(1, 89.1), _run(2, None, Status.ERROR)]).seed
+        == 0
+    )
     # A notebook that reads its seed and trains on the test images only under the others: those
     # runs raise a flag the rubric seed's run did not, so neither best nor the median uses them.
-    cheat = [_run(0, 89.0), dataclasses.replace(_run(1, 99.0), flags=("trained-on-test-images",)),
-             dataclasses.replace(_run(2, 99.5), flags=("trained-on-test-images",))]
+    cheat = [
+        _run(0, 89.0),
+        dataclasses.replace(_run(1, 99.0), flags=("trained-on-test-images",)),
+        dataclasses.replace(_run(2, 99.5), flags=("trained-on-test-images",)),
+    ]
     assert seeds.choose("best", cheat).seed == 0 and seeds.choose("median", cheat).seed in (1, 2)
     shown = dataclasses.replace(_result(89.0), seed_runs=tuple(cheat))
-    assert [r.seed for r in shown.counted_runs] == [0] and shown.seed_spread == (89.0, 89.0)  # the page's spread too
-    same = [dataclasses.replace(_run(0, 89.0), flags=("late",)), dataclasses.replace(_run(1, 89.5), flags=("late",))]
+    # the page's spread too
+    assert [r.seed for r in shown.counted_runs] == [0] and shown.seed_spread == (89.0, 89.0)
+    same = [
+        dataclasses.replace(_run(0, 89.0), flags=("late",)),
+        dataclasses.replace(_run(1, 89.5), flags=("late",)),
+    ]
     assert seeds.choose("best", same).seed == 1  # a flag the first run raised too is no reason
 
 
 def test_a_median_that_falls_on_a_failed_rerun_gives_no_points_and_says_why(rubric: Rubric) -> None:
-    dodger = seeds.merge(_rubric(rubric, "median"), _result(89.0),
-                         [_run(1, None, Status.ERROR), dataclasses.replace(_run(2, None, Status.ERROR), reason="boom")])
+    dodger = seeds.merge(
+        _rubric(rubric, "median"),
+        _result(89.0),
+        [
+            _run(1, None, Status.ERROR),
+            dataclasses.replace(_run(2, None, Status.ERROR), reason="boom"),
+        ],
+    )
     assert (dodger.score, dodger.seed_accuracy) == (0, 0.0) and seeds.EXCLUDED in dodger.flags
-    assert any("seed 2 does not count (error: boom); the median counts it as 0 correct" in n for n in dodger.notes)
+    assert any(
+        "seed 2 does not count (error: boom); the median counts it as 0 correct" in n
+        for n in dodger.notes
+    )
     again = seeds.merge(_rubric(rubric, "fixed"), dodger, [_run(1, None, Status.ERROR)])
-    assert again.score == 60 and again.flags.count(seeds.EXCLUDED) == 1  # merged afresh, flagged once
+    # merged afresh, flagged once
+    assert again.score == 60 and again.flags.count(seeds.EXCLUDED) == 1
     assert sum("does not count" in n for n in again.notes) == 1
 
 
@@ -151,7 +194,12 @@ def test_merge_rescores_by_the_policy_and_keeps_the_measured_accuracy(rubric: Ru
     assert (fixed.score, fixed.bonus, fixed.seed_accuracy, fixed.seed_chosen) == (50, 0, 88.9, 0)
     assert [r.seed for r in fixed.seed_runs] == [0, 1, 2] and fixed.seed_spread == (88.9, 89.2)
     median = seeds.merge(_rubric(rubric, "median"), result, extra)
-    assert (median.score, median.seed_accuracy, median.seed_chosen, median.seed_policy) == (60, 89.0, 2, "median")
+    assert (median.score, median.seed_accuracy, median.seed_chosen, median.seed_policy) == (
+        60,
+        89.0,
+        2,
+        "median",
+    )
     assert median.accuracy == 88.9 and median.correct == 8890  # the rubric seed's measurement stays
     best = seeds.merge(_rubric(rubric, "best"), result, [_run(1, 90.0)])
     assert (best.score, best.bonus) == accuracy_points(rubric, 9000, 10000) == (60, 5)
@@ -170,13 +218,26 @@ def test_merge_applies_the_late_policy(rubric: Rubric) -> None:
 
 
 def test_the_json_keeps_seed_runs_and_old_files_still_read(rubric: Rubric) -> None:
-    merged = seeds.merge(_rubric(rubric, "median"), _result(88.9), [_run(1, 89.2), _run(2, None, Status.ERROR)])
+    merged = seeds.merge(
+        _rubric(rubric, "median"), _result(88.9), [_run(1, 89.2), _run(2, None, Status.ERROR)]
+    )
     data = json.loads(json.dumps(merged.to_json()))
-    assert data["seed_runs"][2] == {"seed": 2, "status": "error", "accuracy": None, "correct": None, "total": None,
-                                    "reported_accuracy": None, "reason": None, "flags": []}
+    assert data["seed_runs"][2] == {
+        "seed": 2,
+        "status": "error",
+        "accuracy": None,
+        "correct": None,
+        "total": None,
+        "reported_accuracy": None,
+        "reason": None,
+        "flags": [],
+    }
     assert Result.from_json(data) == merged
-    old = {k: v for k, v in _result(88.9).to_json().items()
-           if k not in ("correct", "total", "seed_runs", "seed_policy", "seed_accuracy", "seed_chosen")}
+    old = {
+        k: v
+        for k, v in _result(88.9).to_json().items()
+        if k not in ("correct", "total", "seed_runs", "seed_policy", "seed_accuracy", "seed_chosen")
+    }
     read = Result.from_json(old)
     assert read.seed_runs == () and read.correct is None and read.seed_spread is None
 
@@ -186,22 +247,33 @@ def test_stored_reruns_are_reused_only_under_their_key(tmp_path: Path) -> None:
     assert key != seeds.seed_key("main-key", 2) and key != seeds.seed_key("other-key", 1)
     run = seeds.store(tmp_path, "amy", 1, _result(89.2, cache_key=key), b"{}")
     assert (tmp_path / "seeds" / "amy" / "1.ipynb").read_bytes() == b"{}"
-    assert seeds.stored(tmp_path, "amy", 1, key) == run == SeedRun(1, Status.GRADED, 89.2, 8920, 10000, 90.1)
+    assert (
+        seeds.stored(tmp_path, "amy", 1, key)
+        == run
+        == SeedRun(1, Status.GRADED, 89.2, 8920, 10000, 90.1)
+    )
     assert seeds.stored(tmp_path, "amy", 1, seeds.seed_key("changed", 1)) is None
     assert seeds.stored(tmp_path, "amy", 2, key) is None
-    seeds.store(tmp_path, "amy", 3, _result(None, Status.ERROR, cache_key=None), None)  # a grader failure
+    # a grader failure
+    seeds.store(tmp_path, "amy", 3, _result(None, Status.ERROR, cache_key=None), None)
     assert seeds.stored(tmp_path, "amy", 3, seeds.seed_key("main-key", 3)) is None  # runs again
     (tmp_path / "seeds" / "amy" / "1.json").write_text("{ broken")
     assert seeds.stored(tmp_path, "amy", 1, key) is None
 
 
 def test_pages_and_gradebook_show_the_spread(tmp_path: Path, rubric: Rubric) -> None:
-    merged = seeds.merge(_rubric(rubric, "median"), _result(88.9, student="amy<b>"),
-                         [_run(1, 89.2), dataclasses.replace(_run(2, None, Status.ERROR), reason="cell 4: <i>boom</i>"),
-                          _run(3, 89.0)])
+    merged = seeds.merge(
+        _rubric(rubric, "median"),
+        _result(88.9, student="amy<b>"),
+        [
+            _run(1, 89.2),
+            dataclasses.replace(_run(2, None, Status.ERROR), reason="cell 4: <i>boom</i>"),
+            _run(3, 89.0),
+        ],
+    )
     write_batch_reports(tmp_path, [merged], rubric, [])
     page = (tmp_path / "students" / "amy<b>.html").read_text()
-    seeds_part = page[page.index('<h2 id="seeds">'):page.index("<h2>Rules")]
+    seeds_part = page[page.index('<h2 id="seeds">') : page.index("<h2>Rules")]
     assert "88.90% to 89.20%</b> over 3 counted runs" in seeds_part
     # The failed seed 2 is 0 correct in the median: 0, 88.9, 89.0, 89.2 -> the lower middle, seed 0.
     assert "the median of the runs" in seeds_part and "<b>88.90%</b> (seed 0), 50/60" in seeds_part
@@ -209,13 +281,24 @@ def test_pages_and_gradebook_show_the_spread(tmp_path: Path, rubric: Rubric) -> 
     assert "cell 4: &lt;i&gt;boom&lt;/i&gt;" in seeds_part and "<i>boom" not in seeds_part
     assert "counts as 0 correct in the median and is never the best" in seeds_part
     index = (tmp_path / "index.html").read_text()
-    listed = index[index.index("Borderline"):index.index("All submissions")]
-    assert "-0.10 from 89.0%; 4 seeds: 88.90% to 89.20%, points from 88.90% (median); printed 90.1%" in listed
+    listed = index[index.index("Borderline") : index.index("All submissions")]
+    assert (
+        "-0.10 from 89.0%; 4 seeds: 88.90% to 89.20%, points from 88.90% (median); printed 90.1%"
+        in listed
+    )
     assert "amy&lt;b&gt;" in listed
     row = next(csv.DictReader((tmp_path / "gradebook.csv").open()))
-    assert row["seed_accuracies"] == "0:88.90;1:89.20;2:error;3:89.00" and row["points_accuracy"] == "88.90"
-    assert row["automatic_score"] == "50" and row["accuracy"] == "88.90" and "seed-rerun-excluded" in row["flags"]
-    write_batch_reports(tmp_path, [_result(86.0)], rubric, [])  # no seed runs: no section, the measured accuracy
+    assert (
+        row["seed_accuracies"] == "0:88.90;1:89.20;2:error;3:89.00"
+        and row["points_accuracy"] == "88.90"
+    )
+    assert (
+        row["automatic_score"] == "50"
+        and row["accuracy"] == "88.90"
+        and "seed-rerun-excluded" in row["flags"]
+    )
+    # no seed runs: no section, the measured accuracy
+    write_batch_reports(tmp_path, [_result(86.0)], rubric, [])
     assert 'id="seeds"' not in (tmp_path / "students" / "amy.html").read_text()
     row = next(csv.DictReader((tmp_path / "gradebook.csv").open()))
     assert row["seed_accuracies"] == "" and row["points_accuracy"] == "86.00"
@@ -256,25 +339,39 @@ def noisy(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 
 def test_a_batch_reruns_borderline_results_with_other_seeds_and_reuses_them(
-        tmp_path: Path, tiny_context: Context, noisy: Dataset) -> None:
-    # A margin of 100 points makes every graded result borderline; the notebook prints the seed it got.
+    tmp_path: Path, tiny_context: Context, noisy: Dataset
+) -> None:
+    # A margin of 100 points makes every graded result borderline; the notebook prints the seed it
+    # got.
     accuracy = dataclasses.replace(tiny_context.rubric.accuracy, borderline_margin=100.0)
     rubric = dataclasses.replace(tiny_context.rubric, accuracy=accuracy, seed_policy="best")
     context = dataclasses.replace(tiny_context, rubric=rubric, dataset=noisy)
     class_dir = tmp_path / "class"
     class_dir.mkdir()
-    seeded = (FIXTURES / "HW3_tinyok.py").read_text() + "\nprint('initial seed:', torch.initial_seed())\n"
+    seeded = (FIXTURES / "HW3_tinyok.py").read_text() + (
+        "\nprint('initial seed:', torch.initial_seed())\n"
+    )
     (class_dir / "HW3_amy.py").write_text(seeded)
-    (class_dir / "HW3_bob.py").write_text(seeded.replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)")
-                                          .replace("nn.Linear(512, 256)", "nn.Linear(640, 256)"))  # a violation
+    (class_dir / "HW3_bob.py").write_text(
+        seeded.replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 640)")
+        # a violation
+        .replace("nn.Linear(512, 256)", "nn.Linear(640, 256)")
+    )
     out = tmp_path / "out"
     executor = _Recording(LocalExecutor(plan_slots(2, 2, (), 1, 1)))
     seen: list[Progress] = []
     summary = grade_directory(class_dir, out, context, executor, seen.append, borderline_seeds=2)
 
-    assert [(j.submission.account, j.seed) for j in executor.jobs][2:] == [("amy", 1), ("amy", 2)]  # bob: never
-    assert sorted((j.submission.account, j.seed) for j in executor.jobs[:2]) == [("amy", None), ("bob", None)]
-    assert summary.seed_reruns == 2 and sorted(p.seed for p in seen if p.result and p.seed) == [1, 2]
+    # bob: never
+    assert [(j.submission.account, j.seed) for j in executor.jobs][2:] == [("amy", 1), ("amy", 2)]
+    assert sorted((j.submission.account, j.seed) for j in executor.jobs[:2]) == [
+        ("amy", None),
+        ("bob", None),
+    ]
+    assert summary.seed_reruns == 2 and sorted(p.seed for p in seen if p.result and p.seed) == [
+        1,
+        2,
+    ]
     amy, bob = summary.results
     assert bob.status is Status.VIOLATION and bob.seed_runs == ()
     assert amy.status is Status.GRADED and [r.seed for r in amy.seed_runs] == [0, 1, 2]
@@ -284,24 +381,40 @@ def test_a_batch_reruns_borderline_results_with_other_seeds_and_reuses_them(
         printed = _printed(out / "seeds" / "amy" / f"{seed}.ipynb")
         assert f"initial seed: {seed}\n" in printed and "initial seed: 0" not in printed
     accuracies = [r.accuracy for r in amy.seed_runs]
-    assert all(r.counted for r in amy.seed_runs) and len(set(accuracies)) > 1  # the seed changes the accuracy
+    # the seed changes the accuracy
+    assert all(r.counted for r in amy.seed_runs) and len(set(accuracies)) > 1
     best = max(amy.seed_runs, key=lambda r: (r.correct or 0, -r.seed))
-    assert (amy.seed_policy, amy.seed_chosen, amy.seed_accuracy) == ("best", best.seed, best.accuracy)
+    assert (amy.seed_policy, amy.seed_chosen, amy.seed_accuracy) == (
+        "best",
+        best.seed,
+        best.accuracy,
+    )
     assert amy.accuracy == accuracies[0]  # the measured accuracy stays the rubric seed's
     assert best.correct is not None and best.total is not None
     assert (amy.score, amy.bonus) == accuracy_points(rubric, best.correct, best.total)
     assert Result.read(out / "results" / "amy.json") == amy
-    assert "3 seeds: " in (out / "index.html").read_text() and "Seeds" in (out / "students" / "amy.html").read_text()
+    assert (
+        "3 seeds: " in (out / "index.html").read_text()
+        and "Seeds" in (out / "students" / "amy.html").read_text()
+    )
 
     # The same batch again runs nothing: the results and the seed runs are reused.
     executor.jobs.clear()
     again = grade_directory(class_dir, out, context, executor, borderline_seeds=2)
-    assert executor.jobs == [] and again.cached == 2 and again.seed_reruns == 0 and again.results == summary.results
+    assert (
+        executor.jobs == []
+        and again.cached == 2
+        and again.seed_reruns == 0
+        and again.results == summary.results
+    )
     # Another policy runs nothing either: the stored runs are merged afresh.
     median = dataclasses.replace(context, rubric=dataclasses.replace(rubric, seed_policy="median"))
     by_median = grade_directory(class_dir, out, median, executor, borderline_seeds=2).results[0]
-    chosen = sorted(amy.seed_runs, key=lambda r: (r.correct or 0))[1]
-    assert executor.jobs == [] and (by_median.seed_policy, by_median.seed_accuracy) == ("median", chosen.accuracy)
+    chosen = sorted(amy.seed_runs, key=lambda r: r.correct or 0)[1]
+    assert executor.jobs == [] and (by_median.seed_policy, by_median.seed_accuracy) == (
+        "median",
+        chosen.accuracy,
+    )
     # An interrupted batch (seed 1's run lost) and one more seed: only those two run.
     (out / "seeds" / "amy" / "1.json").unlink()
     more = grade_directory(class_dir, out, context, executor, borderline_seeds=3).results[0]
@@ -316,12 +429,16 @@ def test_a_batch_reruns_borderline_results_with_other_seeds_and_reuses_them(
     assert (plain.score, plain.bonus) == accuracy_points(rubric, plain.correct, plain.total)
 
 
-def test_the_cli_passes_borderline_seeds_to_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str], tiny_dataset: Dataset) -> None:
-    import grader.pipeline.batch
+def test_the_cli_passes_borderline_seeds_to_the_batch(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tiny_dataset: Dataset,
+) -> None:
     import grader.intake.dataset
-    from grader.pipeline.batch import BatchSummary
+    import grader.pipeline.batch
     from grader.cli import ExitCode, main
+    from grader.pipeline.batch import BatchSummary
 
     asked: list[int] = []
 
@@ -335,4 +452,6 @@ def test_the_cli_passes_borderline_seeds_to_the_batch(tmp_path: Path, monkeypatc
     assert main(common + ["--borderline-seeds", "3"]) == ExitCode.OK and main(common) == ExitCode.OK
     assert asked == [3, 0]
     assert main(common + ["--borderline-seeds", "-1"]) == ExitCode.USAGE
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "grader: --borderline-seeds must be 0 (off) or more"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "grader: --borderline-seeds must be 0 (off) or more"
+    )

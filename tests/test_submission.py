@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.model.findings import notes_of
-from grader.model.errors import SubmissionError
-from grader.model.rubric import Rubric
 from grader.intake.discover import discover
-from grader.static.pyast import parseable
 from grader.intake.read import read_submission
+from grader.model.errors import SubmissionError
+from grader.model.findings import notes_of
+from grader.model.rubric import Rubric
+from grader.static.pyast import parseable
 
 COLAB_EXPORT = '''# -*- coding: utf-8 -*-
 """HW3_M112rhyang.ipynb
@@ -36,17 +36,24 @@ def test_colab_export_without_markers_is_one_cell_and_parses() -> None:
     cells = read_submission_text(COLAB_EXPORT, "HW3_M112rhyang.py").cells
     assert len(cells) == 1 and cells[0].first_line == 1
     tree = ast.parse(parseable(cells[0].source))
-    assert len(parseable(cells[0].source).splitlines()) == len(COLAB_EXPORT.splitlines())  # lines stay put
+    # lines stay put
+    assert len(parseable(cells[0].source).splitlines()) == len(COLAB_EXPORT.splitlines())
     assert any(isinstance(n, ast.Import) for n in ast.walk(tree))
 
 
 def test_nbconvert_markers_split_cells_and_keep_file_lines() -> None:
-    text = "#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\nx = 1\n\n\n# In[ ]:\n\n\ny = x + 1\n"
+    text = (
+        "#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\nx = 1\n\n\n# In[ ]:\n\n\ny = x "
+        "+ 1\n"
+    )
     cells = read_submission_text(text, "a.py").cells
     sources = [c.source.strip() for c in cells]
     assert sources[-2:] == ["x = 1", "y = x + 1"]
     last = cells[-1]
-    assert text.splitlines()[last.first_line - 1 + last.source.splitlines().index("y = x + 1")] == "y = x + 1"
+    assert (
+        text.splitlines()[last.first_line - 1 + last.source.splitlines().index("y = x + 1")]
+        == "y = x + 1"
+    )
 
 
 def test_cell_magics_are_neutralized() -> None:
@@ -91,7 +98,11 @@ def test_colab_lines_parse_as_python_on_the_same_lines(source: str) -> None:
 def test_a_continuation_line_starting_with_percent_is_python() -> None:
     tree = ast.parse(parseable("print('a %d b %d'\n      % (1, 2))"))
     call = tree.body[0].value  # type: ignore[attr-defined]
-    assert isinstance(call, ast.Call) and isinstance(call.args[0], ast.BinOp) and isinstance(call.args[0].op, ast.Mod)
+    assert (
+        isinstance(call, ast.Call)
+        and isinstance(call.args[0], ast.BinOp)
+        and isinstance(call.args[0].op, ast.Mod)
+    )
 
 
 def read_submission_text(text: str, name: str) -> "object":
@@ -109,12 +120,18 @@ def read_submission_text(text: str, name: str) -> "object":
         ("HW3_a.ipynb", "{not json", "broken JSON at line 1"),
         ("HW3_a.ipynb", json.dumps({"cells": [], "nbformat": 4}), "has no code to run"),
         ("HW3_a.ipynb", json.dumps({"metadata": {}}), "no 'cells' list"),
-        ("HW3_a.ipynb", json.dumps({"cells": [{"cell_type": "markdown", "source": "# hi"}]}), "has no code to run"),
+        (
+            "HW3_a.ipynb",
+            json.dumps({"cells": [{"cell_type": "markdown", "source": "# hi"}]}),
+            "has no code to run",
+        ),
         ("HW3_a.pdf", "%PDF-1.4", "not a notebook or script"),
         ("HW3_a.py", "\n\n", "has no code to run"),
     ],
 )
-def test_bad_files_get_one_line_reasons(tmp_path: Path, name: str, content: str, expected: str) -> None:
+def test_bad_files_get_one_line_reasons(
+    tmp_path: Path, name: str, content: str, expected: str
+) -> None:
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(SubmissionError) as info:
@@ -130,14 +147,20 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 
 def test_notebook_cells_keep_their_positions(tmp_path: Path) -> None:
-    notebook = {"cells": [{"cell_type": "markdown", "source": ["# Title"]},
-                          {"cell_type": "code", "source": ["import torch\n", "x = 1"]}], "nbformat": 4}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["# Title"]},
+            {"cell_type": "code", "source": ["import torch\n", "x = 1"]},
+        ],
+        "nbformat": 4,
+    }
     path = tmp_path / "HW3_a.ipynb"
     path.write_text(json.dumps(notebook))
     sub = read_submission(path)
     assert [(c.number, c.kind) for c in sub.cells] == [(1, "markdown"), (2, "code")]
     assert sub.code_cells[0].source == "import torch\nx = 1"
-    assert sub.where(sub.code_cells[0], 2) == 'code cell 1 ("import torch"), line 2'  # as Colab shows it: no numbers, no markdown
+    # as Colab shows it: no numbers, no markdown
+    assert sub.where(sub.code_cells[0], 2) == 'code cell 1 ("import torch"), line 2'
     long = read_submission(path).cells[1].__class__(3, "code", "\n  " + "x" * 60)
     assert sub.where(long) == f'cell 3 ("{"x" * 39}…")'
 
@@ -165,32 +188,45 @@ def _notebook(code: str) -> str:
     return json.dumps({"cells": [{"cell_type": "code", "source": code}], "nbformat": 4})
 
 
-def test_copies_from_downloads_and_lms_names_go_to_the_right_student(tmp_path: Path, rubric: Rubric) -> None:
+def test_copies_from_downloads_and_lms_names_go_to_the_right_student(
+    tmp_path: Path, rubric: Rubric
+) -> None:
     import os
 
     (tmp_path / "HW3_ann.ipynb").write_text(_notebook("x = 1"))
     (tmp_path / "HW3_ann (1).ipynb").write_text(_notebook("x = 2"))  # downloaded again, after a fix
     os.utime(tmp_path / "HW3_ann.ipynb", (1_700_000_000, 1_700_000_000))
     (tmp_path / "HW3_bo.ipynb").write_text(_notebook("y = 1"))
-    (tmp_path / "HW3_bo - Copy.ipynb").write_text(_notebook("y = 1"))  # identical: no question to ask
+    # identical: no question to ask
+    (tmp_path / "HW3_bo - Copy.ipynb").write_text(_notebook("y = 1"))
     (tmp_path / "HW3_cy.py").write_text("z = 1\n")
     (tmp_path / "HW3_cy-1.py").write_text("z = 2\n")  # Canvas's name for a resubmission
     (tmp_path / "HW3_d-2.py").write_text("w = 1\n")  # no HW3_d.*: an account with a dash
-    (tmp_path / "Eve Ng_4821_assignsubmission_file_HW3_eng.ipynb").write_text(_notebook("v = 1"))  # Moodle
+    # Moodle
+    (tmp_path / "Eve Ng_4821_assignsubmission_file_HW3_eng.ipynb").write_text(_notebook("v = 1"))
     (tmp_path / "ngeve_123_4567_HW3_Report_eng.pdf").write_bytes(b"%PDF")  # Canvas
     found = discover(tmp_path, rubric.files)
     subs = {s.account: s for s in found.submissions}
     assert sorted(subs) == ["ann", "bo", "cy", "d-2", "eng"]
     assert subs["ann"].path.name == "HW3_ann (1).ipynb" and subs["ann"].cells[0].source == "x = 2"
-    assert notes_of(subs["ann"].findings) == ("2 copies of the notebook were found; graded HW3_ann (1).ipynb, the newest, and set "
-                                 "aside HW3_ann.ipynb, which differs: check which one was meant",)
+    assert notes_of(subs["ann"].findings) == (
+        "2 copies of the notebook were found; graded HW3_ann "
+        "(1).ipynb, the newest, and set "
+        "aside HW3_ann.ipynb, which differs: check which one was meant",
+    )
     assert subs["bo"].findings == ()
-    assert subs["eng"].report is not None and subs["eng"].report.name == "ngeve_123_4567_HW3_Report_eng.pdf"
+    assert (
+        subs["eng"].report is not None
+        and subs["eng"].report.name == "ngeve_123_4567_HW3_Report_eng.pdf"
+    )
     aside = {p.name: why for p, why in found.set_aside}
-    assert aside == {"HW3_ann.ipynb": "older, different copy of ann's notebook; HW3_ann (1).ipynb was used",
-                     "HW3_bo - Copy.ipynb": "identical copy of bo's notebook; HW3_bo.ipynb was used",
-                     "HW3_cy.py": "older, different copy of cy's script; HW3_cy-1.py was used"}
-    assert subs["cy"].path.name == "HW3_cy-1.py"  # written last (or in the same second: the higher copy number)
+    assert aside == {
+        "HW3_ann.ipynb": "older, different copy of ann's notebook; HW3_ann (1).ipynb was used",
+        "HW3_bo - Copy.ipynb": "identical copy of bo's notebook; HW3_bo.ipynb was used",
+        "HW3_cy.py": "older, different copy of cy's script; HW3_cy-1.py was used",
+    }
+    # written last (or in the same second: the higher copy number)
+    assert subs["cy"].path.name == "HW3_cy-1.py"
     assert found.unmatched == ()
 
 
@@ -199,22 +235,41 @@ def test_the_py_twin_is_compared_with_the_notebook(tmp_path: Path, rubric: Rubri
 
     code = "import torch\n%matplotlib inline\nn_epochs = 30\nprint(n_epochs)"
     (tmp_path / "HW3_ann.ipynb").write_text(_notebook(code))
-    (tmp_path / "HW3_ann.py").write_text("#!/usr/bin/env python\n# In[1]:\n\n\nimport torch\n"
-                                          "get_ipython().run_line_magic('matplotlib', 'inline')\nn_epochs = 30\n"
-                                          "print(n_epochs)\n")
+    (tmp_path / "HW3_ann.py").write_text(
+        "#!/usr/bin/env python\n# In[1]:\n\n\nimport torch\n"
+        "get_ipython().run_line_magic('matplotlib', "
+        "'inline')\nn_epochs = 30\n"
+        "print(n_epochs)\n"
+    )
     (tmp_path / "HW3_bo.ipynb").write_text(_notebook(code))
-    (tmp_path / "HW3_bo.py").write_text("import torch\nn_epochs = 60\nprint(n_epochs)\nprint('extra')\n")
-    (tmp_path / "HW3_cy.ipynb").write_text(json.dumps({"cells": [
-        {"cell_type": "markdown", "source": "# HW3\nMy notes"},
-        {"cell_type": "code", "source": "!pip install torchinfo\nimport torch"},
-        {"cell_type": "code", "source": "n_epochs = 30\nprint( n_epochs )"}], "nbformat": 4}))
-    (tmp_path / "HW3_cy.py").write_text('# -*- coding: utf-8 -*-\n"""HW3_cy.ipynb\n\nAutomatically generated by Colab.\n"""\n\n'
-                                         '"""# HW3\nMy notes"""\n\n!pip install torchinfo\nimport torch\n\nn_epochs = 30\n'
-                                         'print(n_epochs)\n')
+    (tmp_path / "HW3_bo.py").write_text(
+        "import torch\nn_epochs = 60\nprint(n_epochs)\nprint('extra')\n"
+    )
+    (tmp_path / "HW3_cy.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "markdown", "source": "# HW3\nMy notes"},
+                    {"cell_type": "code", "source": "!pip install torchinfo\nimport torch"},
+                    {"cell_type": "code", "source": "n_epochs = 30\nprint( n_epochs )"},
+                ],
+                "nbformat": 4,
+            }
+        )
+    )
+    (tmp_path / "HW3_cy.py").write_text(
+        '# -*- coding: utf-8 -*-\n"""HW3_cy.ipynb\n\nAutomatically '
+        'generated by Colab.\n"""\n\n'
+        '"""# HW3\nMy notes"""\n\n!pip install torchinfo\nimport '
+        "torch\n\nn_epochs = 30\n"
+        "print(n_epochs)\n"
+    )
     subs = {s.account: s for s in discover(tmp_path, rubric.files).submissions}
     assert twin_note(subs["ann"]) is None  # the same code, exported by nbconvert
     assert twin_note(subs["cy"]) is None  # ... and by Colab (header and markdown as strings)
-    assert twin_note(subs["bo"]) == "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"
+    assert twin_note(subs["bo"]) == (
+        "HW3_bo.py differs from the notebook in 2 code lines; the notebook was graded"
+    )
 
 
 def test_hostile_files_are_one_unreadable_result_each(tmp_path: Path, rubric: Rubric) -> None:
@@ -222,7 +277,9 @@ def test_hostile_files_are_one_unreadable_result_each(tmp_path: Path, rubric: Ru
     each is that student's one-line reason; the good submission beside them is still found."""
     import os
 
-    (tmp_path / "HW3_deep.ipynb").write_text('{"cells": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (tmp_path / "HW3_deep.ipynb").write_text(
+        '{"cells": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
     (tmp_path / "HW3_good.py").write_text("import torch\nx = 1\n")
     (tmp_path / "HW3_zero.ipynb").symlink_to("/dev/zero")
     (tmp_path / "HW3_linked.py").symlink_to(tmp_path / "HW3_good.py")
@@ -246,13 +303,19 @@ def test_more_code_than_the_grader_reads_is_refused_in_one_line(tmp_path: Path) 
 
     path = tmp_path / "HW3_big.py"
     path.write_text("a = 1\n" * (MAX_CODE_CHARS // 6 + 10))
-    with pytest.raises(SubmissionError, match=r"HW3_big.py: 100,0\d\d characters of code, over the grader's 100,000"):
+    with pytest.raises(
+        SubmissionError,
+        match=r"HW3_big.py: 100,0\d\d characters of code, over the "
+        r"grader's 100,000",
+    ):
         read_submission(path)
     path.write_text("a = 1\n" * (MAX_CODE_CHARS // 6 - 10))
     assert read_submission(path).cells
 
 
-def test_files_for_one_account_from_two_lms_uploaders_are_never_merged(tmp_path: Path, rubric: Rubric) -> None:
+def test_files_for_one_account_from_two_lms_uploaders_are_never_merged(
+    tmp_path: Path, rubric: Rubric
+) -> None:
     """A classmate's upload named for the victim's account: neither file is graded as the victim's
     (the classmate's could brand the victim), both are named, and a person decides. One uploader's
     notebook and script stay one submission."""
@@ -264,4 +327,7 @@ def test_files_for_one_account_from_two_lms_uploaders_are_never_merged(tmp_path:
     assert [s.account for s in found.submissions] == ["s002"]
     ((account, _, why),) = found.disputed
     assert account == "s001" and "uploaded by 2 people" in why
-    assert "Moodle Ann Lee_1001: Ann Lee_1001_assignsubmission_file_HW3_s001.py" in why and "Bob Wu_1002" in why
+    assert (
+        "Moodle Ann Lee_1001: Ann Lee_1001_assignsubmission_file_HW3_s001.py" in why
+        and ("Bob Wu_1002") in why
+    )

@@ -20,14 +20,24 @@ def _image(label: int, rng: random.Random, other: int | None = None) -> bytes:
 def write_split(raw: Path, prefix: str, count: int, rng: random.Random, noise: float = 0.0) -> None:
     labels = [i % 10 for i in range(count)]
     rng.shuffle(labels)
-    # With ``noise``, that share of images also shows another class's band: a model is right on about
+    # With ``noise``, that share of images also shows another class's band: a model is right on
+    # about
     # half of them, and which half changes from epoch to epoch.
-    images = b"".join(_image(label, rng, rng.randrange(10) if noise and rng.random() < noise else None) for label in labels)
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, count, 28, 28) + images)
-    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count) + bytes(labels))
+    images = b"".join(
+        _image(label, rng, rng.randrange(10) if noise and rng.random() < noise else None)
+        for label in labels
+    )
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, count, 28, 28) + images
+    )
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, count) + bytes(labels)
+    )
 
 
-def make_tiny_fashion_mnist(root: Path, train: int = 600, test: int = 200, seed: int = 0, noise: float = 0.0) -> Path:
+def make_tiny_fashion_mnist(
+    root: Path, train: int = 600, test: int = 200, seed: int = 0, noise: float = 0.0
+) -> Path:
     """Write root/FashionMNIST/raw/* and return root."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

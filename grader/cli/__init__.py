@@ -43,82 +43,218 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="grader", description="Grade deep-learning homework notebooks (HW3, FashionMNIST).")
+    parser = _Parser(
+        prog="grader", description="Grade deep-learning homework notebooks (HW3, FashionMNIST)."
+    )
     parser.add_argument("--version", action="version", version=f"grader {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--rubric", type=Path, help="rubric.yaml to grade with (default: ./rubric.yaml, else the shipped one)")
-        sub.add_argument("--data", type=Path, metavar="DIR", help="folder with the four FashionMNIST IDX files (default: the prepared cache)")
-        sub.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for a whole notebook (overrides the rubric)")
-        sub.add_argument("--no-sandbox", action="store_true",
-                         help="run notebooks without bubblewrap isolation (only for code you trust)")
+        sub.add_argument(
+            "--rubric",
+            type=Path,
+            help="rubric.yaml to grade with (default: ./rubric.yaml, else the shipped one)",
+        )
+        sub.add_argument(
+            "--data",
+            type=Path,
+            metavar="DIR",
+            help="folder with the four FashionMNIST IDX files (default: the prepared cache)",
+        )
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help="time limit for a whole notebook (overrides the rubric)",
+        )
+        sub.add_argument(
+            "--no-sandbox",
+            action="store_true",
+            help="run notebooks without bubblewrap isolation (only for code you trust)",
+        )
 
     check = commands.add_parser("check", help="check one notebook or script before submitting")
-    check.add_argument("paths", type=Path, nargs="+", metavar="PATH",
-                       help="the .ipynb (or Colab-exported .py); with --package, the folder or the three files")
-    check.add_argument("--run", action="store_true", help="also run it, measure the accuracy and score it")
-    check.add_argument("--package", action="store_true",
-                       help="also check what the TA receives: the three file names, the .py against the .ipynb, "
-                            "and the report PDF's \"Best accuracy\" line")
+    check.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="the .ipynb (or Colab-exported .py); with --package, the folder or the three files",
+    )
+    check.add_argument(
+        "--run", action="store_true", help="also run it, measure the accuracy and score it"
+    )
+    check.add_argument(
+        "--package",
+        action="store_true",
+        help="also check what the TA receives: the three file names, the .py "
+        "against the .ipynb, "
+        'and the report PDF\'s "Best accuracy" line',
+    )
     check.add_argument("--json", action="store_true", help="print the result as JSON")
     common(check)
 
     grade = commands.add_parser("grade", help="grade a folder of submissions (the TA's batch)")
-    grade.add_argument("directory", type=Path, help="folder (or .zip, or the mails: an .mbox file or a folder of .eml "
-                                                    "files) holding HW3_<account>.ipynb/.py files")
-    grade.add_argument("--out", type=Path, required=True, help="where results, gradebook.csv and pages go")
-    grade.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: --per-gpu per "
-                                                             "GPU, else cores / the rubric's cpu_threads)")
-    grade.add_argument("--gpus", metavar="LIST", help="GPUs to use by nvidia-smi index or UUID, e.g. 0,1 "
-                                                      "(default: all visible; 'none' for CPU)")
-    grade.add_argument("--per-gpu", type=int, default=1, metavar="K", help="submissions sharing one GPU (default 1)")
-    grade.add_argument("--force", action="store_true", help="grade again even where a cached result matches")
-    grade.add_argument("--only", metavar="ACCOUNT[,ACCOUNT]",
-                       help="grade (again) just these accounts; the gradebook and pages keep everyone in OUT")
-    grade.add_argument("--borderline-seeds", type=int, default=0, metavar="K",
-                       help="run each result within the rubric's borderline_margin of a threshold again with K more "
-                            "seeds; the rubric's seed_policy decides its points (default 0: off)")
-    grade.add_argument("--overrides", type=Path, metavar="FILE",
-                       help="the TA's points, bonus, report points and notes per account (default: OUT/overrides.yaml)")
-    grade.add_argument("--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities: writes "
-                                                                   "OUT/canvas.csv and/or OUT/moodle.csv")
-    grade.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])")
-    grade.add_argument("--address", metavar="ADDR", help="the Ray cluster's head, e.g. 10.0.0.5:6379 "
-                                                         "(default: $RAY_ADDRESS, else a Ray instance started here)")
+    grade.add_argument(
+        "directory",
+        type=Path,
+        help="folder (or .zip, or the mails: an .mbox file "
+        "or a folder of .eml "
+        "files) holding HW3_<account>.ipynb/.py files",
+    )
+    grade.add_argument(
+        "--out", type=Path, required=True, help="where results, gradebook.csv and pages go"
+    )
+    grade.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="submissions graded at once (default: "
+        "--per-gpu per "
+        "GPU, else cores / the rubric's "
+        "cpu_threads)",
+    )
+    grade.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="GPUs to use by nvidia-smi index or UUID, "
+        "e.g. 0,1 "
+        "(default: all visible; 'none' for CPU)",
+    )
+    grade.add_argument(
+        "--per-gpu",
+        type=int,
+        default=1,
+        metavar="K",
+        help="submissions sharing one GPU (default 1)",
+    )
+    grade.add_argument(
+        "--force", action="store_true", help="grade again even where a cached result matches"
+    )
+    grade.add_argument(
+        "--only",
+        metavar="ACCOUNT[,ACCOUNT]",
+        help="grade (again) just these accounts; the gradebook and pages keep everyone in OUT",
+    )
+    grade.add_argument(
+        "--borderline-seeds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="run each result within the rubric's borderline_margin of a threshold "
+        "again with K more "
+        "seeds; the rubric's seed_policy decides its points (default 0: off)",
+    )
+    grade.add_argument(
+        "--overrides",
+        type=Path,
+        metavar="FILE",
+        help="the TA's points, bonus, report points and notes per account (default: "
+        "OUT/overrides.yaml)",
+    )
+    grade.add_argument(
+        "--roster",
+        type=Path,
+        metavar="FILE",
+        help="CSV mapping accounts to LMS identities: writes OUT/canvas.csv and/or OUT/moodle.csv",
+    )
+    grade.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where submissions run: this machine (default), or a Ray cluster (needs grader[ray])",
+    )
+    grade.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="the Ray cluster's head, e.g. "
+        "10.0.0.5:6379 "
+        "(default: $RAY_ADDRESS, else a Ray "
+        "instance started here)",
+    )
     common(grade)
 
-    ci = commands.add_parser("ci", help="grade the submission in a repository on CI (GitHub Actions and Classroom, "
-                                        "GitLab, Jenkins)")
-    ci.add_argument("path", type=Path, nargs="?", default=Path("."), metavar="PATH",
-                    help="the repository holding HW3_<account>.ipynb (or .py) (default: .)")
-    ci.add_argument("--static", action="store_true", help="only the static rule checks (no run, no points)")
-    ci.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here (GitLab, Jenkins)")
+    ci = commands.add_parser(
+        "ci",
+        help="grade the submission in a repository on CI (GitHub "
+        "Actions and Classroom, "
+        "GitLab, Jenkins)",
+    )
+    ci.add_argument(
+        "path",
+        type=Path,
+        nargs="?",
+        default=Path("."),
+        metavar="PATH",
+        help="the repository holding HW3_<account>.ipynb (or .py) (default: .)",
+    )
+    ci.add_argument(
+        "--static", action="store_true", help="only the static rule checks (no run, no points)"
+    )
+    ci.add_argument(
+        "--junit", type=Path, metavar="FILE", help="also write JUnit XML here (GitLab, Jenkins)"
+    )
     common(ci)
 
-    report = commands.add_parser("report", help="render the gradebook and pages again from OUT's results and "
-                                                 "overrides, running nothing")
+    report = commands.add_parser(
+        "report",
+        help="render the gradebook and pages again from OUT's "
+        "results and "
+        "overrides, running nothing",
+    )
     report.add_argument("out", type=Path, metavar="OUT", help="the folder a `grader grade` wrote")
-    report.add_argument("--overrides", type=Path, metavar="FILE", help="default: OUT/overrides.yaml")
-    report.add_argument("--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities")
-    report.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
+    report.add_argument(
+        "--overrides", type=Path, metavar="FILE", help="default: OUT/overrides.yaml"
+    )
+    report.add_argument(
+        "--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities"
+    )
+    report.add_argument(
+        "--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)"
+    )
 
-    scope = commands.add_parser("gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)")
-    scope.add_argument("zip", type=Path, nargs="?", metavar="OUT.zip", help="where to write the autograder zip")
-    scope.add_argument("--wheel", type=Path, metavar="FILE", help="the grader wheel to ship (default: built from this checkout)")
-    scope.add_argument("--autograder", type=Path, metavar="ROOT",
-                       help="grade ROOT/submission and write ROOT/results/results.json (run_autograder does this)")
+    scope = commands.add_parser(
+        "gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)"
+    )
+    scope.add_argument(
+        "zip", type=Path, nargs="?", metavar="OUT.zip", help="where to write the autograder zip"
+    )
+    scope.add_argument(
+        "--wheel",
+        type=Path,
+        metavar="FILE",
+        help="the grader wheel to ship (default: built from this checkout)",
+    )
+    scope.add_argument(
+        "--autograder",
+        type=Path,
+        metavar="ROOT",
+        help="grade ROOT/submission and write ROOT/results/results.json (run_autograder does this)",
+    )
     common(scope)
 
-    env = commands.add_parser("env", help="list the modules the submissions need that are missing here")
+    env = commands.add_parser(
+        "env", help="list the modules the submissions need that are missing here"
+    )
     env.add_argument("directory", type=Path, help="folder (or .zip) of submissions")
-    env.add_argument("--install", action="store_true", help="pip install the missing ones the rubric allows")
-    env.add_argument("--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)")
+    env.add_argument(
+        "--install", action="store_true", help="pip install the missing ones the rubric allows"
+    )
+    env.add_argument(
+        "--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)"
+    )
 
     data = commands.add_parser("data", help="prepare and verify FashionMNIST; say where it is")
-    data.add_argument("--from", dest="source", type=Path, metavar="DIR", help="folder with the four IDX files (.gz or not)")
-    data.add_argument("--cache", type=Path, help="where to keep the prepared copy (default: ~/.cache/grader)")
+    data.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="DIR",
+        help="folder with the four IDX files (.gz or not)",
+    )
+    data.add_argument(
+        "--cache", type=Path, help="where to keep the prepared copy (default: ~/.cache/grader)"
+    )
     return parser
 
 
@@ -133,28 +269,34 @@ def _setup(args: argparse.Namespace) -> Setup:
 
 
 def _check(args: argparse.Namespace) -> ExitCode:
-    from grader.pipeline import commands
     from grader.outputs.text import check_text
+    from grader.pipeline import commands
 
     checked = commands.check(args.paths, _setup(args), args.run, args.package, _say)
     package = checked.package
     if args.json:
         record = checked.result.to_json()
         if package is not None:
-            record["package"] = {"files": {k: p.name for k, p in package.files.items()}, "problems": list(package.problems),
-                                 "notes": list(package.notes),
-                                 "report_accuracy": package.headline.accuracy if package.headline else None}
+            record["package"] = {
+                "files": {k: p.name for k, p in package.files.items()},
+                "problems": list(package.problems),
+                "notes": list(package.notes),
+                "report_accuracy": package.headline.accuracy if package.headline else None,
+            }
         print(json.dumps(record, indent=2))
     else:
-        print(check_text(checked.result, checked.rubric, checked.how, checked.notices, package), end="")
+        print(
+            check_text(checked.result, checked.rubric, checked.how, checked.notices, package),
+            end="",
+        )
     return ExitCode.OK if checked.ok else ExitCode.FAILED
 
 
 def _grade(args: argparse.Namespace) -> ExitCode:
-    from grader.pipeline import commands
     from grader.outputs.exports import load_roster
     from grader.outputs.progress import progress_display
     from grader.outputs.text import render
+    from grader.pipeline import commands
     from grader.pipeline.batch import grade_directory
     from grader.scoring.overrides import for_batch
 
@@ -164,31 +306,60 @@ def _grade(args: argparse.Namespace) -> ExitCode:
     placement = commands.Placement(args.jobs, args.gpus, args.per_gpu)
     overrides = for_batch(args.out, args.overrides, context.rubric)
     started = time.monotonic()
-    with commands.executor_of(args.executor, args.address, placement, context.rubric, _say) as executor, \
-            progress_display(sys.stdout, executor.width) as show:
-        summary = grade_directory(args.directory, args.out, context, executor, show, force=args.force,
-                                  overrides=overrides,
-                                  roster=load_roster(args.roster) if args.roster else None,
-                                  borderline_seeds=args.borderline_seeds, only=_accounts(args.only))
+    with (
+        commands.executor_of(
+            args.executor, args.address, placement, context.rubric, _say
+        ) as executor,
+        progress_display(sys.stdout, executor.width) as show,
+    ):
+        summary = grade_directory(
+            args.directory,
+            args.out,
+            context,
+            executor,
+            show,
+            force=args.force,
+            overrides=overrides,
+            roster=load_roster(args.roster) if args.roster else None,
+            borderline_seeds=args.borderline_seeds,
+            only=_accounts(args.only),
+        )
     counts = sorted(Counter(r.status.value for r in summary.results).items())
-    print(render("summary.txt.j2", results=summary.results, skipped=summary.skipped, out=args.out,
-                 cached=summary.cached, seconds=time.monotonic() - started, counts=counts).rstrip("\n"))
+    print(
+        render(
+            "summary.txt.j2",
+            results=summary.results,
+            skipped=summary.skipped,
+            out=args.out,
+            cached=summary.cached,
+            seconds=time.monotonic() - started,
+            counts=counts,
+        ).rstrip("\n")
+    )
     _wrote(args.out, overrides, args.overrides, graded=True, roster=args.roster is not None)
     for line in summary.warnings[1:]:
         _say(line)
     return ExitCode.OK
 
 
-def _wrote(out: Path, overrides: Collection[str], given: Path | None, graded: bool,
-           roster: bool) -> None:
+def _wrote(
+    out: Path, overrides: Collection[str], given: Path | None, graded: bool, roster: bool
+) -> None:
     """The closing lines: each file the command wrote in OUT, and the overrides it applied."""
     from grader.outputs.pages import written
     from grader.outputs.text import render
     from grader.scoring.overrides import FILE
 
     source = given or out / FILE
-    print(render("wrote.txt.j2", w=written(out, graded, roster), overrides=sorted(overrides),
-                 overrides_file=source, overrides_found=source.is_file()).rstrip("\n"))
+    print(
+        render(
+            "wrote.txt.j2",
+            w=written(out, graded, roster),
+            overrides=sorted(overrides),
+            overrides_file=source,
+            overrides_found=source.is_file(),
+        ).rstrip("\n")
+    )
 
 
 def _accounts(text: str | None) -> frozenset[str] | None:
@@ -201,8 +372,8 @@ def _accounts(text: str | None) -> frozenset[str] | None:
 
 
 def _ci(args: argparse.Namespace) -> ExitCode:
-    from grader.pipeline import commands
     from grader.outputs import ci
+    from grader.pipeline import commands
 
     environment = ci.CiEnvironment.of(os.environ, Path.cwd())
     outcome, how = commands.ci(args.path, _setup(args), args.static, environment.workspace, _say)
@@ -218,7 +389,9 @@ def _report(args: argparse.Namespace) -> ExitCode:
     from grader.scoring.overrides import for_batch
 
     if not (args.out / "results").is_dir():
-        raise GraderError(f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`")
+        raise GraderError(
+            f"{args.out}: no results/ folder; give the OUT of a `grader grade DIR --out OUT`"
+        )
     rubric = load_rubric(args.rubric)
     roster = load_roster(args.roster) if args.roster else None
     overrides = for_batch(args.out, args.overrides, rubric)
@@ -234,22 +407,35 @@ def _gradescope(args: argparse.Namespace) -> ExitCode:
     from grader.pipeline import commands
 
     if (args.zip is None) == (args.autograder is None):
-        raise GraderError("give OUT.zip to build the autograder, or --autograder ROOT to grade inside Gradescope")
+        raise GraderError(
+            "give OUT.zip to build the autograder, or --autograder ROOT to grade inside Gradescope"
+        )
     if args.zip is not None:
         commands.autograder_zip(args.zip, _setup(args), args.wheel)
-        print(f"Gradescope autograder written to {args.zip}; upload it as the assignment's autograder (README: Gradescope)")
+        print(
+            f"Gradescope autograder written to {args.zip}; upload it as the assignment's "
+            "autograder (README: Gradescope)"
+        )
         return ExitCode.OK
     print(commands.autograder(args.autograder, _setup(args))["output"])
     return ExitCode.OK
 
 
 def _env(args: argparse.Namespace) -> ExitCode:
-    from grader.pipeline import commands
     from grader.outputs.text import render
+    from grader.pipeline import commands
 
     found = commands.needs(args.directory, load_rubric(args.rubric))
-    print(render("env.txt.j2", needs=found.needs, missing=found.missing, allowed=found.allowed, install=args.install),
-          end="")
+    print(
+        render(
+            "env.txt.j2",
+            needs=found.needs,
+            missing=found.missing,
+            allowed=found.allowed,
+            install=args.install,
+        ),
+        end="",
+    )
     if args.install and found.installable:
         commands.install(found.installable)
         return ExitCode.OK
@@ -270,8 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
-    handlers = {"check": _check, "grade": _grade, "ci": _ci, "gradescope": _gradescope, "report": _report,
-                "env": _env, "data": _data}
+    handlers = {
+        "check": _check,
+        "grade": _grade,
+        "ci": _ci,
+        "gradescope": _gradescope,
+        "report": _report,
+        "env": _env,
+        "data": _data,
+    }
     try:
         return int(handlers[args.command](args))
     except GraderError as exc:

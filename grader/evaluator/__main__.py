@@ -14,8 +14,9 @@ def _own_package() -> None:
     """Started by its path under -I, nothing of the grader is on the import path, and nothing is
     added to it: the ``grader`` package is the one this file is in, imported from there."""
     folder = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("grader", folder / "__init__.py",
-                                                  submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        "grader", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     assert spec is not None and spec.loader is not None
     sys.modules["grader"] = module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -19,8 +19,12 @@ from grader.evaluator.rebuild import program
 CLASSES = 10
 
 
-def evaluate(data: bytes, test_images: Path, allowed: frozenset[str] = RUNNABLE,
-             train_images: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    data: bytes,
+    test_images: Path,
+    allowed: frozenset[str] = RUNNABLE,
+    train_images: Path | None = None,
+) -> dict[str, Any]:
     """The answer for the capture ``data``: ``allowed``, the ops the graph may compute; with
     ``train_images``, also the graph's classes for a secret sample of them
     (``predict.train_sample``)."""
@@ -35,16 +39,17 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str] = RUNNABLE,
     claimed = base64.b64decode(str(manifest.get("row_classes", "")), validate=True)
     kernel = [b - 256 if b > 127 else b for b in claimed] if len(claimed) == rows else None
     images = read_images(test_images)
-    official, fitted, pixel_map = per_image(inputs, images) if inputs.shape[1] == PIXELS \
-        else ([-1] * rows, None, None)
+    official, fitted, pixel_map = (
+        per_image(inputs, images) if inputs.shape[1] == PIXELS else ([-1] * rows, None, None)
+    )
     how = "per image"
     if -1 in official and inputs.shape[1] == PIXELS:
-        tail = inputs[-images.shape[0]:]  # an evaluation of the validation set may come before
+        tail = inputs[-images.shape[0] :]  # an evaluation of the validation set may come before
         by_pixel, mapped, pixel_map = per_pixel(tail, images)
         if -1 not in by_pixel:
             official, how = [-2] * (rows - tail.shape[0]) + by_pixel, "per pixel position"
             fitted = inputs.double().clone()
-            fitted[rows - tail.shape[0]:] = mapped
+            fitted[rows - tail.shape[0] :] = mapped
     # The graph runs on the inputs rebuilt from the official pixels under the verified map: whatever
     # the kernel's floats held within the tolerances never reaches it. With a row that is no test
     # image there is no grade (the judge says why), and nothing is run.
@@ -53,22 +58,34 @@ def evaluate(data: bytes, test_images: Path, allowed: frozenset[str] = RUNNABLE,
     mirror = manifest.get("views") == ["identity", "hflip"] and how == "per image"
     sample = None
     if fitted is None or -1 in official:
-        found: dict[str, Any] = {"classes": [0] * rows, "margins": [0.0] * rows,
-                                 "noise": [0.0] * rows, "second": [0] * rows, "averaged": None}
+        found: dict[str, Any] = {
+            "classes": [0] * rows,
+            "margins": [0.0] * rows,
+            "noise": [0.0] * rows,
+            "second": [0] * rows,
+            "averaged": None,
+        }
     else:
         dtype = input_dtype(manifest)  # as the graph was fed (raw pixels: whole numbers)
         found = graded(rebuilt, as_fed(fitted, dtype), official, shape, CLASSES, precision, mirror)
         if train_images is not None and pixel_map is not None:
             train = read_images(train_images)
             sample = train_sample(rebuilt, train, pixel_map, dtype, shape, CLASSES)
-    return {"rows": rows, "official": official, "classes": found["classes"],
-            "margins": [round(m, 6) for m in found["margins"]],
-            "noise": [round(n, 6) for n in found["noise"]],
-            "second": found["second"], "averaged": found["averaged"],
-            "precision": precision if precision in EMULATED else "float32",
-            "kernel_classes": kernel, "preprocessing": how, "graph": graph,
-            "changed_after_pass": manifest.get("changed_after_pass") is True,
-            "structure_at_pass": manifest.get("structure_at_pass"),
-            "by_probe": manifest.get("by_probe") is True,
-            "assumed": str(manifest.get("preprocessing") or "").startswith("assumed"),
-            "train_sample": sample}
+    return {
+        "rows": rows,
+        "official": official,
+        "classes": found["classes"],
+        "margins": [round(m, 6) for m in found["margins"]],
+        "noise": [round(n, 6) for n in found["noise"]],
+        "second": found["second"],
+        "averaged": found["averaged"],
+        "precision": precision if precision in EMULATED else "float32",
+        "kernel_classes": kernel,
+        "preprocessing": how,
+        "graph": graph,
+        "changed_after_pass": manifest.get("changed_after_pass") is True,
+        "structure_at_pass": manifest.get("structure_at_pass"),
+        "by_probe": manifest.get("by_probe") is True,
+        "assumed": str(manifest.get("preprocessing") or "").startswith("assumed"),
+        "train_sample": sample,
+    }

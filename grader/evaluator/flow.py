@@ -21,8 +21,9 @@ _TENSOR_INPUTS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENS
 Uses = dict[str, list[list[str]]]
 
 
-def flow(program: Any, shape: list[int],
-         dtype: Any) -> tuple[Uses, list[str], list[dict[str, Any]], list[list[Any]]]:
+def flow(
+    program: Any, shape: list[int], dtype: Any
+) -> tuple[Uses, list[str], list[dict[str, Any]], list[list[Any]]]:
     """For every parameter, buffer and constant, the ops that use it, each as [op, the argument it
     is], looking through reshapes and copies; the ops that combine two tensors computed from the
     image; and every product with the shapes it really ran on (the graph run once on two blank
@@ -45,12 +46,15 @@ def flow(program: Any, shape: list[int],
             origin[name] = spec.target
             value = program.state_dict.get(spec.target, program.constants.get(spec.target))
         if not isinstance(value, torch.Tensor):
-            raise Refused("the captured graph takes an input that is neither the image nor a "
-                          "listed tensor")
+            raise Refused(
+                "the captured graph takes an input that is neither the image nor a listed tensor"
+            )
         feed.append(value.detach().clone())
     if any(spec.kind != OutputKind.USER_OUTPUT for spec in program.graph_signature.output_specs):
-        raise Refused("the captured graph changes its own buffers or inputs as it runs (state "
-                      "carried from one batch of test images to the next)")
+        raise Refused(
+            "the captured graph changes its own buffers or inputs as it runs (state "
+            "carried from one batch of test images to the next)"
+        )
     uses: Uses = {target: [] for target in origin.values()}
     mixes: list[str] = []
     products: list[tuple[Any, str, Any, Any]] = []  # node, op, the weight's node, the image's node
@@ -59,22 +63,30 @@ def flow(program: Any, shape: list[int],
             continue
         op = op_name(node)
         if node.target is torch.ops.aten.view.dtype:
-            raise Refused("the captured graph reads a tensor's bits as another type (view as a "
-                          "dtype)")
+            raise Refused(
+                "the captured graph reads a tensor's bits as another type (view as a dtype)"
+            )
         schema = getattr(node.target, "_schema", None)
-        written = {a.name for a in (schema.arguments if schema is not None else ())
-                   if a.alias_info is not None and a.alias_info.is_write}
+        written = {
+            a.name
+            for a in (schema.arguments if schema is not None else ())
+            if a.alias_info is not None and a.alias_info.is_write
+        }
         carried, weight, image = 0, None, None
         for argument, value in _bound(node):
             switched = value is True or isinstance(value, torch.fx.Node)
             if argument in ("train", "training") and switched:
-                raise Refused(f"the model keeps {op} on at test time (as F.{op}(x, p) does without "
-                              "training=self.training), so its answers are random and cannot be "
-                              "recomputed")
+                raise Refused(
+                    f"the model keeps {op} on at test time (as F.{op}(x, p) does without "
+                    "training=self.training), so its answers are random and cannot be "
+                    "recomputed"
+                )
             held = _nodes(value)
             if argument in written and any(n.name not in flowing for n in held):
-                raise Refused(f"the captured graph writes into a tensor other than the image's way "
-                              f"({op}, {argument})")
+                raise Refused(
+                    f"the captured graph writes into a tensor other than the image's way "
+                    f"({op}, {argument})"
+                )
             carried += sum(1 for n in held if n.name in flowing)
             image = next((n for n in held if n.name in flowing), image)
             for n in held:
@@ -96,14 +108,24 @@ def flow(program: Any, shape: list[int],
     try:
         ShapeProp(program.graph_module).propagate(*feed)
     except Exception as exc:  # noqa: BLE001 - a graph that cannot run on two blank rows is not run
-        raise Refused(f"the captured graph does not run on a sample ({type(exc).__name__})") \
-            from None
+        raise Refused(
+            f"the captured graph does not run on a sample ({type(exc).__name__})"
+        ) from None
     found = []
     for node, op, weight, image in products:
-        found.append({"op": op, "weight": origin.get(weight.name, "") if weight is not None else "",
-                      "used": shape_of(weight), "rows": shape_of(image)})
-    way = [[op_name(node), shape_of(node)] for node in program.graph_module.graph.nodes
-           if node.name in flowing and node.op == "call_function"]  # [] where it is no one tensor
+        found.append(
+            {
+                "op": op,
+                "weight": origin.get(weight.name, "") if weight is not None else "",
+                "used": shape_of(weight),
+                "rows": shape_of(image),
+            }
+        )
+    way = [
+        [op_name(node), shape_of(node)]
+        for node in program.graph_module.graph.nodes
+        if node.name in flowing and node.op == "call_function"
+    ]  # [] where it is no one tensor
     return uses, mixes, found, way
 
 
@@ -113,28 +135,43 @@ def _shapes_first(program: Any, feed: list[Any], flowing: set[str]) -> None:
     try:
         with FakeTensorMode(allow_non_fake_inputs=True) as fake:
             ShapeProp(program.graph_module, fake_mode=fake).propagate(
-                *[fake.from_tensor(t) for t in feed])
+                *[fake.from_tensor(t) for t in feed]
+            )
     except Exception as exc:  # noqa: BLE001 - a graph whose shapes cannot be followed is not run
-        raise Refused(f"the captured graph does not run on a sample ({type(exc).__name__})") \
-            from None
+        raise Refused(
+            f"the captured graph does not run on a sample ({type(exc).__name__})"
+        ) from None
     for node in program.graph_module.graph.nodes:
         shape = shape_of(node)
         width = math.prod(shape[1:]) if node.name in flowing and len(shape) > 1 else 0
         if width > WIDEST * PIXELS:
-            raise Refused(f"the captured graph holds {width} values per test image at "
-                          f"{op_name(node)}, far more than any layer of the homework's model")
+            raise Refused(
+                f"the captured graph holds {width} values per test image at "
+                f"{op_name(node)}, far more than any layer of the homework's model"
+            )
 
 
 def copies(program: Any, uses: Uses) -> list[str]:
     """The tensors the graph never uses that equal one it uses: a layer held under a second name
     (``self.block = nn.Sequential(self.fc1, ...)``) is listed twice by torch.export, used once."""
     values = {**program.constants, **program.state_dict}
-    used = [values[name] for name, found in uses.items()
-            if found and isinstance(values.get(name), torch.Tensor)]
-    return [name for name, found in uses.items()
-            if not found and isinstance(values.get(name), torch.Tensor)
-            and any(v.shape == values[name].shape and v.dtype == values[name].dtype
-                    and torch.equal(v, values[name]) for v in used)]
+    used = [
+        values[name]
+        for name, found in uses.items()
+        if found and isinstance(values.get(name), torch.Tensor)
+    ]
+    return [
+        name
+        for name, found in uses.items()
+        if not found
+        and isinstance(values.get(name), torch.Tensor)
+        and any(
+            v.shape == values[name].shape
+            and v.dtype == values[name].dtype
+            and torch.equal(v, values[name])
+            for v in used
+        )
+    ]
 
 
 def op_name(node: Any) -> str:
@@ -167,6 +204,7 @@ def _bound(node: Any) -> list[tuple[str, Any]]:
     """A node's arguments by the names of its op's schema."""
     schema = getattr(node.target, "_schema", None)
     names = [a.name for a in schema.arguments] if schema is not None else []
-    positional = [(names[i] if i < len(names) else f"arg{i}", value)
-                  for i, value in enumerate(node.args)]
+    positional = [
+        (names[i] if i < len(names) else f"arg{i}", value) for i, value in enumerate(node.args)
+    ]
     return positional + [(str(key), value) for key, value in node.kwargs.items()]

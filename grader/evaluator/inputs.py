@@ -114,9 +114,9 @@ def _matched(inputs: Any, images: Any) -> Found:
     used: set[int] = set()
     for row, group in shared:  # a few rows; the unused candidates first
         found_t[row] = -1
-        x = inputs[row:row + 1].double()
+        x = inputs[row : row + 1].double()
         for index in sorted(group, key=lambda i: i in used):
-            if bool(_monotone(images[index:index + 1].to(torch.int16), x)[0]):
+            if bool(_monotone(images[index : index + 1].to(torch.int16), x)[0]):
                 found_t[row] = index
                 used.add(index)
                 break
@@ -156,9 +156,10 @@ def per_pixel(inputs: Any, images: Any) -> Found:
     scale = (pc * xc).sum(0) / (pc * pc).sum(0).clamp_min(1e-12)
     residual = (xc - pc * scale).abs().amax(0)
     spread = xc.abs().amax(0).clamp_min(1e-12)
-    varies = (pc.abs().amax(0) > 0)
-    good = bool(((residual <= 1e-4 * spread + 1e-6) | ~varies).all()) \
-        and bool((scale[varies] > 0).all())
+    varies = pc.abs().amax(0) > 0
+    good = bool(((residual <= 1e-4 * spread + 1e-6) | ~varies).all()) and bool(
+        (scale[varies] > 0).all()
+    )
     if not good:
         return [-1] * inputs.shape[0], None, None
     mean, centre = x.mean(0), p.mean(0)

@@ -26,7 +26,7 @@ def read_images(path: Path) -> torch.Tensor:
     """An IDX image file as a (count, 784) uint8 tensor."""
     data = path.read_bytes()
     count = int.from_bytes(data[4:8], "big")
-    pixels = bytearray(data[16:16 + count * PIXELS])
+    pixels = bytearray(data[16 : 16 + count * PIXELS])
     return torch.frombuffer(pixels, dtype=torch.uint8).reshape(count, PIXELS)
 
 
@@ -56,7 +56,7 @@ def pack(found: Any) -> list[bytes]:
         return []
     packed = numpy.packbits(found, axis=1).tobytes()
     width = len(packed) // found.shape[0]
-    return [packed[k:k + width] for k in range(0, len(packed), width)]
+    return [packed[k : k + width] for k in range(0, len(packed), width)]
 
 
 def keys(rows: torch.Tensor, tolerance: float = TOLERANCE) -> list[bytes]:

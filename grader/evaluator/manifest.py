@@ -11,8 +11,16 @@ import torch
 
 CAPTURE_VERSION = 2  # the probe's capture.CAPTURE_VERSION (this package imports nothing of it)
 MAX_MANIFEST = 16 * 1024 * 1024
-DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4,
-          "uint8": 1, "bool": 1}
+DTYPES = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int64": 8,
+    "int32": 4,
+    "uint8": 1,
+    "bool": 1,
+}
 INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8")
 
 
@@ -39,16 +47,24 @@ def tensor(entry: Any, payload: bytes) -> torch.Tensor:
     if not isinstance(entry, dict):
         raise Refused("a tensor of the capture is not described")
     dtype, shape, offset, size = (entry.get(k) for k in ("dtype", "shape", "offset", "bytes"))
-    if dtype not in DTYPES or not isinstance(shape, list) \
-            or not all(type(d) is int and 0 <= d < 2**31 for d in shape):
+    if (
+        dtype not in DTYPES
+        or not isinstance(shape, list)
+        or not all(type(d) is int and 0 <= d < 2**31 for d in shape)
+    ):
         raise Refused(f"tensor {str(entry.get('name'))[:80]!r} has an unknown type or shape")
     count = 1
     for d in shape:
         count *= d
-    if type(offset) is not int or type(size) is not int or offset < 0 \
-            or size != count * DTYPES[dtype] or offset + size > len(payload):
+    if (
+        type(offset) is not int
+        or type(size) is not int
+        or offset < 0
+        or size != count * DTYPES[dtype]
+        or offset + size > len(payload)
+    ):
         raise Refused(f"tensor {str(entry.get('name'))[:80]!r} does not fit the capture")
-    raw = bytearray(payload[offset:offset + size])
+    raw = bytearray(payload[offset : offset + size])
     kind = getattr(torch, dtype)
     flat = torch.frombuffer(raw, dtype=kind) if size else torch.empty(0, dtype=kind)
     return flat.reshape(shape)

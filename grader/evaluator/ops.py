@@ -7,27 +7,122 @@ from __future__ import annotations
 # Ops that multiply by weights: wherever one appears (in the captured graph or in the kernel's
 # traced forward pass), it is a product, counted and held to the Linear layers' shapes.
 PRODUCTS = frozenset({"linear", "addmm", "mm", "matmul", "bmm", "baddbmm", "addbmm", "addmv", "mv"})
-SHAPING = frozenset({
-    "view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose",
-    "t", "contiguous", "clone", "_to_copy", "to", "expand", "detach", "alias", "lift_fresh_copy",
-    "numpy_T", "select", "slice", "sym_size", "_assert_tensor_metadata"})
-LAYERS = frozenset({
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "elu", "selu", "celu", "silu",
-    "mish", "sigmoid", "tanh", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "softplus",
-    "prelu", "_prelu_kernel", "rrelu", "log_sigmoid_forward", "clamp", "clamp_min", "clamp_max",
-    "threshold", "softmax", "_softmax", "log_softmax", "_log_softmax", "batch_norm",
-    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
-    "layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "instance_norm",
-    "rms_norm", "dropout", "native_dropout", "feature_dropout", "alpha_dropout",
-    "feature_alpha_dropout", "add", "sub", "mul", "div", "neg", "pow", "sqrt", "rsqrt", "mean",
-    "sum", "var", "exp", "log", "abs", "avg_pool1d", "avg_pool2d", "getitem"})
+SHAPING = frozenset(
+    {
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "permute",
+        "transpose",
+        "t",
+        "contiguous",
+        "clone",
+        "_to_copy",
+        "to",
+        "expand",
+        "detach",
+        "alias",
+        "lift_fresh_copy",
+        "numpy_T",
+        "select",
+        "slice",
+        "sym_size",
+        "_assert_tensor_metadata",
+    }
+)
+LAYERS = frozenset(
+    {
+        "relu",
+        "relu_",
+        "relu6",
+        "leaky_relu",
+        "leaky_relu_",
+        "gelu",
+        "elu",
+        "selu",
+        "celu",
+        "silu",
+        "mish",
+        "sigmoid",
+        "tanh",
+        "hardtanh",
+        "hardtanh_",
+        "hardswish",
+        "hardsigmoid",
+        "softplus",
+        "prelu",
+        "_prelu_kernel",
+        "rrelu",
+        "log_sigmoid_forward",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "threshold",
+        "softmax",
+        "_softmax",
+        "log_softmax",
+        "_log_softmax",
+        "batch_norm",
+        "_native_batch_norm_legit_no_training",
+        "_native_batch_norm_legit",
+        "native_batch_norm",
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "instance_norm",
+        "rms_norm",
+        "dropout",
+        "native_dropout",
+        "feature_dropout",
+        "alpha_dropout",
+        "feature_alpha_dropout",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "mean",
+        "sum",
+        "var",
+        "exp",
+        "log",
+        "abs",
+        "avg_pool1d",
+        "avg_pool2d",
+        "getitem",
+    }
+)
 # The only ops the evaluator runs at all (sanitize.py refuses a graph with any other): no op that
 # reads or writes files, allocates or mutates.
 RUNNABLE = PRODUCTS | SHAPING | LAYERS
 
 # Ops that only reshape, copy or move a tensor: a weight seen through them is still that weight.
-PASS_THROUGH = frozenset({
-    "view", "reshape", "_unsafe_view", "t", "permute", "transpose", "contiguous", "clone",
-    "_to_copy", "to", "detach", "alias", "lift_fresh_copy", "expand", "unsqueeze", "squeeze"})
+PASS_THROUGH = frozenset(
+    {
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "t",
+        "permute",
+        "transpose",
+        "contiguous",
+        "clone",
+        "_to_copy",
+        "to",
+        "detach",
+        "alias",
+        "lift_fresh_copy",
+        "expand",
+        "unsqueeze",
+        "squeeze",
+    }
+)
 # Ops that read a shape, never the image's data.
 SIZES = frozenset({"sym_size", "sym_numel", "sym_stride", "sym_storage_offset"})

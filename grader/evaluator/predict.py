@@ -32,12 +32,23 @@ def class_scores(output: Any, rows: int, classes: int) -> Any:
     """The tensor of a model's output holding one score per class per row: the output itself, or
     the first such tensor among the first MAX_OUTPUTS parts of a tuple, list or dict
     (``{"logits": ...}``), as ``passes.class_scores`` picks it in the kernel; else the output."""
-    items = list(output.values()) if isinstance(output, dict) \
-        else output if isinstance(output, (tuple, list)) else None
+    items = (
+        list(output.values())
+        if isinstance(output, dict)
+        else output
+        if isinstance(output, (tuple, list))
+        else None
+    )
     if items is None:
         return output
-    return next((t for t in items[:MAX_OUTPUTS]
-                 if isinstance(t, torch.Tensor) and tuple(t.shape) == (rows, classes)), output)
+    return next(
+        (
+            t
+            for t in items[:MAX_OUTPUTS]
+            if isinstance(t, torch.Tensor) and tuple(t.shape) == (rows, classes)
+        ),
+        output,
+    )
 
 
 class Predicted(NamedTuple):
@@ -55,8 +66,14 @@ def _secret() -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big"))
 
 
-def predict(program: Any, inputs: Any, shape: list[int], classes: int,
-            precision: str = "float32", mirror: bool = False) -> Predicted:
+def predict(
+    program: Any,
+    inputs: Any,
+    shape: list[int],
+    classes: int,
+    precision: str = "float32",
+    mirror: bool = False,
+) -> Predicted:
     """The class per row, the margin between the two highest outputs and the noise the kernel's
     arithmetic allows per row (``precision``: float32, or the coarser arithmetic the capture names),
     to tell float noise apart; with ``mirror``, also the class of the softmax averaged over each row
@@ -82,22 +99,26 @@ def predict(program: Any, inputs: Any, shape: list[int], classes: int,
         eps.append(torch.finfo(output.dtype).eps)
         output = output.float()
         if not bool(torch.isfinite(output).all()):
-            raise Refused("the captured model's scores are not all finite numbers (NaN or "
-                          "infinity)")
+            raise Refused(
+                "the captured model's scores are not all finite numbers (NaN or infinity)"
+            )
         return output
 
     def score(source: Any = inputs, checked: bool = True) -> Any:
         """Every row's scores, a thousand rows at a time in the secret order."""
         out = torch.empty(inputs.shape[0], classes, dtype=torch.float32)
         for start in range(0, inputs.shape[0], 1000):
-            rows = order[start:start + 1000]
+            rows = order[start : start + 1000]
             out[rows] = run(rows, source, checked)
         return out
 
     # The pass's own arithmetic, emulated on the CPU when it was coarser than float32 (its grade:
     # the notebook counted in it), and how far it moves each row from float32 (the noise it allows).
-    arithmetic = (torch.autocast("cpu", dtype=getattr(torch, EMULATED[precision]))
-                  if precision in EMULATED else contextlib.nullcontext())
+    arithmetic = (
+        torch.autocast("cpu", dtype=getattr(torch, EMULATED[precision]))
+        if precision in EMULATED
+        else contextlib.nullcontext()
+    )
     with torch.no_grad():
         scores = score()
         tolerance = max(1e-4, 4 * max(eps))
@@ -132,17 +153,26 @@ def _alone(run: Any, scores: Any, count: int, tolerance: float, generator: torch
     """A secret sample of rows run again, each beside another row: refused where a row's scores
     move beyond float noise (a few units in the last place of the largest score)."""
     sample = torch.randperm(count, generator=generator)[:_ALONE_SAMPLE]
-    partners = torch.randperm(count, generator=generator)[:sample.shape[0]]
+    partners = torch.randperm(count, generator=generator)[: sample.shape[0]]
     for row, partner in zip(sample.tolist(), partners.tolist()):
         again = run(torch.tensor([row, partner if partner != row else (row + 1) % count]))[0]
         bound = tolerance * (1.0 + float(scores[row].abs().max()))
         if float((again - scores[row]).abs().max()) > bound:
-            raise Refused("the captured model's answer for a test image changes with the other "
-                          "images of its batch, which the homework's three Linear layers cannot do")
+            raise Refused(
+                "the captured model's answer for a test image changes with the other "
+                "images of its batch, which the homework's three Linear layers cannot do"
+            )
 
 
-def graded(program: Any, fed: Any, official: list[int], shape: list[int], classes: int,
-           precision: str = "float32", mirror: bool = False) -> dict[str, list[Any] | None]:
+def graded(
+    program: Any,
+    fed: Any,
+    official: list[int],
+    shape: list[int],
+    classes: int,
+    precision: str = "float32",
+    mirror: bool = False,
+) -> dict[str, list[Any] | None]:
     """Per row: classes, margins, noise bounds and (with ``mirror``) the classes averaged over each
     image and its mirror image. Only verified test images reach the graph, each image once: rows
     fed before the graded pass (-2) and repeated images could carry anything (labels, another
@@ -153,9 +183,13 @@ def graded(program: Any, fed: Any, official: list[int], shape: list[int], classe
         if index >= 0:
             first.setdefault(index, row)
     size = len(official)
-    found: dict[str, list[Any] | None] = {"classes": [0] * size, "margins": [0.0] * size,
-                                          "noise": [0.0] * size, "second": [0] * size,
-                                          "averaged": [0] * size if mirror else None}
+    found: dict[str, list[Any] | None] = {
+        "classes": [0] * size,
+        "margins": [0.0] * size,
+        "noise": [0.0] * size,
+        "second": [0] * size,
+        "averaged": [0] * size if mirror else None,
+    }
     if not first:
         return found
     rows = torch.tensor(list(first.values()), dtype=torch.long)
@@ -171,8 +205,9 @@ def graded(program: Any, fed: Any, official: list[int], shape: list[int], classe
     return found
 
 
-def train_sample(program: Any, images: Any, pixel_map: PixelMap, dtype: Any, shape: list[int],
-                 classes: int) -> dict[str, list[int]] | None:
+def train_sample(
+    program: Any, images: Any, pixel_map: PixelMap, dtype: Any, shape: list[int], classes: int
+) -> dict[str, list[int]] | None:
     """The graph's class for each image of a secret sample of the official training images, under
     the preprocessing verified on the graded pass (judge/fit.py compares how it fits them with the
     test images); None where the graph does not answer them as it answered the test images."""
@@ -181,7 +216,7 @@ def train_sample(program: Any, images: Any, pixel_map: PixelMap, dtype: Any, sha
     found = []
     with torch.no_grad():
         for start in range(0, indices.shape[0], 1000):
-            rows = indices[start:start + 1000]
+            rows = indices[start : start + 1000]
             try:
                 fed = as_fed(pixel_map(images[rows]), dtype).reshape(-1, *shape)
                 output = class_scores(module(fed), rows.shape[0], classes)

@@ -18,8 +18,9 @@ from grader.evaluator.sanitize import checked
 KINDS = ("parameter", "buffer", "constant")
 
 
-def program(manifest: dict[str, Any], payload: bytes,
-            allowed: frozenset[str]) -> tuple[Any, dict[str, Any]]:
+def program(
+    manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]
+) -> tuple[Any, dict[str, Any]]:
     """The graph torch rebuilt (an ExportedProgram) and its facts, or ``Refused``."""
     text = manifest.get("graph")
     dtype = input_dtype(manifest)
@@ -41,8 +42,9 @@ def program(manifest: dict[str, Any], payload: bytes,
         name, kind = str(entry.get("name"))[:200], entry.get("kind")
         if kind not in facts:
             raise Refused(f"tensor {name!r} is of an unknown kind")
-        facts[kind].append({"name": name, "shape": list(value.shape),
-                            "dtype": str(entry.get("dtype"))})
+        facts[kind].append(
+            {"name": name, "shape": list(value.shape), "dtype": str(entry.get("dtype"))}
+        )
         if kind == "parameter":
             state[name] = torch.nn.Parameter(value.clone(), requires_grad=False)
         elif kind == "buffer":
@@ -50,8 +52,9 @@ def program(manifest: dict[str, Any], payload: bytes,
         else:
             constants[name] = value.clone()
     shape = manifest.get("input_shape")
-    if not isinstance(shape, list) \
-            or not all(type(d) is int and 0 < d <= PIXELS * 4 for d in shape):
+    if not isinstance(shape, list) or not all(
+        type(d) is int and 0 < d <= PIXELS * 4 for d in shape
+    ):
         raise Refused("the capture's input shape is not a row's")
     serialized = _bytes_to_dataclass(schema.ExportedProgram, json.dumps(graph).encode())
     blank = torch.zeros(2, *shape, dtype=dtype)
@@ -64,5 +67,12 @@ def program(manifest: dict[str, Any], payload: bytes,
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
     uses, mixes, products, way = flow(rebuilt, shape, dtype)
-    return rebuilt, {"ops": counts, "uses": uses, "mixes": mixes, "products": products, "way": way,
-                     "copies": copies(rebuilt, uses), **{f"{k}s": v for k, v in facts.items()}}
+    return rebuilt, {
+        "ops": counts,
+        "uses": uses,
+        "mixes": mixes,
+        "products": products,
+        "way": way,
+        "copies": copies(rebuilt, uses),
+        **{f"{k}s": v for k, v in facts.items()},
+    }

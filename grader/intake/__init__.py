@@ -1,1 +1,2 @@
-"""What the TA or the student has (a folder, a zip, an LMS export, mails, one file) -> Submissions."""
+"""What the TA or the student has (a folder, a zip, an LMS export, mails, one file) ->
+Submissions."""

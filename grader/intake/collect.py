@@ -1,4 +1,5 @@
-"""What the TA (or the student) has -> Submissions: one collect() for a batch (a folder, a zip, an LMS
+"""What the TA (or the student) has -> Submissions: one collect() for a batch (a folder, a zip, an
+LMS
 export, mails) and one collect_one() for one student's work (a file, or a repository's folder)."""
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ class Collected:
     submissions: tuple[Submission, ...]
     unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
     skipped: tuple[tuple[str, str], ...]  # (file name as found, why it was not graded)
-    disputed: tuple[tuple[str, Path, str], ...] = ()  # (account, a file, why): several LMS uploaders, a person decides
+    # (account, a file, why): several LMS uploaders, a person decides
+    disputed: tuple[tuple[str, Path, str], ...] = ()
 
 
 def collect(source: Path, rubric: Rubric, into: Path) -> Collected:
     """Every submission under ``source`` (a folder, a zip, an .mbox or a folder of .eml files);
-    archives and mails are unpacked under ``into``. Raises a one-line SubmissionError when none is found."""
+    archives and mails are unpacked under ``into``. Raises a one-line SubmissionError when none is
+    found."""
     from grader.intake.archive import unpack
     from grader.intake.discover import discover
     from grader.intake.mail import is_mail, unpack_mail
@@ -38,15 +41,24 @@ def collect(source: Path, rubric: Rubric, into: Path) -> Collected:
         root, arrivals, mail_skipped = bag.folder, bag.arrivals, bag.skipped
     else:
         root, unpacked = unpack(source, into)
-    found = _one_sender(discover(root, rubric.files, *unpacked, arrivals=arrivals), arrivals, rubric)
+    found = _one_sender(
+        discover(root, rubric.files, *unpacked, arrivals=arrivals), arrivals, rubric
+    )
     if not found.submissions and not found.unreadable and not found.disputed:
         raise SubmissionError(
-            f"{source}: no submissions found; expected files named like {rubric.files.notebook.format(account='ACCOUNT')}"
+            f"{source}: no submissions found; expected files named like "
+            f"{rubric.files.notebook.format(account='ACCOUNT')}"
         )
     roots = (root, *unpacked)
-    skipped = tuple((_shown(p, roots), "the handout's own name, no student's: rename it to the student's account"
-                     if rubric.files.is_handout(p.name) else f"name matches no pattern ({rubric.files.notebook})")
-                    for p in found.unmatched)
+    skipped = tuple(
+        (
+            _shown(p, roots),
+            "the handout's own name, no student's: rename it to the student's account"
+            if rubric.files.is_handout(p.name)
+            else f"name matches no pattern ({rubric.files.notebook})",
+        )
+        for p in found.unmatched
+    )
     skipped += tuple((_shown(p, roots), why) for p, why in found.set_aside)
     return Collected(found.submissions, found.unreadable, skipped + mail_skipped, found.disputed)
 
@@ -74,17 +86,26 @@ def _in_repository(root: Path, patterns: FilePatterns) -> Submission:
     from grader.intake.discover import discover
 
     if not root.is_dir():
-        raise SubmissionError(f"{root}: no such directory; give the repository's folder (default: .)")
-    expected = f"{patterns.notebook.format(account='ACCOUNT')} (or {patterns.script.format(account='ACCOUNT')})"
+        raise SubmissionError(
+            f"{root}: no such directory; give the repository's folder (default: .)"
+        )
+    expected = (
+        f"{patterns.notebook.format(account='ACCOUNT')} (or "
+        f"{patterns.script.format(account='ACCOUNT')})"
+    )
     found = discover(root, patterns)
     subs = [s for s in found.submissions if not _hidden(s.path, root)]
-    broken = [(account, path, why) for account, path, why in found.unreadable if not _hidden(path, root)]
+    broken = [
+        (account, path, why) for account, path, why in found.unreadable if not _hidden(path, root)
+    ]
     accounts = sorted({s.account for s in subs} | {account for account, _, _ in broken})
     if not accounts:
         raise SubmissionError(f"{root}: no submission found; expected a file named {expected}")
     if len(accounts) > 1:
         names = ", ".join(sorted({s.path.name for s in subs} | {p.name for _, p, _ in broken}))
-        raise SubmissionError(f"{root}: files of {len(accounts)} accounts ({names}); keep only your own {expected}")
+        raise SubmissionError(
+            f"{root}: files of {len(accounts)} accounts ({names}); keep only your own {expected}"
+        )
     if broken:
         _, path, why = broken[0]
         raise SubmissionError(why if why.startswith(path.name) else f"{path.name}: {why}")
@@ -97,7 +118,8 @@ def _hidden(path: Path, root: Path) -> bool:
 
 def _one_sender(found: Discovery, arrivals: dict[Path, Arrival], rubric: Rubric) -> Discovery:
     """Flag ``sender-mismatch`` where one account's files came in mails from more than one address
-    (a classmate's mail can replace a file: the newest is graded, so the TA must see who sent what)."""
+    (a classmate's mail can replace a file: the newest is graded, so the TA must see who sent
+    what)."""
     if not arrivals:
         return found
     others: dict[str, set[str]] = {}
@@ -111,7 +133,10 @@ def _one_sender(found: Discovery, arrivals: dict[Path, Arrival], rubric: Rubric)
         own = arrivals[sub.path].sender if sub.path in arrivals else None
         extra = sorted(others.get(sub.account, set()) - {own}) if own else []
         if extra:
-            note = f"{sub.path.name} came from {own}, an older copy of {sub.account}'s files from {', '.join(extra)}"
+            note = (
+                f"{sub.path.name} came from {own}, an older copy of {sub.account}'s files from "
+                f"{', '.join(extra)}"
+            )
             sub = replace(sub, findings=sub.findings + (Finding(Flag.SENDER_MISMATCH, note),))
         changed.append(sub)
     return replace(found, submissions=tuple(changed))

@@ -10,7 +10,6 @@ import random
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from grader.model.dataset import FILES, TEST_IMAGES, TEST_LABELS, Dataset, KernelView
@@ -35,7 +34,9 @@ def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> Kerne
             shuffled = list(range(count))
             random.SystemRandom().shuffle(shuffled)
             order = tuple(shuffled)
-            target.write_bytes(data[:16] + b"".join(data[16 + i * size:16 + (i + 1) * size] for i in order))
+            target.write_bytes(
+                data[:16] + b"".join(data[16 + i * size : 16 + (i + 1) * size] for i in order)
+            )
         elif hide_test_labels and name == TEST_LABELS:
             labels = list(dataset.test_labels())
             random.SystemRandom().shuffle(labels)
@@ -48,11 +49,19 @@ def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> Kerne
 def label_copies(dataset: Dataset, roots: tuple[Path, ...]) -> tuple[Path, ...]:
     """Where the real test labels may be read below ``roots`` (what a sandbox shows): the Debian
     package's folder, the prepared cache, and any file named like the test labels."""
-    found = [p for p in (DEBIAN_DIR, dataset.raw) if p.exists() and any(p.is_relative_to(r) for r in roots)]
+    found = [
+        p
+        for p in (DEBIAN_DIR, dataset.raw)
+        if p.exists() and any(p.is_relative_to(r) for r in roots)
+    ]
     for root in roots:
         for folder, _dirs, names in os.walk(root):
-            found += [Path(folder) / n for n in names if "t10k-labels" in n.lower()
-                      and not any((Path(folder) / n).is_relative_to(f) for f in found)]
+            found += [
+                Path(folder) / n
+                for n in names
+                if "t10k-labels" in n.lower()
+                and not any((Path(folder) / n).is_relative_to(f) for f in found)
+            ]
     return tuple(found)
 
 
@@ -84,11 +93,16 @@ def _is_verified(raw: Path) -> bool:
 
 def _failing(raw: Path) -> list[str]:
     """Names of the four files that are missing from ``raw`` or fail their checksum."""
-    return [name for name, digest in FILES.items() if not (raw / name).is_file() or _sha256(raw / name) != digest]
+    return [
+        name
+        for name, digest in FILES.items()
+        if not (raw / name).is_file() or _sha256(raw / name) != digest
+    ]
 
 
 def verify(raw: Path) -> list[str]:
-    """Names of the four files that are missing or fail their checksum; stamps them verified if none."""
+    """Names of the four files that are missing or fail their checksum; stamps them verified if
+    none."""
     bad = _failing(raw)
     if not bad:
         _stamp(raw)
@@ -124,9 +138,13 @@ def _copy_from(directory: Path, raw: Path) -> list[str]:
     if missing:
         return missing
     raw.mkdir(parents=True, exist_ok=True)
-    if all(path is not None and path.resolve() == (raw / name).resolve() for name, path in found.items()):
+    if all(
+        path is not None and path.resolve() == (raw / name).resolve()
+        for name, path in found.items()
+    ):
         return verify(raw)
-    # Copied and checked beside the cache first: wrong files never replace a good cache, and a grader
+    # Copied and checked beside the cache first: wrong files never replace a good cache, and a
+    # grader
     # reading the cache meanwhile only ever sees whole, verified files (each moved in atomically).
     staging = Path(tempfile.mkdtemp(dir=raw, prefix=".incoming-"))
     try:
@@ -158,7 +176,9 @@ def _download_into(root: Path) -> list[str]:
     return verify(root / "FashionMNIST" / "raw")
 
 
-def prepare(source: Path | None = None, cache: Path | None = None, allow_download: bool = True) -> Dataset:
+def prepare(
+    source: Path | None = None, cache: Path | None = None, allow_download: bool = True
+) -> Dataset:
     """Return the prepared, checksummed dataset, building the cache on first use.
 
     Tried in order: ``source`` (a directory the user names), Debian's dataset-fashion-mnist,
@@ -171,11 +191,17 @@ def prepare(source: Path | None = None, cache: Path | None = None, allow_downloa
     attempts: list[str] = []
     if source is not None:
         if not source.is_dir():
-            raise DataError(f"--from {source}: no such directory; name the folder holding the four FashionMNIST IDX files")
+            raise DataError(
+                f"--from {source}: no such directory; name the folder holding the four "
+                "FashionMNIST IDX files"
+            )
         problems = _copy_from(source, dataset.raw)
         if not problems:
             return dataset
-        raise DataError(f"--from {source}: missing or corrupt: {', '.join(problems)}; give the official FashionMNIST files")
+        raise DataError(
+            f"--from {source}: missing or corrupt: {', '.join(problems)}; give the "
+            "official FashionMNIST files"
+        )
     if (dataset.raw / next(iter(FILES))).is_file() and not verify(dataset.raw):
         return dataset
     if DEBIAN_DIR.is_dir():
@@ -190,6 +216,6 @@ def prepare(source: Path | None = None, cache: Path | None = None, allow_downloa
         attempts.append("torchvision download: " + ", ".join(problems))
     raise DataError(
         "FashionMNIST not found: run `grader data --from DIR` with the four IDX files, "
-        "or `apt-get install dataset-fashion-mnist`, or `grader data` where the network reaches the dataset's host"
-        + (f" (tried {'; '.join(attempts)})" if attempts else "")
+        "or `apt-get install dataset-fashion-mnist`, or `grader data` where the network reaches "
+        "the dataset's host" + (f" (tried {'; '.join(attempts)})" if attempts else "")
     )

@@ -29,9 +29,10 @@ def _skip(text: str, i: int) -> int:
 
 
 def _parse(text: str, i: int) -> tuple[_Node, int]:
-    """The JSON value at ``i`` (after blanks) with the offsets of everything in it; ValueError if broken."""
+    """The JSON value at ``i`` (after blanks) with the offsets of everything in it; ValueError if
+    broken."""
     start = _skip(text, i)
-    head = text[start:start + 1]
+    head = text[start : start + 1]
     if head == '"':
         quoted = _STRING.match(text, start)
         if quoted is None:
@@ -71,7 +72,8 @@ def _container(text: str, start: int) -> tuple[_Node, int]:
 
 
 def notebook_lines(text: str) -> dict[int, tuple[int, ...]]:
-    """For each cell number (1-based), the line of the notebook's JSON text on which each line of the
+    """For each cell number (1-based), the line of the notebook's JSON text on which each line of
+    the
     cell's source is written (where a cell's source is one string, all of its lines are on one).
     Empty when the text is not a notebook this can follow."""
     try:
@@ -90,8 +92,10 @@ def notebook_lines(text: str) -> dict[int, tuple[int, ...]]:
         for part in parts:
             offsets.append(len(joined))
             joined += part.value
-        found[number] = tuple(_json_line(text, parts[bisect.bisect_right(offsets, at) - 1].start)
-                              for at in _line_starts(joined))
+        found[number] = tuple(
+            _json_line(text, parts[bisect.bisect_right(offsets, at) - 1].start)
+            for at in _line_starts(joined)
+        )
     return found
 
 
@@ -105,7 +109,8 @@ def _source_parts(cell: _Node) -> list[_Node] | None:
 
 
 def _line_starts(source: str) -> list[int]:
-    """Where each line starts, with lines as `str.splitlines` (and so the rule checks) count them."""
+    """Where each line starts, with lines as `str.splitlines` (and so the rule checks) count
+    them."""
     starts, at = [], 0
     for line in source.splitlines(keepends=True):
         starts.append(at)

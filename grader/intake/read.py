@@ -43,22 +43,33 @@ def _notebook(path: Path, text: str) -> tuple[list[Cell], str]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SubmissionError(
-            f"{path.name}: not a notebook (broken JSON at line {exc.lineno}); download it again as .ipynb"
+            f"{path.name}: not a notebook (broken JSON at line {exc.lineno}); download it again as "
+            ".ipynb"
         ) from None
     except (RecursionError, ValueError):  # nested too deeply for json, or numbers too long
-        raise SubmissionError(f"{path.name}: not a notebook Jupyter wrote (nested too deeply); download it again as .ipynb") from None
+        raise SubmissionError(
+            f"{path.name}: not a notebook Jupyter wrote (nested too deeply); "
+            "download it again as .ipynb"
+        ) from None
     raw_cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(raw_cells, list):
-        raise SubmissionError(f"{path.name}: not a Jupyter notebook (no 'cells' list); submit the .ipynb from Colab or Jupyter")
+        raise SubmissionError(
+            f"{path.name}: not a Jupyter notebook (no 'cells' list); submit the "
+            ".ipynb from Colab or Jupyter"
+        )
     cells: list[Cell] = []
     for number, raw in enumerate(raw_cells, start=1):
         if not isinstance(raw, dict):
-            raise SubmissionError(f"{path.name}: cell {number} is not a notebook cell; download the notebook again")
+            raise SubmissionError(
+                f"{path.name}: cell {number} is not a notebook cell; download the notebook again"
+            )
         source = raw.get("source", "")
         if isinstance(source, list):
             source = "".join(str(part) for part in source)
         kind = raw.get("cell_type", "code")
-        cells.append(Cell(number, kind if kind in ("code", "markdown", "raw") else "raw", str(source)))
+        cells.append(
+            Cell(number, kind if kind in ("code", "markdown", "raw") else "raw", str(source))
+        )
     return cells, _saved_output(raw_cells)
 
 
@@ -85,7 +96,8 @@ MAX_SUBMISSION_BYTES = 200 * 1024 * 1024  # a notebook with every output kept st
 
 def read_capped(path: Path, cap: int) -> bytes:
     """The bytes of a student's file: a regular file, not a link (it could point at a device, a FIFO
-    or someone else's file), opened without blocking, at most ``cap`` bytes. SubmissionError else."""
+    or someone else's file), opened without blocking, at most ``cap`` bytes. SubmissionError
+    else."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -97,19 +109,27 @@ def read_capped(path: Path, cap: int) -> bytes:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise SubmissionError(f"{path}: is a directory; use `grader grade {path} --out OUT` for a class")
+            raise SubmissionError(
+                f"{path}: is a directory; use `grader grade {path} --out OUT` for a class"
+            )
         raise SubmissionError(f"{path.name}: not a regular file; submit the file itself")
     with os.fdopen(fd, "rb") as handle:
         if info.st_size > cap:
-            raise SubmissionError(f"{path.name}: {info.st_size // 2**20} MB, over the {cap // 2**20} MB limit; "
-                                  "clear the outputs and save it again")
+            raise SubmissionError(
+                f"{path.name}: {info.st_size // 2**20} MB, over the "
+                f"{cap // 2**20} MB limit; "
+                "clear the outputs and save it again"
+            )
         data = handle.read(cap + 1)
     if len(data) > cap:
-        raise SubmissionError(f"{path.name}: over the {cap // 2**20} MB limit; clear the outputs and save it again")
+        raise SubmissionError(
+            f"{path.name}: over the {cap // 2**20} MB limit; clear the outputs and save it again"
+        )
     return data
 
 
-MAX_CODE_CHARS = 100_000  # of code in all cells: the handout has about 8,000; the static check reads it in the grader
+# of code in all cells: the handout has about 8,000; the static check reads it in the grader
+MAX_CODE_CHARS = 100_000
 
 
 def _runnable(path: Path, cells: list[Cell]) -> None:
@@ -120,22 +140,34 @@ def _runnable(path: Path, cells: list[Cell]) -> None:
         raise SubmissionError(f"{path.name}: has no code to run; is this the right file?")
     size = sum(len(c.source) for c in code)
     if size > MAX_CODE_CHARS:
-        raise SubmissionError(f"{path.name}: {size:,} characters of code, over the grader's {MAX_CODE_CHARS:,}; "
-                              "take pasted data and outputs out of the code cells")
+        raise SubmissionError(
+            f"{path.name}: {size:,} characters of code, over the grader's "
+            f"{MAX_CODE_CHARS:,}; "
+            "take pasted data and outputs out of the code cells"
+        )
 
 
 def read_submission(path: Path, account: str | None = None) -> Submission:
     """Read one .ipynb or .py file into cells; raise SubmissionError with a one-line reason."""
     data = read_capped(path, MAX_SUBMISSION_BYTES)
     if path.suffix not in (".ipynb", ".py"):
-        raise SubmissionError(f"{path.name}: not a notebook or script; give the .ipynb (or the .py exported from Colab)")
+        raise SubmissionError(
+            f"{path.name}: not a notebook or script; give the .ipynb (or the .py "
+            "exported from Colab)"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise SubmissionError(f"{path.name}: not UTF-8 text; export it again from Colab or Jupyter") from None
-    cells, saved = _notebook(path, text) if path.suffix == ".ipynb" else (_cells_from_script(text), "")
+        raise SubmissionError(
+            f"{path.name}: not UTF-8 text; export it again from Colab or Jupyter"
+        ) from None
+    cells, saved = (
+        _notebook(path, text) if path.suffix == ".ipynb" else (_cells_from_script(text), "")
+    )
     _runnable(path, cells)
-    return Submission(account=account or path.stem, path=path, cells=tuple(cells), saved_output=saved)
+    return Submission(
+        account=account or path.stem, path=path, cells=tuple(cells), saved_output=saved
+    )
 
 
 def notebook_from_text(text: str, name: str, account: str | None = None) -> Submission:
@@ -146,4 +178,5 @@ def notebook_from_text(text: str, name: str, account: str | None = None) -> Subm
     return Submission(account=account or path.stem, path=path, cells=tuple(cells))
 
 
-# How browsers, file managers and LMS re-uploads name a second copy: "x (1)", "x - Copy", "x copy 2".
+# How browsers, file managers and LMS re-uploads name a second copy: "x (1)", "x - Copy", "x copy
+# 2".

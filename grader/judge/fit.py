@@ -22,10 +22,13 @@ from grader.model.results import Fit
 # legal corpus the held-out images score 0 to 2 points above the test set; README).
 GAP = 1.0
 SIGMAS = 4.0  # sampling error allowed, in standard errors of the difference of the two accuracies
-MIN_IMAGES = 1000  # images on each side before two accuracies are compared (fewer: sampling decides)
+# images on each side before two accuracies are compared (fewer: sampling decides)
+MIN_IMAGES = 1000
 
 
-def fit(indices: tuple[int, ...], classes: tuple[int, ...], labels: tuple[int, ...], trained: int) -> Fit | None:
+def fit(
+    indices: tuple[int, ...], classes: tuple[int, ...], labels: tuple[int, ...], trained: int
+) -> Fit | None:
     """The sample's accuracies: all of it, the images the run trained on (``trained``: a bit set of
     training indices, the probe's reading) and the others (held out)."""
     if not indices or len(indices) != len(classes):
@@ -34,9 +37,14 @@ def fit(indices: tuple[int, ...], classes: tuple[int, ...], labels: tuple[int, .
     seen = [bool(trained >> i & 1) for i in indices]
     on_trained = [r for r, s in zip(right, seen) if s]
     held = [r for r, s in zip(right, seen) if not s]
-    return Fit(sample=len(right), sample_accuracy=_percent(right), trained=len(on_trained),
-               trained_accuracy=_percent(on_trained) if on_trained else None, held_out=len(held),
-               held_out_accuracy=_percent(held) if held else None)
+    return Fit(
+        sample=len(right),
+        sample_accuracy=_percent(right),
+        trained=len(on_trained),
+        trained_accuracy=_percent(on_trained) if on_trained else None,
+        held_out=len(held),
+        held_out_accuracy=_percent(held) if held else None,
+    )
 
 
 def _percent(right: list[bool]) -> float:
@@ -52,25 +60,42 @@ def _beyond(test: float, test_count: int, other: float, count: int) -> bool:
 
 
 def review(test: float, test_count: int, found: Fit | None, ceiling: float | None) -> str | None:
-    """Why a test accuracy of ``test`` percent (of ``test_count`` images) goes to review, or None."""
+    """Why a test accuracy of ``test`` percent (of ``test_count`` images) goes to review, or
+    None."""
     if ceiling is not None and test > ceiling:
-        return (f"the measured test accuracy, {test:.2f}%, is above what this model reaches honestly in the frozen "
-                f"epochs (the rubric's ceiling, {ceiling:g}%)")
+        return (
+            f"the measured test accuracy, {test:.2f}%, is above what this model reaches "
+            "honestly in the frozen "
+            f"epochs (the rubric's ceiling, {ceiling:g}%)"
+        )
     if found is None:
         return None
     if test_count < MIN_IMAGES:
         return None
     held = found.held_out_accuracy if found.held_out >= MIN_IMAGES else None
-    if (found.sample >= MIN_IMAGES and _beyond(test, test_count, found.sample_accuracy, found.sample)) or (
-            held is not None and _beyond(test, test_count, held, found.held_out)):
-        return (f"the model fits the test images better than the training images: {test:.2f}% on the test set, "
-                f"{describe(found)}")
+    if (
+        found.sample >= MIN_IMAGES
+        and _beyond(test, test_count, found.sample_accuracy, found.sample)
+    ) or (held is not None and _beyond(test, test_count, held, found.held_out)):
+        return (
+            f"the model fits the test images better than the training images: {test:.2f}% on "
+            "the test set, "
+            f"{describe(found)}"
+        )
     return None
 
 
 def describe(found: Fit) -> str:
-    """'93.10% on 20000 training images (94.00% on the 16000 it trained on, 89.20% on 4000 held out)'."""
-    parts = [f"{accuracy:.2f}% on the {count} it {how}" for accuracy, count, how in (
-        (found.trained_accuracy, found.trained, "trained on"), (found.held_out_accuracy, found.held_out, "held out"))
-        if accuracy is not None]
-    return f"{found.sample_accuracy:.2f}% on {found.sample} training images" + (f" ({', '.join(parts)})" if parts else "")
+    """'93.10% on 20000 training images (94.00% on the 16000 it trained on, 89.20% on 4000 held
+    out)'."""
+    parts = [
+        f"{accuracy:.2f}% on the {count} it {how}"
+        for accuracy, count, how in (
+            (found.trained_accuracy, found.trained, "trained on"),
+            (found.held_out_accuracy, found.held_out, "held out"),
+        )
+        if accuracy is not None
+    ]
+    return f"{found.sample_accuracy:.2f}% on {found.sample} training images" + (
+        f" ({', '.join(parts)})" if parts else ""
+    )

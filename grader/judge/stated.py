@@ -15,13 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # How students print their test accuracy: "Test Accuracy (Overall): 55.57% (5557/10000)",
-# "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images: 88 %",
-# "測試準確率：89.10%" (the course is taught in Taiwan), "测试准确率: 0.891", and beside the other splits'
-# figures on one line: "Final Train Acc: 90.46% | Test Acc: 87.41%", "train_accuracy: 0.9129 | test_accuracy: 0.8841".
-_ACCURACY = re.compile(r"acc(?:uracy)?|準確率|准确率|準確度|准确度|正確率|正确率|精確度|精确度|精度", re.IGNORECASE)
+# "test_accuracy: 0.8884", "Test accuracy 89.1", "Accuracy of the network on the 10000 test images:
+# 88 %", "測試準確率：89.10%" (the course is taught in Taiwan), "测试准确率: 0.891", and beside
+# the other splits' figures on one line: "Final Train Acc: 90.46% | Test Acc: 87.41%",
+# "train_accuracy: 0.9129 | test_accuracy: 0.8841".
+_ACCURACY = re.compile(
+    r"acc(?:uracy)?|準確率|准确率|準確度|准确度|正確率|正确率|精確度|精确度|精度", re.IGNORECASE
+)
 _TEST = re.compile(r"test|測試|测试|evaluat", re.IGNORECASE)
 _OVERALL = re.compile(r"overall|總|总|整體|整体", re.IGNORECASE)
-_OTHER_SPLIT = re.compile(r"(?<![a-z])(?:val|valid|validation|train|training)(?![a-z])|驗證|验证|訓練|训练", re.IGNORECASE)
+_OTHER_SPLIT = re.compile(
+    r"(?<![a-z])(?:val|valid|validation|train|training)(?![a-z])|驗證|验证|訓練|训练", re.IGNORECASE
+)
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*[%％]")
 _FRACTION = re.compile(r"(?<![0-9.])(0?\.[0-9]+|[01](?:\.0+)?)(?![0-9.%％/])")
 _PLAIN = re.compile(r"[:=：]\s*([0-9]+(?:\.[0-9]+)?)(?![0-9.%％/])")
@@ -61,7 +66,9 @@ def reported_accuracy(printed: str) -> float | None:
             keyword = _ACCURACY.search(part)
             if keyword is None or _OTHER_SPLIT.search(part):
                 continue
-            value = _value(part[keyword.end():]) or (_value(part) if _PERCENT.search(part) else None)
+            value = _value(part[keyword.end() :]) or (
+                _value(part) if _PERCENT.search(part) else None
+            )
             if value is None:
                 continue
             found[2 if _OVERALL.search(part) else 1 if _TEST.search(part) else 0] = value
@@ -79,8 +86,13 @@ def _parts(line: str) -> list[str]:
 
 MAX_TEXT = 100_000  # characters of the first page read: the headline opens it
 
-# Bounded repeats only: a page of "Best accuracy" and a million spaces must not make the search quadratic.
-_BEST = re.compile(r"best[ \t]{1,5}accuracy[ \t]{0,20}[:：=]?[ \t]{0,20}(\d{1,3}(?:[.,]\d{1,6})?)[ \t]{0,5}%", re.IGNORECASE)
+# Bounded repeats only: a page of "Best accuracy" and a million spaces must not make the search
+# quadratic.
+_BEST = re.compile(
+    r"best[ \t]{1,5}accuracy[ \t]{0,20}[:：=]?[ \t]{0,20}(\d{1,3}(?:[.,]\d{1,6})?)[ "
+    r"\t]{0,5}%",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -93,16 +105,28 @@ class ReportHeadline:
 
 
 def headline(pdf: Path, text: str) -> ReportHeadline:
-    """The accuracy the first page's ``text`` (run/children.py's ``pdf_first_page``) states, and whether
+    """The accuracy the first page's ``text`` (run/children.py's ``pdf_first_page``) states, and
+    whether
     it is the first line."""
     match = _BEST.search(text)
     if match is None:
-        return ReportHeadline(None, False, f"{pdf.name}: its first page does not state \"Best accuracy: xx.xx%\"; "
-                                           "put that line at the top of the report")
+        return ReportHeadline(
+            None,
+            False,
+            f'{pdf.name}: its first page does not state "Best '
+            'accuracy: xx.xx%"; '
+            "put that line at the top of the report",
+        )
     value = float(match.group(1).replace(",", "."))
     if value > 100:
-        return ReportHeadline(None, False, f"{pdf.name}: its first page states a best accuracy of {value:g}%, over "
-                                           "100%; put the accuracy the notebook reached at the top of the report")
+        return ReportHeadline(
+            None,
+            False,
+            f"{pdf.name}: its first page states a best accuracy of "
+            f"{value:g}%, over "
+            "100%; put the accuracy the notebook reached at the top "
+            "of the report",
+        )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = bool(lines) and _BEST.search(lines[0]) is not None
     return ReportHeadline(value, first)

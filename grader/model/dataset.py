@@ -11,7 +11,18 @@ from pathlib import Path
 
 from grader.model.errors import DataError
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 # sha256 of the four uncompressed IDX files (the same bytes whatever the .gz around them).
 FILES = {
@@ -24,6 +35,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TRAIN_IMAGES = "train-images-idx3-ubyte"
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -44,12 +56,15 @@ class Dataset:
         return read_idx_labels(self.raw / TEST_LABELS)
 
     def test_images(self, indices: list[int]) -> bytes:
-        """The official test images at ``indices``, 784 bytes (28x28, row by row) each, concatenated."""
+        """The official test images at ``indices``, 784 bytes (28x28, row by row) each,
+        concatenated."""
         pixels = 28 * 28
         with (self.raw / TEST_IMAGES).open("rb") as handle:
             magic, count = struct.unpack(">II", handle.read(8))
             if magic != 2051:
-                raise DataError(f"{self.raw / TEST_IMAGES} is not an IDX image file; run `grader data` again")
+                raise DataError(
+                    f"{self.raw / TEST_IMAGES} is not an IDX image file; run `grader data` again"
+                )
             rows = []
             for index in indices:
                 if not 0 <= index < count:
@@ -60,7 +75,8 @@ class Dataset:
 
     @property
     def official(self) -> bool:
-        """Whether its test images are the published file (the rubric's ceiling is about those; tests
+        """Whether its test images are the published file (the rubric's ceiling is about those;
+        tests
         run on small generated files)."""
         return _sha256(self.raw / TEST_IMAGES) == FILES[TEST_IMAGES]
 
@@ -74,7 +90,8 @@ class KernelView:
     """The dataset one run's kernel reads, and how its test set maps onto the official one."""
 
     dataset: Dataset
-    order: tuple[int, ...] | None = None  # hidden labels: the official index of the kernel's k-th test image
+    # hidden labels: the official index of the kernel's k-th test image
+    order: tuple[int, ...] | None = None
 
     def labels(self, official: tuple[int, ...]) -> tuple[int, ...]:
         """The true label of each test image in the order the kernel sees them."""

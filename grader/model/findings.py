@@ -19,14 +19,17 @@ class _Name(str, Enum):
 
 
 class RuleId(_Name):
-    """The homework's frozen items: the rubric's ``frozen`` names them, the rules table implements them."""
+    """The homework's frozen items: the rubric's ``frozen`` names them, the rules table implements
+    them."""
 
     EPOCHS = "epochs"
     VALID_SIZE = "valid_size"
     LINEAR_LAYERS = "linear_layers"
 
 
-HIDDEN_LABELS_NOTE = "the test labels were hidden from the notebook, so its printed accuracy is not compared"
+HIDDEN_LABELS_NOTE = (
+    "the test labels were hidden from the notebook, so its printed accuracy is not compared"
+)
 RULE_BROKEN = "rule broken: "  # how a violation's reason begins
 
 
@@ -78,37 +81,58 @@ MEANING: dict[Flag, str] = {
     Flag.LATE: "submitted after the rubric's deadline; the late policy was applied",
     Flag.OUTPUT_TRUNCATED: "the notebook printed more than limits.max_output_mb; the rest was cut",
     Flag.MEMORY_LIMIT: "the run reached the memory limit of all its processes together",
-    Flag.PROBE_FILE_REJECTED: "the probe's record was not a plain file of the sandbox's user within the cap",
-    Flag.NO_TEST_PASS: "the model was never seen predicting the test images; the grader predicted them itself",
-    Flag.ASSUMED_PREPROCESSING: "the grader's own test pass had to assume the test images' preprocessing",
+    Flag.PROBE_FILE_REJECTED: "the probe's record was not a plain file of the sandbox's user "
+    "within the cap",
+    Flag.NO_TEST_PASS: "the model was never seen predicting the test images; the grader predicted "
+    "them itself",
+    Flag.ASSUMED_PREPROCESSING: "the grader's own test pass had to assume the test images' "
+    "preprocessing",
     Flag.PROBE_OUTPUT_INVALID: "the probe's record of the graded test pass could not be read",
-    Flag.STALE_TEST_PASS: "the last test pass does not show the final model; the grader predicted with the final one",
-    Flag.TEST_PASS_INCOMPLETE: "the notebook's test pass did not cover every test image; the grader completed it",
-    Flag.SEVERAL_MODELS: "several models predicted the test images together; the last one alone was graded",
-    Flag.TEST_SET_SELECTION: "a model or checkpoint was chosen after test passes (selection on the test set)",
-    Flag.TRAINED_ON_TEST_IMAGES: "optimizer steps followed test images going through the model in training mode",
-    Flag.TRAINING_UNWATCHED: "optimizer steps ran inside a data loader's fetch, where the probe does not watch",
+    Flag.STALE_TEST_PASS: "the last test pass does not show the final model; the grader predicted "
+    "with the final one",
+    Flag.TEST_PASS_INCOMPLETE: "the notebook's test pass did not cover every test image; the "
+    "grader completed it",
+    Flag.SEVERAL_MODELS: "several models predicted the test images together; the last one alone "
+    "was graded",
+    Flag.TEST_SET_SELECTION: "a model or checkpoint was chosen after test passes (selection on the "
+    "test set)",
+    Flag.TRAINED_ON_TEST_IMAGES: "optimizer steps followed test images going through the model in "
+    "training mode",
+    Flag.TRAINING_UNWATCHED: "optimizer steps ran inside a data loader's fetch, where the probe "
+    "does not watch",
     Flag.NO_REPORTED_ACCURACY: "no printed test accuracy was found in the notebook's output",
     Flag.REPORTED_ACCURACY_MISMATCH: (
         "the printed test accuracy differs from the measured one by more than the tolerance "
         "(labels hidden: it is above chance, so it was not computed on the test set)"
     ),
-    Flag.REPORT_ACCURACY_DIFFERS: "the report PDF's \"Best accuracy\" differs from the measured one beyond the tolerance",
-    Flag.EARLY_STOPPING: "a complete run trained fewer epochs than the homework fixes (rubric: early_stopping: flag)",
-    Flag.TRAINING_NOT_FOLLOWED: "the optimizer stepped over images the grader could not match to the training set",
-    Flag.STATIC_RUN_DISAGREE: "the static and the run-time verdicts of a rule differ (the run's counts)",
-    Flag.PROBE_TAMPERED: ("evidence honest code cannot produce (code reaching into the probe, the probe changed, or "
-                          "the kernel's record unlike the grader's own run beyond its arithmetic): an error, graded by "
-                          "the TA"),
-    Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); only flagged",
-    Flag.LITERAL_DATA: "the code's text holds kilobytes of data beyond the template's (strings, comments, docstrings, numbers, names): to review",
-    Flag.SEED_RERUN_EXCLUDED: "a borderline re-run with another seed failed, broke a rule or raised a new flag",
+    Flag.REPORT_ACCURACY_DIFFERS: 'the report PDF\'s "Best accuracy" differs from the measured '
+    "one beyond the tolerance",
+    Flag.EARLY_STOPPING: "a complete run trained fewer epochs than the homework fixes (rubric: "
+    "early_stopping: flag)",
+    Flag.TRAINING_NOT_FOLLOWED: "the optimizer stepped over images the grader could not match to "
+    "the training set",
+    Flag.STATIC_RUN_DISAGREE: "the static and the run-time verdicts of a rule differ (the run's "
+    "counts)",
+    Flag.PROBE_TAMPERED: (
+        "evidence honest code cannot produce (code reaching into the probe, the "
+        "probe changed, or "
+        "the kernel's record unlike the grader's own run beyond its arithmetic): "
+        "an error, graded by "
+        "the TA"
+    ),
+    Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); "
+    "only flagged",
+    Flag.LITERAL_DATA: "the code's text holds kilobytes of data beyond the template's (strings, "
+    "comments, docstrings, numbers, names): to review",
+    Flag.SEED_RERUN_EXCLUDED: "a borderline re-run with another seed failed, broke a rule or "
+    "raised a new flag",
 }
 
 
 @dataclass(frozen=True)
 class Finding:
-    """Something the TA should know: a flag (None: a note alone) and the one line that explains it."""
+    """Something the TA should know: a flag (None: a note alone) and the one line that explains
+    it."""
 
     flag: Flag | None
     note: str | None = None

@@ -18,7 +18,8 @@ class Pair:
     b: str
     score: float  # Jaccard of their own statements, 0..1
     shared: int  # statements both have
-    rows: tuple[tuple[str, str, str], ...]  # side by side: (a's line, b's line, "same" | "changed" | "only")
+    # side by side: (a's line, b's line, "same" | "changed" | "only")
+    rows: tuple[tuple[str, str, str], ...]
 
 
 def save(out: Path, pairs: list[Pair]) -> None:
@@ -29,7 +30,15 @@ def load(out: Path) -> list[Pair]:
     """The pairs a batch found; none when it found none or the file is damaged."""
     try:
         data = json.loads((out / FILE).read_text(encoding="utf-8"))
-        return [Pair(str(p["a"]), str(p["b"]), float(p["score"]), int(p["shared"]),
-                     tuple((str(x), str(y), str(t)) for x, y, t in p["rows"])) for p in data]
+        return [
+            Pair(
+                str(p["a"]),
+                str(p["b"]),
+                float(p["score"]),
+                int(p["shared"]),
+                tuple((str(x), str(y), str(t)) for x, y, t in p["rows"]),
+            )
+            for p in data
+        ]
     except (OSError, ValueError, TypeError, KeyError):
         return []

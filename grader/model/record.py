@@ -33,11 +33,15 @@ def read_untrusted(folder: Path, name: str, owner: int | None, max_bytes: int) -
     directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=directory)
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=directory
+            )
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            raise ValueError(f"{name} could not be opened as a plain file ({exc.strerror})") from None
+            raise ValueError(
+                f"{name} could not be opened as a plain file ({exc.strerror})"
+            ) from None
     finally:
         os.close(directory)
     try:
@@ -58,7 +62,8 @@ def read_untrusted(folder: Path, name: str, owner: int | None, max_bytes: int) -
 
 
 def read_probe(folder: Path, name: str, owner: int | None) -> ProbeRead:
-    """The probe's record from ``folder/name`` (see ``read_untrusted``); problems are kept as text."""
+    """The probe's record from ``folder/name`` (see ``read_untrusted``); problems are kept as
+    text."""
     try:
         data = read_untrusted(folder, name, owner, MAX_BYTES)
     except FileNotFoundError:

@@ -15,13 +15,15 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def shipped(name: str) -> Path:
     """The shipped file or folder ``name`` (``"templates"``, ``"rubric.yaml"``, ``"reference"``)."""
-    packaged = Path(str(files("grader") / "_data" / name))  # pip installs unpacked, so this is a real path
+    # pip installs unpacked, so this is a real path
+    packaged = Path(str(files("grader") / "_data" / name))
     return packaged if packaged.exists() else CHECKOUT / name
 
 
 def installed_version(package: str) -> str:
     """The version of ``package`` installed here, or "absent"."""
-    import importlib.metadata  # not at the top: it loads the email package, which rendering never needs
+    # not at the top: it loads the email package, which rendering never needs
+    import importlib.metadata
 
     try:
         return importlib.metadata.version(package)

@@ -18,7 +18,8 @@ from grader.model.findings import RuleId
 
 EARLY_STOPPING = ("flag", "violation", "allowed")
 TEST_IN_TRAINING = ("violation", "flag")  # a training step whose rows included test images
-SEED_POLICIES = ("fixed", "median", "best")  # which run of a borderline result's seeds decides its points
+# which run of a borderline result's seeds decides its points
+SEED_POLICIES = ("fixed", "median", "best")
 LAYER_GROUPS = ("normalization", "dropout", "activation")
 
 
@@ -44,8 +45,10 @@ class AccuracyPolicy:
     bonus: Threshold
     report_points: int
     mismatch_tolerance: float
-    borderline_margin: float = 0.3  # points from a threshold within which a result is listed as borderline
-    ceiling: float | None = None  # what the frozen model reaches honestly at most: a test accuracy above goes to review
+    # points from a threshold within which a result is listed as borderline
+    borderline_margin: float = 0.3
+    # what the frozen model reaches honestly at most: a test accuracy above goes to review
+    ceiling: float | None = None
 
     @property
     def total_max(self) -> int:
@@ -64,7 +67,8 @@ class FilePatterns:
     notebook: str
     script: str
     report: str
-    handout: str | None = None  # the account in the handed-out template's name ("template"): no student's
+    # the account in the handed-out template's name ("template"): no student's
+    handout: str | None = None
 
     def account_of(self, name: str) -> tuple[str, str] | None:
         """(account, kind) for a file name that matches a pattern, kind in notebook/script/report;
@@ -72,11 +76,16 @@ class FilePatterns:
         for kind in ("report", "notebook", "script"):
             match = _pattern_regex(getattr(self, kind)).fullmatch(name)
             if match:
-                return None if match.group("account") == self.handout else (match.group("account"), kind)
+                return (
+                    None
+                    if match.group("account") == self.handout
+                    else (match.group("account"), kind)
+                )
         return None
 
     def is_handout(self, name: str) -> bool:
-        """Whether ``name`` is the handed-out template's (a student submitting it forgot to rename it)."""
+        """Whether ``name`` is the handed-out template's (a student submitting it forgot to rename
+        it)."""
         return self.handout is not None and account_in(self, name) == self.handout
 
 
@@ -114,7 +123,8 @@ class FrozenFacts:
     valid_name: str
     valid_size: float
     linear_layers: tuple[LinearLayer, ...]
-    text: bytes = b""  # the template's own text (static/tamper.code_text): a submission's is measured beyond it
+    # the template's own text (static/tamper.code_text): a submission's is measured beyond it
+    text: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -130,15 +140,18 @@ class Rubric:
     violation_points: int
     limits: Limits
     hide_test_labels: bool  # the kernel gets the test labels shuffled (see ``for_grading``)
-    early_stopping: str  # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
+    # a complete run that trains fewer epochs than fixed: "flag", "violation" or "allowed"
+    early_stopping: str
     allowed_packages: tuple[str, ...]
     path: Path
     deadline: datetime | None = None  # timezone-aware; None: no deadline
     similarity: SimilarityPolicy = SimilarityPolicy()
     late: LatePolicy = LatePolicy()
-    seed_policy: str = "fixed"  # a borderline result run with more seeds: "fixed", "median" or "best" (grader.scoring.seeds)
+    # a borderline result run with more seeds: "fixed", "median" or "best" (grader.scoring.seeds)
+    seed_policy: str = "fixed"
     labels_chosen: bool = True  # the rubric itself says ``test_labels``; else the command decides
-    test_in_training: str = "violation"  # test images in a training step: "violation" or "flag" (graded, flagged)
+    # test images in a training step: "violation" or "flag" (graded, flagged)
+    test_in_training: str = "violation"
 
     def for_grading(self) -> Rubric:
         """The rubric as `grader grade` and Gradescope use it: hidden test labels unless the rubric
@@ -149,8 +162,11 @@ class Rubric:
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     head, _, tail = pattern.partition("{account}")
-    # At most 64 characters: an account names files (OUT/results/<account>.json, similar/<a>--<b>.html).
-    return re.compile(re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}?)" + re.escape(tail))
+    # At most 64 characters: an account names files (OUT/results/<account>.json,
+    # similar/<a>--<b>.html).
+    return re.compile(
+        re.escape(head) + r"(?P<account>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}?)" + re.escape(tail)
+    )
 
 
 def default_rubric_path() -> Path:
@@ -176,7 +192,8 @@ class _Fields:
         self.data = data
         self.where = where
         self.known: set[str] = set()
-        self.opened = opened if opened is not None else []  # every mapping read, to check for unknown keys
+        # every mapping read, to check for unknown keys
+        self.opened = opened if opened is not None else []
         self.opened.append(self)
 
     def _name(self, key: str) -> str:
@@ -199,7 +216,11 @@ class _Fields:
         for key in self.data:
             if key not in self.known:
                 near = difflib.get_close_matches(str(key), sorted(self.known), n=1, cutoff=0.6)
-                hint = f"; did you mean {near[0]}?" if near else f"; known here: {', '.join(sorted(self.known))}"
+                hint = (
+                    f"; did you mean {near[0]}?"
+                    if near
+                    else (f"; known here: {', '.join(sorted(self.known))}")
+                )
                 return f"rubric: {self._name(str(key))}: unknown field{hint}"
         return None
 
@@ -209,25 +230,33 @@ class _Fields:
     def number(self, key: str, minimum: float = 0) -> float:
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise RubricError(f"rubric: {self._name(key)} must be a number >= {minimum:g}, got {value!r}")
+            raise RubricError(
+                f"rubric: {self._name(key)} must be a number >= {minimum:g}, got {value!r}"
+            )
         return float(value)
 
     def integer(self, key: str, minimum: int = 0) -> int:
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise RubricError(f"rubric: {self._name(key)} must be an integer >= {minimum}, got {value!r}")
+            raise RubricError(
+                f"rubric: {self._name(key)} must be an integer >= {minimum}, got {value!r}"
+            )
         return value
 
     def text(self, key: str) -> str:
         value = self.get(key)
         if not isinstance(value, str) or not value.strip():
-            raise RubricError(f"rubric: {self._name(key)} must be a non-empty string, got {value!r}")
+            raise RubricError(
+                f"rubric: {self._name(key)} must be a non-empty string, got {value!r}"
+            )
         return value
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = self.get(key)
         if value not in allowed:
-            raise RubricError(f"rubric: {self._name(key)} must be one of {', '.join(allowed)}, got {value!r}")
+            raise RubricError(
+                f"rubric: {self._name(key)} must be one of {', '.join(allowed)}, got {value!r}"
+            )
         return str(value)
 
     def strings(self, key: str) -> list[str]:
@@ -241,30 +270,41 @@ def _threshold(data: Any, where: str, opened: list[_Fields]) -> Threshold:
     fields = _Fields(data, where, opened)
     at_least = fields.number("at_least")
     if at_least > 100:
-        raise RubricError(f"rubric: {where}.at_least is a test accuracy in percent (0-100), got {at_least:g}")
+        raise RubricError(
+            f"rubric: {where}.at_least is a test accuracy in percent (0-100), got {at_least:g}"
+        )
     return Threshold(at_least=at_least, points=fields.integer("points"))
 
 
 def _accuracy(fields: _Fields) -> AccuracyPolicy:
     raw = fields.get("thresholds")
     if not isinstance(raw, list) or not raw:
-        raise RubricError("rubric: accuracy.thresholds must be a non-empty list of {at_least, points}")
-    levels = [_threshold(item, f"accuracy.thresholds[{i}]", fields.opened) for i, item in enumerate(raw)]
+        raise RubricError(
+            "rubric: accuracy.thresholds must be a non-empty list of {at_least, points}"
+        )
+    levels = [
+        _threshold(item, f"accuracy.thresholds[{i}]", fields.opened) for i, item in enumerate(raw)
+    ]
     for i, (low, high) in enumerate(zip(levels, levels[1:]), start=1):
         if high.at_least <= low.at_least or high.points < low.points:
             raise RubricError(
-                f"rubric: accuracy.thresholds[{i}] must have a higher at_least and no fewer points than the one before"
+                f"rubric: accuracy.thresholds[{i}] must have a higher at_least and no fewer points "
+                "than the one before"
             )
     max_points = fields.integer("max_points")
     if levels[-1].points > max_points:
-        raise RubricError(f"rubric: accuracy.max_points ({max_points}) is below the top threshold's points")
+        raise RubricError(
+            f"rubric: accuracy.max_points ({max_points}) is below the top threshold's points"
+        )
     return AccuracyPolicy(
         thresholds=tuple(levels),
         max_points=max_points,
         bonus=_threshold(fields.get("bonus"), "accuracy.bonus", fields.opened),
         report_points=fields.integer("report_points"),
         mismatch_tolerance=fields.number("mismatch_tolerance"),
-        borderline_margin=fields.number("borderline_margin") if fields.has("borderline_margin") else 0.3,
+        borderline_margin=fields.number("borderline_margin")
+        if fields.has("borderline_margin")
+        else 0.3,
         ceiling=_ceiling(fields, levels),
     )
 
@@ -274,8 +314,11 @@ def _ceiling(fields: _Fields, levels: list[Threshold]) -> float | None:
         return None
     ceiling = fields.number("ceiling")
     if not levels[-1].at_least < ceiling <= 100:
-        raise RubricError(f"rubric: accuracy.ceiling is a test accuracy in percent above the top threshold "
-                          f"({levels[-1].at_least:g}) and at most 100, got {ceiling:g}")
+        raise RubricError(
+            "rubric: accuracy.ceiling is a test accuracy in percent above the top "
+            "threshold "
+            f"({levels[-1].at_least:g}) and at most 100, got {ceiling:g}"
+        )
     return ceiling
 
 
@@ -283,15 +326,21 @@ def _files(fields: _Fields) -> FilePatterns:
     patterns = {key: fields.text(key) for key in ("notebook", "script", "report")}
     for key, pattern in patterns.items():
         if pattern.count("{account}") != 1:
-            raise RubricError(f"rubric: files.{key} must contain {{account}} exactly once, got {pattern!r}")
+            raise RubricError(
+                f"rubric: files.{key} must contain {{account}} exactly once, got {pattern!r}"
+            )
     return FilePatterns(**patterns)
 
 
 def _allowed_layers(fields: _Fields) -> tuple[str, ...]:
     unknown = sorted(set(fields.data) - set(LAYER_GROUPS))
     if unknown:
-        raise RubricError(f"rubric: allowed_layers.{unknown[0]} is not a group; use {', '.join(LAYER_GROUPS)}")
-    return tuple(name for group in LAYER_GROUPS if fields.has(group) for name in fields.strings(group))
+        raise RubricError(
+            f"rubric: allowed_layers.{unknown[0]} is not a group; use {', '.join(LAYER_GROUPS)}"
+        )
+    return tuple(
+        name for group in LAYER_GROUPS if fields.has(group) for name in fields.strings(group)
+    )
 
 
 def _deadline(value: Any) -> datetime | None:
@@ -310,9 +359,13 @@ def _deadline(value: Any) -> datetime | None:
             try:
                 parsed = datetime.fromisoformat(head).replace(tzinfo=ZoneInfo(zone))
             except (ValueError, ZoneInfoNotFoundError):
-                raise RubricError(f"rubric: deadline {value!r} is not a time with a time zone; {example}") from None
+                raise RubricError(
+                    f"rubric: deadline {value!r} is not a time with a time zone; {example}"
+                ) from None
     else:
-        raise RubricError(f"rubric: deadline must be a time with a time zone, {example}; got {value!r}")
+        raise RubricError(
+            f"rubric: deadline must be a time with a time zone, {example}; got {value!r}"
+        )
     if parsed.tzinfo is None:
         raise RubricError(f"rubric: deadline {value!s} has no time zone; {example}")
     return parsed
@@ -324,7 +377,9 @@ def _similarity(top: _Fields) -> SimilarityPolicy:
     fields = top.sub("similarity")
     threshold = fields.number("threshold")
     if threshold > 1:
-        raise RubricError(f"rubric: similarity.threshold must be between 0 and 1, got {threshold:g}")
+        raise RubricError(
+            f"rubric: similarity.threshold must be between 0 and 1, got {threshold:g}"
+        )
     return SimilarityPolicy(threshold, fields.integer("min_lines", minimum=1))
 
 
@@ -332,7 +387,10 @@ def _late(top: _Fields) -> LatePolicy:
     if not top.has("late"):
         return LatePolicy()
     late = top.sub("late")
-    return LatePolicy(penalty_per_day=late.number("penalty_per_day"), zero_after_days=late.integer("zero_after_days"))
+    return LatePolicy(
+        penalty_per_day=late.number("penalty_per_day"),
+        zero_after_days=late.integer("zero_after_days"),
+    )
 
 
 def parse_rubric(data: Any, path: Path) -> Rubric:
@@ -345,11 +403,17 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
             raise RubricError(problem)
     bonus, levels = rubric.accuracy.bonus, rubric.accuracy.thresholds
     if bonus.points and bonus.at_least <= levels[-1].at_least:
-        raise RubricError(f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the top threshold "
-                          f"({levels[-1].at_least:g})")
+        raise RubricError(
+            f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the "
+            "top threshold "
+            f"({levels[-1].at_least:g})"
+        )
     ceiling = rubric.accuracy.ceiling
     if ceiling is not None and bonus.points and ceiling <= bonus.at_least:
-        raise RubricError(f"rubric: accuracy.ceiling ({ceiling:g}) must be above the bonus's at_least ({bonus.at_least:g})")
+        raise RubricError(
+            f"rubric: accuracy.ceiling ({ceiling:g}) must be above the bonus's "
+            f"at_least ({bonus.at_least:g})"
+        )
     return rubric
 
 
@@ -358,7 +422,9 @@ def _parse(top: _Fields, path: Path) -> Rubric:
     known = [rule.value for rule in RuleId]
     for item in frozen:
         if item not in known:
-            raise RubricError(f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(known)}")
+            raise RubricError(
+                f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(known)}"
+            )
     limits = top.sub("limits")
     template = path.parent / top.sub("reference").text("template")
     files = _files(top.sub("files"))
@@ -382,16 +448,22 @@ def _parse(top: _Fields, path: Path) -> Rubric:
             scratch_mb=limits.integer("scratch_mb", minimum=64),
             per_gpu_memory_mb=limits.integer("per_gpu_memory_mb"),
         ),
-        hide_test_labels=(top.has("test_labels") and top.choice("test_labels", ("visible", "hidden")) == "hidden"),
+        hide_test_labels=(
+            top.has("test_labels") and top.choice("test_labels", ("visible", "hidden")) == "hidden"
+        ),
         labels_chosen=top.has("test_labels"),
-        early_stopping=top.choice("early_stopping", EARLY_STOPPING) if top.has("early_stopping") else "flag",
+        early_stopping=top.choice("early_stopping", EARLY_STOPPING)
+        if top.has("early_stopping")
+        else "flag",
         allowed_packages=tuple(top.sub("environment").strings("allowed_packages")),
         path=path,
         deadline=_deadline(top.get("deadline") if top.has("deadline") else None),
         late=_late(top),
         similarity=_similarity(top),
         seed_policy=top.choice("seed_policy", SEED_POLICIES) if top.has("seed_policy") else "fixed",
-        test_in_training=top.choice("test_in_training", TEST_IN_TRAINING) if top.has("test_in_training") else "violation",
+        test_in_training=top.choice("test_in_training", TEST_IN_TRAINING)
+        if top.has("test_in_training")
+        else "violation",
     )
 
 
@@ -401,7 +473,9 @@ def load_rubric(path: Path | None = None) -> Rubric:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RubricError(f"rubric: cannot read {path}: {exc.strerror}; pass --rubric FILE") from None
+        raise RubricError(
+            f"rubric: cannot read {path}: {exc.strerror}; pass --rubric FILE"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -32,11 +32,13 @@ class Cell:
 
 @dataclass(frozen=True)
 class Arrival:
-    """How a file came in, where discovery cannot read it off the file (a mail's date and sender)."""
+    """How a file came in, where discovery cannot read it off the file (a mail's date and
+    sender)."""
 
     submitted: Submitted | None
     note: str  # one line for the TA
-    sender: str | None = None  # a mail's sender address, to tell when one account's files came from two
+    # a mail's sender address, to tell when one account's files came from two
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,13 @@ class Submission:
     cells: tuple[Cell, ...]
     script: Path | None = None  # the .py twin, kept for comparison when the .ipynb is graded
     report: Path | None = None
-    findings: tuple[Finding, ...] = ()  # what intake saw that the TA should know (differing copies, two senders)
+    # what intake saw that the TA should know (differing copies, two senders)
+    findings: tuple[Finding, ...] = ()
     submitted: Submitted | None = None  # when it came in, where a deadline can be checked
-    received: str | None = None  # how it came in, where that is worth a note (a mail's sender and date)
-    saved_output: str = ""  # the text outputs saved in the submitted .ipynb (its run on the student's machine)
+    # how it came in, where that is worth a note (a mail's sender and date)
+    received: str | None = None
+    # the text outputs saved in the submitted .ipynb (its run on the student's machine)
+    saved_output: str = ""
 
     def inputs(self) -> tuple[Path, ...]:
         """Every file grading reads: the graded file, its .py twin, the report PDF. An executor that
@@ -57,9 +62,14 @@ class Submission:
         return tuple(p for p in (self.path, self.script, self.report) if p is not None)
 
     def moved(self, folder: Path) -> Submission:
-        """The same submission with its inputs read from ``folder``, where they were written by name."""
-        return replace(self, path=folder / self.path.name, script=folder / self.script.name if self.script else None,
-                       report=folder / self.report.name if self.report else None)
+        """The same submission with its inputs read from ``folder``, where they were written by
+        name."""
+        return replace(
+            self,
+            path=folder / self.path.name,
+            script=folder / self.script.name if self.script else None,
+            report=folder / self.report.name if self.report else None,
+        )
 
     @property
     def code_cells(self) -> tuple[Cell, ...]:
@@ -70,12 +80,20 @@ class Submission:
         notebook (Colab numbers no cells: the code cells are counted, markdown left out, and the
         cell's first line is quoted); 'line 57' (or 'the cell at line 50') in a .py export."""
         if self.path.suffix == ".py":
-            return f"line {cell.first_line + line - 1}" if line else f"the cell at line {cell.first_line}"
+            return (
+                f"line {cell.first_line + line - 1}"
+                if line
+                else (f"the cell at line {cell.first_line}")
+            )
         code = [c.number for c in self.code_cells]
-        named = f"code cell {code.index(cell.number) + 1}" if cell.number in code else f"cell {cell.number}"
+        named = (
+            f"code cell {code.index(cell.number) + 1}"
+            if cell.number in code
+            else (f"cell {cell.number}")
+        )
         first = next((text.strip() for text in cell.source.splitlines() if text.strip()), "")
         if first:
-            named += f' ("{first if len(first) <= QUOTED else first[:QUOTED - 1] + "…"}")'
+            named += f' ("{first if len(first) <= QUOTED else first[: QUOTED - 1] + "…"}")'
         return f"{named}, line {line}" if line else named
 
 
@@ -84,7 +102,7 @@ class Discovery:
     submissions: tuple[Submission, ...]
     unmatched: tuple[Path, ...]  # files whose name matches no pattern
     unreadable: tuple[tuple[str, Path, str], ...]  # (account, path, one-line reason)
-    set_aside: tuple[tuple[Path, str], ...] = ()  # extra copies of a file, with why they were not used
-    disputed: tuple[tuple[str, Path, str], ...] = ()  # (account, a file, why): files for it from several LMS uploaders
-
-
+    # extra copies of a file, with why they were not used
+    set_aside: tuple[tuple[Path, str], ...] = ()
+    # (account, a file, why): files for it from several LMS uploaders
+    disputed: tuple[tuple[str, Path, str], ...] = ()

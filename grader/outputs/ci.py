@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from grader.intake.ipynb_lines import notebook_lines
-from grader.outputs.text import check_text, render
 from grader.model.results import Check, Result, Status
-from grader.model.rubric import FilePatterns, Rubric
-from grader.scoring.score import Level, effective, percent, scale
+from grader.model.rubric import Rubric
 from grader.model.submission import Submission
+from grader.outputs.text import check_text, render
+from grader.scoring.score import Level, effective, percent, scale
 
 ANNOTATION_LIMIT = 10  # GitHub shows at most 10 error and 10 warning annotations of one step
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")  # kept out of the log
+# kept out of the log
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,12 @@ class CiEnvironment:
         def path(name: str) -> Path | None:
             return Path(environ[name]) if environ.get(name) else None
 
-        return cls(github=environ.get("GITHUB_ACTIONS") == "true",
-                   workspace=path("GITHUB_WORKSPACE") or path("CI_PROJECT_DIR") or cwd,
-                   step_summary=path("GITHUB_STEP_SUMMARY"), output=path("GITHUB_OUTPUT"))
+        return cls(
+            github=environ.get("GITHUB_ACTIONS") == "true",
+            workspace=path("GITHUB_WORKSPACE") or path("CI_PROJECT_DIR") or cwd,
+            step_summary=path("GITHUB_STEP_SUMMARY"),
+            output=path("GITHUB_OUTPUT"),
+        )
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ class RuleVerdict:
     ok: bool | None
     message: str
     where: str | None  # "cell 10, line 8" (.ipynb) or "line 57" (.py)
-    line: int | None  # the line of the file as stored (for a .ipynb: of its JSON text), None where unknown
+    # the line of the file as stored (for a .ipynb: of its JSON text), None where unknown
+    line: int | None
 
     @property
     def verdict(self) -> str:
@@ -68,7 +73,11 @@ class RuleVerdict:
     @property
     def text(self) -> str:
         """The message, led by where it points unless it already says so."""
-        return f"{self.where}: {self.message}" if self.where and not self.message.startswith(self.where) else self.message
+        return (
+            f"{self.where}: {self.message}"
+            if self.where and not self.message.startswith(self.where)
+            else self.message
+        )
 
 
 @dataclass(frozen=True)
@@ -102,28 +111,49 @@ class Case:
 def outcome(result: Result, sub: Submission, rubric: Rubric, workspace: Path, ran: bool) -> Outcome:
     """Wrap a result with the submission's repository path and each rule's counting verdict."""
     resolved = sub.path.resolve()
-    file = resolved.relative_to(workspace.resolve()).as_posix() if resolved.is_relative_to(workspace.resolve()) \
+    file = (
+        resolved.relative_to(workspace.resolve()).as_posix()
+        if resolved.is_relative_to(workspace.resolve())
         else sub.path.name
-    lines = notebook_lines(sub.path.read_text(encoding="utf-8-sig")) if sub.path.suffix == ".ipynb" else None
+    )
+    lines = (
+        notebook_lines(sub.path.read_text(encoding="utf-8-sig"))
+        if sub.path.suffix == ".ipynb"
+        else None
+    )
     return Outcome(result, file, ran, rubric, rule_verdicts(result.checks, lines))
 
 
-def rule_verdicts(checks: tuple[Check, ...], lines: Mapping[int, tuple[int, ...]] | None) -> tuple[RuleVerdict, ...]:
-    """One verdict per rule, in the order of the checks: of the checks that count (the run's where it
-    decided), a violation first, else a decided one. ``lines``: a notebook's JSON line of each source
+def rule_verdicts(
+    checks: tuple[Check, ...], lines: Mapping[int, tuple[int, ...]] | None
+) -> tuple[RuleVerdict, ...]:
+    """One verdict per rule, in the order of the checks: of the checks that count (the run's where
+    it
+    decided), a violation first, else a decided one. ``lines``: a notebook's JSON line of each
+    source
     line (None for a .py, whose checks give file lines)."""
     counting = effective(checks)
     verdicts = []
     for rule in dict.fromkeys(c.id for c in counting):
         mine = [c for c in counting if c.id == rule]
-        chosen = next((c for c in mine if c.violated), next((c for c in mine if c.ok is not None), mine[0]))
-        located = chosen if chosen.line or chosen.cell else next(
-            (c for c in checks if c.id == rule and c.ok == chosen.ok and (c.line or c.cell)), chosen)
+        chosen = next(
+            (c for c in mine if c.violated), next((c for c in mine if c.ok is not None), mine[0])
+        )
+        located = (
+            chosen
+            if chosen.line or chosen.cell
+            else next(
+                (c for c in checks if c.id == rule and c.ok == chosen.ok and (c.line or c.cell)),
+                chosen,
+            )
+        )
         verdicts.append(RuleVerdict(rule, chosen.ok, chosen.message, *_location(located, lines)))
     return tuple(verdicts)
 
 
-def _location(check: Check, lines: Mapping[int, tuple[int, ...]] | None) -> tuple[str | None, int | None]:
+def _location(
+    check: Check, lines: Mapping[int, tuple[int, ...]] | None
+) -> tuple[str | None, int | None]:
     """(where, file line) of a check."""
     if lines is None:
         return (f"line {check.line}" if check.line else None), check.line
@@ -131,14 +161,18 @@ def _location(check: Check, lines: Mapping[int, tuple[int, ...]] | None) -> tupl
         return None, None
     in_cell = lines.get(check.cell, ())
     file_line = in_cell[check.line - 1] if check.line and 0 < check.line <= len(in_cell) else None
-    return check.place or (f"cell {check.cell}, line {check.line}" if check.line else f"cell {check.cell}"), file_line
+    return check.place or (
+        f"cell {check.cell}, line {check.line}" if check.line else f"cell {check.cell}"
+    ), file_line
 
 
-# --- GitHub Actions ---------------------------------------------------------------------------------
+# --- GitHub Actions
+# ---------------------------------------------------------------------------------
 
 
 def escape_data(text: str) -> str:
-    """A workflow command's message, as GitHub's toolkit escapes it (one line, whatever it holds)."""
+    """A workflow command's message, as GitHub's toolkit escapes it (one line, whatever it
+    holds)."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -155,30 +189,47 @@ class Annotations:
 
 
 def github_annotations(outcome: Outcome) -> Annotations:
-    """`::error` for each violated rule and `::warning` for each undecided one, at most 10 of each."""
+    """`::error` for each violated rule and `::warning` for each undecided one, at most 10 of
+    each."""
     errors = [_command("error", outcome, v) for v in outcome.rules if v.ok is False]
     warnings = [_command("warning", outcome, v) for v in outcome.rules if v.ok is None]
-    return Annotations(tuple(errors[:ANNOTATION_LIMIT] + warnings[:ANNOTATION_LIMIT]),
-                       max(0, len(errors) - ANNOTATION_LIMIT), max(0, len(warnings) - ANNOTATION_LIMIT))
+    return Annotations(
+        tuple(errors[:ANNOTATION_LIMIT] + warnings[:ANNOTATION_LIMIT]),
+        max(0, len(errors) - ANNOTATION_LIMIT),
+        max(0, len(warnings) - ANNOTATION_LIMIT),
+    )
 
 
 def _command(level: str, outcome: Outcome, verdict: RuleVerdict) -> str:
-    properties = {"file": outcome.file, "line": str(verdict.line) if verdict.line else None,
-                  "title": f"{outcome.rubric.homework} rule {verdict.rule} {verdict.verdict}"}
+    properties = {
+        "file": outcome.file,
+        "line": str(verdict.line) if verdict.line else None,
+        "title": f"{outcome.rubric.homework} rule {verdict.rule} {verdict.verdict}",
+    }
     listed = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v is not None)
-    return _UNPRINTABLE.sub("\N{REPLACEMENT CHARACTER}", f"::{level} {listed}::{escape_data(verdict.text)}")
+    return _UNPRINTABLE.sub(
+        "\N{REPLACEMENT CHARACTER}", f"::{level} {listed}::{escape_data(verdict.text)}"
+    )
 
 
 def _stop_commands(text: str) -> str:
-    """``text`` fenced so that no line of it is read as a workflow command (GitHub's stop-commands)."""
+    """``text`` fenced so that no line of it is read as a workflow command (GitHub's
+    stop-commands)."""
     token, body = secrets.token_hex(16), text.rstrip("\n")
     return f"::stop-commands::{token}\n{body}\n::{token}::\n"
 
 
 def summary_markdown(outcome: Outcome, shown: Annotations | None = None) -> str:
-    """The job summary: verdict, rules, accuracy and points on the rubric's scale, flags and notes."""
-    return render("ci_summary.md.j2", o=outcome, r=outcome.result, levels=levels(outcome),
-                  more_errors=shown.more_errors if shown else 0, more_warnings=shown.more_warnings if shown else 0)
+    """The job summary: verdict, rules, accuracy and points on the rubric's scale, flags and
+    notes."""
+    return render(
+        "ci_summary.md.j2",
+        o=outcome,
+        r=outcome.result,
+        levels=levels(outcome),
+        more_errors=shown.more_errors if shown else 0,
+        more_warnings=shown.more_warnings if shown else 0,
+    )
 
 
 def levels(outcome: Outcome) -> tuple[Level, ...]:
@@ -187,7 +238,8 @@ def levels(outcome: Outcome) -> tuple[Level, ...]:
     return scale(outcome.rubric, percent(r.correct, r.total, r.accuracy))
 
 
-# --- test reports: GitHub Classroom and JUnit --------------------------------------------------------
+# --- test reports: GitHub Classroom and JUnit
+# --------------------------------------------------------
 
 
 def cases(outcome: Outcome) -> tuple[Case, ...]:
@@ -202,22 +254,37 @@ def _band_case(outcome: Outcome) -> Case:
     if not outcome.ran:
         return Case(name, "skip", "not run (static checks only): no accuracy, no points")
     if r.status in (Status.ERROR, Status.TIMEOUT):
-        return Case(name, "error", f"the run failed ({r.status.value}): {r.reason or 'no reason given'}",
-                    duration_s=r.duration_s)
+        return Case(
+            name,
+            "error",
+            f"the run failed ({r.status.value}): {r.reason or 'no reason given'}",
+            duration_s=r.duration_s,
+        )
     points = r.score + r.bonus
     measured = "not measured" if r.accuracy is None else f"{r.accuracy:.2f}% measured"
     if r.status is Status.VIOLATION:
         message = f"{measured}; {points} automatic points ({r.reason})"
     elif r.status is Status.REVIEW:
-        pending = "" if r.pending_score is None else (
-            f"; the automatic points would be {r.pending_score}" + (f" + {r.pending_bonus}" if r.pending_bonus else "")
-            + ", withheld until the TA decides")
+        pending = (
+            ""
+            if r.pending_score is None
+            else (
+                f"; the automatic points would be {r.pending_score}"
+                + (f" + {r.pending_bonus}" if r.pending_bonus else "")
+                + ", withheld until the TA decides"
+            )
+        )
         message = f"{measured}; {r.reason}{pending}"
     else:
         bonus = f" + {r.bonus} bonus" if r.bonus else ""
         message = f"{measured}: {r.score}/{r.max_score}{bonus} automatic points"
-    return Case(name, "pass" if r.status is Status.GRADED and points > 0 else "fail", message,
-                score=points, duration_s=r.duration_s)
+    return Case(
+        name,
+        "pass" if r.status is Status.GRADED and points > 0 else "fail",
+        message,
+        score=points,
+        duration_s=r.duration_s,
+    )
 
 
 def classroom_result(outcome: Outcome) -> dict[str, Any]:
@@ -226,15 +293,31 @@ def classroom_result(outcome: Outcome) -> dict[str, Any]:
     Classroom records no points for a check that measured nothing."""
     r = outcome.result
     status = {Status.GRADED: "pass", Status.VIOLATION: "fail"}.get(r.status, "error")
-    tests = [{"name": c.name, "status": "fail" if c.status == "fail" else "error" if c.status == "error" else "pass",
-              "message": c.message, "test_code": f"grader ci ({c.name})", "filename": outcome.file,
-              "line_no": c.line or 0, "duration": _milliseconds(c.duration_s), "score": c.score}
-             for c in cases(outcome) if outcome.ran or c.name != "accuracy band"]
-    return {"version": 1, "status": status, "max_score": r.max_score if outcome.ran else 0, "tests": tests}
+    tests = [
+        {
+            "name": c.name,
+            "status": "fail" if c.status == "fail" else "error" if c.status == "error" else "pass",
+            "message": c.message,
+            "test_code": f"grader ci ({c.name})",
+            "filename": outcome.file,
+            "line_no": c.line or 0,
+            "duration": _milliseconds(c.duration_s),
+            "score": c.score,
+        }
+        for c in cases(outcome)
+        if outcome.ran or c.name != "accuracy band"
+    ]
+    return {
+        "version": 1,
+        "status": status,
+        "max_score": r.max_score if outcome.ran else 0,
+        "tests": tests,
+    }
 
 
 def _milliseconds(seconds: float) -> int:
-    """A duration for Classroom's report: whole milliseconds, 0 for a negative one, at most a year's."""
+    """A duration for Classroom's report: whole milliseconds, 0 for a negative one, at most a
+    year's."""
     return round(min(max(seconds, 0.0), 365 * 86400.0) * 1000)
 
 
@@ -251,12 +334,19 @@ def junit_xml(outcome: Outcome) -> str:
     return render("junit.xml.j2", o=outcome, r=outcome.result, cases=listed, counts=counts)
 
 
-# --- writing it all -----------------------------------------------------------------------------------
+# --- writing it all
+# -----------------------------------------------------------------------------------
 
 
-def publish(outcome: Outcome, environment: CiEnvironment, out: TextIO, how: str | None = None,
-            junit: Path | None = None) -> None:
-    """Print the `grader check` text (and on GitHub the annotations) to ``out``; append the job summary
+def publish(
+    outcome: Outcome,
+    environment: CiEnvironment,
+    out: TextIO,
+    how: str | None = None,
+    junit: Path | None = None,
+) -> None:
+    """Print the `grader check` text (and on GitHub the annotations) to ``out``; append the job
+    summary
     and the Classroom output where GitHub names their files; write JUnit XML to ``junit``.
     ``how`` says where the run ran (None: static checks only)."""
     text = check_text(outcome.result, outcome.rubric, how, command="ci")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from grader.scoring.overrides import Grade
 from grader.model.results import Status
 from grader.model.rubric import Rubric
+from grader.scoring.overrides import Grade
 from grader.scoring.score import band, near_threshold, percent
 
 
@@ -45,15 +45,25 @@ def bands(rows: list[Grade], rubric: Rubric) -> tuple[Count, ...]:
     to review have counts of their own (their accuracy does not give them a band's points)."""
     thresholds = rubric.accuracy.thresholds
     graded = [g for g in rows if g.result.status is Status.GRADED]
-    reached = [band(rubric, a).reached for g in graded
-               if (a := percent(g.result.correct, g.result.total, g.result.accuracy)) is not None]
+    reached = [
+        band(rubric, a).reached
+        for g in graded
+        if (a := percent(g.result.correct, g.result.total, g.result.accuracy)) is not None
+    ]
     found = [Count(f"below {thresholds[0].at_least:g}%", sum(r is None for r in reached))]
     for t, upper in zip(thresholds, [*(u.at_least for u in thresholds[1:]), None]):
-        found.append(Count(f"{t.at_least:g}%{f' to {upper:g}%' if upper else ' and above'}: {t.points} points",
-                           sum(r == t.at_least for r in reached)))
+        found.append(
+            Count(
+                f"{t.at_least:g}%{f' to {upper:g}%' if upper else ' and above'}: {t.points} points",
+                sum(r == t.at_least for r in reached),
+            )
+        )
     found.append(Count("graded, not measured", len(graded) - len(reached)))
-    for statuses, label in (((Status.VIOLATION,), "violations"), ((Status.REVIEW,), "to review"),
-                            ((Status.ERROR, Status.TIMEOUT), "failed runs (error, time limit)")):
+    for statuses, label in (
+        ((Status.VIOLATION,), "violations"),
+        ((Status.REVIEW,), "to review"),
+        ((Status.ERROR, Status.TIMEOUT), "failed runs (error, time limit)"),
+    ):
         found.append(Count(label, sum(g.result.status in statuses for g in rows)))
     return tuple(found)
 
@@ -71,7 +81,11 @@ def borderline(rows: list[Grade], rubric: Rubric) -> tuple[Borderline, ...]:
 
 def measured(rows: list[Grade]) -> list[float]:
     """The accuracies the histogram shows: graded results' only."""
-    return [g.result.accuracy for g in rows if g.result.accuracy is not None and g.result.status is Status.GRADED]
+    return [
+        g.result.accuracy
+        for g in rows
+        if g.result.accuracy is not None and g.result.status is Status.GRADED
+    ]
 
 
 def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> ClassSummary:
@@ -79,9 +93,22 @@ def summarize(rows: list[Grade], rubric: Rubric, histogram: Markup | None) -> Cl
     flagged = [g for g in rows if g.result.status is not Status.GRADED or g.result.flags]
     # Results to review with no override first, those whose points the TA set last.
     review = tuple(sorted(flagged, key=lambda g: (g.settled, g.overridden)))
-    statuses = tuple(Count(status.value, n) for status in Status if (n := sum(g.result.status is status for g in rows)))
+    statuses = tuple(
+        Count(status.value, n)
+        for status in Status
+        if (n := sum(g.result.status is status for g in rows))
+    )
     accuracies = measured(rows)
-    mean = sum(accuracies) / len(accuracies) if accuracies else None  # fmean raises on an overflowing sum
+    # fmean raises on an overflowing sum
+    mean = sum(accuracies) / len(accuracies) if accuracies else None
     median = statistics.median(accuracies) if accuracies else None
-    return ClassSummary(histogram, bands(rows, rubric), borderline(rows, rubric), review,
-                        sum(g.overridden for g in review), statuses, mean, median)
+    return ClassSummary(
+        histogram,
+        bands(rows, rubric),
+        borderline(rows, rubric),
+        review,
+        sum(g.overridden for g in review),
+        statuses,
+        mean,
+        median,
+    )

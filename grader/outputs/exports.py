@@ -49,11 +49,18 @@ def load_roster(path: Path) -> Roster:
     reader = csv.DictReader(io.StringIO(text))
     columns = tuple(c.strip() for c in reader.fieldnames or ())
     if "account" not in columns:
-        raise GraderError(f"--roster {path.name}: no `account` column; add one with each student's account "
-                          "(the name in HW3_<account>.ipynb) beside the LMS's columns")
+        raise GraderError(
+            f"--roster {path.name}: no `account` column; add one with each student's "
+            "account "
+            "(the name in HW3_<account>.ipynb) beside the LMS's columns"
+        )
     if not set(CANVAS_COLUMNS) <= set(columns) and not set(MOODLE_IDENTIFIERS) & set(columns):
-        raise GraderError(f"--roster {path.name}: neither Canvas's columns ({', '.join(CANVAS_COLUMNS)}) nor a Moodle "
-                          f"identifier ({', '.join(MOODLE_IDENTIFIERS)}); start from the LMS's own export")
+        raise GraderError(
+            f"--roster {path.name}: neither Canvas's columns "
+            f"({', '.join(CANVAS_COLUMNS)}) nor a Moodle "
+            f"identifier ({', '.join(MOODLE_IDENTIFIERS)}); start from the LMS's own "
+            "export"
+        )
     people: dict[str, dict[str, str]] = {}
     for number, row in enumerate(reader, start=2):
         clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
@@ -61,7 +68,9 @@ def load_roster(path: Path) -> Roster:
         if not account:
             continue
         if account in people:
-            raise GraderError(f"--roster {path.name}: account {account} appears twice (line {number})")
+            raise GraderError(
+                f"--roster {path.name}: account {account} appears twice (line {number})"
+            )
         people[account] = clean
     return Roster(columns, people)
 
@@ -77,16 +86,21 @@ def kept_roster(out: Path, given: Roster | None) -> tuple[Roster | None, str | N
         return given, None
     if not kept.is_file():
         return None, None
-    said = (f"no --roster given: the LMS files were written again with the roster kept in {kept} "
-            "(from the last --roster; give --roster FILE for another, or delete it to stop)")
+    said = (
+        f"no --roster given: the LMS files were written again with the roster kept in {kept} "
+        "(from the last --roster; give --roster FILE for another, or delete it to stop)"
+    )
     return load_roster(kept), said
 
 
 def canvas_column(roster: Roster, homework: str) -> str | None:
     """The roster's ``<homework> (<id>)`` column (Canvas's export carries one per assignment), which
     Canvas matches by id; None when the roster has no such column, or more than one."""
-    found = [c for c in roster.columns if (m := _TITLE_AND_ID.fullmatch(c))
-             and m[1].strip().casefold() == homework.casefold()]
+    found = [
+        c
+        for c in roster.columns
+        if (m := _TITLE_AND_ID.fullmatch(c)) and m[1].strip().casefold() == homework.casefold()
+    ]
     return found[0] if len(found) == 1 else None
 
 
@@ -94,10 +108,12 @@ def canvas_notes(roster: Roster, homework: str, out: Path) -> tuple[str, ...]:
     """What the TA should do when canvas.csv has no assignment id to match on (none: it has one)."""
     if not set(CANVAS_COLUMNS) <= set(roster.columns) or canvas_column(roster, homework):
         return ()
-    return (f"{CANVAS_FILE}: the roster has no \"{homework} (<id>)\" column, so the grade "
-            f"column is headed {homework} and Canvas matches it by name (or creates a new "
-            "assignment); add that column (Canvas's own export has it; the id ends the "
-            f"assignment's URL) and run `grader report {out} --roster FILE`",)
+    return (
+        f'{CANVAS_FILE}: the roster has no "{homework} (<id>)" column, so the grade '
+        f"column is headed {homework} and Canvas matches it by name (or creates a new "
+        "assignment); add that column (Canvas's own export has it; the id ends the "
+        f"assignment's URL) and run `grader report {out} --roster FILE`",
+    )
 
 
 def missing(roster: Roster, graded: list[Grade]) -> list[str]:
@@ -112,16 +128,22 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([c.replace("\r\n", "\n").replace("\r", "\n") if isinstance(c, str) else c for c in row]
-                     for row in rows)
+    writer.writerows(
+        [c.replace("\r\n", "\n").replace("\r", "\n") if isinstance(c, str) else c for c in row]
+        for row in rows
+    )
     return buffer.getvalue()
 
 
 def canvas_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
     """Canvas's gradebook import: its five identity columns (``lms_files`` checked the roster has
     them), then the assignment (headed ``Name (id)`` where the roster has it) with each total."""
-    totals = {g.result.student: str(g.total) if g.settled else "" for g in graded}  # a review has no grade yet
-    rows = [[person[c] for c in CANVAS_COLUMNS] + [totals.get(account, "")] for account, person in sorted(roster.people.items())]
+    # a review has no grade yet
+    totals = {g.result.student: str(g.total) if g.settled else "" for g in graded}
+    rows = [
+        [person[c] for c in CANVAS_COLUMNS] + [totals.get(account, "")]
+        for account, person in sorted(roster.people.items())
+    ]
     return csv_text([*CANVAS_COLUMNS, canvas_column(roster, assignment) or assignment], rows)
 
 
@@ -134,7 +156,10 @@ def moodle_csv(graded: list[Grade], roster: Roster, assignment: str) -> str:
     for account, person in sorted(roster.people.items()):
         g = by_account.get(account)
         feedback = "missing: no submission" if g is None else _feedback(g)
-        rows.append([person[c] for c in identifiers] + ["" if g is None or not g.settled else str(g.total), feedback])
+        rows.append(
+            [person[c] for c in identifiers]
+            + ["" if g is None or not g.settled else str(g.total), feedback]
+        )
     return csv_text([*identifiers, assignment, "Feedback"], rows)
 
 
@@ -145,13 +170,15 @@ def _feedback(g: Grade) -> str:
     accuracy = "no accuracy" if r.accuracy is None else f"accuracy {r.accuracy:.2f}%"
     pending = f"; {g.pending} points withheld until the TA decides" if g.pending else ""
     status = r.status.value
-    outcome = f"decided by the course staff (the automatic check: {status})" if g.overridden \
-        else status
+    outcome = (
+        f"decided by the course staff (the automatic check: {status})" if g.overridden else status
+    )
     return f"{outcome}, {accuracy}{pending}"
 
 
 def lms_files(graded: list[Grade], roster: Roster, assignment: str) -> dict[str, str]:
-    """canvas.csv where the roster has Canvas's columns, moodle.csv where it has a Moodle identifier."""
+    """canvas.csv where the roster has Canvas's columns, moodle.csv where it has a Moodle
+    identifier."""
     files = {}
     if all(c in roster.columns for c in CANVAS_COLUMNS):
         files[CANVAS_FILE] = canvas_csv(graded, roster, assignment)

@@ -48,16 +48,25 @@ def _scale(rubric: Rubric) -> list[tuple[float, int]]:
 def student_plots(result: Result, rubric: Rubric) -> tuple[Plot, Plot]:
     """(the training curve, the surest mistakes) of a student's page."""
     graded = result.accuracy if result.status is Status.GRADED else None
-    curve = Plot(kind="curve", numbers=(result.curve, _scale(rubric), graded),
-                 draw=partial(_curve, result.curve, rubric, graded))
-    wrong = Plot(kind="wrong", numbers=(result.wrong, result.wrong_images),
-                 draw=partial(_wrong_strip, result.wrong, result.wrong_images))
+    curve = Plot(
+        kind="curve",
+        numbers=(result.curve, _scale(rubric), graded),
+        draw=partial(_curve, result.curve, rubric, graded),
+    )
+    wrong = Plot(
+        kind="wrong",
+        numbers=(result.wrong, result.wrong_images),
+        draw=partial(_wrong_strip, result.wrong, result.wrong_images),
+    )
     return curve, wrong
 
 
 def class_histogram(accuracies: Sequence[float], rubric: Rubric) -> Plot:
-    return Plot(kind="histogram", numbers=(list(accuracies), _scale(rubric)),
-                draw=partial(_histogram, list(accuracies), rubric))
+    return Plot(
+        kind="histogram",
+        numbers=(list(accuracies), _scale(rubric)),
+        draw=partial(_histogram, list(accuracies), rubric),
+    )
 
 
 def _curve(curve: dict[str, object] | None, rubric: Rubric, graded: float | None) -> Markup | None:

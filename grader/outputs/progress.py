@@ -1,4 +1,5 @@
-"""Show a batch's progress: a live bar on a terminal, one plain line per submission elsewhere (CI logs)."""
+"""Show a batch's progress: a live bar on a terminal, one plain line per submission elsewhere (CI
+logs)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class Progress:
     total: int
     cached: bool
     running: tuple[str, ...]  # accounts being graded now (empty where the executor cannot tell)
-    seed: int | None = None  # ``result`` is a borderline result's re-run with this seed, not the student's result
+    # ``result`` is a borderline result's re-run with this seed, not the student's result
+    seed: int | None = None
 
 
 class Eta:
@@ -30,7 +32,8 @@ class Eta:
         self.width, self.started, self.fresh = width, time.monotonic(), 0
 
     def update(self, p: Progress) -> str | None:
-        """Count ``p`` when it is a fresh finish; return the ETA as m:ss, or None before any estimate."""
+        """Count ``p`` when it is a fresh finish; return the ETA as m:ss, or None before any
+        estimate."""
         if p.result is not None and not p.cached:
             self.fresh += 1
         left = p.total - p.done
@@ -68,26 +71,51 @@ class LiveProgress:
 
     def __init__(self, stream: TextIO, width: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            SpinnerColumn,
+            TextColumn,
+        )
+        from rich.progress import (
+            Progress as Bar,
+        )
 
         self.eta = Eta(width)
-        self.bar = Bar(SpinnerColumn(), TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[running]}"),
-                       console=Console(file=stream), transient=True)
+        self.bar = Bar(
+            SpinnerColumn(),
+            TextColumn("grading"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("{task.fields[running]}"),
+            console=Console(file=stream),
+            transient=True,
+        )
         self.task = self.bar.add_task("grading", total=None, eta="-", running="")
 
     def __enter__(self) -> LiveProgress:
         self.bar.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.bar.stop()
 
     def __call__(self, p: Progress) -> None:
         eta = self.eta.update(p)
         shown = ", ".join(p.running[:3]) + (f" +{len(p.running) - 3}" if len(p.running) > 3 else "")
-        self.bar.update(self.task, total=p.total, completed=p.done, eta=eta or "-",
-                        running=f"running: {shown}" if shown else "")
+        self.bar.update(
+            self.task,
+            total=p.total,
+            completed=p.done,
+            eta=eta or "-",
+            running=f"running: {shown}" if shown else "",
+        )
         if p.result is not None:
             self.bar.console.print(_line(p, None), markup=False, highlight=False, soft_wrap=True)
 

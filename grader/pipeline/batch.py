@@ -7,21 +7,21 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader.intake.collect import Collected, collect
 from grader.intake.read import read_submission
 from grader.model.context import Context
+from grader.model.errors import GraderError
 from grader.model.pairs import save as save_pairs
 from grader.model.results import Result, SeedRun, Status, failed_result, write_atomic
 from grader.model.rubric import Rubric
 from grader.model.submission import Submission
 from grader.outputs.exports import Roster
-from grader.outputs.progress import Progress
-from grader.model.errors import GraderError
 from grader.outputs.pages import notebook_page, rerender
 from grader.outputs.plot_store import draw_missing, student_plots
+from grader.outputs.progress import Progress
 from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
 from grader.pipeline.executors.local import Executor, Graded, Job
 from grader.run.children import notebook_body
@@ -43,8 +43,9 @@ class _Tracker:
     """Writes each finished result at once, reports progress, then draws the result's plots (the
     pages at the end only read them); safe to call from worker threads."""
 
-    def __init__(self, out: Path, total: int, on_progress: Callable[[Progress], None],
-                 rubric: Rubric) -> None:
+    def __init__(
+        self, out: Path, total: int, on_progress: Callable[[Progress], None], rubric: Rubric
+    ) -> None:
         self.out, self.total, self.on_progress, self.rubric = out, total, on_progress, rubric
         self.results: list[Result] = []
         self.running: set[str] = set()
@@ -54,7 +55,9 @@ class _Tracker:
     def started(self, account: str) -> None:
         with self.lock:
             self.running.add(account)
-            self.on_progress(Progress(None, len(self.results), self.total, False, tuple(sorted(self.running))))
+            self.on_progress(
+                Progress(None, len(self.results), self.total, False, tuple(sorted(self.running)))
+            )
 
     def finished(self, graded: Graded) -> None:
         result = graded.result
@@ -62,7 +65,8 @@ class _Tracker:
             executed = self.out / "executed" / f"{result.student}.ipynb"
             write_atomic(executed, graded.executed)
             self._notebook_page(executed)
-        result.write(self.out / "results" / f"{result.student}.json")  # last: its presence means done
+        # last: its presence means done
+        result.write(self.out / "results" / f"{result.student}.json")
         self.record(result, cached=False)
         with self.drawing:
             draw_missing(self.out, student_plots(result, self.rubric))
@@ -81,14 +85,18 @@ class _Tracker:
         with self.lock:
             self.results.append(result)
             self.running.discard(result.student)
-            self.on_progress(Progress(result, len(self.results), self.total, cached, tuple(sorted(self.running))))
+            self.on_progress(
+                Progress(result, len(self.results), self.total, cached, tuple(sorted(self.running)))
+            )
 
 
 class _SeedTracker:
     """Keeps each finished re-run with another seed under OUT/seeds/ at once and reports progress
     after the main runs' (``done`` of ``total``); safe to call from worker threads."""
 
-    def __init__(self, out: Path, done: int, total: int, on_progress: Callable[[Progress], None]) -> None:
+    def __init__(
+        self, out: Path, done: int, total: int, on_progress: Callable[[Progress], None]
+    ) -> None:
         self.out, self.done, self.total, self.on_progress = out, done, total, on_progress
         self.runs: dict[str, list[SeedRun]] = {}
         self.running: Counter[str] = Counter()
@@ -97,7 +105,9 @@ class _SeedTracker:
     def started(self, account: str) -> None:
         with self.lock:
             self.running[account] += 1
-            self.on_progress(Progress(None, self.done, self.total, False, tuple(sorted(self.running))))
+            self.on_progress(
+                Progress(None, self.done, self.total, False, tuple(sorted(self.running)))
+            )
 
     def finished(self, graded: Graded) -> None:
         account, seed = graded.job.submission.account, graded.job.seed
@@ -108,12 +118,23 @@ class _SeedTracker:
             self.done += 1
             self.running[account] -= 1
             self.running += Counter()  # drops the accounts no longer running
-            self.on_progress(Progress(graded.result, self.done, self.total, False, tuple(sorted(self.running)), seed))
+            self.on_progress(
+                Progress(
+                    graded.result, self.done, self.total, False, tuple(sorted(self.running)), seed
+                )
+            )
 
 
-def _with_seeds(out: Path, results: list[Result], submissions: dict[str, Submission], context: Context,
-                executor: Executor, count: int, force: bool,
-                on_progress: Callable[[Progress], None]) -> tuple[list[Result], int]:
+def _with_seeds(
+    out: Path,
+    results: list[Result],
+    submissions: dict[str, Submission],
+    context: Context,
+    executor: Executor,
+    count: int,
+    force: bool,
+    on_progress: Callable[[Progress], None],
+) -> tuple[list[Result], int]:
     """Every borderline result re-run with ``count`` more seeds (those kept under OUT/seeds/ with a
     matching key are reused unless ``force``), merged by the rubric's seed policy and written again
     where that changed it; (the results, how many re-runs ran now)."""
@@ -122,7 +143,12 @@ def _with_seeds(out: Path, results: list[Result], submissions: dict[str, Submiss
     todo: list[Job] = []
     for result in results:
         sub = submissions.get(result.student)
-        if count <= 0 or sub is None or result.cache_key is None or not seeds.is_borderline(rubric, result):
+        if (
+            count <= 0
+            or sub is None
+            or result.cache_key is None
+            or not seeds.is_borderline(rubric, result)
+        ):
             continue
         for seed in seeds.extra_seeds(rubric, count):
             key = seeds.seed_key(result.cache_key, seed)
@@ -136,8 +162,12 @@ def _with_seeds(out: Path, results: list[Result], submissions: dict[str, Submiss
         executor.run(todo, context, tracker)
     merged = []
     for result in results:
-        runs = sorted(found.get(result.student, []) + tracker.runs.get(result.student, []), key=lambda r: r.seed)
-        now = seeds.merge(rubric, result, runs)  # no runs: as graded (a result merged before is restored)
+        runs = sorted(
+            found.get(result.student, []) + tracker.runs.get(result.student, []),
+            key=lambda r: r.seed,
+        )
+        # no runs: as graded (a result merged before is restored)
+        now = seeds.merge(rubric, result, runs)
         if now != result:
             now.write(out / "results" / f"{result.student}.json")
         merged.append(now)
@@ -149,26 +179,45 @@ def _selected(found: Collected, only: frozenset[str] | None) -> Collected:
     file is an error, never an empty batch."""
     if only is None:
         return found
-    present = {s.account for s in found.submissions} | {a for a, _, _ in (*found.unreadable, *found.disputed)}
+    present = {s.account for s in found.submissions} | {
+        a for a, _, _ in (*found.unreadable, *found.disputed)
+    }
     absent = sorted(only - present)
     if absent:
-        raise GraderError(f"--only: no submission for {', '.join(absent)} in the folder; accounts are the <account> "
-                          f"of the file names (found {len(present)})")
-    return Collected(tuple(s for s in found.submissions if s.account in only),
-                     tuple(u for u in found.unreadable if u[0] in only), found.skipped,
-                     tuple(d for d in found.disputed if d[0] in only))
+        raise GraderError(
+            f"--only: no submission for {', '.join(absent)} in the folder; accounts "
+            "are the <account> "
+            f"of the file names (found {len(present)})"
+        )
+    return Collected(
+        tuple(s for s in found.submissions if s.account in only),
+        tuple(u for u in found.unreadable if u[0] in only),
+        found.skipped,
+        tuple(d for d in found.disputed if d[0] in only),
+    )
 
 
 def _refuse_out_inside(directory: Path, out: Path) -> None:
     if directory.is_dir() and out.resolve().is_relative_to(directory.resolve()):
-        raise GraderError(f"--out {out} is inside the submissions folder {directory}; choose a folder outside it "
-                          "(its results and pages would be read as submissions next time)")
+        raise GraderError(
+            f"--out {out} is inside the submissions folder {directory}; choose a "
+            "folder outside it "
+            "(its results and pages would be read as submissions next time)"
+        )
 
 
-def grade_directory(directory: Path, out: Path, context: Context, executor: Executor,
-                    on_progress: Callable[[Progress], None] = lambda p: None, force: bool = False,
-                    overrides: dict[str, Override] | None = None, roster: Roster | None = None,
-                    borderline_seeds: int = 0, only: frozenset[str] | None = None) -> BatchSummary:
+def grade_directory(
+    directory: Path,
+    out: Path,
+    context: Context,
+    executor: Executor,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    force: bool = False,
+    overrides: dict[str, Override] | None = None,
+    roster: Roster | None = None,
+    borderline_seeds: int = 0,
+    only: frozenset[str] | None = None,
+) -> BatchSummary:
     """Grade every submission under ``directory`` (a folder or a zip) with ``executor``; write each
     result as soon as it is known; reuse results whose cache key still matches unless ``force``.
     With ``borderline_seeds`` K, every borderline result is then run again with K more seeds through
@@ -179,19 +228,36 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
     rubric = context.rubric
     found = collect(directory, rubric, out / "unpacked")
     stored = {path.stem for path in (out / "results").glob("*.json")}
-    check_accounts(overrides or {}, {s.account for s in found.submissions} | stored
-                   | {u[0] for u in (*found.unreadable, *found.disputed)})
+    check_accounts(
+        overrides or {},
+        {s.account for s in found.submissions}
+        | stored
+        | {u[0] for u in (*found.unreadable, *found.disputed)},
+    )
     if only is None:
         policy = rubric.similarity
-        save_pairs(out, similar_pairs(list(found.submissions), read_submission(rubric.template), policy.threshold,
-                                      policy.min_lines))
+        save_pairs(
+            out,
+            similar_pairs(
+                list(found.submissions),
+                read_submission(rubric.template),
+                policy.threshold,
+                policy.min_lines,
+            ),
+        )
     found = _selected(found, only)
     force = force or only is not None
     skipped = found.skipped
-    tracker = _Tracker(out, len(found.submissions) + len(found.unreadable) + len(found.disputed), on_progress,
-                       rubric)
-    for (account, path, why), status in [*((u, Status.ERROR) for u in found.unreadable),
-                                         *((d, Status.REVIEW) for d in found.disputed)]:
+    tracker = _Tracker(
+        out,
+        len(found.submissions) + len(found.unreadable) + len(found.disputed),
+        on_progress,
+        rubric,
+    )
+    for (account, path, why), status in [
+        *((u, Status.ERROR) for u in found.unreadable),
+        *((d, Status.REVIEW) for d in found.disputed),
+    ]:
         result = failed_result(account, path, why, rubric.accuracy.max_points, status)
         result.write(out / "results" / f"{account}.json")
         tracker.record(result, cached=False)
@@ -205,9 +271,22 @@ def grade_directory(directory: Path, out: Path, context: Context, executor: Exec
         else:
             todo.append(Job(sub, key))
     executor.run(todo, context, tracker)
-    results, reseeded = _with_seeds(out, tracker.results, {s.account: s for s in found.submissions}, context, executor,
-                                    borderline_seeds, force, on_progress)
+    results, reseeded = _with_seeds(
+        out,
+        tracker.results,
+        {s.account: s for s in found.submissions},
+        context,
+        executor,
+        borderline_seeds,
+        force,
+        on_progress,
+    )
     write_atomic(out / "skipped.json", json.dumps(list(skipped)).encode())
     warnings = rerender(out, rubric, overrides or {}, roster)
-    return BatchSummary(tuple(sorted(results, key=lambda r: r.student)), skipped,
-                        len(found.submissions) - len(todo), reseeded, warnings)
+    return BatchSummary(
+        tuple(sorted(results, key=lambda r: r.student)),
+        skipped,
+        len(found.submissions) - len(todo),
+        reseeded,
+        warnings,
+    )

@@ -32,7 +32,8 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Setup:
-    """What the grading commands share: the rubric, the data, a time limit and the sandbox choice."""
+    """What the grading commands share: the rubric, the data, a time limit and the sandbox
+    choice."""
 
     rubric: Path | None = None  # None: ./rubric.yaml, else the shipped one
     data: Path | None = None  # a folder with the four IDX files; None: the prepared cache
@@ -44,7 +45,8 @@ class Setup:
 class Placement:
     """Where a batch's runs go on this machine."""
 
-    jobs: int | None = None  # at once; None: --per-gpu per GPU, else cores / the rubric's cpu_threads
+    # at once; None: --per-gpu per GPU, else cores / the rubric's cpu_threads
+    jobs: int | None = None
     gpus: str | None = None  # "0,1" (nvidia-smi indices or UUIDs), "none", or None: all visible
     per_gpu: int = 1
 
@@ -56,8 +58,11 @@ def rubric_of(setup: Setup) -> Rubric:
         return rubric
     if setup.timeout <= 0:
         raise GraderError("--timeout must be a positive number of seconds")
-    limits = replace(rubric.limits, total_timeout_s=setup.timeout,
-                                 cell_timeout_s=min(rubric.limits.cell_timeout_s, setup.timeout))
+    limits = replace(
+        rubric.limits,
+        total_timeout_s=setup.timeout,
+        cell_timeout_s=min(rubric.limits.cell_timeout_s, setup.timeout),
+    )
     return replace(rubric, limits=limits)
 
 
@@ -91,8 +96,11 @@ def _limits_notice(sandboxed: bool, say: Say) -> None:
 
     hierarchy, why = find_hierarchy()
     if hierarchy is None:
-        say(f"note: {why}; memory is capped per process (RLIMIT_DATA), not for all of a notebook's processes "
-            "together (run as root for cgroup limits)")
+        say(
+            f"note: {why}; memory is capped per process (RLIMIT_DATA), not for all of a notebook's "
+            "processes "
+            "together (run as root for cgroup limits)"
+        )
 
 
 def slots_of(placement: Placement, rubric: Rubric) -> tuple[Slot, ...]:
@@ -102,20 +110,33 @@ def slots_of(placement: Placement, rubric: Rubric) -> tuple[Slot, ...]:
 
     if placement.jobs is not None and placement.jobs < 1 or placement.per_gpu < 1:
         raise GraderError("--jobs and --per-gpu must be at least 1")
-    gpus = visible_gpus() if placement.gpus is None else () if placement.gpus == "none" else tuple(
-        g.strip() for g in placement.gpus.split(",") if g.strip())
+    gpus = (
+        visible_gpus()
+        if placement.gpus is None
+        else ()
+        if placement.gpus == "none"
+        else tuple(g.strip() for g in placement.gpus.split(",") if g.strip())
+    )
     unknown = [g for g in gpus if find_gpu(g) is None]
     if unknown:
-        raise GraderError(f"GPU {', '.join(unknown)} is not on this machine; give nvidia-smi's indices (or UUIDs) "
-                          "like --gpus 0,1, or --gpus none")
-    return plan_slots(placement.jobs, len(os.sched_getaffinity(0)), gpus, placement.per_gpu, rubric.cpu_threads)
+        raise GraderError(
+            f"GPU {', '.join(unknown)} is not on this machine; give nvidia-smi's "
+            "indices (or UUIDs) "
+            "like --gpus 0,1, or --gpus none"
+        )
+    return plan_slots(
+        placement.jobs, len(os.sched_getaffinity(0)), gpus, placement.per_gpu, rubric.cpu_threads
+    )
 
 
 def how_it_ran(unsandboxed: str | None, slot: Slot | None) -> str:
     """The "ran:" line of one run."""
     where = "in the sandbox" if unsandboxed is None else f"without a sandbox ({unsandboxed})"
     if slot is not None and slot.gpu is not None:
-        return f"{where}, on GPU {slot.gpu} (the TA's run on other hardware can differ by a few tenths of a point)"
+        return (
+            f"{where}, on GPU {slot.gpu} (the TA's run on other hardware can differ by a few "
+            "tenths of a point)"
+        )
     return f"{where}, on the CPU ({slot.threads if slot else 1} threads)"
 
 
@@ -151,7 +172,9 @@ class Checked:
 
     @property
     def ok(self) -> bool:
-        return self.result.status is Status.GRADED and not (self.package is not None and self.package.problems)
+        return self.result.status is Status.GRADED and not (
+            self.package is not None and self.package.problems
+        )
 
 
 def check(paths: Sequence[Path], setup: Setup, run: bool, package: bool, say: Say) -> Checked:
@@ -169,11 +192,24 @@ def check(paths: Sequence[Path], setup: Setup, run: bool, package: bool, say: Sa
     if found is not None and found.main is None:
         raise GraderError("no notebook or script to check: " + "; ".join(found.problems))
     if found is None and len(paths) != 1:
-        raise GraderError("give one notebook or script (or --package with the folder or the three files)")
+        raise GraderError(
+            "give one notebook or script (or --package with the folder or the three files)"
+        )
     path = found.main if found is not None and found.main else paths[0]
     named = rubric.files.account_of(path.name) is not None
-    notices = () if named else (f"the file name should be {rubric.files.notebook} (or .py) when you submit"
-                                + (f": {path.name} is the handout's name, no student's" if rubric.files.is_handout(path.name) else ""),)
+    notices = (
+        ()
+        if named
+        else (
+            f"the file name should be {rubric.files.notebook} (or .py) when "
+            "you submit"
+            + (
+                f": {path.name} is the handout's name, no student's"
+                if rubric.files.is_handout(path.name)
+                else ""
+            ),
+        )
+    )
     result = grade_one(collect_one(path, rubric.files), own.context, own.slot)
     if found is not None and run:
         from grader.pipeline.package import against_measured
@@ -196,13 +232,18 @@ def ci(path: Path, setup: Setup, static: bool, workspace: Path, say: Say) -> tup
     own = own_code(setup, not static, say)
     sub = replace(sub, submitted=commit_time(sub.path) or sub.submitted)
     result = grade_one(sub, own.context, own.slot)
-    return outcome(result, sub, own.context.rubric, workspace, ran=own.context.dataset is not None), own.how
+    return outcome(
+        result, sub, own.context.rubric, workspace, ran=own.context.dataset is not None
+    ), own.how
 
 
 def _uploaded(root: Path) -> Submitted | None:
-    """When Gradescope says the submission was made (its submission_metadata.json, not the student's)."""
+    """When Gradescope says the submission was made (its submission_metadata.json, not the
+    student's)."""
     try:
-        stamp = json.loads((root / "submission_metadata.json").read_text(encoding="utf-8"))["created_at"]
+        stamp = json.loads((root / "submission_metadata.json").read_text(encoding="utf-8"))[
+            "created_at"
+        ]
         when = datetime.fromisoformat(str(stamp))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -210,7 +251,8 @@ def _uploaded(root: Path) -> Submitted | None:
 
 
 def autograder(root: Path, setup: Setup) -> dict[str, Any]:
-    """Inside Gradescope (a container per submission): grade ROOT/submission; a run without a sandbox
+    """Inside Gradescope (a container per submission): grade ROOT/submission; a run without a
+    sandbox
     is said in the output."""
     unsandboxed = sandbox_reason(setup)
     context = context_of(setup, run=True, sandboxed=unsandboxed is None, grading=True)
@@ -218,7 +260,9 @@ def autograder(root: Path, setup: Setup) -> dict[str, Any]:
     return grade_autograder(root, context, how_it_ran(unsandboxed, slot), slot)
 
 
-def grade_autograder(root: Path, context: Context, how: str, slot: Slot | None = None) -> dict[str, Any]:
+def grade_autograder(
+    root: Path, context: Context, how: str, slot: Slot | None = None
+) -> dict[str, Any]:
     """Grade ROOT/submission and write ROOT/results/results.json, whatever happens."""
     from grader.intake.collect import collect_one
     from grader.outputs.ci import outcome
@@ -236,11 +280,14 @@ def grade_autograder(root: Path, context: Context, how: str, slot: Slot | None =
     except GraderError as exc:
         record = unreadable(str(exc))
     except Exception as exc:  # noqa: BLE001 - Gradescope must get a results.json, whatever happened
-        record = unreadable(f"the grader could not grade this submission ({type(exc).__name__}); "
-                            "tell the course staff, who will grade it by hand")
+        record = unreadable(
+            f"the grader could not grade this submission ({type(exc).__name__}); "
+            "tell the course staff, who will grade it by hand"
+        )
     results_dir = root / "results"
     if results_dir.is_symlink() or (results_dir.exists() and not results_dir.is_dir()):
-        results_dir.unlink()  # not ours: Gradescope's folder, which nothing else should have replaced
+        # not ours: Gradescope's folder, which nothing else should have replaced
+        results_dir.unlink()
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
@@ -263,24 +310,34 @@ def batch_context(setup: Setup, say: Say) -> Context:
     """A batch of other people's code runs sandboxed, unless the TA says --no-sandbox."""
     unsandboxed = sandbox_reason(setup)
     if unsandboxed and not setup.no_sandbox:
-        raise GraderError(f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
-                          "or pass --no-sandbox to run it unisolated")
+        raise GraderError(
+            f"a batch of other people's code needs the sandbox, and {unsandboxed}; "
+            "or pass --no-sandbox to run it unisolated"
+        )
     context = context_of(setup, run=True, sandboxed=unsandboxed is None, grading=True)
     _limits_notice(context.sandboxed, say)
     return context
 
 
-def executor_of(kind: str, address: str | None, placement: Placement, rubric: Rubric,
-                say: Say) -> AbstractContextManager[Any]:
-    """The local executor over this machine's slots ("local"), or a connection to a Ray cluster ("ray")."""
+def executor_of(
+    kind: str, address: str | None, placement: Placement, rubric: Rubric, say: Say
+) -> AbstractContextManager[Any]:
+    """The local executor over this machine's slots ("local"), or a connection to a Ray cluster
+    ("ray")."""
     if kind == "ray":
         from grader.pipeline.executors.ray import RayPlan, ray_executor
 
         if placement.jobs is not None or placement.gpus not in (None, "none"):
-            raise GraderError("with --executor ray, Ray places the jobs: drop --jobs and --gpus (or say --gpus none)")
+            raise GraderError(
+                "with --executor ray, Ray places the jobs: drop --jobs and --gpus "
+                "(or say --gpus none)"
+            )
         if placement.per_gpu < 1:
             raise GraderError("--per-gpu must be at least 1")
-        return ray_executor(address, RayPlan(rubric.cpu_threads, placement.per_gpu, use_gpus=placement.gpus != "none"))
+        return ray_executor(
+            address,
+            RayPlan(rubric.cpu_threads, placement.per_gpu, use_gpus=placement.gpus != "none"),
+        )
     if address:
         raise GraderError("--address is for --executor ray")
     from grader.pipeline.executors.local import LocalExecutor
@@ -288,13 +345,17 @@ def executor_of(kind: str, address: str | None, placement: Placement, rubric: Ru
     slots = slots_of(placement, rubric)
     cores = len(os.sched_getaffinity(0))
     if not any(s.gpu for s in slots) and len(slots) * rubric.cpu_threads > cores:
-        say(f"note: {len(slots)} jobs x {rubric.cpu_threads} threads on {cores} cores; runs will slow each other down")
+        say(
+            f"note: {len(slots)} jobs x {rubric.cpu_threads} threads on {cores} cores; runs will "
+            "slow each other down"
+        )
     return nullcontext(LocalExecutor(slots))
 
 
 @dataclass(frozen=True)
 class Needs:
-    """`grader env`: the modules the class imports, which are missing, and which the rubric allows to install."""
+    """`grader env`: the modules the class imports, which are missing, and which the rubric allows
+    to install."""
 
     needs: tuple[Any, ...]
     missing: tuple[Any, ...]
@@ -310,7 +371,9 @@ def needs(directory: Path, rubric: Rubric) -> Needs:
         found = environment.scan(collect(directory, rubric, Path(temp)).submissions)
     missing = tuple(n for n in found if not n.installed)
     allowed = frozenset(p.lower() for p in rubric.allowed_packages)
-    return Needs(found, missing, allowed, tuple(n.package for n in missing if n.package.lower() in allowed))
+    return Needs(
+        found, missing, allowed, tuple(n.package for n in missing if n.package.lower() in allowed)
+    )
 
 
 def install(packages: Sequence[str]) -> None:
@@ -319,4 +382,3 @@ def install(packages: Sequence[str]) -> None:
 
     if pip_install(list(packages)) != 0:
         raise GraderError(f"pip could not install {' '.join(packages)}; see its output above")
-

@@ -18,9 +18,11 @@ from grader.model.rubric import FilePatterns
 from grader.pipeline.grade import report_headline, twin_note
 
 _KINDS = {".ipynb": "notebook", ".py": "script", ".pdf": "report"}
-_HOW = {"notebook": "in Colab: File > Download > Download .ipynb",
-        "script": "in Colab: File > Download > Download .py",
-        "report": "export the report as PDF"}
+_HOW = {
+    "notebook": "in Colab: File > Download > Download .ipynb",
+    "script": "in Colab: File > Download > Download .py",
+    "report": "export the report as PDF",
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,11 @@ def _candidates(paths: Sequence[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix in _KINDS and p.is_file() and not p.name.startswith("."))
+            found += sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix in _KINDS and p.is_file() and not p.name.startswith(".")
+            )
         elif path.exists():
             found.append(path)
         else:
@@ -60,8 +66,14 @@ def inspect(paths: Sequence[Path], patterns: FilePatterns) -> Package:
         matched = patterns.account_of(path.name)
         if matched is None:
             kind = _KINDS.get(path.suffix)
-            expected = getattr(patterns, kind) if kind else f"{patterns.notebook}, {patterns.script} or {patterns.report}"
-            problems.append(f"{path.name} does not follow the name the TA expects ({expected}); rename it")
+            expected = (
+                getattr(patterns, kind)
+                if kind
+                else (f"{patterns.notebook}, {patterns.script} or {patterns.report}")
+            )
+            problems.append(
+                f"{path.name} does not follow the name the TA expects ({expected}); rename it"
+            )
             continue
         account, kind = matched
         accounts.setdefault(account, []).append(path.name)
@@ -70,12 +82,16 @@ def inspect(paths: Sequence[Path], patterns: FilePatterns) -> Package:
         files.setdefault(kind, path)
     if len(accounts) > 1:
         named = "; ".join(f"{a}: {', '.join(n)}" for a, n in sorted(accounts.items()))
-        problems.append(f"the files name different accounts ({named}); use your one account in all three names")
+        problems.append(
+            f"the files name different accounts ({named}); use your one account in all three names"
+        )
     owner = next(iter(accounts)) if len(accounts) == 1 else None
     shown = owner or "<account>"
     for kind in ("notebook", "script", "report"):
         if kind not in files:
-            problems.append(f"{getattr(patterns, kind).replace('{account}', shown)} is missing ({_HOW[kind]})")
+            problems.append(
+                f"{getattr(patterns, kind).replace('{account}', shown)} is missing ({_HOW[kind]})"
+            )
     package = Package(owner, files, tuple(problems))
     return _with_contents(package)
 
@@ -96,15 +112,22 @@ def _with_contents(package: Package) -> Package:
         if found.problem:
             problems.append(found.problem)
         elif not found.first_line:
-            notes.append(f"{report.name if report else ''}: \"Best accuracy: {found.accuracy:g}%\" should be the report's first line")
+            notes.append(
+                f'{report.name if report else ""}: "Best accuracy: {found.accuracy:g}%" '
+                "should be the report's first line"
+            )
     return replace(package, problems=tuple(problems), notes=tuple(notes), headline=found)
 
 
 def against_measured(package: Package, measured: float | None, tolerance: float) -> Package:
-    """After the run: the report's figure must be within ``tolerance`` points of the measured one."""
+    """After the run: the report's figure must be within ``tolerance`` points of the measured
+    one."""
     stated = package.headline.accuracy if package.headline else None
     if stated is None or measured is None or abs(stated - measured) <= tolerance:
         return package
-    problem = (f"the report states Best accuracy {stated:g}% but the run measured {measured:.2f}% "
-               f"(more than {tolerance:g} points apart); report the accuracy your submitted notebook reaches")
+    problem = (
+        f"the report states Best accuracy {stated:g}% but the run measured {measured:.2f}% "
+        f"(more than {tolerance:g} points apart); report the accuracy your submitted "
+        "notebook reaches"
+    )
     return replace(package, problems=(*package.problems, problem))

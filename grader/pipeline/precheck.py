@@ -48,16 +48,29 @@ def _from_colab() -> Found | None:
     reply = _message.blocking_request("get_ipynb", request="", timeout_sec=10)
     notebook = reply.get("ipynb") if isinstance(reply, dict) else None
     if not isinstance(notebook, dict):
-        raise GraderError("Colab did not hand over the open notebook; save it (Ctrl+S) and try again, "
-                          "or download the .ipynb and run `grader check` on it")
-    name = os.environ.get("COLAB_NOTEBOOK_NAME") or str(notebook.get("metadata", {}).get("colab", {}).get("name") or "notebook.ipynb")
+        raise GraderError(
+            "Colab did not hand over the open notebook; save it (Ctrl+S) and try "
+            "again, "
+            "or download the .ipynb and run `grader check` on it"
+        )
+    name = os.environ.get("COLAB_NOTEBOOK_NAME") or str(
+        notebook.get("metadata", {}).get("colab", {}).get("name") or "notebook.ipynb"
+    )
     return Found(json.dumps(notebook), name, "the notebook open in Colab")
 
 
 def _from_session() -> Found | None:
     namespace = _user_namespace()
-    for candidate in (namespace.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"), namespace.get("__session__")):
-        if isinstance(candidate, str) and candidate.endswith(".ipynb") and Path(candidate).is_file():
+    for candidate in (
+        namespace.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+        namespace.get("__session__"),
+    ):
+        if (
+            isinstance(candidate, str)
+            and candidate.endswith(".ipynb")
+            and Path(candidate).is_file()
+        ):
             path = Path(candidate)
             return Found(path.read_text(encoding="utf-8-sig"), path.name, f"{path} (last saved)")
     return None
@@ -72,8 +85,11 @@ def find_notebook(path: str | Path | None = None) -> Found:
         return Found(given.read_text(encoding="utf-8-sig"), given.name, str(given))
     found = _from_colab() or _from_session()
     if found is None:
-        raise GraderError("cannot tell which notebook this kernel runs; call grader.precheck('HW3_<account>.ipynb') "
-                          "with its file name")
+        raise GraderError(
+            "cannot tell which notebook this kernel runs; call "
+            "grader.precheck('HW3_<account>.ipynb') "
+            "with its file name"
+        )
     return found
 
 
@@ -89,7 +105,11 @@ class Verdict:
     @property
     def ok(self) -> bool:
         """Every rule decided and kept."""
-        return self.problem is None and self.result is not None and all(c.ok for c in self.result.checks)
+        return (
+            self.problem is None
+            and self.result is not None
+            and all(c.ok for c in self.result.checks)
+        )
 
     @property
     def headline(self) -> str:
@@ -119,13 +139,18 @@ def precheck(path: str | Path | None = None) -> Verdict:
     """Check the notebook being edited (or ``path``) against the homework's rules, statically."""
     started = time.perf_counter()
     if os.environ.get(GRADING):
-        return Verdict(None, "a grading run", 0.0, "skipped inside a grading run: the grader checks the notebook itself")
+        return Verdict(
+            None,
+            "a grading run",
+            0.0,
+            "skipped inside a grading run: the grader checks the notebook itself",
+        )
     try:
+        from grader.intake.read import notebook_from_text
         from grader.model.context import Context
+        from grader.model.rubric import load_rubric
         from grader.pipeline.grade import grade_one
         from grader.static.reference import derive_facts
-        from grader.model.rubric import load_rubric
-        from grader.intake.read import notebook_from_text
 
         found = find_notebook(path)
         rubric = load_rubric()

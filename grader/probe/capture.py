@@ -19,38 +19,56 @@ import torch
 from grader.probe import model as models
 from grader.probe.identity import Serials
 
-CAPTURE_VERSION = 2  # 2: the pass's arithmetic (precision), its inputs' dtype, the views it averaged
+# 2: the pass's arithmetic (precision), its inputs' dtype, the views it averaged
+CAPTURE_VERSION = 2
 MAX_INPUT_ROWS = 20_000  # a test pass feeds 10,000 images; more is not a test pass
 
 
 class Snapshot:
-    """The predicting model as a test pass ended: the module, its structure and a copy of its state."""
+    """The predicting model as a test pass ended: the module, its structure and a copy of its
+    state."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.module = weakref.ref(module)
         self.structure = structure(module)
-        self.state = {name: value.detach().clone() for name, value in module.state_dict(keep_vars=True).items()}
+        self.state = {
+            name: value.detach().clone()
+            for name, value in module.state_dict(keep_vars=True).items()
+        }
 
 
 class Pass:
-    """A pass to capture that the recorder did not name a test pass: the probe's own over the test set,
+    """A pass to capture that the recorder did not name a test pass: the probe's own over the test
+    set,
     or the notebook's last evaluation of rows the content key could not name."""
 
-    def __init__(self, inputs: list[torch.Tensor], predictions: list[int], snapshot: Snapshot, preprocessing: str,
-                 by_probe: bool = True, precision: str = "float32") -> None:
-        self.by_probe = by_probe  # False: the notebook's own evaluation, which the content key did not name
+    def __init__(
+        self,
+        inputs: list[torch.Tensor],
+        predictions: list[int],
+        snapshot: Snapshot,
+        preprocessing: str,
+        by_probe: bool = True,
+        precision: str = "float32",
+    ) -> None:
+        # False: the notebook's own evaluation, which the content key did not name
+        self.by_probe = by_probe
         self.precision = precision  # the arithmetic its scores were computed in (passes.precision)
         self.inputs = inputs
         self.row_classes = [torch.tensor(predictions, dtype=torch.int8)]
         self.snapshot = snapshot
-        self.preprocessing = preprocessing  # "assumed: ..." when the notebook never showed its test transform
+        # "assumed: ..." when the notebook never showed its test transform
+        self.preprocessing = preprocessing
 
 
 def structure(module: torch.nn.Module) -> list[Any]:
     """What must be unchanged for the module to still be the one that predicted: its submodules'
     types and its state's names, shapes and dtypes."""
     kinds = [[name, type(sub).__qualname__] for name, sub in module.named_modules()]
-    state = [[name, list(value.shape), str(value.dtype)] for name, value in module.state_dict(keep_vars=True).items()]
+    state = [
+        [name, list(value.shape), str(value.dtype)]
+        for name, value in module.state_dict(keep_vars=True).items()
+    ]
     return [kinds, state]
 
 
@@ -61,15 +79,25 @@ def owner(predictor: tuple[int, int], recorder: Any, serials: Serials) -> torch.
     if not ends or any(m is None for m in ends):
         return None
     owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
-    return models.smallest_owner(owned, serials, models.live_modules(), prefer=[m for m in ends if m is not None])
+    return models.smallest_owner(
+        owned, serials, models.live_modules(), prefer=[m for m in ends if m is not None]
+    )
 
 
-def _tensor_entry(name: str, kind: str, value: torch.Tensor, chunks: list[bytes], offset: int) -> tuple[dict[str, Any], int]:
+def _tensor_entry(
+    name: str, kind: str, value: torch.Tensor, chunks: list[bytes], offset: int
+) -> tuple[dict[str, Any], int]:
     data = value.detach().to("cpu").contiguous()
     raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
     chunks.append(raw)
-    entry = {"name": name, "kind": kind, "dtype": str(data.dtype).removeprefix("torch."), "shape": list(data.shape),
-             "offset": offset, "bytes": len(raw)}
+    entry = {
+        "name": name,
+        "kind": kind,
+        "dtype": str(data.dtype).removeprefix("torch."),
+        "shape": list(data.shape),
+        "offset": offset,
+        "bytes": len(raw),
+    }
     return entry, offset + len(raw)
 
 
@@ -91,7 +119,9 @@ def python_twin(script: torch.nn.Module, sample: torch.Tensor) -> torch.nn.Modul
             twin = copy.deepcopy(candidate).eval()
             twin.load_state_dict(state)
             with torch.no_grad():
-                if torch.allclose(twin(sample).float(), script(sample).float(), rtol=1e-4, atol=1e-5):
+                if torch.allclose(
+                    twin(sample).float(), script(sample).float(), rtol=1e-4, atol=1e-5
+                ):
                     return twin
         except Exception:  # noqa: BLE001 - a candidate that cannot stand in is not the twin
             continue
@@ -120,35 +150,53 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
         if isinstance(found, torch.jit.ScriptModule):
             exported = python_twin(found, sample) or found
         with torch.no_grad():
-            program = torch.export.export(exported, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},),
-                                          strict=False)
+            program = torch.export.export(
+                exported, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
+            )
     finally:
         found.train(was_training)
         recorder.internal = False
     artifact = serialize(program)
     chunks: list[bytes] = []
     offset, tensors = 0, []
-    specs = {spec.target: spec.kind.name for spec in program.graph_signature.input_specs if spec.target}
+    specs = {
+        spec.target: spec.kind.name for spec in program.graph_signature.input_specs if spec.target
+    }
     for name, value in program.state_dict.items():
         state = snapshot.state.get(name, value) if not changed else value
-        entry, offset = _tensor_entry(name, specs.get(name, "BUFFER").lower(), state, chunks, offset)
+        entry, offset = _tensor_entry(
+            name, specs.get(name, "BUFFER").lower(), state, chunks, offset
+        )
         tensors.append(entry)
     for name, value in program.constants.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"the model holds a constant that is not a tensor ({type(value).__name__})")
+            raise ValueError(
+                f"the model holds a constant that is not a tensor ({type(value).__name__})"
+            )
         entry, offset = _tensor_entry(name, "constant", value, chunks, offset)
         tensors.append(entry)
     rows, offset = _tensor_entry("inputs", "input", inputs.float(), chunks, offset)
-    predictor = getattr(graded, "predictor", None)  # test-time augmentation: the same model on every mirror image
-    mirrored = predictor is not None and recorder.observers.tests.mirrored_all(predictor[0], graded.end_step)
+    # test-time augmentation: the same model on every mirror image
+    predictor = getattr(graded, "predictor", None)
+    mirrored = predictor is not None and recorder.observers.tests.mirrored_all(
+        predictor[0], graded.end_step
+    )
     classes = torch.cat(graded.row_classes).to(torch.int8).cpu().numpy().tobytes()
-    manifest = {"version": CAPTURE_VERSION, "graph": artifact.exported_program.decode("utf-8"), "tensors": tensors,
-                "inputs": rows, "input_shape": list(graded.inputs[0].shape[1:]),
-                "row_classes": base64.b64encode(classes).decode(), "changed_after_pass": changed,
-                "structure_at_pass": snapshot.structure, "by_probe": getattr(graded, "by_probe", False),
-                "preprocessing": getattr(graded, "preprocessing", None), "precision": graded.precision,
-                "input_dtype": str(sample.dtype).removeprefix("torch."),
-                "views": ["identity", "hflip"] if mirrored else ["identity"]}
+    manifest = {
+        "version": CAPTURE_VERSION,
+        "graph": artifact.exported_program.decode("utf-8"),
+        "tensors": tensors,
+        "inputs": rows,
+        "input_shape": list(graded.inputs[0].shape[1:]),
+        "row_classes": base64.b64encode(classes).decode(),
+        "changed_after_pass": changed,
+        "structure_at_pass": snapshot.structure,
+        "by_probe": getattr(graded, "by_probe", False),
+        "preprocessing": getattr(graded, "preprocessing", None),
+        "precision": graded.precision,
+        "input_dtype": str(sample.dtype).removeprefix("torch."),
+        "views": ["identity", "hflip"] if mirrored else ["identity"],
+    }
     return manifest, b"".join(chunks)
 
 

@@ -84,12 +84,19 @@ class Checkpoints(Observer):
         explained = self.continuity.explains(params)
         self.continuity.loaded(params)
         self.events += 1
-        self.loads.append({"param": of(params[0]) if params else None, "step": self.shared.steps,
-                           "params": [of(p) for p in params[:MAX_LOAD_PARAMS]],
-                           "test_batch": self.shared.test_batches, "event": self.events,
-                           "from_param": source, "restored": restored[0] if restored else None,
-                           "restored_event": restored[1] if restored else None,
-                           "explained": explained})
+        self.loads.append(
+            {
+                "param": of(params[0]) if params else None,
+                "step": self.shared.steps,
+                "params": [of(p) for p in params[:MAX_LOAD_PARAMS]],
+                "test_batch": self.shared.test_batches,
+                "event": self.events,
+                "from_param": source,
+                "restored": restored[0] if restored else None,
+                "restored_event": restored[1] if restored else None,
+                "explained": explained,
+            }
+        )
 
     def export(self, record: dict[str, Any]) -> None:
         record["loads"] = self.loads[-1000:]

@@ -19,13 +19,26 @@ import torch
 from grader.evaluator import key
 from grader.evaluator.key import PIXELS, read_images
 
-__all__ = ["PIXELS", "ImageIndex", "Match", "PerPixel", "image_rows", "read_images", "same_image_rows"]
+__all__ = [
+    "PIXELS",
+    "ImageIndex",
+    "Match",
+    "PerPixel",
+    "image_rows",
+    "read_images",
+    "same_image_rows",
+]
 
 
 def image_rows(value: object) -> torch.Tensor | None:
     """``value`` as rows of one image each, (rows, 784), when its trailing dimensions hold exactly
     one image ((N, 784), (N, 1, 28, 28), (1, N, 784), ...) and it holds pixels; else None."""
-    if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.numel() == 0 or value.is_complex():
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dim() < 2
+        or value.numel() == 0
+        or value.is_complex()
+    ):
         return None
     if not (value.is_floating_point() or value.dtype == torch.uint8):
         return None
@@ -41,24 +54,35 @@ def image_rows(value: object) -> torch.Tensor | None:
 
 @dataclass(frozen=True)
 class Match:
-    """Rows of one input that are images of one split: their positions in the batch and image indices."""
+    """Rows of one input that are images of one split: their positions in the batch and image
+    indices."""
 
     split: str  # "test" or "train"
     positions: list[int]
-    indices: list[list[int]]  # per position: every index with that content (exact duplicates share one)
+    # per position: every index with that content (exact duplicates share one)
+    indices: list[list[int]]
     batch: int
-    flipped: frozenset[int] = frozenset()  # positions whose rows are their images flipped left to right
+    # positions whose rows are their images flipped left to right
+    flipped: frozenset[int] = frozenset()
 
     def upright(self) -> Match | None:
-        """The rows that are their images as they are (a test-time flip is another view, not a prediction)."""
+        """The rows that are their images as they are (a test-time flip is another view, not a
+        prediction)."""
         if not self.flipped:
             return self
-        kept = [(p, group) for p, group in zip(self.positions, self.indices) if p not in self.flipped]
-        return Match(self.split, [p for p, _ in kept], [g for _, g in kept], self.batch) if kept else None
+        kept = [
+            (p, group) for p, group in zip(self.positions, self.indices) if p not in self.flipped
+        ]
+        return (
+            Match(self.split, [p for p, _ in kept], [g for _, g in kept], self.batch)
+            if kept
+            else None
+        )
 
 
 def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Per row of ``rows`` (n, 784), whether it is its ``images`` row (as is or mirrored left to right)
+    """Per row of ``rows`` (n, 784), whether it is its ``images`` row (as is or mirrored left to
+    right)
     under one map of the grey levels: an affine map (either sign) within half a grey level at every
     pixel, or a monotone one (equal pixels equal, brighter pixels never darker, or never brighter)
     within half a grey level of the row's range; both within the rounding of the row's own dtype.
@@ -71,7 +95,8 @@ def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     slack = (high - low) * (0.5 / 255) + rounding
     mirrored = images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)
     found = torch.zeros(rows.shape[0], dtype=torch.bool)
-    bottom, top = images.amin(1, keepdim=True), images.amax(1, keepdim=True)  # the same for the mirror
+    # the same for the mirror
+    bottom, top = images.amin(1, keepdim=True), images.amax(1, keepdim=True)
     for candidate, sign in ((images, 1.0), (images, -1.0), (mirrored, 1.0), (mirrored, -1.0)):
         # affine: each pixel within half a grey level of the map through the extremes (each tried
         # while some row is not yet found: the usual Normalize is found by the first)
@@ -81,7 +106,8 @@ def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
         if bool(found.all()):
             break
-    left = (~found).nonzero().squeeze(1)  # monotone (a sort of each image): only for the rows not yet found
+    # monotone (a sort of each image): only for the rows not yet found
+    left = (~found).nonzero().squeeze(1)
     if left.numel():
         rows, slack, varying = rows[left], slack[left], (high > low).squeeze(1)[left]
         for candidate in (images[left], mirrored[left]):
@@ -98,8 +124,12 @@ class ImageIndex:
         self.pixels = PIXELS
         self.splits: dict[str, dict[bytes, list[int]]] = {}
         self.sizes: dict[str, int] = {}
-        self.images: dict[str, torch.Tensor] = {}  # the raw images, to verify a key's match pixel by pixel
-        for split, name in (("test", "t10k-images-idx3-ubyte"), ("train", "train-images-idx3-ubyte")):
+        # the raw images, to verify a key's match pixel by pixel
+        self.images: dict[str, torch.Tensor] = {}
+        for split, name in (
+            ("test", "t10k-images-idx3-ubyte"),
+            ("train", "train-images-idx3-ubyte"),
+        ):
             if (raw / name).is_file():
                 images = read_images(raw / name)
                 self.images[split] = images
@@ -123,44 +153,75 @@ class ImageIndex:
         found: dict[str, Match] = {}
         for split, table in self.splits.items():
             # An inverted image (1 - x, a decreasing map) swaps its minimum and maximum masks.
-            hits = [(position, hit) for position, row_key in enumerate(keys)
-                    if (hit := table.get(row_key) or table.get(row_key[half:] + row_key[:half])) is not None]
+            hits = [
+                (position, hit)
+                for position, row_key in enumerate(keys)
+                if (hit := table.get(row_key) or table.get(row_key[half:] + row_key[:half]))
+                is not None
+            ]
             turned: list[tuple[int, list[int]]] = []
             if len(hits) < len(keys):  # an image flipped left to right: its masks are
                 if flipped is None:
-                    flipped = key.pack(masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1))
+                    flipped = key.pack(
+                        masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1)
+                    )
                 seen = {position for position, _ in hits}
-                turned = [(position, hit) for position, row_key in enumerate(flipped)
-                          if position not in seen and (hit := table.get(row_key)) is not None]
+                turned = [
+                    (position, hit)
+                    for position, row_key in enumerate(flipped)
+                    if position not in seen and (hit := table.get(row_key)) is not None
+                ]
                 hits = sorted(hits + turned, key=lambda item: item[0])
             if hits:
-                found[split] = Match(split, [p for p, _ in hits], [i for _, i in hits], len(keys),
-                                     frozenset(p for p, _ in turned))
+                found[split] = Match(
+                    split,
+                    [p for p, _ in hits],
+                    [i for _, i in hits],
+                    len(keys),
+                    frozenset(p for p, _ in turned),
+                )
         return found
 
     def verified(self, match: Match, value: object) -> Match | None:
-        """The rows of ``match`` that are, pixel by pixel, an image their key named (``same_image_rows``).
-        A key names an image, but a row changed by augmentation (an erased box) may come to share the
+        """The rows of ``match`` that are, pixel by pixel, an image their key named
+        (``same_image_rows``).
+        A key names an image, but a row changed by augmentation (an erased box) may come to share
+        the
         key of another image: a row is evidence against the notebook (a test image trained on, a
         training image also validated on) only when it is that image."""
         rows = image_rows(value)
         images = self.images.get(match.split)
         if rows is None or images is None or not match.positions:
             return None
-        positions = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group])
+        positions = torch.tensor(
+            [p for p, group in zip(match.positions, match.indices) for _ in group]
+        )
         indices = torch.tensor([i for group in match.indices for i in group])
-        hit = same_image_rows(rows.index_select(0, positions.to(rows.device)), images.index_select(0, indices))
+        hit = same_image_rows(
+            rows.index_select(0, positions.to(rows.device)), images.index_select(0, indices)
+        )
         exact = set(positions[hit].tolist())
         kept = [(p, group) for p, group in zip(match.positions, match.indices) if p in exact]
-        return Match(match.split, [p for p, _ in kept], [g for _, g in kept], match.batch,
-                     match.flipped & exact) if kept else None
+        return (
+            Match(
+                match.split,
+                [p for p, _ in kept],
+                [g for _, g in kept],
+                match.batch,
+                match.flipped & exact,
+            )
+            if kept
+            else None
+        )
 
     @staticmethod
     def majority(found: dict[str, Match]) -> Match | None:
         """The split most rows are images of, when at least half of them are."""
         best: Match | None = None
         for match in found.values():
-            if 2 * len(match.positions) >= match.batch and (best is None or len(match.positions) > len(best.positions)):
+            if 2 * len(match.positions) >= match.batch and (
+                best is None or len(match.positions) > len(best.positions)
+            ):
                 best = match
         return best
 
@@ -203,13 +264,25 @@ class PerPixel:
             rows = given.detach()
             if stepping:
                 low = rows.amin(0)
-                same = self.zero is not None and self.zero.device == low.device and self.zero.dtype == low.dtype
+                same = (
+                    self.zero is not None
+                    and self.zero.device == low.device
+                    and self.zero.dtype == low.dtype
+                )
                 self.zero = torch.minimum(self.zero, low) if same else low  # type: ignore[arg-type]
-            if self.zero is None or self.zero.device != rows.device or self.zero.dtype != rows.dtype:
+            if (
+                self.zero is None
+                or self.zero.device != rows.device
+                or self.zero.dtype != rows.dtype
+            ):
                 return None
             masks = (rows == self.zero).cpu().numpy()
         packed = numpy.packbits(masks, axis=1)
-        hits = [(position, found) for position, row in enumerate(packed) if (found := self.table.get(row.tobytes()))]
+        hits = [
+            (position, found)
+            for position, row in enumerate(packed)
+            if (found := self.table.get(row.tobytes()))
+        ]
         if 2 * len(hits) < len(packed):
             return None
         self.hits += 1

@@ -7,15 +7,20 @@ synchronisation, a few microseconds) into its hull: the least and greatest value
 at a counted moment (also before the first step). Before any optimizer's next step over one of them,
 and at the export, each window must lie within its hull, up to the rounding of a change of dtype
 (``model.half()``) or of an average (an EMA's float32 error). A restored checkpoint is one of those
-states, and an average of them (EMA, SWA, Polyak, Lookahead's slow weights) lies between them, however
-it was written back (``load_state_dict``, ``copy_``, ``vector_to_parameters``). A value outside is an
+states, and an average of them (EMA, SWA, Polyak, Lookahead's slow weights) lies between them,
+however
+it was written back (``load_state_dict``, ``copy_``, ``vector_to_parameters``). A value outside is
+an
 update the step hooks did not see (``step.__wrapped__``, a hand-written ``p.data -= ...``, weights
-trained further in a copy and loaded back): it is counted, per optimizer and at the end, and the judge
-says the epochs cannot be decided. Windows are kept per set of parameters, so a new optimizer over the
+trained further in a copy and loaded back): it is counted, per optimizer and at the end, and the
+judge
+says the epochs cannot be decided. Windows are kept per set of parameters, so a new optimizer over
+the
 same parameters each epoch shares them (a change between two optimizers counts).
 
 A window sits at the same secret place in every parameter of a size, so any model's weights can be
-held to the hull of the stepped ones (``explains``): weights loaded, or an averaged model graded as it
+held to the hull of the stepped ones (``explains``): weights loaded, or an averaged model graded as
+it
 is, must be a state the run's counted steps made, or an average of such states.
 """
 
@@ -40,14 +45,18 @@ def _margin(dtype: torch.dtype) -> float:
     return max(HULL_MARGIN, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else HULL_MARGIN
 
 
-def _rates(params: Sequence[torch.Tensor], sizes: Sequence[int], device: torch.device) -> torch.Tensor:
+def _rates(
+    params: Sequence[torch.Tensor], sizes: Sequence[int], device: torch.device
+) -> torch.Tensor:
     """Per value of the windows, the margin its own parameter's dtype allows (one bfloat16 tensor in
     the set loosens nothing for the others)."""
     parts = [torch.full((n,), _margin(p.dtype)) for p, n in zip(params, sizes)]
     return (torch.cat(parts) if parts else torch.zeros(0)).to(device)
 
 
-def _widened(lo: torch.Tensor, hi: torch.Tensor, rate: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def _widened(
+    lo: torch.Tensor, hi: torch.Tensor, rate: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The hull [lo, hi] widened at each position by ``rate`` times the values' size there."""
     margin = torch.maximum(lo.abs(), hi.abs()).mul_(rate)
     return lo - margin, hi + margin
@@ -61,14 +70,23 @@ class _Windows:
         self.ids = frozenset(id(p) for p in params)
         self.pointers = [p.data_ptr() for p in params]
         self.dtypes = [p.dtype for p in params]
-        # Views of the parameters' storage only where it is laid out as they are (a transposed weight
-        # flattened by ``reshape`` is a copy: windows over it would never change); else read each time.
+        # Views of the parameters' storage only where it is laid out as they are (a transposed
+        # weight
+        # flattened by ``reshape`` is a copy: windows over it would never change); else read each
+        # time.
         self.direct = all(p.is_contiguous() for p in params)
         self.numels = [p.numel() for p in params]
-        self.starts = [start(n) for n in self.numels]  # where each window begins in its parameter's values
+        # where each window begins in its parameter's values
+        self.starts = [start(n) for n in self.numels]
         self.lengths = [min(SAMPLE, p.numel() - at) for p, at in zip(params, self.starts)]
-        self.views = ([p.detach().reshape(-1)[at:at + n] for p, at, n in zip(params, self.starts, self.lengths)]
-                      if self.direct else [])
+        self.views = (
+            [
+                p.detach().reshape(-1)[at : at + n]
+                for p, at, n in zip(params, self.starts, self.lengths)
+            ]
+            if self.direct
+            else []
+        )
         self.lo: torch.Tensor | None = None  # the hull: least and greatest value at each position
         self.hi: torch.Tensor | None = None
         self.low = self.high = torch.zeros(0)  # the hull widened by each value's margin
@@ -76,7 +94,8 @@ class _Windows:
         self.rates = _rates(params, self.lengths, device)
 
     def slices(self) -> list[tuple[int, int, int]]:
-        """(its parameter's size, where its window begins in the hull, its length), per parameter, alive
+        """(its parameter's size, where its window begins in the hull, its length), per parameter,
+        alive
         or not (a candidate model's states stay states the run's steps made after it is gone)."""
         found, at = [], 0
         for numel, length in zip(self.numels, self.lengths):
@@ -85,7 +104,8 @@ class _Windows:
         return found
 
     def inherit(self, old: _Windows) -> None:
-        """Carry the hull of the same parameters' earlier windows (moved to another device or dtype)."""
+        """Carry the hull of the same parameters' earlier windows (moved to another device or
+        dtype)."""
         if old.lo is not None and old.hi is not None and old.lengths == self.lengths:
             self.lo, self.hi = old.lo.to(self.rates.device), old.hi.to(self.rates.device)
             self._widen()
@@ -95,8 +115,11 @@ class _Windows:
         return None if any(p is None for p in params) else [p for p in params if p is not None]
 
     def stale(self, params: Sequence[torch.Tensor]) -> bool:
-        """Whether the parameters' values moved to other storage or another dtype since (``p.data = ...``)."""
-        return [p.data_ptr() for p in params] != self.pointers or [p.dtype for p in params] != self.dtypes
+        """Whether the parameters' values moved to other storage or another dtype since (``p.data =
+        ...``)."""
+        return [p.data_ptr() for p in params] != self.pointers or [
+            p.dtype for p in params
+        ] != self.dtypes
 
     def current(self, params: Sequence[torch.Tensor]) -> bool:
         """Whether the windows still view these parameters' storage, in the same dtype."""
@@ -111,7 +134,7 @@ class _Windows:
             flat = p.detach().reshape(-1)
             if flat.numel() < start + length:
                 return None
-            parts.append(flat[start:start + length].float().to(self.rates.device))
+            parts.append(flat[start : start + length].float().to(self.rates.device))
         return torch.cat(parts) if parts else None
 
     def keep(self) -> None:
@@ -132,7 +155,8 @@ class _Windows:
         self.low, self.high = _widened(self.lo, self.hi, self.rates)
 
     def moved(self) -> torch.Tensor | None:
-        """A bool tensor: some value of the windows lies outside their hull (None: nothing to compare)."""
+        """A bool tensor: some value of the windows lies outside their hull (None: nothing to
+        compare)."""
         params = self.alive()
         if self.lo is None or self.hi is None or params is None:
             return None
@@ -160,19 +184,24 @@ class Continuity:
     def __init__(self) -> None:
         self._offsets = random.Random(os.urandom(16))  # secret, and not the notebook's random state
         self._starts: dict[int, int] = {}  # a parameter's size -> where its windows begin
-        self._windows: dict[tuple[int, ...], _Windows] = {}  # by the ids of the parameters, in order
+        # by the ids of the parameters, in order
+        self._windows: dict[tuple[int, ...], _Windows] = {}
         self._users: dict[tuple[int, ...], set[int]] = {}  # optimizers that stepped each set
-        self._changed: dict[int, torch.Tensor] = {}  # optimizer -> steps before which a window had changed
+        # optimizer -> steps before which a window had changed
+        self._changed: dict[int, torch.Tensor] = {}
         # Parameters a gradient reached before any counted step: their values at that first backward
         # (what a model trained by hand before its optimizer's first step no longer has).
         self._first: dict[int, _Windows] = {}
         self._seen: set[int] = set()
-        self._retired: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # size -> the hull of windows now gone
+        # size -> the hull of windows now gone
+        self._retired: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _start(self, numel: int) -> int:
         start = self._starts.get(numel)
         if start is None:
-            start = self._starts[numel] = self._offsets.randrange(numel - SAMPLE + 1) if numel > SAMPLE else 0
+            start = self._starts[numel] = (
+                self._offsets.randrange(numel - SAMPLE + 1) if numel > SAMPLE else 0
+            )
         return start
 
     @staticmethod
@@ -181,20 +210,26 @@ class Continuity:
         if windows.lo is None or windows.hi is None:
             return
         for numel, at, length in windows.slices():
-            lo, hi = windows.lo[at:at + length], windows.hi[at:at + length]
+            lo, hi = windows.lo[at : at + length], windows.hi[at : at + length]
             if numel in hulls:
                 was_lo, was_hi = hulls[numel]
-                lo, hi = torch.minimum(was_lo, lo.to(was_lo.device)), torch.maximum(was_hi, hi.to(was_hi.device))
+                lo, hi = (
+                    torch.minimum(was_lo, lo.to(was_lo.device)),
+                    torch.maximum(was_hi, hi.to(was_hi.device)),
+                )
             hulls[numel] = (lo, hi)
 
     def _renewed(self, old: _Windows, params: Sequence[torch.Tensor]) -> _Windows:
-        """New windows over ``params`` (their storage moved or replaced), keeping the old ones' hull."""
+        """New windows over ``params`` (their storage moved or replaced), keeping the old ones'
+        hull."""
         windows = _Windows(params, self._start)
         windows.inherit(old)
         return windows
 
     def _touching(self, ids: frozenset[int]) -> list[_Windows]:
-        return [w for w in self._windows.values() if w.ids & ids] + [self._first[i] for i in ids if i in self._first]
+        return [w for w in self._windows.values() if w.ids & ids] + [
+            self._first[i] for i in ids if i in self._first
+        ]
 
     def first_backward(self, param: torch.Tensor) -> None:
         """A gradient reached ``param`` for the first time: its values now are its initial ones (set
@@ -205,9 +240,13 @@ class Continuity:
         windows = self._first[id(param)] = _Windows([param], self._start)
         windows.keep()
 
-    def check(self, optimizer: int, params: Sequence[torch.Tensor], own_hooks: bool = False) -> None:
-        """Before a step: do its parameters still lie within the hull of the states steps and loads made?
-        ``own_hooks``: the optimizer has step pre-hooks of its own (run after this check), counted as
+    def check(
+        self, optimizer: int, params: Sequence[torch.Tensor], own_hooks: bool = False
+    ) -> None:
+        """Before a step: do its parameters still lie within the hull of the states steps and loads
+        made?
+        ``own_hooks``: the optimizer has step pre-hooks of its own (run after this check), counted
+        as
         a change."""
         key = tuple(map(id, params))
         windows = self._windows.get(key)
@@ -217,15 +256,25 @@ class Continuity:
         if own_hooks:
             self._count(optimizer, torch.ones((), dtype=torch.long))
             return
-        touching = ([windows] if windows is not None and len(self._windows) == 1 and not self._first
-                    else self._touching(frozenset(map(id, params))))
+        touching = (
+            [windows]
+            if windows is not None and len(self._windows) == 1 and not self._first
+            else self._touching(frozenset(map(id, params)))
+        )
         flags = [m for w in touching if (m := w.moved()) is not None]
         if flags:
-            self._count(optimizer, (flags[0] if len(flags) == 1
-                                    else torch.stack([f.to(flags[0].device) for f in flags]).any()).long())
+            self._count(
+                optimizer,
+                (
+                    flags[0]
+                    if len(flags) == 1
+                    else torch.stack([f.to(flags[0].device) for f in flags]).any()
+                ).long(),
+            )
 
     def _count(self, optimizer: int, found: torch.Tensor) -> None:
-        """Add ``found`` (0 or 1, on any device: never synchronised here) to the optimizer's changes."""
+        """Add ``found`` (0 or 1, on any device: never synchronised here) to the optimizer's
+        changes."""
         count = self._changed.get(optimizer)
         self._changed[optimizer] = found if count is None else count + found.to(count.device)
 
@@ -249,11 +298,13 @@ class Continuity:
             self._keep_touching(frozenset(key))
 
     def loaded(self, params: Sequence[torch.Tensor]) -> None:
-        """Weights were loaded into ``params`` (``load_state_dict``): the load explains the change."""
+        """Weights were loaded into ``params`` (``load_state_dict``): the load explains the
+        change."""
         self._keep_touching(frozenset(map(id, params)))
 
     def reinitialised(self, tensor: torch.Tensor) -> None:
-        """``torch.nn.init`` wrote fresh values into ``tensor`` (a parameter or its ``.data``) before
+        """``torch.nn.init`` wrote fresh values into ``tensor`` (a parameter or its ``.data``)
+        before
         any counted step over it: the init explains the change since its first gradient (a sanity
         backward pass before the init chosen); an init carries nothing trained. After a step it
         explains nothing: the steps before it would still count as epochs."""
@@ -261,8 +312,15 @@ class Continuity:
             return
         where = (tensor.data_ptr(), tensor.numel())
         stepped = {i for windows in self._windows.values() for i in windows.ids}
-        self._keep_touching(frozenset(key for key, first in self._first.items() if key not in stepped
-                                      and (params := first.alive()) and (params[0].data_ptr(), params[0].numel()) == where))
+        self._keep_touching(
+            frozenset(
+                key
+                for key, first in self._first.items()
+                if key not in stepped
+                and (params := first.alive())
+                and (params[0].data_ptr(), params[0].numel()) == where
+            )
+        )
 
     def _keep_touching(self, ids: frozenset[int]) -> None:
         for i in ids & self._first.keys():  # a load before the first step explains those too
@@ -285,7 +343,8 @@ class Continuity:
     def explains(self, params: Sequence[torch.Tensor]) -> bool | None:
         """Whether the values of these parameters (any model's) lie within the hull of the stepped
         parameters of their sizes: a state the counted steps made, or an average of such states.
-        None before any step (nothing to hold them to). Read when weights are loaded and at the export."""
+        None before any step (nothing to hold them to). Read when weights are loaded and at the
+        export."""
         hulls = dict(self._retired)
         for windows in self._windows.values():
             self._fold(hulls, windows)
@@ -301,7 +360,7 @@ class Continuity:
                     return False
                 lo, hi = hull
                 start = self._starts[p.numel()]
-                now = p.detach().reshape(-1)[start:start + lo.numel()].float().to(lo.device)
+                now = p.detach().reshape(-1)[start : start + lo.numel()].float().to(lo.device)
                 low, high = _widened(lo, hi, _margin(p.dtype))
                 outside.append((now < low).logical_or_(now > high).any())
         return not bool(torch.stack(outside).any().item()) if outside else None

@@ -97,8 +97,15 @@ class Call:
 
     __slots__ = ("module", "rows", "graded", "stepping", "found", "match", "tests", "train")
 
-    def __init__(self, module: torch.nn.Module, rows: Any, graded: bool, stepping: bool,
-                 found: dict[str, Match], match: Match | None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        rows: Any,
+        graded: bool,
+        stepping: bool,
+        found: dict[str, Match],
+        match: Match | None,
+    ) -> None:
         self.module, self.rows, self.graded, self.stepping = module, rows, graded, stepping
         self.found, self.match = found, match
         # Its upright rows are mostly test images: the model's predictions on them follow.
@@ -174,5 +181,6 @@ class Observer:
         """Add this observer's part of the record."""
 
 
-EVENTS = tuple(name for name, value in vars(Observer).items()
-               if callable(value) and not name.startswith("_"))
+EVENTS = tuple(
+    name for name, value in vars(Observer).items() if callable(value) and not name.startswith("_")
+)

@@ -1,4 +1,5 @@
-"""The probe is invisible to honest code: its own numeric modes, and its own failures kept to itself.
+"""The probe is invisible to honest code: its own numeric modes, and its own failures kept to
+itself.
 
 Every entry from the student's code into the probe (module and optimizer hooks, gradient hooks, the
 patched DataLoader, ``state_dict``/``load_state_dict``, the export) runs through ``guarded``:
@@ -36,8 +37,10 @@ class Faults:
         self.first.setdefault(where, f"{type(exc).__name__}: {exc}"[:300])
 
     def export(self) -> list[str]:
-        return [f"{where}: {self.first[where]} ({count} time{'s' if count != 1 else ''})"
-                for where, count in list(self.counts.items())[:MAX_FAULTS]]
+        return [
+            f"{where}: {self.first[where]} ({count} time{'s' if count != 1 else ''})"
+            for where, count in list(self.counts.items())[:MAX_FAULTS]
+        ]
 
 
 FAULTS = Faults()
@@ -45,16 +48,22 @@ FAULTS = Faults()
 
 def _foreign() -> bool:
     """Whether the student's code left a mode on that would shape what the probe creates."""
-    return (torch.is_inference_mode_enabled() or torch._C._is_any_autocast_enabled()
-            or torch.get_default_dtype() is not torch.float32 or torch._C._len_torch_function_stack() > 0
-            or torch._C._get_tracing_state() is not None)
+    return (
+        torch.is_inference_mode_enabled()
+        or torch._C._is_any_autocast_enabled()
+        or torch.get_default_dtype() is not torch.float32
+        or torch._C._len_torch_function_stack() > 0
+        or torch._C._get_tracing_state() is not None
+    )
 
 
-_outer_autocast: list[dict[str, torch.dtype]] = [{}]  # the student's autocast per device, while the probe runs
+# the student's autocast per device, while the probe runs
+_outer_autocast: list[dict[str, torch.dtype]] = [{}]
 
 
 def student_autocast(device: str) -> torch.dtype | None:
-    """The dtype the student's autocast computes in on ``device`` where the probe was entered, if on."""
+    """The dtype the student's autocast computes in on ``device`` where the probe was entered, if
+    on."""
     return _outer_autocast[-1].get(device)
 
 
@@ -63,10 +72,13 @@ def own_modes() -> Iterator[None]:
     """The probe's modes: no inference mode, autocast, torch-function mode or other default dtype;
     the student's grad mode kept (leaving inference mode would turn gradients on)."""
     grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
-    _outer_autocast.append({d: torch.get_autocast_dtype(d) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)})
+    _outer_autocast.append(
+        {d: torch.get_autocast_dtype(d) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)}
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(_outer_autocast.pop)
-        tracing = torch._C._get_tracing_state()  # torch.jit.trace: the probe's ops are not the model's
+        # torch.jit.trace: the probe's ops are not the model's
+        tracing = torch._C._get_tracing_state()
         if tracing is not None:
             torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
             stack.callback(torch._C._set_tracing_state, tracing)  # type: ignore[attr-defined]
@@ -97,8 +109,10 @@ def guarded(function: Callable[..., T], fallback: Any = None) -> Callable[..., T
                     return function(*args, **kwargs)
             return function(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - the probe's failure is never the student's
-            FAULTS.record(where, exc)  # any exit but a return (a student's BaseException raised in a
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # callback the probe read, too)
+            # any exit but a return (a student's BaseException raised in a callback the probe read,
+            # too)
+            FAULTS.record(where, exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise  # the grader's interrupt at the time limit
             return fallback
 

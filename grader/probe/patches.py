@@ -1,4 +1,5 @@
-"""Every change the probe makes to torch, torchvision or IPython, recorded so it can be undone and checked."""
+"""Every change the probe makes to torch, torchvision or IPython, recorded so it can be undone and
+checked."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class Patch:
 
 
 class Patches:
-    """Like pytest's monkeypatch: ``set`` remembers the old value, ``undo`` restores it, ``changed`` names
+    """Like pytest's monkeypatch: ``set`` remembers the old value, ``undo`` restores it, ``changed``
+    names
     the patches that are no longer what the probe installed (student code replaced them)."""
 
     def __init__(self) -> None:
@@ -31,9 +33,14 @@ class Patches:
         self.applied.clear()
 
     def changed(self) -> list[str]:
-        return [f"{getattr(p.owner, '__name__', p.owner)}.{p.attribute}" for p in self.applied
-                if _current(p.owner, p.attribute) is not p.new]
+        return [
+            f"{getattr(p.owner, '__name__', p.owner)}.{p.attribute}"
+            for p in self.applied
+            if _current(p.owner, p.attribute) is not p.new
+        ]
 
 
 def _current(owner: Any, attribute: str) -> Any:
-    return vars(owner).get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
+    return (
+        vars(owner).get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
+    )

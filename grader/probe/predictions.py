@@ -50,8 +50,9 @@ class TestPasses(Observer):
             rows = call.rows.detach().clone()  # the exact rows this call fed the model
             self._pending = (call.match, serial, rows, call.stepping)
             self.samples[serial] = rows[:2]
-        elif call.train is not None or (self._pending is not None
-                                        and call.batch != self._pending[0].batch):
+        elif call.train is not None or (
+            self._pending is not None and call.batch != self._pending[0].batch
+        ):
             # training rows, or another computation: the test batch's output will not come
             self._pending = None
 
@@ -78,13 +79,17 @@ class TestPasses(Observer):
         if step != shared.steps or seen is None:
             seen = torch.zeros(shared.index.sizes["test"], dtype=torch.bool)
             self.mirrored[serial] = (shared.steps, seen)
-        beside = {group[0] for p, group in zip(match.positions, match.indices)
-                  if p not in match.flipped}
+        beside = {
+            group[0] for p, group in zip(match.positions, match.indices) if p not in match.flipped
+        }
         batch, upright = self._upright.get(serial, (-1, set()))
         if batch == shared.test_batches:
             beside |= upright
-        turned = [group[0] for p, group in zip(match.positions, match.indices)
-                  if p in match.flipped and len(group) == 1 and group[0] in beside]
+        turned = [
+            group[0]
+            for p, group in zip(match.positions, match.indices)
+            if p in match.flipped and len(group) == 1 and group[0] in beside
+        ]
         seen[torch.tensor(turned, dtype=torch.long)] = True
 
     def mirrored_all(self, serial: int, step: int) -> bool:
@@ -93,22 +98,35 @@ class TestPasses(Observer):
         at, seen = self.mirrored.get(serial, (-1, None))
         return at == step and seen is not None and bool(seen.all())
 
-    def _test_rows(self, predictor: tuple[int, int], match: Match, inputs: torch.Tensor,
-                   predictions: torch.Tensor, confidence: torch.Tensor, arithmetic: str,
-                   stepping: bool) -> None:
+    def _test_rows(
+        self,
+        predictor: tuple[int, int],
+        match: Match,
+        inputs: torch.Tensor,
+        predictions: torch.Tensor,
+        confidence: torch.Tensor,
+        arithmetic: str,
+        stepping: bool,
+    ) -> None:
         shared = self.shared
         size = shared.index.sizes["test"]
         current = self._open.get(predictor)
-        singles = torch.tensor([group[0] for group in match.indices if len(group) == 1],
-                               dtype=torch.long)
-        if (current is None or current.rows >= size or current.end_step != shared.steps
-                or bool((current.predictions[singles] >= 0).any())):
+        singles = torch.tensor(
+            [group[0] for group in match.indices if len(group) == 1], dtype=torch.long
+        )
+        if (
+            current is None
+            or current.rows >= size
+            or current.end_step != shared.steps
+            or bool((current.predictions[singles] >= 0).any())
+        ):
             current = TestPass(predictor, size, shared.steps)
             current.first_batch = shared.test_batches + 1
             self._open[predictor] = current
             self.test_passes.append(current)
-        rows = torch.tensor([p for p, group in zip(match.positions, match.indices) for _ in group],
-                            dtype=torch.long)
+        rows = torch.tensor(
+            [p for p, group in zip(match.positions, match.indices) for _ in group], dtype=torch.long
+        )
         indices = torch.tensor([i for group in match.indices for i in group], dtype=torch.long)
         current.predictions[indices] = predictions[rows].to(torch.int8)
         current.confidence[indices] = confidence[rows].to(torch.float16)
@@ -156,8 +174,12 @@ class Evaluations(Observer):
             return
         self._input = None
         value = call.rows
-        if (call.stepping or not isinstance(value, torch.Tensor) or value.dim() < 2
-                or value.shape[0] == 0):
+        if (
+            call.stepping
+            or not isinstance(value, torch.Tensor)
+            or value.dim() < 2
+            or value.shape[0] == 0
+        ):
             return
         if not value.is_floating_point() or value[0].numel() != self.shared.index.pixels:
             return

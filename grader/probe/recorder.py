@@ -54,17 +54,28 @@ class Observers:
     def of(cls, shared: Shared) -> Observers:
         weights, test_training, draws = Weights(shared), TestTraining(shared), Draws(shared)
         loaders = Loaders(shared, test_training)
-        return cls(weights=weights, test_training=test_training, draws=draws, loaders=loaders,
-                   optimizers=Optimizers(shared, draws, loaders), evaluations=Evaluations(shared),
-                   tests=TestPasses(shared, test_training),
-                   checkpoints=Checkpoints(shared, weights.continuity))
+        return cls(
+            weights=weights,
+            test_training=test_training,
+            draws=draws,
+            loaders=loaders,
+            optimizers=Optimizers(shared, draws, loaders),
+            evaluations=Evaluations(shared),
+            tests=TestPasses(shared, test_training),
+            checkpoints=Checkpoints(shared, weights.continuity),
+        )
 
     def hooks(self) -> dict[str, tuple[Any, ...]]:
         """Each event's handlers, bound once: the observers that implement it, in order."""
         ordered: list[Observer] = [getattr(self, field.name) for field in fields(self)]
-        return {event: tuple(getattr(observer, event) for observer in ordered
-                             if getattr(type(observer), event) is not getattr(Observer, event))
-                for event in EVENTS}
+        return {
+            event: tuple(
+                getattr(observer, event)
+                for observer in ordered
+                if getattr(type(observer), event) is not getattr(Observer, event)
+            )
+            for event in EVENTS
+        }
 
 
 class Recorder:
@@ -203,8 +214,11 @@ class Recorder:
         self._fire("finish")
         shared = self.shared
         sizes = shared.index.sizes
-        record: dict[str, Any] = {"steps": shared.steps, "train_size": sizes.get("train"),
-                                  "test_size": sizes.get("test"),
-                                  "train_passes": [p.export() for p in shared.train_passes[-2000:]]}
+        record: dict[str, Any] = {
+            "steps": shared.steps,
+            "train_size": sizes.get("train"),
+            "test_size": sizes.get("test"),
+            "train_passes": [p.export() for p in shared.train_passes[-2000:]],
+        }
         self._fire("export", record)
         return record

@@ -24,24 +24,61 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.probe import (RECORD_VERSION, capture, checkpoints, content, events, gradients, guard, identity,
-                          model as models, passes, patches, predictions, recorder as recorders, steps, training)
+from grader.probe import (
+    RECORD_VERSION,
+    capture,
+    checkpoints,
+    content,
+    events,
+    gradients,
+    guard,
+    identity,
+    passes,
+    patches,
+    predictions,
+    steps,
+    training,
+)
+from grader.probe import (
+    model as models,
+)
+from grader.probe import (
+    recorder as recorders,
+)
 from grader.probe.content import ImageIndex
 from grader.probe.guard import guarded, own_modes
 from grader.probe.identity import Serials
-from grader.probe.recorder import Recorder
 from grader.probe.patches import Patches
+from grader.probe.recorder import Recorder
 from grader.probe.schema import ProbeRecord
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
-_MODULES = (sys.modules[__name__], capture, checkpoints, content, events, gradients, guard, identity, models, passes,
-            patches, predictions, recorders, steps, training)
+_MODULES = (
+    sys.modules[__name__],
+    capture,
+    checkpoints,
+    content,
+    events,
+    gradients,
+    guard,
+    identity,
+    models,
+    passes,
+    patches,
+    predictions,
+    recorders,
+    steps,
+    training,
+)
 
 
 class _State:
@@ -49,11 +86,15 @@ class _State:
         self.config = config
         self.classes = int(config["num_classes"])
         self.serials = Serials()
-        self.recorder = Recorder(ImageIndex(Path(config["data_root"]) / "FashionMNIST" / "raw"), self.classes,
-                                 self.serials)
+        self.recorder = Recorder(
+            ImageIndex(Path(config["data_root"]) / "FashionMNIST" / "raw"),
+            self.classes,
+            self.serials,
+        )
         self.patches = Patches()
         self.hooks: list[Any] = []
-        self.module_hooks = _Quiet()  # the module hooks, taken out while a DataLoader builds a batch
+        # the module hooks, taken out while a DataLoader builds a batch
+        self.module_hooks = _Quiet()
         self.updates: dict[type, Any] = {}  # optimizer class -> the probe's wrapper of its own step
         self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
 
@@ -62,9 +103,11 @@ _state: _State | None = None
 
 
 class _Quiet:
-    """Takes the probe's global module hooks out while a DataLoader builds a batch and puts them back.
+    """Takes the probe's global module hooks out while a DataLoader builds a batch and puts them
+    back.
 
-    A dataset's per-image transforms (Normalize, RandomRotation, ...) are modules: with the hooks in,
+    A dataset's per-image transforms (Normalize, RandomRotation, ...) are modules: with the hooks
+    in,
     each image costs two hook calls that only return (the recorder ignores calls while fetching),
     hundreds of thousands per run. Nested fetches (a loader inside a dataset) are counted. Only the
     main thread's fetches take them out: a prefetching thread must not hide the main thread's model
@@ -82,7 +125,10 @@ class _Quiet:
         self.depth += 1
         if self.depth == 1:
             for handle in self.handles:
-                for table in (handle.hooks_dict_ref(), *(ref() for ref in getattr(handle, "extra_dict_ref", ()))):
+                for table in (
+                    handle.hooks_dict_ref(),
+                    *(ref() for ref in getattr(handle, "extra_dict_ref", ())),
+                ):
                     if table is not None and handle.id in table:
                         self.taken.append((table, handle.id, table.pop(handle.id)))
 
@@ -118,7 +164,11 @@ def _train_mapping(dataset: Any, depth: int = 0) -> Any:
         return [int(i) if inner is None else inner[int(i)] for i in dataset.indices]
     if hasattr(dataset, "__dict__"):  # a wrapper Dataset (a transform added to a split, say)
         for value in list(vars(dataset).values()):
-            if hasattr(value, "__getitem__") and hasattr(value, "__len__") and _safe_len(value) == _safe_len(dataset):
+            if (
+                hasattr(value, "__getitem__")
+                and hasattr(value, "__len__")
+                and _safe_len(value) == _safe_len(dataset)
+            ):
                 inner = _train_mapping(value, depth + 1)
                 if inner is not _NOT_TRAIN:
                     return inner
@@ -133,7 +183,8 @@ def _patch_dataset(state: _State) -> None:
 
     def __init__(self: FashionMNIST, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
-        bound.arguments["root"] = root  # whatever the notebook passed: 'data', '~/...', '/content/...'
+        # whatever the notebook passed: 'data', '~/...', '/content/...'
+        bound.arguments["root"] = root
         if "download" in bound.arguments:
             bound.arguments["download"] = False  # the data is already there; no network here
         original(*bound.args, **bound.kwargs)
@@ -154,12 +205,18 @@ def _patch_loaders(state: _State) -> None:
     def tracked(loader: DataLoader) -> tuple[passes.TrainPass, Any] | None:  # type: ignore[type-arg]
         mapping = _train_mapping(loader.dataset)
         size = recorder.shared.index.sizes.get("train")
-        return None if mapping is _NOT_TRAIN or size is None else (recorder.start_loader_pass(size), mapping)
+        return (
+            None
+            if mapping is _NOT_TRAIN or size is None
+            else (recorder.start_loader_pass(size), mapping)
+        )
 
     @guarded
     def yielded(track: tuple[passes.TrainPass, Any], indices: Any, batch: Any) -> None:
         indices = [indices] if isinstance(indices, int) else [int(i) for i in indices]
-        recorder.loader_batch(track[0], indices if track[1] is None else [track[1][i] for i in indices], batch)
+        recorder.loader_batch(
+            track[0], indices if track[1] is None else [track[1][i] for i in indices], batch
+        )
 
     def __iter__(self: DataLoader) -> Any:  # type: ignore[type-arg]
         if recorder.internal:
@@ -169,7 +226,8 @@ def _patch_loaders(state: _State) -> None:
         if reused is not None:  # persistent workers: the iterator is reset, not rebuilt
             reused.__dict__.pop("_grader_pending", None)
             reused.__dict__["_grader_track"] = track
-        recorder.begin_fetch()  # worker processes start here and inherit it: their transforms are not the model
+        # worker processes start here and inherit it: their transforms are not the model
+        recorder.begin_fetch()
         try:
             with state.module_hooks:
                 iterator = loader_iter(self)
@@ -186,7 +244,8 @@ def _patch_loaders(state: _State) -> None:
 
     def __next__(self: _BaseDataLoaderIter) -> Any:
         track = self.__dict__.get("_grader_track")
-        recorder.begin_fetch()  # a dataset's transforms (Normalize, ...) are modules: not the model's calls
+        # a dataset's transforms (Normalize, ...) are modules: not the model's calls
+        recorder.begin_fetch()
         try:
             with state.module_hooks:
                 batch = iter_next(self)
@@ -210,8 +269,10 @@ def _patch_loaders(state: _State) -> None:
 
 
 def _patch_loads(state: _State) -> None:
-    """States taken (``best = copy.deepcopy(model.state_dict())``, ``torch.save(model.state_dict(), ...)``)
-    and checkpoints loaded into a model (``model.load_state_dict(best)``): which step a load restores."""
+    """States taken (``best = copy.deepcopy(model.state_dict())``, ``torch.save(model.state_dict(),
+    ...)``)
+    and checkpoints loaded into a model (``model.load_state_dict(best)``): which step a load
+    restores."""
     original = torch.nn.Module.load_state_dict
     taken = torch.nn.Module.state_dict
     recorder = state.recorder
@@ -226,7 +287,12 @@ def _patch_loads(state: _State) -> None:
     def state_dict(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         result = taken(self, *args, **kwargs)
         # Only the outermost call: torch builds a model's state by calling this on every submodule.
-        if not args and not kwargs.get("prefix") and kwargs.get("destination") is None and not recorder.internal:
+        if (
+            not args
+            and not kwargs.get("prefix")
+            and kwargs.get("destination") is None
+            and not recorder.internal
+        ):
             captured(self)
         return result
 
@@ -236,7 +302,8 @@ def _patch_loads(state: _State) -> None:
 
 
 def _patch_updates(state: _State) -> None:
-    """torch calls ``Optimizer._optimizer_step_code`` right after an optimizer's update and before its
+    """torch calls ``Optimizer._optimizer_step_code`` right after an optimizer's update and before
+    its
     post-hooks (the notebook's own among them, which run before the probe's global one): the values
     the update left are kept there (probe/continuity.py)."""
     original = torch.optim.Optimizer._optimizer_step_code
@@ -250,9 +317,12 @@ def _patch_updates(state: _State) -> None:
 
 
 def _count_updates(state: _State) -> None:
-    """Every torch optimizer class's own ``step`` (``Adam.step``, ``SGD.step``...) tells the recorder an
-    update began, however it was reached: a subclass's ``super().step()`` runs no step hook of its own
-    until the class is instantiated, ``step.__wrapped__`` none at all. Torch wraps a class's ``step``
+    """Every torch optimizer class's own ``step`` (``Adam.step``, ``SGD.step``...) tells the
+    recorder an
+    update began, however it was reached: a subclass's ``super().step()`` runs no step hook of its
+    own
+    until the class is instantiated, ``step.__wrapped__`` none at all. Torch wraps a class's
+    ``step``
     for its hooks when the class is first instantiated; this wrapper is then inside."""
     updating = torch.compiler.disable(guarded(state.recorder.on_update))
 
@@ -266,7 +336,11 @@ def _count_updates(state: _State) -> None:
         return step
 
     for value in list(vars(torch.optim).values()):
-        own = vars(value).get("step") if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) else None
+        own = (
+            vars(value).get("step")
+            if isinstance(value, type) and issubclass(value, torch.optim.Optimizer)
+            else None
+        )
         if own is not None and inspect.isfunction(own) and value is not torch.optim.Optimizer:
             wrapped = wrap(own)
             state.updates[value] = wrapped
@@ -275,7 +349,8 @@ def _count_updates(state: _State) -> None:
 
 def _patch_inits(state: _State) -> None:
     """Every ``torch.nn.init`` function that fills a tensor (``kaiming_uniform_``, which a Linear's
-    ``reset_parameters`` calls, ``xavier_normal_``, ``zeros_``...): the values it wrote are explained."""
+    ``reset_parameters`` calls, ``xavier_normal_``, ``zeros_``...): the values it wrote are
+    explained."""
     initialised = torch.compiler.disable(guarded(state.recorder.on_init))
 
     def wrap(function: Any) -> Any:
@@ -297,13 +372,19 @@ def _watch_calls(state: _State) -> None:
     before = torch.compiler.disable(guarded(recorder.before_call))
     after = torch.compiler.disable(guarded(recorder.after_call))
     register = torch.nn.modules.module
-    state.hooks = [register.register_module_forward_pre_hook(before),
-                   register.register_module_forward_hook(after, always_call=True),
-                   register_optimizer_step_post_hook(guarded(recorder.on_step)),
-                   register_optimizer_step_pre_hook(guarded(recorder.before_step)),
-                   register.register_module_parameter_registration_hook(guarded(recorder.on_parameter))]
+    state.hooks = [
+        register.register_module_forward_pre_hook(before),
+        register.register_module_forward_hook(after, always_call=True),
+        register_optimizer_step_post_hook(guarded(recorder.on_step)),
+        register_optimizer_step_pre_hook(guarded(recorder.before_step)),
+        register.register_module_parameter_registration_hook(guarded(recorder.on_parameter)),
+    ]
     state.module_hooks.handles = state.hooks[:2]
-    warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Using `torch.compile\(module\)` when there are "
+        r"global hooks",
+    )
 
 
 def _own_functions() -> dict[str, Any]:
@@ -315,14 +396,24 @@ def _own_functions() -> dict[str, Any]:
             if inspect.isfunction(value) and value.__module__ == module.__name__:
                 found[f"{prefix}.{name}"] = value
             elif inspect.isclass(value) and value.__module__ == module.__name__:
-                found.update({f"{prefix}.{name}.{k}": v for k, v in vars(value).items() if inspect.isfunction(v)})
+                found.update(
+                    {
+                        f"{prefix}.{name}.{k}": v
+                        for k, v in vars(value).items()
+                        if inspect.isfunction(v)
+                    }
+                )
     return found
 
 
 def _integrity(state: _State) -> list[str]:
-    """What is no longer as the probe installed it: its modules, its functions and their code, its patches."""
-    problems = [f"the probe's module {m.__name__} in sys.modules was replaced"
-                for m in _MODULES if sys.modules.get(m.__name__) is not m]
+    """What is no longer as the probe installed it: its modules, its functions and their code, its
+    patches."""
+    problems = [
+        f"the probe's module {m.__name__} in sys.modules was replaced"
+        for m in _MODULES
+        if sys.modules.get(m.__name__) is not m
+    ]
     current = _own_functions()
     for name, (function, code) in _OWN_CODE.items():
         if function.__code__ is not code or current.get(name) is not function:
@@ -359,24 +450,47 @@ def _stub_colab() -> None:
             return
     except ImportError:
         pass
-    colab, drive, files = (types.ModuleType(f"google.colab{suffix}") for suffix in ("", ".drive", ".files"))
-    setattr(drive, "mount", lambda *args, **kwargs: print("[grader] drive.mount() skipped: the grader provides the data"))
+    colab, drive, files = (
+        types.ModuleType(f"google.colab{suffix}") for suffix in ("", ".drive", ".files")
+    )
+    setattr(
+        drive,
+        "mount",
+        lambda *args, **kwargs: print(
+            "[grader] drive.mount() skipped: the grader provides the data"
+        ),
+    )
     setattr(files, "download", lambda *args, **kwargs: None)
     setattr(files, "upload", lambda *args, **kwargs: {})
     setattr(colab, "drive", drive)
     setattr(colab, "files", files)
     try:
-        google = importlib.import_module("google")  # a real namespace package (protobuf) keeps working
+        # a real namespace package (protobuf) keeps working
+        google = importlib.import_module("google")
     except ImportError:
         google = types.ModuleType("google")
         google.__path__ = []
     setattr(google, "colab", colab)
-    sys.modules.update({"google": google, "google.colab": colab, "google.colab.drive": drive, "google.colab.files": files})
+    sys.modules.update(
+        {
+            "google": google,
+            "google.colab": colab,
+            "google.colab.drive": drive,
+            "google.colab.files": files,
+        }
+    )
 
 
 _PIP_INSTALL = re.compile(r"(?:^|\s|/)pip3?\s+install\s+(.*)$")
-_MODULE_OF = {"scikit-learn": "sklearn", "opencv-python": "cv2", "opencv-python-headless": "cv2", "pillow": "PIL",
-              "pyyaml": "yaml", "scikit-image": "skimage", "torch-optimizer": "torch_optimizer"}
+_MODULE_OF = {
+    "scikit-learn": "sklearn",
+    "opencv-python": "cv2",
+    "opencv-python-headless": "cv2",
+    "pillow": "PIL",
+    "pyyaml": "yaml",
+    "scikit-image": "skimage",
+    "torch-optimizer": "torch_optimizer",
+}
 
 
 def _guard_pip(state: _State) -> None:
@@ -395,11 +509,22 @@ def _guard_pip(state: _State) -> None:
         match = _PIP_INSTALL.search(cmd)
         if match is None:
             return system(cmd)
-        names = [re.split(r"[<>=!~\[;]", a)[0] for a in shlex.split(match.group(1)) if not a.startswith("-")]
-        missing = [n for n in names if importlib.util.find_spec(_MODULE_OF.get(n.lower(), n.replace("-", "_"))) is None]
+        names = [
+            re.split(r"[<>=!~\[;]", a)[0]
+            for a in shlex.split(match.group(1))
+            if not a.startswith("-")
+        ]
+        missing = [
+            n
+            for n in names
+            if importlib.util.find_spec(_MODULE_OF.get(n.lower(), n.replace("-", "_"))) is None
+        ]
         if missing:
-            print(f"[grader] pip install: {', '.join(missing)} not in the grading environment and there is no network "
-                  "here; the TA can add it with `grader env --install`")
+            print(
+                f"[grader] pip install: {', '.join(missing)} not in the grading environment and "
+                "there is no network "
+                "here; the TA can add it with `grader env --install`"
+            )
         else:
             print(f"[grader] pip install {' '.join(names)}: already installed; skipped")
         return None
@@ -413,10 +538,14 @@ def install(config: dict[str, Any]) -> None:
     state = _state = _State(config)
     _seed(int(config["seed"]))
     if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))  # this job's share of the cores in a parallel batch
-    if config.get("gpu_memory_mb") and torch.cuda.is_available():  # this job's share of a shared GPU
+        # this job's share of the cores in a parallel batch
+        torch.set_num_threads(int(config["threads"]))
+    # this job's share of a shared GPU
+    if config.get("gpu_memory_mb") and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, int(config["gpu_memory_mb"]) * 2**20 / total), 0)
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, int(config["gpu_memory_mb"]) * 2**20 / total), 0
+        )
     _patch_dataset(state)
     _patch_loaders(state)
     _patch_loads(state)
@@ -430,7 +559,8 @@ def install(config: dict[str, Any]) -> None:
 
 
 def _snapshot(state: _State, test_pass: passes.TestPass) -> None:
-    """As a test pass completes: the model that made it, with a copy of its weights (for the capture)."""
+    """As a test pass completes: the model that made it, with a copy of its weights (for the
+    capture)."""
     recorder = state.recorder
     recorder.internal = True
     try:
@@ -452,15 +582,20 @@ def _graded_pass(recorder: Recorder) -> passes.TestPass | None:
     return max(test_passes, key=lambda p: int((p.predictions >= 0).sum()), default=None)
 
 
-def _find_model(state: _State, graded: passes.TestPass | None) -> tuple[torch.nn.Module | None, str]:
-    """The model the graded predictions came from, else the one the last optimizer stepped, by ownership."""
+def _find_model(
+    state: _State, graded: passes.TestPass | None
+) -> tuple[torch.nn.Module | None, str]:
+    """The model the graded predictions came from, else the one the last optimizer stepped, by
+    ownership."""
     shared, serials = state.recorder.shared, state.serials
     modules = models.live_modules()
     if graded is not None:
         ends = [shared.modules[s]() for s in graded.predictor if s in shared.modules]
         if all(m is not None for m in ends):
             owned = set().union(*(models.param_serials(m, serials) for m in ends if m is not None))
-            found = models.smallest_owner(owned, serials, modules, prefer=[m for m in ends if m is not None])
+            found = models.smallest_owner(
+                owned, serials, modules, prefer=[m for m in ends if m is not None]
+            )
             if found is not None:
                 return found, "test-pass"
     stepped = sorted(shared.optimizers.values(), key=lambda o: o.get("last_step", 0))
@@ -472,7 +607,8 @@ def _find_model(state: _State, graded: passes.TestPass | None) -> tuple[torch.nn
 
 
 def _test_dataset(state: _State) -> tuple[Any, str]:
-    """The notebook's own test dataset (its transform is the test-time preprocessing), else ToTensor()."""
+    """The notebook's own test dataset (its transform is the test-time preprocessing), else
+    ToTensor()."""
     from torchvision import transforms
 
     dataset = next((d for d in reversed(state.test_sets) if d.transform is not None), None)
@@ -480,14 +616,17 @@ def _test_dataset(state: _State) -> tuple[Any, str]:
         return dataset, "the notebook's test dataset and its transform"
     state.recorder.internal = True
     try:
-        plain = FashionMNIST(str(state.config["data_root"]), train=False, transform=transforms.ToTensor())
+        plain = FashionMNIST(
+            str(state.config["data_root"]), train=False, transform=transforms.ToTensor()
+        )
     finally:
         state.recorder.internal = False
     return plain, "assumed: ToTensor() only (the notebook built no test dataset with a transform)"
 
 
 def _describe_model(state: _State, report: dict[str, Any]) -> None:
-    """The graded model (by ownership), its traced architecture and, without a complete test pass, the fallback."""
+    """The graded model (by ownership), its traced architecture and, without a complete test pass,
+    the fallback."""
     recorder = state.recorder
     shared, observers = recorder.shared, recorder.observers
     graded = _graded_pass(recorder)
@@ -502,14 +641,24 @@ def _describe_model(state: _State, report: dict[str, Any]) -> None:
     if sample is None:
         sample = torch.stack([dataset[i][0] for i in range(2)])
     report["architecture"] = models.architecture(model, sample, recorder)
-    stale = graded is not None and (graded.end_step < shared.steps or any(
-        (load["test_batch"] or 0) >= graded.last_batch for load in observers.checkpoints.loads))
+    stale = graded is not None and (
+        graded.end_step < shared.steps
+        or any(
+            (load["test_batch"] or 0) >= graded.last_batch for load in observers.checkpoints.loads
+        )
+    )
     captured: Any = graded
     if graded is None or not graded.complete or stale:  # the grader decides which predictions count
         try:
             fed: list[torch.Tensor] = []
-            predictions, confidence = models.fallback_pass(model, dataset, state.classes, recorder, fed)
-            report["probe_pass"] = {"predictions": predictions, "confidence": confidence, "preprocessing": preprocessing}
+            predictions, confidence = models.fallback_pass(
+                model, dataset, state.classes, recorder, fed
+            )
+            report["probe_pass"] = {
+                "predictions": predictions,
+                "confidence": confidence,
+                "preprocessing": preprocessing,
+            }
             captured = capture.Pass(fed, predictions, capture.Snapshot(model), preprocessing)
         except Exception as exc:  # noqa: BLE001 - recorded, judged by the grader
             report["probe_error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -527,7 +676,9 @@ def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
     module = evaluated() if evaluated is not None else None
     if module is None or evaluation.step != shared.steps or evaluation.rows < test_size:
         return None
-    if not models.param_serials(module, state.serials) <= models.param_serials(model, state.serials):
+    if not models.param_serials(module, state.serials) <= models.param_serials(
+        model, state.serials
+    ):
         return None
     # Its last batches covering a test set's worth of rows: a validation pass just before it (a
     # test set's 10,000 rows after 12,000 validation rows) is no part of it.
@@ -536,12 +687,19 @@ def _own_evaluation(state: _State, model: torch.nn.Module) -> Any:
         keep += 1
         rows += evaluation.inputs[-keep].shape[0]
     classes = torch.cat(evaluation.row_classes[-keep:]).tolist()
-    return capture.Pass(list(evaluation.inputs[-keep:]), classes, capture.Snapshot(model),
-                        "the notebook's own evaluation", by_probe=False, precision=evaluation.precision)
+    return capture.Pass(
+        list(evaluation.inputs[-keep:]),
+        classes,
+        capture.Snapshot(model),
+        "the notebook's own evaluation",
+        by_probe=False,
+        precision=evaluation.precision,
+    )
 
 
 def _capture(state: _State, graded: Any, model: torch.nn.Module) -> dict[str, Any]:
-    """Write the graded pass's capture beside the record (capture.py); what happened, for the record."""
+    """Write the graded pass's capture beside the record (capture.py); what happened, for the
+    record."""
     path = state.config.get("capture")
     if not path:
         return {"written": False, "error": "no capture was asked for"}
@@ -567,11 +725,21 @@ def export() -> None:
 def _report(state: _State) -> ProbeRecord:
     """The record, as grader/probe/schema.py declares it."""
     recorder = state.recorder
-    report: dict[str, Any] = {"version": RECORD_VERSION, "num_classes": state.classes, "integrity": _integrity(state),
-                              **(guarded(recorder.export, {})()), "model": None, "architecture": None,
-                              "probe_pass": None, "probe_error": None}
-    report["modules"] = {str(serial): type(module).__name__ for serial, ref in recorder.shared.modules.items()
-                         if (module := ref()) is not None}
+    report: dict[str, Any] = {
+        "version": RECORD_VERSION,
+        "num_classes": state.classes,
+        "integrity": _integrity(state),
+        **(guarded(recorder.export, {})()),
+        "model": None,
+        "architecture": None,
+        "probe_pass": None,
+        "probe_error": None,
+    }
+    report["modules"] = {
+        str(serial): type(module).__name__
+        for serial, ref in recorder.shared.modules.items()
+        if (module := ref()) is not None
+    }
     try:
         _describe_model(state, report)
     except Exception as exc:  # noqa: BLE001 - the recorded facts are still written and judged

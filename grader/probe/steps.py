@@ -98,8 +98,10 @@ class Optimizers(Observer):
 
     def export(self, record: dict[str, Any]) -> None:
         record["unwatched_steps"] = self.unwatched_steps
-        record["optimizers"] = {str(k): {**v, "curve": curve(self.curves.get(k, []))}
-                                for k, v in self.shared.optimizers.items()}
+        record["optimizers"] = {
+            str(k): {**v, "curve": curve(self.curves.get(k, []))}
+            for k, v in self.shared.optimizers.items()
+        }
 
 
 class Weights(Observer):

@@ -76,8 +76,11 @@ class TestTraining(Observer):
             self._backward = []
 
     def export(self, record: dict[str, Any]) -> None:
-        record.update(test_steps=self.steps, test_rows_trained=self.rows_trained,
-                      test_images_trained=int(self.trained.sum()))
+        record.update(
+            test_steps=self.steps,
+            test_rows_trained=self.rows_trained,
+            test_images_trained=int(self.trained.sum()),
+        )
 
 
 class Draws(Observer):
@@ -120,8 +123,11 @@ class Draws(Observer):
         call.train = train
         if train is not None:  # training images, however few among the rows: a draw of the split
             if stepping:
-                named = ({p for m in found.values() for p in m.positions} if found
-                         else set(train.positions))
+                named = (
+                    {p for m in found.values() for p in m.positions}
+                    if found
+                    else set(train.positions)
+                )
                 self.unread_rows += train.batch - len(named)
             self._train_rows(train, stepping, exact)
             # a validation batch: its predictions follow
@@ -151,9 +157,11 @@ class Draws(Observer):
         self._settle(followed_by_step=False, final=True)
 
     def export(self, record: dict[str, Any]) -> None:
-        record.update(stepped_rows=bitmap(self.stepped_rows),
-                      stepped_loose=bitmap(self.stepped_rows & ~self.stepped_exact),
-                      unread_rows=self.unread_rows)
+        record.update(
+            stepped_rows=bitmap(self.stepped_rows),
+            stepped_loose=bitmap(self.stepped_rows & ~self.stepped_exact),
+            unread_rows=self.unread_rows,
+        )
 
     def _per_pixel(self, value: Any, stepping: bool) -> Match | None:
         """Rows standardized per pixel position (content.PerPixel). Until its map reads a whole
@@ -190,8 +198,9 @@ class Draws(Observer):
         # in either mode: a model trained in eval mode still trains
         graded = torch.is_grad_enabled()
         indices = [group[0] for group in match.indices if len(group) == 1]
-        sure = ({group[0] for group in exact.indices if len(group) == 1} if exact is not None
-                else set())
+        sure = (
+            {group[0] for group in exact.indices if len(group) == 1} if exact is not None else set()
+        )
         draw = Draw(indices, False, waits=graded, loose=frozenset(indices) - sure)
         self._undecided = draw
         self._hook = draw if graded else None
@@ -376,4 +385,3 @@ class Loaders(Observer):
 
     def export(self, record: dict[str, Any]) -> None:
         record["loader_mismatch"] = self.mismatch
-

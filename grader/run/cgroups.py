@@ -177,7 +177,8 @@ def create(hierarchy: Hierarchy, index: int, limits: GroupLimits) -> JobGroup:
     name = f"job-{os.getpid()}-{index}"
     folders = tuple(base / name for base in hierarchy.bases)
     group = JobGroup(hierarchy.version, folders)
-    remove(group)  # a leftover of this very pid (an earlier run in this slot that could not be removed)
+    # a leftover of this very pid (an earlier run in this slot that could not be removed)
+    remove(group)
     for folder in folders:
         folder.mkdir()
     _configure(hierarchy.version, folders, limits)
@@ -185,7 +186,9 @@ def create(hierarchy: Hierarchy, index: int, limits: GroupLimits) -> JobGroup:
 
 
 @contextmanager
-def job_group(hierarchy: Hierarchy | None, index: int, limits: GroupLimits) -> Iterator[JobGroup | None]:
+def job_group(
+    hierarchy: Hierarchy | None, index: int, limits: GroupLimits
+) -> Iterator[JobGroup | None]:
     """A group for one run, always removed afterwards; None when there is no hierarchy."""
     if hierarchy is None:
         yield None
@@ -199,7 +202,8 @@ def job_group(hierarchy: Hierarchy | None, index: int, limits: GroupLimits) -> I
 
 
 def join_command(group: JobGroup) -> list[str]:
-    """A prefix that moves the command into ``group`` before it starts (so all it forks stays in)."""
+    """A prefix that moves the command into ``group`` before it starts (so all it forks stays
+    in)."""
     procs = [str(folder / "cgroup.procs") for folder in group.folders]
     script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
     return ["/bin/sh", "-c", script, "grader-cgroup", *procs, "--"]

@@ -1,6 +1,7 @@
 """Helper processes that run no student code: git (when a file was committed), pip (installing what
 submissions import, building this grader's wheel), the PDF parser (a student's report) and the
-notebook's HTML (nbconvert over an executed notebook), each of the last two in a child with a time and a
+notebook's HTML (nbconvert over an executed notebook), each of the last two in a child with a time
+and a
 memory limit. Like every process the grader starts, they are started from run/."""
 
 from __future__ import annotations
@@ -33,22 +34,33 @@ sys.stdout.write(reader.pages[0].extract_text()[:{MAX_TEXT}] if reader.pages els
 
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 RENDER_SECONDS = 120
-RENDER_SCRIPT = Path(__file__).with_name("render_notebook.py")  # run as a script: it imports nothing of the grader
+# run as a script: it imports nothing of the grader
+RENDER_SCRIPT = Path(__file__).with_name("render_notebook.py")
 
 
 def commit_time(path: Path) -> Submitted | None:
     """The time of the last commit that touched ``path`` (None outside a git repository)."""
     try:
-        done = subprocess.run(["git", "log", "-1", "--format=%cI", "--", path.name], cwd=path.parent,
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%cI", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = done.stdout.strip()
-    return Submitted(datetime.fromisoformat(text), "commit time") if done.returncode == 0 and text else None
+    return (
+        Submitted(datetime.fromisoformat(text), "commit time")
+        if done.returncode == 0 and text
+        else None
+    )
 
 
 def pip_install(packages: list[str]) -> int:
-    """pip install into the grader's own environment (the one kernels run in); returns pip's exit code."""
+    """pip install into the grader's own environment (the one kernels run in); returns pip's exit
+    code."""
     return subprocess.run([sys.executable, "-m", "pip", "install", *packages]).returncode
 
 
@@ -60,8 +72,12 @@ def pdf_first_page(pdf: Path) -> str:
         raise ValueError(str(exc)) from None
     again = "; export the report again as PDF"
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _EXTRACT], input=data, capture_output=True,
-                              timeout=PARSE_SECONDS)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _EXTRACT],
+            input=data,
+            capture_output=True,
+            timeout=PARSE_SECONDS,
+        )
     except subprocess.TimeoutExpired:
         raise ValueError(f"{pdf.name} took over {PARSE_SECONDS} s to read{again}") from None
     if done.returncode != 0:
@@ -82,23 +98,40 @@ def notebook_body(executed: Path) -> str:
     except SubmissionError as exc:
         raise ValueError(str(exc)) from None
     try:
-        done = subprocess.run([sys.executable, "-I", str(RENDER_SCRIPT)], input=data, capture_output=True,
-                              timeout=RENDER_SECONDS)
+        done = subprocess.run(
+            [sys.executable, "-I", str(RENDER_SCRIPT)],
+            input=data,
+            capture_output=True,
+            timeout=RENDER_SECONDS,
+        )
     except subprocess.TimeoutExpired:
-        raise ValueError(f"{executed.name} took over {RENDER_SECONDS} s to render as a page") from None
+        raise ValueError(
+            f"{executed.name} took over {RENDER_SECONDS} s to render as a page"
+        ) from None
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise ValueError(f"{executed.name} could not be rendered as a page ({lines[-1][:200] if lines else done.returncode})")
+        raise ValueError(
+            f"{executed.name} could not be rendered as a page "
+            f"({lines[-1][:200] if lines else done.returncode})"
+        )
     return done.stdout.decode("utf-8", errors="replace")
 
 
 def build_wheel(into: Path) -> Path:
-    """This grader's wheel, built from its checkout (pip wheel); GraderError when installed from one."""
+    """This grader's wheel, built from its checkout (pip wheel); GraderError when installed from
+    one."""
     if not (CHECKOUT / "pyproject.toml").is_file():
         raise GraderError("this grader was installed from a wheel: give it with --wheel FILE")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(into), str(CHECKOUT)],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(into), str(CHECKOUT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wheels = sorted(into.glob("grader-*.whl"))
     if built.returncode != 0 or not wheels:
-        raise GraderError(f"could not build the grader's wheel ({built.stderr.strip()[-200:]}); give one with --wheel FILE")
+        raise GraderError(
+            f"could not build the grader's wheel ({built.stderr.strip()[-200:]}); "
+            "give one with --wheel FILE"
+        )
     return wheels[-1]

@@ -34,16 +34,26 @@ class Evaluator:
     """The evaluator's process, started before the notebook runs so that importing torch overlaps
     the run; ``finish`` hands it the capture and waits for its answer, ``close`` ends it unused."""
 
-    def __init__(self, test_images: Path, prefix: Sequence[str] = (), fds: tuple[int, ...] = (),
-                 train_images: Path | None = None) -> None:
+    def __init__(
+        self,
+        test_images: Path,
+        prefix: Sequence[str] = (),
+        fds: tuple[int, ...] = (),
+        train_images: Path | None = None,
+    ) -> None:
         """``prefix``: the sandbox's command (run/launch.py ``start_evaluator``), or none; ``fds``:
         what the prefix needs passed on; ``train_images``: the official training images, for the
         fit of the training set (judge/fit.py). The ops it may run are its own
         (grader/evaluator/ops.py ``RUNNABLE``)."""
         train = [str(train_images)] if train_images else []
         command = [*prefix, sys.executable, "-I", str(MAIN), str(test_images), *train]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, pass_fds=fds)
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=fds,
+        )
 
     def finish(self, capture: bytes) -> Evaluated:
         try:

@@ -15,9 +15,9 @@ import os
 import re
 import threading
 import time
-from queue import Empty
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import nbformat
@@ -28,28 +28,39 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from grader.run import cgroups
 from grader.model.dataset import Dataset
 from grader.model.findings import Finding, Flag
 from grader.model.record import read_probe, read_untrusted
 from grader.model.results import ExecutionRecord, Status, cut
-from grader.run.sandbox import (Sandbox, command, end_namespaces, end_orphans, lock_kernel_dir, namespace_inits, pass_fds,
-                                prepare_kernel_dir)
-from grader.run.slots import Slot
 from grader.model.submission import Submission
+from grader.run import cgroups
+from grader.run.sandbox import (
+    Sandbox,
+    command,
+    end_namespaces,
+    end_orphans,
+    lock_kernel_dir,
+    namespace_inits,
+    pass_fds,
+    prepare_kernel_dir,
+)
+from grader.run.slots import Slot
 
 PROBE_FILE = "probe.json"
 CAPTURE_FILE = "capture.bin"  # the graded pass as a graph, weights and inputs (probe/capture.py)
 MAX_CAPTURE_BYTES = 160 * 1024 * 1024  # 10,000 float inputs are 31 MB; weights a few MB
 EXECUTED_FILE = "executed.ipynb"
 KERNEL_LOG = "kernel.log"
-KERNEL_LOG_BYTES = 1024 * 1024  # what is kept of the kernel's own stdout and stderr; the rest is counted
+# what is kept of the kernel's own stdout and stderr; the rest is counted
+KERNEL_LOG_BYTES = 1024 * 1024
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"Cell In\[\d+\], line (\d+)")
 SPIN_COUNT = 3000  # OpenMP busy-wait iterations before a thread sleeps (libgomp's default: 300,000)
 _DIED = "the kernel died (a crash, os._exit, or the memory limit)"
 EXPORT_GRACE_S = 120  # the probe's export after a failed or interrupted cell
-SETUP_S = 120  # the probe's first cell (importing torch: 6 s on a loaded 2-core machine) is not held to a short per-cell limit
+# the probe's first cell (importing torch: 6 s on a loaded 2-core machine) is not held to a short
+# per-cell limit
+SETUP_S = 120
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,8 @@ class RunPlan:
     slot: Slot | None = None  # threads and GPU in a parallel batch; None: the whole machine
     num_classes: int = 10
     kernel_name: str = "python3"
-    cgroups: cgroups.Hierarchy | None = None  # sandboxed: a group per run caps memory, processes and CPU
+    # sandboxed: a group per run caps memory, processes and CPU
+    cgroups: cgroups.Hierarchy | None = None
     gpu_memory_mb: int = 0  # the run's share of its GPU's memory (set by the probe); 0: no cap
 
     @property
@@ -88,11 +100,13 @@ class _SandboxedKernelManager(AsyncKernelManager):
         return [*self.wrapper, *super().format_kernel_cmd(extra_arguments)]
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        await super()._async_launch_kernel(kernel_cmd, **kw, pass_fds=pass_fds())  # the sandbox's lifeline
+        # the sandbox's lifeline
+        await super()._async_launch_kernel(kernel_cmd, **kw, pass_fds=pass_fds())
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
-        os.chmod(self.connection_file, 0o644)  # the kernel runs as another user when the grader is root
+        # the kernel runs as another user when the grader is root
+        os.chmod(self.connection_file, 0o644)
 
 
 class _LimitedClient(NotebookClient):
@@ -104,19 +118,26 @@ class _LimitedClient(NotebookClient):
         self.truncated = False
         self._display_sizes: dict[str, int] = {}  # what each display id's current data was charged
 
-    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
-               cell_index: int) -> NotebookNode | None:
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
         self.budget -= len(json.dumps(msg.get("content", {})))
         if self.budget >= 0:
             return super().output(outs, msg, display_id, cell_index)
         if not self.truncated:
             self.truncated = True
-            outs.append(nbformat.v4.new_output("stream", name="stderr",
-                                               text="\n[grader: the rest of this notebook's output was not kept]\n"))
+            outs.append(
+                nbformat.v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text="\n[grader: the rest of this notebook's output was not kept]\n",
+                )
+            )
         return None
 
     def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
-        """A display update rewrites outputs shown before, outside ``output``: it is charged too, for
+        """A display update rewrites outputs shown before, outside ``output``: it is charged too,
+        for
         the growth of every output it rewrites, and dropped past the budget."""
         places = self._display_id_map.get(display_id, {})
         count = sum(len(indices) for indices in places.values())
@@ -128,8 +149,13 @@ class _LimitedClient(NotebookClient):
                 self.truncated = True
                 first = next(iter(places), None)
                 if first is not None:
-                    self.nb["cells"][first]["outputs"].append(nbformat.v4.new_output(
-                        "stream", name="stderr", text="\n[grader: the rest of this notebook's output was not kept]\n"))
+                    self.nb["cells"][first]["outputs"].append(
+                        nbformat.v4.new_output(
+                            "stream",
+                            name="stderr",
+                            text="\n[grader: the rest of this notebook's output was not kept]\n",
+                        )
+                    )
             return
         self.budget -= grown
         self._display_sizes[display_id] = size
@@ -141,8 +167,12 @@ def _kernel_manager(plan: RunPlan, sandbox: Sandbox | None) -> AsyncKernelManage
     if sandbox is None:
         return AsyncKernelManager(kernel_name=plan.kernel_name)
     sockets = plan.kernel_dir
-    manager = _SandboxedKernelManager(kernel_name=plan.kernel_name, transport="ipc", ip=str(sockets / "s"),
-                                      connection_file=str(sockets / "kernel.json"))
+    manager = _SandboxedKernelManager(
+        kernel_name=plan.kernel_name,
+        transport="ipc",
+        ip=str(sockets / "s"),
+        connection_file=str(sockets / "kernel.json"),
+    )
     manager.wrapper = command(sandbox, _kernel_vars(plan))
     return manager
 
@@ -151,8 +181,14 @@ def build_notebook(submission: Submission) -> NotebookNode:
     """The submission as a v4 notebook (a .py becomes one code cell per exported cell)."""
     notebook = nbformat.v4.new_notebook()
     makers = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell}
-    notebook.cells = [makers.get(c.kind, nbformat.v4.new_raw_cell)(c.source) for c in submission.cells]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [
+        makers.get(c.kind, nbformat.v4.new_raw_cell)(c.source) for c in submission.cells
+    ]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return notebook
 
 
@@ -166,7 +202,10 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
         "threads": plan.slot.threads if plan.slot else None,
         "gpu_memory_mb": plan.gpu_memory_mb,
     }
-    setup = f"import grader.probe.runtime as _gp\n_gp.install(__import__('json').loads({json.dumps(config)!r}))\ndel _gp"
+    setup = (
+        "import grader.probe.runtime as "
+        f"_gp\n_gp.install(__import__('json').loads({json.dumps(config)!r}))\ndel _gp"
+    )
     export = "import grader.probe.runtime as _gp\n_gp.export()\ndel _gp"
     return nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(export)
 
@@ -177,7 +216,8 @@ def _where(submission: Submission, number: int, line: int | None) -> str:
 
 
 def _error_line(error: CellExecutionError) -> int | None:
-    match = _CELL_LINE.search(_ANSI.sub("", (error.traceback or "")[:20_000]))  # the line is named near the top
+    # the line is named near the top
+    match = _CELL_LINE.search(_ANSI.sub("", (error.traceback or "")[:20_000]))
     return int(match.group(1)) if match else None
 
 
@@ -204,28 +244,41 @@ def _host_environment() -> dict[str, str]:
 
 def _kernel_vars(plan: RunPlan) -> dict[str, str]:
     """Variables the kernel gets on top of its environment (or, sandboxed, instead of it)."""
-    variables = {"PYTHONHASHSEED": str(plan.seed), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                 "GRADER_PROBE": "1"}  # a grader.precheck() left in the notebook does nothing while graded
+    variables = {
+        "PYTHONHASHSEED": str(plan.seed),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # a grader.precheck() left in the notebook does nothing while graded
+        "GRADER_PROBE": "1",
+    }
     if plan.slot is not None:
         threads = str(plan.slot.threads)
         variables.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         if plan.sandbox is None:  # sandboxed, the one GPU it can open is cuda:0
-            variables.update(CUDA_VISIBLE_DEVICES=plan.slot.gpu or "", CUDA_DEVICE_ORDER="PCI_BUS_ID")
+            variables.update(
+                CUDA_VISIBLE_DEVICES=plan.slot.gpu or "", CUDA_DEVICE_ORDER="PCI_BUS_ID"
+            )
         if plan.slot.crowded:
-            # Spinning OpenMP threads of jobs that share cores starve each other (4 template runs with
+            # Spinning OpenMP threads of jobs that share cores starve each other (4 template runs
+            # with
             # --jobs 2 on 2 cores: over 5 min spinning, 81 s passive).
             variables["OMP_WAIT_POLICY"] = "PASSIVE"
         else:
-            # Spin briefly, then sleep: alone as fast as the default spin (within 3%), and beside other
+            # Spin briefly, then sleep: alone as fast as the default spin (within 3%), and beside
+            # other
             # load at its fair share instead of collapsing (benchmarks/bench_neighbour.py).
             variables.update(GOMP_SPINCOUNT=str(SPIN_COUNT), KMP_BLOCKTIME="1")
     return variables
 
 
 def _namespace_inits(manager: AsyncKernelManager) -> list[int]:
-    """The sandbox's namespace init, found while the kernel runs (its bwrap parent may die first)."""
+    """The sandbox's namespace init, found while the kernel runs (its bwrap parent may die
+    first)."""
     process = getattr(manager.provisioner, "process", None)
-    return namespace_inits(process.pid) if isinstance(manager, _SandboxedKernelManager) and process else []
+    return (
+        namespace_inits(process.pid)
+        if isinstance(manager, _SandboxedKernelManager) and process
+        else []
+    )
 
 
 def _shut_down(manager: AsyncKernelManager, inits: list[int]) -> None:
@@ -270,19 +323,29 @@ def _settle(client: _LimitedClient, limit_s: float) -> None:
         time.sleep(0.1)
 
 
-def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submission, plan: RunPlan,
-               started: float) -> _Outcome:
+def _run_cells(
+    client: _LimitedClient,
+    notebook: NotebookNode,
+    submission: Submission,
+    plan: RunPlan,
+    started: float,
+) -> _Outcome:
     """Execute the cells in order; after a student cell fails or is interrupted at the time limit,
     only the probe's export still runs (within a grace period), so what was recorded is judged."""
     outcome = _Outcome(Status.GRADED)
     last = len(notebook.cells) - 1
     for index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "code" or not cell.source.strip() or (outcome.status is not Status.GRADED and index != last):
+        if (
+            cell.cell_type != "code"
+            or not cell.source.strip()
+            or (outcome.status is not Status.GRADED and index != last)
+        ):
             continue  # after a failed student cell, only the probe's export still runs
         number = submission.cells[index - 1].number if 0 < index < last else None
         where = _where(submission, number, None) if number else "the grader's probe"
         remaining = plan.total_timeout_s - (time.monotonic() - started)
-        allowed = plan.cell_timeout_s if index else max(plan.cell_timeout_s, SETUP_S)  # the probe: importing torch
+        # the probe: importing torch
+        allowed = plan.cell_timeout_s if index else max(plan.cell_timeout_s, SETUP_S)
         client.timeout = max(1, int(min(allowed, remaining)))
         if outcome.status is not Status.GRADED:  # only the export is left: its failure adds nothing
             client.timeout = EXPORT_GRACE_S
@@ -297,15 +360,25 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
             client.execute_cell(cell, index)
         except CellTimeoutError:
             limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
-            outcome = _Outcome(Status.TIMEOUT, f"{where}: still running at the {limit} time limit ({client.timeout} s); "
-                                               "interrupted", number)
+            outcome = _Outcome(
+                Status.TIMEOUT,
+                f"{where}: still running at the {limit} time limit "
+                f"({client.timeout} s); "
+                "interrupted",
+                number,
+            )
             _interrupt(client)
         except DeadKernelError:
             return _Outcome(Status.ERROR, f"{where}: {_DIED}", number)
         except CellExecutionError as exc:
             if number is None:
-                return _Outcome(Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}")
-            reason = f"{_where(submission, number, _error_line(exc))}: {cut(str(exc.ename), 100)}: {cut(str(exc.evalue))}"
+                return _Outcome(
+                    Status.ERROR, f"grader probe failed in the kernel: {exc.ename}: {exc.evalue}"
+                )
+            reason = (
+                f"{_where(submission, number, _error_line(exc))}: {cut(str(exc.ename), 100)}: "
+                f"{cut(str(exc.evalue))}"
+            )
             if exc.ename == "MemoryError" and plan.sandbox is not None:
                 reason += f" (the memory limit of {plan.sandbox.limits.memory_mb} MB was hit)"
             elif exc.ename == "ModuleNotFoundError":
@@ -315,20 +388,25 @@ def _run_cells(client: _LimitedClient, notebook: NotebookNode, submission: Submi
 
 
 def _group_limits(plan: RunPlan) -> cgroups.GroupLimits:
-    """The run's cgroup caps: the sandbox's memory and processes, and the slot's threads as CPU share."""
+    """The run's cgroup caps: the sandbox's memory and processes, and the slot's threads as CPU
+    share."""
     limits = plan.sandbox.limits if plan.sandbox is not None else None
-    return cgroups.GroupLimits(memory_mb=limits.memory_mb if limits else 0,
-                               max_processes=limits.max_processes if limits else 0,
-                               cpus=float(plan.slot.threads if plan.slot else os.cpu_count() or 1))
+    return cgroups.GroupLimits(
+        memory_mb=limits.memory_mb if limits else 0,
+        max_processes=limits.max_processes if limits else 0,
+        cpus=float(plan.slot.threads if plan.slot else os.cpu_count() or 1),
+    )
 
 
 def _owner(plan: RunPlan) -> int | None:
-    """Whose files the probe's may be: the sandbox's user when the grader is root (else anyone's: ours)."""
+    """Whose files the probe's may be: the sandbox's user when the grader is root (else anyone's:
+    ours)."""
     return plan.sandbox.uid if plan.sandbox is not None and os.geteuid() == 0 else None
 
 
 def _read_capture(plan: RunPlan) -> tuple[bytes | None, str | None]:
-    """The capture's bytes (untrusted: grader/evaluator/ checks them), or why they were not taken."""
+    """The capture's bytes (untrusted: grader/evaluator/ checks them), or why they were not
+    taken."""
     try:
         data = read_untrusted(plan.kernel_dir, CAPTURE_FILE, _owner(plan), MAX_CAPTURE_BYTES)
     except FileNotFoundError:
@@ -376,13 +454,25 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
         findings.append(Finding(Flag.PROBE_FILE_REJECTED, capture_problem))
     if usage is not None and usage.oom_kills:
         memory_mb = group_limits.memory_mb
-        findings.append(Finding(Flag.MEMORY_LIMIT, f"the memory limit ({memory_mb} MB for all the notebook's processes "
-                                f"together) was reached {usage.oom_kills} time(s): the kernel or one of its processes "
-                                "was killed"))
+        findings.append(
+            Finding(
+                Flag.MEMORY_LIMIT,
+                f"the memory limit ({memory_mb} MB for all the "
+                "notebook's processes "
+                f"together) was reached {usage.oom_kills} time(s): the kernel or "
+                "one of its processes "
+                "was killed",
+            )
+        )
         if outcome.reason and outcome.reason.endswith(_DIED):
             where = outcome.reason[: -len(_DIED)]
-            outcome = _Outcome(Status.ERROR, f"{where}the kernel was killed at the memory limit of {memory_mb} MB "
-                               "(all its processes together)", outcome.failed_cell)
+            outcome = _Outcome(
+                Status.ERROR,
+                f"{where}the kernel was killed at the memory limit of "
+                f"{memory_mb} MB "
+                "(all its processes together)",
+                outcome.failed_cell,
+            )
     return ExecutionRecord(
         status=outcome.status,
         reason=outcome.reason,
@@ -411,7 +501,8 @@ class _CappedLog:
         return self
 
     def started(self) -> None:
-        """The kernel holds the write end now: drop this process's copy, so its end reads as end-of-file."""
+        """The kernel holds the write end now: drop this process's copy, so its end reads as
+        end-of-file."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -425,31 +516,52 @@ class _CappedLog:
         with self.path.open("wb") as log, os.fdopen(self._read, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):
                 room = self.cap - log.tell()
-                log.write(chunk[:max(0, room)])
+                log.write(chunk[: max(0, room)])
                 dropped += max(0, len(chunk) - max(0, room))
             if dropped:
-                log.write(f"\n[grader: {dropped} more bytes the kernel wrote were not kept]\n".encode())
+                log.write(
+                    f"\n[grader: {dropped} more bytes the kernel wrote were not kept]\n".encode()
+                )
 
 
-def _run(submission: Submission, plan: RunPlan, sandbox: Sandbox | None, notebook: NotebookNode,
-         started: float) -> tuple[_Outcome, bool]:
+def _run(
+    submission: Submission,
+    plan: RunPlan,
+    sandbox: Sandbox | None,
+    notebook: NotebookNode,
+    started: float,
+) -> tuple[_Outcome, bool]:
     """Start the kernel, run every cell, shut it all down: (outcome, whether output was cut)."""
     manager = _kernel_manager(plan, sandbox)
-    cwd = plan.workdir if sandbox is None else plan.rundir  # sandboxed, bwrap changes into its scratch home
-    client = _LimitedClient(notebook, plan.max_output_bytes, km=manager, timeout=int(plan.cell_timeout_s),
-                            kernel_name=plan.kernel_name, resources={"metadata": {"path": str(cwd)}},
-                            allow_errors=False, record_timing=False)
+    # sandboxed, bwrap changes into its scratch home
+    cwd = plan.workdir if sandbox is None else plan.rundir
+    client = _LimitedClient(
+        notebook,
+        plan.max_output_bytes,
+        km=manager,
+        timeout=int(plan.cell_timeout_s),
+        kernel_name=plan.kernel_name,
+        resources={"metadata": {"path": str(cwd)}},
+        allow_errors=False,
+        record_timing=False,
+    )
     inits: list[int] = []
-    with _CappedLog(plan.rundir / KERNEL_LOG, KERNEL_LOG_BYTES) as log:  # the kernel's own stderr, off the TA's terminal
+    # the kernel's own stderr, off the TA's terminal
+    with _CappedLog(plan.rundir / KERNEL_LOG, KERNEL_LOG_BYTES) as log:
         try:
-            with client.setup_kernel(env={**_host_environment(), **_kernel_vars(plan)}, stdout=log.fd, stderr=log.fd):
+            with client.setup_kernel(
+                env={**_host_environment(), **_kernel_vars(plan)}, stdout=log.fd, stderr=log.fd
+            ):
                 log.started()
                 inits = _namespace_inits(manager)
                 if sandbox is not None:
-                    lock_kernel_dir(sandbox)  # its sockets exist; nothing may be added there any more
+                    # its sockets exist; nothing may be added there any more
+                    lock_kernel_dir(sandbox)
                 outcome = _run_cells(client, notebook, submission, plan, started)
         except RuntimeError as exc:  # the kernel did not come up
-            outcome = _Outcome(Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}")
+            outcome = _Outcome(
+                Status.ERROR, f"the notebook's kernel did not start ({exc}); see {KERNEL_LOG}"
+            )
         finally:
             _shut_down(manager, inits)
     return outcome, client.truncated

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DRIVER = Path("/proc/driver/nvidia/gpus")
-CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+CONTROL_NODES = (
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ def find(name: str, driver: Path = DRIVER) -> Gpu | None:
 
 def sandbox_args(gpu: Gpu | None, driver: Path = DRIVER) -> list[str]:
     """bwrap arguments exposing exactly ``gpu`` (after ``--proc /proc --dev /dev``); for no GPU, no
-    device node and an empty driver listing (seen on an H200: without it a CPU job's NVML lists the GPU)."""
+    device node and an empty driver listing (seen on an H200: without it a CPU job's NVML lists the
+    GPU)."""
     if gpu is None:
         return ["--tmpfs", str(driver)] if driver.is_dir() else []
     nodes = [n for n in CONTROL_NODES if os.path.exists(n)] + [f"/dev/nvidia{gpu.minor}"]

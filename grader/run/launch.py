@@ -1,4 +1,5 @@
-"""Run one submission's notebook for grading: its data view, its sandbox and limits, then the kernel."""
+"""Run one submission's notebook for grading: its data view, its sandbox and limits, then the
+kernel."""
 
 from __future__ import annotations
 
@@ -12,32 +13,40 @@ from grader.model.errors import GraderError
 from grader.model.results import ExecutionRecord
 from grader.model.submission import Submission
 from grader.run.evaluate import Evaluator
-from grader.run.gpus import Gpu, find as find_gpu
+from grader.run.gpus import Gpu
+from grader.run.gpus import find as find_gpu
 from grader.run.slots import Slot
 
 
 @dataclass(frozen=True)
 class Launched:
-    """What a run gave: the kernel's record and the data view it ran on (how its test set maps on the official one)."""
+    """What a run gave: the kernel's record and the data view it ran on (how its test set maps on
+    the official one)."""
 
     record: ExecutionRecord
     view: KernelView
 
 
 def _gpu(slot: Slot | None) -> Gpu | None:
-    """The physical GPU of the slot; a slot naming a GPU this machine does not have is a setup error."""
+    """The physical GPU of the slot; a slot naming a GPU this machine does not have is a setup
+    error."""
     if slot is None or slot.gpu is None:
         return None
     gpu = find_gpu(slot.gpu)
     if gpu is None:
-        raise GraderError(f"GPU {slot.gpu} is not on this machine (no such entry under /proc/driver/nvidia/gpus)")
+        raise GraderError(
+            f"GPU {slot.gpu} is not on this machine (no such entry under /proc/driver/nvidia/gpus)"
+        )
     return gpu
 
 
-def launch(sub: Submission, context: Context, rundir: Path, slot: Slot | None, seed: int | None) -> Launched:
+def launch(
+    sub: Submission, context: Context, rundir: Path, slot: Slot | None, seed: int | None
+) -> Launched:
     """Execute the notebook in a kernel under ``rundir`` (sandboxed when the context says so);
     ``seed`` replaces the rubric's (a borderline result's re-run, scoring/seeds.py)."""
-    # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel machinery.
+    # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel
+    # machinery.
     from grader.run.cgroups import find_hierarchy
     from grader.run.execute import RunPlan, execute
     from grader.run.sandbox import SANDBOX_UID, Sandbox, SandboxLimits, python_paths, visible_roots
@@ -48,35 +57,65 @@ def launch(sub: Submission, context: Context, rundir: Path, slot: Slot | None, s
     sandbox = None
     if context.sandboxed:
         readonly = python_paths() + view.dataset.files
-        masked = label_copies(context.dataset, visible_roots(readonly)) if rubric.hide_test_labels else ()
-        sandbox = Sandbox(kernel_dir=rundir / "kernel", readonly=readonly,
-                          limits=SandboxLimits(limits.memory_mb, limits.max_processes, limits.max_file_mb,
-                                               limits.scratch_mb),
-                          gpu=_gpu(slot), uid=SANDBOX_UID - (slot.index if slot else 0),
-                          cores=slot.cores if slot else (), masked=masked)
-    plan = RunPlan(rundir=rundir, dataset=view.dataset, seed=rubric.seed if seed is None else seed,
-                   cell_timeout_s=limits.cell_timeout_s, total_timeout_s=limits.total_timeout_s, sandbox=sandbox,
-                   max_output_bytes=limits.max_output_mb * 1024 * 1024, slot=slot,
-                   cgroups=find_hierarchy()[0] if sandbox is not None else None,
-                   gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0)
+        masked = (
+            label_copies(context.dataset, visible_roots(readonly))
+            if rubric.hide_test_labels
+            else ()
+        )
+        sandbox = Sandbox(
+            kernel_dir=rundir / "kernel",
+            readonly=readonly,
+            limits=SandboxLimits(
+                limits.memory_mb, limits.max_processes, limits.max_file_mb, limits.scratch_mb
+            ),
+            gpu=_gpu(slot),
+            uid=SANDBOX_UID - (slot.index if slot else 0),
+            cores=slot.cores if slot else (),
+            masked=masked,
+        )
+    plan = RunPlan(
+        rundir=rundir,
+        dataset=view.dataset,
+        seed=rubric.seed if seed is None else seed,
+        cell_timeout_s=limits.cell_timeout_s,
+        total_timeout_s=limits.total_timeout_s,
+        sandbox=sandbox,
+        max_output_bytes=limits.max_output_mb * 1024 * 1024,
+        slot=slot,
+        cgroups=find_hierarchy()[0] if sandbox is not None else None,
+        gpu_memory_mb=limits.per_gpu_memory_mb if slot and slot.gpu else 0,
+    )
     return Launched(execute(sub, plan), view)
 
 
 def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evaluator:
     """The trusted evaluator's process for this run (run/evaluate.py), started now so that its
     imports overlap the notebook's run. A sandboxed run's evaluator is sandboxed too, apart from the
-    kernel's: it sees the interpreter and the official test images, no submission's files, no network,
+    kernel's: it sees the interpreter and the official test images, no submission's files, no
+    network,
     and writes nothing that outlives it (it deserializes a graph the student's process wrote)."""
     from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
-    from grader.run.sandbox import EVALUATOR_UID, Sandbox, SandboxLimits, command, pass_fds, python_paths
+    from grader.run.sandbox import (
+        EVALUATOR_UID,
+        Sandbox,
+        SandboxLimits,
+        command,
+        pass_fds,
+        python_paths,
+    )
 
     assert context.dataset is not None
     images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     if not context.sandboxed:
         return Evaluator(images, train_images=train)
     limits = context.rubric.limits
-    sandbox = Sandbox(kernel_dir=rundir / "evaluator", readonly=python_paths() + (images, train),
-                      limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
-                      uid=EVALUATOR_UID - (slot.index if slot else 0), cores=slot.cores if slot else ())
-    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)  # root's: the evaluator writes nothing there
+    sandbox = Sandbox(
+        kernel_dir=rundir / "evaluator",
+        readonly=python_paths() + (images, train),
+        limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
+        uid=EVALUATOR_UID - (slot.index if slot else 0),
+        cores=slot.cores if slot else (),
+    )
+    # root's: the evaluator writes nothing there
+    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)
     return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train)

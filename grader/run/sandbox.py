@@ -31,7 +31,8 @@ _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory_mb: int  # all processes together (cgroup, where there is one) and each process's heap (RLIMIT_DATA)
+    # all processes together (cgroup, where there is one) and each process's heap (RLIMIT_DATA)
+    memory_mb: int
     max_processes: int  # the cgroup's pids.max, and RLIMIT_NPROC when the grader runs as root
     max_file_mb: int  # RLIMIT_FSIZE: the largest file it may write
     scratch_mb: int  # size of each RAM-backed writable place: the work dir, /tmp and /dev/shm
@@ -42,21 +43,29 @@ class Sandbox:
     """Where one submission may read and write, and what it may use."""
 
     kernel_dir: Path  # host folder bound read-write: the kernel's sockets and the probe's file
-    readonly: tuple[Path, ...]  # bound read-only at the same path (a symlink shows its target's content there)
+    # bound read-only at the same path (a symlink shows its target's content there)
+    readonly: tuple[Path, ...]
     limits: SandboxLimits
     gpu: Gpu | None = None  # the one GPU it sees (as cuda:0); None: no GPU device at all
-    uid: int = SANDBOX_UID  # the user student code runs as when the grader is root (one per parallel job)
+    # the user student code runs as when the grader is root (one per parallel job)
+    uid: int = SANDBOX_UID
     cores: tuple[int, ...] = ()  # CPUs it may run on; (): any
     group: JobGroup | None = None  # the cgroup every process of the run joins
-    masked: tuple[Path, ...] = ()  # files or folders hidden behind empty ones (copies of hidden test labels)
+    # files or folders hidden behind empty ones (copies of hidden test labels)
+    masked: tuple[Path, ...] = ()
 
 
 def unavailable_reason() -> str | None:
-    """None when bubblewrap can build a sandbox here, else one line saying why not and what to do."""
+    """None when bubblewrap can build a sandbox here, else one line saying why not and what to
+    do."""
     if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed; `apt-get install bubblewrap`"
-    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", *_user_args(), "true"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        ["bwrap", "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", *_user_args(), "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here ({probe.stderr.strip()[:120]})"
     return None
@@ -66,8 +75,12 @@ def python_paths() -> tuple[Path, ...]:
     """What the kernel needs to start: the interpreter, its environment and the grader package."""
     import grader
 
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent,
-             Path(grader.__file__).resolve().parent}
+    paths = {
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(os.path.realpath(sys.executable)).parent.parent,
+        Path(grader.__file__).resolve().parent,
+    }
     return tuple(sorted(paths))
 
 
@@ -83,12 +96,17 @@ def _user_args() -> list[str]:
 
 
 def _parents(paths: list[Path]) -> list[str]:
-    """--dir arguments creating every parent of the bound paths world-readable (bwrap makes them 0700)."""
+    """--dir arguments creating every parent of the bound paths world-readable (bwrap makes them
+    0700)."""
     seen: list[str] = []
     for path in paths:
         for parent in reversed(path.parents):
             text = str(parent)
-            if text != "/" and text not in seen and not any(text == d or text.startswith(d + "/") for d in _SYSTEM_DIRS):
+            if (
+                text != "/"
+                and text not in seen
+                and not any(text == d or text.startswith(d + "/") for d in _SYSTEM_DIRS)
+            ):
                 seen.append(text)
     return [arg for text in seen for arg in ("--perms", "0755", "--dir", text)]
 
@@ -103,18 +121,33 @@ def _mask(path: Path) -> list[str]:
 
 def die_with(parent: int) -> list[str]:
     """A prefix that kills the command when process ``parent`` dies, also when it dies while the
-    command is starting: bwrap's --die-with-parent alone misses a grader killed before bwrap runs."""
-    check = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'  # after the signal is armed: was the parent gone?
-    return ["setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", check, "grader-guard", str(parent)]
+    command is starting: bwrap's --die-with-parent alone misses a grader killed before bwrap
+    runs."""
+    # after the signal is armed: was the parent gone?
+    check = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'
+    return [
+        "setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
+        "/bin/sh",
+        "-c",
+        check,
+        "grader-guard",
+        str(parent),
+    ]
 
 
 class _Lifeline:
-    """A pipe whose write end only this grader process holds (never inherited: os.pipe() is close-on-exec).
+    """A pipe whose write end only this grader process holds (never inherited: os.pipe() is
+    close-on-exec).
 
     Every sandbox watches the read end and ends itself when it reads end-of-file, that is, when the
     grader is gone, however it died. bwrap's --die-with-parent alone misses a grader killed while a
-    sandbox is being set up: the namespace's init arms its parent-death signal only after the mounts,
-    and an init whose parent died before that outlives everyone (seen in CI: a kernel left running)."""
+    sandbox is being set up: the namespace's init arms its parent-death signal only after the
+    mounts,
+    and an init whose parent died before that outlives everyone (seen in CI: a kernel left
+    running)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -140,20 +173,34 @@ def _watching(fd: int) -> list[str]:
     # Runs first inside the namespace, before the drop to the student's user: a child waits for the
     # lifeline's end-of-file and then kills every process of the namespace; the command goes on
     # without the pipe. Without the pipe (a caller that did not pass it), the command just runs.
-    script = ('fd=$1; shift; [ -e "/proc/self/fd/$fd" ] || exec "$@"; '
-              '{ read -r -u "$fd" _; kill -KILL -1; } & exec {fd}<&-; exec "$@"')
+    script = (
+        'fd=$1; shift; [ -e "/proc/self/fd/$fd" ] || exec "$@"; '
+        '{ read -r -u "$fd" _; kill -KILL -1; } & exec {fd}<&-; exec "$@"'
+    )
     return ["/bin/bash", "-c", script, "grader-lifeline", str(fd)]
 
 
 def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
     """The prefix that runs a command inside ``sandbox`` (cgroup, bwrap, setpriv, prlimit, taskset),
-    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and ``env``.
-    Start it with ``pass_fds=pass_fds()``: the sandbox then dies with this process, however it dies."""
+    whose only environment is PATH, HOME, LANG, TMPDIR, USER, LOGNAME, CUDA_VISIBLE_DEVICES and
+    ``env``.
+    Start it with ``pass_fds=pass_fds()``: the sandbox then dies with this process, however it
+    dies."""
     limits = sandbox.limits
     args = die_with(os.getpid())
     args += join_command(sandbox.group) if sandbox.group else []
-    args += ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-             "--unshare-uts", "--unshare-cgroup-try", *_user_args(), "--clearenv"]
+    args += [
+        "bwrap",
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        *_user_args(),
+        "--clearenv",
+    ]
     for directory in _SYSTEM_DIRS:
         if os.path.isdir(directory):
             args += ["--ro-bind", directory, directory]
@@ -162,20 +209,41 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
             args += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             args += ["--ro-bind", link, link]
-    args += ["--proc", "/proc", "--dev", "/dev", *_scratch("/dev/shm", limits.scratch_mb),
-             *_scratch("/tmp", limits.scratch_mb), *sandbox_args(sandbox.gpu)]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        *_scratch("/dev/shm", limits.scratch_mb),
+        *_scratch("/tmp", limits.scratch_mb),
+        *sandbox_args(sandbox.gpu),
+    ]
     binds = [p for p in sandbox.readonly if p.exists()]
     args += _parents([*binds, sandbox.kernel_dir, HOME])  # after /tmp: these usually live below it
     for path in binds:
         args += ["--ro-bind", os.path.realpath(path), str(path)]
     for path in sandbox.masked:
         args += _mask(path)
-    args += ["--bind", str(sandbox.kernel_dir), str(sandbox.kernel_dir), *_scratch(str(HOME), limits.scratch_mb),
-             "--chdir", str(HOME)]
-    inside = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(HOME),
-              "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
-              # a job's uid has no passwd entry: getpass.getuser() (torch's caches use it) reads these first
-              "USER": "student", "LOGNAME": "student", **env}
+    args += [
+        "--bind",
+        str(sandbox.kernel_dir),
+        str(sandbox.kernel_dir),
+        *_scratch(str(HOME), limits.scratch_mb),
+        "--chdir",
+        str(HOME),
+    ]
+    inside = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(HOME),
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "PYTHONNOUSERSITE": "1",
+        # a job's uid has no passwd entry: getpass.getuser() (torch's caches use it) reads
+        # these first
+        "USER": "student",
+        "LOGNAME": "student",
+        **env,
+    }
     if sandbox.gpu is None:
         inside["CUDA_VISIBLE_DEVICES"] = ""
     else:
@@ -184,9 +252,19 @@ def command(sandbox: Sandbox, env: dict[str, str]) -> list[str]:
         args += ["--setenv", key, value]
     args += ["--", *_watching(LIFELINE.read_end())]
     if os.geteuid() == 0:
-        args += ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
-                 "--inh-caps=-all", "--bounding-set=-all"]
-    args += ["prlimit", f"--data={limits.memory_mb * 1024 * 1024}", f"--fsize={limits.max_file_mb * 1024 * 1024}"]
+        args += [
+            "setpriv",
+            f"--reuid={sandbox.uid}",
+            f"--regid={sandbox.uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]
+    args += [
+        "prlimit",
+        f"--data={limits.memory_mb * 1024 * 1024}",
+        f"--fsize={limits.max_file_mb * 1024 * 1024}",
+    ]
     if os.geteuid() == 0:
         args.append(f"--nproc={limits.max_processes}")
     if sandbox.cores:
@@ -229,7 +307,8 @@ def prepare_kernel_dir(sandbox: Sandbox, files: tuple[str, ...]) -> None:
 
 def lock_kernel_dir(sandbox: Sandbox) -> None:
     """Once the kernel's sockets exist: student code may write the files in the folder, but may not
-    add, replace or link anything there (the folder is root's again). Only when the grader is root."""
+    add, replace or link anything there (the folder is root's again). Only when the grader is
+    root."""
     if os.geteuid() == 0:
         os.chown(sandbox.kernel_dir, 0, 0, follow_symlinks=False)
         os.chmod(sandbox.kernel_dir, 0o755, follow_symlinks=False)
@@ -246,7 +325,9 @@ def _state_and_parent(pid: int) -> tuple[str, int] | None:
 def namespace_inits(bwrap_pid: int) -> list[int]:
     """The host pids of the sandbox's PID-namespace init(s): the children of the outer bwrap."""
     pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    return [pid for pid in pids if (info := _state_and_parent(pid)) is not None and info[1] == bwrap_pid]
+    return [
+        pid for pid in pids if (info := _state_and_parent(pid)) is not None and info[1] == bwrap_pid
+    ]
 
 
 def end_namespaces(pids: list[int], timeout_s: float = 30) -> None:

@@ -1,1 +1,2 @@
-"""Points: thresholds, the verdicts that count, lateness, borderline seeds, overrides. Runs nothing."""
+"""Points: thresholds, the verdicts that count, lateness, borderline seeds, overrides. Runs
+nothing."""

@@ -25,7 +25,9 @@ def apply(verdict: Score, days: int, policy: LatePolicy) -> Score:
     if policy.zero_after_days and days >= policy.zero_after_days:
         return replace(verdict, score=0, bonus=0)
     keep = max(0.0, 1 - policy.penalty_per_day * days / 100)
-    return replace(verdict, score=math.floor(verdict.score * keep), bonus=math.floor(verdict.bonus * keep))
+    return replace(
+        verdict, score=math.floor(verdict.score * keep), bonus=math.floor(verdict.bonus * keep)
+    )
 
 
 def describe(submitted: Submitted, deadline: datetime, days: int) -> str:
@@ -33,5 +35,9 @@ def describe(submitted: Submitted, deadline: datetime, days: int) -> str:
     delta = submitted.at - deadline
     hours = abs(delta.total_seconds()) / 3600
     span = f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
-    side = f"{span} after the deadline ({days} started day{'s' if days != 1 else ''} late)" if days else f"{span} before the deadline"
+    side = (
+        f"{span} after the deadline ({days} started day{'s' if days != 1 else ''} late)"
+        if days
+        else f"{span} before the deadline"
+    )
     return f"submitted {submitted.at.isoformat(timespec='minutes')} by its {submitted.how}, {side}"

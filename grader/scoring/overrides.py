@@ -11,11 +11,10 @@ is for staff only (the TA's pages and gradebook.csv, never a page or export a st
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import difflib
 
 import yaml
 
@@ -30,7 +29,8 @@ _FIELDS = ("points", "bonus", "report_points", "note")
 @dataclass(frozen=True)
 class Override:
     points: int | None = None  # replaces the automatic points
-    bonus: int | None = None  # replaces the automatic bonus (the handout gives it for an excellent report too)
+    # replaces the automatic bonus (the handout gives it for an excellent report too)
+    bonus: int | None = None
     report_points: int | None = None  # the report's points, graded by a person
     note: str | None = None
 
@@ -75,7 +75,9 @@ class Grade:
 
 def _number(account: str, key: str, value: Any, top: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-        raise GraderError(f"overrides: {account}.{key} must be a whole number from 0 to {top}, got {value!r}")
+        raise GraderError(
+            f"overrides: {account}.{key} must be a whole number from 0 to {top}, got {value!r}"
+        )
     return value
 
 
@@ -84,22 +86,37 @@ def parse_overrides(data: Any, rubric: Rubric) -> dict[str, Override]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise GraderError("overrides: the file must map accounts to {points, bonus, report_points, note}")
+        raise GraderError(
+            "overrides: the file must map accounts to {points, bonus, report_points, note}"
+        )
     policy = rubric.accuracy
-    tops = {"points": policy.max_points, "bonus": policy.bonus.points, "report_points": policy.report_points}
+    tops = {
+        "points": policy.max_points,
+        "bonus": policy.bonus.points,
+        "report_points": policy.report_points,
+    }
     found = {}
     for account, fields in data.items():
         if not isinstance(fields, dict):
-            raise GraderError(f"overrides: {account} must be a mapping like {{report_points: 35, note: ...}}")
+            raise GraderError(
+                f"overrides: {account} must be a mapping like {{report_points: 35, note: ...}}"
+            )
         unknown = sorted(set(fields) - set(_FIELDS))
         if unknown:
-            raise GraderError(f"overrides: {account}.{unknown[0]} is not a field; use {', '.join(_FIELDS)}")
+            raise GraderError(
+                f"overrides: {account}.{unknown[0]} is not a field; use {', '.join(_FIELDS)}"
+            )
         note = fields.get("note")
         if note is not None and not isinstance(note, str):
             raise GraderError(f"overrides: {account}.note must be text, got {note!r}")
         found[str(account)] = Override(
-            **{k: _number(str(account), k, fields[k], tops[k]) for k in ("points", "bonus", "report_points") if k in fields},
-            note=note)
+            **{
+                k: _number(str(account), k, fields[k], tops[k])
+                for k in ("points", "bonus", "report_points")
+                if k in fields
+            },
+            note=note,
+        )
     return found
 
 
@@ -114,7 +131,9 @@ def load_overrides(path: Path, rubric: Rubric) -> dict[str, Override]:
     try:
         return parse_overrides(yaml.safe_load(text), rubric)
     except yaml.YAMLError as exc:
-        raise GraderError(f"overrides: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise GraderError(
+            f"overrides: {path} is not valid YAML ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def check_accounts(overrides: dict[str, Override], accounts: set[str]) -> None:
@@ -123,17 +142,27 @@ def check_accounts(overrides: dict[str, Override], accounts: set[str]) -> None:
     if unknown:
         near = difflib.get_close_matches(unknown[0], sorted(accounts), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
-        raise GraderError(f"overrides: no submission or result for {', '.join(unknown)}{hint} (fix the account in the "
-                          "overrides file; nothing was changed)")
+        raise GraderError(
+            f"overrides: no submission or result for {', '.join(unknown)}{hint} (fix "
+            "the account in the "
+            "overrides file; nothing was changed)"
+        )
 
 
 def grades(results: list[Result], overrides: dict[str, Override]) -> list[Grade]:
     """Every result with its override (an empty one where the TA set none), by account."""
-    return [Grade(r, overrides.get(r.student, Override())) for r in sorted(results, key=lambda r: r.student)]
+    return [
+        Grade(r, overrides.get(r.student, Override()))
+        for r in sorted(results, key=lambda r: r.student)
+    ]
 
 
 def for_batch(out: Path, given: Path | None, rubric: Rubric) -> dict[str, Override]:
-    """``--overrides FILE`` when given (it must exist), else OUT/overrides.yaml when there is one."""
+    """``--overrides FILE`` when given (it must exist), else OUT/overrides.yaml when there is
+    one."""
     if given is not None and not given.is_file():
-        raise GraderError(f"--overrides {given}: no such file; write it as `account: {{report_points: 35, note: ...}}`")
+        raise GraderError(
+            f"--overrides {given}: no such file; write it as `account: "
+            f"{{report_points: 35, note: ...}}`"
+        )
     return load_overrides(given or out / FILE, rubric)

@@ -33,20 +33,41 @@ def extra_seeds(rubric: Rubric, count: int) -> tuple[int, ...]:
 def is_borderline(rubric: Rubric, result: Result) -> bool:
     """Whether ``result`` is re-run with more seeds: graded (never a violation, a failed run or a
     tampering notebook), measured, and within the rubric's margin of a threshold or the bonus."""
-    return (result.status is Status.GRADED and result.accuracy is not None and result.correct is not None
-            and bool(result.total) and near_threshold(rubric, result.accuracy) is not None)
+    return (
+        result.status is Status.GRADED
+        and result.accuracy is not None
+        and result.correct is not None
+        and bool(result.total)
+        and near_threshold(rubric, result.accuracy) is not None
+    )
 
 
 def first_run(rubric: Rubric, result: Result) -> SeedRun:
     """The student's own run, with the rubric's seed, as one of the seed runs."""
-    return SeedRun(rubric.seed, result.status, result.accuracy, result.correct, result.total,
-                   result.reported_accuracy, result.reason, result.flags)
+    return SeedRun(
+        rubric.seed,
+        result.status,
+        result.accuracy,
+        result.correct,
+        result.total,
+        result.reported_accuracy,
+        result.reason,
+        result.flags,
+    )
 
 
 def seed_run(seed: int, result: Result) -> SeedRun:
     """What a re-run with ``seed`` gave, from the result grading it produced."""
-    return SeedRun(seed, result.status, result.accuracy, result.correct, result.total, result.reported_accuracy,
-                   result.reason, result.flags)
+    return SeedRun(
+        seed,
+        result.status,
+        result.accuracy,
+        result.correct,
+        result.total,
+        result.reported_accuracy,
+        result.reason,
+        result.flags,
+    )
 
 
 def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
@@ -65,7 +86,8 @@ def choose(policy: str, runs: Sequence[SeedRun]) -> SeedRun:
         return Fraction(run.correct, run.total)
 
     if policy == "best":
-        return max((run for run in runs if run is first or run.counts_beside(first)), key=rate)  # a tie: the earliest
+        # a tie: the earliest
+        return max((run for run in runs if run is first or run.counts_beside(first)), key=rate)
     if policy == "median":
         ordered = sorted(runs, key=rate)
         return ordered[(len(ordered) - 1) // 2]
@@ -84,8 +106,11 @@ def merge(rubric: Rubric, result: Result, extra: Sequence[SeedRun]) -> Result:
     seed's again)."""
     if not extra and not result.seed_runs:
         return result
-    result = replace(result, flags=tuple(f for f in result.flags if f != EXCLUDED),
-                     notes=tuple(n for n in result.notes if not n.startswith(_NOTE)))
+    result = replace(
+        result,
+        flags=tuple(f for f in result.flags if f != EXCLUDED),
+        notes=tuple(n for n in result.notes if not n.startswith(_NOTE)),
+    )
     if not extra:
         runs: tuple[SeedRun, ...] = ()
         chosen = first_run(rubric, result)
@@ -93,18 +118,31 @@ def merge(rubric: Rubric, result: Result, extra: Sequence[SeedRun]) -> Result:
         runs = (first_run(rubric, result), *extra)
         chosen = choose(rubric.seed_policy, runs)
     excluded = [run for run in runs[1:] if not run.counts_beside(runs[0])]
-    if chosen in excluded:  # the median fell on a re-run that does not count: it counts as 0 correct
+    # the median fell on a re-run that does not count: it counts as 0 correct
+    if chosen in excluded:
         verdict, accuracy = Score(Status.GRADED, 0, result.max_score, 0, None), 0.0
     else:
         assert chosen.correct is not None and chosen.total is not None
-        verdict, accuracy = counted(rubric, chosen.correct, chosen.total, result.late_days or 0), chosen.accuracy or 0.0
-    notes = tuple(f"{_NOTE}{run.seed} does not count ({_why(run, runs[0])})"
-                  + ("; the median counts it as 0 correct" if rubric.seed_policy == "median" else "")
-                  for run in excluded)
-    return replace(result, score=verdict.score, bonus=verdict.bonus, seed_runs=runs,
-                   seed_policy=rubric.seed_policy if runs else None, seed_accuracy=accuracy if runs else None,
-                   seed_chosen=chosen.seed if runs else None,
-                   flags=result.flags + ((EXCLUDED,) if excluded else ()), notes=result.notes + notes)
+        verdict, accuracy = (
+            counted(rubric, chosen.correct, chosen.total, result.late_days or 0),
+            chosen.accuracy or 0.0,
+        )
+    notes = tuple(
+        f"{_NOTE}{run.seed} does not count ({_why(run, runs[0])})"
+        + ("; the median counts it as 0 correct" if rubric.seed_policy == "median" else "")
+        for run in excluded
+    )
+    return replace(
+        result,
+        score=verdict.score,
+        bonus=verdict.bonus,
+        seed_runs=runs,
+        seed_policy=rubric.seed_policy if runs else None,
+        seed_accuracy=accuracy if runs else None,
+        seed_chosen=chosen.seed if runs else None,
+        flags=result.flags + ((EXCLUDED,) if excluded else ()),
+        notes=result.notes + notes,
+    )
 
 
 def _why(run: SeedRun, first: SeedRun) -> str:
@@ -112,7 +150,11 @@ def _why(run: SeedRun, first: SeedRun) -> str:
         return f"{run.status.value}: {run.reason}" if run.reason else run.status.value
     if not run.counted:
         return "not measured"
-    return "it raised " + ", ".join(sorted(set(run.flags) - set(first.flags))) + ", which the rubric seed's run did not"
+    return (
+        "it raised "
+        + ", ".join(sorted(set(run.flags) - set(first.flags)))
+        + (", which the rubric seed's run did not")
+    )
 
 
 def seed_key(key: str, seed: int) -> str:
@@ -140,7 +182,8 @@ def stored(out: Path, account: str, seed: int, key: str) -> SeedRun | None:
 
 def store(out: Path, account: str, seed: int, result: Result, executed: bytes | None) -> SeedRun:
     """Keep a finished re-run (atomically; its executed notebook first, the JSON last: its presence
-    means done). Its key is the one its result carries: none after a grader failure, so it runs again."""
+    means done). Its key is the one its result carries: none after a grader failure, so it runs
+    again."""
     if executed is not None:
         write_atomic(_path(out, account, seed, ".ipynb"), executed)
     run = seed_run(seed, result)

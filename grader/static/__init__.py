@@ -1,1 +1,2 @@
-"""The code as written: parsing, the template's facts, the tampering scan, and the rules (rules/)."""
+"""The code as written: parsing, the template's facts, the tampering scan, and the rules
+(rules/)."""

@@ -1,5 +1,6 @@
 """The grading environment: which modules the class's notebooks import or `!pip install`, which of
-them are missing here (run/children.py installs the allowed ones, outside the sandbox, before the batch)."""
+them are missing here (run/children.py installs the allowed ones, outside the sandbox, before the
+batch)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from grader.static.pyast import parse_cells
 from grader.model.submission import Submission
+from grader.static.pyast import parse_cells
 
 # pip name -> module name, where they differ (both directions are used)
-PACKAGE_MODULES = {"scikit-learn": "sklearn", "opencv-python-headless": "cv2", "pillow": "PIL", "pyyaml": "yaml",
-                   "scikit-image": "skimage", "torch-optimizer": "torch_optimizer", "pytorch-lightning": "pytorch_lightning",
-                   "ipython": "IPython"}
+PACKAGE_MODULES = {
+    "scikit-learn": "sklearn",
+    "opencv-python-headless": "cv2",
+    "pillow": "PIL",
+    "pyyaml": "yaml",
+    "scikit-image": "skimage",
+    "torch-optimizer": "torch_optimizer",
+    "pytorch-lightning": "pytorch_lightning",
+    "ipython": "IPython",
+}
 _MODULE_PACKAGES = {module: package for package, module in PACKAGE_MODULES.items()}
-_PROVIDED = {"google", "IPython", "ipykernel", "grader"}  # Colab's module is stubbed; the kernel brings IPython
+# Colab's module is stubbed; the kernel brings IPython
+_PROVIDED = {"google", "IPython", "ipykernel", "grader"}
 _PIP = re.compile(r"^\s*[!%]\s*pip3?\s+install\s+(.*)$", re.MULTILINE)
 
 
@@ -50,11 +59,18 @@ def _imports(sub: Submission) -> set[str]:
 
 
 def scan(submissions: tuple[Submission, ...]) -> tuple[Need, ...]:
-    """Every third-party module the submissions use, with who uses it and whether it is installed."""
+    """Every third-party module the submissions use, with who uses it and whether it is
+    installed."""
     users: dict[str, set[str]] = {}
     for sub in submissions:
         for module in _imports(sub):
             users.setdefault(module, set()).add(sub.account)
-    return tuple(Need(module, _MODULE_PACKAGES.get(module, module.replace("_", "-")), tuple(sorted(students)),
-                      importlib.util.find_spec(module) is not None)
-                 for module, students in sorted(users.items(), key=lambda item: (-len(item[1]), item[0])))
+    return tuple(
+        Need(
+            module,
+            _MODULE_PACKAGES.get(module, module.replace("_", "-")),
+            tuple(sorted(students)),
+            importlib.util.find_spec(module) is not None,
+        )
+        for module, students in sorted(users.items(), key=lambda item: (-len(item[1]), item[0]))
+    )

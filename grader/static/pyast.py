@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ast
 import gc
-import re
 import operator
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from grader.model.submission import Cell, Submission
-
 from IPython.core.inputtransformer2 import TransformerManager
+
+from grader.model.submission import Cell, Submission
 
 # Stateless between cells: it only rewrites the text it is given.
 _TRANSFORMER = TransformerManager()  # type: ignore[no-untyped-call]
@@ -21,8 +21,12 @@ _TRANSFORMER = TransformerManager()  # type: ignore[no-untyped-call]
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 
 _BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
 }
 
 
@@ -52,7 +56,11 @@ def parse_cells(submission: Submission) -> tuple[ParsedCell, ...]:
 def const_value(node: ast.AST, names: Mapping[str, float] | None = None) -> float | None:
     """Evaluate a constant arithmetic expression (``28 * 28``, ``n_hidden // 2``), else None."""
     names = names or {}
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.Name):
         return names.get(node.id)
@@ -86,7 +94,9 @@ def import_aliases(cells: tuple[ParsedCell, ...]) -> dict[str, str]:
     for _, node in walk_cells(cells):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                aliases[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -107,7 +117,11 @@ def top_level_constants(cells: tuple[ParsedCell, ...]) -> dict[str, float]:
         if parsed.tree is None:
             continue
         for stmt in parsed.tree.body:
-            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            if (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ):
                 value = const_value(stmt.value, values)
                 if value is not None:
                     values[stmt.targets[0].id] = value
@@ -154,7 +168,8 @@ def parseable(source: str) -> str:
     except Exception:  # noqa: BLE001 - IPython cannot read it either: the line-wise fallback
         transformed = None
     if transformed is None or transformed.count("\n") != body.count("\n"):
-        transformed = _line_by_line(lines)  # a magic continued over lines (`\\`) was joined into one
+        # a magic continued over lines (`\\`) was joined into one
+        transformed = _line_by_line(lines)
     return head + transformed
 
 

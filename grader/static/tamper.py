@@ -16,7 +16,6 @@ import ast
 import base64
 import binascii
 import bz2
-import gzip
 import io
 import lzma
 import re
@@ -24,10 +23,9 @@ import tokenize
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from grader.static.pyast import ParsedCell, dotted, import_aliases, parseable, resolve, walk_cells
 from grader.model.submission import Submission
+from grader.static.pyast import ParsedCell, dotted, import_aliases, parseable, resolve, walk_cells
 
 LABEL_RUN = 10_000  # a sequence of class numbers as long as FashionMNIST's test set
 TEXT_LIMIT = 4 * 1024  # bytes of data the code's text may hold beyond the template's (literal_data)
@@ -64,7 +62,7 @@ def _has_class_run(data: bytes) -> bool:
     blocks are tried."""
     half = LABEL_RUN // 2
     for start in range(0, len(data) - half + 1, half):
-        block = data[start:start + half]
+        block = data[start : start + half]
         alphabet = set(block)
         if not 10 <= len(alphabet) <= 12:
             continue
@@ -91,7 +89,13 @@ def _decodings(text: str | bytes) -> Iterator[bytes]:
     if _BASE64.match(raw.decode("latin-1")):
         for decode in (base64.b64decode, base64.urlsafe_b64decode, base64.b85decode):
             try:
-                layers.append(decode(stripped + b"=" * (-len(stripped) % 4) if decode is not base64.b85decode else stripped))
+                layers.append(
+                    decode(
+                        stripped + b"=" * (-len(stripped) % 4)
+                        if decode is not base64.b85decode
+                        else stripped
+                    )
+                )
             except (binascii.Error, ValueError):
                 pass
     if _HEX.match(raw.decode("latin-1")):
@@ -119,20 +123,27 @@ def _names_probe(text: str) -> bool:
 
 def _names_another_module(key: ast.AST) -> bool:
     """A literal module name that is not the grader's."""
-    return isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+    return (
+        isinstance(key, ast.Constant) and isinstance(key.value, str) and "grader" not in key.value
+    )
 
 
 def _is_harmless_modules_lookup(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    """``'google.colab' in sys.modules``, ``sys.modules['x']``, ``sys.modules.get('x')`` with a literal
+    """``'google.colab' in sys.modules``, ``sys.modules['x']``, ``sys.modules.get('x')`` with a
+    literal
     name that is not the grader's: the Colab check students copy, not a search for the probe."""
     parent = parents.get(node)
-    if isinstance(parent, ast.Compare) and all(isinstance(op, (ast.In, ast.NotIn)) for op in parent.ops):
+    if isinstance(parent, ast.Compare) and all(
+        isinstance(op, (ast.In, ast.NotIn)) for op in parent.ops
+    ):
         return _names_another_module(parent.left)
     if isinstance(parent, ast.Subscript):
         return _names_another_module(parent.slice)
     if isinstance(parent, ast.Attribute) and parent.attr == "get":
         call = parents.get(parent)
-        return isinstance(call, ast.Call) and bool(call.args) and _names_another_module(call.args[0])
+        return (
+            isinstance(call, ast.Call) and bool(call.args) and _names_another_module(call.args[0])
+        )
     return False
 
 
@@ -146,7 +157,8 @@ def _sequence_of_classes(node: ast.AST) -> bool:
 
 
 def code_text(cells: tuple[ParsedCell, ...]) -> bytes:
-    """The code's text where data can hide, one piece per line in order: every string (docstrings and
+    """The code's text where data can hide, one piece per line in order: every string (docstrings
+    and
     f-strings too), comment and number as written, and each distinct name once."""
     return b"\n".join(piece for parsed in cells for _, piece in _pieces(parsed, set()))
 
@@ -155,7 +167,12 @@ def _pieces(parsed: ParsedCell, names: set[str]) -> Iterator[tuple[int, bytes]]:
     """(line, text) of each string, comment, number and not yet seen name of a cell that parses."""
     if parsed.tree is None:
         return
-    kinds = {tokenize.STRING, tokenize.COMMENT, tokenize.NUMBER, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+    kinds = {
+        tokenize.STRING,
+        tokenize.COMMENT,
+        tokenize.NUMBER,
+        getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING),
+    }
     try:
         for token in tokenize.generate_tokens(io.StringIO(parseable(parsed.cell.source)).readline):
             if token.type == tokenize.NAME and token.string not in names:
@@ -169,8 +186,10 @@ def _pieces(parsed: ParsedCell, names: set[str]) -> Iterator[tuple[int, bytes]]:
 
 def information(text: bytes, prior: bytes) -> int:
     """Bytes of data ``text`` holds beyond ``prior``: its size compressed with ``prior`` as zlib's
-    dictionary, less what compressing nothing costs. English prose costs about a third of its length,
+    dictionary, less what compressing nothing costs. English prose costs about a third of its
+    length,
     the template's own words almost nothing, random data (a table of answers) all of it."""
+
     def packed(data: bytes) -> int:
         packer = zlib.compressobj(9, zdict=prior[-_WINDOW:]) if prior else zlib.compressobj(9)
         return len(packer.compress(data) + packer.flush())
@@ -182,18 +201,25 @@ def literal_data(sub: Submission, cells: tuple[ParsedCell, ...], prior: bytes = 
     """Why the code goes to review when its text (code_text) holds TEXT_LIMIT bytes or more of data
     beyond the template's own text ``prior``, in strings, docstrings, comments, numbers or names: a
     homework notebook has no use for that much, and brought-in answers (the test labels in a
-    retrieval table keyed by image hashes, in any alphabet) would be that. Names the cell holding the
+    retrieval table keyed by image hashes, in any alphabet) would be that. Names the cell holding
+    the
     most and the line of its largest piece."""
     names: set[str] = set()
     per_cell = [(parsed, list(_pieces(parsed, names))) for parsed in cells]
     total = information(b"\n".join(piece for _, pieces in per_cell for _, piece in pieces), prior)
     if total < TEXT_LIMIT:
         return None
-    parsed, pieces = max(per_cell, key=lambda item: information(b"\n".join(p for _, p in item[1]), prior))
+    parsed, pieces = max(
+        per_cell, key=lambda item: information(b"\n".join(p for _, p in item[1]), prior)
+    )
     line = max(pieces, key=lambda item: len(item[1]))[0]
-    return (f"the code's text holds {total // 1024} KB of literal data beyond the template's (strings, comments, "
-            f"docstrings, numbers, names; the most in {sub.where(parsed.cell)}, its largest piece at "
-            f"{sub.where(parsed.cell, line)}); a person checks it is not answers brought in")
+    return (
+        f"the code's text holds {total // 1024} KB of literal data beyond the template's "
+        "(strings, comments, "
+        f"docstrings, numbers, names; the most in {sub.where(parsed.cell)}, its largest piece "
+        "at "
+        f"{sub.where(parsed.cell, line)}); a person checks it is not answers brought in"
+    )
 
 
 def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering:
@@ -201,36 +227,60 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
     evidence: list[str] = []
     signs: list[str] = []
     aliases = import_aliases(cells)
-    parents = {child: node for parsed in cells for node in parsed.nodes for child in ast.iter_child_nodes(node)}
+    parents = {
+        child: node
+        for parsed in cells
+        for node in parsed.nodes
+        for child in ast.iter_child_nodes(node)
+    }
     for parsed, node in walk_cells(cells):
         where = _where(sub, parsed, node)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names]
             module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
             full = [f"{module}.{n}" if module else n for n in names]
-            if any(_names_probe(n) or n.startswith("grader.probe") for n in full) or (module == "grader" and "probe" in names):
+            if any(_names_probe(n) or n.startswith("grader.probe") for n in full) or (
+                module == "grader" and "probe" in names
+            ):
                 evidence.append(f"{where}: imports the grader's probe ({', '.join(full)})")
             elif any(_HOOK_TABLE.search(n) for n in full):
-                evidence.append(f"{where}: imports torch's global hook tables, where the grader's probe watches")
+                evidence.append(
+                    f"{where}: imports torch's global hook tables, where the grader's probe watches"
+                )
         elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             value = node.value
             if isinstance(value, str) and _names_probe(value):
                 evidence.append(f"{where}: names the grader's probe ({value[:60]!r})")
             elif isinstance(value, str) and _HOOK_TABLE.search(value):
-                evidence.append(f"{where}: names torch's global hook tables, where the grader's probe watches")
+                evidence.append(
+                    f"{where}: names torch's global hook tables, where the grader's probe watches"
+                )
             elif len(value) >= _MIN_BLOB and any(_has_class_run(d) for d in _decodings(value)):
-                evidence.append(f"{where}: embeds a sequence of {LABEL_RUN}+ symbols over an alphabet of ten (the test labels?)")
+                evidence.append(
+                    f"{where}: embeds a sequence of {LABEL_RUN}+ symbols over an "
+                    "alphabet of ten (the test labels?)"
+                )
         elif _sequence_of_classes(node):
-            evidence.append(f"{where}: embeds a literal list of {LABEL_RUN}+ values over ten or fewer (the test labels?)")
+            evidence.append(
+                f"{where}: embeds a literal list of {LABEL_RUN}+ values over ten or "
+                "fewer (the test labels?)"
+            )
         elif isinstance(node, ast.Attribute):
             written = dotted(node)
             name = resolve(written, aliases) if written else None
             if name and (name.startswith("grader.probe") or ".probe.runtime" in name):
                 evidence.append(f"{where}: reaches the grader's probe ({name})")
             elif name and _HOOK_TABLE.search(name):
-                evidence.append(f"{where}: reaches torch's global hook tables, where the grader's probe watches")
+                evidence.append(
+                    f"{where}: reaches torch's global hook tables, where the grader's probe watches"
+                )
             elif name == "sys.modules" and not _is_harmless_modules_lookup(node, parents):
-                evidence.append(f"{where}: reads sys.modules other than for a named module (where the probe lives)")
+                evidence.append(
+                    f"{where}: reads sys.modules other than for a named module (where "
+                    "the probe lives)"
+                )
             elif name in ("gc.get_objects", "gc.get_referrers", "gc.get_referents"):
-                signs.append(f"{where}: {name}() reaches every live object, the grader's probe included")
+                signs.append(
+                    f"{where}: {name}() reaches every live object, the grader's probe included"
+                )
     return Tampering(tuple(dict.fromkeys(evidence)), tuple(dict.fromkeys(signs)))

@@ -1,6 +1,7 @@
 """A student's training run under the modes students set (tests/test_probe.py runs it with and
 without the probe): validation and test in ``inference_mode``, under bfloat16 autocast, with float64
-as the default dtype, and under ``torch.set_default_device`` through a ``torch.jit.trace`` of the model. It prints what the student would see.
+as the default dtype, and under ``torch.set_default_device`` through a ``torch.jit.trace`` of the
+model. It prints what the student would see.
 
 usage: python student_modes.py DATA_ROOT [RECORD]   (with RECORD, the probe is installed first)
 """
@@ -36,7 +37,9 @@ class Net(nn.Module):
 def counted(model: nn.Module, loader: DataLoader, mode: object) -> int:
     model.eval()
     with mode:  # type: ignore[attr-defined]
-        return sum(int((model(x.to(torch.get_default_dtype())).argmax(1) == y).sum()) for x, y in loader)
+        return sum(
+            int((model(x.to(torch.get_default_dtype())).argmax(1) == y).sum()) for x, y in loader
+        )
 
 
 train = datasets.FashionMNIST(DATA, train=True, download=True, transform=transforms.ToTensor())
@@ -46,8 +49,12 @@ split = int(0.2 * len(train))
 train_loader = DataLoader(train, batch_size=64, sampler=SubsetRandomSampler(indices[split:]))
 valid_loader = DataLoader(train, batch_size=64, sampler=SubsetRandomSampler(indices[:split]))
 test_loader = DataLoader(test, batch_size=64)
-modes = {"inference_mode": torch.inference_mode, "autocast bfloat16": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
-         "float64": torch.no_grad, "default device": torch.no_grad}
+modes = {
+    "inference_mode": torch.inference_mode,
+    "autocast bfloat16": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    "float64": torch.no_grad,
+    "default device": torch.no_grad,
+}
 for name, mode in modes.items():
     if name == "float64":
         torch.set_default_dtype(torch.float64)
@@ -63,8 +70,12 @@ for name, mode in modes.items():
             loss = nn.functional.cross_entropy(model(x.to(torch.get_default_dtype())), y)
             loss.backward()
             optimizer.step()
-        print(f"{name} epoch {epoch}: loss {loss.item():.6f} valid {counted(model, valid_loader, mode())}")
-    if name == "default device":  # evaluated through a TorchScript trace (the probe's ops must stay out of it)
+        print(
+            f"{name} epoch {epoch}: loss {loss.item():.6f} valid "
+            f"{counted(model, valid_loader, mode())}"
+        )
+    # evaluated through a TorchScript trace (the probe's ops must stay out of it)
+    if name == "default device":
         model.eval()
         model = torch.jit.trace(model, next(iter(test_loader))[0])
     correct = counted(model, test_loader, mode())
@@ -72,5 +83,12 @@ for name, mode in modes.items():
 if len(sys.argv) > 2:
     probe.export()
     record = json.load(open(sys.argv[2]))
-    print(json.dumps({"faults": record["probe_faults"],
-                      "tests": [[p["covered"], p["complete"]] for p in record["test_passes"]]}), file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "faults": record["probe_faults"],
+                "tests": [[p["covered"], p["complete"]] for p in record["test_passes"]],
+            }
+        ),
+        file=sys.stderr,
+    )

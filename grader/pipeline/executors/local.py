@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Protocol
 
 from grader.model.context import Context
-from grader.pipeline.grade import grade_one
 from grader.model.results import Result, failed_result
-from grader.run.slots import Slot, claim_index, cores_for
 from grader.model.submission import Submission
+from grader.pipeline.grade import grade_one
+from grader.run.slots import Slot, claim_index, cores_for
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,21 @@ def grade_job(job: Job, context: Context, slot: Slot) -> Graded:
     """Grade one submission in a private folder. A grader failure becomes this student's error
     result, left uncached so that a re-run tries again."""
     sub = job.submission
-    with claim_index() as index, tempfile.TemporaryDirectory(prefix=f"grader-{sub.account}-") as work:
+    with (
+        claim_index() as index,
+        tempfile.TemporaryDirectory(prefix=f"grader-{sub.account}-") as work,
+    ):
         executed = Path(work) / "executed.ipynb"
         try:
             mine = replace(slot, index=index, cores=cores_for(index, slot.threads))
             result = replace(grade_one(sub, context, mine, job.seed, executed), cache_key=job.key)
         except Exception as exc:  # noqa: BLE001 - the batch goes on; the reason is kept
-            result = failed_result(sub.account, sub.path, f"internal grader error: {type(exc).__name__}: {exc}",
-                                   context.rubric.accuracy.max_points)
+            result = failed_result(
+                sub.account,
+                sub.path,
+                f"internal grader error: {type(exc).__name__}: {exc}",
+                context.rubric.accuracy.max_points,
+            )
         return Graded(job, result, executed.read_bytes() if executed.is_file() else None)
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from grader.pipeline.cache import environment_key
 from grader.intake.dataset import prepare
-from grader.model.errors import GraderError
-from grader.pipeline.executors.local import Graded, Job, Listener, grade_job
 from grader.model.context import Context
+from grader.model.errors import GraderError
 from grader.model.results import failed_result
 from grader.model.submission import Submission
+from grader.pipeline.cache import environment_key
+from grader.pipeline.executors.local import Graded, Job, Listener, grade_job
 from grader.run.slots import Slot
 
 
@@ -41,8 +41,11 @@ def _node_problem(context: Context, environment: str) -> str | None:
     node = socket.gethostname()
     here = environment_key(environment.rsplit("|", 1)[-1])  # the key ends with the device kind
     if here != environment:
-        return (f"node {node} has grader|python|torch|torchvision {here.rsplit('|', 1)[0]}, the batch was started with "
-                f"{environment.rsplit('|', 1)[0]}; install the same versions on every node")
+        return (
+            f"node {node} has grader|python|torch|torchvision {here.rsplit('|', 1)[0]}, the "
+            "batch was started with "
+            f"{environment.rsplit('|', 1)[0]}; install the same versions on every node"
+        )
     reason = unavailable_reason() if context.sandboxed else None
     return f"node {node} cannot sandbox: {reason}" if reason else None
 
@@ -57,26 +60,40 @@ def grade_shipped(job: Job, files: dict[str, bytes], context: Context, slot: Slo
     with tempfile.TemporaryDirectory(prefix="grader-ray-") as folder:
         for name, data in files.items():
             (Path(folder) / Path(name).name).write_bytes(data)
-        graded = grade_job(replace(job, submission=job.submission.moved(Path(folder))), context, slot)
+        graded = grade_job(
+            replace(job, submission=job.submission.moved(Path(folder))), context, slot
+        )
     # Back on the driver, the result names the file as the TA submitted it.
     return Graded(job, graded.result, graded.executed)
 
 
-def _on_node(job: Job, files: dict[str, bytes], context: Context, environment: str, threads: int) -> Graded:
+def _on_node(
+    job: Job, files: dict[str, bytes], context: Context, environment: str, threads: int
+) -> Graded:
     """The Ray task: grade one submission on whichever node Ray chose."""
     import ray
 
     sub = job.submission
     problem = _node_problem(context, environment)
-    if problem is None and context.dataset is not None and not all(f.is_file() for f in context.dataset.files):
+    if (
+        problem is None
+        and context.dataset is not None
+        and not all(f.is_file() for f in context.dataset.files)
+    ):
         try:
             context = replace(context, dataset=prepare(allow_download=False))
         except GraderError as exc:
             problem = f"node {socket.gethostname()}: {exc}"
     if problem is not None:
-        return Graded(job, failed_result(sub.account, sub.path, problem, context.rubric.accuracy.max_points), None)
+        return Graded(
+            job,
+            failed_result(sub.account, sub.path, problem, context.rubric.accuracy.max_points),
+            None,
+        )
     gpus = ray.get_gpu_ids()
-    return grade_shipped(job, files, context, Slot(index=0, threads=threads, gpu=str(gpus[0]) if gpus else None))
+    return grade_shipped(
+        job, files, context, Slot(index=0, threads=threads, gpu=str(gpus[0]) if gpus else None)
+    )
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,9 @@ class RayExecutor:
     def run(self, jobs: Sequence[Job], context: Context, listener: Listener) -> None:
         import ray
 
-        task = ray.remote(_on_node).options(num_cpus=self.plan.threads,
-                                            num_gpus=1 / self.plan.per_gpu if self.gpus else 0)
+        task = ray.remote(_on_node).options(
+            num_cpus=self.plan.threads, num_gpus=1 / self.plan.per_gpu if self.gpus else 0
+        )
         shared = ray.put(context)
         environment = environment_key(self.device_kind)
         pending: dict[Any, Job] = {}
@@ -114,9 +132,20 @@ class RayExecutor:
                 try:
                     graded = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a lost node or worker costs only this job
-                    reason = f"the Ray task failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
-                    graded = Graded(job, failed_result(job.submission.account, job.submission.path, reason,
-                                                       context.rubric.accuracy.max_points), None)
+                    reason = (
+                        f"the Ray task failed: {type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:200]}"
+                    )
+                    graded = Graded(
+                        job,
+                        failed_result(
+                            job.submission.account,
+                            job.submission.path,
+                            reason,
+                            context.rubric.accuracy.max_points,
+                        ),
+                        None,
+                    )
                 listener.finished(graded)
 
 
@@ -128,13 +157,18 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise GraderError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start its head with "
-                          f"`ray start --head --port {port}` or give its address") from None
+        raise GraderError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+            "start its head with "
+            f"`ray start --head --port {port}` or give its address"
+        ) from None
 
 
 def _use_token_if_present() -> None:
-    """Send this machine's Ray token (~/.ray/auth_token, RAY_AUTH_TOKEN) to the cluster. Ray 2.6x does so by
-    itself only for the address "auto"; with an explicit address the cluster would refuse us. The helper is
+    """Send this machine's Ray token (~/.ray/auth_token, RAY_AUTH_TOKEN) to the cluster. Ray 2.6x
+    does so by
+    itself only for the address "auto"; with an explicit address the cluster would refuse us. The
+    helper is
     Ray's own (private, so absent from Rays without token authentication, which need nothing)."""
     try:
         from ray._private.authentication.authentication_token_setup import (
@@ -147,27 +181,44 @@ def _use_token_if_present() -> None:
 
 @contextmanager
 def ray_executor(address: str | None, plan: RayPlan) -> Iterator[RayExecutor]:
-    """Connect to the Ray cluster at ``address`` (None: start a local one), yield the executor, disconnect."""
+    """Connect to the Ray cluster at ``address`` (None: start a local one), yield the executor,
+    disconnect."""
     try:
         import ray
     except ImportError:
-        raise GraderError("--executor ray needs Ray: pip install 'grader[ray]' (on every node)") from None
+        raise GraderError(
+            "--executor ray needs Ray: pip install 'grader[ray]' (on every node)"
+        ) from None
     if address:
         _check_reachable(address)
         _use_token_if_present()
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise GraderError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
-                          f"{str(exc).strip().splitlines()[0][:200]}; start it with `ray start --head`, and give this "
-                          "machine the cluster's token (~/.ray/auth_token, or RAY_AUTH_TOKEN)") from None
+        raise GraderError(
+            f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
+            f"{str(exc).strip().splitlines()[0][:200]}; start it with `ray start "
+            "--head`, and give this "
+            "machine the cluster's token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+        ) from None
     try:
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0)) if plan.use_gpus else 0.0
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        if not any(n.get("CPU", 0) >= plan.threads and (not gpus or n.get("GPU", 0) > 0) for n in nodes):
-            raise GraderError(f"no Ray node has {plan.threads} CPUs{' and a GPU' if gpus else ''} for one submission; "
-                              "give the nodes more CPUs (`ray start --num-cpus N`) or lower the rubric's cpu_threads")
+        if not any(
+            n.get("CPU", 0) >= plan.threads and (not gpus or n.get("GPU", 0) > 0) for n in nodes
+        ):
+            raise GraderError(
+                f"no Ray node has {plan.threads} CPUs{' and a GPU' if gpus else ''} "
+                "for one submission; "
+                "give the nodes more CPUs (`ray start --num-cpus N`) or lower the "
+                "rubric's cpu_threads"
+            )
         yield RayExecutor(plan, gpus, float(resources.get("CPU", 1)))
     finally:
         ray.shutdown()

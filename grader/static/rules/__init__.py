@@ -12,19 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from grader.static.pyast import ParsedCell, parse_cells
-from grader.model.rubric import FrozenFacts
 from grader.model.findings import Finding, RuleId
 from grader.model.results import Check, StaticReport
+from grader.model.rubric import FrozenFacts
+from grader.model.submission import Submission
+from grader.static.pyast import ParsedCell, parse_cells
 from grader.static.rules import epochs, linear_layers, valid_size
 from grader.static.rules.common import RunView
-from grader.model.submission import Submission
 from grader.static.tamper import literal_data, static_evidence
 
 if TYPE_CHECKING:
     from grader.judge.recompute import Recomputed
     from grader.model.probe_facts import ProbeFacts
     from grader.model.rubric import Rubric
+
 
 def _no_findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding, ...]:
     return ()
@@ -40,10 +41,22 @@ class Rule:
 
 
 RULES: dict[RuleId, Rule] = {
-    rule.id: rule for rule in (
+    rule.id: rule
+    for rule in (
         Rule(epochs.RULE, epochs.static, epochs.runtime, epochs.findings, epochs.INSTEAD),
-        Rule(valid_size.RULE, valid_size.static, valid_size.runtime, valid_size.findings, valid_size.INSTEAD),
-        Rule(linear_layers.RULE, linear_layers.static, linear_layers.runtime, instead=linear_layers.INSTEAD),
+        Rule(
+            valid_size.RULE,
+            valid_size.static,
+            valid_size.runtime,
+            valid_size.findings,
+            valid_size.INSTEAD,
+        ),
+        Rule(
+            linear_layers.RULE,
+            linear_layers.static,
+            linear_layers.runtime,
+            instead=linear_layers.INSTEAD,
+        ),
     )
 }
 
@@ -57,22 +70,45 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
     cells = parse_cells(sub)
     checks = [_told(RULES[rule], RULES[rule].static(sub, cells, facts)) for rule in rubric.frozen]
     unreadable = [parsed for parsed in cells if parsed.error]
-    broken = [Check("syntax", None, f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); fix it first: "
-                                    "that cell was not checked", sub.path.name,
-                    parsed.cell.number if sub.path.suffix == ".ipynb" else None, parsed.cell.first_line)
-              for parsed in unreadable]
+    broken = [
+        Check(
+            "syntax",
+            None,
+            f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); "
+            "fix it first: "
+            "that cell was not checked",
+            sub.path.name,
+            parsed.cell.number if sub.path.suffix == ".ipynb" else None,
+            parsed.cell.first_line,
+        )
+        for parsed in unreadable
+    ]
     if unreadable:
         where = sub.where(unreadable[0].cell)
-        checks = [replace(c, ok=None, message=f"undecided while {where} does not parse (the run will check it); "
-                                              f"statically: {c.message}")
-                  if c.violated else c for c in checks]
+        checks = [
+            replace(
+                c,
+                ok=None,
+                message=f"undecided while {where} does not parse (the run "
+                "will check it); "
+                f"statically: {c.message}",
+            )
+            if c.violated
+            else c
+            for c in checks
+        ]
     tampering = static_evidence(sub, cells)
-    return StaticReport(tuple(broken + checks), tampering.evidence, tampering.signs,
-                        literal_data(sub, cells, facts.text))
+    return StaticReport(
+        tuple(broken + checks),
+        tampering.evidence,
+        tampering.signs,
+        literal_data(sub, cells, facts.text),
+    )
 
 
 def run_view(record: ProbeFacts, finished: bool, recomputed: Recomputed | None = None) -> RunView:
-    from grader.judge.run_facts import training  # the run-time halves only: the static check never loads it
+    # the run-time halves only: the static check never loads it
+    from grader.judge.run_facts import training
 
     return RunView(record, finished, training(record), recomputed)
 
@@ -81,7 +117,9 @@ def check_runtime(view: RunView | None, facts: FrozenFacts, rubric: Rubric) -> t
     """Every frozen rule of the rubric, judged on what the run recorded."""
     if view is None:
         return ()
-    return tuple(_told(RULES[rule], RULES[rule].runtime(view, facts, rubric)) for rule in rubric.frozen)
+    return tuple(
+        _told(RULES[rule], RULES[rule].runtime(view, facts, rubric)) for rule in rubric.frozen
+    )
 
 
 def _told(rule: Rule, check: Check) -> Check:

@@ -31,9 +31,20 @@ MAX_VECTOR = 4096  # elements of a 1-D parameter or buffer (normalization weight
 # Elements of all tensors beside the three weight matrices together: biases and every normalization
 # layer's weights and statistics, twice over at each of the widths 784, 512, 256 and 10, fit in it.
 MAX_BESIDE = 16_384
-NORMS = frozenset({"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-                   "native_batch_norm", "layer_norm", "native_layer_norm", "group_norm",
-                   "native_group_norm", "instance_norm", "rms_norm"})
+NORMS = frozenset(
+    {
+        "batch_norm",
+        "_native_batch_norm_legit_no_training",
+        "_native_batch_norm_legit",
+        "native_batch_norm",
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "instance_norm",
+        "rms_norm",
+    }
+)
 # Elementwise arithmetic a buffer or constant of one number, or of one value per input pixel, may
 # take part in: an input normalization kept in the model ((x - mean) / std), which the first Linear
 # layer absorbs and which holds nothing per image.
@@ -75,13 +86,24 @@ class GraphView:
         # layer held and never used is still a layer the notebook added.)
         parameters, buffers, constants = (
             tuple((n, s) for n, s in tensors if n not in graph.copies)
-            for tensors in (graph.parameters, graph.buffers, graph.constants))
+            for tensors in (graph.parameters, graph.buffers, graph.constants)
+        )
         image = next(iter(frozen))[0] if frozen else 0
-        maps = frozenset(n for n, s in buffers + constants
-                         if _size(s) in (1, image) and graph.uses.get(n)
-                         and all(op in ELEMENTWISE for op, _ in graph.uses[n]))
-        return cls(graph=graph, frozen=frozen, parameters=parameters, buffers=buffers,
-                   constants=constants, maps=maps)
+        maps = frozenset(
+            n
+            for n, s in buffers + constants
+            if _size(s) in (1, image)
+            and graph.uses.get(n)
+            and all(op in ELEMENTWISE for op, _ in graph.uses[n])
+        )
+        return cls(
+            graph=graph,
+            frozen=frozen,
+            parameters=parameters,
+            buffers=buffers,
+            constants=constants,
+            maps=maps,
+        )
 
 
 GraphCheck = Callable[[GraphView], Check | None]
@@ -92,8 +114,10 @@ def held_weights(view: GraphView) -> Check | None:
     another kind of layer."""
     for name, shape in view.parameters:
         if len(shape) > 2 or (len(shape) == 1 and shape[0] > MAX_VECTOR):
-            return _violated(f"{WHO} holds the weights {name} {list(shape)}; only the Linear "
-                             f"layers {view.fixed} and normalization may")
+            return _violated(
+                f"{WHO} holds the weights {name} {list(shape)}; only the Linear "
+                f"layers {view.fixed} and normalization may"
+            )
     return None
 
 
@@ -110,13 +134,17 @@ def stored_data(view: GraphView) -> Check | None:
     """A buffer or constant too large for a layer's statistics, or a table of more than one
     dimension that is no input normalization: data beside the Linear layers (a memorised test
     set)."""
-    for kind, tensors, most in (("buffer", view.buffers, MAX_VECTOR),
-                                ("constant", view.constants, MAX_CONSTANT)):
+    for kind, tensors, most in (
+        ("buffer", view.buffers, MAX_VECTOR),
+        ("constant", view.constants, MAX_CONSTANT),
+    ):
         for name, shape in tensors:
             size = _size(shape)
             if size > most or (len(shape) > 1 and name not in view.maps):
-                return _violated(f"{WHO} holds the {kind} {name} {list(shape)} ({size} values): "
-                                 "data beside the Linear layers")
+                return _violated(
+                    f"{WHO} holds the {kind} {name} {list(shape)} ({size} values): "
+                    "data beside the Linear layers"
+                )
     return None
 
 
@@ -125,8 +153,10 @@ def values_beside(view: GraphView) -> Check | None:
     beside = sum(_size(s) for name, s in view.tensors if len(s) != 2 or name in view.maps)
     if beside <= MAX_BESIDE:
         return None
-    return _violated(f"{WHO} holds {beside} values beside its weight matrices (normalization and "
-                     f"biases need at most {MAX_BESIDE}): data beside the Linear layers")
+    return _violated(
+        f"{WHO} holds {beside} values beside its weight matrices (normalization and "
+        f"biases need at most {MAX_BESIDE}): data beside the Linear layers"
+    )
 
 
 def tensor_uses(view: GraphView) -> Check | None:
@@ -135,14 +165,21 @@ def tensor_uses(view: GraphView) -> Check | None:
     uses = view.graph.uses
     for name, shape in view.tensors:
         if len(uses.get(name, ())) > 1:
-            return _for_a_person(f"{WHO} uses {name} {len(uses[name])} times; each layer's tensors "
-                                 f"are used once; {LOOK}")
-        odd = [f"{op} ({argument})" for op, argument in uses.get(name, ())
-               if name not in view.maps and not _fits(op, argument, len(shape))]
+            return _for_a_person(
+                f"{WHO} uses {name} {len(uses[name])} times; each layer's tensors "
+                f"are used once; {LOOK}"
+            )
+        odd = [
+            f"{op} ({argument})"
+            for op, argument in uses.get(name, ())
+            if name not in view.maps and not _fits(op, argument, len(shape))
+        ]
         if odd:
-            return _for_a_person(f"{WHO} uses {name} {list(shape)} in {', '.join(odd[:3])}, not as "
-                                 "a Linear layer's weight or bias or in a normalization layer; "
-                                 f"{LOOK}")
+            return _for_a_person(
+                f"{WHO} uses {name} {list(shape)} in {', '.join(odd[:3])}, not as "
+                "a Linear layer's weight or bias or in a normalization layer; "
+                f"{LOOK}"
+            )
     return None
 
 
@@ -151,10 +188,12 @@ def mixed_image(view: GraphView) -> Check | None:
     if not view.graph.mixes:
         return None
     ops = ", ".join(sorted(set(view.graph.mixes))[:3])
-    return _for_a_person(f"{WHO} combines two tensors computed from the image in {ops}: not a "
-                         "chain of the Linear layers with normalization and activations (a filter "
-                         "built from slices of the image, a table read back from a layer, or rows "
-                         f"compared across the batch); {LOOK}")
+    return _for_a_person(
+        f"{WHO} combines two tensors computed from the image in {ops}: not a "
+        "chain of the Linear layers with normalization and activations (a filter "
+        "built from slices of the image, a table read back from a layer, or rows "
+        f"compared across the batch); {LOOK}"
+    )
 
 
 def odd_products(view: GraphView) -> Check | None:
@@ -171,10 +210,14 @@ def odd_products(view: GraphView) -> Check | None:
             expected = shape if p.op == "linear" else (in_features, out_features)
             if p.used == expected and p.rows == (2, in_features):
                 continue
-            odd = (f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on rows of shape "
-                   f"{list(p.rows)} (two images)")
-        return _for_a_person(f"{WHO} {odd}; each Linear layer multiplies the image's way once, by "
-                             f"its own weight; {LOOK}")
+            odd = (
+                f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on rows of shape "
+                f"{list(p.rows)} (two images)"
+            )
+        return _for_a_person(
+            f"{WHO} {odd}; each Linear layer multiplies the image's way once, by "
+            f"its own weight; {LOOK}"
+        )
     return None
 
 
@@ -189,18 +232,25 @@ def odd_way(view: GraphView) -> Check | None:
         # Only reshaping and elementwise arithmetic may give the way another form than one row of a
         # layer's width per image (the image's 1x28x28 before it is flattened, scaled to [0, 1]): a
         # norm, softmax or pick over a regrouped view mixes the features by groups of its choosing.
-        if shape and (shape[0] != 2 or _size(shape[1:]) not in widths
-                      or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)):
+        if shape and (
+            shape[0] != 2
+            or _size(shape[1:]) not in widths
+            or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)
+        ):
             wide = ", ".join(str(w) for w in sorted(widths, reverse=True))
-            odd = (f"has the shape {list(shape)} after {op} (two images); the homework's layers "
-                   f"are {wide} wide")
+            odd = (
+                f"has the shape {list(shape)} after {op} (two images); the homework's layers "
+                f"are {wide} wide"
+            )
         elif op in WIDENING:
             odd = f"goes through {op}, which copies, pools or sums it"
         else:
             norms = 0 if op in PRODUCTS else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
             if norms > NORMS_PER_GAP:
-                odd = (f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs "
-                       "between two Linear layers")
+                odd = (
+                    f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs "
+                    "between two Linear layers"
+                )
         if odd:
             return _for_a_person(f"the image's way through {WHO} {odd}; {LOOK}")
     return None
@@ -211,8 +261,10 @@ def other_ops(view: GraphView) -> Check | None:
     for target, count in sorted(view.graph.ops.items()):
         name = _op(target)
         if name not in PRODUCTS and name not in SHAPING and name not in LAYERS:
-            return _violated(f"{WHO} computes {name} ({count}x); only the Linear layers, "
-                             "normalization, dropout and activations may")
+            return _violated(
+                f"{WHO} computes {name} ({count}x); only the Linear layers, "
+                "normalization, dropout and activations may"
+            )
     return None
 
 
@@ -222,14 +274,24 @@ def product_count(view: GraphView) -> Check | None:
     layers = sum(view.frozen.values())
     if products == layers:
         return None
-    return _violated(f"{WHO} multiplies by weights {products} times; the homework's {view.fixed} "
-                     f"do {layers}")
+    return _violated(
+        f"{WHO} multiplies by weights {products} times; the homework's {view.fixed} do {layers}"
+    )
 
 
 # In the order they run: the first finding is the verdict.
-CHECKS: tuple[GraphCheck, ...] = (held_weights, weight_matrices, stored_data, values_beside,
-                                  tensor_uses, mixed_image, odd_products, odd_way, other_ops,
-                                  product_count)
+CHECKS: tuple[GraphCheck, ...] = (
+    held_weights,
+    weight_matrices,
+    stored_data,
+    values_beside,
+    tensor_uses,
+    mixed_image,
+    odd_products,
+    odd_way,
+    other_ops,
+    product_count,
+)
 
 
 def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | None:
@@ -237,8 +299,9 @@ def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | No
     graph = recomputed.graph if recomputed is not None else None
     if graph is None or recomputed is None:
         return None
-    frozen: Layers = Counter((layer.in_features, layer.out_features)
-                             for layer in facts.linear_layers)
+    frozen: Layers = Counter(
+        (layer.in_features, layer.out_features) for layer in facts.linear_layers
+    )
     if recomputed.changed_after_pass:
         return structure_check(recomputed.structure_at_pass, frozen)
     view = GraphView.of(graph, frozen)
@@ -255,23 +318,29 @@ def structure_check(structure: Any, frozen: Layers) -> Check:
         kinds = {str(name): str(kind) for name, kind in structure[0]}
         shapes = {str(name): [int(d) for d in shape] for name, shape, _dtype in structure[1]}
     except Exception:  # noqa: BLE001 - written in the student's process: any shape at all
-        return _for_a_person("the model was changed after its graded test pass, and what it was "
-                             "then is unknown")
+        return _for_a_person(
+            "the model was changed after its graded test pass, and what it was then is unknown"
+        )
     linear: Layers = Counter()
     for name, shape in shapes.items():  # by shape, never by a class name
         module, _, _ = name.rpartition(".")
         if len(shape) > 2:
-            return _violated(f"at its graded test pass the model held {name} of shape {shape} in "
-                             f"{module or 'the model'} ({kinds.get(module, '?')}); only the Linear "
-                             "layers and normalization layers may")
+            return _violated(
+                f"at its graded test pass the model held {name} of shape {shape} in "
+                f"{module or 'the model'} ({kinds.get(module, '?')}); only the Linear "
+                "layers and normalization layers may"
+            )
         if len(shape) == 2:
             linear[(shape[1], shape[0])] += 1
     if linear != frozen:
-        return _violated(f"at its graded test pass the model's Linear layers were "
-                         f"{_layers(linear) or 'none'}; the homework fixes {_layers(frozen)} (they "
-                         "were changed after that pass)")
-    return _for_a_person("the model was changed after its graded test pass; it kept the Linear "
-                         "layers then")
+        return _violated(
+            f"at its graded test pass the model's Linear layers were "
+            f"{_layers(linear) or 'none'}; the homework fixes {_layers(frozen)} (they "
+            "were changed after that pass)"
+        )
+    return _for_a_person(
+        "the model was changed after its graded test pass; it kept the Linear layers then"
+    )
 
 
 def _violated(message: str) -> Check:
