@@ -225,6 +225,13 @@ def test_cache_key_covers_overrides_twin_report_and_copies(
             "imports the grader's probe",
         ),
         ("from grader.probe import runtime", "imports the grader's probe"),
+        # the content key the probe runs in the kernel (blinding it blinds every content check)
+        (
+            "import grader.evaluator.key as k\nk.pack = lambda found: [bytes(196)] * len(found)",
+            "imports the grader's probe",
+        ),
+        ("from grader import evaluator", "imports the grader's probe"),
+        ("import grader\ngrader.evaluator.key.keys = None", "reaches the grader's probe"),
         ("import sys\nprobe = sys.modules[name]", "reads sys.modules"),
         ("import sys as s\nfor m in list(s.modules.values()):\n    pass", "reads sys.modules"),
         (

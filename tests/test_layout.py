@@ -412,3 +412,15 @@ def test_the_recorder_is_a_thin_dispatcher() -> None:
     """The probe's Recorder owns at most a dozen attributes; its observers own the rest."""
     attributes = _self_attributes(PACKAGE / "probe" / "recorder.py", "Recorder")
     assert 0 < len(attributes) <= 12, sorted(attributes)
+
+
+def test_the_probes_integrity_check_covers_every_module_it_runs() -> None:
+    """Every grader module the probe imports is in runtime._MODULES, whose functions the integrity
+    check holds (a module left out could be patched by the student unseen)."""
+    from grader.probe import runtime
+
+    probe = {m for m in MODULES if _stage(m) == "probe"}
+    ran = {i for m in probe for i in GRAPH[m]} | {"grader.probe.runtime"}
+    checked = {m.__name__ for m in runtime._MODULES}
+    without_code = {"grader.probe", "grader.probe.schema"}  # constants and types only
+    assert sorted(ran - checked - without_code) == []

@@ -377,3 +377,20 @@ def test_what_the_recorder_exports_is_declared(tiny_dataset: Any) -> None:
     assert (
         type(exported["train_size"]) is int and parse(exported).train.size == exported["train_size"]
     )
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"optimizers": {"9" * 5000: {"params": [1]}}},
+        {
+            "optimizers": {
+                "1": {"params": [1], "curve": {"every": 1, "loss": [10**400], "lr": [0.1]}}
+            }
+        },
+    ],
+)
+def test_numbers_no_probe_writes_refuse_the_record(record: dict[str, object]) -> None:
+    """A key of thousands of digits, an integer beyond a float: refused, never a crash."""
+    with pytest.raises(RecordRefused, match="a value no probe writes"):
+        from_json(json.dumps({"version": RECORD_VERSION, **record}).encode())

@@ -548,4 +548,9 @@ def from_json(data: bytes) -> ProbeFacts:
             f"the probe's file has format {str(version)[:20]!r}, not {RECORD_VERSION}: "
             "it was not written by this grader's probe"
         )
-    return parse(record)
+    try:
+        return parse(record)
+    except (ValueError, OverflowError, RecursionError) as exc:  # a number no probe writes
+        raise RecordRefused(
+            f"the probe's file holds a value no probe writes ({exc})"[:200]
+        ) from None

@@ -32,11 +32,14 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
+from grader.evaluator import key as keys
+from grader.evaluator import ops as op_tables
 from grader.probe import (
     RECORD_VERSION,
     capture,
     checkpoints,
     content,
+    continuity,
     events,
     gradients,
     guard,
@@ -62,11 +65,16 @@ from grader.probe.schema import ProbeRecord
 
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
+# Every module of the grader the probe runs (tests/test_layout.py holds the list complete): the
+# integrity check finds any of their functions replaced.
 _MODULES = (
     sys.modules[__name__],
     capture,
     checkpoints,
     content,
+    continuity,
+    keys,
+    op_tables,
     events,
     gradients,
     guard,

@@ -32,7 +32,9 @@ TEXT_LIMIT = 4 * 1024  # bytes of data the code's text may hold beyond the templ
 _WINDOW = 32 * 1024  # the most of a zlib dictionary that is used
 _MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
 _MAX_DECODED = 4 * 1024 * 1024
-_PROBE_NAMES = ("grader.probe", "probe.runtime", "grader_probe")
+# The grader's code in the kernel: the probe, and the evaluator's content key it uses.
+_IN_KERNEL = ("grader.probe", "grader.evaluator")
+_PROBE_NAMES = (*_IN_KERNEL, "probe.runtime", "grader_probe")
 # torch's tables of global hooks (module forward, optimizer step, ...): the probe's hooks live there
 # and reach its state; honest code registers hooks through torch's functions, never reads these.
 _HOOK_TABLE = re.compile(r"(?:^|\.)_global_\w*hooks?\b")
@@ -239,8 +241,8 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
             names = [alias.name for alias in node.names]
             module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
             full = [f"{module}.{n}" if module else n for n in names]
-            if any(_names_probe(n) or n.startswith("grader.probe") for n in full) or (
-                module == "grader" and "probe" in names
+            if any(_names_probe(n) or n.startswith(_IN_KERNEL) for n in full) or (
+                module == "grader" and ("probe" in names or "evaluator" in names)
             ):
                 evidence.append(f"{where}: imports the grader's probe ({', '.join(full)})")
             elif any(_HOOK_TABLE.search(n) for n in full):
@@ -268,7 +270,7 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
         elif isinstance(node, ast.Attribute):
             written = dotted(node)
             name = resolve(written, aliases) if written else None
-            if name and (name.startswith("grader.probe") or ".probe.runtime" in name):
+            if name and (name.startswith(_IN_KERNEL) or ".probe.runtime" in name):
                 evidence.append(f"{where}: reaches the grader's probe ({name})")
             elif name and _HOOK_TABLE.search(name):
                 evidence.append(
