@@ -33,7 +33,22 @@ SHAPING = frozenset(
         "_assert_tensor_metadata",
     }
 )
-LAYERS = frozenset(
+# Normalization layers (their weights and statistics may sit beside the Linear layers).
+NORMS = frozenset(
+    {
+        "batch_norm",
+        "_native_batch_norm_legit_no_training",
+        "_native_batch_norm_legit",
+        "native_batch_norm",
+        "layer_norm",
+        "native_layer_norm",
+        "group_norm",
+        "native_group_norm",
+        "instance_norm",
+        "rms_norm",
+    }
+)
+LAYERS = NORMS | frozenset(
     {
         "relu",
         "relu_",
@@ -65,16 +80,6 @@ LAYERS = frozenset(
         "_softmax",
         "log_softmax",
         "_log_softmax",
-        "batch_norm",
-        "_native_batch_norm_legit_no_training",
-        "_native_batch_norm_legit",
-        "native_batch_norm",
-        "layer_norm",
-        "native_layer_norm",
-        "group_norm",
-        "native_group_norm",
-        "instance_norm",
-        "rms_norm",
         "dropout",
         "native_dropout",
         "feature_dropout",

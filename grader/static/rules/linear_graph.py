@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from grader.evaluator.ops import LAYERS, PRODUCTS, SHAPING
+from grader.evaluator.ops import LAYERS, NORMS, PRODUCTS, SHAPING
 from grader.model.findings import RuleId
 from grader.model.results import Check
 from grader.static.rules.common import run_check
@@ -31,20 +31,6 @@ MAX_VECTOR = 4096  # elements of a 1-D parameter or buffer (normalization weight
 # Elements of all tensors beside the three weight matrices together: biases and every normalization
 # layer's weights and statistics, twice over at each of the widths 784, 512, 256 and 10, fit in it.
 MAX_BESIDE = 16_384
-NORMS = frozenset(
-    {
-        "batch_norm",
-        "_native_batch_norm_legit_no_training",
-        "_native_batch_norm_legit",
-        "native_batch_norm",
-        "layer_norm",
-        "native_layer_norm",
-        "group_norm",
-        "native_group_norm",
-        "instance_norm",
-        "rms_norm",
-    }
-)
 # Elementwise arithmetic a buffer or constant of one number, or of one value per input pixel, may
 # take part in: an input normalization kept in the model ((x - mean) / std), which the first Linear
 # layer absorbs and which holds nothing per image.
