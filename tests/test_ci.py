@@ -13,8 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from junitparser import Failure, JUnitXml, Skipped
-from junitparser import TestCase as JUnitCase
+from junitparser import Failure, JUnitXml, Skipped, TestCase as JUnitCase
 
 from grader.cli import ExitCode, main
 from grader.intake.ipynb_lines import notebook_lines

@@ -891,8 +891,7 @@ def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_i
     from tinydata import make_tiny_fashion_mnist
 
     from grader.judge import fit
-    from grader.model.dataset import TRAIN_IMAGES
-    from grader.model.dataset import Dataset as Data
+    from grader.model.dataset import TRAIN_IMAGES, Dataset as Data
 
     data = Data(make_tiny_fashion_mnist(tmp_path / "fmnist", train=2_000, test=1_000, noise=0.25))
     test_x, train_x = read_images(data.raw / TEST_IMAGES), read_images(data.raw / TRAIN_IMAGES)

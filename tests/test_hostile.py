@@ -35,8 +35,7 @@ from grader.pipeline.executors.local import LocalExecutor
 from grader.pipeline.grade import grade_in
 from grader.probe import RECORD_VERSION
 from grader.run.cgroups import GroupLimits, find_hierarchy, job_group, sweep, usage
-from grader.run.gpus import find as find_gpu
-from grader.run.gpus import installed, sandbox_args
+from grader.run.gpus import find as find_gpu, installed, sandbox_args
 from grader.run.sandbox import Sandbox, SandboxLimits, command, unavailable_reason
 from grader.run.slots import cores_for, plan_slots
 from grader.static.rules import check_static

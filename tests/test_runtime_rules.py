@@ -14,8 +14,7 @@ from grader.model.probe_facts import parse
 from grader.model.results import Check
 from grader.model.rubric import FrozenFacts, Rubric
 from grader.scoring.score import disagreements, effective
-from grader.static.rules import check_runtime, findings
-from grader.static.rules import run_view as _run_view
+from grader.static.rules import check_runtime, findings, run_view as _run_view
 
 SIZE = 60000
 VALID_IDX = range(0, 12000)

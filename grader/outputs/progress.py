@@ -74,11 +74,9 @@ class LiveProgress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
+            Progress as Bar,
             SpinnerColumn,
             TextColumn,
-        )
-        from rich.progress import (
-            Progress as Bar,
         )
 
         self.eta = Eta(width)

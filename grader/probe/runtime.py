@@ -32,8 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
-from grader.evaluator import key as keys
-from grader.evaluator import ops as op_tables
+from grader.evaluator import key as keys, ops as op_tables
 from grader.probe import (
     RECORD_VERSION,
     capture,
@@ -44,17 +43,13 @@ from grader.probe import (
     gradients,
     guard,
     identity,
+    model as models,
     passes,
     patches,
     predictions,
+    recorder as recorders,
     steps,
     training,
-)
-from grader.probe import (
-    model as models,
-)
-from grader.probe import (
-    recorder as recorders,
 )
 from grader.probe.content import ImageIndex
 from grader.probe.guard import guarded, own_modes

@@ -13,8 +13,7 @@ from grader.model.errors import GraderError
 from grader.model.results import ExecutionRecord
 from grader.model.submission import Submission
 from grader.run.evaluate import Evaluator
-from grader.run.gpus import Gpu
-from grader.run.gpus import find as find_gpu
+from grader.run.gpus import Gpu, find as find_gpu
 from grader.run.slots import Slot
 
 
