@@ -19,7 +19,7 @@ from grader.model.results import Fit
 
 # How much better than the training images the test images may honestly be fitted, in percentage
 # points, beyond sampling error: FashionMNIST's test set is no easier than its training set (on the
-# legal corpus the held-out images score 0 to 2 points above the test set; README).
+# legal corpus the held-out images score 0 to 2 points above the test set; benchmarks/README.md).
 GAP = 1.0
 SIGMAS = 4.0  # sampling error allowed, in standard errors of the difference of the two accuracies
 # images on each side before two accuracies are compared (fewer: sampling decides)
