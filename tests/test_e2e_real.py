@@ -74,8 +74,8 @@ def test_grading_the_shipped_submissions_and_hand_built_test_sets(tmp_path: Path
     # its report's "Best accuracy", read in the batch
     assert solution["report_accuracy"] is not None
     # What only the grader records: a validation pass after each of the 10 epochs, scored against
-    # the
-    # official training labels, the final test pass, and the ten surest mistakes with their pixels.
+    # the official training labels, the final test pass, and the ten surest mistakes with their
+    # pixels.
     curve = solution["curve"]
     assert len(curve["validation"]) == 10 and all(
         80 < accuracy < 95 for _, accuracy in curve["validation"]

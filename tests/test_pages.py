@@ -161,13 +161,13 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
         "6 graded, 1 error" in summary and "mean 81.33%" in summary and "median 86.58%" in summary
     )
     # s3 printed another accuracy than measured (a flag): its banner is not a success's, and the
-    # flag
-    # with its meaning comes before the plots.
+    # flag with its meaning comes before the plots.
     assert 'class="banner mismatch"' in student and student.index(
         "What needs attention"
     ) < student.index("Training")
     assert "the printed test accuracy differs from the measured one" in student
     assert "no report PDF was found" in student and "still to grade" not in student
+    assert "<td>no PDF</td>" in index  # the report's column, not the status `missing`
     # The trusted fit of the training images, beside the test accuracy.
     assert (
         "92.96% of 20000; 93.10% of the 15993 it trained on; 92.41% of the 4007 it held out"

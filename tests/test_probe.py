@@ -395,8 +395,7 @@ def test_test_rows_in_a_training_step_are_counted_however_few(tiny_dataset: Data
         and int(recorder.observers.test_training.trained.sum()) == 5
     )
     # Through what an attacker tries next: noise far below a grey level, a flip, eval mode, a
-    # reshape,
-    # keyword arguments.
+    # reshape, keyword arguments.
     variants = [
         lambda t: t + 1e-4 * torch.randn_like(t),
         lambda t: t.reshape(-1, 28, 28).flip(-1).reshape(-1, 784),
@@ -541,8 +540,8 @@ def test_an_erased_row_sharing_another_images_key_is_not_evidence(tiny_dataset: 
         assert same_image_rows(seen, train[:3]).tolist() == [True] * 3
     assert same_image_rows(x[5:6], train[5:6]).tolist() == [False]
     # Two equal pixels moved apart by 0.4 of a grey level each (an attacker's test images trained
-    # on,
-    # hidden from a check of equal pixels alone): still the image, within half a grey level of it.
+    # on, hidden from a check of equal pixels alone): still the image, within half a grey level of
+    # it.
     nudged = plain[:1].clone()
     tied = torch.nonzero(train[0] == train[0][(train[0] > 20) & (train[0] < 235)][0]).flatten()[:2]
     nudged[0, tied[0]] += 0.4 / 255

@@ -406,8 +406,7 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_bwrap_se
         )
     time.sleep(3)
     # One killed within microseconds of bwrap's clone waits forever for its other half, before
-    # anything
-    # runs inside; the next grader ends it before its first run.
+    # anything runs inside; the next grader ends it before its first run.
     from grader.run.sandbox import end_orphans
 
     end_orphans()

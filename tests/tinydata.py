@@ -21,8 +21,7 @@ def write_split(raw: Path, prefix: str, count: int, rng: random.Random, noise: f
     labels = [i % 10 for i in range(count)]
     rng.shuffle(labels)
     # With ``noise``, that share of images also shows another class's band: a model is right on
-    # about
-    # half of them, and which half changes from epoch to epoch.
+    # about half of them, and which half changes from epoch to epoch.
     images = b"".join(
         _image(label, rng, rng.randrange(10) if noise and rng.random() < noise else None)
         for label in labels

@@ -144,8 +144,8 @@ def _copy_from(directory: Path, raw: Path) -> list[str]:
     ):
         return verify(raw)
     # Copied and checked beside the cache first: wrong files never replace a good cache, and a
-    # grader
-    # reading the cache meanwhile only ever sees whole, verified files (each moved in atomically).
+    # grader reading the cache meanwhile only ever sees whole, verified files (each moved in
+    # atomically).
     staging = Path(tempfile.mkdtemp(dir=raw, prefix=".incoming-"))
     try:
         for name, source in found.items():

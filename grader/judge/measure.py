@@ -260,8 +260,7 @@ def measure(
         )
         return Measurement(None, reported, None, None, None, tuple(found), problem)
     # The graded predictions (the notebook's, or the grader's own pass over the graded model)
-    # compared
-    # with the test passes made while it trained.
+    # compared with the test passes made while it trained.
     selection = test_set_selection(probe, passes, graded, predictions, training, labels, classes)
     if selection:
         found.append(Finding(Flag.TEST_SET_SELECTION, selection))

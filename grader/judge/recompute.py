@@ -212,9 +212,8 @@ def read(
     ]  # NaN: close
     # Too close to call in the pass's arithmetic: of the graph's two best classes, the one the
     # notebook's run counted (both are what this graph gives within its rounding), while no more
-    # rows
-    # went the other way than rounding explains (a notebook making rows close to pick their classes
-    # gets its own run's classes nowhere).
+    # rows went the other way than rounding explains (a notebook making rows close to pick their
+    # classes gets its own run's classes nowhere).
     chosen = [
         (index, recorded)
         for index, predicted, runner_up, recorded, tied in zip(

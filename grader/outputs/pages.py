@@ -336,10 +336,8 @@ def student_page(
     """The lead of ``g``'s page; ``feedback``: the page sent to the student (no TA-only flags)."""
     r = g.result
     # The judge decides a mismatch (it knows when the test labels were hidden and the printed figure
-    # is
-    # at chance); the page only says it, beside both figures (a result written before the judge held
-    # to
-    # that can carry the flag without a measured accuracy).
+    # is at chance); the page only says it, beside both figures (a result written before the judge
+    # held to that can carry the flag without a measured accuracy).
     mismatch = (
         Flag.REPORTED_ACCURACY_MISMATCH.value in r.flags
         and r.reported_accuracy is not None

@@ -79,8 +79,7 @@ class Checkpoints(Observer):
                     restored, source = (step, event), (serials[0] if serials != key else None)
                     break
         # Within the hull of what the counted steps made (a checkpoint, an average of the run's
-        # states),
-        # or weights made elsewhere; None before any step.
+        # states), or weights made elsewhere; None before any step.
         explained = self.continuity.explains(params)
         self.continuity.loaded(params)
         self.events += 1

@@ -71,9 +71,8 @@ class _Windows:
         self.pointers = [p.data_ptr() for p in params]
         self.dtypes = [p.dtype for p in params]
         # Views of the parameters' storage only where it is laid out as they are (a transposed
-        # weight
-        # flattened by ``reshape`` is a copy: windows over it would never change); else read each
-        # time.
+        # weight flattened by ``reshape`` is a copy: windows over it would never change); else read
+        # each time.
         self.direct = all(p.is_contiguous() for p in params)
         self.numels = [p.numel() for p in params]
         # where each window begins in its parameter's values

@@ -139,9 +139,8 @@ class TestPass:
         # the coarsest arithmetic its scores were computed in (``precision``)
         self.precision = "float32"
         # What the trusted side recomputes (capture.py): the exact inputs fed, the class predicted
-        # per row,
-        # and the predicting model's weights as the pass ended. Kept for the last complete pass
-        # only.
+        # per row, and the predicting model's weights as the pass ended. Kept for the last complete
+        # pass only.
         self.inputs: list[torch.Tensor] = []
         self.row_classes: list[torch.Tensor] = []
         self.snapshot: Any = None
@@ -231,8 +230,7 @@ def graded_outputs(output: Any, batch: int | None) -> list[torch.Tensor]:
 
 
 # The arithmetic a pass's scores were computed in, coarsest last: the trusted side bounds by it how
-# far
-# its own float32 run of the same graph may honestly differ from the kernel's.
+# far its own float32 run of the same graph may honestly differ from the kernel's.
 PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
 
 

@@ -19,9 +19,8 @@ from grader.probe.passes import curve, graded_outputs
 from grader.probe.training import Draws, Loaders
 
 # The code of torch's wrapper of an optimizer class's ``step`` (``Optimizer.profile_hook_step``),
-# which
-# runs the step hooks: a subclass's ``step`` and its parent's both carry one once both classes were
-# instantiated, so ``super().step()`` runs the hooks a second time inside the same step.
+# which runs the step hooks: a subclass's ``step`` and its parent's both carry one once both classes
+# were instantiated, so ``super().step()`` runs the hooks a second time inside the same step.
 _STEP_WRAPPER = torch.optim.Optimizer.profile_hook_step(lambda *args, **kwargs: None).__code__
 
 

@@ -194,8 +194,7 @@ class Draws(Observer):
         images pixel by pixel; the others (named by their key alone) are drawn loosely."""
         self._settle(followed_by_step=False)
         # Images sharing one key (duplicates, rare collisions) are left out: which one it was is
-        # unknown.
-        # in either mode: a model trained in eval mode still trains
+        # unknown. in either mode: a model trained in eval mode still trains
         graded = torch.is_grad_enabled()
         indices = [group[0] for group in match.indices if len(group) == 1]
         sure = (
@@ -247,9 +246,8 @@ class Draws(Observer):
             exact = [i for i in indices if i not in draw.loose]
             self.stepped_exact[torch.tensor(exact, dtype=torch.long)] = True
             # One step's rows are one draw, however many calls fed them (a Flatten or a Normalize
-            # module
-            # called before the model sees the batch too): a pass ends only when an image comes back
-            # after a later step.
+            # module called before the model sees the batch too): a pass ends only when an image
+            # comes back after a later step.
             indices = [i for i in indices if i not in since.trained]
             if not indices:
                 return

@@ -259,13 +259,11 @@ def _kernel_vars(plan: RunPlan) -> dict[str, str]:
             )
         if plan.slot.crowded:
             # Spinning OpenMP threads of jobs that share cores starve each other (4 template runs
-            # with
-            # --jobs 2 on 2 cores: over 5 min spinning, 81 s passive).
+            # with --jobs 2 on 2 cores: over 5 min spinning, 81 s passive).
             variables["OMP_WAIT_POLICY"] = "PASSIVE"
         else:
             # Spin briefly, then sleep: alone as fast as the default spin (within 3%), and beside
-            # other
-            # load at its fair share instead of collapsing (benchmarks/bench_neighbour.py).
+            # other load at its fair share instead of collapsing (benchmarks/bench_neighbour.py).
             variables.update(GOMP_SPINCOUNT=str(SPIN_COUNT), KMP_BLOCKTIME="1")
     return variables
 
