@@ -52,10 +52,10 @@ def test_plain_lines_one_per_finished_submission() -> None:
         lines[0].startswith("[1/3] ann")
         and "91.25%" in lines[0]
         and "60/60 +5" in lines[0]
-        and "ETA" in lines[0]
+        and " left]" in lines[0]  # minutes:seconds left, not a time of day
     )
     assert lines[1].startswith("[2/3] bo") and "(cached)" in lines[1]
-    assert lines[2].startswith("[3/3] cy") and "ETA" not in lines[2]
+    assert lines[2].startswith("[3/3] cy") and " left]" not in lines[2]
 
 
 def test_a_terminal_gets_the_live_bar_with_who_is_running() -> None:

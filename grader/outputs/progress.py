@@ -85,7 +85,7 @@ class LiveProgress:
             TextColumn("grading"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("{task.fields[eta]} left"),
             TextColumn("{task.fields[running]}"),
             console=Console(file=stream),
             transient=True,
