@@ -58,8 +58,7 @@ def main() -> None:
             grader_modules, modules, seconds = measure(argv, args.runs)
             print(
                 f"{name}: {grader_modules} grader modules, {modules} modules in all, median "
-                f"{seconds:.3f} s "
-                f"({args.runs} runs)"
+                f"{seconds:.3f} s ({args.runs} runs)"
             )
 
 

@@ -101,8 +101,7 @@ def main() -> None:
     print(
         f"too close to call: {100 * float(close.float().mean()):.2f}% of the test images "
         f"(float32 alone: {100 * float((margin < 1e-3).float().mean()):.2f}%); median move "
-        f"{usual:.4f}, "
-        f"largest {float(moved.max()):.4f}"
+        f"{usual:.4f}, largest {float(moved.max()):.4f}"
     )
 
 

@@ -89,8 +89,7 @@ def main() -> None:
     fb, fw = min(bare), min(watched)  # the fastest rounds: the least disturbed by a shared machine
     print(
         f"fastest rounds: bare {fb * 1e6:.0f} us, with {args.observer} {fw * 1e6:.0f} us: "
-        f"+{(fw - fb) * 1e6:.0f} us "
-        f"({100 * (fw - fb) / fb:+.1f}%)"
+        f"+{(fw - fb) * 1e6:.0f} us ({100 * (fw - fb) / fb:+.1f}%)"
     )
 
 

@@ -67,8 +67,7 @@ def _bare(name: str, data: Path, seed: int, threads: int, folder: Path) -> list[
     prelude = (
         f"import random, numpy, torch\nrandom.seed({seed}); numpy.random.seed({seed}); "
         f"torch.manual_seed({seed})\n"
-        "torch.backends.cudnn.deterministic = True; torch.backends.cudnn.benchmark = "
-        "False\n"
+        "torch.backends.cudnn.deterministic = True; torch.backends.cudnn.benchmark = False\n"
         f"torch.set_num_threads({threads})"
     )
     notebook.cells.insert(0, nbformat.v4.new_code_cell(prelude))
@@ -114,8 +113,7 @@ def main() -> int:
     took = time.time() - started
     rows = [
         "| notebook | status | flags | measured | its own count | training images: all / "
-        "trained / held out "
-        "| same output without the grader |",
+        "trained / held out | same output without the grader |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in sorted(summary.results, key=lambda r: r.source):
@@ -153,8 +151,7 @@ def main() -> int:
         )
         rows.append(
             f"| {result.source} | {result.status.value} | {', '.join(result.flags) or '-'} "
-            f"| {measured} "
-            f"| {counted} | {fitted} | {same} |"
+            f"| {measured} | {counted} | {fitted} | {same} |"
         )
     table = "\n".join(rows) + (
         f"\n\n{len(summary.results)} notebooks, {args.data} data, graded in {took:.0f} s\n"

@@ -38,14 +38,11 @@ def seen_at(page: Path, width: int, screenshot: Path | None = None) -> Seen:
     probe.write_text(
         f'<!doctype html><body style="margin:0"><iframe id="f" src="{page.as_uri()}" '
         f'width="{width}" '
-        'height="900" '
-        'style="border:0"></iframe><script>document.getElementById("f").onload = '
-        "() => {"
-        'const d = document.getElementById("f").contentDocument; const first = '
+        'height="900" style="border:0"></iframe><script>document.getElementById("f").onload = '
+        '() => {const d = document.getElementById("f").contentDocument; const first = '
         'd.querySelector("h1 ~ p, h1 ~ section");'
         "document.body.dataset.wide = d.documentElement.scrollWidth; "
-        'document.body.dataset.first = first ? first.id : "";'
-        "};</script></body>"
+        'document.body.dataset.first = first ? first.id : "";};</script></body>'
     )
     try:
         shown = subprocess.run(

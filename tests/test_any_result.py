@@ -302,8 +302,7 @@ VIOLATION = Result(
     flags=(Flag.REPORTED_ACCURACY_MISMATCH,),
     duration_s=3600.0,
     reason=f"{RULE_BROKEN}n_epochs = 3, not 10; the run also failed: the notebook "
-    "reached the time "
-    "limit",
+    "reached the time limit",
 )
 
 
@@ -358,8 +357,7 @@ def test_a_page_that_cannot_be_rendered_costs_the_class_nothing(
         r.write(tmp_path / "results" / f"{r.student}.json")
     said = pages.rerender(tmp_path, rubric, {})
     assert said[1:] == (
-        "s086's page could not be rendered (TypeError: must be real number, not "
-        "NoneType); a page "
+        "s086's page could not be rendered (TypeError: must be real number, not NoneType); a page "
         "saying so was written in its place",
     )
     ta = (tmp_path / "students" / "s086.html").read_text(encoding="utf-8")

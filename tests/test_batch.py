@@ -192,8 +192,7 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom pathlib import Path\n"
-            "from grader.run.slots import claim_index\n"
+            "import sys, time\nfrom pathlib import Path\nfrom grader.run.slots import claim_index\n"
             f"with claim_index(Path({str(tmp_path)!r})) as i:\n"
             "    print(i, flush=True); time.sleep(60)",
         ],

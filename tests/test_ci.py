@@ -34,8 +34,7 @@ VIOLATING = TINYOK.replace("n_epochs = 10", "n_epochs = 20").replace(
 )
 HOSTILE = (
     "x\n::set-output name=a::b\r\n::error::injected %0A%25 <img src=x onerror=alert(1)> | a "
-    "| b | ]]> \" ' & "
-    "\x00 \x1b[31m \uffff"
+    "| b | ]]> \" ' & \x00 \x1b[31m \uffff"
 )
 
 # GitHub's workflow-command syntax: ::level prop=value,...::message, values and message escaped.

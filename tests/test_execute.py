@@ -295,8 +295,7 @@ def test_what_a_notebook_writes_is_budgeted_where_it_enters(
         context,
         [
             "from IPython.display import display\nhandles = [display('x', display_id=True) for _ "
-            "in "
-            "range(6)]",
+            "in range(6)]",
             "for h in handles:\n    h.update('y' * 3_000_000)",
             "import os\nos.write(2, b'e' * 3_000_000)",
             "raise ValueError('z' * 2_000_000)",

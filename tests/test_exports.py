@@ -56,8 +56,7 @@ def test_canvas_and_moodle_files_from_a_roster(tmp_path: Path, tiny_context: Con
         roster=load_roster(tmp_path / "roster.csv"),
     )
     assert summary.warnings[1:] == (
-        "overrides: amy01 gets report_points 35, but no report PDF was "
-        "found for them; "
+        "overrides: amy01 gets report_points 35, but no report PDF was found for them; "
         "check the report came in, or remove the points",
         "graded but not in the roster (no LMS row): dan04",
         "in the roster with no grade (no submission): cat03",

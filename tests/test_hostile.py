@@ -772,8 +772,7 @@ WORKERS = (
     .replace(
         "DataLoader(train_data, batch_size=batch_size, sampler=SubsetRandomSampler(train_idx))",
         "DataLoader(train_data, batch_size=batch_size, sampler=SubsetRandomSampler(train_idx), "
-        "num_workers=2, "
-        "persistent_workers=True, pin_memory=True)",
+        "num_workers=2, persistent_workers=True, pin_memory=True)",
     )
     .replace(
         "DataLoader(test_data, batch_size=batch_size)",

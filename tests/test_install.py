@@ -63,8 +63,7 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "import grader, grader.model.resources as r; "
-            "print(grader.__file__); "
+            "import grader, grader.model.resources as r; print(grader.__file__); "
             "print(r.shipped('templates'))",
         ],
         cwd=elsewhere,

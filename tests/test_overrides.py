@@ -43,10 +43,8 @@ def test_overrides_survive_a_forced_regrade_and_a_rerender(
     grade_directory(folder, out, static, executor)
     before = {p.name: p.read_bytes() for p in (out / "results").glob("*.json")}
     (out / "overrides.yaml").write_text(
-        "amy01: {report_points: 35, bonus: 5, note: excellent "
-        "report}\n"
-        "bob02: {points: 50, note: '<b>regraded</b> after the "
-        "complaint'}\n"
+        "amy01: {report_points: 35, bonus: 5, note: excellent report}\n"
+        "bob02: {points: 50, note: '<b>regraded</b> after the complaint'}\n"
     )
     grade_directory(
         folder, out, static, executor, force=True, overrides=for_batch(out, None, static.rubric)

@@ -237,8 +237,7 @@ def test_a_long_line_of_digits_or_spaces_is_read_in_linear_time(tmp_path: Path) 
 
     script = (
         "from grader.judge.measure import reported_accuracy\nfrom grader.judge.stated import "
-        "_BEST\n"
-        "assert reported_accuracy('Test accuracy ' + '1' * 1_000_000) is None\n"
+        "_BEST\nassert reported_accuracy('Test accuracy ' + '1' * 1_000_000) is None\n"
         "assert _BEST.search('Best accuracy' + ' ' * 2_000_000) is None\n"
         "assert reported_accuracy('Test Accuracy (Overall): 89.47% (8947/10000)') == 89.47\n"
         "assert _BEST.search('Best accuracy: 89.9%').group(1) == '89.9'\n"

@@ -81,19 +81,16 @@ def test_the_colab_path_asks_the_front_end_for_the_open_notebook(
     notebook = json.loads(TEMPLATE.read_text())
     notebook["metadata"]["colab"] = {"name": "HW3_bo.ipynb"}
     fake = (
-        "import sys, types\n"
-        "colab = types.ModuleType('google.colab'); message = "
+        "import sys, types\ncolab = types.ModuleType('google.colab'); message = "
         "types.ModuleType('google.colab._message')\n"
         f"message.blocking_request = lambda kind, request='', timeout_sec=0: {{'ipynb': "
-        f"{notebook!r}}} if kind == 'get_ipynb' else None\n"
-        "colab._message = message\n"
+        f"{notebook!r}}} if kind == 'get_ipynb' else None\ncolab._message = message\n"
         "sys.modules['google.colab'] = colab; sys.modules['google.colab._message'] = message\n"
     )
     shown = _run(
         client,
         fake + "import os; os.environ.pop('JPY_SESSION_NAME', None)\n"
-        "import grader, time\nstart = time.perf_counter(); v = "
-        "grader.precheck()\n"
+        "import grader, time\nstart = time.perf_counter(); v = grader.precheck()\n"
         "print(v.ok, round(time.perf_counter() - start, 3))\nv",
     )
     assert "error" not in shown, shown.get("error")

@@ -354,12 +354,9 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_it_start
         [
             sys.executable,
             "-c",
-            "import os, subprocess, sys\n"
-            "from grader.run.sandbox import die_with\n"
+            "import os, subprocess, sys\nfrom grader.run.sandbox import die_with\n"
             "child = subprocess.Popen([*die_with(os.getpid()), 'sleep', '600'])\n"
-            "print(child.pid, flush=True)\n"
-            "import time; time.sleep(1)\n"
-            "os._exit(0)\n",
+            "print(child.pid, flush=True)\nimport time; time.sleep(1)\nos._exit(0)\n",
         ],
         capture_output=True,
         text=True,
@@ -388,16 +385,13 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_bwrap_se
     import time
 
     script = (
-        "import os, subprocess, sys, time\n"
-        "from pathlib import Path\n"
+        "import os, subprocess, sys, time\nfrom pathlib import Path\n"
         "from grader.run.sandbox import Sandbox, SandboxLimits, command, pass_fds, "
         "prepare_kernel_dir, python_paths\n"
         f"box = Sandbox(Path({str(tmp_path)!r}) / sys.argv[2], python_paths(), "
-        "SandboxLimits(2000, 64, 100, 64), uid=65530)\n"
-        "prepare_kernel_dir(box, ())\n"
+        "SandboxLimits(2000, 64, 100, 64), uid=65530)\nprepare_kernel_dir(box, ())\n"
         "subprocess.Popen([*command(box, {}), 'sleep', '600'], pass_fds=pass_fds())\n"
-        "time.sleep(float(sys.argv[1]))\n"
-        "os._exit(0)\n"
+        "time.sleep(float(sys.argv[1]))\nos._exit(0)\n"
     )
     # some land while bwrap mounts
     for n, delay in enumerate((0.002, 0.01, 0.03, 0.06, 0.15, 0.5) * 2):

@@ -41,8 +41,8 @@ def test_a_shared_solution_is_listed_and_the_template_is_not(
     )
     (folder / "HW3_ben.py").write_text(TEMPLATE + copied)
     (folder / "HW3_cat.py").write_text(
-        TEMPLATE + "\noptimizer = "
-        "torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)\n"
+        TEMPLATE
+        + "\noptimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)\n"
         + "\n".join(f"extra_{i} = {i} * 2" for i in range(12))
         + "\n"
     )

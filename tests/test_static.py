@@ -98,10 +98,8 @@ def test_legal_changes_stay_legal(tmp_path: Path, rubric: Rubric, facts: FrozenF
         )
         .replace(
             "self.fc1 = nn.Linear(28 * 28, 512)",
-            "self.fc1 = Dense(in_features=784, "
-            "out_features=512)\n"
-            "        self.bn = nn.BatchNorm1d(512)\n        self.drop = "
-            "nn.Dropout(p=0.3)",
+            "self.fc1 = Dense(in_features=784, out_features=512)\n"
+            "        self.bn = nn.BatchNorm1d(512)\n        self.drop = nn.Dropout(p=0.3)",
         )
         .replace("batch_size = 64", "batch_size = 128")
     )

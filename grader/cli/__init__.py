@@ -87,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--package",
         action="store_true",
-        help="also check what the TA receives: the three file names, the .py "
-        "against the .ipynb, "
+        help="also check what the TA receives: the three file names, the .py against the .ipynb, "
         'and the report PDF\'s "Best accuracy" line',
     )
     check.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -99,8 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "directory",
         type=Path,
         help="folder (or .zip, or the mails: an .mbox file "
-        "or a folder of .eml "
-        "files) holding HW3_<account>.ipynb/.py files",
+        "or a folder of .eml files) holding HW3_<account>.ipynb/.py files",
     )
     grade.add_argument(
         "--out", type=Path, required=True, help="where results, gradebook.csv and pages go"
@@ -110,16 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="submissions graded at once (default: "
-        "--per-gpu per "
-        "GPU, else cores / the rubric's "
-        "cpu_threads)",
+        "--per-gpu per GPU, else cores / the rubric's cpu_threads)",
     )
     grade.add_argument(
         "--gpus",
         metavar="LIST",
         help="GPUs to use by nvidia-smi index or UUID, "
-        "e.g. 0,1 "
-        "(default: all visible; 'none' for CPU)",
+        "e.g. 0,1 (default: all visible; 'none' for CPU)",
     )
     grade.add_argument(
         "--per-gpu",
@@ -142,8 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="run each result within the rubric's borderline_margin of a threshold "
-        "again with K more "
-        "seeds; the rubric's seed_policy decides its points (default 0: off)",
+        "again with K more seeds; the rubric's seed_policy decides its points (default 0: off)",
     )
     grade.add_argument(
         "--overrides",
@@ -168,17 +162,14 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         metavar="ADDR",
         help="the Ray cluster's head, e.g. "
-        "10.0.0.5:6379 "
-        "(default: $RAY_ADDRESS, else a Ray "
-        "instance started here)",
+        "10.0.0.5:6379 (default: $RAY_ADDRESS, else a Ray instance started here)",
     )
     common(grade)
 
     ci = commands.add_parser(
         "ci",
         help="grade the submission in a repository on CI (GitHub "
-        "Actions and Classroom, "
-        "GitLab, Jenkins)",
+        "Actions and Classroom, GitLab, Jenkins)",
     )
     ci.add_argument(
         "path",
@@ -199,8 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="render the gradebook and pages again from OUT's "
-        "results and "
-        "overrides, running nothing",
+        "results and overrides, running nothing",
     )
     report.add_argument("out", type=Path, metavar="OUT", help="the folder a `grader grade` wrote")
     report.add_argument(

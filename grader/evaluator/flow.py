@@ -78,8 +78,7 @@ def flow(
             if argument in ("train", "training") and switched:
                 raise Refused(
                     f"the model keeps {op} on at test time (as F.{op}(x, p) does without "
-                    "training=self.training), so its answers are random and cannot be "
-                    "recomputed"
+                    "training=self.training), so its answers are random and cannot be recomputed"
                 )
             held = _nodes(value)
             if argument in written and any(n.name not in flowing for n in held):

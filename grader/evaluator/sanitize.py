@@ -73,8 +73,7 @@ def checked(graph: Any, allowed: frozenset[str]) -> list[str]:
         if name not in allowed:  # no op that reads or writes files, allocates or mutates
             raise Refused(
                 f"the captured graph computes {name}, which is none of the Linear "
-                "layers, normalization, dropout, activations or reshaping the homework's "
-                "model uses"
+                "layers, normalization, dropout, activations or reshaping the homework's model uses"
             )
         targets.append(target)
         node["metadata"] = {}

@@ -89,8 +89,7 @@ def _pick(
         aside.append(
             (
                 other.path,
-                f"{'identical' if same else 'older, different'} copy of "
-                f"{account}'s {kind}; "
+                f"{'identical' if same else 'older, different'} copy of {account}'s {kind}; "
                 f"{newest.path.name} was used",
             )
         )
@@ -158,10 +157,8 @@ def discover(
                 (
                     account,
                     theirs[0].path,
-                    f"files named for {account} were uploaded by "
-                    f"{len(uploaders)} "
-                    f"people ({listed}); none was graded: a "
-                    "person decides whose is whose",
+                    f"files named for {account} were uploaded by {len(uploaders)} "
+                    f"people ({listed}); none was graded: a person decides whose is whose",
                 )
             )
             continue
@@ -191,8 +188,7 @@ def discover(
                 (
                     account,
                     main,
-                    f"{main.name}: could not be read "
-                    f"({type(exc).__name__}); "
+                    f"{main.name}: could not be read ({type(exc).__name__}); "
                     "download it again from Colab or Jupyter",
                 )
             )

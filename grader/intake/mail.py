@@ -215,10 +215,8 @@ def unpack_mail(source: Path, into: Path, homework: str = "") -> Mailbag:
             skipped.append(
                 (
                     described,
-                    f"its subject does not name {homework} (the handout asks "
-                    "for "
-                    f"<name>_{homework}); its attachments were graded all the "
-                    "same",
+                    f"its subject does not name {homework} (the handout asks for "
+                    f"<name>_{homework}); its attachments were graded all the same",
                 )
             )
     return Mailbag(into, arrivals, tuple(skipped))

@@ -116,8 +116,7 @@ def read_capped(path: Path, cap: int) -> bytes:
     with os.fdopen(fd, "rb") as handle:
         if info.st_size > cap:
             raise SubmissionError(
-                f"{path.name}: {info.st_size // 2**20} MB, over the "
-                f"{cap // 2**20} MB limit; "
+                f"{path.name}: {info.st_size // 2**20} MB, over the {cap // 2**20} MB limit; "
                 "clear the outputs and save it again"
             )
         data = handle.read(cap + 1)
@@ -141,8 +140,7 @@ def _runnable(path: Path, cells: list[Cell]) -> None:
     size = sum(len(c.source) for c in code)
     if size > MAX_CODE_CHARS:
         raise SubmissionError(
-            f"{path.name}: {size:,} characters of code, over the grader's "
-            f"{MAX_CODE_CHARS:,}; "
+            f"{path.name}: {size:,} characters of code, over the grader's {MAX_CODE_CHARS:,}; "
             "take pasted data and outputs out of the code cells"
         )
 

@@ -65,8 +65,7 @@ def review(test: float, test_count: int, found: Fit | None, ceiling: float | Non
     if ceiling is not None and test > ceiling:
         return (
             f"the measured test accuracy, {test:.2f}%, is above what this model reaches "
-            "honestly in the frozen "
-            f"epochs (the rubric's ceiling, {ceiling:g}%)"
+            f"honestly in the frozen epochs (the rubric's ceiling, {ceiling:g}%)"
         )
     if found is None:
         return None
@@ -79,8 +78,7 @@ def review(test: float, test_count: int, found: Fit | None, ceiling: float | Non
     ) or (held is not None and _beyond(test, test_count, held, found.held_out)):
         return (
             f"the model fits the test images better than the training images: {test:.2f}% on "
-            "the test set, "
-            f"{describe(found)}"
+            f"the test set, {describe(found)}"
         )
     return None
 

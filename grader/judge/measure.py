@@ -131,8 +131,7 @@ def test_set_selection(
     )
     return (
         f"the test set was evaluated {len(scored)} times while the graded model trained; the "
-        "graded model "
-        f"predicts exactly as at evaluation {k + 1}, the best of them on the test set "
+        f"graded model predicts exactly as at evaluation {k + 1}, the best of them on the test set "
         f"({100 * accuracies[k] / total:.2f}%), not the last{how}: its checkpoint looks chosen "
         "by test accuracy"
     )
@@ -164,8 +163,7 @@ def measure(
                 Flag.TRAINING_UNWATCHED,
                 f"{unwatched} optimizer "
                 f"step{'s' if unwatched != 1 else ''} ran while a DataLoader was building a "
-                "batch (training inside a dataset): the "
-                "grader could not see what those steps "
+                "batch (training inside a dataset): the grader could not see what those steps "
                 "trained on",
             )
         )
@@ -190,8 +188,7 @@ def measure(
                 Flag.STALE_TEST_PASS,
                 "the notebook's last test pass does not show "
                 f"the graded model as it ended ({why}); the grader "
-                "predicted the test set with the final model "
-                "itself",
+                "predicted the test set with the final model itself",
             )
         )
         student = None
@@ -222,8 +219,7 @@ def measure(
                     Flag.SEVERAL_MODELS,
                     f"{len({p.predictor for p in others}) + 1} "
                     "models predicted the test images together (an "
-                    "ensemble?); the grader measured the last "
-                    "one alone",
+                    "ensemble?); the grader measured the last one alone",
                 )
             )
         test_steps = probe.test.steps
@@ -233,8 +229,7 @@ def measure(
                     Flag.TRAINED_ON_TEST_IMAGES,
                     f"{test_steps} optimizer steps came "
                     "right after test images went through the model with "
-                    "gradients in training mode: it "
-                    "looks trained on the test set",
+                    "gradients in training mode: it looks trained on the test set",
                 )
             )
     elif own is not None:
@@ -302,12 +297,9 @@ def reported_findings(
                 Finding(None, HIDDEN_LABELS_NOTE),
                 Finding(
                     Flag.REPORTED_ACCURACY_MISMATCH,
-                    f"the notebook printed {reported:g}% although the "
-                    "test labels were hidden "
+                    f"the notebook printed {reported:g}% although the test labels were hidden "
                     "from it (computed on the test set, that figure is at chance, about 10%), so "
-                    "it "
-                    "was not measured on the "
-                    f"test set; the grader measured {accuracy:.2f}%",
+                    f"it was not measured on the test set; the grader measured {accuracy:.2f}%",
                 ),
             )
         return (Finding(None, HIDDEN_LABELS_NOTE),)
@@ -315,10 +307,8 @@ def reported_findings(
         return (
             Finding(
                 Flag.NO_REPORTED_ACCURACY,
-                "no printed test accuracy was found in the "
-                "notebook's output (a "
-                "percentage, a fraction or N/M on a line naming "
-                "the test accuracy)",
+                "no printed test accuracy was found in the notebook's output (a "
+                "percentage, a fraction or N/M on a line naming the test accuracy)",
             ),
         )
     if reported is not None and accuracy is not None and abs(reported - accuracy) > tolerance:

@@ -19,8 +19,7 @@ from grader.model.probe_facts import ProbeFacts
 from grader.model.results import Measurement
 
 MIRRORED_NOTE = (
-    "graded as the model's softmax averaged over each test image and its mirror image "
-    "(test-time "
+    "graded as the model's softmax averaged over each test image and its mirror image (test-time "
     "augmentation), as the notebook evaluated it"
 )
 # close calls the notebook's run may decide the other way (or one in a thousand rows):
@@ -307,8 +306,7 @@ def apply(
         return replace(
             measurement,
             review="the graded test pass was not captured, so its accuracy "
-            "could not be "
-            "recomputed outside the notebook",
+            "could not be recomputed outside the notebook",
         )
     if recomputed.problem is not None:
         return replace(measurement, review=recomputed.problem)
@@ -317,41 +315,35 @@ def apply(
         return replace(
             measurement,
             review="the model was changed after its graded test pass "
-            "(other layers or weights "
-            "were put in), so that pass cannot be recomputed",
+            "(other layers or weights were put in), so that pass cannot be recomputed",
         )
     if recomputed.assumed:
         return replace(
             measurement,
             review="the notebook never showed its test-time preprocessing "
-            "(no test pass, no "
-            "test dataset with a transform), so the grader's own "
+            "(no test pass, no test dataset with a transform), so the grader's own "
             "pass had to assume one",
         )
     if recomputed.unverified:
         return replace(
             measurement,
             review=f"{recomputed.unverified} of {recomputed.rows} rows the "
-            "graded pass fed "
-            "the model are not test images under a legal "
-            "preprocessing (per image or "
-            "per pixel position)",
+            "graded pass fed the model are not test images under a legal "
+            "preprocessing (per image or per pixel position)",
         )
     predicted = list(recomputed.predictions)
     missing = predicted.count(-1)
     if missing:
         return replace(
             measurement,
-            review=f"the graded pass predicted {len(predicted) - missing} "
-            f"of {len(predicted)} "
+            review=f"the graded pass predicted {len(predicted) - missing} of {len(predicted)} "
             "test images",
         )
     if recomputed.close_calls > CLOSE_CALLS_AT_MOST * len(predicted):
         return replace(
             measurement,
             review=f"for {recomputed.close_calls} of {len(predicted)} test "
-            "images the model's "
-            "two best scores are closer than "
+            "images the model's two best scores are closer than "
             f"{_noise(recomputed.precision)}, so the "
             "grader cannot check the notebook's run against its own",
         )

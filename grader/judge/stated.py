@@ -89,8 +89,7 @@ MAX_TEXT = 100_000  # characters of the first page read: the headline opens it
 # Bounded repeats only: a page of "Best accuracy" and a million spaces must not make the search
 # quadratic.
 _BEST = re.compile(
-    r"best[ \t]{1,5}accuracy[ \t]{0,20}[:：=]?[ \t]{0,20}(\d{1,3}(?:[.,]\d{1,6})?)[ "
-    r"\t]{0,5}%",
+    r"best[ \t]{1,5}accuracy[ \t]{0,20}[:：=]?[ \t]{0,20}(\d{1,3}(?:[.,]\d{1,6})?)[ \t]{0,5}%",
     re.IGNORECASE,
 )
 
@@ -113,8 +112,7 @@ def headline(pdf: Path, text: str) -> ReportHeadline:
         return ReportHeadline(
             None,
             False,
-            f'{pdf.name}: its first page does not state "Best '
-            'accuracy: xx.xx%"; '
+            f'{pdf.name}: its first page does not state "Best accuracy: xx.xx%"; '
             "put that line at the top of the report",
         )
     value = float(match.group(1).replace(",", "."))
@@ -122,10 +120,8 @@ def headline(pdf: Path, text: str) -> ReportHeadline:
         return ReportHeadline(
             None,
             False,
-            f"{pdf.name}: its first page states a best accuracy of "
-            f"{value:g}%, over "
-            "100%; put the accuracy the notebook reached at the top "
-            "of the report",
+            f"{pdf.name}: its first page states a best accuracy of {value:g}%, over "
+            "100%; put the accuracy the notebook reached at the top of the report",
         )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = bool(lines) and _BEST.search(lines[0]) is not None

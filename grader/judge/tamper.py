@@ -28,8 +28,7 @@ def probe_faults(record: ProbeFacts | None) -> str | None:
             f"{lost} optimizer step{'s' if lost != 1 else ''} began but the grader's probe "
             "never saw "
             f"{'them' if lost != 1 else 'it'} end (a step hook of the notebook's own stopped "
-            "it), so what "
-            "they trained on is unknown"
+            "it), so what they trained on is unknown"
         )
     faults = record.health.faults
     if not faults:
@@ -37,7 +36,6 @@ def probe_faults(record: ProbeFacts | None) -> str | None:
     first = faults[0]
     more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
     return (
-        "the grader's probe failed while watching the run, so what it recorded may be "
-        "incomplete: "
+        "the grader's probe failed while watching the run, so what it recorded may be incomplete: "
         f"{first}{more}"
     )

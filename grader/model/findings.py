@@ -114,11 +114,9 @@ MEANING: dict[Flag, str] = {
     Flag.STATIC_RUN_DISAGREE: "the static and the run-time verdicts of a rule differ (the run's "
     "counts)",
     Flag.PROBE_TAMPERED: (
-        "evidence honest code cannot produce (code reaching into the probe, the "
-        "probe changed, or "
+        "evidence honest code cannot produce (code reaching into the probe, the probe changed, or "
         "the kernel's record unlike the grader's own run beyond its arithmetic): "
-        "an error, graded by "
-        "the TA"
+        "an error, graded by the TA"
     ),
     Flag.PROBE_REACHABLE: "the code can reach the grader's objects (e.g. a gc.get_objects() walk); "
     "only flagged",

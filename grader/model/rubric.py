@@ -315,8 +315,7 @@ def _ceiling(fields: _Fields, levels: list[Threshold]) -> float | None:
     ceiling = fields.number("ceiling")
     if not levels[-1].at_least < ceiling <= 100:
         raise RubricError(
-            "rubric: accuracy.ceiling is a test accuracy in percent above the top "
-            "threshold "
+            "rubric: accuracy.ceiling is a test accuracy in percent above the top threshold "
             f"({levels[-1].at_least:g}) and at most 100, got {ceiling:g}"
         )
     return ceiling
@@ -404,8 +403,7 @@ def parse_rubric(data: Any, path: Path) -> Rubric:
     bonus, levels = rubric.accuracy.bonus, rubric.accuracy.thresholds
     if bonus.points and bonus.at_least <= levels[-1].at_least:
         raise RubricError(
-            f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the "
-            "top threshold "
+            f"rubric: accuracy.bonus.at_least ({bonus.at_least:g}) must be above the top threshold "
             f"({levels[-1].at_least:g})"
         )
     ceiling = rubric.accuracy.ceiling

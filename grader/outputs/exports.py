@@ -51,15 +51,13 @@ def load_roster(path: Path) -> Roster:
     if "account" not in columns:
         raise GraderError(
             f"--roster {path.name}: no `account` column; add one with each student's "
-            "account "
-            "(the name in HW3_<account>.ipynb) beside the LMS's columns"
+            "account (the name in HW3_<account>.ipynb) beside the LMS's columns"
         )
     if not set(CANVAS_COLUMNS) <= set(columns) and not set(MOODLE_IDENTIFIERS) & set(columns):
         raise GraderError(
             f"--roster {path.name}: neither Canvas's columns "
             f"({', '.join(CANVAS_COLUMNS)}) nor a Moodle "
-            f"identifier ({', '.join(MOODLE_IDENTIFIERS)}); start from the LMS's own "
-            "export"
+            f"identifier ({', '.join(MOODLE_IDENTIFIERS)}); start from the LMS's own export"
         )
     people: dict[str, dict[str, str]] = {}
     for number, row in enumerate(reader, start=2):

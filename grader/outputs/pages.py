@@ -120,8 +120,7 @@ def override_warnings(rows: list[Grade]) -> tuple[str, ...]:
     PDF."""
     return tuple(
         f"overrides: {g.result.student} gets report_points {g.override.report_points}, "
-        "but no report PDF "
-        "was found for them; check the report came in, or remove the points"
+        "but no report PDF was found for them; check the report came in, or remove the points"
         for g in rows
         if g.override.report_points and not g.result.report_pdf
     )

@@ -186,8 +186,7 @@ def _selected(found: Collected, only: frozenset[str] | None) -> Collected:
     if absent:
         raise GraderError(
             f"--only: no submission for {', '.join(absent)} in the folder; accounts "
-            "are the <account> "
-            f"of the file names (found {len(present)})"
+            f"are the <account> of the file names (found {len(present)})"
         )
     return Collected(
         tuple(s for s in found.submissions if s.account in only),
@@ -201,8 +200,7 @@ def _refuse_out_inside(directory: Path, out: Path) -> None:
     if directory.is_dir() and out.resolve().is_relative_to(directory.resolve()):
         raise GraderError(
             f"--out {out} is inside the submissions folder {directory}; choose a "
-            "folder outside it "
-            "(its results and pages would be read as submissions next time)"
+            "folder outside it (its results and pages would be read as submissions next time)"
         )
 
 

@@ -98,8 +98,7 @@ def _limits_notice(sandboxed: bool, say: Say) -> None:
     if hierarchy is None:
         say(
             f"note: {why}; memory is capped per process (RLIMIT_DATA), not for all of a notebook's "
-            "processes "
-            "together (run as root for cgroup limits)"
+            "processes together (run as root for cgroup limits)"
         )
 
 
@@ -121,8 +120,7 @@ def slots_of(placement: Placement, rubric: Rubric) -> tuple[Slot, ...]:
     if unknown:
         raise GraderError(
             f"GPU {', '.join(unknown)} is not on this machine; give nvidia-smi's "
-            "indices (or UUIDs) "
-            "like --gpus 0,1, or --gpus none"
+            "indices (or UUIDs) like --gpus 0,1, or --gpus none"
         )
     return plan_slots(
         placement.jobs, len(os.sched_getaffinity(0)), gpus, placement.per_gpu, rubric.cpu_threads
@@ -201,8 +199,7 @@ def check(paths: Sequence[Path], setup: Setup, run: bool, package: bool, say: Sa
         ()
         if named
         else (
-            f"the file name should be {rubric.files.notebook} (or .py) when "
-            "you submit"
+            f"the file name should be {rubric.files.notebook} (or .py) when you submit"
             + (
                 f": {path.name} is the handout's name, no student's"
                 if rubric.files.is_handout(path.name)

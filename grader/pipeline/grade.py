@@ -224,8 +224,7 @@ def _at_error(run: Run) -> tuple[Finding, ...]:
     return noted(
         (
             "the run did not finish; the model as it was at that point scores "
-            f"{accuracy:.2f}% on the test "
-            "set (not the notebook's result)",
+            f"{accuracy:.2f}% on the test set (not the notebook's result)",
         )
     )
 
@@ -261,8 +260,7 @@ def _stated(
                 Finding(
                     Flag.REPORT_ACCURACY_DIFFERS,
                     "the report states "
-                    f"{report.accuracy:g}% "
-                    f"but the grader measured {measured:.2f}%",
+                    f"{report.accuracy:g}% but the grader measured {measured:.2f}%",
                 ),
             ),
         )

@@ -49,8 +49,7 @@ def _from_colab() -> Found | None:
     notebook = reply.get("ipynb") if isinstance(reply, dict) else None
     if not isinstance(notebook, dict):
         raise GraderError(
-            "Colab did not hand over the open notebook; save it (Ctrl+S) and try "
-            "again, "
+            "Colab did not hand over the open notebook; save it (Ctrl+S) and try again, "
             "or download the .ipynb and run `grader check` on it"
         )
     name = os.environ.get("COLAB_NOTEBOOK_NAME") or str(
@@ -87,8 +86,7 @@ def find_notebook(path: str | Path | None = None) -> Found:
     if found is None:
         raise GraderError(
             "cannot tell which notebook this kernel runs; call "
-            "grader.precheck('HW3_<account>.ipynb') "
-            "with its file name"
+            "grader.precheck('HW3_<account>.ipynb') with its file name"
         )
     return found
 

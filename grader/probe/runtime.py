@@ -385,8 +385,7 @@ def _watch_calls(state: _State) -> None:
     state.module_hooks.handles = state.hooks[:2]
     warnings.filterwarnings(
         "ignore",
-        message=r"Using `torch.compile\(module\)` when there are "
-        r"global hooks",
+        message=r"Using `torch.compile\(module\)` when there are global hooks",
     )
 
 
@@ -525,8 +524,7 @@ def _guard_pip(state: _State) -> None:
         if missing:
             print(
                 f"[grader] pip install: {', '.join(missing)} not in the grading environment and "
-                "there is no network "
-                "here; the TA can add it with `grader env --install`"
+                "there is no network here; the TA can add it with `grader env --install`"
             )
         else:
             print(f"[grader] pip install {' '.join(names)}: already installed; skipped")

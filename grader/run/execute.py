@@ -360,8 +360,7 @@ def _run_cells(
             limit = "total" if remaining < plan.cell_timeout_s else "per-cell"
             outcome = _Outcome(
                 Status.TIMEOUT,
-                f"{where}: still running at the {limit} time limit "
-                f"({client.timeout} s); "
+                f"{where}: still running at the {limit} time limit ({client.timeout} s); "
                 "interrupted",
                 number,
             )
@@ -455,19 +454,16 @@ def execute(submission: Submission, plan: RunPlan) -> ExecutionRecord:
         findings.append(
             Finding(
                 Flag.MEMORY_LIMIT,
-                f"the memory limit ({memory_mb} MB for all the "
-                "notebook's processes "
+                f"the memory limit ({memory_mb} MB for all the notebook's processes "
                 f"together) was reached {usage.oom_kills} time(s): the kernel or "
-                "one of its processes "
-                "was killed",
+                "one of its processes was killed",
             )
         )
         if outcome.reason and outcome.reason.endswith(_DIED):
             where = outcome.reason[: -len(_DIED)]
             outcome = _Outcome(
                 Status.ERROR,
-                f"{where}the kernel was killed at the memory limit of "
-                f"{memory_mb} MB "
+                f"{where}the kernel was killed at the memory limit of {memory_mb} MB "
                 "(all its processes together)",
                 outcome.failed_cell,
             )

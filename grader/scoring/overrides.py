@@ -144,8 +144,7 @@ def check_accounts(overrides: dict[str, Override], accounts: set[str]) -> None:
         hint = f"; did you mean {near[0]}?" if near else ""
         raise GraderError(
             f"overrides: no submission or result for {', '.join(unknown)}{hint} (fix "
-            "the account in the "
-            "overrides file; nothing was changed)"
+            "the account in the overrides file; nothing was changed)"
         )
 
 

@@ -217,8 +217,7 @@ def disagreements(checks: tuple[Check, ...]) -> tuple[str, ...]:
     static = {c.id: c.ok for c in checks if c.stage == "static" and c.ok is not None}
     run = {c.id: c.ok for c in checks if c.stage == "run" and c.ok is not None}
     return tuple(
-        f"{rule}: the static check says {'ok' if static[rule] else 'violated'}, the run "
-        "says "
+        f"{rule}: the static check says {'ok' if static[rule] else 'violated'}, the run says "
         f"{'ok' if run[rule] else 'violated'}"
         for rule in static
         if rule in run and static[rule] != run[rule]

@@ -106,6 +106,5 @@ def twin_difference(sub: Submission, twin: Submission) -> str | None:
     )
     return (
         f"{twin.path.name} differs from the notebook in {changed} code "
-        f"line{'s' if changed != 1 else ''}; "
-        f"the notebook was graded"
+        f"line{'s' if changed != 1 else ''}; the notebook was graded"
     )

@@ -218,8 +218,7 @@ def literal_data(sub: Submission, cells: tuple[ParsedCell, ...], prior: bytes = 
     return (
         f"the code's text holds {total // 1024} KB of literal data beyond the template's "
         "(strings, comments, "
-        f"docstrings, numbers, names; the most in {sub.where(parsed.cell)}, its largest piece "
-        "at "
+        f"docstrings, numbers, names; the most in {sub.where(parsed.cell)}, its largest piece at "
         f"{sub.where(parsed.cell, line)}); a person checks it is not answers brought in"
     )
 

@@ -159,8 +159,7 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise GraderError(
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
-            "start its head with "
-            f"`ray start --head --port {port}` or give its address"
+            f"start its head with `ray start --head --port {port}` or give its address"
         ) from None
 
 

@@ -75,8 +75,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
             "syntax",
             None,
             f"{sub.where(parsed.cell)}: not valid Python ({parsed.error}); "
-            "fix it first: "
-            "that cell was not checked",
+            "fix it first: that cell was not checked",
             sub.path.name,
             parsed.cell.number if sub.path.suffix == ".ipynb" else None,
             parsed.cell.first_line,
@@ -89,8 +88,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
             replace(
                 c,
                 ok=None,
-                message=f"undecided while {where} does not parse (the run "
-                "will check it); "
+                message=f"undecided while {where} does not parse (the run will check it); "
                 f"statically: {c.message}",
             )
             if c.violated

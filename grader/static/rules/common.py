@@ -39,8 +39,7 @@ def unattributed(training: Training) -> str | None:
         f"{training.unattributed_steps} of the graded model's {training.steps} optimizer steps "
         "came after no batch of "
         "training images the grader could follow (a second step on the same batch, or images "
-        "from elsewhere or "
-        "changed beyond recognition); what they trained on is not known"
+        "from elsewhere or changed beyond recognition); what they trained on is not known"
     )
 
 
@@ -53,8 +52,7 @@ def unseen_rows(training: Training) -> str | None:
         f"({training.unexplained} time{'s' if training.unexplained != 1 else ''}, a weight in "
         "a backward pass or a "
         "step: rows fed to it another way, such as F.linear with it in a loss term or another "
-        "batch's gradient "
-        "added to .grad, trained it on images the grader did not see)"
+        "batch's gradient added to .grad, trained it on images the grader did not see)"
     )
 
 

@@ -189,17 +189,14 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             return run_check(
                 RULE,
                 None,
-                "the graded model's optimizer stepped "
-                f"{training.unplaced_steps} times, but over "
-                "no pass of the training images the grader could follow; "
-                "epochs not counted",
+                f"the graded model's optimizer stepped {training.unplaced_steps} times, but over "
+                "no pass of the training images the grader could follow; epochs not counted",
             )
         if training.changed_without_optimizer:
             return run_check(
                 RULE,
                 None,
-                "the graded model's weights were updated without a torch "
-                "optimizer; "
+                "the graded model's weights were updated without a torch optimizer; "
                 "epochs not counted",
             )
         if not run.finished:
@@ -209,8 +206,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             False,
-            "the graded model was never trained: no optimizer stepped "
-            "it in the whole run "
+            "the graded model was never trained: no optimizer stepped it in the whole run "
             f"(0 of {facts.epochs} epochs)",
         )
     unknown = unattributed(training)
@@ -222,8 +218,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             None,
             f"the graded model's weights changed {training.moved} "
             f"time{'s' if training.moved != 1 else ''} "
-            "outside the optimizer steps the grader counted (no step or "
-            "load explains "
+            "outside the optimizer steps the grader counted (no step or load explains "
             "them); epochs not counted",
         )
     if training.foreign:
@@ -231,11 +226,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             RULE,
             None,
             "the graded model took weights no counted optimizer step "
-            f"made ({training.foreign} "
-            f"time{'s' if training.foreign != 1 else ''}: loaded, or "
+            f"made ({training.foreign} time{'s' if training.foreign != 1 else ''}: loaded, or "
             "averaged beyond the states of "
-            "its training, as a model trained further elsewhere would "
-            "be); epochs not counted",
+            "its training, as a model trained further elsewhere would be); epochs not counted",
         )
     unseen = unseen_rows(training)
     if unseen is not None:
@@ -245,10 +238,8 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             None,
-            f"{training.beside_steps} of the graded model's "
-            f"{training.steps} optimizer steps "
-            "trained on images fed beside the DataLoader's batches, in no "
-            "epoch of it; "
+            f"{training.beside_steps} of the graded model's {training.steps} optimizer steps "
+            "trained on images fed beside the DataLoader's batches, in no epoch of it; "
             "epochs not counted",
         )
     if training.lineage == "direct":
@@ -258,8 +249,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         if training.undone[0]:
             what += (
                 f" (not counting {training.undone[0]} earlier passes, {training.undone[1]} "
-                "steps, whose weights were "
-                "discarded by loading back a state saved before them)"
+                "steps, whose weights were discarded by loading back a state saved before them)"
             )
         if count == facts.epochs:
             return run_check(RULE, True, what)
@@ -277,18 +267,15 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             True,
-            "the graded model loaded trained weights; every trained "
-            "model ran "
+            "the graded model loaded trained weights; every trained model ran "
             f"{facts.epochs} passes over the training data",
         )
     if all(n > facts.epochs for n in counts):
         return run_check(
             RULE,
             False,
-            "the graded model loaded trained weights; the trained "
-            f"models ran {shown} "
-            "passes over the training data; the homework fixes "
-            f"{facts.epochs} epochs",
+            f"the graded model loaded trained weights; the trained models ran {shown} "
+            f"passes over the training data; the homework fixes {facts.epochs} epochs",
         )
     if all(n < facts.epochs for n in counts):
         return _fewer(
@@ -301,8 +288,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     return run_check(
         RULE,
         None,
-        "the graded model loaded trained weights; the trained models ran "
-        f"{shown} passes, "
+        f"the graded model loaded trained weights; the trained models ran {shown} passes, "
         "so which one it came from decides",
     )
 
@@ -315,12 +301,9 @@ def findings(run: RunView, facts: FrozenFacts, rubric: Rubric) -> tuple[Finding,
         return (
             Finding(
                 Flag.TRAINING_NOT_FOLLOWED,
-                "the graded model's optimizer stepped "
-                f"{run.training.unplaced_steps} times over "
-                "images the grader could not match to the training set "
-                "(a dataset it does "
-                "not know, or changed pixels); epochs and split were not "
-                "measured",
+                f"the graded model's optimizer stepped {run.training.unplaced_steps} times over "
+                "images the grader could not match to the training set (a dataset it does "
+                "not know, or changed pixels); epochs and split were not measured",
             ),
         )
     training = run.training

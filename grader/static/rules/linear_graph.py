@@ -163,8 +163,7 @@ def tensor_uses(view: GraphView) -> Check | None:
         if odd:
             return _for_a_person(
                 f"{WHO} uses {name} {list(shape)} in {', '.join(odd[:3])}, not as "
-                "a Linear layer's weight or bias or in a normalization layer; "
-                f"{LOOK}"
+                f"a Linear layer's weight or bias or in a normalization layer; {LOOK}"
             )
     return None
 

@@ -144,8 +144,7 @@ def _added_weights(
                 node,
                 None,
                 f"class {cls} {message.split(';')[0]}, but it is never "
-                "instantiated; "
-                "the run checks the model that is trained",
+                "instantiated; the run checks the model that is trained",
             )
     return None, unused
 
@@ -258,8 +257,7 @@ def _linear_verdict(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froze
         return Check(
             RULE,
             None,
-            "several model classes are defined and not all keep the three "
-            "Linear layers; "
+            "several model classes are defined and not all keep the three Linear layers; "
             "the run checks the one that is trained",
             sub.path.name,
         )
@@ -313,11 +311,9 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             return run_check(
                 RULE,
                 False,
-                f"the trained model holds weights in {name} ({kind}) of "
-                "shape "
+                f"the trained model holds weights in {name} ({kind}) of shape "
                 f"{list(shapes[dims.index(max(dims))])}; only the Linear "
-                "layers and "
-                "normalization layers may",
+                "layers and normalization layers may",
             )
         linear.update((shape[1], shape[0]) for shape in shapes if len(shape) == 2)
         if 2 not in dims and kind != "Linear" and kind not in rubric.allowed_layers:
@@ -334,8 +330,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             None,
-            f"the Linear layers are {fixed}, but the forward pass could "
-            "not be traced "
+            f"the Linear layers are {fixed}, but the forward pass could not be traced "
             f"({architecture.error})",
         )
     products: Counter[tuple[int, int] | None] = Counter()
@@ -345,8 +340,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
                 RULE,
                 False,
                 f"the forward pass applies {op.name}; only the three "
-                "Linear "
-                "layers may apply weights",
+                "Linear layers may apply weights",
             )
         products[_weight_shape(op)] += 1
     if products != frozen:
@@ -363,10 +357,8 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             None,
-            f"the forward pass uses exactly the Linear layers {fixed}, "
-            "beside parameters "
-            f"in {', '.join(unknown[:3])}, not a layer kind the rubric "
-            "lists",
+            f"the forward pass uses exactly the Linear layers {fixed}, beside parameters "
+            f"in {', '.join(unknown[:3])}, not a layer kind the rubric lists",
         )
     return run_check(
         RULE, True, f"the trained model's forward pass uses exactly the Linear layers {fixed}"

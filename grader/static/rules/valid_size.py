@@ -36,8 +36,7 @@ RULE = RuleId.VALID_SIZE
 # Shown beside a violation: what the student may change instead.
 INSTEAD = (
     "keep valid_size and split with it; "
-    "you may change how batches are drawn, the batch size and the augmentation of the "
-    "training part"
+    "you may change how batches are drawn, the batch size and the augmentation of the training part"
 )
 SPLIT_TOLERANCE = 0.005  # of the training set: a few images either way is not a changed valid_size
 
@@ -98,8 +97,7 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
             return Check(
                 "valid_size",
                 True,
-                f"the split uses {ast.unparse(literal[1])}, the fixed "
-                "fraction "
+                f"the split uses {ast.unparse(literal[1])}, the fixed fraction "
                 f"{facts.valid_size:g}",
                 sub.path.name,
             )
@@ -131,8 +129,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             RULE,
             False,
             f"the notebook trained on {images} test images ({rows} rows "
-            "in training steps): its "
-            "test accuracy is then not a test accuracy",
+            "in training steps): its test accuracy is then not a test accuracy",
         )
     unknown = unattributed(training)
     if unknown is not None:
@@ -144,10 +141,8 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
         return run_check(
             RULE,
             None,
-            "the training DataLoader yielded other images than its "
-            "sampler named (a Dataset "
-            "that remaps indices); which images trained the model is not "
-            "known",
+            "the training DataLoader yielded other images than its sampler named (a Dataset "
+            "that remaps indices); which images trained the model is not known",
         )
     size, trained = training.train_size, training.trained.bit_count()
     if not size or not trained:
@@ -155,8 +150,7 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             return run_check(
                 RULE,
                 None,
-                "the graded model was trained without a torch optimizer, "
-                "so which images its "
+                "the graded model was trained without a torch optimizer, so which images its "
                 "updates used was not followed; the split was not measured",
             )
         return run_check(
@@ -185,10 +179,8 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
                 RULE,
                 None,
                 f"{shown}, but {unread} rows of its training batches were "
-                "no image the "
-                "grader could name (changed by augmentation or rounding); "
-                "the split was "
-                "not measured",
+                "no image the grader could name (changed by augmentation or rounding); "
+                "the split was not measured",
             )
         return run_check(
             RULE, False, f"{shown}; {facts.valid_name} = {facts.valid_size:g} leaves {expected}"
