@@ -1,12 +1,19 @@
 """The evaluator's process: ``python -I grader/evaluator/__main__.py TEST_IMAGES [TRAIN_IMAGES]``
 (run/evaluate.py ``Evaluator``), the capture on standard input, the answer (answer.py) as one JSON
-object on standard output; a refused capture answers ``{"refused": why}``."""
+object on standard output; a refused capture answers ``{"refused": why}``.
+
+``python -I grader/evaluator/__main__.py --serve FD [--sweep] TEST_IMAGES [TRAIN_IMAGES]``: the same
+for every capture the grader sends over the control socket FD, each in a forked child (serve.py,
+run/evaluate.py ``Warm``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -25,22 +32,39 @@ def _own_package() -> None:
 if not __package__:
     _own_package()
 
+# The evaluator writes nothing (in its sandbox nothing is writable), yet torch's imports ask for a
+# cache folder, which must exist, and for a temporary folder's name: /tmp for both, never written.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.tempdir = "/tmp"
+
 # Imported while the notebook still runs (Evaluator starts this early), before any byte of the
 # capture is read: torch, and torch.export's deserializer and shape propagation (half of this
 # process's work on a small test set).
 from grader.evaluator.answer import evaluate  # noqa: E402
 from grader.evaluator.manifest import Refused  # noqa: E402
+from grader.evaluator.serve import serve  # noqa: E402
 
 
-def main() -> None:
+def answer(test: Path, train: Path | None) -> None:
+    """One capture: read on standard input, answered on standard output."""
     data = sys.stdin.buffer.read()
-    train = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     try:
-        answer = evaluate(data, Path(sys.argv[1]), train_images=train)
+        found = evaluate(data, test, train_images=train)
     except Refused as exc:
-        answer = {"refused": str(exc)}
-    sys.stdout.write(json.dumps(answer))
+        found = {"refused": str(exc)}
+    sys.stdout.write(json.dumps(found))
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] != ["--serve"]:
+        answer(Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None)
+        return
+    control = socket.socket(fileno=int(argv[1]))
+    sweep = argv[2:3] == ["--sweep"]
+    paths = argv[3:] if sweep else argv[2:]
+    test, train = Path(paths[0]), Path(paths[1]) if len(paths) > 1 else None
+    serve(control, lambda: answer(test, train), sweep)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

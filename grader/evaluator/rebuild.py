@@ -7,6 +7,12 @@ import json
 from typing import Any
 
 import torch
+
+# What the deserializer and the shape propagation import on their first graph (networkx, inductor:
+# 2 s), imported here: a warm server (serve.py) pays it once, not in every child.
+import torch._inductor.sizevars  # noqa: F401
+import torch.export._trace  # noqa: F401
+import torch.fx.experimental.validator  # noqa: F401
 from torch._export.serde import schema
 from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
 

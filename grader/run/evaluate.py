@@ -6,17 +6,28 @@ Started as ``python -I grader/evaluator/__main__.py TEST_IMAGES [TRAIN_IMAGES]``
 its own when the run is sandboxed (run/launch.py ``start_evaluator``). The capture goes to its
 standard input (bytes the grader read from the kernel's folder, capped); one JSON object comes back
 on its standard output, for judge/recompute.py.
+
+In a batch (``warm_evaluators``), a sandboxed run's evaluator is instead a fork of a warm server
+(``Warm``, grader/evaluator/serve.py) that imported torch once for the slot: the same answer for
+the same capture, without the 4 s of imports per student.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from grader import evaluator
+from grader.evaluator.serve import STATUS
 
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
 MAIN = Path(evaluator.__file__).resolve().parent / "__main__.py"
@@ -28,6 +39,15 @@ class Evaluated:
 
     output: str | None
     problem: str | None
+
+
+class Evaluation(Protocol):
+    """A trusted evaluation of one run's capture: ``finish`` hands it the capture and waits for
+    the answer; ``close`` ends it, used or not."""
+
+    def finish(self, capture: bytes) -> Evaluated: ...
+
+    def close(self) -> None: ...
 
 
 class Evaluator:
@@ -71,3 +91,224 @@ class Evaluator:
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate()
+
+
+SERVER_START_S = (
+    120  # the server's imports (6 s on a loaded two-core machine) before the first child
+)
+MAX_ERROR_BYTES = 64 * 1024
+PIPES_CLOSE_S = 10  # after the child's end, its pipes close at once unless something holds them
+
+
+class Warm:
+    """A warm evaluator server (grader/evaluator/serve.py), sandboxed: one capture at a time, each
+    in a fresh fork. ``holds`` closes what the server needs for its life (its slot index, its
+    folder) when it ends."""
+
+    def __init__(
+        self,
+        test_images: Path,
+        prefix: Sequence[str],
+        fds: tuple[int, ...],
+        train_images: Path | None,
+        holds: contextlib.ExitStack,
+        uid: int,
+        program: Sequence[str] = (str(MAIN),),
+    ) -> None:
+        """``uid``: the sandbox's user; ``program``: what the interpreter runs (tests give a server
+        of compromised children)."""
+        self.holds, self.uid = holds, uid
+        self.control, theirs = socket.socketpair()
+        train = [str(train_images)] if train_images else []
+        command = [*prefix, sys.executable, "-I", *program, "--serve", str(theirs.fileno())]
+        command += ["--sweep", str(test_images), *train]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(*fds, theirs.fileno()),
+        )
+        theirs.close()
+        self.served = 0
+        self.usable = True  # no child left it unclean, and it answered every time
+        self.timed_out = False
+
+    def evaluate(self, capture: bytes) -> Evaluated | None:
+        """The answer for ``capture`` from a fork of the server; None when the server was gone
+        or ended without a word (no longer usable: evaluate it elsewhere)."""
+        (in_read, stdin), (stdout, out_write), (stderr, err_write) = (os.pipe() for _ in "iou")
+        ours, theirs = (stdin, stdout, stderr), (in_read, out_write, err_write)
+        try:
+            socket.send_fds(self.control, [b"c"], theirs)
+        except OSError:
+            for fd in ours:
+                os.close(fd)
+            self.usable = False
+            return None
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        threads = [
+            threading.Thread(target=_write_all, args=(stdin, capture), daemon=True),
+            threading.Thread(target=_read_all, args=(stdout, out, None), daemon=True),
+            threading.Thread(target=_read_all, args=(stderr, err, MAX_ERROR_BYTES), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        limit = (SERVER_START_S if not self.served else 0) + EVALUATE_SECONDS
+        status = self._status(time.monotonic() + limit)
+        self.served += 1
+        if status is None:
+            self.usable = False
+            self.close()
+            for thread in threads:
+                thread.join()
+            if self.timed_out:
+                return Evaluated(None, f"the trusted evaluation took over {EVALUATE_SECONDS} s")
+            return None
+        code, clean = status
+        if not clean:  # something of the child's still runs (and may hold its pipes): end it all
+            self.close()
+        for thread in threads:
+            thread.join(timeout=PIPES_CLOSE_S)
+        if any(thread.is_alive() for thread in threads):  # a pipe still open: not clean after all
+            self.close()
+        if code != 0:
+            lines = b"".join(err).decode(errors="replace").strip().splitlines()
+            why = lines[-1][:300] if lines else code
+            return Evaluated(None, f"the trusted evaluation failed ({why})")
+        return Evaluated(b"".join(out).decode("utf-8", errors="replace"), None)
+
+    def _status(self, deadline: float) -> tuple[int, bool] | None:
+        self.timed_out = False
+        data = b""
+        while len(data) < STATUS.size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = True
+                return None
+            self.control.settimeout(left)
+            try:
+                chunk = self.control.recv(STATUS.size - len(data))
+            except TimeoutError:
+                self.timed_out = True
+                return None
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            data += chunk
+        code, clean = STATUS.unpack(data)
+        return code, clean
+
+    def close(self) -> None:
+        """End the server and its sandbox."""
+        self.usable = False
+        self.control.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.holds.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with open(fd, "wb", closefd=True) as pipe:
+        with contextlib.suppress(OSError):
+            pipe.write(data)
+
+
+def _read_all(fd: int, into: list[bytes], cap: int | None) -> None:
+    size = 0
+    with open(fd, "rb", buffering=0, closefd=True) as pipe:
+        while chunk := pipe.read(1 << 16):
+            if cap is None or size < cap:
+                into.append(chunk)
+            size += len(chunk)
+
+
+class _Pooled:
+    """An evaluation on a warm server taken from the pool; given back on ``close``."""
+
+    def __init__(
+        self, pool: Pool, key: tuple[object, ...], warm: Warm, fallback: Callable[[], Evaluator]
+    ):
+        self.pool, self.key, self.warm, self.fallback = pool, key, warm, fallback
+
+    def finish(self, capture: bytes) -> Evaluated:
+        found = self.warm.evaluate(capture)
+        if found is not None:
+            return found
+        # the server was gone: a fresh evaluator answers (a capture that ended it only runs again)
+        once = self.fallback()
+        try:
+            return once.finish(capture)
+        finally:
+            once.close()
+
+    def close(self) -> None:
+        self.pool.give(self.key, self.warm)
+
+
+class Pool:
+    """Warm servers by what they serve (the images, the sandbox's cores and limits); each is lent
+    to one run at a time and ended with the pool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[object, ...], list[Warm]] = {}
+        self._all: list[Warm] = []
+
+    def take(
+        self, key: tuple[object, ...], start: Callable[[], Warm], fallback: Callable[[], Evaluator]
+    ) -> Evaluation:
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle:
+                warm = idle.pop()
+                if warm.usable and warm.process.poll() is None:
+                    return _Pooled(self, key, warm, fallback)
+                warm.close()
+        warm = start()
+        with self._lock:
+            self._all.append(warm)
+        return _Pooled(self, key, warm, fallback)
+
+    def give(self, key: tuple[object, ...], warm: Warm) -> None:
+        if not warm.usable or warm.process.poll() is not None:
+            warm.close()
+            return
+        with self._lock:
+            self._idle.setdefault(key, []).append(warm)
+
+    def close(self) -> None:
+        with self._lock:
+            everyone, self._all, self._idle = self._all, [], {}
+        for warm in everyone:
+            warm.close()
+
+
+_POOL: Pool | None = None
+
+
+def pool() -> Pool | None:
+    """The batch's pool of warm servers, or None outside ``warm_evaluators``."""
+    return _POOL
+
+
+@contextlib.contextmanager
+def warm_evaluators() -> Iterator[Pool]:
+    """Within the block, sandboxed runs of this process evaluate on warm servers, one per slot;
+    they end with the block."""
+    global _POOL
+    if _POOL is not None:
+        yield _POOL  # an outer batch's
+        return
+    _POOL = Pool()
+    try:
+        yield _POOL
+    finally:
+        current, _POOL = _POOL, None
+        current.close()

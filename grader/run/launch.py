@@ -3,6 +3,8 @@ kernel."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +14,10 @@ from grader.model.dataset import KernelView
 from grader.model.errors import GraderError
 from grader.model.results import ExecutionRecord
 from grader.model.submission import Submission
-from grader.run.evaluate import Evaluator
+from grader.run.evaluate import Evaluation, Evaluator, Warm, pool
 from grader.run.gpus import Gpu, find as find_gpu
-from grader.run.slots import Slot
+from grader.run.sandbox import Sandbox
+from grader.run.slots import Slot, claim_index
 
 
 @dataclass(frozen=True)
@@ -87,34 +90,60 @@ def launch(
     return Launched(execute(sub, plan), view)
 
 
-def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evaluator:
-    """The trusted evaluator's process for this run (run/evaluate.py), started now so that its
-    imports overlap the notebook's run. A sandboxed run's evaluator is sandboxed too, apart from the
-    kernel's: it sees the interpreter and the official test images, no submission's files, no
-    network,
-    and writes nothing that outlives it (it deserializes a graph the student's process wrote)."""
+def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evaluation:
+    """The trusted evaluator for this run (run/evaluate.py), started now so that its imports overlap
+    the notebook's run. A sandboxed run's evaluator is sandboxed too, apart from the kernel's: it
+    sees the interpreter and the official test images, no submission's files, no network, and
+    writes nothing that outlives it (it deserializes a graph the student's process wrote). In a
+    batch (``warm_evaluators``) it is a fork of the slot's warm server, started on first use."""
     from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
-    from grader.run.sandbox import (
-        EVALUATOR_UID,
-        Sandbox,
-        SandboxLimits,
-        command,
-        pass_fds,
-        python_paths,
-    )
+    from grader.run.sandbox import command, pass_fds
 
     assert context.dataset is not None
     images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     if not context.sandboxed:
         return Evaluator(images, train_images=train)
+    cores = slot.cores if slot else ()
+
+    def once() -> Evaluator:
+        sandbox = _evaluator_sandbox(
+            context, rundir / "evaluator", slot.index if slot else 0, cores
+        )
+        return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train)
+
+    def warm() -> Warm:
+        holds = contextlib.ExitStack()
+        try:
+            index = holds.enter_context(claim_index())
+            folder = Path(holds.enter_context(tempfile.TemporaryDirectory(prefix="grader-eval-")))
+            sandbox = _evaluator_sandbox(context, folder, index, cores)
+            return Warm(images, command(sandbox, {}), pass_fds(), train, holds, sandbox.uid)
+        except BaseException:
+            holds.close()
+            raise
+
+    batch = pool()
+    if batch is None:
+        return once()
+    return batch.take((images, train, cores, context.rubric.limits.memory_mb), warm, once)
+
+
+def _evaluator_sandbox(
+    context: Context, folder: Path, index: int, cores: tuple[int, ...]
+) -> Sandbox:
+    """The evaluator's sandbox: the interpreter and the official images, read-only; ``folder``
+    (root's, the evaluator writes nothing there) as its kernel folder; its own user by ``index``."""
+    from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
+    from grader.run.sandbox import EVALUATOR_UID, SandboxLimits, python_paths
+
+    assert context.dataset is not None
+    images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     limits = context.rubric.limits
-    sandbox = Sandbox(
-        kernel_dir=rundir / "evaluator",
+    folder.mkdir(parents=True, exist_ok=True)
+    return Sandbox(
+        kernel_dir=folder,
         readonly=python_paths() + (images, train),
-        limits=SandboxLimits(limits.memory_mb, 256, 1, 64),
-        uid=EVALUATOR_UID - (slot.index if slot else 0),
-        cores=slot.cores if slot else (),
+        limits=SandboxLimits(limits.memory_mb, 256, 1, 0),  # writes nothing anywhere
+        uid=EVALUATOR_UID - index,
+        cores=cores,
     )
-    # root's: the evaluator writes nothing there
-    sandbox.kernel_dir.mkdir(parents=True, exist_ok=True)
-    return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train)

@@ -35,7 +35,9 @@ class SandboxLimits:
     memory_mb: int
     max_processes: int  # the cgroup's pids.max, and RLIMIT_NPROC when the grader runs as root
     max_file_mb: int  # RLIMIT_FSIZE: the largest file it may write
-    scratch_mb: int  # size of each RAM-backed writable place: the work dir, /tmp and /dev/shm
+    # size of each RAM-backed writable place: the work dir, /tmp and /dev/shm; 0: none of them is
+    # writable (the evaluator's)
+    scratch_mb: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ def _parents(paths: list[Path]) -> list[str]:
 
 
 def _scratch(path: str, mb: int) -> list[str]:
+    if not mb:
+        return ["--perms", "0755", "--dir", path]  # root's, in the sandbox's root: read-only
     return ["--perms", "1777", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
 
 

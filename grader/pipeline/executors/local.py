@@ -15,6 +15,7 @@ from grader.model.context import Context
 from grader.model.results import Result, failed_result
 from grader.model.submission import Submission
 from grader.pipeline.grade import grade_one
+from grader.run.evaluate import warm_evaluators
 from grader.run.slots import Slot, claim_index, cores_for
 
 
@@ -87,7 +88,8 @@ def grade_job(job: Job, context: Context, slot: Slot) -> Graded:
 
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Runs jobs on this machine, one at a time per slot."""
+    """Runs jobs on this machine, one at a time per slot; sandboxed runs evaluate on the batch's
+    warm evaluators (run/evaluate.py ``warm_evaluators``)."""
 
     slots: tuple[Slot, ...]
 
@@ -112,6 +114,6 @@ class LocalExecutor:
             finally:
                 free.put(slot)
 
-        with ThreadPoolExecutor(max_workers=len(self.slots)) as pool:
+        with warm_evaluators(), ThreadPoolExecutor(max_workers=len(self.slots)) as pool:
             for future in as_completed([pool.submit(one, job) for job in jobs]):
                 listener.finished(future.result())
