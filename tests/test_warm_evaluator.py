@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,9 @@ from grader.model.context import Context
 from grader.model.dataset import TEST_IMAGES, Dataset
 from grader.model.rubric import FrozenFacts, Rubric
 from grader.run.evaluate import Evaluator, Pool, Warm
-from grader.run.launch import _evaluator_sandbox, start_evaluator
-from grader.run.sandbox import command, pass_fds, unavailable_reason
-from grader.run.slots import claim_index
+from grader.run.launch import WARM_LOCKS, _evaluator_sandbox, start_evaluator
+from grader.run.sandbox import EVALUATOR_UID, command, pass_fds, unavailable_reason
+from grader.run.slots import MAX_RUNNING, claim_index
 
 pytestmark = pytest.mark.skipif(
     unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}"
@@ -73,6 +74,20 @@ def work():
     elif deed == "kill":
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(1)
+    elif deed == "limit":  # the server's data limit lowered, which its next children would inherit
+        import resource
+        resource.prlimit(os.getppid(), resource.RLIMIT_DATA, (200 << 20, 200 << 20))
+        print("lowered")
+    elif deed == "slow":  # the server made the machine's least urgent work
+        os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)
+        print("lowered")
+    elif deed == "io":  # the server's disk reads made the idle class's (x86-64's ioprio_set)
+        import ctypes
+        print("lowered" if ctypes.CDLL(None).syscall(251, 1, os.getppid(), 3 << 13) == 0 else "")
+    elif deed == "shm":  # a System V segment, which outlives its process
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print("lowered" if libc.shmget(0, 64 << 20, 0o1600) >= 0 else "no segment")
 
 argv = sys.argv[1:]
 serve(socket.socket(fileno=int(argv[1])), work, argv[2] == "--sweep")
@@ -101,8 +116,8 @@ def _processes_of(uid: int) -> list[int]:
 @contextlib.contextmanager
 def _compromised(context: Context, folder: Path) -> Iterator[tuple[Warm, int]]:
     holds = contextlib.ExitStack()
-    index = holds.enter_context(claim_index())
-    sandbox = _evaluator_sandbox(context, folder, index, ())
+    index = holds.enter_context(claim_index(WARM_LOCKS))
+    sandbox = _evaluator_sandbox(context, folder, MAX_RUNNING + index, ())
     assert context.dataset is not None
     images = context.dataset.raw / TEST_IMAGES
     warm = Warm(
@@ -135,6 +150,20 @@ def test_what_a_child_leaves_running_is_ended_before_the_next_capture(
         assert _said(warm, "reach") == "[]"  # no memory of the server, no writable folder
         assert _processes_of(uid) == [warm_pid] and warm.served == 3 and warm.usable
     assert list((tmp_path / "evaluator").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "deed", ["limit", "slow", "shm", *(["io"] if platform.machine() == "x86_64" else [])]
+)
+def test_a_server_a_child_changed_is_not_lent_again(
+    sandboxed: Context, tmp_path: Path, deed: str
+) -> None:
+    """Limits, priority and IPC objects a process of the server's user may change or leave: the
+    server says it is not clean, and ends with its sandbox."""
+    with _compromised(sandboxed, tmp_path / "evaluator") as (warm, _):
+        assert _said(warm, "look") == "[]" and warm.usable
+        assert _said(warm, deed) == "lowered"
+        assert not warm.usable and warm.process.poll() is not None
 
 
 def test_a_child_that_kills_its_server_is_evaluated_again_alone(
@@ -193,6 +222,7 @@ def test_a_warm_server_answers_every_capture_as_a_fresh_evaluator_does(
     assert answers[0] == expected[0] and answers[1]["classes"] != answers[0]["classes"]
     assert samples[0] != samples[1]  # each child draws its own secret sample
     assert len(servers) == 1 and servers[0].served == 2
+    assert servers[0].uid <= EVALUATOR_UID - MAX_RUNNING  # no job's or one-shot evaluator's user
     uid = servers[0].uid
     deadline = time.monotonic() + 10
     while _processes_of(uid) and time.monotonic() < deadline:

@@ -9,8 +9,10 @@ the capture on the first and answers on the second exactly as the one-shot evalu
 the child has ended, the server answers on the control socket with its exit code and whether its
 sandbox is as it was. In a sandbox of its own (``sweep``), where nothing is writable, it first ends
 every process the child left behind (``kill(-1)``: every process of the sandbox's user in its PID
-namespace but this one, atomically); one still there, and the server says it is not clean and
-ends, and the grader starts a fresh one for the next capture.
+namespace but this one, atomically); one still there, a setting of the server's that a process of
+its user may change (its limits, priority, scheduling, cores) changed, or a System V IPC object left
+in the sandbox's IPC namespace, and the server says it is not clean and ends (its sandbox with it),
+and the grader starts a fresh one for the next capture.
 
 The server is not dumpable, and so neither is a child: a child cannot ptrace the server or read or
 write its memory through /proc, and it closes the control socket before reading a byte of the
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
+import resource
 import signal
 import socket
 import struct
@@ -32,6 +36,7 @@ from pathlib import Path
 
 STATUS = struct.Struct("!i?")  # the child's exit code, and whether the sandbox is as it was
 _PR_SET_DUMPABLE = 4
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # the system call's number (no wrapper in Python)
 
 
 def serve(control: socket.socket, work: Callable[[], None], sweep: bool) -> None:
@@ -41,6 +46,7 @@ def serve(control: socket.socket, work: Callable[[], None], sweep: bool) -> None
     if sweep and not _in_sandbox():
         raise SystemExit("--sweep is for an evaluator alone in its sandbox")
     _not_dumpable()
+    settings = _settings()
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(control, 16, 3)
@@ -56,7 +62,7 @@ def serve(control: socket.socket, work: Callable[[], None], sweep: bool) -> None
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
-        clean = _swept() if sweep else True
+        clean = _swept() and _settings() == settings and not _ipc_left() if sweep else True
         try:
             control.sendall(STATUS.pack(os.waitstatus_to_exitcode(status), clean))
         except OSError:
@@ -89,6 +95,40 @@ def _not_dumpable() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def _settings() -> tuple[object, ...]:
+    """What of this process another process of its user may change, and a child inherits: its
+    resource limits (a hard one lowered cannot be raised again), I/O and CPU priority, scheduling
+    and cores."""
+    limits = sorted(
+        (name, resource.getrlimit(getattr(resource, name)))
+        for name in dir(resource)
+        if name.startswith("RLIMIT_")
+    )
+    number = _IOPRIO_GET.get(platform.machine())
+    io = ctypes.CDLL(None).syscall(number, 1, 0) if number else None  # IOPRIO_WHO_PROCESS, self
+    return (
+        limits,
+        io,
+        os.getpriority(os.PRIO_PROCESS, 0),
+        os.sched_getscheduler(0),
+        os.sched_getparam(0).sched_priority,
+        sorted(os.sched_getaffinity(0)),
+    )
+
+
+def _ipc_left() -> bool:
+    """A System V shared memory segment, semaphore set or message queue in the sandbox's IPC
+    namespace: it would outlive the child (and its memory no limit of the child's)."""
+    for kind in ("shm", "sem", "msg"):
+        try:
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+        except OSError:
+            return True
+        if len(lines) > 1:  # a header line, then one line per object
+            return True
+    return False
 
 
 def _in_sandbox() -> bool:

@@ -97,6 +97,7 @@ SERVER_START_S = (
     120  # the server's imports (6 s on a loaded two-core machine) before the first child
 )
 MAX_ERROR_BYTES = 64 * 1024
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # 10,000 rows' classes, margins and graph facts: about 1 MB
 PIPES_CLOSE_S = 10  # after the child's end, its pipes close at once unless something holds them
 
 
@@ -149,12 +150,11 @@ class Warm:
         finally:
             for fd in theirs:
                 os.close(fd)
-        out: list[bytes] = []
-        err: list[bytes] = []
+        out, err = _Sink(MAX_ANSWER_BYTES), _Sink(MAX_ERROR_BYTES)
         threads = [
             threading.Thread(target=_write_all, args=(stdin, capture), daemon=True),
-            threading.Thread(target=_read_all, args=(stdout, out, None), daemon=True),
-            threading.Thread(target=_read_all, args=(stderr, err, MAX_ERROR_BYTES), daemon=True),
+            threading.Thread(target=out.drain, args=(stdout,), daemon=True),
+            threading.Thread(target=err.drain, args=(stderr,), daemon=True),
         ]
         for thread in threads:
             thread.start()
@@ -177,10 +177,12 @@ class Warm:
         if any(thread.is_alive() for thread in threads):  # a pipe still open: not clean after all
             self.close()
         if code != 0:
-            lines = b"".join(err).decode(errors="replace").strip().splitlines()
+            lines = err.text().strip().splitlines()
             why = lines[-1][:300] if lines else code
             return Evaluated(None, f"the trusted evaluation failed ({why})")
-        return Evaluated(b"".join(out).decode("utf-8", errors="replace"), None)
+        if out.size > out.cap:
+            return Evaluated(None, f"the trusted evaluation's answer is over {out.cap} bytes")
+        return Evaluated(out.text(), None)
 
     def _status(self, deadline: float) -> tuple[int, bool] | None:
         self.timed_out = False
@@ -220,13 +222,21 @@ def _write_all(fd: int, data: bytes) -> None:
             pipe.write(data)
 
 
-def _read_all(fd: int, into: list[bytes], cap: int | None) -> None:
-    size = 0
-    with open(fd, "rb", buffering=0, closefd=True) as pipe:
-        while chunk := pipe.read(1 << 16):
-            if cap is None or size < cap:
-                into.append(chunk)
-            size += len(chunk)
+class _Sink:
+    """What a pipe carried, kept up to ``cap`` bytes (the rest read and counted)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.size, self.chunks = cap, 0, list[bytes]()
+
+    def drain(self, fd: int) -> None:
+        with open(fd, "rb", buffering=0, closefd=True) as pipe:
+            while chunk := pipe.read(1 << 16):
+                if self.size < self.cap:
+                    self.chunks.append(chunk[: self.cap - self.size])
+                self.size += len(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", errors="replace")
 
 
 class _Pooled:

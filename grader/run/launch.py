@@ -4,6 +4,7 @@ kernel."""
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from grader.model.submission import Submission
 from grader.run.evaluate import Evaluation, Evaluator, Warm, pool
 from grader.run.gpus import Gpu, find as find_gpu
 from grader.run.sandbox import Sandbox
-from grader.run.slots import Slot, claim_index
+from grader.run.slots import MAX_RUNNING, Slot, claim_index
 
 
 @dataclass(frozen=True)
@@ -114,18 +115,24 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     def warm() -> Warm:
         holds = contextlib.ExitStack()
         try:
-            index = holds.enter_context(claim_index())
+            # its own numbers, apart from the jobs' (whose number picks their cores)
+            index = holds.enter_context(claim_index(WARM_LOCKS))
             folder = Path(holds.enter_context(tempfile.TemporaryDirectory(prefix="grader-eval-")))
-            sandbox = _evaluator_sandbox(context, folder, index, cores)
+            sandbox = _evaluator_sandbox(context, folder, MAX_RUNNING + index, cores)
             return Warm(images, command(sandbox, {}), pass_fds(), train, holds, sandbox.uid)
         except BaseException:
             holds.close()
             raise
 
     batch = pool()
-    if batch is None:
+    if batch is None or os.geteuid() != 0:  # without root, the sandbox's user owns its folders
         return once()
     return batch.take((images, train, cores, context.rubric.limits.memory_mb), warm, once)
+
+
+# the warm servers' machine-wide numbers (run/slots.py claim_index); their users come after the
+# one-shot evaluators'
+WARM_LOCKS = Path(tempfile.gettempdir()) / f"grader-warm-evaluators-{os.geteuid()}"
 
 
 def _evaluator_sandbox(
