@@ -243,6 +243,8 @@ class _Axis:
 
 @dataclass(frozen=True, kw_only=True)
 class _Panel:
+    """A plot of the figure, one above the other: its value axes, the title of its step axis."""
+
     left: _Axis
     right: _Axis | None = None
     xlabel: str
@@ -515,9 +517,15 @@ class _Svg:
         turned: bool = False,
         kind: str = "",
     ) -> None:
-        """``text`` with its baseline at ``at``; ``turned``: read upwards, about ``at``."""
+        """``text`` with its baseline at ``at``; ``turned``: read upwards, about ``at``; in bold:
+        with a white halo, readable over the lines it crosses."""
         x, y = at
-        extra = ' font-weight="bold"' if bold else ""
+        extra = (
+            ' font-weight="bold" stroke="#ffffff" stroke-width="2.5" stroke-linejoin="round" '
+            'paint-order="stroke"'
+            if bold
+            else ""
+        )
         extra += f' transform="rotate(-90 {x:.2f} {y:.2f})"' if turned else ""
         extra += f' class="{kind}"' if kind else ""
         self.parts.append(
