@@ -196,6 +196,7 @@ def _graded(account: str, accuracy: float | None, **fields: Any) -> Result:
     )
 
 
+@pytest.mark.slow
 @example(
     (
         [

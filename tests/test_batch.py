@@ -20,6 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SLOTS = LocalExecutor(plan_slots(2, 2, (), 1, 1))
 
 
+@pytest.mark.slow
 def test_a_mixed_class(
     tmp_path: Path, tiny_context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +126,7 @@ def test_slots_share_cores_and_gpus() -> None:
     assert [s.gpu for s in plan_slots(3, 8, ("5",), 1, 2)] == ["5", "5", "5"]
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_results_and_regrades_what_changed(
     tmp_path: Path, tiny_context: Context
 ) -> None:
@@ -210,6 +212,7 @@ def test_running_jobs_hold_distinct_indices_across_processes(tmp_path: Path) -> 
         assert again == 0  # freed when its holder died
 
 
+@pytest.mark.slow
 def test_one_student_regraded_into_an_existing_out_keeps_the_class(
     tmp_path: Path, tiny_context: Context
 ) -> None:

@@ -162,6 +162,7 @@ def test_the_local_executor_needs_no_ray(
     assert "--executor ray needs Ray: pip install 'grader[ray]'" in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_grade_prints_a_line_per_student_and_a_final_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

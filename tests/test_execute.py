@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from grader.intake.read import read_submission
 from grader.model.context import Context
@@ -56,6 +57,7 @@ def _grade(
     )
 
 
+@pytest.mark.slow
 def test_tiny_training_is_graded_from_the_students_own_test_pass(
     tmp_path: Path, tiny_context: Context
 ) -> None:
@@ -160,7 +162,7 @@ for epoch in range(1000):
         optimizer.zero_grad()
         F.cross_entropy(model(data), target).backward()
         optimizer.step()
-    time.sleep(0.2)
+    time.sleep(0.05)
 """  # noqa: E501
 
 

@@ -98,6 +98,7 @@ def _context(root: Path, tiny_context: Context) -> Context:
     return dataclasses.replace(tiny_context, rubric=rubric, facts=derive_facts(rubric.template))
 
 
+@pytest.mark.slow
 def test_a_good_submission_gets_its_points_and_a_valid_results_json(
     autograder: Path, tiny_context: Context, tmp_path: Path
 ) -> None:

@@ -304,6 +304,7 @@ def test_embedded_labels_are_found_through_base64_and_compression(
     assert result.status is Status.ERROR and "the test labels?" in (result.reason or "")
 
 
+@pytest.mark.slow
 def test_tens_of_kilobytes_of_literal_data_go_to_review(tmp_path: Path, sandboxed: Context) -> None:
     """The public labels as letters beside a short hash of each image (60 KB of small literals, no
     long run of ten symbols) are no tampering evidence, but a graded run of them goes to review."""
@@ -708,6 +709,7 @@ def test_a_class_of_attackers_changes_nothing_on_the_host(
     assert sandboxed_processes() == []
 
 
+@pytest.mark.slow
 @needs_sandbox
 def test_hidden_labels_leave_no_copy_and_embedded_labels_worthless(
     tmp_path: Path, sandboxed: Context
@@ -781,6 +783,7 @@ WORKERS = (
 )
 
 
+@pytest.mark.slow
 @needs_sandbox
 def test_dataloader_workers_get_the_same_accuracy_sandboxed(
     tmp_path: Path, tiny_context: Context
@@ -859,6 +862,7 @@ WIDE = TINY.replace("nn.Linear(28 * 28, 512)", "nn.Linear(28 * 28, 1024)").repla
 SWAPPED = "\nmodel.fc1, model.fc2 = nn.Linear(784, 512), nn.Linear(512, 256)\n"
 
 
+@pytest.mark.slow
 def test_forged_grades_get_no_points_and_rule_bypasses_are_caught(
     tmp_path: Path, tiny_context: Context
 ) -> None:

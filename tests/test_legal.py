@@ -59,6 +59,7 @@ def hidden(tiny_context: Context, tmp_path_factory: pytest.TempPathFactory) -> d
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ISSUE_KINDS)
 def test_the_issues_kinds_are_graded_alike_with_the_labels_hidden(
     name: str, results: dict[str, Result], hidden: dict[str, Result]
@@ -72,6 +73,7 @@ def test_the_issues_kinds_are_graded_alike_with_the_labels_hidden(
     assert shown.accuracy == seen.accuracy and shown.score == seen.score
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_an_honest_notebook_is_graded_at_its_own_count(
     name: str, results: dict[str, Result]

@@ -186,6 +186,7 @@ def test_the_class_and_student_pages_in_a_real_browser(tmp_path: Path, rubric: R
     assert "What needs attention" not in page  # the banner says it; nothing there to act on
 
 
+@pytest.mark.slow
 def test_pages_lead_with_what_needs_attention_on_a_phone_and_a_desktop(
     tmp_path: Path, rubric: Rubric
 ) -> None:

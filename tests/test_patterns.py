@@ -50,6 +50,7 @@ def hidden(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_hidden_labels_give_the_same_verdict_and_accuracy(
     name: str, results: dict[str, Result], hidden: dict[str, Result]
@@ -64,6 +65,7 @@ def test_hidden_labels_give_the_same_verdict_and_accuracy(
         assert shown.accuracy == seen.accuracy and shown.score == seen.score, why
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_the_notebooks_own_evaluation_is_measured(name: str, results: dict[str, Result]) -> None:
     expected = EXPECTED[name]

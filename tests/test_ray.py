@@ -25,6 +25,9 @@ from grader.run.slots import plan_slots
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip install -e '.[ray]'")
 from grader.pipeline.executors.ray import RayPlan, ray_executor  # noqa: E402
 
+# a Ray cluster started for the module, and a class graded on it and locally (minutes)
+pytestmark = pytest.mark.slow
+
 FIXTURES = Path(__file__).parent / "fixtures"
 RAY = Path(sys.executable).parent / "ray"
 

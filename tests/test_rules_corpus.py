@@ -72,6 +72,7 @@ def graded(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_run_time_verdicts(name: str, graded: dict[str, Result]) -> None:
     """In both label modes, and none of them is left to review unless its entry says so

@@ -338,6 +338,7 @@ def noisy(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return Dataset(make_tiny_fashion_mnist(tmp_path_factory.mktemp("noisy-fmnist"), noise=0.3))
 
 
+@pytest.mark.slow
 def test_a_batch_reruns_borderline_results_with_other_seeds_and_reuses_them(
     tmp_path: Path, tiny_context: Context, noisy: Dataset
 ) -> None:

@@ -192,6 +192,7 @@ def test_a_child_that_kills_its_server_is_evaluated_again_alone(
     pool.close()
 
 
+@pytest.mark.slow
 def test_a_warm_server_answers_every_capture_as_a_fresh_evaluator_does(
     sandboxed: Context, tiny_dataset: Dataset, tmp_path: Path
 ) -> None:
