@@ -234,6 +234,20 @@ def _parser() -> argparse.ArgumentParser:
         "--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)"
     )
 
+    draft = commands.add_parser(
+        "rubric", help="derive a homework's frozen facts from its template and write a rubric draft"
+    )
+    draft.add_argument(
+        "template", type=Path, metavar="TEMPLATE", help="the handout (.ipynb or .py)"
+    )
+    draft.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to write the draft (default: rubric.draft.yaml beside TEMPLATE)",
+    )
+    draft.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
     data = commands.add_parser("data", help="prepare and verify FashionMNIST; say where it is")
     data.add_argument(
         "--from",
@@ -432,6 +446,16 @@ def _env(args: argparse.Namespace) -> ExitCode:
     return ExitCode.FAILED if found.missing else ExitCode.OK
 
 
+def _rubric(args: argparse.Namespace) -> ExitCode:
+    from grader.pipeline import commands
+
+    drafted = commands.rubric_draft(args.template, args.out, args.force)
+    for line in drafted.lines:
+        print(line)
+    print(f"wrote {drafted.path}: a rubric draft; set its accuracy levels, then use it as --rubric")
+    return ExitCode.OK
+
+
 def _data(args: argparse.Namespace) -> ExitCode:
     from grader.intake.dataset import prepare
 
@@ -453,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "gradescope": _gradescope,
         "report": _report,
         "env": _env,
+        "rubric": _rubric,
         "data": _data,
     }
     try:

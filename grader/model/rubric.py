@@ -114,6 +114,26 @@ class LinearLayer:
     name: str | None  # attribute it is assigned to (fc1), when there is one
 
 
+# A constructor argument as the template wrote it: a number, a bool, a string, a tuple of numbers
+# (``kernel_size=(3, 3)``); None where it is not a constant.
+ArgValue = int | float | str | tuple[int | float, ...] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightLayer:
+    """A weight layer the template builds (nn.Linear, nn.Conv1d, nn.Conv2d): its kind, the name it
+    is assigned to (None in an nn.Sequential), and the arguments the template passes, by parameter
+    name, positional ones first (defaults it leaves out are not listed)."""
+
+    kind: str  # "Linear", "Conv1d", "Conv2d"
+    name: str | None
+    args: tuple[tuple[str, ArgValue], ...]
+
+    def arg(self, name: str) -> ArgValue:
+        """The argument ``name`` as given (None: not given, or not a constant)."""
+        return dict(self.args).get(name)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FrozenFacts:
     """What the reference template fixes (static/reference.py derives them from it)."""
@@ -125,6 +145,10 @@ class FrozenFacts:
     linear_layers: tuple[LinearLayer, ...]
     # the template's own text (static/tamper.code_text): a submission's is measured beyond it
     text: bytes = b""
+    # every nn.Linear, nn.Conv1d and nn.Conv2d the template builds, in order (no rule reads them)
+    weight_layers: tuple[WeightLayer, ...] = ()
+    # the template's other top-level numeric constants (BATCH = 128), name -> value, in order
+    constants: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -373,6 +373,36 @@ def needs(directory: Path, rubric: Rubric) -> Needs:
     )
 
 
+@dataclass(frozen=True)
+class Drafted:
+    """`grader rubric`: the draft written and what the template fixes, one line each."""
+
+    path: Path
+    lines: tuple[str, ...]
+
+
+def rubric_draft(template: Path, out: Path | None, force: bool) -> Drafted:
+    """Derive the frozen facts from ``template`` and write a rubric draft to ``out`` (default:
+    rubric.draft.yaml beside it), copying the rest from the shipped rubric; an existing file only
+    with ``force``."""
+    from grader.model.resources import shipped
+    from grader.outputs.rubric_draft import DRAFT_NAME, derived_lines, draft_text, homework_name
+    from grader.static.reference import derive_facts
+
+    target = out if out is not None else template.parent / DRAFT_NAME
+    if target.exists() and not force:
+        raise GraderError(f"{target} exists; pass --force to overwrite it")
+    facts = derive_facts(template)
+    homework = homework_name(template)
+    relative = Path(os.path.relpath(template.resolve(), target.resolve().parent)).as_posix()
+    text = draft_text(homework, relative, facts, shipped("rubric.yaml"))
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise GraderError(f"cannot write {target}: {exc.strerror}") from None
+    return Drafted(target, derived_lines(homework, facts))
+
+
 def install(packages: Sequence[str]) -> None:
     """pip install the packages into the grader's environment (the one kernels run in)."""
     from grader.run.children import pip_install

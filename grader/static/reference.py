@@ -1,4 +1,5 @@
-"""Derive the frozen facts (epochs, valid_size, the Linear layers) from the reference template.
+"""Derive the frozen facts (epochs, valid_size, the Linear layers; also every weight layer and the
+other top-level constants) from the reference template.
 
 Static analysis of the template the course hands out, so a course that drops in its own
 template gets correct checks without code changes.
@@ -7,11 +8,12 @@ template gets correct checks without code changes.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 from grader.intake.read import read_submission
 from grader.model.errors import RubricError, SubmissionError
-from grader.model.rubric import FrozenFacts, LinearLayer
+from grader.model.rubric import ArgValue, FrozenFacts, LinearLayer, WeightLayer
 from grader.static.pyast import (
     ParsedCell,
     const_value,
@@ -25,6 +27,30 @@ from grader.static.pyast import (
 from grader.static.tamper import code_text
 
 LINEAR_NAMES = ("torch.nn.Linear", "torch.nn.modules.linear.Linear")
+_CONV = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+)
+# A weight layer's kind -> its constructor's parameters, in positional order.
+WEIGHT_KINDS: dict[str, tuple[str, ...]] = {
+    "Linear": ("in_features", "out_features", "bias"),
+    "Conv1d": _CONV,
+    "Conv2d": _CONV,
+}
+# Where torch defines each kind (torch.nn re-exports them).
+_KIND_MODULES = {"Linear": "linear", "Conv1d": "conv", "Conv2d": "conv"}
+WEIGHT_NAMES = {
+    full: kind
+    for kind, module in _KIND_MODULES.items()
+    for full in (f"torch.nn.{kind}", f"torch.nn.modules.{module}.{kind}")
+}
 
 
 def is_epoch_loop(node: ast.AST) -> bool:
@@ -67,6 +93,46 @@ def linear_shape(call: ast.Call, constants: dict[str, float]) -> tuple[int | Non
     return tuple(int(v) if v is not None and float(v).is_integer() else None for v in values)  # type: ignore[return-value]
 
 
+def weight_calls(cells: tuple[ParsedCell, ...]) -> list[tuple[ParsedCell, ast.Call, str]]:
+    """Every call of nn.Linear, nn.Conv1d and nn.Conv2d however imported, with its kind, in order
+    of appearance."""
+    aliases = import_aliases(cells)
+    found = [
+        (parsed, node, WEIGHT_NAMES[full])
+        for parsed, node in walk_cells(cells)
+        if isinstance(node, ast.Call)
+        and (full := resolve(dotted(node.func) or "", aliases)) in WEIGHT_NAMES
+    ]
+    return sorted(found, key=lambda item: (item[0].cell.number, item[1].lineno, item[1].col_offset))
+
+
+def arg_value(node: ast.AST, constants: dict[str, float]) -> ArgValue:
+    """A constructor argument as a constant (``3``, ``28 * 28``, ``(3, 3)``, ``'same'``, ``False``),
+    else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, str)):
+        return node.value
+    if isinstance(node, ast.Tuple):
+        items = [const_value(item, constants) for item in node.elts]
+        return tuple(v for v in items if v is not None) if None not in items else None
+    return const_value(node, constants)
+
+
+def weight_layer(
+    parsed: ParsedCell, call: ast.Call, kind: str, constants: dict[str, float]
+) -> WeightLayer:
+    """The layer a call builds: the arguments it passes, positional ones named by the
+    constructor's parameters (others, such as ``device=``, left out)."""
+    parameters = WEIGHT_KINDS[kind]
+    given = [(name, node) for name, node in zip(parameters, call.args)] + [
+        (k.arg, k.value) for k in call.keywords if k.arg in parameters
+    ]
+    return WeightLayer(
+        kind=kind,
+        name=_assigned_name(parsed, call),
+        args=tuple((name, arg_value(node, constants)) for name, node in given),
+    )
+
+
 def _assigned_name(parsed: ParsedCell, call: ast.Call) -> str | None:
     assert parsed.tree is not None
     for node in ast.walk(parsed.tree):
@@ -89,18 +155,16 @@ def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float])
     return list(dict.fromkeys(scaling + named))
 
 
-def derive_facts(template: Path) -> FrozenFacts:
-    """Read the template and return its frozen facts; RubricError when one cannot be found."""
-    try:
-        handout = read_submission(template)
-        cells = parse_cells(handout)
-    except SubmissionError as exc:
-        raise RubricError(f"reference template: {exc}") from None
-    constants = top_level_constants(cells)
+def _epochs_name(
+    cells: tuple[ParsedCell, ...],
+    constants: dict[str, float],
+    is_loop: Callable[[ast.stmt], bool],
+) -> str | None:
+    """The first constant in ``range(...)`` of the first top-level loop ``is_loop`` accepts."""
     epochs_name = None
     for parsed in cells:
         for stmt in parsed.tree.body if parsed.tree else []:
-            if is_epoch_loop(stmt):
+            if is_loop(stmt):
                 assert isinstance(stmt, ast.For) and isinstance(stmt.iter, ast.Call)
                 names = [
                     n.id
@@ -109,6 +173,55 @@ def derive_facts(template: Path) -> FrozenFacts:
                     if isinstance(n, ast.Name) and n.id in constants
                 ]
                 epochs_name = epochs_name or (names[0] if names else None)
+    return epochs_name
+
+
+def _trains(body: list[ast.stmt]) -> bool:
+    nodes = [n for stmt in body for n in ast.walk(stmt)]
+    return any(isinstance(n, ast.For) for n in nodes) and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "backward"
+        for n in nodes
+    )
+
+
+def _trainers(cells: tuple[ParsedCell, ...]) -> set[str]:
+    """Top-level functions that train an epoch: a loop and backward() (``def train_one_epoch``)."""
+    return {
+        stmt.name
+        for parsed in cells
+        for stmt in (parsed.tree.body if parsed.tree else [])
+        if isinstance(stmt, ast.FunctionDef) and _trains(stmt.body)
+    }
+
+
+def _calls_a_trainer(node: ast.stmt, trainers: set[str]) -> bool:
+    """A ``for ... in range(...)`` whose body calls a function that trains an epoch: the
+    template's epoch loop when none trains in its own body (only the template's; a submission's
+    loops are the epochs rule's)."""
+    return (
+        isinstance(node, ast.For)
+        and isinstance(node.iter, ast.Call)
+        and dotted(node.iter.func) == "range"
+        and any(
+            isinstance(n, ast.Call) and dotted(n.func) in trainers
+            for stmt in node.body
+            for n in ast.walk(stmt)
+        )
+    )
+
+
+def derive_facts(template: Path) -> FrozenFacts:
+    """Read the template and return its frozen facts; RubricError when one cannot be found."""
+    try:
+        handout = read_submission(template)
+        cells = parse_cells(handout)
+    except SubmissionError as exc:
+        raise RubricError(f"reference template: {exc}") from None
+    constants = top_level_constants(cells)
+    trainers = _trainers(cells)
+    epochs_name = _epochs_name(cells, constants, is_epoch_loop) or _epochs_name(
+        cells, constants, lambda stmt: _calls_a_trainer(stmt, trainers)
+    )
     if epochs_name is None:
         raise RubricError(
             f"reference template {template.name}: no training loop `for ... in "
@@ -129,6 +242,16 @@ def derive_facts(template: Path) -> FrozenFacts:
         raise RubricError(
             f"reference template {template.name}: its nn.Linear layers need constant sizes"
         )
+    updated = {
+        node.target.id
+        for _, node in walk_cells(cells)
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+    }
+    others = tuple(
+        (name, value)
+        for name, value in constants.items()
+        if name not in (epochs_name, valid[0], *updated)
+    )
     return FrozenFacts(
         epochs_name=epochs_name,
         epochs=int(constants[epochs_name]),
@@ -137,4 +260,9 @@ def derive_facts(template: Path) -> FrozenFacts:
         linear_layers=layers,
         text=code_text(cells)
         + "".join(c.source for c in handout.cells if c.kind != "code").encode(),
+        weight_layers=tuple(
+            weight_layer(parsed, call, kind, constants)
+            for parsed, call, kind in weight_calls(cells)
+        ),
+        constants=others,
     )
