@@ -84,6 +84,17 @@ def work():
     elif deed == "io":  # the server's disk reads made the idle class's (x86-64's ioprio_set)
         import ctypes
         print("lowered" if ctypes.CDLL(None).syscall(251, 1, os.getppid(), 3 << 13) == 0 else "")
+    elif deed == "group":  # the session's scheduler group made the least urgent (autogroups)
+        import ctypes
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again: its own /proc files are its own
+        try:
+            with open(f"/proc/{{os.getppid()}}/autogroup", "w") as group:
+                group.write("19")
+            print("lowered")
+        except OSError:
+            with open("/proc/self/autogroup", "w") as group:  # its own session's, not the server's
+                group.write("19")
+            print("apart")
     elif deed == "shm":  # a System V segment, which outlives its process
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -164,6 +175,16 @@ def test_a_server_a_child_changed_is_not_lent_again(
         assert _said(warm, "look") == "[]" and warm.usable
         assert _said(warm, deed) == "lowered"
         assert not warm.usable and warm.process.poll() is not None
+
+
+def test_a_child_is_a_session_of_its_own(sandboxed: Context, tmp_path: Path) -> None:
+    """Its session's scheduler group is not the server's (a child that lowered its own made the
+    next children 36 times slower when they shared it)."""
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no scheduler autogroups in this kernel")
+    with _compromised(sandboxed, tmp_path / "evaluator") as (warm, _):
+        assert _said(warm, "group") == "apart" and warm.usable
+        assert _said(warm, "look") == "[]" and warm.usable
 
 
 def test_a_child_that_kills_its_server_is_evaluated_again_alone(

@@ -75,6 +75,7 @@ def _child(control: socket.socket, fds: list[int], work: Callable[[], None]) -> 
     code = 0
     try:
         control.close()
+        os.setsid()  # a session (and so a scheduler autogroup) of its own, apart from the server's
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -99,8 +100,8 @@ def _not_dumpable() -> None:
 
 def _settings() -> tuple[object, ...]:
     """What of this process another process of its user may change, and a child inherits: its
-    resource limits (a hard one lowered cannot be raised again), I/O and CPU priority, scheduling
-    and cores."""
+    resource limits (a hard one lowered cannot be raised again), I/O and CPU priority, its
+    session's autogroup priority, scheduling and cores."""
     limits = sorted(
         (name, resource.getrlimit(getattr(resource, name)))
         for name in dir(resource)
@@ -108,9 +109,14 @@ def _settings() -> tuple[object, ...]:
     )
     number = _IOPRIO_GET.get(platform.machine())
     io = ctypes.CDLL(None).syscall(number, 1, 0) if number else None  # IOPRIO_WHO_PROCESS, self
+    try:
+        group = Path("/proc/self/autogroup").read_text()  # the session's nice, where autogroups are
+    except OSError:
+        group = ""
     return (
         limits,
         io,
+        group,
         os.getpriority(os.PRIO_PROCESS, 0),
         os.sched_getscheduler(0),
         os.sched_getparam(0).sched_priority,
