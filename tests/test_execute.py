@@ -162,17 +162,18 @@ for epoch in range(1000):
         optimizer.zero_grad()
         F.cross_entropy(model(data), target).backward()
         optimizer.step()
-    time.sleep(0.2)
+    if epoch == 11:
+        time.sleep(3600)  # the limit stops it here, between two epochs
 """  # noqa: E501
 
 
 def test_a_run_stopped_at_the_time_limit_is_still_judged(
     tmp_path: Path, tiny_context: Context
 ) -> None:
-    """The cell is interrupted and the probe exports: 1000 epochs were running, over 10 ran before
-    the limit (12 s: 7 epochs once took 8 s on a loaded machine; most of an epoch is its sleep, so
-    the interruption seldom lands inside an optimizer step)."""
-    limits = dataclasses.replace(tiny_context.rubric.limits, total_timeout_s=60, cell_timeout_s=12)
+    """The cell is interrupted and the probe exports: 1000 epochs were running, 12 ran before the
+    limit (then it sleeps, so the interruption never lands inside an optimizer step: 20 s for 12
+    epochs, 7 of which once took 8 s on a loaded machine)."""
+    limits = dataclasses.replace(tiny_context.rubric.limits, total_timeout_s=60, cell_timeout_s=20)
     context = dataclasses.replace(
         tiny_context, rubric=dataclasses.replace(tiny_context.rubric, limits=limits)
     )
