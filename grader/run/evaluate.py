@@ -41,6 +41,15 @@ class Evaluated:
     problem: str | None
 
 
+TIMED_OUT = Evaluated(None, f"the trusted evaluation took over {EVALUATE_SECONDS} s")
+
+
+def _failed(stderr: str, code: int) -> Evaluated:
+    """A failed evaluation, said by the last line of its standard error (else its exit code)."""
+    lines = stderr.strip().splitlines()
+    return Evaluated(None, f"the trusted evaluation failed ({lines[-1][:300] if lines else code})")
+
+
 class Evaluation(Protocol):
     """A trusted evaluation of one run's capture: ``finish`` hands it the capture and waits for
     the answer; ``close`` ends it, used or not."""
@@ -80,11 +89,9 @@ class Evaluator:
             out, err = self.process.communicate(capture, timeout=EVALUATE_SECONDS)
         except subprocess.TimeoutExpired:
             self.close()
-            return Evaluated(None, f"the trusted evaluation took over {EVALUATE_SECONDS} s")
+            return TIMED_OUT
         if self.process.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            why = lines[-1][:300] if lines else self.process.returncode
-            return Evaluated(None, f"the trusted evaluation failed ({why})")
+            return _failed(err.decode(errors="replace"), self.process.returncode)
         return Evaluated(out.decode("utf-8", errors="replace"), None)
 
     def close(self) -> None:
@@ -133,7 +140,6 @@ class Warm:
         theirs.close()
         self.served = 0
         self.usable = True  # no child left it unclean, and it answered every time
-        self.timed_out = False
 
     def evaluate(self, capture: bytes) -> Evaluated | None:
         """The answer for ``capture`` from a fork of the server; None when the server was gone
@@ -158,17 +164,14 @@ class Warm:
         ]
         for thread in threads:
             thread.start()
-        limit = (SERVER_START_S if not self.served else 0) + EVALUATE_SECONDS
-        status = self._status(time.monotonic() + limit)
+        deadline = time.monotonic() + EVALUATE_SECONDS + (0 if self.served else SERVER_START_S)
+        status = self._status(deadline)
         self.served += 1
         if status is None:
-            self.usable = False
             self.close()
             for thread in threads:
                 thread.join()
-            if self.timed_out:
-                return Evaluated(None, f"the trusted evaluation took over {EVALUATE_SECONDS} s")
-            return None
+            return TIMED_OUT if time.monotonic() >= deadline else None
         code, clean = status
         if not clean:  # something of the child's still runs (and may hold its pipes): end it all
             self.close()
@@ -177,28 +180,23 @@ class Warm:
         if any(thread.is_alive() for thread in threads):  # a pipe still open: not clean after all
             self.close()
         if code != 0:
-            lines = err.text().strip().splitlines()
-            why = lines[-1][:300] if lines else code
-            return Evaluated(None, f"the trusted evaluation failed ({why})")
+            return _failed(err.text(), code)
         if out.size > out.cap:
             return Evaluated(None, f"the trusted evaluation's answer is over {out.cap} bytes")
         return Evaluated(out.text(), None)
 
     def _status(self, deadline: float) -> tuple[int, bool] | None:
-        self.timed_out = False
+        """The child's exit code and whether the sandbox is clean; None at the deadline or when the
+        server ended without a word."""
         data = b""
         while len(data) < STATUS.size:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.timed_out = True
                 return None
             self.control.settimeout(left)
             try:
                 chunk = self.control.recv(STATUS.size - len(data))
-            except TimeoutError:
-                self.timed_out = True
-                return None
-            except OSError:
+            except OSError:  # TimeoutError included
                 return None
             if not chunk:
                 return None
