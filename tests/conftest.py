@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from sandboxing import adopting_orphans  # noqa: E402
 from tinydata import make_tiny_fashion_mnist  # noqa: E402
 
 from grader.model.context import Context  # noqa: E402
@@ -39,6 +41,14 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 @pytest.fixture(scope="session")
 def tiny_context(rubric: Rubric, facts: FrozenFacts, tiny_dataset: Dataset) -> Context:
     return Context(rubric, facts, tiny_dataset)
+
+
+@pytest.fixture
+def adopting() -> Iterator[None]:
+    """While the test runs, the orphans of its descendants stay its own (tests/sandboxing.py), so
+    it can check what its sandboxes left while other tests grade beside it."""
+    with adopting_orphans():
+        yield
 
 
 @pytest.fixture(scope="session")

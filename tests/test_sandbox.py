@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from sandboxing import MODEL, sandboxed_processes
+from sandboxing import MODEL, TEST_UID, adopting_orphans, sandboxed_processes
 
 from grader.intake.read import read_submission
 from grader.model.context import Context
@@ -29,13 +29,13 @@ from grader.run.slots import plan_slots
 from grader.static.reference import derive_facts
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# serial: its tests assert that no sandboxed process or stale group is left on the host, which a
-# test running beside it (another pytest-xdist worker) would make false.
 pytestmark = [
     pytest.mark.skipif(
         unavailable_reason() is not None, reason=f"no sandbox here: {unavailable_reason()}"
     ),
-    pytest.mark.serial,
+    # what a test's sandboxes leave stays among its descendants (tests/sandboxing.py), so each
+    # test checks its own leftovers while other tests grade beside it
+    pytest.mark.usefixtures("adopting"),
 ]
 
 
@@ -389,25 +389,27 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_bwrap_se
         "from grader.run.sandbox import Sandbox, SandboxLimits, command, pass_fds, "
         "prepare_kernel_dir, python_paths\n"
         f"box = Sandbox(Path({str(tmp_path)!r}) / sys.argv[2], python_paths(), "
-        "SandboxLimits(2000, 64, 100, 64), uid=65530)\nprepare_kernel_dir(box, ())\n"
+        f"SandboxLimits(2000, 64, 100, 64), uid={TEST_UID})\nprepare_kernel_dir(box, ())\n"
         "subprocess.Popen([*command(box, {}), 'sleep', '600'], pass_fds=pass_fds())\n"
         "time.sleep(float(sys.argv[1]))\nos._exit(0)\n"
     )
-    # some land while bwrap mounts
-    for n, delay in enumerate((0.002, 0.01, 0.03, 0.06, 0.15, 0.5) * 2):
-        subprocess.run(
-            [sys.executable, "-c", script, str(delay), f"box{n}"], check=True, timeout=60
-        )
-    time.sleep(3)
-    # One killed within microseconds of bwrap's clone waits forever for its other half, before
-    # anything runs inside; the next grader ends it before its first run.
     from grader.run.sandbox import end_orphans
 
-    end_orphans()
+    # as without a test around it: an orphaned sandbox becomes init's child
+    with adopting_orphans(False):
+        # some land while bwrap mounts
+        for n, delay in enumerate((0.002, 0.01, 0.03, 0.06, 0.15, 0.5) * 2):
+            subprocess.run(
+                [sys.executable, "-c", script, str(delay), f"box{n}"], check=True, timeout=60
+            )
+        time.sleep(3)
+        # One killed within microseconds of bwrap's clone waits forever for its other half,
+        # before anything runs inside; the next grader ends it before its first run.
+        end_orphans()
     gone = time.monotonic() + 15
-    while sandboxed_processes() and time.monotonic() < gone:
+    while sandboxed_processes(tmp_path) and time.monotonic() < gone:
         time.sleep(0.2)
-    assert sandboxed_processes() == []
+    assert sandboxed_processes(tmp_path) == []
 
 
 def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) -> None:
@@ -417,7 +419,7 @@ def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) 
 
     from grader.run.sandbox import Sandbox, SandboxLimits, command, prepare_kernel_dir, python_paths
 
-    box = Sandbox(tmp_path / "box", python_paths(), SandboxLimits(2000, 64, 100, 64), uid=65530)
+    box = Sandbox(tmp_path / "box", python_paths(), SandboxLimits(2000, 64, 100, 64), uid=TEST_UID)
     prepare_kernel_dir(box, ())
     done = subprocess.run(
         [*command(box, {}), sys.executable, "-c", "import getpass; print(getpass.getuser())"],
