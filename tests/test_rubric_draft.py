@@ -200,8 +200,10 @@ def test_grader_rubric_writes_a_draft_that_loads_and_round_trips(
         assert rubric.homework == "HW3" and rubric.frozen == shipped.frozen
         assert "  batch_size = 64" in out.read_text()
     else:
-        # the linear_layers rule would count the template's own Conv2d layers as added ones
-        assert rubric.homework == "CNN" and rubric.frozen == ("epochs", "valid_size")
+        # the template's layers (Conv2d among them) frozen under the rule's weight_layers name
+        assert rubric.homework == "CNN"
+        assert rubric.frozen == ("epochs", "valid_size", "weight_layers")
+        assert "weight_layers keeps them" in out.read_text()
         assert "self.conv1 = nn.Conv2d(in_channels=1, out_channels=32" in printed
         assert "constant: BATCH = 128" in lines
 

@@ -104,6 +104,26 @@ LAYERS = NORMS | frozenset(
         "getitem",
     }
 )
+# A convolutional template's own ops (nn.Conv1d/Conv2d and pooling, as torch.export and the
+# kernel's dispatch name them): the architecture rule counts a convolution as a product of a
+# template's conv layer, and a pooling op as part of its chain, only for a template that has conv
+# layers (static/rules/linear_graph.py). Not RUNNABLE: the evaluator does not run them yet.
+CONVOLUTIONS = frozenset({"conv1d", "conv2d", "convolution", "_convolution"})
+POOLING = frozenset(
+    {
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool1d_with_indices",
+        "max_pool2d_with_indices",
+        "avg_pool1d",
+        "avg_pool2d",
+        "adaptive_avg_pool1d",
+        "adaptive_avg_pool2d",
+        "_adaptive_avg_pool2d",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+    }
+)
 # The only ops the evaluator runs at all (sanitize.py refuses a graph with any other): no op that
 # reads or writes files, allocates or mutates.
 RUNNABLE = PRODUCTS | SHAPING | LAYERS

@@ -24,7 +24,11 @@ class RuleId(_Name):
 
     EPOCHS = "epochs"
     VALID_SIZE = "valid_size"
+    # the template's weight layers kept: HW3's name (a template of Linear layers only), or the
+    # same rule under the name for a template with other weight layers (nn.Conv2d); a rubric
+    # names one of the two
     LINEAR_LAYERS = "linear_layers"
+    WEIGHT_LAYERS = "weight_layers"
 
 
 HIDDEN_LABELS_NOTE = (

@@ -447,6 +447,11 @@ def _parse(top: _Fields, path: Path) -> Rubric:
             raise RubricError(
                 f"rubric: frozen item {item!r} is unknown; allowed: {', '.join(known)}"
             )
+    if RuleId.LINEAR_LAYERS in frozen and RuleId.WEIGHT_LAYERS in frozen:
+        raise RubricError(
+            "rubric: frozen lists linear_layers and weight_layers, two names of one rule "
+            "(the template's weight layers); keep one"
+        )
     limits = top.sub("limits")
     template = path.parent / top.sub("reference").text("template")
     files = _files(top.sub("files"))

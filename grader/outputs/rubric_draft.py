@@ -11,6 +11,7 @@ import yaml
 from grader.model.findings import RuleId
 from grader.model.rubric import ArgValue, FrozenFacts, WeightLayer, load_rubric
 from grader.outputs.text import render
+from grader.static.layers import spec
 
 DRAFT_NAME = "rubric.draft.yaml"
 
@@ -48,18 +49,28 @@ def derived_lines(homework: str, facts: FrozenFacts) -> tuple[str, ...]:
 
 
 def frozen_rules(facts: FrozenFacts) -> tuple[RuleId, ...]:
-    """The rules a draft freezes: linear_layers only where every weight layer is an nn.Linear (the
-    rule counts any other weight layer as one added)."""
+    """The rules a draft freezes: the template's weight layers as linear_layers where every one is
+    an nn.Linear (HW3's name), else as weight_layers; left out where a layer's argument is no
+    constant (the rule could not compare it)."""
+    specs = [spec(layer) for layer in facts.weight_layers]
+    if not all(s.known for s in specs):
+        return (RuleId.EPOCHS, RuleId.VALID_SIZE)
     linear_only = all(layer.kind == "Linear" for layer in facts.weight_layers)
-    return (RuleId.EPOCHS, RuleId.VALID_SIZE) + ((RuleId.LINEAR_LAYERS,) if linear_only else ())
+    layers = RuleId.LINEAR_LAYERS if linear_only else RuleId.WEIGHT_LAYERS
+    return (RuleId.EPOCHS, RuleId.VALID_SIZE, layers)
 
 
 def _notes(facts: FrozenFacts, rules: tuple[RuleId, ...]) -> list[str]:
     notes = ["the template's weight layers:"]
     notes += [f"  {layer_text(layer)}" for layer in facts.weight_layers]
-    if RuleId.LINEAR_LAYERS not in rules:
+    if RuleId.WEIGHT_LAYERS in rules:
         notes.append(
-            "linear_layers is left out: its rule counts the template's Conv layers as added ones"
+            "weight_layers keeps them (sizes, channels, kernel, stride, padding) and lets no "
+            "other be added"
+        )
+    elif RuleId.LINEAR_LAYERS not in rules:
+        notes.append(
+            "the layers' rule is left out: an argument of a layer above is no constant ('?')"
         )
     if facts.constants:
         notes.append("its other constants (not enforced):")

@@ -1,5 +1,7 @@
-"""Derive the frozen facts (epochs, valid_size, the Linear layers; also every weight layer and the
-other top-level constants) from the reference template.
+"""Derive the frozen facts (epochs, valid_size, every weight layer: nn.Linear, nn.Conv1d,
+nn.Conv2d with their arguments; the other top-level constants) from the reference template, each
+found by its use: the epochs constant by the training loop's ``range(...)`` (at the top level, or in
+a function it is passed to), the validation fraction by the split it makes.
 
 Static analysis of the template the course hands out, so a course that drops in its own
 template gets correct checks without code changes.
@@ -142,8 +144,16 @@ def _assigned_name(parsed: ParsedCell, call: ast.Call) -> str | None:
 
 
 def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float]) -> list[str]:
-    """Names of constants in (0, 1) that scale a size (``valid_size * num_train``), best first."""
+    """Names of constants in (0, 1) that give the validation share of a split, best first: the last
+    of ``random_split``'s fractions (``[1 - VAL_FRAC, VAL_FRAC]``), then one that scales a size
+    (``valid_size * num_train``), then one whose name says so."""
     fractions = {name for name, value in constants.items() if 0 < value < 1}
+    listed = [
+        last.id
+        for lengths in _split_lengths(cells)
+        for last in lengths.elts[-1:]
+        if isinstance(last, ast.Name) and last.id in fractions
+    ]
     scaling = [
         side.id
         for _, node in walk_cells(cells)
@@ -152,7 +162,24 @@ def _split_fractions(cells: tuple[ParsedCell, ...], constants: dict[str, float])
         if isinstance(side, ast.Name) and side.id in fractions
     ]
     named = [name for name in fractions if "val" in name.lower()]
-    return list(dict.fromkeys(scaling + named))
+    return list(dict.fromkeys(listed + scaling + named))
+
+
+def _split_lengths(cells: tuple[ParsedCell, ...]) -> list[ast.List | ast.Tuple]:
+    """The lengths lists of ``random_split(dataset, [...])`` calls however imported."""
+    aliases = import_aliases(cells)
+    found = []
+    for _, node in walk_cells(cells):
+        if not isinstance(node, ast.Call):
+            continue
+        name = resolve(dotted(node.func) or "", aliases)
+        if name.rsplit(".", 1)[-1] != "random_split":
+            continue
+        lengths = node.args[1] if len(node.args) > 1 else None
+        lengths = next((k.value for k in node.keywords if k.arg == "lengths"), lengths)
+        if isinstance(lengths, (ast.List, ast.Tuple)):
+            found.append(lengths)
+    return found
 
 
 def _epochs_name(
@@ -210,6 +237,48 @@ def _calls_a_trainer(node: ast.stmt, trainers: set[str]) -> bool:
     )
 
 
+def _epochs_in_functions(
+    cells: tuple[ParsedCell, ...], constants: dict[str, float], trainers: set[str]
+) -> str | None:
+    """The constant the epoch loop of a function iterates (``def train(model, n_epochs): for epoch
+    in range(n_epochs): ...``): named in its ``range(...)``, passed for the parameter there by a
+    call of the function (``train(model, EPOCHS)``), or the parameter's default."""
+    for _, function in walk_cells(cells):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        params = [a.arg for a in function.args.args]
+        given = function.args.defaults
+        defaults = dict(zip(params[len(params) - len(given) :], given))
+        for loop in ast.walk(function):
+            if not isinstance(loop, ast.For) or not (
+                is_epoch_loop(loop) or _calls_a_trainer(loop, trainers)
+            ):
+                continue
+            assert isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
+            names = [n.id for a in loop.iter.args for n in ast.walk(a) if isinstance(n, ast.Name)]
+            for name in names:
+                if name in constants:
+                    return name
+                if name in params:
+                    passed = _passed(cells, function.name, params.index(name), name)
+                    passed = passed + [defaults[name]] if name in defaults else passed
+                    found = [n.id for n in passed if isinstance(n, ast.Name) and n.id in constants]
+                    if found:
+                        return found[0]
+    return None
+
+
+def _passed(cells: tuple[ParsedCell, ...], function: str, index: int, param: str) -> list[ast.expr]:
+    """What the calls of ``function`` pass for its parameter ``param`` (at ``index``)."""
+    passed: list[ast.expr] = []
+    for _, call in walk_cells(cells):
+        if isinstance(call, ast.Call) and dotted(call.func) == function:
+            by_name = {k.arg: k.value for k in call.keywords if k.arg}
+            value = call.args[index] if index < len(call.args) else by_name.get(param)
+            passed += [value] if value is not None else []
+    return passed
+
+
 def derive_facts(template: Path) -> FrozenFacts:
     """Read the template and return its frozen facts; RubricError when one cannot be found."""
     try:
@@ -219,8 +288,10 @@ def derive_facts(template: Path) -> FrozenFacts:
         raise RubricError(f"reference template: {exc}") from None
     constants = top_level_constants(cells)
     trainers = _trainers(cells)
-    epochs_name = _epochs_name(cells, constants, is_epoch_loop) or _epochs_name(
-        cells, constants, lambda stmt: _calls_a_trainer(stmt, trainers)
+    epochs_name = (
+        _epochs_name(cells, constants, is_epoch_loop)
+        or _epochs_name(cells, constants, lambda stmt: _calls_a_trainer(stmt, trainers))
+        or _epochs_in_functions(cells, constants, trainers)
     )
     if epochs_name is None:
         raise RubricError(
@@ -230,15 +301,20 @@ def derive_facts(template: Path) -> FrozenFacts:
     valid = _split_fractions(cells, constants)
     if not valid:
         raise RubricError(
-            f"reference template {template.name}: no `valid_size = 0.x` assignment found"
+            f"reference template {template.name}: no `valid_size = 0.x` assignment found (a "
+            "constant in (0, 1) that scales the split or is random_split's last fraction)"
+        )
+    weights = weight_calls(cells)
+    if not weights:
+        raise RubricError(
+            f"reference template {template.name}: no weight layer (nn.Linear, nn.Conv1d, "
+            "nn.Conv2d) found"
         )
     layers = tuple(
         LinearLayer(*linear_shape(call, constants), _assigned_name(parsed, call))
         for parsed, call in linear_calls(cells)
     )
-    if not layers or any(
-        layer.in_features is None or layer.out_features is None for layer in layers
-    ):
+    if any(layer.in_features is None or layer.out_features is None for layer in layers):
         raise RubricError(
             f"reference template {template.name}: its nn.Linear layers need constant sizes"
         )
@@ -261,8 +337,7 @@ def derive_facts(template: Path) -> FrozenFacts:
         text=code_text(cells)
         + "".join(c.source for c in handout.cells if c.kind != "code").encode(),
         weight_layers=tuple(
-            weight_layer(parsed, call, kind, constants)
-            for parsed, call, kind in weight_calls(cells)
+            weight_layer(parsed, call, kind, constants) for parsed, call, kind in weights
         ),
         constants=others,
     )

@@ -57,6 +57,13 @@ RULES: dict[RuleId, Rule] = {
             linear_layers.runtime,
             instead=linear_layers.INSTEAD,
         ),
+        # the same rule under the name for a template with other weight layers than nn.Linear
+        Rule(
+            RuleId.WEIGHT_LAYERS,
+            linear_layers.weight_static,
+            linear_layers.weight_runtime,
+            instead=linear_layers.WEIGHT_INSTEAD,
+        ),
     )
 }
 

@@ -1,6 +1,9 @@
-"""The linear_layers rule on the graph the trusted side ran (what made the graded predictions): an
-ordered list of named checks, each ``(GraphView) -> Check | None``; the first that finds something
-gives the verdict, and a graph none of them finds anything in keeps exactly the Linear layers.
+"""The frozen-layers rule (linear_layers.py) on the graph the trusted side ran (what made the graded
+predictions): an ordered list of named checks, each ``(GraphView) -> Check | None``; the first that
+finds something gives the verdict, and a graph none of them finds anything in keeps exactly the
+template's weight layers. For a template with conv layers, a convolution is a product of a conv
+layer (its weight held to the template's weight shape) and pooling is part of the chain; for one of
+Linear layers only (HW3) nothing of that applies, and every message reads as it always did.
 
 Each check is one way a past attack hid data or computation beside the three Linear layers. To add
 one: write ``def check(view: GraphView) -> Check | None``, put it in ``CHECKS`` where it belongs
@@ -16,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from grader.evaluator.ops import LAYERS, NORMS, PRODUCTS, SHAPING
+from grader.evaluator.ops import CONVOLUTIONS, LAYERS, NORMS, POOLING, PRODUCTS, SHAPING
 from grader.model.findings import RuleId
 from grader.model.results import Check
+from grader.static.layers import WeightKey, key_text, spec
 from grader.static.rules.common import run_check
 
 if TYPE_CHECKING:
@@ -44,7 +48,9 @@ WHO = "the model that made the graded predictions"
 LOOK = "a person checks what it computes"
 
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
-Layers = Counter[tuple[int | None, int | None]]
+# The template's weight layers by key (static/layers.py): (in_features, out_features) for a Linear
+# layer, the weight's shape for a convolution.
+Layers = Counter[WeightKey | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +58,7 @@ class GraphView:
     """What every check reads: the graph's facts and the homework's layers."""
 
     graph: GraphFacts
-    frozen: Layers  # the template's Linear layers, as (in_features, out_features)
+    frozen: Layers  # the template's weight layers by key
     parameters: Shapes  # the graph's tensors, a layer held under two names counted once
     buffers: Shapes
     constants: Shapes
@@ -66,6 +72,24 @@ class GraphView:
     def tensors(self) -> Shapes:
         return self.parameters + self.buffers + self.constants
 
+    @property
+    def convolutional(self) -> bool:
+        """The template has conv layers (a key of more than two numbers)."""
+        return any(k is not None and len(k) > 2 for k in self.frozen)
+
+    @property
+    def products(self) -> frozenset[str]:
+        """The ops that apply a layer's weights."""
+        return PRODUCTS | CONVOLUTIONS if self.convolutional else PRODUCTS
+
+    @property
+    def noun(self) -> str:
+        return "weight layers" if self.convolutional else "Linear layers"
+
+    def is_weight(self, shape: tuple[int, ...]) -> bool:
+        """A matrix, or a tensor of one of the template's convolution weights' shapes."""
+        return len(shape) == 2 or (len(shape) > 2 and shape in self.frozen)
+
     @classmethod
     def of(cls, graph: GraphFacts, frozen: Layers) -> GraphView:
         # A layer held under two names is listed twice and used under one: the copy counts once. (A
@@ -74,7 +98,9 @@ class GraphView:
             tuple((n, s) for n, s in tensors if n not in graph.copies)
             for tensors in (graph.parameters, graph.buffers, graph.constants)
         )
-        image = next(iter(frozen))[0] if frozen else 0
+        first = next(iter(frozen), None)
+        # one value per input feature (a Linear layer first) or channel (a convolution first)
+        image = (first[0] if len(first) == 2 else first[1]) if first else 0
         maps = frozenset(
             n
             for n, s in buffers + constants
@@ -99,21 +125,24 @@ def held_weights(view: GraphView) -> Check | None:
     """A parameter of more than two dimensions, or a vector longer than any layer's: weights of
     another kind of layer."""
     for name, shape in view.parameters:
-        if len(shape) > 2 or (len(shape) == 1 and shape[0] > MAX_VECTOR):
+        if (len(shape) > 2 and not view.is_weight(shape)) or (
+            len(shape) == 1 and shape[0] > MAX_VECTOR
+        ):
             return _violated(
-                f"{WHO} holds the weights {name} {list(shape)}; only the Linear "
-                f"layers {view.fixed} and normalization may"
+                f"{WHO} holds the weights {name} {list(shape)}; only the {view.noun} "
+                f"{view.fixed} and normalization may"
             )
     return None
 
 
 def weight_matrices(view: GraphView) -> Check | None:
-    """The weight matrices are the template's, no more and no fewer."""
-    matrices: Layers = Counter((s[1], s[0]) for _, s in view.parameters if len(s) == 2)
+    """The weight matrices (and convolution weights) are the template's, no more and no fewer."""
+    matrices: Layers = Counter(_key(s) for _, s in view.parameters if len(s) >= 2)
     if matrices == view.frozen:
         return None
     found = _layers(matrices) or "none"
-    return _violated(f"{WHO} has the weight matrices {found}; the homework fixes {view.fixed}")
+    what = "weights" if view.convolutional else "weight matrices"
+    return _violated(f"{WHO} has the {what} {found}; the homework fixes {view.fixed}")
 
 
 def stored_data(view: GraphView) -> Check | None:
@@ -129,19 +158,20 @@ def stored_data(view: GraphView) -> Check | None:
             if size > most or (len(shape) > 1 and name not in view.maps):
                 return _violated(
                     f"{WHO} holds the {kind} {name} {list(shape)} ({size} values): "
-                    "data beside the Linear layers"
+                    f"data beside the {view.noun}"
                 )
     return None
 
 
 def values_beside(view: GraphView) -> Check | None:
     """More values beside the weight matrices than biases and normalization need."""
-    beside = sum(_size(s) for name, s in view.tensors if len(s) != 2 or name in view.maps)
+    beside = sum(_size(s) for name, s in view.tensors if not view.is_weight(s) or name in view.maps)
     if beside <= MAX_BESIDE:
         return None
+    what = "weights" if view.convolutional else "weight matrices"
     return _violated(
-        f"{WHO} holds {beside} values beside its weight matrices (normalization and "
-        f"biases need at most {MAX_BESIDE}): data beside the Linear layers"
+        f"{WHO} holds {beside} values beside its {what} (normalization and "
+        f"biases need at most {MAX_BESIDE}): data beside the {view.noun}"
     )
 
 
@@ -158,12 +188,12 @@ def tensor_uses(view: GraphView) -> Check | None:
         odd = [
             f"{op} ({argument})"
             for op, argument in uses.get(name, ())
-            if name not in view.maps and not _fits(op, argument, len(shape))
+            if name not in view.maps and not _fits(op, argument, len(shape), view.products)
         ]
         if odd:
             return _for_a_person(
                 f"{WHO} uses {name} {list(shape)} in {', '.join(odd[:3])}, not as "
-                f"a Linear layer's weight or bias or in a normalization layer; {LOOK}"
+                f"a {view.noun[:-1]}'s weight or bias or in a normalization layer; {LOOK}"
             )
     return None
 
@@ -175,7 +205,7 @@ def mixed_image(view: GraphView) -> Check | None:
     ops = ", ".join(sorted(set(view.graph.mixes))[:3])
     return _for_a_person(
         f"{WHO} combines two tensors computed from the image in {ops}: not a "
-        "chain of the Linear layers with normalization and activations (a filter "
+        f"chain of the {view.noun} with normalization and activations (a filter "
         "built from slices of the image, a table read back from a layer, or rows "
         f"compared across the batch); {LOOK}"
     )
@@ -185,10 +215,18 @@ def odd_products(view: GraphView) -> Check | None:
     """A product, as it ran on two rows, that is no Linear layer applied to a row: a weight
     reshaped, or multiplied with more than one vector per image (a filter over patches). (A weight
     used twice is caught by ``tensor_uses``.)"""
-    matrices = {name: shape for name, shape in view.graph.parameters if len(shape) == 2}
+    matrices = {name: shape for name, shape in view.graph.parameters if view.is_weight(shape)}
     for p in view.graph.products:
         shape = matrices.get(p.weight)
-        if shape is None:
+        if p.op in CONVOLUTIONS and view.convolutional and shape is not None and len(shape) > 2:
+            # a conv layer's weight as it is, on a batch of two images of its rank
+            if p.used == shape and len(p.rows) == len(shape) and p.rows[:1] == (2,):
+                continue
+            odd = (
+                f"uses {p.weight} {list(shape)} as {list(p.used)} in {p.op} on a batch of shape "
+                f"{list(p.rows)} (two images)"
+            )
+        elif shape is None or len(shape) != 2:
             odd = f"multiplies by something that is no weight matrix in {p.op}"
         else:
             out_features, in_features = shape
@@ -200,41 +238,51 @@ def odd_products(view: GraphView) -> Check | None:
                 f"{list(p.rows)} (two images)"
             )
         return _for_a_person(
-            f"{WHO} {odd}; each Linear layer multiplies the image's way once, by "
+            f"{WHO} {odd}; each {view.noun[:-1]} multiplies the image's way once, by "
             f"its own weight; {LOOK}"
         )
     return None
 
 
 def odd_way(view: GraphView) -> Check | None:
-    """The image's way is no chain of the Linear layers with normalization and activations between
-    them: a tensor not as wide as a layer, an op that copies, pools or sums it, or more than
-    NORMS_PER_GAP normalization ops in one gap."""
-    widths = {w for layer in view.frozen for w in layer if w is not None}
+    """The image's way is no chain of the template's layers with normalization and activations
+    between them: a tensor not as wide as a Linear layer (nor, for a convolutional template, a
+    batch of images with as many channels as a conv layer), an op that copies, pools or sums it
+    (the template's own pooling aside), or more than NORMS_PER_GAP normalization ops in one gap."""
+    widths = {w for layer in view.frozen if layer is not None and len(layer) == 2 for w in layer}
+    convs = [k for k in view.frozen if k is not None and len(k) > 2]
+    channels = {c for k in convs for c in k[:2]}
+    ranks = {len(k) for k in convs}  # a batch of images has as many dimensions as a conv weight
     norms = 0
     for op, shape in view.graph.way:
         odd = None
         # Only reshaping and elementwise arithmetic may give the way another form than one row of a
         # layer's width per image (the image's 1x28x28 before it is flattened, scaled to [0, 1]): a
         # norm, softmax or pick over a regrouped view mixes the features by groups of its choosing.
-        if shape and (
-            shape[0] != 2
-            or _size(shape[1:]) not in widths
-            or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)
-        ):
+        if len(shape) > 2 and convs:
+            fits = shape[0] == 2 and len(shape) in ranks and shape[1] in channels
+        else:
+            fits = not shape or not (
+                shape[0] != 2
+                or _size(shape[1:]) not in widths
+                or (len(shape) != 2 and op not in SHAPING and op not in ELEMENTWISE)
+            )
+        if not fits:
             wide = ", ".join(str(w) for w in sorted(widths, reverse=True))
+            deep = ", ".join(str(c) for c in sorted(channels))
+            deep = f" and its convolutions have {deep} channels" if convs else ""
             odd = (
                 f"has the shape {list(shape)} after {op} (two images); the homework's layers "
-                f"are {wide} wide"
+                f"are {wide} wide{deep}"
             )
-        elif op in WIDENING:
+        elif op in WIDENING and not (convs and op in POOLING):
             odd = f"goes through {op}, which copies, pools or sums it"
         else:
-            norms = 0 if op in PRODUCTS else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
+            norms = 0 if op in view.products else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
             if norms > NORMS_PER_GAP:
                 odd = (
                     f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs "
-                    "between two Linear layers"
+                    f"between two {view.noun}"
                 )
         if odd:
             return _for_a_person(f"the image's way through {WHO} {odd}; {LOOK}")
@@ -242,20 +290,24 @@ def odd_way(view: GraphView) -> Check | None:
 
 
 def other_ops(view: GraphView) -> Check | None:
-    """An op that is none of the products, reshaping and layers the homework's model uses."""
+    """An op that is none of the products, reshaping and layers (and, for a convolutional template,
+    pooling) the homework's model uses."""
+    pooling = POOLING if view.convolutional else frozenset()
     for target, count in sorted(view.graph.ops.items()):
         name = _op(target)
-        if name not in PRODUCTS and name not in SHAPING and name not in LAYERS:
+        if name not in view.products | SHAPING | LAYERS | pooling:
             return _violated(
-                f"{WHO} computes {name} ({count}x); only the Linear layers, "
-                "normalization, dropout and activations may"
+                f"{WHO} computes {name} ({count}x); only the {view.noun}, "
+                f"{'pooling, ' if pooling else ''}normalization, dropout and activations may"
             )
     return None
 
 
 def product_count(view: GraphView) -> Check | None:
-    """As many products as the homework has Linear layers."""
-    products = sum(count for target, count in view.graph.ops.items() if _op(target) in PRODUCTS)
+    """As many products as the homework has weight layers."""
+    products = sum(
+        count for target, count in view.graph.ops.items() if _op(target) in view.products
+    )
     layers = sum(view.frozen.values())
     if products == layers:
         return None
@@ -284,9 +336,7 @@ def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | No
     graph = recomputed.graph if recomputed is not None else None
     if graph is None or recomputed is None:
         return None
-    frozen: Layers = Counter(
-        (layer.in_features, layer.out_features) for layer in facts.linear_layers
-    )
+    frozen: Layers = Counter(spec(layer).key for layer in facts.weight_layers)
     if recomputed.changed_after_pass:
         return structure_check(recomputed.structure_at_pass, frozen)
     view = GraphView.of(graph, frozen)
@@ -294,7 +344,7 @@ def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | No
         found = check(view)
         if found is not None:
             return found
-    return run_check(RULE, True, f"{WHO} uses exactly the Linear layers {view.fixed}")
+    return run_check(RULE, True, f"{WHO} uses exactly the {view.noun} {view.fixed}")
 
 
 def structure_check(structure: Any, frozen: Layers) -> Check:
@@ -306,25 +356,27 @@ def structure_check(structure: Any, frozen: Layers) -> Check:
         return _for_a_person(
             "the model was changed after its graded test pass, and what it was then is unknown"
         )
+    convolutional = any(k is not None and len(k) > 2 for k in frozen)
+    noun = "weight layers" if convolutional else "Linear layers"
     linear: Layers = Counter()
     for name, shape in shapes.items():  # by shape, never by a class name
         module, _, _ = name.rpartition(".")
-        if len(shape) > 2:
+        if len(shape) > 2 and tuple(shape) not in frozen:
             return _violated(
                 f"at its graded test pass the model held {name} of shape {shape} in "
-                f"{module or 'the model'} ({kinds.get(module, '?')}); only the Linear "
-                "layers and normalization layers may"
+                f"{module or 'the model'} ({kinds.get(module, '?')}); only the {noun} "
+                "and normalization layers may"
             )
-        if len(shape) == 2:
-            linear[(shape[1], shape[0])] += 1
+        if len(shape) >= 2:
+            linear[_key(tuple(shape))] += 1
     if linear != frozen:
         return _violated(
-            f"at its graded test pass the model's Linear layers were "
+            f"at its graded test pass the model's {noun} were "
             f"{_layers(linear) or 'none'}; the homework fixes {_layers(frozen)} (they "
             "were changed after that pass)"
         )
     return _for_a_person(
-        "the model was changed after its graded test pass; it kept the Linear layers then"
+        f"the model was changed after its graded test pass; it kept the {noun} then"
     )
 
 
@@ -337,8 +389,14 @@ def _for_a_person(message: str) -> Check:
 
 
 def _layers(layers: Layers) -> str:
-    """784->512, 512->256, 256->10 ('?' for a layer of unknown size)."""
-    return ", ".join("?" if m is None else f"{m[0]}->{m[1]}" for m in layers.elements())
+    """784->512, 512->256, 256->10 ('?' for a layer of unknown size); [32, 1, 3, 3] for a
+    convolution's weight."""
+    return ", ".join(key_text(m) for m in layers.elements())
+
+
+def _key(shape: tuple[int, ...]) -> WeightKey:
+    """A weight tensor's key: (in_features, out_features) for a matrix, else its shape."""
+    return (shape[1], shape[0]) if len(shape) == 2 else shape
 
 
 def _op(target: str) -> str:
@@ -354,10 +412,11 @@ def _size(shape: tuple[int, ...]) -> int:
     return size
 
 
-def _fits(op: str, argument: str, dims: int) -> bool:
-    """A weight matrix goes into a product; anything else into a product as its bias, into a
-    normalization layer, or into PReLU as its slope."""
-    if op in PRODUCTS:
-        return dims == 2 or argument in ("bias", "self", "input")
+def _fits(op: str, argument: str, dims: int, products: frozenset[str]) -> bool:
+    """A weight matrix goes into a product (a convolution's weight into a convolution); anything
+    else into a product as its bias, into a normalization layer, or into PReLU as its slope."""
+    if op in products:
+        weight = dims > 2 if op in CONVOLUTIONS else dims == 2
+        return weight or argument in ("bias", "self", "input")
     norm = op in NORMS and argument in ("weight", "bias", "running_mean", "running_var")
     return dims != 2 and (norm or (op in LEARNED_ACTIVATIONS and argument == "weight"))

@@ -1,24 +1,31 @@
-"""The linear_layers rule: the model keeps exactly the template's three Linear layers.
+"""The frozen-layers rule (``linear_layers``, HW3's name, or ``weight_layers``: one rule under
+either name): the model keeps exactly the weight layers the template builds (nn.Linear, nn.Conv1d,
+nn.Conv2d, compared as static/layers.py ``Spec``s: sizes, channels, kernel, stride, padding,
+dilation, groups), and adds none.
 
-Static half: the nn.Linear calls of each model class, compared with the template's sizes, and no
+Static half: the weight-layer calls of each model class, compared with the template's, and no
 other layer, raw parameter or functional op that applies weights. Run-time half: the trained
 model's modules that own parameters and the weight ops of one real forward pass (probe facts:
 architecture, traced in the kernel on the model found by ownership), unless the trusted side ran
 the captured graph: then the named checks of linear_graph.py judge that graph. The product ops are
-the evaluator's (grader/evaluator/ops.py ``PRODUCTS``), in both halves.
+the evaluator's (grader/evaluator/ops.py ``PRODUCTS``, and ``CONVOLUTIONS`` for a template with
+conv layers), in both halves. For a template of Linear layers only (HW3) every message reads as
+it always did ("the three Linear layers").
 """
 
 from __future__ import annotations
 
 import ast
 from collections import Counter
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from grader.evaluator.ops import PRODUCTS
+from grader.evaluator.ops import CONVOLUTIONS, PRODUCTS
 from grader.model.findings import RuleId
 from grader.model.results import Check
 from grader.model.rubric import FrozenFacts
 from grader.model.submission import Submission
+from grader.static.layers import LINEAR, Spec, WeightKey, key_text, number, spec
 from grader.static.pyast import (
     ParsedCell,
     dotted,
@@ -27,7 +34,7 @@ from grader.static.pyast import (
     top_level_constants,
     walk_cells,
 )
-from grader.static.reference import linear_calls, linear_shape
+from grader.static.reference import weight_calls, weight_layer
 from grader.static.rules.common import RunView, run_check, static_check
 from grader.static.rules.linear_graph import graph_check
 
@@ -42,8 +49,14 @@ INSTEAD = (
     "you may add normalization, dropout and activation layers between them and change the "
     "weight init"
 )
+WEIGHT_INSTEAD = (
+    "keep the template's weight layers as they are (sizes, channels, kernel, stride, padding); "
+    "you may add normalization, dropout and activation layers between them and change the "
+    "weight init"
+)
 
-# Layers that carry weights and are not allowed as additions (prefixes of torch.nn class names).
+# Layers that carry weights and are not allowed as additions (prefixes of torch.nn class names);
+# a kind the template builds is counted instead (Linear: added only where the template has none).
 _WEIGHT_LAYERS = (
     "Conv",
     "LazyConv",
@@ -72,12 +85,63 @@ _FUNCTIONAL_WEIGHT_OPS = frozenset(
         "embedding_bag",
     }
 )
+# F.linear / F.conv1d / F.conv2d applied with a frozen layer's own weight apply that layer.
+_FUNCTIONAL_KIND = {"linear": LINEAR, "conv1d": "Conv1d", "conv2d": "Conv2d"}
 
 
-def _frozen_weight(node: ast.AST | None, facts: FrozenFacts) -> bool:
-    """True for ``self.fc1.weight``-style arguments: F.linear applied with a frozen layer's own
-    weight."""
-    names = {layer.name.rsplit(".", 1)[-1] for layer in facts.linear_layers if layer.name}
+def as_weight_layers(check: Check) -> Check:
+    """A verdict of this rule under the name ``weight_layers`` (the rubric names the rule)."""
+    return replace(check, id=RuleId.WEIGHT_LAYERS.value)
+
+
+def weight_static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
+    return as_weight_layers(static(sub, cells, facts))
+
+
+def weight_runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
+    return as_weight_layers(runtime(run, facts, rubric))
+
+
+def frozen_specs(facts: FrozenFacts) -> tuple[Spec, ...]:
+    """The template's weight layers as the rule compares them."""
+    return tuple(spec(layer) for layer in facts.weight_layers)
+
+
+def _linear_only(specs: tuple[Spec, ...]) -> bool:
+    return all(s.kind == LINEAR for s in specs)
+
+
+def _the_layers(specs: tuple[Spec, ...], article: str = "the") -> str:
+    """'the three Linear layers' (HW3's words), else "the template's weight layers"."""
+    if _linear_only(specs):
+        return f"{article} {number(len(specs))} Linear layers"
+    return "the template's weight layers"
+
+
+def _kinds(specs: tuple[Spec, ...]) -> str:
+    return "Linear layers" if _linear_only(specs) else "weight layers"
+
+
+def _fixed(specs: tuple[Spec, ...] | list[Spec]) -> str:
+    """784->512, 512->256, 256->10; Conv2d(1, 32, kernel_size=3), ... (equal layers together)."""
+    return ", ".join(Counter(s.text for s in specs).elements())
+
+
+def _unknown(specs: tuple[Spec, ...]) -> str | None:
+    """Why the template's layers cannot be compared (an argument that is no constant), or None."""
+    for s in specs:
+        if not s.known:
+            return (
+                f"the template's {s.name or 'layer'} {s.text} has an argument that is no "
+                "constant; its weight layers cannot be compared"
+            )
+    return None
+
+
+def _frozen_weight(node: ast.AST | None, specs: tuple[Spec, ...], kind: str | None) -> bool:
+    """True for ``self.fc1.weight``-style arguments: F.linear (F.conv2d) applied with a frozen
+    layer's own weight."""
+    names = {s.name.rsplit(".", 1)[-1] for s in specs if s.name and s.kind == kind}
     parts = (dotted(node) or "").split(".") if node is not None else []
     return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in names
 
@@ -93,7 +157,7 @@ def _class_owners(cells: tuple[ParsedCell, ...]) -> dict[int, str]:
 
 
 def _added_weights(
-    sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts
+    sub: Submission, cells: tuple[ParsedCell, ...], specs: tuple[Spec, ...]
 ) -> tuple[Check | None, Check | None]:
     """(a violation for the first weight-carrying layer, raw nn.Parameter or functional weight op
     added,
@@ -101,6 +165,7 @@ def _added_weights(
     aliases = import_aliases(cells)
     owners = _class_owners(cells)
     called = {dotted(n.func) for _, n in walk_cells(cells) if isinstance(n, ast.Call)}
+    kinds = {s.kind for s in specs}
     unused: Check | None = None
     for parsed, node in walk_cells(cells):
         if not isinstance(node, ast.Call):
@@ -114,22 +179,26 @@ def _added_weights(
                 if len(node.args) > 1
                 else next((k.value for k in node.keywords if k.arg == "weight"), None)
             )
-            if short in _FUNCTIONAL_WEIGHT_OPS and not (
-                short == "linear" and _frozen_weight(weight, facts)
+            if short in _FUNCTIONAL_WEIGHT_OPS and not _frozen_weight(
+                weight, specs, _FUNCTIONAL_KIND.get(short)
             ):
                 message = (
-                    f"applies its own weights with F.{short}; only the three Linear layers "
+                    f"applies its own weights with F.{short}; only {_the_layers(specs)} "
                     "may apply weights"
                 )
-        elif name.startswith("torch.nn.") and short.startswith(_WEIGHT_LAYERS):
+        elif (
+            name.startswith("torch.nn.")
+            and (short.startswith(_WEIGHT_LAYERS) or short == LINEAR)
+            and short not in kinds
+        ):
             message = (
                 f"adds a {short} layer; only normalization, activation and dropout layers "
                 "may be added"
             )
         elif name in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
             message = (
-                "creates raw weights with nn.Parameter; the model may only use its three "
-                "Linear layers"
+                "creates raw weights with nn.Parameter; the model may only use "
+                f"{_the_layers(specs, 'its')}"
             )
         if message is None:
             continue
@@ -149,86 +218,118 @@ def _added_weights(
     return None, unused
 
 
-def _by_model(
-    cells: tuple[ParsedCell, ...], calls: list[tuple[ParsedCell, ast.Call]]
-) -> dict[str, list[tuple[ParsedCell, ast.Call]]]:
-    """Linear calls grouped by the class that defines them ('' for code outside any class)."""
-    owner: dict[int, str] = {}
-    for _, cls in walk_cells(cells):
-        if isinstance(cls, ast.ClassDef):
-            for node in ast.walk(cls):
-                owner[id(node)] = cls.name
-    groups: dict[str, list[tuple[ParsedCell, ast.Call]]] = {}
-    for parsed, call in calls:
-        groups.setdefault(owner.get(id(call), ""), []).append((parsed, call))
+Call = tuple[ParsedCell, ast.Call, Spec]
+
+
+def _by_model(cells: tuple[ParsedCell, ...], calls: list[Call]) -> dict[str, list[Call]]:
+    """Weight-layer calls grouped by the class that defines them ('' for code outside any
+    class)."""
+    owner = _class_owners(cells)
+    groups: dict[str, list[Call]] = {}
+    for call in calls:
+        groups.setdefault(owner.get(id(call[1]), ""), []).append(call)
     return groups
 
 
-def _compare_group(
-    sub: Submission,
-    group: list[tuple[ParsedCell, ast.Call]],
-    facts: FrozenFacts,
-    constants: dict[str, float],
-) -> Check:
-    """ok, undecided or a violation for one model's Linear layers, compared as a multiset of
-    sizes."""
-    expected = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
-    fixed = ", ".join(f"{i}->{o}" for i, o in expected.elements())
-    remaining = expected.copy()
-    for parsed, call in group:
-        shape = linear_shape(call, constants)
-        if None in shape:
-            return static_check(
-                sub,
-                RULE,
-                parsed,
-                call,
-                None,
-                "a Linear layer's size is computed at run time; the run will check it",
-            )
-        if remaining[shape] > 0:
-            remaining[shape] -= 1
-        elif len(group) <= sum(expected.values()):
+def _counterpart(mine: Spec, specs: tuple[Spec, ...], remaining: Counter[object]) -> Spec:
+    """The template's layer ``mine`` stands for: of its kind, not yet matched where one is left,
+    the one it differs from least (the one of its name first)."""
+    same = [s for s in specs if s.kind == mine.kind]
+    left = [s for s in same if remaining[(s.kind, s.values)] > 0] or same
+    return min(left, key=lambda s: (len(mine.differences(s)), s.name != mine.name))
+
+
+def _differs(mine: Spec, specs: tuple[Spec, ...], remaining: Counter[object]) -> str:
+    same = [s for s in specs if s.kind == mine.kind]
+    if mine.kind == LINEAR:
+        i, o = mine.value("in_features"), mine.value("out_features")
+        return f"nn.Linear({i}, {o}) differs from the fixed {_fixed(same)}"
+    template = _counterpart(mine, specs, remaining)
+    return (
+        f"{mine.name or 'a layer'} = nn.{mine.text} differs from the template's "
+        f"{template.name or 'layer'} nn.{template.text}: {mine.changes(template)}"
+    )
+
+
+def _compare_group(sub: Submission, group: list[Call], specs: tuple[Spec, ...]) -> Check:
+    """ok, undecided or a violation for one model's weight layers, compared as a multiset of
+    layers, kind by kind."""
+    expected = Counter((s.kind, s.values) for s in specs)
+    wanted = Counter(s.kind for s in specs)
+    built = Counter(mine.kind for _, _, mine in group)
+    remaining: Counter[object] = Counter(expected)
+    extra: list[Call] = []  # layers matching none of the template's (more than it has)
+    for parsed, call, mine in group:
+        if not mine.known:
+            what = "a Linear layer's size" if mine.kind == LINEAR else f"a {mine.kind}'s arguments"
+            message = f"{what} {'is' if mine.kind == LINEAR else 'are'} computed at run time"
+            return static_check(sub, RULE, parsed, call, None, f"{message}; the run will check it")
+        if remaining[(mine.kind, mine.values)] > 0:
+            remaining[(mine.kind, mine.values)] -= 1
+        elif built[mine.kind] <= wanted[mine.kind]:
+            return static_check(sub, RULE, parsed, call, False, _differs(mine, specs, remaining))
+        else:
+            extra.append((parsed, call, mine))
+    for kind in dict.fromkeys([*wanted, *built]):
+        if built[kind] != wanted[kind]:
+            parsed, call, _ = next((c for c in reversed(group) if c[2].kind == kind), group[-1])
+            same = [s for s in specs if s.kind == kind]
+            added = next((c for c in extra if c[2].kind == kind), None)
+            if added is not None and kind != LINEAR:
+                parsed, call, mine = added
+                return static_check(
+                    sub,
+                    RULE,
+                    parsed,
+                    call,
+                    False,
+                    f"{mine.name or 'a layer'} = nn.{mine.text} is one nn.{kind} more than the "
+                    f"template's {wanted[kind]}: {_fixed(same)}",
+                )
             return static_check(
                 sub,
                 RULE,
                 parsed,
                 call,
                 False,
-                f"nn.Linear({shape[0]}, {shape[1]}) differs from the fixed {fixed}",
+                f"the model has {built[kind]} nn.{kind} layers; the homework fixes "
+                f"{wanted[kind]}: {_fixed(same)}",
             )
-    if len(group) != sum(expected.values()):
-        parsed, call = group[-1]
-        return static_check(
-            sub,
-            RULE,
-            parsed,
-            call,
-            False,
-            f"the model has {len(group)} nn.Linear layers; the homework fixes "
-            f"{sum(expected.values())}: {fixed}",
-        )
     return Check(
         RULE,
         True,
-        f"the three Linear layers are unchanged ({fixed}) and no weight layer was added",
+        f"{_the_layers(specs)} are unchanged ({_fixed(specs)}) and no weight layer was added",
         sub.path.name,
     )
 
 
 def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
-    added, unused = _added_weights(sub, cells, facts)
+    specs = frozen_specs(facts)
+    unknown = _unknown(specs)
+    if unknown is not None:
+        return static_check(sub, RULE, None, None, None, unknown)
+    added, unused = _added_weights(sub, cells, specs)
     if added is not None:
         return added
-    verdict = _linear_verdict(sub, cells, facts)
+    verdict = _layers_verdict(sub, cells, specs)
     return unused if unused is not None and verdict.ok else verdict
 
 
-def _linear_verdict(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -> Check:
-    calls = linear_calls(cells)
+def _layers_verdict(
+    sub: Submission, cells: tuple[ParsedCell, ...], specs: tuple[Spec, ...]
+) -> Check:
+    kinds = {s.kind for s in specs}
+    constants = top_level_constants(cells)
+    calls = [
+        (parsed, call, spec(weight_layer(parsed, call, kind, constants)))
+        for parsed, call, kind in weight_calls(cells)
+        if kind in kinds
+    ]
     if not calls:
+        fixes = number(len(specs)) if _linear_only(specs) else _fixed(specs)
+        found = "nn.Linear layer" if _linear_only(specs) else "weight layer"
         return static_check(
-            sub, RULE, None, None, False, "no nn.Linear layer was found; the homework fixes three"
+            sub, RULE, None, None, False, f"no {found} was found; the homework fixes {fixes}"
         )
     in_loops = {
         id(n)
@@ -236,7 +337,7 @@ def _linear_verdict(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froze
         if isinstance(loop, (ast.For, ast.While, ast.ListComp, ast.GeneratorExp))
         for n in ast.walk(loop)
     }
-    loop_built = [(p, c) for p, c in calls if id(c) in in_loops]
+    loop_built = [(p, c) for p, c, _ in calls if id(c) in in_loops]
     if loop_built:
         parsed, call = loop_built[0]
         return static_check(
@@ -245,19 +346,16 @@ def _linear_verdict(sub: Submission, cells: tuple[ParsedCell, ...], facts: Froze
             parsed,
             call,
             None,
-            "Linear layers are built in a loop; the run will check them",
+            f"{_kinds(specs)} are built in a loop; the run will check them",
         )
-    constants = top_level_constants(cells)
-    verdicts = [
-        _compare_group(sub, group, facts, constants) for group in _by_model(cells, calls).values()
-    ]
+    verdicts = [_compare_group(sub, group, specs) for group in _by_model(cells, calls).values()]
     if all(v.ok for v in verdicts):
         return verdicts[0]
     if len(verdicts) > 1 and any(v.ok for v in verdicts):
         return Check(
             RULE,
             None,
-            "several model classes are defined and not all keep the three Linear layers; "
+            f"several model classes are defined and not all keep {_the_layers(specs)}; "
             "the run checks the one that is trained",
             sub.path.name,
         )
@@ -284,6 +382,12 @@ def _weight_shape(op: Op) -> tuple[int, int] | None:
     return in_features, out_features
 
 
+def _conv_key(op: Op) -> WeightKey | None:
+    """The weight shape of a convolution (its operands: input, weight, bias), None without one."""
+    weight = op.shapes[1] if len(op.shapes) > 1 else ()
+    return tuple(weight) if len(weight) >= 3 else None
+
+
 def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | None:
     """The rule on the graph the trusted side ran (what made the graded predictions): the named
     checks of linear_graph.py, in order; None without a graph."""
@@ -291,6 +395,10 @@ def _graph_check(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check | No
 
 
 def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
+    specs = frozen_specs(facts)
+    unknown = _unknown(specs)
+    if unknown is not None:
+        return run_check(RULE, None, unknown)
     graph = _graph_check(run, facts, rubric)
     if graph is not None:
         return graph
@@ -298,68 +406,79 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
     owners = architecture.owners if architecture is not None else None
     if architecture is None or owners is None:
         return run_check(RULE, None, "the trained model was not found; its layers were not checked")
-    frozen = Counter((layer.in_features, layer.out_features) for layer in facts.linear_layers)
-    fixed = ", ".join(f"{i}->{o}" for i, o in frozen.elements())
+    frozen: Counter[WeightKey | None] = Counter(s.key for s in specs)
+    fixed = ", ".join(key_text(k) for k in frozen.elements())
+    noun, layers = _kinds(specs), _the_layers(specs)
+    kinds = {s.kind for s in specs}
     # Judged by the weights' shapes, never by a class name (a traced copy's layers are
     # TracedModules).
-    linear: Counter[tuple[int, int]] = Counter()
-    unknown: list[str] = []
+    held: Counter[WeightKey | None] = Counter()
+    unknown_owners: list[str] = []
     for owner in owners:
         kind, name, shapes = owner.type, owner.module, owner.shapes
         dims = [len(shape) for shape in shapes]
-        if any(d > 2 for d in dims):
+        odd = [s for s in shapes if len(s) > 2 and tuple(s) not in frozen]
+        if odd:
+            widest = max(odd, key=lambda shape: len(shape))
             return run_check(
                 RULE,
                 False,
                 f"the trained model holds weights in {name} ({kind}) of shape "
-                f"{list(shapes[dims.index(max(dims))])}; only the Linear "
-                "layers and normalization layers may",
+                f"{list(widest)}; only the {noun} and normalization layers may",
             )
-        linear.update((shape[1], shape[0]) for shape in shapes if len(shape) == 2)
-        if 2 not in dims and kind != "Linear" and kind not in rubric.allowed_layers:
-            unknown.append(f"{name} ({kind})")
-    if linear != frozen:
-        found = ", ".join(f"{i}->{o}" for i, o in linear.elements()) or "none"
+        held.update(
+            (shape[1], shape[0]) if len(shape) == 2 else tuple(shape)
+            for shape in shapes
+            if len(shape) >= 2
+        )
+        if (
+            not any(d >= 2 for d in dims)
+            and kind not in kinds
+            and kind not in rubric.allowed_layers
+        ):
+            unknown_owners.append(f"{name} ({kind})")
+    if held != frozen:
+        found = ", ".join(key_text(k) for k in held.elements()) or "none"
         return run_check(
             RULE,
             False,
-            f"the trained model's Linear layers are {found}; the homework fixes {fixed}",
+            f"the trained model's {noun} are {found}; the homework fixes {fixed}",
         )
     ops = architecture.ops
     if ops is None:
         return run_check(
             RULE,
             None,
-            f"the Linear layers are {fixed}, but the forward pass could not be traced "
+            f"the {noun} are {fixed}, but the forward pass could not be traced "
             f"({architecture.error})",
         )
-    products: Counter[tuple[int, int] | None] = Counter()
+    convolutions = CONVOLUTIONS if kinds - {LINEAR} else frozenset()
+    products: Counter[WeightKey | None] = Counter()
     for op in ops:
-        if op.name not in PRODUCTS:
+        if op.name in convolutions:
+            products[_conv_key(op)] += 1
+        elif op.name in PRODUCTS:
+            products[_weight_shape(op)] += 1
+        else:
             return run_check(
                 RULE,
                 False,
-                f"the forward pass applies {op.name}; only the three "
-                "Linear layers may apply weights",
+                f"the forward pass applies {op.name}; only {layers} may apply weights",
             )
-        products[_weight_shape(op)] += 1
     if products != frozen:
-        found = (
-            ", ".join("?" if s is None else f"{s[0]}->{s[1]}" for s in products.elements())
-            or "none"
-        )
+        found = ", ".join(key_text(k) for k in products.elements()) or "none"
         return run_check(
             RULE,
             False,
             f"the forward pass multiplies by weights of {found}; the homework fixes {fixed}",
         )
-    if unknown:
+    if unknown_owners:
         return run_check(
             RULE,
             None,
-            f"the forward pass uses exactly the Linear layers {fixed}, beside parameters "
-            f"in {', '.join(unknown[:3])}, not a layer kind the rubric lists",
+            f"the forward pass uses exactly the {noun} {fixed}, beside parameters "
+            f"in {', '.join(unknown_owners[:3])}, not a layer kind the rubric lists",
         )
     return run_check(
-        RULE, True, f"the trained model's forward pass uses exactly the Linear layers {fixed}"
+        RULE, True, f"the trained model's forward pass uses exactly the {noun} {fixed}"
     )
