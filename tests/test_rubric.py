@@ -125,6 +125,15 @@ def test_unreadable_or_invalid_yaml_is_one_line(tmp_path: Path) -> None:
         load_rubric(bad)
 
 
+def test_a_homeworks_folder_stands_for_its_rubric(tmp_path: Path) -> None:
+    """`--rubric homeworks/hw4-cnn` is `--rubric homeworks/hw4-cnn/rubric.yaml`: its paths relative
+    to that file; a folder without one is a one-line error naming the file."""
+    shipped = Path(__file__).resolve().parent.parent / "rubric.yaml"
+    assert load_rubric(shipped.parent) == load_rubric(shipped)
+    with pytest.raises(RubricError, match=rf"cannot read {tmp_path / 'rubric.yaml'}"):
+        load_rubric(tmp_path)
+
+
 def test_test_labels_are_hidden_where_the_grade_is_made_unless_the_rubric_says_visible(
     tmp_path: Path,
 ) -> None:

@@ -42,6 +42,12 @@ def _version() -> str:
         return "(not installed)"
 
 
+RUBRIC_HELP = (
+    "rubric.yaml to grade with, or a homework's folder holding one (homeworks/hw4-cnn); "
+    "default: ./rubric.yaml, else the shipped HW3 one"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="grader", description="Grade deep-learning homework notebooks (HW3, FashionMNIST)."
@@ -53,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--rubric",
             type=Path,
-            help="rubric.yaml to grade with (default: ./rubric.yaml, else the shipped one)",
+            help=RUBRIC_HELP,
         )
         sub.add_argument(
             "--data",
@@ -199,9 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--roster", type=Path, metavar="FILE", help="CSV mapping accounts to LMS identities"
     )
-    report.add_argument(
-        "--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)"
-    )
+    report.add_argument("--rubric", type=Path, help=RUBRIC_HELP)
 
     scope = commands.add_parser(
         "gradescope", help="build the Gradescope autograder zip (or, inside Gradescope, grade)"
@@ -230,9 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument(
         "--install", action="store_true", help="pip install the missing ones the rubric allows"
     )
-    env.add_argument(
-        "--rubric", type=Path, help="rubric.yaml (default: ./rubric.yaml, else the shipped one)"
-    )
+    env.add_argument("--rubric", type=Path, help=RUBRIC_HELP)
 
     draft = commands.add_parser(
         "rubric", help="derive a homework's frozen facts from its template and write a rubric draft"

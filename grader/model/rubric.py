@@ -495,8 +495,11 @@ def _parse(top: _Fields, path: Path) -> Rubric:
 
 
 def load_rubric(path: Path | None = None) -> Rubric:
-    """Read and validate rubric.yaml (see ``default_rubric_path`` for where it is looked up)."""
+    """Read and validate rubric.yaml (see ``default_rubric_path`` for where it is looked up); a
+    homework's folder (``homeworks/hw4-cnn``) stands for the rubric.yaml in it."""
     path = path or default_rubric_path()
+    if path.is_dir():
+        path = path / "rubric.yaml"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
