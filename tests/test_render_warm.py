@@ -21,6 +21,7 @@ from grader.model.rubric import FrozenFacts, Rubric
 from grader.pipeline.executors.local import Graded, Job, Listener
 from grader.run import renderer
 from grader.run.children import notebook_body
+from grader.run.render_notebook import MEMORY
 from grader.run.renderer import RENDER_SCRIPT, WarmRenderer, once, warm_renderer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,6 +46,9 @@ def faulty(raw, html):
         time.sleep(60)
     if b"STOP-THE-SERVER" in raw:
         os.kill(os.getppid(), signal.SIGSTOP)
+    if b"SAY-THE-LIMIT" in raw:
+        import resource
+        raise RuntimeError(f"limit {{resource.getrlimit(resource.RLIMIT_AS)}}")
     return real(raw, html)
 
 module.render = faulty
@@ -88,7 +92,7 @@ NOTEBOOKS = [
 def test_warm_pages_are_byte_identical_to_fresh_ones(tmp_path: Path) -> None:
     """Through notebook_body, in a batch and outside it: the same bytes, for notebooks as they
     come and with every kind of output (an SVG alone among them), and the same one-line error."""
-    paths = []
+    paths: list[Path] = []
     for k, source in enumerate(NOTEBOOKS):
         for data in (source.read_bytes(), _executed(source, str(k))):
             paths.append(tmp_path / f"s{len(paths)}.ipynb")
@@ -124,8 +128,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_render_that_crashes_or_hangs_costs_only_its_own_page(tmp_path: Path) -> None:
-    """The one-line errors a fresh renderer gives; the server lives on, nothing of the hung child
-    is left, and the next notebook's page is the same as ever."""
+    """The one-line errors a fresh renderer gives, under its limits; the server lives on, nothing
+    of the hung child is left, and the next notebook's page is the same as ever."""
     good = _executed(NOTEBOOKS[0])
     expected = once(good)
     with warm_renderer(program=("-c", FAULTY), seconds=5) as warm:
@@ -133,7 +137,7 @@ def test_a_render_that_crashes_or_hangs_costs_only_its_own_page(tmp_path: Path) 
         assert warm.server is not None
         server = warm.server.process.pid
         pages = {}
-        for fault in ("HANG-THE-RENDERER", "ABORT-THE-RENDERER"):
+        for fault in ("HANG-THE-RENDERER", "ABORT-THE-RENDERER", "SAY-THE-LIMIT"):
             path = tmp_path / f"{fault}.ipynb"
             path.write_bytes(_executed(NOTEBOOKS[0], fault))
             with pytest.raises(ValueError) as failed:
@@ -145,6 +149,9 @@ def test_a_render_that_crashes_or_hangs_costs_only_its_own_page(tmp_path: Path) 
     assert pages == {
         "HANG-THE-RENDERER": "HANG-THE-RENDERER.ipynb took over 120 s to render as a page",
         "ABORT-THE-RENDERER": "ABORT-THE-RENDERER.ipynb could not be rendered as a page (-6)",
+        # each child under the one-shot renderer's memory limit
+        "SAY-THE-LIMIT": "SAY-THE-LIMIT.ipynb could not be rendered as a page (RuntimeError: "
+        f"limit ({MEMORY}, {MEMORY}))",
     }
 
 
