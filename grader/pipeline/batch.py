@@ -25,6 +25,7 @@ from grader.outputs.progress import Progress
 from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
 from grader.pipeline.executors.local import Executor, Graded, Job
 from grader.run.children import notebook_body
+from grader.run.renderer import warm_renderer
 from grader.scoring import seeds
 from grader.scoring.overrides import Override, check_accounts
 from grader.static.similarity import similar_pairs
@@ -268,7 +269,8 @@ def grade_directory(
             tracker.record(reused, cached=True)
         else:
             todo.append(Job(sub, key))
-    executor.run(todo, context, tracker)
+    with warm_renderer():  # the executed notebooks' pages, rendered as each result lands
+        executor.run(todo, context, tracker)
     results, reseeded = _with_seeds(
         out,
         tracker.results,

@@ -1,8 +1,8 @@
 """Helper processes that run no student code: git (when a file was committed), pip (installing what
 submissions import, building this grader's wheel), the PDF parser (a student's report) and the
-notebook's HTML (nbconvert over an executed notebook), each of the last two in a child with a time
-and a
-memory limit. Like every process the grader starts, they are started from run/."""
+notebook's HTML (nbconvert over an executed notebook, run/renderer.py), each of the last two in a
+child with a time and a memory limit. Like every process the grader starts, they are started from
+run/."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from grader.judge.stated import MAX_TEXT
 from grader.model.errors import GraderError, SubmissionError
 from grader.model.resources import CHECKOUT
 from grader.model.submission import Submitted
+from grader.run.renderer import RENDER_SECONDS, render
 
 MAX_PDF_BYTES = 50 * 1024 * 1024
 PARSE_SECONDS = 20
@@ -33,9 +34,6 @@ sys.stdout.write(reader.pages[0].extract_text()[:{MAX_TEXT}] if reader.pages els
 """
 
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
-RENDER_SECONDS = 120
-# run as a script: it imports nothing of the grader
-RENDER_SCRIPT = Path(__file__).with_name("render_notebook.py")
 
 
 def commit_time(path: Path) -> Submitted | None:
@@ -92,29 +90,22 @@ def pdf_first_page(pdf: Path) -> str:
 
 def notebook_body(executed: Path) -> str:
     """An executed notebook as sanitized HTML (the body of a page: cells, outputs, inline images);
-    ValueError with one line when it cannot be rendered."""
+    ValueError with one line when it cannot be rendered. In a batch, by its warm renderer
+    (run/renderer.py ``warm_renderer``)."""
     try:
         data = read_capped(executed, MAX_NOTEBOOK_BYTES)
     except SubmissionError as exc:
         raise ValueError(str(exc)) from None
-    try:
-        done = subprocess.run(
-            [sys.executable, "-I", str(RENDER_SCRIPT)],
-            input=data,
-            capture_output=True,
-            timeout=RENDER_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        raise ValueError(
-            f"{executed.name} took over {RENDER_SECONDS} s to render as a page"
-        ) from None
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
+    done = render(data)
+    if done.late:
+        raise ValueError(f"{executed.name} took over {RENDER_SECONDS} s to render as a page")
+    if done.code != 0:
+        lines = done.err.strip().splitlines()
         raise ValueError(
             f"{executed.name} could not be rendered as a page "
-            f"({lines[-1][:200] if lines else done.returncode})"
+            f"({lines[-1][:200] if lines else done.code})"
         )
-    return done.stdout.decode("utf-8", errors="replace")
+    return done.out
 
 
 def build_wheel(into: Path) -> Path:
