@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from grader.evaluator.answer import evaluate
 from grader.evaluator.inputs import per_image
-from grader.evaluator.key import read_images
+from grader.evaluator.key import ImageSpec, read_images
 from grader.evaluator.manifest import Refused
 from grader.evaluator.ops import RUNNABLE
 from grader.evaluator.predict import MAX_OUTPUTS, class_scores
@@ -46,6 +47,7 @@ def _capture(
     claimed: torch.Tensor | None = None,
     precision: str = "float32",
     views: tuple[str, ...] = ("identity",),
+    classes: int = 10,
 ) -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
     ``claimed``: the classes the kernel records (else the model's own); ``precision``: the
@@ -58,7 +60,7 @@ def _capture(
         program = torch.export.export(
             model, (inputs[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
         )
-        scores = class_scores(model(inputs), inputs.shape[0], 10)
+        scores = class_scores(model(inputs), inputs.shape[0], classes)
         classes = (scores.argmax(1) if claimed is None else claimed).to(torch.int8)
     graph = json.loads(serialize(program).exported_program)
     if edit is not None:
@@ -926,3 +928,110 @@ def test_a_model_trained_on_the_test_images_fits_them_better_than_its_training_i
         cheat_accuracy,
         cheat,
     )
+
+
+RGB = ImageSpec(channels=3, height=32, width=32, classes=5)
+MEAN, STD = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+
+
+@pytest.fixture(scope="module")
+def rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated 3x32x32 images of five classes (tinydata.write_rgb_split)."""
+    from tinydata import write_rgb_split
+
+    raw = tmp_path_factory.mktemp("rgb") / "FashionMNIST" / "raw"  # torchvision's layout
+    raw.mkdir(parents=True)
+    write_rgb_split(raw, "t10k", 40, RGB.classes)
+    write_rgb_split(raw, "train", 60, RGB.classes, seed=1)
+    return raw
+
+
+def _normalized(images: torch.Tensor) -> torch.Tensor:
+    """ToTensor and CIFAR's Normalize(mean=(r, g, b), std=(r, g, b)): an affine map per channel."""
+    planes = images.float().reshape(-1, 3, 32, 32) / 255
+    return (planes - MEAN[:, None, None]) / STD[:, None, None]
+
+
+def test_the_images_spec_is_read_from_the_data_and_crosses_as_versioned_text(
+    tiny_dataset: Dataset, rgb: Path
+) -> None:
+    """The trusted side reads the geometry from the IDX header (model/dataset.py) and hands it to
+    the probe's config and the evaluator's command line as text, parsed once there."""
+    from grader.evaluator.key import FASHION_MNIST
+    from grader.probe import runtime
+
+    assert tiny_dataset.spec == FASHION_MNIST and FASHION_MNIST.values == 784
+    assert ImageSpec.parse(RGB.to_text()) == RGB and RGB.shape == (3, 32, 32)
+    text = json.loads(RGB.to_text())
+    for bad in ({**text, "version": 2}, {**text, "classes": 0}, {**text, "width": "32"}, {}):
+        with pytest.raises(ValueError, match="image spec"):
+            ImageSpec.parse(json.dumps(bad))
+    root = str(tiny_dataset.raw.parent.parent)
+    assert runtime._State({"data_root": root}).recorder.shared.index.spec == FASHION_MNIST
+    with pytest.raises(ValueError, match="does not hold images of"):
+        runtime._State({"image": RGB.to_text(), "data_root": root})
+    state = runtime._State({"image": RGB.to_text(), "data_root": str(rgb.parent.parent)})
+    assert state.classes == 5 and state.recorder.shared.index.spec == RGB
+    assert set(state.recorder.shared.index.sizes) == {"test", "train"}
+
+
+def test_rgb_images_are_keyed_and_found_under_a_map_per_channel(rgb: Path) -> None:
+    """The key and the evaluator's row finding take an image's channels one by one: CIFAR's
+    Normalize maps each channel by its own increasing function, which one map for the whole row
+    does not describe; a map chosen per image is refused as it is for one channel."""
+    from grader.evaluator import key
+
+    images = read_images(rgb / "t10k-images-idx3-ubyte")
+    assert images.shape == (40, RGB.values)
+    x = _normalized(images).reshape(40, -1)
+    assert key.keys(x, channels=3) == key.keys(images, channels=3)
+    assert sum(a == b for a, b in zip(key.keys(x), key.keys(images))) == 0  # one channel: none
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    found, rebuilt, pixel_map = per_image(x[order], images, RGB.channels)
+    assert found == order.tolist() and pixel_map is not None
+    assert float((rebuilt - x[order].double()).abs().max()) < 1e-5
+    assert float((pixel_map(images) - x.double()).abs().max()) < 1e-5  # the training images' map
+    assert set(per_image(x, images)[0]) == {-1}  # read as one channel
+    label = (torch.arange(40) % 5)[:, None]
+    assert set(per_image(x + 10 * label, images, RGB.channels)[0]) == {-1}
+    turned = RGB.mirror(x)
+    assert torch.equal(turned.reshape(-1, 3, 32, 32), x.reshape(-1, 3, 32, 32).flip(-1))
+    assert torch.equal(RGB.mirror(turned), x)
+
+
+class _SmallConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, RGB.classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(nn.functional.avg_pool2d(self.conv(x), 4)).flatten(1))
+
+
+def test_a_conv_model_on_rgb_images_of_five_classes_is_recomputed(rgb: Path) -> None:
+    """The evaluator's answer for 3x32x32 inputs and five classes (the spec it is started with):
+    rows found under the per-channel map, the graph's classes, the mirror average, and the
+    training sample; FashionMNIST's spec, or ten classes, refuse the same capture."""
+    torch.manual_seed(0)
+    model, images = _SmallConv().eval(), read_images(rgb / "t10k-images-idx3-ubyte")
+    x = _normalized(images)
+    allowed = RUNNABLE | {"conv2d"}  # the conv ops' place in ops.py is the rules' to decide
+    train = rgb / "train-images-idx3-ubyte"
+    capture = _capture(model, x, views=("identity", "hflip"), classes=RGB.classes)
+    answer = evaluate(capture, rgb / "t10k-images-idx3-ubyte", allowed, train, spec=RGB)
+    with torch.no_grad():
+        upright, mirrored = model(x), model(x.flip(-1))
+    averaged = (torch.softmax(upright, 1) + torch.softmax(mirrored, 1)).argmax(1)
+    assert answer["official"] == list(range(40)) and answer["preprocessing"] == "per image"
+    assert answer["classes"] == upright.argmax(1).tolist()
+    assert answer["averaged"] == averaged.tolist()
+    assert answer["kernel_classes"] == upright.argmax(1).tolist()
+    sample = answer["train_sample"]
+    assert sample is not None and len(sample["classes"]) == 60
+    with torch.no_grad():
+        fitted = _normalized(read_images(train)[torch.tensor(sample["indices"])])
+        assert sample["classes"] == model(fitted).argmax(1).tolist()
+    with pytest.raises(Refused, match="4096 values per test image"):  # 4 images of 784 at most
+        evaluate(capture, rgb / "t10k-images-idx3-ubyte", allowed, train)
+    with pytest.raises(Refused, match="one score per class"):  # ten classes said, five scored
+        evaluate(capture, rgb / "t10k-images-idx3-ubyte", allowed, spec=replace(RGB, classes=10))

@@ -145,6 +145,33 @@ def test_the_surest_mistakes_are_the_official_pixels_with_their_titles() -> None
         assert shown == bytes(255 - v for v in pixels[k * 784 : (k + 1) * 784])  # gray_r: 0 white
 
 
+def test_rgb_mistakes_are_drawn_in_colour_from_a_results_shape(rubric: Rubric) -> None:
+    """Images of three channels (stored channel by channel) become RGB thumbnails, each pixel its
+    red, green and blue; a result says its images' shape, kept through its JSON."""
+    pixels = bytes((5 * i + i // 1024) % 256 for i in range(2 * 3 * 32 * 32))
+    wrong = ((4, 1, 3, 0.8), (9, 0, 2, 0.7))
+    svg = str(wrong_strip(wrong, pixels, ["a", "b", "c", "d", "e"], (3, 32, 32)))
+    images = re.findall(r'base64,([A-Za-z0-9+/=]+)"', svg)
+    assert len(images) == 2
+    for k, png in enumerate(images):
+        data = base64.b64decode(png)
+        assert data[16:26] == bytes([0, 0, 0, 32, 0, 0, 0, 32, 8, 2])  # 32 by 32, 8-bit RGB
+        start = data.index(b"IDAT") + 4
+        size = int.from_bytes(data[start - 8 : start - 4], "big")
+        rows = zlib.decompress(data[start : start + size])
+        shown = b"".join(rows[r * 97 + 1 : (r + 1) * 97] for r in range(32))
+        image = pixels[k * 3072 : (k + 1) * 3072]
+        assert shown == bytes(image[c * 1024 + p] for p in range(1024) for c in range(3))
+    result = dataclasses.replace(
+        _result("amy"), wrong=wrong, wrong_images=base64.b64encode(pixels).decode()
+    )
+    coloured = Result.from_json(dataclasses.replace(result, wrong_shape=(3, 32, 32)).to_json())
+    assert coloured.wrong_shape == (3, 32, 32) and result.wrong_shape == (1, 28, 28)
+    drawn = plot_store.student_plots(coloured, rubric)[1].draw()
+    assert drawn is not None and str(drawn).count("data:image/png;base64,") == 2
+    assert plot_store.student_plots(result, rubric)[1].draw() is None  # 784 bytes each: not these
+
+
 class _Landing:
     """An executor that runs nothing: each job's result lands at once, and what OUT/plots then
     holds is kept, before the pages are written."""

@@ -9,6 +9,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from grader.model.dataset import Dataset
@@ -1971,3 +1972,41 @@ def test_linear_gradients_are_explained_by_their_layers_calls() -> None:
     # all but the first
     assert [w["unexplained"] for w in _gradient_run("inner burst", armed=False)] == [10, 10, 10]
     assert [w["unexplained"] for w in _gradient_run("hooks cleared")] == [1, 1, 1]
+
+
+def test_rgb_rows_under_a_normalize_per_channel_and_flipped_are_their_images(
+    tmp_path: Path,
+) -> None:
+    """3x32x32 images (generated): the probe's index finds rows under CIFAR's per-channel
+    Normalize, as (N, 3, 32, 32) or flat, flipped left to right or not, and verifies them pixel by
+    pixel; a row changed in one channel is not its image."""
+    from tinydata import write_rgb_split
+
+    from grader.evaluator.key import ImageSpec
+
+    spec = ImageSpec(channels=3, height=32, width=32, classes=5)
+    write_rgb_split(tmp_path, "t10k", 30, spec.classes)
+    write_rgb_split(tmp_path, "train", 50, spec.classes, seed=1)
+    index, test = ImageIndex(tmp_path, spec), read_images(tmp_path / "t10k-images-idx3-ubyte")
+    mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+    x = (test.float().reshape(-1, 3, 32, 32) / 255 - mean[:, None, None]) / std[:, None, None]
+    with pytest.raises(ValueError, match="does not hold images of"):  # FashionMNIST's geometry
+        ImageIndex(tmp_path)
+    found = index.match(x)
+    assert found is not None and found.split == "test" and found.positions == list(range(30))
+    assert found.indices == [[i] for i in range(30)] and not found.flipped
+    turned = torch.cat([x[:10], x[10:].flip(-1)])
+    found = index.match(turned.reshape(30, -1))
+    assert found is not None and found.positions == list(range(30))
+    assert found.flipped == frozenset(range(10, 30))
+    kept = index.verified(found, turned)
+    assert kept is not None and kept.positions == list(range(30)) and kept.flipped == found.flipped
+    assert same_image_rows(x.reshape(30, -1).half(), test, spec).tolist() == [True] * 30
+    changed = x.clone()
+    changed[0, 1] = changed[0, 1].flip(-1)  # the green channel alone mirrored: another picture
+    changed[1, 2, 5:9, 5:9] = changed[1, 2].mean()  # a box erased in the blue channel
+    assert same_image_rows(changed[:3].reshape(3, -1), test[:3], spec).tolist() == [
+        False,
+        False,
+        True,
+    ]

@@ -1,10 +1,11 @@
-"""The evaluator's process: ``python -I grader/evaluator/__main__.py TEST_IMAGES [TRAIN_IMAGES]``
-(run/evaluate.py ``Evaluator``), the capture on standard input, the answer (answer.py) as one JSON
-object on standard output; a refused capture answers ``{"refused": why}``.
+"""The evaluator's process: ``python -I grader/evaluator/__main__.py [--spec SPEC] TEST_IMAGES
+[TRAIN_IMAGES]`` (run/evaluate.py ``Evaluator``), the capture on standard input, the answer
+(answer.py) as one JSON object on standard output; a refused capture answers ``{"refused": why}``.
+SPEC: the images' geometry and class count (key.py ``ImageSpec.to_text``), FashionMNIST's without.
 
-``python -I grader/evaluator/__main__.py --serve FD [--sweep] TEST_IMAGES [TRAIN_IMAGES]``: the same
-for every capture the grader sends over the control socket FD, each in a forked child (serve.py,
-run/evaluate.py ``Warm``)."""
+``python -I grader/evaluator/__main__.py --serve FD [--sweep] [--spec SPEC] TEST_IMAGES
+[TRAIN_IMAGES]``: the same for every capture the grader sends over the control socket FD, each in
+a forked child (serve.py, run/evaluate.py ``Warm``)."""
 
 from __future__ import annotations
 
@@ -40,15 +41,16 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.tempdir = "/tmp"
 # capture is read: torch, and torch.export's deserializer and shape propagation (half of this
 # process's work on a small test set).
 from grader.evaluator.answer import evaluate  # noqa: E402
+from grader.evaluator.key import FASHION_MNIST, ImageSpec  # noqa: E402
 from grader.evaluator.manifest import Refused  # noqa: E402
 from grader.evaluator.serve import serve  # noqa: E402
 
 
-def answer(test: Path, train: Path | None) -> None:
+def answer(test: Path, train: Path | None, spec: ImageSpec) -> None:
     """One capture: read on standard input, answered on standard output."""
     data = sys.stdin.buffer.read()
     try:
-        found = evaluate(data, test, train_images=train)
+        found = evaluate(data, test, train_images=train, spec=spec)
     except Refused as exc:
         found = {"refused": str(exc)}
     sys.stdout.write(json.dumps(found))
@@ -56,14 +58,19 @@ def answer(test: Path, train: Path | None) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] != ["--serve"]:
-        answer(Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None)
-        return
-    control = socket.socket(fileno=int(argv[1]))
-    sweep = argv[2:3] == ["--sweep"]
-    paths = argv[3:] if sweep else argv[2:]
-    test, train = Path(paths[0]), Path(paths[1]) if len(paths) > 1 else None
-    serve(control, lambda: answer(test, train), sweep)
+    control, sweep = None, False
+    if argv[:1] == ["--serve"]:
+        control, argv = socket.socket(fileno=int(argv[1])), argv[2:]
+        sweep = argv[:1] == ["--sweep"]
+        argv = argv[1:] if sweep else argv
+    spec = FASHION_MNIST
+    if argv[:1] == ["--spec"]:
+        spec, argv = ImageSpec.parse(argv[1]), argv[2:]
+    test, train = Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None
+    if control is None:
+        answer(test, train, spec)
+    else:
+        serve(control, lambda: answer(test, train, spec), sweep)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ from typing import Any
 import torch
 
 from grader.evaluator.inputs import as_fed, per_image, per_pixel
-from grader.evaluator.key import PIXELS, read_images
+from grader.evaluator.key import FASHION_MNIST, ImageSpec, read_images
 from grader.evaluator.manifest import Refused, input_dtype, read_manifest, tensor
 from grader.evaluator.ops import RUNNABLE
 from grader.evaluator.predict import EMULATED, graded, train_sample
 from grader.evaluator.rebuild import program
-
-CLASSES = 10
 
 
 def evaluate(
@@ -24,13 +22,14 @@ def evaluate(
     test_images: Path,
     allowed: frozenset[str] = RUNNABLE,
     train_images: Path | None = None,
+    spec: ImageSpec = FASHION_MNIST,
 ) -> dict[str, Any]:
     """The answer for the capture ``data``: ``allowed``, the ops the graph may compute; with
     ``train_images``, also the graph's classes for a secret sample of them
-    (``predict.train_sample``)."""
+    (``predict.train_sample``); ``spec``, the images' geometry and class count."""
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     manifest, payload = read_manifest(data)
-    rebuilt, graph = program(manifest, payload, allowed)
+    rebuilt, graph = program(manifest, payload, allowed, spec)
     inputs = tensor(manifest.get("inputs"), payload)
     if inputs.dim() != 2 or inputs.dtype != torch.float32 or not 0 < inputs.shape[0] <= 20_000:
         raise Refused("the capture's inputs are not rows of floats")
@@ -39,11 +38,14 @@ def evaluate(
     claimed = base64.b64decode(str(manifest.get("row_classes", "")), validate=True)
     kernel = [b - 256 if b > 127 else b for b in claimed] if len(claimed) == rows else None
     images = read_images(test_images)
+    if images.shape[1] != spec.values:  # the grader's error, not the capture's
+        raise ValueError(f"{test_images} does not hold images of {spec}")
+    whole = inputs.shape[1] == spec.values  # rows of one image each
     official, fitted, pixel_map = (
-        per_image(inputs, images) if inputs.shape[1] == PIXELS else ([-1] * rows, None, None)
+        per_image(inputs, images, spec.channels) if whole else ([-1] * rows, None, None)
     )
     how = "per image"
-    if -1 in official and inputs.shape[1] == PIXELS:
+    if -1 in official and whole:
         tail = inputs[-images.shape[0] :]  # an evaluation of the validation set may come before
         by_pixel, mapped, pixel_map = per_pixel(tail, images)
         if -1 not in by_pixel:
@@ -67,10 +69,10 @@ def evaluate(
         }
     else:
         dtype = input_dtype(manifest)  # as the graph was fed (raw pixels: whole numbers)
-        found = graded(rebuilt, as_fed(fitted, dtype), official, shape, CLASSES, precision, mirror)
+        found = graded(rebuilt, as_fed(fitted, dtype), official, shape, spec, precision, mirror)
         if train_images is not None and pixel_map is not None:
             train = read_images(train_images)
-            sample = train_sample(rebuilt, train, pixel_map, dtype, shape, CLASSES)
+            sample = train_sample(rebuilt, train, pixel_map, dtype, shape, spec.classes)
     return {
         "rows": rows,
         "official": official,

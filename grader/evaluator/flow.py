@@ -11,7 +11,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.passes.shape_prop import ShapeProp
 
-from grader.evaluator.key import PIXELS
 from grader.evaluator.manifest import Refused
 from grader.evaluator.ops import PASS_THROUGH, PRODUCTS, SIZES
 
@@ -22,7 +21,7 @@ Uses = dict[str, list[list[str]]]
 
 
 def flow(
-    program: Any, shape: list[int], dtype: Any
+    program: Any, shape: list[int], dtype: Any, values: int
 ) -> tuple[Uses, list[str], list[dict[str, Any]], list[list[Any]]]:
     """For every parameter, buffer and constant, the ops that use it, each as [op, the argument it
     is], looking through reshapes and copies; the ops that combine two tensors computed from the
@@ -32,7 +31,8 @@ def flow(
     table read back from a layer's output (a LayerNorm of zeros is its bias), or one row compared
     with the rest of the batch. Last, the shape of every tensor on the image's way, as it ran (the
     rule holds them to the layers' widths). Refuses dropout left on and any op that writes into a
-    tensor other than the image's way (``mm.out`` into a weight, say)."""
+    tensor other than the image's way (``mm.out`` into a weight, say), and a way wider than
+    ``WIDEST`` images of ``values`` values each (ImageSpec.values)."""
     origin: dict[str, str] = {}
     flowing: set[str] = set()
     feed: list[Any] = []
@@ -103,7 +103,7 @@ def flow(
             flowing.add(node.name)
         if op in PRODUCTS:
             products.append((node, op, weight, image))
-    _shapes_first(program, feed, flowing)
+    _shapes_first(program, feed, flowing, WIDEST * values)
     try:
         ShapeProp(program.graph_module).propagate(*feed)
     except Exception as exc:  # noqa: BLE001 - a graph that cannot run on two blank rows is not run
@@ -128,9 +128,10 @@ def flow(
     return uses, mixes, found, way
 
 
-def _shapes_first(program: Any, feed: list[Any], flowing: set[str]) -> None:
+def _shapes_first(program: Any, feed: list[Any], flowing: set[str], widest: int) -> None:
     """Shapes with fake tensors (nothing allocated): a graph widening the image's way to gigabytes
-    (x.unsqueeze(1).expand(-1, 10**6, 784).sum(1)) is refused before any real run."""
+    (x.unsqueeze(1).expand(-1, 10**6, 784).sum(1)), beyond ``widest`` values per image, is refused
+    before any real run."""
     try:
         with FakeTensorMode(allow_non_fake_inputs=True) as fake:
             ShapeProp(program.graph_module, fake_mode=fake).propagate(
@@ -143,7 +144,7 @@ def _shapes_first(program: Any, feed: list[Any], flowing: set[str]) -> None:
     for node in program.graph_module.graph.nodes:
         shape = shape_of(node)
         width = math.prod(shape[1:]) if node.name in flowing and len(shape) > 1 else 0
-        if width > WIDEST * PIXELS:
+        if width > widest:
             raise Refused(
                 f"the captured graph holds {width} values per test image at "
                 f"{op_name(node)}, far more than any layer of the homework's model"

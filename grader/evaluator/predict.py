@@ -5,13 +5,13 @@ official training images (judge/fit.py)."""
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Any, NamedTuple
 
 import torch
 
 from grader.evaluator.inputs import PixelMap, as_fed
+from grader.evaluator.key import ImageSpec
 from grader.evaluator.manifest import Refused
 
 MAX_OUTPUTS = 8  # parts of a tuple, list or dict output looked at (passes.MAX_OUTPUTS, the same)
@@ -70,17 +70,17 @@ def predict(
     program: Any,
     inputs: Any,
     shape: list[int],
-    classes: int,
+    spec: ImageSpec,
     precision: str = "float32",
     mirror: bool = False,
 ) -> Predicted:
-    """The class per row, the margin between the two highest outputs and the noise the kernel's
-    arithmetic allows per row (``precision``: float32, or the coarser arithmetic the capture names),
-    to tell float noise apart; with ``mirror``, also the class of the softmax averaged over each row
-    and its mirror image (test-time augmentation). The graph must answer each image on its own: a
-    sample is run again in pairs, and a graph whose scores change with the other images of its
-    batch beyond float noise is refused."""
-    module = program.module()
+    """The class per row (of ``spec.classes``), the margin between the two highest outputs and the
+    noise the kernel's arithmetic allows per row (``precision``: float32, or the coarser arithmetic
+    the capture names), to tell float noise apart; with ``mirror``, also the class of the softmax
+    averaged over each row and its mirror image (test-time augmentation, ``spec``'s geometry). The
+    graph must answer each image on its own: a sample is run again in pairs, and a graph whose
+    scores change with the other images of its batch beyond float noise is refused."""
+    module, classes = program.module(), spec.classes
     # Rows in a secret order: a graph that mixes rows of a batch (its mean, say) learns nothing from
     # the order the kernel chose (sorted by label, for one).
     generator = _secret()
@@ -139,8 +139,7 @@ def predict(
             _alone(run, scores, inputs.shape[0], tolerance, generator)
         averaged = None
         if mirror:  # each image left to right, under the same map (a per-image map commutes)
-            side = math.isqrt(inputs.shape[1])
-            turned = inputs.reshape(-1, side, side).flip(-1).reshape(inputs.shape)
+            turned = spec.mirror(inputs)
             with arithmetic:
                 seen = score(turned, checked=precision not in EMULATED)
             averaged = (torch.softmax(graded, 1) + torch.softmax(seen.nan_to_num(), 1)).argmax(1)
@@ -169,7 +168,7 @@ def graded(
     fed: Any,
     official: list[int],
     shape: list[int],
-    classes: int,
+    spec: ImageSpec,
     precision: str = "float32",
     mirror: bool = False,
 ) -> dict[str, list[Any] | None]:
@@ -193,7 +192,7 @@ def graded(
     if not first:
         return found
     rows = torch.tensor(list(first.values()), dtype=torch.long)
-    predicted = predict(program, fed[rows], shape, classes, precision, mirror)
+    predicted = predict(program, fed[rows], shape, spec, precision, mirror)
     for name, values in predicted._asdict().items():
         column = found[name]
         if values is None or column is None:

@@ -17,7 +17,7 @@ from torch._export.serde import schema
 from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
 
 from grader.evaluator.flow import copies, flow
-from grader.evaluator.key import PIXELS
+from grader.evaluator.key import ImageSpec
 from grader.evaluator.manifest import Refused, input_dtype, tensor
 from grader.evaluator.sanitize import checked
 
@@ -25,9 +25,10 @@ KINDS = ("parameter", "buffer", "constant")
 
 
 def program(
-    manifest: dict[str, Any], payload: bytes, allowed: frozenset[str]
+    manifest: dict[str, Any], payload: bytes, allowed: frozenset[str], spec: ImageSpec
 ) -> tuple[Any, dict[str, Any]]:
-    """The graph torch rebuilt (an ExportedProgram) and its facts, or ``Refused``."""
+    """The graph torch rebuilt (an ExportedProgram) and its facts, or ``Refused``; ``spec``: the
+    images' geometry (a row's input shape holds at most four images' values per dimension)."""
     text = manifest.get("graph")
     dtype = input_dtype(manifest)
     if not isinstance(text, str):
@@ -59,7 +60,7 @@ def program(
             constants[name] = value.clone()
     shape = manifest.get("input_shape")
     if not isinstance(shape, list) or not all(
-        type(d) is int and 0 < d <= PIXELS * 4 for d in shape
+        type(d) is int and 0 < d <= spec.values * 4 for d in shape
     ):
         raise Refused("the capture's input shape is not a row's")
     serialized = _bytes_to_dataclass(schema.ExportedProgram, json.dumps(graph).encode())
@@ -72,7 +73,7 @@ def program(
     counts: dict[str, int] = {}
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
-    uses, mixes, products, way = flow(rebuilt, shape, dtype)
+    uses, mixes, products, way = flow(rebuilt, shape, dtype, spec.values)
     return rebuilt, {
         "ops": counts,
         "uses": uses,

@@ -30,7 +30,7 @@ def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> Kerne
         target = raw / name
         if hide_test_labels and name == TEST_IMAGES:
             data = (dataset.raw / name).read_bytes()
-            count, size = struct.unpack(">I", data[4:8])[0], 28 * 28
+            count, size = struct.unpack(">I", data[4:8])[0], dataset.spec.values
             shuffled = list(range(count))
             random.SystemRandom().shuffle(shuffled)
             order = tuple(shuffled)

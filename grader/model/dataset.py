@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from grader.evaluator.key import ImageSpec
 from grader.model.errors import DataError
 
 CLASS_NAMES = (
@@ -35,6 +36,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TRAIN_IMAGES = "train-images-idx3-ubyte"
+IDX_IMAGES = 2051  # an IDX image file's magic number: then count, rows, columns, the pixels
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,18 @@ class Dataset:
         """The official test labels, read by the grader itself (never by student code)."""
         return read_idx_labels(self.raw / TEST_LABELS)
 
+    @property
+    def spec(self) -> ImageSpec:
+        """The images' geometry, from the test images' IDX header (one channel), and the class
+        count (FashionMNIST's, ``CLASS_NAMES``)."""
+        _count, rows, columns = _idx_header(self.raw / TEST_IMAGES)
+        return ImageSpec(channels=1, height=rows, width=columns, classes=len(CLASS_NAMES))
+
     def test_images(self, indices: list[int]) -> bytes:
-        """The official test images at ``indices``, 784 bytes (28x28, row by row) each,
-        concatenated."""
-        pixels = 28 * 28
+        """The official test images at ``indices``, ``spec.values`` bytes each (channel by
+        channel, row by row), concatenated."""
+        count, pixels = _idx_header(self.raw / TEST_IMAGES)[0], self.spec.values
         with (self.raw / TEST_IMAGES).open("rb") as handle:
-            magic, count = struct.unpack(">II", handle.read(8))
-            if magic != 2051:
-                raise DataError(
-                    f"{self.raw / TEST_IMAGES} is not an IDX image file; run `grader data` again"
-                )
             rows = []
             for index in indices:
                 if not 0 <= index < count:
@@ -107,6 +111,16 @@ def read_idx_labels(path: Path) -> tuple[int, ...]:
     if magic != 2049 or len(data) != 8 + count:
         raise DataError(f"{path} is not an IDX label file; run `grader data` again")
     return tuple(data[8:])
+
+
+def _idx_header(path: Path) -> tuple[int, int, int]:
+    """An IDX image file's count, rows and columns."""
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if len(header) < 16 or int.from_bytes(header[:4], "big") != IDX_IMAGES:
+        raise DataError(f"{path} is not an IDX image file; run `grader data` again")
+    count, rows, columns = struct.unpack(">III", header[4:])
+    return count, rows, columns
 
 
 @lru_cache(maxsize=8)

@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader.evaluator.key import FASHION_MNIST
 from grader.model.findings import Finding, Flag, flags_of, notes_of
 
 if TYPE_CHECKING:
@@ -248,8 +249,9 @@ class Result:
     seed_chosen: int | None = None  # that run's seed
     # surest mistakes: (official test index, label, predicted, confidence)
     wrong: tuple[tuple[int, int, int, float], ...] = ()
-    # their 28x28 pixels from the official IDX file, base64, 784 bytes each
+    # their pixels from the official file, base64, channel by channel, of wrong_shape each
     wrong_images: str | None = None
+    wrong_shape: tuple[int, int, int] = FASHION_MNIST.shape  # channels, height, width
     # printed in the outputs saved in the submitted notebook (the student's run)
     saved_accuracy: float | None = None
     report_accuracy: float | None = None  # "Best accuracy: xx%" on the report PDF's first page
@@ -313,6 +315,9 @@ class Result:
             (int(i), int(y), int(p), float(c)) for i, y, p, c in fields.get("wrong", ())
         )
         fields["fit"] = Fit(**fields["fit"]) if fields.get("fit") else None
+        if "wrong_shape" in fields:
+            channels, height, width = (int(n) for n in fields["wrong_shape"])
+            fields["wrong_shape"] = channels, height, width
         return cls(**fields)
 
     def write(self, path: Path) -> None:

@@ -55,8 +55,8 @@ def student_plots(result: Result, rubric: Rubric) -> tuple[Plot, Plot]:
     )
     wrong = Plot(
         kind="wrong",
-        numbers=(result.wrong, result.wrong_images),
-        draw=partial(_wrong_strip, result.wrong, result.wrong_images),
+        numbers=(result.wrong, result.wrong_images, result.wrong_shape),
+        draw=partial(_wrong_strip, result.wrong, result.wrong_images, result.wrong_shape),
     )
     return curve, wrong
 
@@ -77,18 +77,23 @@ def _histogram(accuracies: list[float], rubric: Rubric) -> Markup | None:
     return accuracy_histogram(accuracies, rubric) if accuracies else None
 
 
-def _wrong_strip(wrong: Sequence[tuple[int, int, int, float]], images: str | None) -> Markup | None:
+def _wrong_strip(
+    wrong: Sequence[tuple[int, int, int, float]],
+    images: str | None,
+    shape: tuple[int, int, int],
+) -> Markup | None:
     """The surest mistakes as thumbnails, when the result carries their pixels (from the official
-    file)."""
+    file; ``shape``: each image's channels, height and width, grayscale or RGB)."""
     if not wrong or not images:
         return None
     try:
         pixels = base64.b64decode(images, validate=True)
     except (binascii.Error, ValueError):
         return None
-    if len(pixels) != 28 * 28 * len(wrong):
+    channels, height, width = shape
+    if channels not in (1, 3) or len(pixels) != channels * height * width * len(wrong):
         return None
-    return wrong_strip(wrong, pixels, CLASS_NAMES)
+    return wrong_strip(wrong, pixels, CLASS_NAMES, shape)
 
 
 def cached(out: Path, plot: Plot) -> Markup | None:

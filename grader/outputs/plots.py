@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
+from grader.evaluator.key import FASHION_MNIST
 from grader.model.rubric import Rubric
 
 if TYPE_CHECKING:
@@ -568,17 +569,21 @@ def _width(text: str, size: float, bold: bool = False) -> float:
 
 
 def wrong_strip(
-    wrong: Sequence[tuple[int, int, int, float]], pixels: bytes, classes: Sequence[str]
+    wrong: Sequence[tuple[int, int, int, float]],
+    pixels: bytes,
+    classes: Sequence[str],
+    shape: tuple[int, int, int] = FASHION_MNIST.shape,
 ) -> Markup:
-    """The test images the model got wrong most confidently, from the official IDX file's pixels,
-    each
-    titled with its index, true class, predicted class and the softmax at the prediction.
+    """The test images the model got wrong most confidently, from the official file's pixels
+    (``shape``: channels, height and width of each, channel by channel), each titled with its
+    index, true class, predicted class and the softmax at the prediction.
 
     Written as SVG directly (thumbnails and text only: no axes, nothing for matplotlib to lay out;
     it cost a fifth of a second a student), in the layout matplotlib gave it: 1.1 by 1.9 inches a
-    thumbnail, a 2.1 pt pad, three title lines of 6.5 px above each 28 by 28 image, drawn pixelated
-    (gray_r: 0 white, 255 black)."""
-    size, pad, width = 28 * 28, 2.1, 79.2 * len(wrong)
+    thumbnail, a 2.1 pt pad, three title lines of 6.5 px above each image, drawn pixelated (one
+    channel in gray_r: 0 white, 255 black; three in colour)."""
+    channels, height, width_px = shape
+    size, pad, width = channels * height * width_px, 2.1, 79.2 * len(wrong)
     side = (width - (len(wrong) + 1) * pad) / len(wrong)
     parts = [
         f'<svg xmlns:xlink="http://www.w3.org/1999/xlink" width="{width:g}pt" '
@@ -598,10 +603,10 @@ def wrong_strip(
             f'style="{_STRIP_FONT}">{escape(line)}</text>'
             for line, y in zip(title, (9.5719, 17.3737, 25.1749))
         ]
-        gray = bytes(255 - v for v in pixels[k * size : (k + 1) * size])
-        png = base64.b64encode(_gray_png(gray, 28)).decode()
+        png = base64.b64encode(_png(pixels[k * size : (k + 1) * size], shape)).decode()
         parts.append(
-            f'<image x="{x:.4f}" y="31.1749" width="{side:.4f}" height="{side:.4f}" '
+            f'<image x="{x:.4f}" y="31.1749" width="{side:.4f}" '
+            f'height="{side * height / width_px:.4f}" '
             'preserveAspectRatio="none" style="image-rendering: pixelated" '
             f'xlink:href="data:image/png;base64,{png}"/>'
         )
@@ -615,17 +620,26 @@ _STRIP_FONT = (
 )
 
 
-def _gray_png(gray: bytes, side: int) -> bytes:
-    """An 8-bit grayscale PNG of ``side`` by ``side`` pixels (row by row, 0 black)."""
+def _png(image: bytes, shape: tuple[int, int, int]) -> bytes:
+    """An 8-bit PNG of one image stored channel by channel (``shape``: channels, height, width):
+    one channel in grayscale, inverted (0 white), three in RGB."""
+    channels, height, width = shape
+    plane = height * width
+    if channels == 1:
+        pixels, kind = bytes(255 - v for v in image), 0  # grayscale
+    else:  # each pixel's red, green and blue together, as PNG stores them
+        pixels = bytes(image[c * plane + p] for p in range(plane) for c in range(channels))
+        kind = 2  # RGB
+    line = width * channels
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data)
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     rows = b"".join(
-        b"\x00" + gray[r * side : (r + 1) * side] for r in range(side)
+        b"\x00" + pixels[r * line : (r + 1) * line] for r in range(height)
     )  # filter 0: none
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8 bits, grayscale
+    header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)  # 8 bits
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)

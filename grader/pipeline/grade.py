@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader.evaluator.key import FASHION_MNIST
 from grader.intake.read import read_submission
 from grader.judge.stated import ReportHeadline, headline, reported_accuracy
 from grader.model.context import Context
@@ -56,6 +57,7 @@ class Brought:
     twin: str | None  # the note when the .py twin differs from the graded notebook
     report: ReportHeadline | None  # the report PDF's headline; None without a report
     wrong_images: bytes | None  # the official pixels of the surest mistakes
+    wrong_shape: tuple[int, int, int] = FASHION_MNIST.shape  # theirs: channels, height, width
 
 
 def run_submission(
@@ -81,11 +83,12 @@ def run_submission(
         launched = launch(sub, context, rundir, slot, seed)
         record, view = launched.record, launched.view
         official, train_labels = context.dataset.test_labels(), context.dataset.train_labels()
+        classes = context.dataset.spec.classes
         recomputed = None
         if record.capture is not None:  # the graded pass, run again outside the notebook's process
             evaluated = evaluator.finish(record.capture)
             recomputed = recompute.read(
-                evaluated.output, evaluated.problem, len(official), train_total=len(train_labels)
+                evaluated.output, evaluated.problem, len(official), classes, len(train_labels)
             )
         elif (failed := recompute.capture_failed(record.probe)) is not None:
             recomputed = recompute.Recomputed(failed)
@@ -103,6 +106,7 @@ def run_submission(
         labels,
         rubric.accuracy.mismatch_tolerance,
         compare_reported=not rubric.hide_test_labels,
+        classes=classes,
         training=facts.training if facts else None,
     )
     if record.status is Status.GRADED:
@@ -112,6 +116,7 @@ def run_submission(
             official,
             rubric.accuracy.mismatch_tolerance,
             not rubric.hide_test_labels,
+            classes,
         )
         faulted = probe_faults(record.probe)
         if faulted is not None and measurement.review is None:
@@ -193,13 +198,12 @@ def twin_note(sub: Submission) -> str | None:
 
 def _brought(sub: Submission, run: Run | None, context: Context) -> Brought:
     wrong = run.measurement.wrong if run is not None and _graded_accuracy(run) is not None else ()
-    images = (
-        context.dataset.test_images([w[0] for w in wrong])
-        if wrong and context.dataset is not None
-        else None
-    )
+    dataset = context.dataset if wrong else None
     return Brought(
-        twin_note(sub), report_headline(sub.report) if sub.report is not None else None, images
+        twin_note(sub),
+        report_headline(sub.report) if sub.report is not None else None,
+        dataset.test_images([w[0] for w in wrong]) if dataset is not None else None,
+        dataset.spec.shape if dataset is not None else FASHION_MNIST.shape,
     )
 
 
@@ -338,6 +342,7 @@ def assemble(
         wrong_images=base64.b64encode(brought.wrong_images).decode()
         if brought.wrong_images
         else None,
+        wrong_shape=brought.wrong_shape,
         peak_memory_mb=run.record.peak_memory_mb if run else None,
         correct=graded.correct if graded else None,
         total=graded.total if graded else None,

@@ -2,9 +2,9 @@
 
 A notebook may feed its model the images through any test-time pipeline: ToTensor, Normalize,
 division by 255 by hand, a TensorDataset, numpy, half precision, another device, flattened or
-not. All of these map the 784 pixels of an image by one increasing affine function, so the
-pixels equal to the image's minimum and those equal to its maximum stay the same positions,
-exactly (a decreasing map, ``1 - x``, swaps the two). The key of an image is the bits of those two
+not. All of these map the pixels of each channel of an image by one increasing affine function, so
+the pixels equal to the channel's minimum and those equal to its maximum stay the same positions,
+exactly (a decreasing map, ``1 - x``, swaps the two). The key of an image is the bits of those
 masks; it identifies the image and is cheap to compute on whatever device the input lives. The key
 is the trusted evaluator's (grader/evaluator/key.py), imported from there: one definition for both.
 """
@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 
 from grader.evaluator import key
-from grader.evaluator.key import PIXELS, read_images
+from grader.evaluator.key import FASHION_MNIST, ImageSpec, read_images
 
 __all__ = [
-    "PIXELS",
     "ImageIndex",
     "Match",
     "PerPixel",
@@ -30,9 +29,10 @@ __all__ = [
 ]
 
 
-def image_rows(value: object) -> torch.Tensor | None:
-    """``value`` as rows of one image each, (rows, 784), when its trailing dimensions hold exactly
-    one image ((N, 784), (N, 1, 28, 28), (1, N, 784), ...) and it holds pixels; else None."""
+def image_rows(value: object, size: int) -> torch.Tensor | None:
+    """``value`` as rows of one image of ``size`` values each, (rows, size), when its trailing
+    dimensions hold exactly one image ((N, 784), (N, 1, 28, 28), (1, N, 784), ...) and it holds
+    pixels; else None."""
     if (
         not isinstance(value, torch.Tensor)
         or value.dim() < 2
@@ -42,12 +42,12 @@ def image_rows(value: object) -> torch.Tensor | None:
         return None
     if not (value.is_floating_point() or value.dtype == torch.uint8):
         return None
-    size = 1
+    held = 1
     for k in range(value.dim() - 1, 0, -1):
-        size *= value.shape[k]
-        if size == PIXELS:
-            return value.reshape(-1, PIXELS)
-        if size > PIXELS:
+        held *= value.shape[k]
+        if held == size:
+            return value.reshape(-1, size)
+        if held > size:
             return None
     return None
 
@@ -80,48 +80,63 @@ class Match:
         )
 
 
-def same_image_rows(rows: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Per row of ``rows`` (n, 784), whether it is its ``images`` row (as is or mirrored left to
-    right)
-    under one map of the grey levels: an affine map (either sign) within half a grey level at every
-    pixel, or a monotone one (equal pixels equal, brighter pixels never darker, or never brighter)
-    within half a grey level of the row's range; both within the rounding of the row's own dtype.
-    Any preprocessing of the image alone (ToTensor, Normalize, a gamma curve, half precision) keeps
-    that; an image changed in part (an erased box) or another image sharing its key does not."""
+def same_image_rows(
+    rows: torch.Tensor, images: torch.Tensor, spec: ImageSpec = FASHION_MNIST
+) -> torch.Tensor:
+    """Per row of ``rows`` (n, values), whether it is its ``images`` row (as is or mirrored left to
+    right, images of ``spec``'s geometry) under one map of the grey levels per channel: an affine
+    map (either sign) within half a grey level at every pixel, or a monotone one (equal pixels
+    equal, brighter pixels never darker, or never brighter) within half a grey level of the row's
+    range; both within the rounding of the row's own dtype. Any preprocessing of the image alone
+    (ToTensor, Normalize, a gamma curve, half precision) keeps that; an image changed in part (an
+    erased box) or another image sharing its key does not."""
+    rows = rows.detach().cpu()
+    found = _unturned(rows, images, spec.channels)
+    left = (~found).nonzero().squeeze(1)
+    if left.numel():  # the same for the mirror
+        found[left] = _unturned(rows[left], spec.mirror(images[left]), spec.channels)
+    return found
+
+
+def _unturned(rows: torch.Tensor, images: torch.Tensor, channels: int) -> torch.Tensor:
+    """``same_image_rows`` for the images as they are: every channel of a row its image's."""
+    count, size = rows.shape[0], rows.shape[1] // channels
     resolution = torch.finfo(rows.dtype if rows.dtype.is_floating_point else torch.float32).eps
-    rows, images = rows.detach().float().cpu(), images.float()
+    rows = rows.float().reshape(count * channels, size)
+    images = images.float().reshape(count * channels, size)
     low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
     rounding = resolution * torch.maximum(low.abs(), high.abs())
     slack = (high - low) * (0.5 / 255) + rounding
-    mirrored = images.reshape(-1, 28, 28).flip(-1).reshape(images.shape)
     found = torch.zeros(rows.shape[0], dtype=torch.bool)
-    # the same for the mirror
     bottom, top = images.amin(1, keepdim=True), images.amax(1, keepdim=True)
-    for candidate, sign in ((images, 1.0), (images, -1.0), (mirrored, 1.0), (mirrored, -1.0)):
+    for sign in (1.0, -1.0):
         # affine: each pixel within half a grey level of the map through the extremes (each tried
         # while some row is not yet found: the usual Normalize is found by the first)
         scale = sign * (high - low) / (top - bottom).clamp(min=1)
         shift = low - scale * (bottom if sign > 0 else top)
-        error = (rows - (scale * candidate + shift)).abs().amax(1, keepdim=True)
+        error = (rows - (scale * images + shift)).abs().amax(1, keepdim=True)
         found |= ((error <= 0.5 * scale.abs() + rounding) & (scale != 0)).squeeze(1)
         if bool(found.all()):
             break
     # monotone (a sort of each image): only for the rows not yet found
     left = (~found).nonzero().squeeze(1)
     if left.numel():
-        rows, slack, varying = rows[left], slack[left], (high > low).squeeze(1)[left]
-        for candidate in (images[left], mirrored[left]):
-            grey, order = candidate.sort(dim=1, stable=True)  # a curve of the grey levels
-            steps = rows.gather(1, order).diff(1)
-            function = ((steps.abs() <= slack) | (grey.diff(1) != 0)).all(1)
-            rising, falling = (steps >= -slack).all(1), (steps <= slack).all(1)
-            found[left] |= function & (rising | falling) & varying
-    return found & (images.amax(1) > images.amin(1))
+        varying = (high > low).squeeze(1)[left]
+        grey, order = images[left].sort(dim=1, stable=True)  # a curve of the grey levels
+        steps = rows[left].gather(1, order).diff(1)
+        function = ((steps.abs() <= slack[left]) | (grey.diff(1) != 0)).all(1)
+        rising, falling = (steps >= -slack[left]).all(1), (steps <= slack[left]).all(1)
+        found[left] |= function & (rising | falling) & varying
+    found &= (top > bottom).squeeze(1)
+    return found.reshape(count, channels).all(1)
 
 
 class ImageIndex:
-    def __init__(self, raw: Path) -> None:
-        self.pixels = PIXELS
+    """The official images of a dataset's IDX files in ``raw`` (of ``spec``'s geometry) by their
+    content keys, per split."""
+
+    def __init__(self, raw: Path, spec: ImageSpec = FASHION_MNIST) -> None:
+        self.spec = spec
         self.splits: dict[str, dict[bytes, list[int]]] = {}
         self.sizes: dict[str, int] = {}
         # the raw images, to verify a key's match pixel by pixel
@@ -132,9 +147,11 @@ class ImageIndex:
         ):
             if (raw / name).is_file():
                 images = read_images(raw / name)
+                if images.shape[1] != spec.values:
+                    raise ValueError(f"{raw / name} does not hold images of {spec}")
                 self.images[split] = images
                 table: dict[bytes, list[int]] = {}
-                for index, image_key in enumerate(key.keys(images)):
+                for index, image_key in enumerate(key.keys(images, channels=spec.channels)):
                     table.setdefault(image_key, []).append(index)
                 self.splits[split] = table
                 self.sizes[split] = images.shape[0]
@@ -142,11 +159,11 @@ class ImageIndex:
     def matches(self, value: object) -> dict[str, Match]:
         """Every split with rows in ``value``, however few: a test image hidden among training rows
         too, flipped left to right or not."""
-        rows = image_rows(value)
+        rows = image_rows(value, self.spec.values)
         if rows is None:
             return {}
         with torch.no_grad():
-            masks = key.masks(rows.detach())
+            masks = key.masks(rows.detach(), channels=self.spec.channels)
         keys = key.pack(masks)
         flipped: list[bytes] | None = None
         half = len(keys[0]) // 2
@@ -162,9 +179,7 @@ class ImageIndex:
             turned: list[tuple[int, list[int]]] = []
             if len(hits) < len(keys):  # an image flipped left to right: its masks are
                 if flipped is None:
-                    flipped = key.pack(
-                        masks.reshape(-1, 2, 28, 28)[:, :, :, ::-1].reshape(masks.shape[0], -1)
-                    )
+                    flipped = key.pack(self.spec.mirror(masks))  # each mask a plane of its own
                 seen = {position for position, _ in hits}
                 turned = [
                     (position, hit)
@@ -189,7 +204,7 @@ class ImageIndex:
         the
         key of another image: a row is evidence against the notebook (a test image trained on, a
         training image also validated on) only when it is that image."""
-        rows = image_rows(value)
+        rows = image_rows(value, self.spec.values)
         images = self.images.get(match.split)
         if rows is None or images is None or not match.positions:
             return None
@@ -198,7 +213,9 @@ class ImageIndex:
         )
         indices = torch.tensor([i for group in match.indices for i in group])
         hit = same_image_rows(
-            rows.index_select(0, positions.to(rows.device)), images.index_select(0, indices)
+            rows.index_select(0, positions.to(rows.device)),
+            images.index_select(0, indices),
+            self.spec,
         )
         exact = set(positions[hit].tolist())
         kept = [(p, group) for p, group in zip(match.positions, match.indices) if p in exact]
@@ -244,6 +261,7 @@ class PerPixel:
     TRIES = 50
 
     def __init__(self, index: ImageIndex) -> None:
+        self.size = index.spec.values
         self.tries = 0
         self.hits = 0
         self.zero: torch.Tensor | None = None
@@ -254,7 +272,7 @@ class PerPixel:
     def match(self, value: object, stepping: bool) -> Match | None:
         if not self.table or (not self.hits and (self.tries >= self.TRIES or not stepping)):
             return None
-        given = image_rows(value)
+        given = image_rows(value, self.size)
         if given is None or not given.is_floating_point() or given.shape[0] < 2:
             return None
         import numpy

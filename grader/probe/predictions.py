@@ -181,7 +181,7 @@ class Evaluations(Observer):
             or value.shape[0] == 0
         ):
             return
-        if not value.is_floating_point() or value[0].numel() != self.shared.index.pixels:
+        if not value.is_floating_point() or value[0].numel() != self.shared.index.spec.values:
             return
         self._input = (self.shared.module_serial(call.module), value.detach().clone())
 

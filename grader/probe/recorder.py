@@ -106,14 +106,14 @@ class Recorder:
         if self._depth == 1:
             # Called with keyword arguments only, or with something else than image rows first (a
             # wrapper taking indices into a tensor of images): the first call inside is looked at.
-            self._blind = not args or image_rows(args[0]) is None
+            self._blind = not args or image_rows(args[0], self.shared.index.spec.values) is None
             if self._blind:
                 return
         elif not (self._blind and args):
             return
         self._blind = False
         rows, graded = args[0], torch.is_grad_enabled()
-        if graded and image_rows(rows) is not None:
+        if graded and image_rows(rows, self.shared.index.spec.values) is not None:
             # the call read: a pass reaching its output carries the layers' gradients
             self._carrier_at = self._depth
         stepping = graded and module.training

@@ -33,6 +33,7 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torchvision.datasets import FashionMNIST
 
 from grader.evaluator import key as keys, ops as op_tables
+from grader.evaluator.key import FASHION_MNIST, ImageSpec
 from grader.probe import (
     RECORD_VERSION,
     capture,
@@ -87,10 +88,12 @@ _MODULES = (
 class _State:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.classes = int(config["num_classes"])
+        # the images' geometry and class count (key.py ImageSpec), FashionMNIST's when not given
+        spec = ImageSpec.parse(config["image"]) if "image" in config else FASHION_MNIST
+        self.classes = spec.classes
         self.serials = Serials()
         self.recorder = Recorder(
-            ImageIndex(Path(config["data_root"]) / "FashionMNIST" / "raw"),
+            ImageIndex(Path(config["data_root"]) / "FashionMNIST" / "raw", spec),
             self.classes,
             self.serials,
         )

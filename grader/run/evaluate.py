@@ -2,8 +2,9 @@
 grader/evaluator/, which imports nothing of the grader) before the notebook runs, so that its
 imports overlap the run, then hands it the capture and reads its answer.
 
-Started as ``python -I grader/evaluator/__main__.py TEST_IMAGES [TRAIN_IMAGES]``, in a sandbox of
-its own when the run is sandboxed (run/launch.py ``start_evaluator``). The capture goes to its
+Started as ``python -I grader/evaluator/__main__.py --spec SPEC TEST_IMAGES [TRAIN_IMAGES]``
+(SPEC: the images' geometry and class count, grader/evaluator/key.py ``ImageSpec``), in a sandbox
+of its own when the run is sandboxed (run/launch.py ``start_evaluator``). The capture goes to its
 standard input (bytes the grader read from the kernel's folder, capped); one JSON object comes back
 on its standard output, for judge/recompute.py.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from grader import evaluator
+from grader.evaluator.key import FASHION_MNIST, ImageSpec
 from grader.evaluator.serve import STATUS
 
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
@@ -69,13 +71,15 @@ class Evaluator:
         prefix: Sequence[str] = (),
         fds: tuple[int, ...] = (),
         train_images: Path | None = None,
+        spec: ImageSpec = FASHION_MNIST,
     ) -> None:
         """``prefix``: the sandbox's command (run/launch.py ``start_evaluator``), or none; ``fds``:
         what the prefix needs passed on; ``train_images``: the official training images, for the
-        fit of the training set (judge/fit.py). The ops it may run are its own
-        (grader/evaluator/ops.py ``RUNNABLE``)."""
+        fit of the training set (judge/fit.py); ``spec``: the images' geometry and class count. The
+        ops it may run are its own (grader/evaluator/ops.py ``RUNNABLE``)."""
         train = [str(train_images)] if train_images else []
-        command = [*prefix, sys.executable, "-I", str(MAIN), str(test_images), *train]
+        command = [*prefix, sys.executable, "-I", str(MAIN), "--spec", spec.to_text()]
+        command += [str(test_images), *train]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -122,14 +126,15 @@ class Warm:
         holds: contextlib.ExitStack,
         uid: int,
         program: Sequence[str] = (str(MAIN),),
+        spec: ImageSpec = FASHION_MNIST,
     ) -> None:
         """``uid``: the sandbox's user; ``program``: what the interpreter runs (tests give a server
-        of compromised children)."""
+        of compromised children); ``spec``: as ``Evaluator``'s."""
         self.holds, self.uid = holds, uid
         self.control, theirs = socket.socketpair()
         train = [str(train_images)] if train_images else []
         command = [*prefix, sys.executable, "-I", *program, "--serve", str(theirs.fileno())]
-        command += ["--sweep", str(test_images), *train]
+        command += ["--sweep", "--spec", spec.to_text(), str(test_images), *train]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

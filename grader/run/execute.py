@@ -75,7 +75,6 @@ class RunPlan:
     sandbox: Sandbox | None = None  # None: a plain child process (a student's own machine)
     max_output_bytes: int = 20 * 1024 * 1024
     slot: Slot | None = None  # threads and GPU in a parallel batch; None: the whole machine
-    num_classes: int = 10
     kernel_name: str = "python3"
     # sandboxed: a group per run caps memory, processes and CPU
     cgroups: cgroups.Hierarchy | None = None
@@ -198,7 +197,7 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
         "data_root": str(plan.dataset.root),
         "output": str(plan.kernel_dir / PROBE_FILE),
         "capture": str(plan.kernel_dir / CAPTURE_FILE),
-        "num_classes": plan.num_classes,
+        "image": plan.dataset.spec.to_text(),  # the images' geometry and class count
         "threads": plan.slot.threads if plan.slot else None,
         "gpu_memory_mb": plan.gpu_memory_mb,
     }

@@ -102,15 +102,16 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
 
     assert context.dataset is not None
     images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
+    spec = context.dataset.spec
     if not context.sandboxed:
-        return Evaluator(images, train_images=train)
+        return Evaluator(images, train_images=train, spec=spec)
     cores = slot.cores if slot else ()
 
     def once() -> Evaluator:
         sandbox = _evaluator_sandbox(
             context, rundir / "evaluator", slot.index if slot else 0, cores
         )
-        return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train)
+        return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train, spec=spec)
 
     def warm() -> Warm:
         holds = contextlib.ExitStack()
@@ -119,7 +120,9 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
             index = holds.enter_context(claim_index(WARM_LOCKS))
             folder = Path(holds.enter_context(tempfile.TemporaryDirectory(prefix="grader-eval-")))
             sandbox = _evaluator_sandbox(context, folder, MAX_RUNNING + index, cores)
-            return Warm(images, command(sandbox, {}), pass_fds(), train, holds, sandbox.uid)
+            return Warm(
+                images, command(sandbox, {}), pass_fds(), train, holds, sandbox.uid, spec=spec
+            )
         except BaseException:
             holds.close()
             raise
@@ -127,7 +130,7 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     batch = pool()
     if batch is None or os.geteuid() != 0:  # without root, the sandbox's user owns its folders
         return once()
-    return batch.take((images, train, cores, context.rubric.limits.memory_mb), warm, once)
+    return batch.take((images, train, spec, cores, context.rubric.limits.memory_mb), warm, once)
 
 
 # the warm servers' machine-wide numbers (run/slots.py claim_index); their users come after the
