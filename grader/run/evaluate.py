@@ -30,6 +30,7 @@ from typing import Protocol
 from grader import evaluator
 from grader.evaluator.key import FASHION_MNIST, ImageSpec
 from grader.evaluator.serve import STATUS
+from grader.run.pipes import PIPES_CLOSE_S, Sink, write_all
 
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
 MAIN = Path(evaluator.__file__).resolve().parent / "__main__.py"
@@ -109,7 +110,6 @@ SERVER_START_S = (
 )
 MAX_ERROR_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # 10,000 rows' classes, margins and graph facts: about 1 MB
-PIPES_CLOSE_S = 10  # after the child's end, its pipes close at once unless something holds them
 
 
 class Warm:
@@ -161,9 +161,9 @@ class Warm:
         finally:
             for fd in theirs:
                 os.close(fd)
-        out, err = _Sink(MAX_ANSWER_BYTES), _Sink(MAX_ERROR_BYTES)
+        out, err = Sink(MAX_ANSWER_BYTES), Sink(MAX_ERROR_BYTES)
         threads = [
-            threading.Thread(target=_write_all, args=(stdin, capture), daemon=True),
+            threading.Thread(target=write_all, args=(stdin, capture), daemon=True),
             threading.Thread(target=out.drain, args=(stdout,), daemon=True),
             threading.Thread(target=err.drain, args=(stderr,), daemon=True),
         ]
@@ -217,29 +217,6 @@ class Warm:
             self.process.kill()
         self.process.wait()
         self.holds.close()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    with open(fd, "wb", closefd=True) as pipe:
-        with contextlib.suppress(OSError):
-            pipe.write(data)
-
-
-class _Sink:
-    """What a pipe carried, kept up to ``cap`` bytes (the rest read and counted)."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap, self.size, self.chunks = cap, 0, list[bytes]()
-
-    def drain(self, fd: int) -> None:
-        with open(fd, "rb", buffering=0, closefd=True) as pipe:
-            while chunk := pipe.read(1 << 16):
-                if self.size < self.cap:
-                    self.chunks.append(chunk[: self.cap - self.size])
-                self.size += len(chunk)
-
-    def text(self) -> str:
-        return b"".join(self.chunks).decode("utf-8", errors="replace")
 
 
 class _Pooled:

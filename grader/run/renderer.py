@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.run.evaluate import PIPES_CLOSE_S, _Sink, _write_all
+from grader.run.pipes import PIPES_CLOSE_S, Sink, write_all
 from grader.run.render_notebook import MEMORY, STATUS
 
 RENDER_SECONDS = 120
@@ -92,9 +92,9 @@ class _Server:
         finally:
             for fd in theirs:
                 os.close(fd)
-        out, err = _Sink(MEMORY), _Sink(MAX_ERROR_BYTES)
+        out, err = Sink(MEMORY), Sink(MAX_ERROR_BYTES)
         threads = [
-            threading.Thread(target=_write_all, args=(stdin, data), daemon=True),
+            threading.Thread(target=write_all, args=(stdin, data), daemon=True),
             threading.Thread(target=out.drain, args=(stdout,), daemon=True),
             threading.Thread(target=err.drain, args=(stderr,), daemon=True),
         ]
