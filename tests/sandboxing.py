@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,3 +110,13 @@ def sandboxed_processes(*folders: Path) -> list[str]:
         and ((uid >= 60000 and uid != os.geteuid()) or comm == "bwrap")
         and pid in ours
     ]
+
+
+def left_behind(*folders: Path, within: float = 10.0) -> list[str]:
+    """``sandboxed_processes(*folders)`` once none is left, or as they are after ``within``
+    seconds: a sandbox's processes take a moment to end on a loaded machine (a fork bomb's hundreds
+    are killed one by one), what a sandbox truly left behind stays."""
+    deadline = time.monotonic() + within
+    while (alive := sandboxed_processes(*folders)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive

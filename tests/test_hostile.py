@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser import CHROMIUM, leads_with_verdict, seen_at
-from sandboxing import MODEL, sandboxed_processes
+from sandboxing import MODEL, left_behind
 
 from grader.intake.dataset import kernel_view, label_copies
 from grader.intake.read import read_submission
@@ -707,7 +707,7 @@ def test_a_class_of_attackers_changes_nothing_on_the_host(
     assert (
         all(r.peak_memory_mb is not None for r in results.values()) or find_hierarchy()[0] is None
     )
-    assert sandboxed_processes() == []
+    assert left_behind() == []
 
 
 @pytest.mark.slow

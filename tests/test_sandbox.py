@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from sandboxing import MODEL, TEST_UID, adopting_orphans, sandboxed_processes
+from sandboxing import MODEL, TEST_UID, adopting_orphans, left_behind, sandboxed_processes
 
 from grader.intake.read import read_submission
 from grader.model.context import Context
@@ -155,7 +155,7 @@ def test_bounded_fork_bomb_is_stopped_and_leaves_nothing(
     result = _grade(tmp_path, sandboxed, MODEL, bomb)
     assert result.status is Status.ERROR
     assert result.reason is not None and "BlockingIOError" in result.reason
-    assert sandboxed_processes() == []
+    assert left_behind() == []
 
 
 @pytest.mark.parametrize("crash", ["import ctypes\nctypes.string_at(0)", "import os\nos._exit(7)"])
@@ -186,7 +186,7 @@ def test_infinite_loop_times_out_and_leaves_nothing(tmp_path: Path, sandboxed: C
         and result.reason.startswith("code cell 2 (")
         and ("): still running") in result.reason
     )
-    assert sandboxed_processes() == []
+    assert left_behind() == []
 
 
 def test_a_flood_of_output_is_cut(tmp_path: Path, sandboxed: Context) -> None:
@@ -268,7 +268,7 @@ def test_one_hostile_submission_costs_the_others_nothing(
     assert results["crash"].status is Status.ERROR and "CUDA out of memory" in (
         results["crash"].reason or ""
     )
-    assert sandboxed_processes() == []
+    assert left_behind() == []
 
 
 def _write(path: Path, text: str) -> Path:
@@ -312,10 +312,7 @@ grade_directory(Path({str(batch)!r}), Path({str(out)!r}), context, LocalExecutor
     finished = {p.stem for p in (out / "results").glob("*.json")}
     assert 1 <= len(finished) < 3
     # bwrap's --die-with-parent kills them; on a loaded machine that takes a moment
-    gone = time.monotonic() + 10
-    while sandboxed_processes() and time.monotonic() < gone:
-        time.sleep(0.2)
-    assert sandboxed_processes() == []  # its sandboxes died with it
+    assert left_behind() == []  # its sandboxes died with it
 
     rubric = load_rubric(Path(__file__).parent.parent / "rubric.yaml")
     context = Context(rubric, derive_facts(rubric.template), tiny_dataset, sandboxed=True)
@@ -406,10 +403,7 @@ def test_a_sandbox_dies_with_its_grader_even_when_the_grader_dies_while_bwrap_se
         # One killed within microseconds of bwrap's clone waits forever for its other half,
         # before anything runs inside; the next grader ends it before its first run.
         end_orphans()
-    gone = time.monotonic() + 15
-    while sandboxed_processes(tmp_path) and time.monotonic() < gone:
-        time.sleep(0.2)
-    assert sandboxed_processes(tmp_path) == []
+    assert left_behind(tmp_path, within=15) == []
 
 
 def test_a_job_uid_without_a_passwd_entry_still_has_a_user_name(tmp_path: Path) -> None:
@@ -458,7 +452,4 @@ def test_the_trusted_evaluator_runs_in_a_sandbox_of_its_own(
         and "the capture has no graph" in answer.output
     )
     assert list((tmp_path / "evaluator").iterdir()) == []
-    gone = time.monotonic() + 10
-    while sandboxed_processes() and time.monotonic() < gone:
-        time.sleep(0.2)
-    assert sandboxed_processes() == []
+    assert left_behind() == []
