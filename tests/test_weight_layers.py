@@ -307,8 +307,9 @@ def _graph(model: Any) -> recompute.GraphFacts:
         dynamic_shapes=({0: torch.export.Dim.AUTO},),
         strict=False,
     )
-    # the width bound of FashionMNIST's 784 values (the images here are 8x8, to keep it quick)
-    uses, mixes, products, way = flow(program, [1, 8, 8], torch.float32, 28 * 28)
+    # the width bound of FashionMNIST's 784 values, four images' worth (the images here are 8x8,
+    # to keep it quick)
+    uses, mixes, products, way = flow(program, [1, 8, 8], torch.float32, 4 * 28 * 28)
     ops: dict[str, int] = {}
     for node in program.graph_module.graph.nodes:
         if node.op == "call_function":  # as the capture's JSON names them

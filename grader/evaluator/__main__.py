@@ -1,11 +1,13 @@
-"""The evaluator's process: ``python -I grader/evaluator/__main__.py [--spec SPEC] TEST_IMAGES
-[TRAIN_IMAGES]`` (run/evaluate.py ``Evaluator``), the capture on standard input, the answer
-(answer.py) as one JSON object on standard output; a refused capture answers ``{"refused": why}``.
-SPEC: the images' geometry and class count (key.py ``ImageSpec.to_text``), FashionMNIST's without.
+"""The evaluator's process: ``python -I grader/evaluator/__main__.py [--spec SPEC] [--widest N]
+TEST_IMAGES [TRAIN_IMAGES]`` (run/evaluate.py ``Evaluator``), the capture on standard input, the
+answer (answer.py) as one JSON object on standard output; a refused capture answers ``{"refused":
+why}``. SPEC: the images' geometry and class count (key.py ``ImageSpec.to_text``), FashionMNIST's
+without; N: the most values per image the image's way may hold (static/layers.py ``widest_way``,
+from the template), four images' without.
 
-``python -I grader/evaluator/__main__.py --serve FD [--sweep] [--spec SPEC] TEST_IMAGES
-[TRAIN_IMAGES]``: the same for every capture the grader sends over the control socket FD, each in
-a forked child (serve.py, run/evaluate.py ``Warm``)."""
+``python -I grader/evaluator/__main__.py --serve FD [--sweep] [--spec SPEC] [--widest N]
+TEST_IMAGES [TRAIN_IMAGES]``: the same for every capture the grader sends over the control socket
+FD, each in a forked child (serve.py, run/evaluate.py ``Warm``)."""
 
 from __future__ import annotations
 
@@ -46,11 +48,11 @@ from grader.evaluator.manifest import Refused  # noqa: E402
 from grader.evaluator.serve import serve  # noqa: E402
 
 
-def answer(test: Path, train: Path | None, spec: ImageSpec) -> None:
+def answer(test: Path, train: Path | None, spec: ImageSpec, widest: int | None) -> None:
     """One capture: read on standard input, answered on standard output."""
     data = sys.stdin.buffer.read()
     try:
-        found = evaluate(data, test, train_images=train, spec=spec)
+        found = evaluate(data, test, train_images=train, spec=spec, widest=widest)
     except Refused as exc:
         found = {"refused": str(exc)}
     sys.stdout.write(json.dumps(found))
@@ -66,11 +68,14 @@ def main(argv: list[str]) -> None:
     spec = FASHION_MNIST
     if argv[:1] == ["--spec"]:
         spec, argv = ImageSpec.parse(argv[1]), argv[2:]
+    widest = None
+    if argv[:1] == ["--widest"]:
+        widest, argv = int(argv[1]), argv[2:]
     test, train = Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None
     if control is None:
-        answer(test, train, spec)
+        answer(test, train, spec, widest)
     else:
-        serve(control, lambda: answer(test, train, spec), sweep)
+        serve(control, lambda: answer(test, train, spec, widest), sweep)
 
 
 if __name__ == "__main__":

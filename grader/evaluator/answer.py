@@ -23,13 +23,15 @@ def evaluate(
     allowed: frozenset[str] = RUNNABLE,
     train_images: Path | None = None,
     spec: ImageSpec = FASHION_MNIST,
+    widest: int | None = None,
 ) -> dict[str, Any]:
     """The answer for the capture ``data``: ``allowed``, the ops the graph may compute; with
     ``train_images``, also the graph's classes for a secret sample of them
-    (``predict.train_sample``); ``spec``, the images' geometry and class count."""
+    (``predict.train_sample``); ``spec``, the images' geometry and class count; ``widest``, the
+    most values per image the image's way may hold (the grader's bound, else four images')."""
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     manifest, payload = read_manifest(data)
-    rebuilt, graph = program(manifest, payload, allowed, spec)
+    rebuilt, graph = program(manifest, payload, allowed, spec, widest)
     inputs = tensor(manifest.get("inputs"), payload)
     if inputs.dim() != 2 or inputs.dtype != torch.float32 or not 0 < inputs.shape[0] <= 20_000:
         raise Refused("the capture's inputs are not rows of floats")

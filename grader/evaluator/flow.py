@@ -12,16 +12,15 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.passes.shape_prop import ShapeProp
 
 from grader.evaluator.manifest import Refused
-from grader.evaluator.ops import PASS_THROUGH, PRODUCTS, SIZES
+from grader.evaluator.ops import PASS_THROUGH, SIZES, WEIGHTED
 
-WIDEST = 4  # values per image on the image's way, in images' worth, before the graph is run at all
 _TENSOR_INPUTS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
 Uses = dict[str, list[list[str]]]
 
 
 def flow(
-    program: Any, shape: list[int], dtype: Any, values: int
+    program: Any, shape: list[int], dtype: Any, widest: int
 ) -> tuple[Uses, list[str], list[dict[str, Any]], list[list[Any]]]:
     """For every parameter, buffer and constant, the ops that use it, each as [op, the argument it
     is], looking through reshapes and copies; the ops that combine two tensors computed from the
@@ -32,7 +31,9 @@ def flow(
     with the rest of the batch. Last, the shape of every tensor on the image's way, as it ran (the
     rule holds them to the layers' widths). Refuses dropout left on and any op that writes into a
     tensor other than the image's way (``mm.out`` into a weight, say), and a way wider than
-    ``WIDEST`` images of ``values`` values each (ImageSpec.values)."""
+    ``widest`` values per image (the grader's bound, static/layers.py ``widest_way``). A
+    convolution is a product like a matrix product: its weight, the weight's shape and the batch
+    of images it ran on."""
     origin: dict[str, str] = {}
     flowing: set[str] = set()
     feed: list[Any] = []
@@ -95,15 +96,15 @@ def flow(
                     origin[node.name] = origin[n.name]
                 else:
                     uses[origin[n.name]].append([op, argument])
-                    if op in PRODUCTS and argument not in ("bias", "self", "input"):
+                    if op in WEIGHTED and argument not in ("bias", "self", "input"):
                         weight = n
         if carried > 1:
             mixes.append(op)
         if carried and op not in SIZES:
             flowing.add(node.name)
-        if op in PRODUCTS:
+        if op in WEIGHTED:
             products.append((node, op, weight, image))
-    _shapes_first(program, feed, flowing, WIDEST * values)
+    _shapes_first(program, feed, flowing, widest)
     try:
         ShapeProp(program.graph_module).propagate(*feed)
     except Exception as exc:  # noqa: BLE001 - a graph that cannot run on two blank rows is not run

@@ -107,7 +107,9 @@ LAYERS = NORMS | frozenset(
 # A convolutional template's own ops (nn.Conv1d/Conv2d and pooling, as torch.export and the
 # kernel's dispatch name them): the architecture rule counts a convolution as a product of a
 # template's conv layer, and a pooling op as part of its chain, only for a template that has conv
-# layers (static/rules/linear_graph.py). Not RUNNABLE: the evaluator does not run them yet.
+# layers (static/rules/linear_graph.py); for one of Linear layers only (HW3) either is an op no
+# layer of the homework computes. The evaluator runs them (its width bound, flow.py, holds what a
+# convolution may make of an image).
 CONVOLUTIONS = frozenset({"conv1d", "conv2d", "convolution", "_convolution"})
 POOLING = frozenset(
     {
@@ -126,7 +128,14 @@ POOLING = frozenset(
 )
 # The only ops the evaluator runs at all (sanitize.py refuses a graph with any other): no op that
 # reads or writes files, allocates or mutates.
-RUNNABLE = PRODUCTS | SHAPING | LAYERS
+RUNNABLE = PRODUCTS | SHAPING | LAYERS | CONVOLUTIONS | POOLING
+# Values per image the image's way may hold before the evaluator runs a graph at all (flow.py), in
+# images' worth without the grader's bound (HW3's) or in widths of the template's widest layer
+# (static/layers.py ``widest_way``, the bound the grader passes).
+WIDEST = 4
+# The ops the evaluator records as products, each with the weight it applies (flow.py): the
+# matrix products and the convolutions (the rule judges each by the template's layers).
+WEIGHTED = PRODUCTS | CONVOLUTIONS
 
 # Ops that only reshape, copy or move a tensor: a weight seen through them is still that weight.
 PASS_THROUGH = frozenset(

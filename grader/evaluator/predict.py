@@ -159,7 +159,7 @@ def _alone(run: Any, scores: Any, count: int, tolerance: float, generator: torch
         if float((again - scores[row]).abs().max()) > bound:
             raise Refused(
                 "the captured model's answer for a test image changes with the other "
-                "images of its batch, which the homework's three Linear layers cannot do"
+                "images of its batch, which no layer of the homework's model can do"
             )
 
 

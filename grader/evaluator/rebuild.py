@@ -19,16 +19,23 @@ from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to
 from grader.evaluator.flow import copies, flow
 from grader.evaluator.key import ImageSpec
 from grader.evaluator.manifest import Refused, input_dtype, tensor
+from grader.evaluator.ops import WIDEST
 from grader.evaluator.sanitize import checked
 
 KINDS = ("parameter", "buffer", "constant")
 
 
 def program(
-    manifest: dict[str, Any], payload: bytes, allowed: frozenset[str], spec: ImageSpec
+    manifest: dict[str, Any],
+    payload: bytes,
+    allowed: frozenset[str],
+    spec: ImageSpec,
+    widest: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The graph torch rebuilt (an ExportedProgram) and its facts, or ``Refused``; ``spec``: the
-    images' geometry (a row's input shape holds at most four images' values per dimension)."""
+    images' geometry (a row's input shape holds at most four images' values per dimension);
+    ``widest``: the most values per image on the image's way (flow.py), else ``WIDEST`` images'
+    worth."""
     text = manifest.get("graph")
     dtype = input_dtype(manifest)
     if not isinstance(text, str):
@@ -73,7 +80,8 @@ def program(
     counts: dict[str, int] = {}
     for target in targets:
         counts[target] = counts.get(target, 0) + 1
-    uses, mixes, products, way = flow(rebuilt, shape, dtype, spec.values)
+    bound = widest if widest is not None else WIDEST * spec.values
+    uses, mixes, products, way = flow(rebuilt, shape, dtype, bound)
     return rebuilt, {
         "ops": counts,
         "uses": uses,

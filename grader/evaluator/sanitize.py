@@ -72,8 +72,9 @@ def checked(graph: Any, allowed: frozenset[str]) -> list[str]:
         name = target.split(".")[3] if target.startswith("torch.ops.") else "getitem"
         if name not in allowed:  # no op that reads or writes files, allocates or mutates
             raise Refused(
-                f"the captured graph computes {name}, which is none of the Linear "
-                "layers, normalization, dropout, activations or reshaping the homework's model uses"
+                f"the captured graph computes {name}, which is none of the weight layers "
+                "(Linear, convolution), pooling, normalization, dropout, activations or "
+                "reshaping a homework's model uses"
             )
         targets.append(target)
         node["metadata"] = {}

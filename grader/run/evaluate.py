@@ -2,8 +2,9 @@
 grader/evaluator/, which imports nothing of the grader) before the notebook runs, so that its
 imports overlap the run, then hands it the capture and reads its answer.
 
-Started as ``python -I grader/evaluator/__main__.py --spec SPEC TEST_IMAGES [TRAIN_IMAGES]``
-(SPEC: the images' geometry and class count, grader/evaluator/key.py ``ImageSpec``), in a sandbox
+Started as ``python -I grader/evaluator/__main__.py --spec SPEC [--widest N] TEST_IMAGES
+[TRAIN_IMAGES]`` (SPEC: the images' geometry and class count, grader/evaluator/key.py ``ImageSpec``;
+N: the most values per image a graph's way may hold, static/layers.py ``widest_way``), in a sandbox
 of its own when the run is sandboxed (run/launch.py ``start_evaluator``). The capture goes to its
 standard input (bytes the grader read from the kernel's folder, capped); one JSON object comes back
 on its standard output, for judge/recompute.py.
@@ -53,6 +54,11 @@ def _failed(stderr: str, code: int) -> Evaluated:
     return Evaluated(None, f"the trusted evaluation failed ({lines[-1][:300] if lines else code})")
 
 
+def _widest(widest: int | None) -> list[str]:
+    """The evaluator's ``--widest`` argument, or none."""
+    return ["--widest", str(widest)] if widest is not None else []
+
+
 class Evaluation(Protocol):
     """A trusted evaluation of one run's capture: ``finish`` hands it the capture and waits for
     the answer; ``close`` ends it, used or not."""
@@ -73,14 +79,16 @@ class Evaluator:
         fds: tuple[int, ...] = (),
         train_images: Path | None = None,
         spec: ImageSpec = FASHION_MNIST,
+        widest: int | None = None,
     ) -> None:
         """``prefix``: the sandbox's command (run/launch.py ``start_evaluator``), or none; ``fds``:
         what the prefix needs passed on; ``train_images``: the official training images, for the
-        fit of the training set (judge/fit.py); ``spec``: the images' geometry and class count. The
-        ops it may run are its own (grader/evaluator/ops.py ``RUNNABLE``)."""
+        fit of the training set (judge/fit.py); ``spec``: the images' geometry and class count;
+        ``widest``: the most values per image on a graph's way (the evaluator's own bound without).
+        The ops it may run are its own (grader/evaluator/ops.py ``RUNNABLE``)."""
         train = [str(train_images)] if train_images else []
         command = [*prefix, sys.executable, "-I", str(MAIN), "--spec", spec.to_text()]
-        command += [str(test_images), *train]
+        command += [*_widest(widest), str(test_images), *train]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -127,14 +135,16 @@ class Warm:
         uid: int,
         program: Sequence[str] = (str(MAIN),),
         spec: ImageSpec = FASHION_MNIST,
+        widest: int | None = None,
     ) -> None:
         """``uid``: the sandbox's user; ``program``: what the interpreter runs (tests give a server
-        of compromised children); ``spec``: as ``Evaluator``'s."""
+        of compromised children); ``spec``, ``widest``: as ``Evaluator``'s."""
         self.holds, self.uid = holds, uid
         self.control, theirs = socket.socketpair()
         train = [str(train_images)] if train_images else []
         command = [*prefix, sys.executable, "-I", *program, "--serve", str(theirs.fileno())]
-        command += ["--sweep", "--spec", spec.to_text(), str(test_images), *train]
+        command += ["--sweep", "--spec", spec.to_text(), *_widest(widest)]
+        command += [str(test_images), *train]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

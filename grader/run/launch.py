@@ -99,19 +99,23 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     batch (``warm_evaluators``) it is a fork of the slot's warm server, started on first use."""
     from grader.model.dataset import TEST_IMAGES, TRAIN_IMAGES
     from grader.run.sandbox import command, pass_fds
+    from grader.static.layers import widest_way
 
     assert context.dataset is not None
     images, train = context.dataset.raw / TEST_IMAGES, context.dataset.raw / TRAIN_IMAGES
     spec = context.dataset.spec
+    widest = widest_way(context.facts.weight_layers, spec)  # the template's, never the capture's
     if not context.sandboxed:
-        return Evaluator(images, train_images=train, spec=spec)
+        return Evaluator(images, train_images=train, spec=spec, widest=widest)
     cores = slot.cores if slot else ()
 
     def once() -> Evaluator:
         sandbox = _evaluator_sandbox(
             context, rundir / "evaluator", slot.index if slot else 0, cores
         )
-        return Evaluator(images, command(sandbox, {}), pass_fds(), train_images=train, spec=spec)
+        return Evaluator(
+            images, command(sandbox, {}), pass_fds(), train_images=train, spec=spec, widest=widest
+        )
 
     def warm() -> Warm:
         holds = contextlib.ExitStack()
@@ -121,7 +125,14 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
             folder = Path(holds.enter_context(tempfile.TemporaryDirectory(prefix="grader-eval-")))
             sandbox = _evaluator_sandbox(context, folder, MAX_RUNNING + index, cores)
             return Warm(
-                images, command(sandbox, {}), pass_fds(), train, holds, sandbox.uid, spec=spec
+                images,
+                command(sandbox, {}),
+                pass_fds(),
+                train,
+                holds,
+                sandbox.uid,
+                spec=spec,
+                widest=widest,
             )
         except BaseException:
             holds.close()
@@ -130,7 +141,8 @@ def start_evaluator(context: Context, rundir: Path, slot: Slot | None) -> Evalua
     batch = pool()
     if batch is None or os.geteuid() != 0:  # without root, the sandbox's user owns its folders
         return once()
-    return batch.take((images, train, spec, cores, context.rubric.limits.memory_mb), warm, once)
+    key = (images, train, spec, widest, cores, context.rubric.limits.memory_mb)
+    return batch.take(key, warm, once)
 
 
 # the warm servers' machine-wide numbers (run/slots.py claim_index); their users come after the

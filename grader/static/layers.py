@@ -11,9 +11,15 @@ are the same layer. Bias and padding_mode are not compared (like a Linear layer'
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from grader.evaluator.ops import WIDEST
 from grader.model.rubric import ArgValue, WeightLayer
+
+if TYPE_CHECKING:
+    from grader.evaluator.key import ImageSpec
 
 LINEAR = "Linear"
 # Conv kinds -> how many spatial dimensions their kernel has.
@@ -107,6 +113,23 @@ def spec(layer: WeightLayer) -> Spec:
     if values.get("padding") == "same":
         values["padding"] = _same(values["kernel_size"], values["dilation"], values["stride"])
     return Spec(kind=layer.kind, name=layer.name, values=tuple(values.items()))
+
+
+def widest_way(layers: Sequence[WeightLayer], image: ImageSpec) -> int:
+    """The most values per image the evaluator lets the image's way hold before it runs a graph
+    (flow.py): ``WIDEST`` times the widest of the image, each Linear layer's sizes and each conv
+    layer's out_channels at every position of the image (no pooling before it). HW3's layers are
+    no wider than its image: four images, as always. The grader passes it on the evaluator's
+    command line, from the template, never from the capture. A conv layer of 64 channels on
+    28x28 images gives 200,704 values, 800 MB for the evaluator's batch of 1,000 rows: an honest
+    model's activations fit four times over, and the graph that copies each image a thousand
+    times is refused before it runs."""
+    widths = [image.values]
+    for layer in map(spec, layers):
+        sizes = [layer.value(n) for n in ("in_features", "out_features", "out_channels")]
+        positions = 1 if layer.kind == LINEAR else image.height * image.width
+        widths += [size * positions for size in sizes if isinstance(size, int)]
+    return WIDEST * max(widths)
 
 
 def keys(specs: tuple[Spec, ...]) -> Counter[WeightKey | None]:
