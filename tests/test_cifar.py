@@ -9,6 +9,7 @@ import dataclasses
 import io
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,24 @@ def test_the_pages_name_the_classes_of_the_data(
     assert context.rubric.dataset.class_names() == context.dataset.classes
     assert context.dataset.classes == ("airplane", "automobile", "bird", "cat", "deer")
     assert context.dataset.raw == tmp_path / "cache" / FOLDER
+
+
+def test_the_probe_redirects_the_rubrics_class_alone(tmp_path: Path) -> None:
+    """MNIST named: MNIST(...) reads the prepared data; torchvision's FashionMNIST, a subclass of
+    MNIST in the table, is another dataset and is left as it is (no data there: not found)."""
+    from tinydata import make_tiny_fashion_mnist
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    from grader.probe import runtime
+
+    root = make_tiny_fashion_mnist(tmp_path / "data", train=30, test=20)
+    shutil.copytree(root / "FashionMNIST", root / "MNIST")  # FashionMNIST's would be found too
+    state = runtime._State({"data_root": str(root), "dataset": "MNIST"})
+    runtime._patch_dataset(state)
+    try:
+        assert len(MNIST("elsewhere", train=False, download=True)) == 20
+        assert len(MNIST("elsewhere", train=True)) == 30 and len(state.test_sets) == 1
+        with pytest.raises(RuntimeError, match="Dataset not found"):
+            FashionMNIST(str(tmp_path / "nowhere"), train=False)
+    finally:
+        state.patches.undo()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torchvision.datasets
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
@@ -105,8 +106,6 @@ class _State:
         name = config.get("dataset", "FashionMNIST")
         if name not in REDIRECTED:
             raise ValueError(f"the probe redirects no dataset class {name!r}")
-        import torchvision.datasets
-
         self.dataset_class: Any = getattr(torchvision.datasets, name)
         self.serials = Serials()
         self.recorder = Recorder(
@@ -205,8 +204,18 @@ def _patch_dataset(state: _State) -> None:
     original = known.__init__
     signature = inspect.signature(original)
     root = str(state.config["data_root"])
+    # torchvision's own subclasses of it in the table (FashionMNIST and KMNIST of MNIST) are other
+    # datasets, not redirected; a notebook's subclass is
+    others = tuple(
+        other
+        for name in REDIRECTED
+        if (other := getattr(torchvision.datasets, name)) is not known and issubclass(other, known)
+    )
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(self, others):
+            original(self, *args, **kwargs)
+            return
         bound = signature.bind(self, *args, **kwargs)
         # whatever the notebook passed: 'data', '~/...', '/content/...'
         bound.arguments["root"] = root
