@@ -27,7 +27,6 @@ from grader.model.datasets import (
 from grader.model.errors import DataError
 
 __all__ = [
-    "CLASS_NAMES",
     "FILES",
     "TEST_IMAGES",
     "TEST_LABELS",
@@ -38,8 +37,7 @@ __all__ = [
     "read_idx_labels",
 ]
 
-# FashionMNIST's (a rubric without a dataset section), for the callers that name them
-CLASS_NAMES = KINDS[DEFAULT].classes
+# FashionMNIST's files' sha256 (a rubric without a dataset section), for the callers that name them
 FILES = {name: value for name, (_algorithm, value) in KINDS[DEFAULT].checksums}
 IDX_IMAGES = 2051  # an IDX image file's magic number: then count, rows, columns, the pixels
 IDX_COLOUR = 0x804  # the grader's for colour images: then count, channels, rows, columns
