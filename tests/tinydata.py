@@ -1,10 +1,12 @@
-"""Tiny FashionMNIST-format IDX files with a learnable pattern, for fast tests."""
+"""Tiny FashionMNIST-format IDX files and a tiny CIFAR-10-format folder, with learnable patterns,
+for fast tests."""
 
 from __future__ import annotations
 
 import random
 import struct
 from pathlib import Path
+from typing import Any
 
 
 def _image(label: int, rng: random.Random, other: int | None = None) -> bytes:
@@ -57,3 +59,57 @@ def write_rgb_split(raw: Path, prefix: str, count: int, classes: int, seed: int 
     )
     labels = bytes(rng.randrange(classes) for _ in range(count))
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, count) + labels)
+
+
+CIFAR_COLOURS = ((230, 40, 40), (40, 230, 40), (40, 40, 230), (230, 230, 40), (40, 230, 230))
+
+
+def _cifar_split(count: int, classes: int, rng: Any) -> tuple[Any, list[int]]:
+    """``count`` 3x32x32 images (rows of 3072: the red, green, blue planes) of ``classes``
+    classes: dark noise, and class k's colour in a band of rows 2+6k .. 5+6k."""
+    import numpy
+
+    labels = [i % classes for i in range(count)]
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(count, 3, 32, 32), dtype=numpy.uint8)
+    for n, label in enumerate(labels):
+        row = 2 + 6 * label
+        for channel, level in enumerate(CIFAR_COLOURS[label % len(CIFAR_COLOURS)]):
+            band = rng.integers(max(level - 25, 0), min(level + 25, 255), size=(4, 24))
+            images[n, channel, row : row + 4, 4:28] = band
+    return images.reshape(count, 3 * 32 * 32), labels
+
+
+def make_tiny_cifar(
+    root: Path, train: int = 500, test: int = 200, classes: int = 5, seed: int = 0
+) -> Path:
+    """Write root/cifar-10-batches-py/ in CIFAR-10's own python format (five training batches, the
+    test batch, batches.meta: pickles of dicts holding numpy arrays, written with pickle and numpy,
+    protocol 4: Python 3's protocol 2 would spell bytes as a call of _codecs.encode, which the
+    grader's reader refuses; the official files are Python 2's) and return root."""
+    import pickle
+
+    import numpy
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = numpy.random.default_rng(seed)
+    names = ["airplane", "automobile", "bird", "cat", "deer"][:classes]
+    images, labels = _cifar_split(train, classes, rng)
+    per = train // 5
+    for k in range(5):
+        part = slice(k * per, (k + 1) * per if k < 4 else train)
+        batch = {
+            "batch_label": f"training batch {k + 1} of 5",
+            "labels": labels[part],
+            "data": images[part],
+            "filenames": [f"img{n}.png" for n in range(len(labels[part]))],
+        }
+        (folder / f"data_batch_{k + 1}").write_bytes(pickle.dumps(batch, protocol=4))
+    images, labels = _cifar_split(test, classes, rng)
+    batch = {"batch_label": "testing batch 1 of 1", "labels": labels, "data": images,
+             "filenames": [f"img{n}.png" for n in range(test)]}  # fmt: skip
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
+    meta = {"num_cases_per_batch": per, "label_names": names, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
+    return root

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
             "--data",
             type=Path,
             metavar="DIR",
-            help="folder with the four FashionMNIST IDX files (default: the prepared cache)",
+            help="folder with the rubric's dataset files (default: the prepared cache)",
         )
         sub.add_argument(
             "--timeout",
@@ -250,13 +250,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     draft.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
-    data = commands.add_parser("data", help="prepare and verify FashionMNIST; say where it is")
+    data = commands.add_parser(
+        "data", help="prepare and verify the rubric's dataset (FashionMNIST); say where it is"
+    )
+    data.add_argument("--rubric", type=Path, help=RUBRIC_HELP)
     data.add_argument(
         "--from",
         dest="source",
         type=Path,
         metavar="DIR",
-        help="folder with the four IDX files (.gz or not)",
+        help="folder with the dataset's files (FashionMNIST's four IDX files, .gz or not; "
+        "CIFAR10's python batches)",
     )
     data.add_argument(
         "--cache", type=Path, help="where to keep the prepared copy (default: ~/.cache/grader)"
@@ -460,9 +464,11 @@ def _rubric(args: argparse.Namespace) -> ExitCode:
 
 def _data(args: argparse.Namespace) -> ExitCode:
     from grader.intake.dataset import prepare
+    from grader.model.rubric import load_rubric
 
-    dataset = prepare(args.source, args.cache)
-    print(f"FashionMNIST ready and verified at {dataset.raw}")
+    choice = load_rubric(args.rubric).dataset
+    dataset = prepare(args.source, args.cache, choice=choice)
+    print(f"{choice.name} ready and verified at {dataset.raw}")
     return ExitCode.OK
 
 

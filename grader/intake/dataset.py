@@ -1,54 +1,77 @@
-"""Locate, verify and prepare FashionMNIST once, in torchvision's layout (ROOT/FashionMNIST/raw)."""
+"""Locate, verify and prepare a rubric's dataset once, in torchvision's layout
+(ROOT/FashionMNIST/raw, ROOT/cifar-10-batches-py), with the IDX files the grader reads beside its
+own (model/dataset.py)."""
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import random
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 
-from grader.model.dataset import FILES, TEST_IMAGES, TEST_LABELS, Dataset, KernelView
+from grader.model import cifar
+from grader.model.dataset import (
+    FILES,
+    Dataset,
+    KernelView,
+    digest,
+    write_idx_images,
+    write_idx_labels,
+)
+from grader.model.datasets import (
+    FASHION_MNIST,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DataChoice,
+)
 from grader.model.errors import DataError
+
+__all__ = ["FILES", "Dataset", "kernel_view", "label_copies", "prepare"]
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 _STAMP = "verified.json"
+_TEST_LABEL_MARK = "t10k-labels"  # any file named like an IDX test label file
 
 
 def kernel_view(dataset: Dataset, folder: Path, hide_test_labels: bool) -> KernelView:
     """Links to the prepared files for one run's kernel. With ``hide_test_labels`` the test images
-    come in a secret order and the test labels are random, so that nothing the kernel can read,
-    not even a copy of the public labels embedded in a notebook, says which prediction is right."""
-    raw = Dataset(folder).raw
-    raw.mkdir(parents=True, exist_ok=True)
+    come in a secret order and the test labels are random (in the IDX files and, for CIFAR, in its
+    test batch alike), so that nothing the kernel can read, not even a copy of the public labels
+    embedded in a notebook, says which prediction is right."""
+    view = Dataset(folder, dataset.choice)
+    view.raw.mkdir(parents=True, exist_ok=True)
     order: tuple[int, ...] | None = None
-    for name in FILES:
-        target = raw / name
-        if hide_test_labels and name == TEST_IMAGES:
-            data = (dataset.raw / name).read_bytes()
-            count, size = struct.unpack(">I", data[4:8])[0], dataset.spec.values
-            shuffled = list(range(count))
-            random.SystemRandom().shuffle(shuffled)
-            order = tuple(shuffled)
-            target.write_bytes(
-                data[:16] + b"".join(data[16 + i * size : 16 + (i + 1) * size] for i in order)
-            )
-        elif hide_test_labels and name == TEST_LABELS:
-            labels = list(dataset.test_labels())
-            random.SystemRandom().shuffle(labels)
-            target.write_bytes(struct.pack(">II", 2049, len(labels)) + bytes(labels))
-        else:
+    if hide_test_labels:
+        labels = list(dataset.test_labels())
+        shuffled = list(range(len(labels)))
+        random.SystemRandom().shuffle(shuffled)
+        random.SystemRandom().shuffle(labels)
+        order = tuple(shuffled)
+        images = dataset.test_images(shuffled)
+        write_idx_images(view.raw / TEST_IMAGES, images, len(order), dataset.spec.shape)
+        write_idx_labels(view.raw / TEST_LABELS, labels)
+        if dataset.kind.converted:  # CIFAR's own test batch, as torchvision reads it
+            cifar.write_batch(view.raw / dataset.kind.test[0], images, tuple(labels), _TESTING)
+    for name in dataset.names:
+        target = view.raw / name
+        if not target.exists():
             target.symlink_to((dataset.raw / name).resolve())
-    return KernelView(Dataset(folder), order)
+    return KernelView(view, order)
+
+
+_TESTING = "testing batch 1 of 1"  # the official test batch's batch_label
 
 
 def label_copies(dataset: Dataset, roots: tuple[Path, ...]) -> tuple[Path, ...]:
     """Where the real test labels may be read below ``roots`` (what a sandbox shows): the Debian
-    package's folder, the prepared cache, and any file named like the test labels."""
+    package's folder, the prepared cache, and any file named like the test labels (CIFAR's test
+    batch among them)."""
+    marks = (_TEST_LABEL_MARK, *(n.lower() for n in dataset.kind.label_files[1:]))
     found = [
         p
         for p in (DEBIAN_DIR, dataset.raw)
@@ -59,7 +82,7 @@ def label_copies(dataset: Dataset, roots: tuple[Path, ...]) -> tuple[Path, ...]:
             found += [
                 Path(folder) / n
                 for n in names
-                if "t10k-labels" in n.lower()
+                if any(mark in n.lower() for mark in marks)
                 and not any((Path(folder) / n).is_relative_to(f) for f in found)
             ]
     return tuple(found)
@@ -71,69 +94,98 @@ def default_cache() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "grader" / "fashion-mnist"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _stamp_of(raw: Path, choice: DataChoice) -> dict[str, object]:
+    """Each file's size and time (and the TA's own checksums, when the rubric gives some)."""
+    dataset = Dataset(raw, choice)
+    stamp: dict[str, object] = {
+        name: [(raw / name).stat().st_size, (raw / name).stat().st_mtime_ns]
+        for name in dataset.names
+    }
+    if choice.files:
+        stamp["sha256"] = dict(choice.files)
+    return stamp
 
 
-def _stamp_of(raw: Path) -> dict[str, list[int]]:
-    return {name: [(raw / name).stat().st_size, (raw / name).stat().st_mtime_ns] for name in FILES}
-
-
-def _is_verified(raw: Path) -> bool:
+def _is_verified(raw: Path, choice: DataChoice = FASHION_MNIST) -> bool:
     """True when the files were checksummed before and are unchanged since (size and mtime)."""
     try:
-        return bool(json.loads((raw / _STAMP).read_text()) == _stamp_of(raw))
+        return bool(json.loads((raw / _STAMP).read_text()) == _stamp_of(raw, choice))
     except (OSError, ValueError):
         return False
 
 
-def _failing(raw: Path) -> list[str]:
-    """Names of the four files that are missing from ``raw`` or fail their checksum."""
+def _failing(raw: Path, choice: DataChoice) -> list[str]:
+    """Names of the dataset's files that are missing from ``raw`` or fail their checksum."""
+    expected = choice.checksums()
+    unknown = [name for name in choice.kind.files if name not in expected]
+    if unknown:
+        raise DataError(
+            f"the checksums of {choice.name}'s {', '.join(unknown)} are not known: give their "
+            "sha256 in the rubric's dataset.files"
+        )
     return [
         name
-        for name, digest in FILES.items()
-        if not (raw / name).is_file() or _sha256(raw / name) != digest
+        for name in choice.kind.files
+        if not (raw / name).is_file() or digest(raw / name, expected[name][0]) != expected[name][1]
     ]
 
 
-def verify(raw: Path) -> list[str]:
-    """Names of the four files that are missing or fail their checksum; stamps them verified if
-    none."""
-    bad = _failing(raw)
+def verify(raw: Path, choice: DataChoice = FASHION_MNIST) -> list[str]:
+    """Names of the dataset's files that are missing or fail their checksum; if none, writes the
+    IDX files converted from them (CIFAR) and stamps them verified."""
+    bad = _failing(raw, choice)
     if not bad:
-        _stamp(raw)
+        _convert(raw, choice)
+        _stamp(raw, choice)
     return bad
 
 
-def _stamp(raw: Path) -> None:
+def _convert(raw: Path, choice: DataChoice) -> None:
+    """CIFAR's batches, verified, as the IDX files the grader reads (images channel by channel)."""
+    kind = choice.kind
+    if not kind.converted:
+        return
+    names = choice.classes or (cifar.label_names(raw / kind.meta) if kind.meta else ())
+    classes = len(names)
+    shape = (cifar.CHANNELS, cifar.HEIGHT, cifar.WIDTH)
+    for files, images, labels in (
+        (kind.train, TRAIN_IMAGES, TRAIN_LABELS),
+        (kind.test, TEST_IMAGES, TEST_LABELS),
+    ):
+        read = [cifar.read_batch(raw / name) for name in files]
+        pixels, found = b"".join(r[0] for r in read), [v for r in read for v in r[1]]
+        if classes and found and max(found) >= classes:
+            raise DataError(f"{raw}: a label {max(found)} is not one of the {classes} classes")
+        write_idx_images(raw / images, pixels, len(found), shape)
+        write_idx_labels(raw / labels, found)
+
+
+def _stamp(raw: Path, choice: DataChoice) -> None:
     """Mark the checksummed files of ``raw`` verified as they are now (size and mtime)."""
-    _make_readable(raw)
-    (raw / _STAMP).write_text(json.dumps(_stamp_of(raw)))
+    _make_readable(raw, choice)
+    (raw / _STAMP).write_text(json.dumps(_stamp_of(raw, choice)))
 
 
-def _make_readable(raw: Path) -> None:
+def _make_readable(raw: Path, choice: DataChoice) -> None:
     """The sandbox runs student code as another user, which must be able to read the data."""
-    for name in FILES:
+    for name in Dataset(raw, choice).names:
         path = raw / name
         if path.stat().st_mode & 0o444 != 0o444 and path.stat().st_uid == os.geteuid():
             path.chmod(0o644)
 
 
-def _find_file(directory: Path, name: str) -> Path | None:
-    for folder in (directory, directory / "FashionMNIST" / "raw", directory / "raw"):
+def _find_file(directory: Path, name: str, choice: DataChoice) -> Path | None:
+    for folder in (directory, directory / choice.kind.folder, directory / "raw"):
         for candidate in (folder / name, folder / f"{name}.gz"):
             if candidate.is_file():
                 return candidate
     return None
 
 
-def _copy_from(directory: Path, raw: Path) -> list[str]:
-    """Copy (and gunzip) the four files from ``directory`` into ``raw``; return what is missing."""
-    found = {name: _find_file(directory, name) for name in FILES}
+def _copy_from(directory: Path, raw: Path, choice: DataChoice) -> list[str]:
+    """Copy (and gunzip) the dataset's files from ``directory`` into ``raw``; return what is
+    missing or corrupt."""
+    found = {name: _find_file(directory, name, choice) for name in choice.kind.files}
     missing = [name for name, path in found.items() if path is None]
     if missing:
         return missing
@@ -142,7 +194,7 @@ def _copy_from(directory: Path, raw: Path) -> list[str]:
         path is not None and path.resolve() == (raw / name).resolve()
         for name, path in found.items()
     ):
-        return verify(raw)
+        return verify(raw, choice)
     # Copied and checked beside the cache first: wrong files never replace a good cache, and a
     # grader reading the cache meanwhile only ever sees whole, verified files (each moved in
     # atomically).
@@ -153,69 +205,78 @@ def _copy_from(directory: Path, raw: Path) -> list[str]:
             opener = gzip.open if source.suffix == ".gz" else open
             with opener(source, "rb") as src, (staging / name).open("wb") as dst:
                 shutil.copyfileobj(src, dst)
-        bad = _failing(staging)
+        bad = _failing(staging, choice)
         if bad:
             return bad
-        for name in FILES:
+        _convert(staging, choice)
+        for name in Dataset(staging, choice).names:
             (staging / name).replace(raw / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _stamp(raw)  # the files were checksummed in staging and moved whole
+    _stamp(raw, choice)  # the files were checksummed in staging and moved whole
     return []
 
 
-def _download_into(root: Path) -> list[str]:
+def _download_into(dataset: Dataset) -> list[str]:
     """torchvision's own download, where a network exists (outside any sandbox)."""
     try:
-        from torchvision.datasets import FashionMNIST  # heavy; only for this rare path
+        import torchvision.datasets  # heavy; only for this rare path
 
-        FashionMNIST(root=str(root), train=True, download=True)
-        FashionMNIST(root=str(root), train=False, download=True)
+        known = getattr(torchvision.datasets, dataset.kind.name)
+        known(root=str(dataset.root), train=True, download=True)
+        known(root=str(dataset.root), train=False, download=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "this way did not work"
         return [f"download failed ({type(exc).__name__})"]
-    return verify(root / "FashionMNIST" / "raw")
+    return verify(dataset.raw, dataset.choice)
 
 
 def prepare(
-    source: Path | None = None, cache: Path | None = None, allow_download: bool = True
+    source: Path | None = None,
+    cache: Path | None = None,
+    allow_download: bool = True,
+    choice: DataChoice = FASHION_MNIST,
 ) -> Dataset:
-    """Return the prepared, checksummed dataset, building the cache on first use.
+    """Return the prepared, checksummed dataset ``choice`` (the rubric's), building the cache on
+    first use.
 
-    Tried in order: ``source`` (a directory the user names), Debian's dataset-fashion-mnist,
-    torchvision's download. One message names all three ways when none works.
+    Tried in order: ``source`` (a directory the user names), Debian's dataset-fashion-mnist (for
+    FashionMNIST), torchvision's download. One message names every way when none works.
     """
-    dataset = Dataset(cache or default_cache())
-    if source is None and _is_verified(dataset.raw):
-        _make_readable(dataset.raw)
+    dataset = Dataset(cache or default_cache(), choice)
+    name, raw = choice.name, dataset.raw
+    if source is None and _is_verified(raw, choice):
+        _make_readable(raw, choice)
         return dataset
     attempts: list[str] = []
     if source is not None:
         if not source.is_dir():
             raise DataError(
-                f"--from {source}: no such directory; name the folder holding the four "
-                "FashionMNIST IDX files"
+                f"--from {source}: no such directory; name the folder holding {name}'s files "
+                f"({', '.join(choice.kind.files)})"
             )
-        problems = _copy_from(source, dataset.raw)
+        problems = _copy_from(source, raw, choice)
         if not problems:
             return dataset
         raise DataError(
             f"--from {source}: missing or corrupt: {', '.join(problems)}; give the "
-            "official FashionMNIST files"
+            f"official {name} files, or their sha256 in the rubric's dataset.files"
         )
-    if (dataset.raw / next(iter(FILES))).is_file() and not verify(dataset.raw):
+    if (raw / choice.kind.files[0]).is_file() and not verify(raw, choice):
         return dataset
-    if DEBIAN_DIR.is_dir():
-        problems = _copy_from(DEBIAN_DIR, dataset.raw)
+    packaged = {"FashionMNIST": DEBIAN_DIR}.get(name)
+    if packaged is not None and packaged.is_dir():
+        problems = _copy_from(packaged, raw, choice)
         if not problems:
             return dataset
-        attempts.append(f"{DEBIAN_DIR}: {', '.join(problems)}")
+        attempts.append(f"{packaged}: {', '.join(problems)}")
     if allow_download:
-        problems = _download_into(dataset.root)
+        problems = _download_into(dataset)
         if not problems:
             return dataset
         attempts.append("torchvision download: " + ", ".join(problems))
+    package = ", or `apt-get install dataset-fashion-mnist`" if packaged is not None else ""
     raise DataError(
-        "FashionMNIST not found: run `grader data --from DIR` with the four IDX files, "
-        "or `apt-get install dataset-fashion-mnist`, or `grader data` where the network reaches "
+        f"{name} not found: run `grader data --from DIR` with its files "
+        f"({', '.join(choice.kind.files)}){package}, or `grader data` where the network reaches "
         "the dataset's host" + (f" (tried {'; '.join(attempts)})" if attempts else "")
     )

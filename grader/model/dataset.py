@@ -1,5 +1,7 @@
-"""The official FashionMNIST files as the trusted side reads them (labels, images), and the view one
-run's kernel gets of them."""
+"""A prepared dataset's files as the trusted side reads them (labels, images, class names), and the
+view one run's kernel gets of them. Whatever the dataset's own format (model/datasets.py), the
+trusted side and the probe read its images and labels from IDX files in its folder (CIFAR's python
+batches are converted into them once, when the data is prepared)."""
 
 from __future__ import annotations
 
@@ -10,48 +12,74 @@ from functools import lru_cache
 from pathlib import Path
 
 from grader.evaluator.key import ImageSpec
+from grader.model import cifar
+from grader.model.datasets import (
+    DEFAULT,
+    IDX_FILES,
+    KINDS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DataChoice,
+    DatasetKind,
+)
 from grader.model.errors import DataError
 
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+__all__ = [
+    "FILES",
+    "TEST_IMAGES",
+    "TEST_LABELS",
+    "TRAIN_IMAGES",
+    "TRAIN_LABELS",
+    "Dataset",
+    "KernelView",
+    "read_idx_labels",
+]
 
-# sha256 of the four uncompressed IDX files (the same bytes whatever the .gz around them).
-FILES = {
-    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}
-TEST_LABELS = "t10k-labels-idx1-ubyte"
-TRAIN_LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TRAIN_IMAGES = "train-images-idx3-ubyte"
+# FashionMNIST's files' sha256 (a rubric without a dataset section), for the callers that name them
+FILES = {name: value for name, (_algorithm, value) in KINDS[DEFAULT].checksums}
 IDX_IMAGES = 2051  # an IDX image file's magic number: then count, rows, columns, the pixels
+IDX_COLOUR = 0x804  # the grader's for colour images: then count, channels, rows, columns
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A prepared dataset: torchvision finds it with ``FashionMNIST(root=str(root))``."""
+    """A prepared dataset: torchvision finds it with ``<choice's class>(root=str(root))``;
+    ``choice``: the rubric's dataset section (FashionMNIST by default)."""
 
     root: Path
+    choice: DataChoice = DataChoice()
+
+    @property
+    def kind(self) -> DatasetKind:
+        return self.choice.kind
 
     @property
     def raw(self) -> Path:
-        return self.root / "FashionMNIST" / "raw"
+        """The folder torchvision reads (ROOT/FashionMNIST/raw, ROOT/cifar-10-batches-py), which
+        also holds the IDX files the grader reads."""
+        return self.root / self.kind.folder
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The files a prepared folder holds: torchvision's, then the IDX files converted from
+        them (the same for an IDX dataset)."""
+        own = self.kind.files
+        return own + tuple(n for n in IDX_FILES if n not in own)
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(self.raw / name for name in FILES)
+        return tuple(self.raw / name for name in self.names)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names: the rubric's, else the data's (CIFAR's batches.meta), else the
+        table's."""
+        if self.choice.classes:
+            return self.choice.classes
+        meta = self.kind.meta
+        return _label_names(self.raw / meta) if meta else self.kind.classes
 
     def test_labels(self) -> tuple[int, ...]:
         """The official test labels, read by the grader itself (never by student code)."""
@@ -59,30 +87,34 @@ class Dataset:
 
     @property
     def spec(self) -> ImageSpec:
-        """The images' geometry, from the test images' IDX header (one channel), and the class
-        count (FashionMNIST's, ``CLASS_NAMES``)."""
-        _count, rows, columns = _idx_header(self.raw / TEST_IMAGES)
-        return ImageSpec(channels=1, height=rows, width=columns, classes=len(CLASS_NAMES))
+        """The images' geometry, from the test images' IDX header, and the class count (of
+        ``classes``)."""
+        _count, channels, rows, columns = _idx_header(self.raw / TEST_IMAGES)
+        return ImageSpec(
+            channels=channels, height=rows, width=columns, classes=len(self.classes)
+        )
 
     def test_images(self, indices: list[int]) -> bytes:
         """The official test images at ``indices``, ``spec.values`` bytes each (channel by
         channel, row by row), concatenated."""
-        count, pixels = _idx_header(self.raw / TEST_IMAGES)[0], self.spec.values
+        header = _idx_header(self.raw / TEST_IMAGES)
+        count, pixels, start = header[0], self.spec.values, 16 if header[1] == 1 else 20
         with (self.raw / TEST_IMAGES).open("rb") as handle:
             rows = []
             for index in indices:
                 if not 0 <= index < count:
                     raise DataError(f"test image {index} is not in {self.raw / TEST_IMAGES}")
-                handle.seek(16 + index * pixels)
+                handle.seek(start + index * pixels)
                 rows.append(handle.read(pixels))
         return b"".join(rows)
 
     @property
     def official(self) -> bool:
         """Whether its test images are the published file (the rubric's ceiling is about those;
-        tests
-        run on small generated files)."""
-        return _sha256(self.raw / TEST_IMAGES) == FILES[TEST_IMAGES]
+        tests run on small generated files): its test file matches the table's checksum."""
+        test = self.kind.test[0]
+        known = dict(self.kind.checksums).get(test)
+        return known is not None and digest(self.raw / test, known[0]) == known[1]
 
     def train_labels(self) -> tuple[int, ...]:
         """The official training labels (the validation curve is scored against them)."""
@@ -113,19 +145,64 @@ def read_idx_labels(path: Path) -> tuple[int, ...]:
     return tuple(data[8:])
 
 
-def _idx_header(path: Path) -> tuple[int, int, int]:
-    """An IDX image file's count, rows and columns."""
+def _idx_header(path: Path) -> tuple[int, int, int, int]:
+    """An IDX image file's count, channels, rows and columns: FashionMNIST's (count, rows,
+    columns: one channel) or the grader's conversion of colour images (magic 0x804: count,
+    channels, rows, columns)."""
     with path.open("rb") as handle:
-        header = handle.read(16)
-    if len(header) < 16 or int.from_bytes(header[:4], "big") != IDX_IMAGES:
-        raise DataError(f"{path} is not an IDX image file; run `grader data` again")
-    count, rows, columns = struct.unpack(">III", header[4:])
-    return count, rows, columns
+        header = handle.read(20)
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 16 else 0
+    if magic == IDX_IMAGES:
+        count, rows, columns = struct.unpack(">III", header[4:16])
+        return count, 1, rows, columns
+    if magic == IDX_COLOUR and len(header) == 20:
+        count, channels, rows, columns = struct.unpack(">IIII", header[4:20])
+        return count, channels, rows, columns
+    raise DataError(f"{path} is not an IDX image file; run `grader data` again")
+
+
+def write_idx_images(path: Path, images: bytes, count: int, shape: tuple[int, int, int]) -> None:
+    """``count`` images of ``shape`` (channels, rows, columns) as an IDX file: FashionMNIST's
+    header for one channel, else four dimensions (magic 0x804)."""
+    channels, rows, columns = shape
+    header = (
+        struct.pack(">IIII", IDX_IMAGES, count, rows, columns)
+        if channels == 1
+        else struct.pack(">IIIII", IDX_COLOUR, count, channels, rows, columns)
+    )
+    path.write_bytes(header + images)
+
+
+def write_idx_labels(path: Path, labels: tuple[int, ...] | list[int]) -> None:
+    path.write_bytes(struct.pack(">II", 2049, len(labels)) + bytes(labels))
+
+
+def digest(path: Path, algorithm: str) -> str:
+    """``path``'s hex digest by ``algorithm`` (sha256, md5); "" when it cannot be read."""
+    return _digest(path, algorithm, *_stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        status = path.stat()
+    except OSError:
+        return (-1, -1)
+    return status.st_size, status.st_mtime_ns
+
+
+@lru_cache(maxsize=32)
+def _digest(path: Path, algorithm: str, _size: int, _mtime: int) -> str:
+    """Cached by size and time: a file replaced in place is read again."""
+    try:
+        value = hashlib.new(algorithm)
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                value.update(block)
+        return value.hexdigest()
+    except OSError:
+        return ""
 
 
 @lru_cache(maxsize=8)
-def _sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
+def _label_names(path: Path) -> tuple[str, ...]:
+    return cifar.label_names(path)

@@ -10,7 +10,7 @@ class RubricError(GraderError):
 
 
 class DataError(GraderError):
-    """FashionMNIST could not be found, prepared or verified."""
+    """The rubric's dataset (FashionMNIST by default) could not be found, prepared or verified."""
 
 
 class SubmissionError(GraderError):

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from grader.model.datasets import KINDS, DataChoice
 from grader.model.errors import RubricError
 from grader.model.findings import RuleId
 
@@ -176,6 +177,8 @@ class Rubric:
     labels_chosen: bool = True  # the rubric itself says ``test_labels``; else the command decides
     # test images in a training step: "violation" or "flag" (graded, flagged)
     test_in_training: str = "violation"
+    # the torchvision dataset, its files' checksums and class names (none given: FashionMNIST)
+    dataset: DataChoice = DataChoice()
 
     def for_grading(self) -> Rubric:
         """The rubric as `grader grade` and Gradescope use it: hidden test labels unless the rubric
@@ -416,6 +419,46 @@ def _late(top: _Fields) -> LatePolicy:
     )
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _dataset(top: _Fields) -> DataChoice:
+    """``dataset:``: the torchvision class by name, the sha256 of the TA's own copy of some of its
+    files, its class names; without the section, FashionMNIST (HW3's)."""
+    if not top.has("dataset"):
+        return DataChoice()
+    fields = top.sub("dataset")
+    name = fields.choice("name", tuple(KINDS))
+    kind, files = KINDS[name], []
+    if fields.has("files"):
+        given = fields.sub("files")
+        for file, value in given.data.items():
+            given.known.add(file)
+            if file not in kind.files:
+                raise RubricError(
+                    f"rubric: dataset.files.{file} is not a file of {name}; "
+                    f"its files: {', '.join(kind.files)}"
+                )
+            if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
+                raise RubricError(
+                    f"rubric: dataset.files.{file} must be a sha256 (64 hex digits), got {value!r}"
+                )
+            files.append((str(file), value.lower()))
+    classes = tuple(fields.strings("classes")) if fields.has("classes") else ()
+    if fields.has("classes") and (len(classes) < 2 or len(set(classes)) != len(classes)):
+        raise RubricError(
+            f"rubric: dataset.classes must name two classes or more, each once, got {classes!r}"
+        )
+    choice = DataChoice(name=name, files=tuple(files), classes=classes)
+    unknown = [f for f in kind.files if f not in choice.checksums()]
+    if unknown:
+        raise RubricError(
+            f"rubric: dataset.files must give the sha256 of {name}'s {', '.join(unknown)}: "
+            "the grader knows no checksum of them"
+        )
+    return choice
+
+
 def parse_rubric(data: Any, path: Path) -> Rubric:
     """Validate parsed YAML; ``path`` anchors the relative paths inside it."""
     top = _Fields(data, "")
@@ -491,6 +534,7 @@ def _parse(top: _Fields, path: Path) -> Rubric:
         test_in_training=top.choice("test_in_training", TEST_IN_TRAINING)
         if top.has("test_in_training")
         else "violation",
+        dataset=_dataset(top),
     )
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from grader.model.dataset import CLASS_NAMES
 from grader.model.findings import HIDDEN_LABELS_NOTE, RULE_BROKEN, Flag
 from grader.model.pairs import load as load_pairs
 from grader.model.results import Check, Result, Status, cut, write_atomic
@@ -254,7 +253,7 @@ def _student_pages(
             r=result,
             g=g,
             rubric=rubric,
-            classes=CLASS_NAMES,
+            classes=rubric.dataset.class_names(),
             curve=curve,
             wrong=wrong,
             page=student_page(g, rubric, feedback, notebook_html),

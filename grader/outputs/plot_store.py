@@ -18,7 +18,6 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from grader.model.dataset import CLASS_NAMES
 from grader.model.results import Result, Status, write_atomic
 from grader.model.rubric import Rubric
 from grader.outputs.plots import PLOTS_VERSION, accuracy_histogram, training_curve, wrong_strip
@@ -53,10 +52,11 @@ def student_plots(result: Result, rubric: Rubric) -> tuple[Plot, Plot]:
         numbers=(result.curve, _scale(rubric), graded),
         draw=partial(_curve, result.curve, rubric, graded),
     )
+    names = rubric.dataset.class_names()  # the rubric's, else its dataset's in the table
     wrong = Plot(
         kind="wrong",
-        numbers=(result.wrong, result.wrong_images, result.wrong_shape),
-        draw=partial(_wrong_strip, result.wrong, result.wrong_images, result.wrong_shape),
+        numbers=(result.wrong, result.wrong_images, result.wrong_shape, names),
+        draw=partial(_wrong_strip, result.wrong, result.wrong_images, result.wrong_shape, names),
     )
     return curve, wrong
 
@@ -81,6 +81,7 @@ def _wrong_strip(
     wrong: Sequence[tuple[int, int, int, float]],
     images: str | None,
     shape: tuple[int, int, int],
+    names: Sequence[str],
 ) -> Markup | None:
     """The surest mistakes as thumbnails, when the result carries their pixels (from the official
     file; ``shape``: each image's channels, height and width, grayscale or RGB)."""
@@ -93,7 +94,7 @@ def _wrong_strip(
     channels, height, width = shape
     if channels not in (1, 3) or len(pixels) != channels * height * width * len(wrong):
         return None
-    return wrong_strip(wrong, pixels, CLASS_NAMES, shape)
+    return wrong_strip(wrong, pixels, names, shape)
 
 
 def cached(out: Path, plot: Plot) -> Markup | None:

@@ -78,7 +78,11 @@ def context_of(setup: Setup, run: bool, sandboxed: bool = False, grading: bool =
         return Context(rubric, derive_facts(rubric.template), None, sandboxed)
     from grader.intake.dataset import prepare
 
-    return Context(rubric, derive_facts(rubric.template), prepare(setup.data), sandboxed)
+    dataset = prepare(setup.data, choice=rubric.dataset)
+    if dataset.classes != rubric.dataset.class_names():  # the data's names (CIFAR's batches.meta)
+        rubric = replace(rubric, dataset=replace(rubric.dataset, classes=dataset.classes))
+        dataset = replace(dataset, choice=rubric.dataset)
+    return Context(rubric, derive_facts(rubric.template), dataset, sandboxed)
 
 
 def sandbox_reason(setup: Setup) -> str | None:

@@ -1,20 +1,22 @@
 """Runs inside the student's kernel, before and after their code. It records; it never decides.
 
-``install(config)`` seeds the RNGs, points every ``FashionMNIST(...)`` at the prepared data
-(whatever root and download flag the notebook passes), stubs Colab's modules and offline pip,
-and starts the recorder (recorder.py): global module hooks for the model's inputs and outputs, an
-optimizer step hook, and patches of DataLoader iteration and ``load_state_dict``. ``export()``
-finds the trained model by ownership (model.py), traces its forward, predicts the test set
-itself only when the notebook never did, and writes plain JSON. Only the grader's process
-compares predictions with labels and judges the rules.
+``install(config)`` seeds the RNGs, points every ``FashionMNIST(...)`` (the rubric's dataset
+class, ``REDIRECTED``) at the prepared data (whatever root and download flag the notebook passes),
+stubs Colab's modules and offline pip, and starts the recorder (recorder.py): global module hooks
+for the model's inputs and outputs, an optimizer step hook, and patches of DataLoader iteration
+and ``load_state_dict``. ``export()`` finds the trained model by ownership (model.py), traces its
+forward, predicts the test set itself only when the notebook never did, and writes plain JSON.
+Only the grader's process compares predictions with labels and judges the rules.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import importlib
 import inspect
 import json
+import os
 import random
 import re
 import sys
@@ -24,13 +26,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torchvision.datasets
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
-from torchvision.datasets import FashionMNIST
 
 from grader.evaluator import key as keys, ops as op_tables
 from grader.evaluator.key import FASHION_MNIST, ImageSpec
@@ -59,6 +61,16 @@ from grader.probe.patches import Patches
 from grader.probe.recorder import Recorder
 from grader.probe.schema import ProbeRecord
 
+# The torchvision dataset classes the probe points at the prepared data, by name (the config's
+# "dataset", the rubric's; FashionMNIST without one), each with the module whose
+# ``check_integrity`` (md5s of the official files) trusts the prepared copy: the grader verified it
+# against the rubric's checksums before the run, so on the official files nothing changes.
+REDIRECTED: dict[str, str | None] = {
+    "FashionMNIST": None,
+    "MNIST": None,
+    "KMNIST": None,
+    "CIFAR10": "torchvision.datasets.cifar",
+}
 _NOT_TRAIN = object()
 _OWN_CODE: dict[str, tuple[Any, Any]] = {}  # the probe's functions and their code, as installed
 # Every module of the grader the probe runs (tests/test_layout.py holds the list complete): the
@@ -91,9 +103,13 @@ class _State:
         # the images' geometry and class count (key.py ImageSpec), FashionMNIST's when not given
         spec = ImageSpec.parse(config["image"]) if "image" in config else FASHION_MNIST
         self.classes = spec.classes
+        name = config.get("dataset", "FashionMNIST")
+        if name not in REDIRECTED:
+            raise ValueError(f"the probe redirects no dataset class {name!r}")
+        self.dataset_class: Any = getattr(torchvision.datasets, name)
         self.serials = Serials()
         self.recorder = Recorder(
-            ImageIndex(Path(config["data_root"]) / "FashionMNIST" / "raw", spec),
+            ImageIndex(Path(config.get("images") or f"{config['data_root']}/{name}/raw"), spec),
             self.classes,
             self.serials,
         )
@@ -102,7 +118,7 @@ class _State:
         # the module hooks, taken out while a DataLoader builds a batch
         self.module_hooks = _Quiet()
         self.updates: dict[type, Any] = {}  # optimizer class -> the probe's wrapper of its own step
-        self.test_sets: list[FashionMNIST] = []  # the notebook's, for the fallback's preprocessing
+        self.test_sets: list[Any] = []  # the notebook's, for the fallback's preprocessing
 
 
 _state: _State | None = None
@@ -155,16 +171,17 @@ def _safe_len(obj: Any) -> int:
         return -1
 
 
-def _train_mapping(dataset: Any, depth: int = 0) -> Any:
-    """How a loader's indices map onto the training FashionMNIST: None for the dataset itself (or a
-    copy of it), a list for a Subset (``random_split``), through a student's wrapper Dataset of the
-    same length at any level; _NOT_TRAIN when the loader reads something else."""
-    if isinstance(dataset, FashionMNIST):
+def _train_mapping(dataset: Any, known: Any, depth: int = 0) -> Any:
+    """How a loader's indices map onto the training set (of the ``known`` class): None for the
+    dataset itself (or a copy of it), a list for a Subset (``random_split``), through a student's
+    wrapper Dataset of the same length at any level; _NOT_TRAIN when the loader reads something
+    else."""
+    if isinstance(dataset, known):
         return None if dataset.train else _NOT_TRAIN
     if depth > 4:
         return _NOT_TRAIN
     if isinstance(dataset, Subset):
-        inner = _train_mapping(dataset.dataset, depth + 1)
+        inner = _train_mapping(dataset.dataset, known, depth + 1)
         if inner is _NOT_TRAIN:
             return _NOT_TRAIN
         return [int(i) if inner is None else inner[int(i)] for i in dataset.indices]
@@ -175,7 +192,7 @@ def _train_mapping(dataset: Any, depth: int = 0) -> Any:
                 and hasattr(value, "__len__")
                 and _safe_len(value) == _safe_len(dataset)
             ):
-                inner = _train_mapping(value, depth + 1)
+                inner = _train_mapping(value, known, depth + 1)
                 if inner is not _NOT_TRAIN:
                     return inner
     return _NOT_TRAIN
@@ -183,11 +200,22 @@ def _train_mapping(dataset: Any, depth: int = 0) -> Any:
 
 # -- patches ----------------------------------------------------------------------------------
 def _patch_dataset(state: _State) -> None:
-    original = FashionMNIST.__init__
+    known = state.dataset_class
+    original = known.__init__
     signature = inspect.signature(original)
     root = str(state.config["data_root"])
+    # torchvision's own subclasses of it in the table (FashionMNIST and KMNIST of MNIST) are other
+    # datasets, not redirected; a notebook's subclass is
+    others = tuple(
+        other
+        for name in REDIRECTED
+        if (other := getattr(torchvision.datasets, name)) is not known and issubclass(other, known)
+    )
 
-    def __init__(self: FashionMNIST, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(self, others):
+            original(self, *args, **kwargs)
+            return
         bound = signature.bind(self, *args, **kwargs)
         # whatever the notebook passed: 'data', '~/...', '/content/...'
         bound.arguments["root"] = root
@@ -197,7 +225,25 @@ def _patch_dataset(state: _State) -> None:
         if not bound.arguments.get("train", True):
             state.test_sets.append(self)
 
-    state.patches.set(FashionMNIST, "__init__", __init__)
+    state.patches.set(known, "__init__", __init__)
+    checker = REDIRECTED[known.__name__]
+    if checker is not None:
+        _trust_prepared(state, importlib.import_module(checker), root)
+
+
+def _trust_prepared(state: _State, module: Any, root: str) -> None:
+    """``module.check_integrity`` true for any file of the prepared data below ``root`` (the grader
+    verified them), torchvision's own check elsewhere."""
+    original = module.check_integrity
+    inside = os.path.join(os.path.abspath(root), "")
+
+    def check_integrity(fpath: Any, md5: Any = None) -> bool:
+        path = os.path.abspath(os.fspath(fpath))
+        if path.startswith(inside):
+            return os.path.isfile(path)
+        return bool(original(fpath, md5))
+
+    state.patches.set(module, "check_integrity", check_integrity)
 
 
 def _patch_loaders(state: _State) -> None:
@@ -209,7 +255,7 @@ def _patch_loaders(state: _State) -> None:
 
     @guarded
     def tracked(loader: DataLoader) -> tuple[passes.TrainPass, Any] | None:  # type: ignore[type-arg]
-        mapping = _train_mapping(loader.dataset)
+        mapping = _train_mapping(loader.dataset, state.dataset_class)
         size = recorder.shared.index.sizes.get("train")
         return (
             None
@@ -620,7 +666,7 @@ def _test_dataset(state: _State) -> tuple[Any, str]:
         return dataset, "the notebook's test dataset and its transform"
     state.recorder.internal = True
     try:
-        plain = FashionMNIST(
+        plain = state.dataset_class(
             str(state.config["data_root"]), train=False, transform=transforms.ToTensor()
         )
     finally:

@@ -195,6 +195,8 @@ def _probe_cells(plan: RunPlan) -> tuple[NotebookNode, NotebookNode]:
     config = {
         "seed": plan.seed,
         "data_root": str(plan.dataset.root),
+        "dataset": plan.dataset.kind.name,  # the torchvision class the notebook reads
+        "images": str(plan.dataset.raw),  # the IDX files of its images (model/dataset.py)
         "output": str(plan.kernel_dir / PROBE_FILE),
         "capture": str(plan.kernel_dir / CAPTURE_FILE),
         "image": plan.dataset.spec.to_text(),  # the images' geometry and class count

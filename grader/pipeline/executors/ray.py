@@ -81,7 +81,8 @@ def _on_node(
         and not all(f.is_file() for f in context.dataset.files)
     ):
         try:
-            context = replace(context, dataset=prepare(allow_download=False))
+            choice = context.rubric.dataset
+            context = replace(context, dataset=prepare(allow_download=False, choice=choice))
         except GraderError as exc:
             problem = f"node {socket.gethostname()}: {exc}"
     if problem is not None:
