@@ -250,12 +250,13 @@ test_loader = torch.utils.data.DataLoader(test_data, batch_size=batch_size, shuf
     """class Net(nn.Module):
     def __init__(self):
         super(Net, self).__init__()
-        self.fc1 = nn.Linear(3 * 32 * 32, 64)
-        self.fc2 = nn.Linear(64, 5)
+        self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(4)
+        self.fc = nn.Linear(8 * 8 * 8, 5)
 
     def forward(self, x):
-        x = x.view(-1, 3 * 32 * 32)
-        return self.fc2(torch.relu(self.fc1(x)))
+        x = self.pool(torch.relu(self.conv(x)))
+        return self.fc(x.view(-1, 8 * 8 * 8))
 
 model = Net()
 criterion = nn.CrossEntropyLoss()
@@ -289,8 +290,10 @@ print('\\nTest Accuracy (Overall): %.2f%% (%d/%d)' % (100. * correct / total, co
 def cifar_class(
     cifar_data: Dataset, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Context]:
-    """The template notebook (an MLP on CIFAR10 with a Normalize per channel) as the handout and as
-    a student's submission, and a rubric naming CIFAR10 and the generated files' checksums."""
+    """The template notebook (a conv layer, pooling and a Linear on CIFAR10, with a Normalize per
+    channel) as the handout and as a student's submission, and a rubric naming CIFAR10 and the
+    generated files' checksums, its weight layers frozen."""
+    from grader.model.findings import RuleId
     from grader.model.rubric import load_rubric
     from grader.static.reference import derive_facts
 
@@ -300,8 +303,12 @@ def cifar_class(
     template = folder / "HW3_template.ipynb"
     nbformat.write(notebook, template)
     nbformat.write(notebook, folder / "HW3_alice.ipynb")
+    frozen = (RuleId.EPOCHS, RuleId.VALID_SIZE, RuleId.WEIGHT_LAYERS)
     rubric = dataclasses.replace(
-        load_rubric(ROOT / "rubric.yaml"), template=template, dataset=cifar_data.choice
+        load_rubric(ROOT / "rubric.yaml"),
+        template=template,
+        dataset=cifar_data.choice,
+        frozen=frozen,
     )
     return folder, Context(rubric, derive_facts(template), cifar_data)
 
@@ -330,6 +337,10 @@ def test_a_cifar_class_is_graded_with_the_accuracy_recomputed_in_both_label_mode
     shown = (hidden.reason, hidden.flags, hidden.notes)
     assert hidden.status.value == "graded" and not hidden.flags and hidden.recomputed, shown
     assert hidden.accuracy == seen.accuracy and hidden.score == seen.score, shown
+    # the conv layer judged on the captured graph too, in both modes
+    for result in (seen, hidden):
+        layers = next(c for c in result.checks if c.id == "weight_layers" and c.stage == "run")
+        assert layers.ok is True, layers
 
 
 def test_the_pages_name_the_classes_of_the_data(

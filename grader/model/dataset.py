@@ -90,9 +90,7 @@ class Dataset:
         """The images' geometry, from the test images' IDX header, and the class count (of
         ``classes``)."""
         _count, channels, rows, columns = _idx_header(self.raw / TEST_IMAGES)
-        return ImageSpec(
-            channels=channels, height=rows, width=columns, classes=len(self.classes)
-        )
+        return ImageSpec(channels=channels, height=rows, width=columns, classes=len(self.classes))
 
     def test_images(self, indices: list[int]) -> bytes:
         """The official test images at ``indices``, ``spec.values`` bytes each (channel by
