@@ -1,4 +1,5 @@
-"""Grader for deep-learning homework notebooks (HW3: FashionMNIST training skills)."""
+"""Grader for deep-learning homework notebooks: a homework is a template, a rubric and its data
+(HW3, FashionMNIST training skills, at the top level; others under homeworks/)."""
 
 from __future__ import annotations
 

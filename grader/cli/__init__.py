@@ -50,7 +50,8 @@ RUBRIC_HELP = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="grader", description="Grade deep-learning homework notebooks (HW3, FashionMNIST)."
+        prog="grader",
+        description="Grade deep-learning homework notebooks by their rubric (default: HW3).",
     )
     parser.add_argument("--version", action="version", version=f"grader {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -251,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     draft.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
     data = commands.add_parser(
-        "data", help="prepare and verify the rubric's dataset (FashionMNIST); say where it is"
+        "data", help="prepare and verify the rubric's dataset (default: FashionMNIST); say where"
     )
     data.add_argument("--rubric", type=Path, help=RUBRIC_HELP)
     data.add_argument(
