@@ -540,6 +540,39 @@ def test_the_epochs_constant_through_a_training_function(tmp_path: Path, trainin
     assert (facts.epochs_name, facts.epochs) == ("PASSES", 4)
 
 
+def test_an_epoch_loop_that_calls_the_training_is_judged_by_its_count(
+    tmp_path: Path, rubric: Rubric
+) -> None:
+    """`for r in range(ROUNDS): train_one_round(...)`, the template's epoch loop for `grader
+    rubric`, is the epochs rule's too: the template keeps it; a student's other count through such a
+    loop is left to the run (it may be a warm-up round), one in a loop that trains itself is not."""
+    trainer = (
+        "def train_one_round(model):\n    for x, y in loader:\n"
+        "        F.cross_entropy(model(x), y).backward()"
+    )
+    cells = (TINY[0], "ROUNDS = 4\nVAL = 0.1", TINY[2], TINY[3], trainer)
+    looped = "model = Net()\nfor r in range({}):\n    train_one_round(model)"
+    template = _notebook(tmp_path / "T.ipynb", (*cells, looped.format("ROUNDS")))
+    facts = derive_facts(template)
+    assert (facts.epochs_name, facts.epochs) == ("ROUNDS", 4)
+
+    def epochs(cells: tuple[str, ...]) -> Check:
+        path = _notebook(tmp_path / "HW3_s.ipynb", cells)
+        return next(
+            c for c in check_static(read_submission(path), facts, rubric).checks if c.id == "epochs"
+        )
+
+    kept = epochs((*cells, looped.format("ROUNDS")))
+    assert kept.ok is True, kept
+    other = epochs((*cells, looped.format("5")))
+    assert other.ok is None and "the run will count epochs" in other.message, other
+    inline = (
+        "for r in range(5):\n    for x, y in loader:\n"
+        "        F.cross_entropy(Net()(x), y).backward()"
+    )
+    assert epochs((*cells, inline)).ok is False
+
+
 def test_a_rubric_names_the_layers_rule_once() -> None:
     """linear_layers (HW3's rubric, unchanged) and weight_layers are one rule; a rubric lists
     one."""

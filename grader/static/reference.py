@@ -221,6 +221,17 @@ def _trainers(cells: tuple[ParsedCell, ...]) -> set[str]:
     }
 
 
+def epoch_loops(cells: tuple[ParsedCell, ...]) -> list[tuple[ParsedCell, ast.For]]:
+    """The loops that train epochs: those that train in their own body (``is_epoch_loop``), else
+    those that call a function that trains one (``for r in range(ROUNDS): train_round(...)``)."""
+    walked = [(parsed, node) for parsed, node in walk_cells(cells) if isinstance(node, ast.For)]
+    own = [(parsed, node) for parsed, node in walked if is_epoch_loop(node)]
+    if own:
+        return own
+    trainers = _trainers(cells)
+    return [(parsed, node) for parsed, node in walked if _calls_a_trainer(node, trainers)]
+
+
 def _calls_a_trainer(node: ast.stmt, trainers: set[str]) -> bool:
     """A ``for ... in range(...)`` whose body calls a function that trains an epoch: the
     template's epoch loop when none trains in its own body (only the template's; a submission's

@@ -28,7 +28,7 @@ from grader.model.results import Check
 from grader.model.rubric import FrozenFacts
 from grader.model.submission import Submission
 from grader.static.pyast import ParsedCell, const_value, dotted, top_level_constants, walk_cells
-from grader.static.reference import is_epoch_loop
+from grader.static.reference import epoch_loops, is_epoch_loop
 from grader.static.rules.common import (
     RunView,
     frozen_value,
@@ -108,7 +108,7 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
     problem = frozen_value(sub, cells, "epochs", facts.epochs_name, facts.epochs, constants)
     if problem is not None:
         return problem
-    loops = [(parsed, node) for parsed, node in walk_cells(cells) if is_epoch_loop(node)]
+    loops = epoch_loops(cells)
     if not loops:
         return static_check(
             sub,
@@ -134,6 +134,17 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
                 loop,
                 None,
                 f"the training loop runs {shown}; the run will count epochs",
+            )
+        if count != facts.epochs and not is_epoch_loop(loop):
+            # a loop that calls a training function may be something else (a warm-up round, a
+            # search): the run counts
+            return static_check(
+                sub,
+                "epochs",
+                parsed,
+                loop,
+                None,
+                f"the loop {shown} calls the training; the run will count epochs",
             )
         if count != facts.epochs:
             return static_check(
