@@ -68,6 +68,8 @@ def test_grader_rubric_derives_the_shipped_facts_from_the_template(
     out = tmp_path / "draft.yaml"
     assert main(["rubric", str(HW4 / "template.ipynb"), "--out", str(out)]) == ExitCode.OK
     draft = load_rubric(out)
+    # the homework named by its folder (the template's file name names none), files by it
+    assert draft.homework == rubric.homework and draft.files == rubric.files
     assert draft.template.resolve() == rubric.template.resolve()
     assert draft.frozen == rubric.frozen
     assert derive_facts(draft.template) == facts

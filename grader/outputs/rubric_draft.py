@@ -17,9 +17,11 @@ DRAFT_NAME = "rubric.draft.yaml"
 
 
 def homework_name(template: Path) -> str:
-    """The homework a template's file name names: HW3_template.ipynb -> HW3 ("HW" when none)."""
+    """The homework a template's file name names: HW3_template.ipynb -> HW3; else its folder's
+    first word: homeworks/hw4-cnn/template.ipynb -> HW4 ("HW" when none)."""
     words = [w for w in re.split(r"[_\-\s.]+", template.stem) if w and w.lower() != "template"]
-    name = "_".join(words)
+    folder = re.match(r"[A-Za-z]+[0-9]+", template.resolve().parent.name)
+    name = "_".join(words) or (folder.group(0).upper() if folder else "")
     return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) else "HW"
 
 

@@ -114,7 +114,7 @@ def _linear_only(specs: tuple[Spec, ...]) -> bool:
 def _the_layers(specs: tuple[Spec, ...], article: str = "the") -> str:
     """'the three Linear layers' (HW3's words), else "the template's weight layers"."""
     if _linear_only(specs):
-        return f"{article} {number(len(specs))} Linear layers"
+        return f"{article} {number(len(specs))} Linear layer{'s' if len(specs) != 1 else ''}"
     return "the template's weight layers"
 
 
