@@ -17,7 +17,6 @@ the same capture, without the 4 s of imports per student.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Protocol
 from grader import evaluator
 from grader.evaluator.key import FASHION_MNIST, ImageSpec
 from grader.evaluator.serve import STATUS
-from grader.run.pipes import PIPES_CLOSE_S, Sink, write_all
+from grader.run.pipes import PIPES_CLOSE_S, hand_over, receive
 
 EVALUATE_SECONDS = 600  # a graph of three Linear layers over 10,000 images takes about a second
 MAIN = Path(evaluator.__file__).resolve().parent / "__main__.py"
@@ -159,43 +158,25 @@ class Warm:
     def evaluate(self, capture: bytes) -> Evaluated | None:
         """The answer for ``capture`` from a fork of the server; None when the server was gone
         or ended without a word (no longer usable: evaluate it elsewhere)."""
-        (in_read, stdin), (stdout, out_write), (stderr, err_write) = (os.pipe() for _ in "iou")
-        ours, theirs = (stdin, stdout, stderr), (in_read, out_write, err_write)
-        try:
-            socket.send_fds(self.control, [b"c"], theirs)
-        except OSError:
-            for fd in ours:
-                os.close(fd)
+        exchange = hand_over(self.control, b"c", capture, MAX_ANSWER_BYTES, MAX_ERROR_BYTES)
+        if exchange is None:
             self.usable = False
             return None
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        out, err = Sink(MAX_ANSWER_BYTES), Sink(MAX_ERROR_BYTES)
-        threads = [
-            threading.Thread(target=write_all, args=(stdin, capture), daemon=True),
-            threading.Thread(target=out.drain, args=(stdout,), daemon=True),
-            threading.Thread(target=err.drain, args=(stderr,), daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
         deadline = time.monotonic() + EVALUATE_SECONDS + (0 if self.served else SERVER_START_S)
         status = self._status(deadline)
         self.served += 1
         if status is None:
             self.close()
-            for thread in threads:
-                thread.join()
+            exchange.join(None)
             return TIMED_OUT if time.monotonic() >= deadline else None
         code, clean = status
         if not clean:  # something of the child's still runs (and may hold its pipes): end it all
             self.close()
-        for thread in threads:
-            thread.join(timeout=PIPES_CLOSE_S)
-        if any(thread.is_alive() for thread in threads):  # a pipe still open: not clean after all
+        if not exchange.join(PIPES_CLOSE_S):  # a pipe still open: not clean after all
             self.close()
+        out = exchange.out
         if code != 0:
-            return _failed(err.text(), code)
+            return _failed(exchange.err.text(), code)
         if out.size > out.cap:
             return Evaluated(None, f"the trusted evaluation's answer is over {out.cap} bytes")
         return Evaluated(out.text(), None)
@@ -203,19 +184,9 @@ class Warm:
     def _status(self, deadline: float) -> tuple[int, bool] | None:
         """The child's exit code and whether the sandbox is clean; None at the deadline or when the
         server ended without a word."""
-        data = b""
-        while len(data) < STATUS.size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.control.settimeout(left)
-            try:
-                chunk = self.control.recv(STATUS.size - len(data))
-            except OSError:  # TimeoutError included
-                return None
-            if not chunk:
-                return None
-            data += chunk
+        data = receive(self.control, STATUS.size, deadline)
+        if data is None:
+            return None
         code, clean = STATUS.unpack(data)
         return code, clean
 

@@ -13,7 +13,6 @@ that notebook is rendered once instead, and the next one gets a fresh server.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.run.pipes import PIPES_CLOSE_S, Sink, write_all
+from grader.run.pipes import PIPES_CLOSE_S, hand_over, receive
 from grader.run.render_notebook import MEMORY, STATUS
 
 RENDER_SECONDS = 120
@@ -80,56 +79,29 @@ class _Server:
         self.wait_s = seconds + ANSWER_S + SERVER_START_S  # the first answer waits for its imports
 
     def render(self, data: bytes) -> Rendered | None:
-        (in_read, stdin), (stdout, out_write), (stderr, err_write) = (os.pipe() for _ in "iou")
-        ours, theirs = (stdin, stdout, stderr), (in_read, out_write, err_write)
-        try:
-            socket.send_fds(self.control, [b"r"], theirs)
-        except OSError:
-            for fd in ours:
-                os.close(fd)
+        exchange = hand_over(self.control, b"r", data, MEMORY, MAX_ERROR_BYTES)
+        if exchange is None:
             self.close()
             return None
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        out, err = Sink(MEMORY), Sink(MAX_ERROR_BYTES)
-        threads = [
-            threading.Thread(target=write_all, args=(stdin, data), daemon=True),
-            threading.Thread(target=out.drain, args=(stdout,), daemon=True),
-            threading.Thread(target=err.drain, args=(stderr,), daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
         status = self._status(time.monotonic() + self.wait_s)
         self.wait_s = self.seconds + ANSWER_S
         if status is None:
             self.close()  # its child with it (it dies with the server)
-        for thread in threads:
-            thread.join(timeout=PIPES_CLOSE_S)
-        if status is None or any(thread.is_alive() for thread in threads):
+        if not exchange.join(PIPES_CLOSE_S) or status is None:
             self.close()
             return None
         code, late = status
+        out = exchange.out
         if out.size > out.cap:
             return Rendered(code=1, out="", err=f"its page is over {out.cap} bytes")
-        return Rendered(code=code, out=out.text(), err=err.text(), late=late)
+        return Rendered(code=code, out=out.text(), err=exchange.err.text(), late=late)
 
     def _status(self, deadline: float) -> tuple[int, bool] | None:
         """The child's exit code and whether it was ended for time; None at the deadline or when
         the server ended without a word."""
-        data = b""
-        while len(data) < STATUS.size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.control.settimeout(left)
-            try:
-                chunk = self.control.recv(STATUS.size - len(data))
-            except OSError:  # TimeoutError included
-                return None
-            if not chunk:
-                return None
-            data += chunk
+        data = receive(self.control, STATUS.size, deadline)
+        if data is None:
+            return None
         code, late = STATUS.unpack(data)
         return code, late
 
