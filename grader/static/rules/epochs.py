@@ -126,25 +126,14 @@ def static(sub: Submission, cells: tuple[ParsedCell, ...], facts: FrozenFacts) -
         if count is None and function is not None:
             count = _count_through_calls(cells, function, loop.iter.args, constants)
         shown = ast.unparse(loop.iter)
-        if count is None:
-            return static_check(
-                sub,
-                "epochs",
-                parsed,
-                loop,
-                None,
-                f"the training loop runs {shown}; the run will count epochs",
+        # a loop that calls a training function may be something else (a warm-up round, a
+        # search): its count is the run's to decide
+        if count is None or (count != facts.epochs and not is_epoch_loop(loop)):
+            what = (
+                "the training loop runs" if count is None else "the loop that calls the training:"
             )
-        if count != facts.epochs and not is_epoch_loop(loop):
-            # a loop that calls a training function may be something else (a warm-up round, a
-            # search): the run counts
             return static_check(
-                sub,
-                "epochs",
-                parsed,
-                loop,
-                None,
-                f"the loop {shown} calls the training; the run will count epochs",
+                sub, "epochs", parsed, loop, None, f"{what} {shown}; the run will count epochs"
             )
         if count != facts.epochs:
             return static_check(
