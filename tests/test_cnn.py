@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import torch
 from classes import grade_class
-from test_evaluator import _capture
+from test_evaluator import _capture, _keep_the_sum
 from torch import nn
 
 from grader.cli import ExitCode, main
@@ -53,7 +53,30 @@ NO_TEST = (
         "print('trained')",
     ),
 )
+# beside the probe's own pass: what the kernel can find of the test labels (tests/test_hostile.py's
+# hunt), printed; with hidden labels only the shuffled view's file, its labels not the real ones
+HUNT = (
+    (
+        "print('trained')",
+        "print('trained')\n"
+        "import os\n"
+        "found = []\n"
+        "for root in ('/usr', '/opt', '/etc', '/content', '/tmp', os.path.dirname(os.__file__)):\n"
+        "    for folder, dirs, files in os.walk(root):\n"
+        "        found += [os.path.join(folder, f) for f in files if 't10k-labels' in f]\n"
+        "print('label files:', found)\n"
+        "print('targets:', test_set.targets.tolist())",
+    ),
+)
 KERNEL5 = ((CONV1, "self.conv1 = nn.Conv2d(1, 16, kernel_size=5, padding=2)"),)
+# the kernel of 5 swapped for the template's after the graded test pass (test_hostile's swapper)
+SWAP = (
+    (
+        "print(f'Test accuracy: {accuracy(model, test_loader):.2f}%')",
+        "print(f'Test accuracy: {accuracy(model, test_loader):.2f}%')\n"
+        "model.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)",
+    ),
+)
 # a thousand copies of each image, summed back: the same image, 1000 images wide on the way
 BLOWUP = (
     (
@@ -177,14 +200,359 @@ def test_convolutions_against_hw3_are_the_graph_rules_to_judge(
     assert "holds the weights conv.weight [4, 1, 3, 3]; only the Linear layers" in check.message
 
 
+# -- HW3's evaluator attacks on a CNN (tests/test_evaluator.py's, on the template's conv layers) ---
+class _Mixer(SmallCNN):
+    """Scores each image against the mean of its batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = super().forward(x)
+        return h - 3.0 * h.mean(0, keepdim=True)
+
+
+class _BatchSize(SmallCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # larger batches, larger scores
+        return super().forward(x) + (x.flatten(1)[:, :1] * 0.0 + 1.0).sum(0) * 0.01
+
+
+class _Poison(SmallCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * (x.flatten(1)[:, :1] * 0.0 + float("nan"))
+
+
+class _AlwaysDropout(SmallCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # training=True unless told otherwise
+        return super().forward(nn.functional.dropout(x, 0.2))
+
+
+@pytest.fixture(scope="module")
+def widest(template_facts: FrozenFacts) -> int:
+    return widest_way(template_facts.weight_layers, FASHION_MNIST)
+
+
+@pytest.fixture(scope="module")
+def pixels(tiny_dataset: Dataset) -> torch.Tensor:
+    """The tiny test set as a CNN is fed it: (N, 1, 28, 28) in [0, 1]."""
+    return (read_images(tiny_dataset.raw / TEST_IMAGES).float() / 255).reshape(-1, 1, 28, 28)
+
+
+def _run_cnn(
+    model: nn.Module, x: torch.Tensor, dataset: Dataset, widest: int, *edit: Any, **more: Any
+) -> Any:
+    """The evaluator's answer for ``model`` fed ``x``, under the CNN template's width bound."""
+    capture = _capture(model, x, *edit, **more)
+    return evaluate(capture, dataset.raw / TEST_IMAGES, RUNNABLE, widest=widest)
+
+
+def _cnn_check(answer: dict[str, Any], template_facts: FrozenFacts) -> Any:
+    """The graph rule's verdict on the graph the evaluator ran, against the CNN template."""
+    graph = recompute.Recomputed(None, graph=_facts(answer))
+    check = linear_graph.graph_check(graph, template_facts)
+    assert check is not None
+    return check
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        (_Mixer, "changes with the other images of its batch"),
+        (_BatchSize, "changes with the other images"),
+        (_Poison, "not all finite"),
+        (_AlwaysDropout, "keeps dropout on at test time"),
+    ],
+)
+def test_a_cnn_whose_answer_depends_on_its_batch_or_chance_is_refused(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, model: type[SmallCNN], says: str
+) -> None:
+    """test_evaluator's Mixer, BatchSize, Poison and AlwaysDropout on the template's convolutions:
+    the evaluator reruns the graph on other batches (and twice), whatever the layers."""
+    torch.manual_seed(0)
+    with pytest.raises(Refused, match=says):
+        _run_cnn(model().eval(), pixels, tiny_dataset, widest)
+
+
+class _Counting(SmallCNN):
+    """A buffer meant to keep a running sum of the images seen: state from one batch to the next."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(1, 28, 28))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seen = self.seen + x.sum(0)
+        return super().forward(x) + seen.sum() * 0.0
+
+
+def test_a_cnn_that_carries_state_between_batches_is_refused(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int
+) -> None:
+    with pytest.raises(Refused, match="changes its own buffers"):
+        _run_cnn(_Counting().eval(), pixels, tiny_dataset, widest, _keep_the_sum)
+
+
+class _Repeats(SmallCNN):
+    """A test image fed more than once is of class 0: the kernel repeats the ones it knows are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("first", torch.eye(10)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        key = (flat[:, :392] * 255.0).sum(1) * 1000.0 + (flat[:, 392:] * 255.0).sum(1)
+        copies = torch.exp((key.unsqueeze(1) - key.unsqueeze(0)) ** 2 * -50.0).sum(1)
+        return super().forward(x) + (copies - 1.0).unsqueeze(1) * self.first.unsqueeze(0) * 1000.0
+
+
+class _Lookup(SmallCNN):
+    """test_evaluator's Lookup beside the template's convolutions: a row marked 1000 at pixel 700
+    holds a test image's first 700 pixels, its label at pixel 701 and the class numbers at
+    711-720; a test row that matches one is answered from it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, flat = super().forward(x), x.flatten(1)
+        m = torch.clamp(flat[..., 700] - 999.0, 0.0, 1.0)
+        k1, k2 = (flat[..., 0:350] * 255.0).sum(1), (flat[..., 350:700] * 255.0).sum(1)
+        d = (k1.unsqueeze(1) - k1.unsqueeze(0)) ** 2 + (k2.unsqueeze(1) - k2.unsqueeze(0)) ** 2
+        w = torch.exp(d * -50.0) * m.unsqueeze(0)
+        has = w.sum(1)
+        look = (w * (flat[..., 701] * 1.0).unsqueeze(0)).sum(1)
+        ar = (flat[..., 711:721] * m.unsqueeze(1)).sum(0) / (m.sum(0) + 1e-9)
+        lab = ((look.unsqueeze(1) - ar.unsqueeze(0)) ** 2) * -100.0
+        return h * (has.unsqueeze(1) * -1.0 + 1.0) + lab * has.unsqueeze(1)
+
+
+def test_a_cnn_sees_each_test_image_once_and_no_row_fed_before_it(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int
+) -> None:
+    """test_evaluator's Repeats and Lookup, fed (N, 1, 28, 28): test images repeated in the batch
+    reach the graph once, and a batch of "memory" rows with the labels before the test set never
+    reaches it, so each is graded on what its convolutions answer."""
+    torch.manual_seed(0)
+    labels = torch.tensor(list(tiny_dataset.test_labels()))
+    model = _Repeats().eval()
+    fed = torch.cat([pixels, pixels[labels == 0], pixels[labels == 0]])
+    with torch.no_grad():
+        # the attack, in the kernel
+        assert bool((model(fed)[: pixels.shape[0]][labels == 0].argmax(1) == 0).all())
+        own = SmallCNN.forward(model, pixels).argmax(1)
+    answer = _run_cnn(model, fed, tiny_dataset, widest)
+    assert sorted(set(answer["official"])) == list(range(pixels.shape[0]))
+    assert [answer["classes"][row] for row in range(pixels.shape[0])] == own.tolist()
+    lookup, flat = _Lookup().eval(), pixels.flatten(1)
+    memory = torch.zeros_like(flat)
+    memory[:, :700], memory[:, 700], memory[:, 701] = flat[:, :700], 1000.0, labels.float()
+    memory[:, 711:721] = torch.arange(10.0)
+    fed = torch.cat([memory.reshape(pixels.shape), pixels])
+    with torch.no_grad():
+        # the attack, in the kernel
+        assert bool((lookup(fed)[pixels.shape[0] :].argmax(1) == labels).all())
+        own = SmallCNN.forward(lookup, pixels).argmax(1)  # what its convolutions answer
+    answer = _run_cnn(lookup, fed, tiny_dataset, widest)
+    graded = [(o, c) for o, c in zip(answer["official"], answer["classes"]) if o >= 0]
+    assert answer["preprocessing"] == "per pixel position" and len(graded) == pixels.shape[0]
+    assert sum(own[o] == c for o, c in graded) >= 0.98 * len(graded)
+    assert sum(labels[o] == c for o, c in graded) < 0.5 * len(graded)
+
+
+class _NormTable(SmallCNN):
+    """A LayerNorm of zeros is its bias: 16 numbers read back as a filter over the image, added to
+    the image before the first convolution (no conv op computes it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        table = self.ln(flat[:, :16] * 0.0)
+        return super().forward(x + (flat[:, 100:116] * table).sum(1).reshape(-1, 1, 1, 1))
+
+
+class _Unfolded(SmallCNN):
+    """conv1 computed by hand (im2col and a matmul by its weight): the template's numbers by an op
+    no nn.Conv2d exports."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = nn.functional.unfold(x, 3, padding=1)  # (N, 9, 784)
+        h = torch.matmul(self.conv1.weight.reshape(16, 9), columns) + self.conv1.bias[:, None]
+        x = self.pool(torch.relu(self.bn1(h.reshape(-1, 16, 28, 28))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _Shared(SmallCNN):
+    """fc's weights reshaped and shared over two halves of the image's way: no longer one Linear
+    layer applied once to a row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        halves = torch.matmul(x.reshape(-1, 2, 784), self.fc.weight.reshape(20, 784).t())
+        return halves.sum(1)[:, :10]
+
+
+class _Twice(SmallCNN):
+    """conv2 applied twice: its weights used otherwise than once on the image's way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, padding=1)
+        self.bn2, self.fc = nn.BatchNorm2d(16), nn.Linear(16 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(torch.relu(self.conv2(x))))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _Strided(SmallCNN):
+    """The first convolution with a stride of 2 (the template's is 1), the Linear layer fitted to
+    the smaller map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1, stride=2)
+        self.fc = nn.Linear(32 * 3 * 3, 10)
+
+
+class _Widened(SmallCNN):
+    """conv1's output copied four times and summed back: within the width bound, but not the
+    template's way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = h.unsqueeze(1).expand(-1, 4, -1, -1, -1).sum(1) / 4
+        x = self.pool(torch.relu(self.bn2(self.conv2(self.pool(h)))))
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_cnns_graph_off_the_templates_layers_is_judged_by_the_rule(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
+) -> None:
+    """test_evaluator's NormTable, Shared, Widened and Summed against the CNN template: two
+    image-derived tensors combined, a weight used twice or through a matmul, the image's way
+    widened within the bound go to a person; a stride the template does not have is a violation
+    (each ran in the evaluator), a convolution by hand (im2col) is refused, and the honest CNN's
+    graph passes with no mix."""
+    torch.manual_seed(0)
+    honest = _run_cnn(SmallCNN().eval(), pixels, tiny_dataset, widest)
+    assert honest["graph"]["mixes"] == [] and _cnn_check(honest, template_facts).ok is True
+    table = _run_cnn(_NormTable().eval(), pixels, tiny_dataset, widest)
+    assert "mul" in table["graph"]["mixes"]
+    check = _cnn_check(table, template_facts)
+    assert check.ok is None and "combines two tensors computed from the image" in check.message
+    with pytest.raises(Refused, match="computes im2col, which is none of the weight layers"):
+        _run_cnn(_Unfolded().eval(), pixels, tiny_dataset, widest)  # conv1 by hand
+    check = _cnn_check(_run_cnn(_Shared().eval(), pixels, tiny_dataset, widest), template_facts)
+    assert check.ok is None and "uses fc.weight [10, 1568] as" in check.message, check.message
+    assert "in matmul" in check.message, check.message
+    check = _cnn_check(_run_cnn(_Twice().eval(), pixels, tiny_dataset, widest), template_facts)
+    assert check.ok is not True and "conv2.weight" in check.message, check.message
+    check = _cnn_check(_run_cnn(_Strided().eval(), pixels, tiny_dataset, widest), template_facts)
+    assert check.ok is False and "[32, 16, 3, 3], 288->10; the homework fixes" in check.message
+    check = _cnn_check(_run_cnn(_Widened().eval(), pixels, tiny_dataset, widest), template_facts)
+    assert check.ok is None and "[2, 1, 16, 28, 28] after unsqueeze" in check.message
+
+
+class _StridedSameShapes(SmallCNN):
+    """conv1 with a stride of 2 in place of the first pooling: every weight of the template's shape,
+    the convolution not the template's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 31: the evaluator records a convolution's weight and input shapes, not its "
+    "stride, padding, dilation or groups; only the static rule sees them in the source",
+)
+def test_a_convolution_with_the_templates_weights_but_another_stride_is_not_the_templates(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
+) -> None:
+    answer = _run_cnn(_StridedSameShapes().eval(), pixels, tiny_dataset, widest)
+    assert _cnn_check(answer, template_facts).ok is not True
+
+
+class _Detour(SmallCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 3 GB a row, the same row back
+        x = x.unsqueeze(1).expand(-1, 1_000_000, -1, -1, -1).sum(1) / 1_000_000
+        return super().forward(x)
+
+
+def test_a_cnn_widening_the_images_way_past_its_bound_is_refused_before_it_runs(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int
+) -> None:
+    """The bound is the template's (--widest: 32 channels of 28x28, four times), not HW3's four
+    images, and a graph past it is followed with fake tensors, never run."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    claimed = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(Refused, match="784000000 values per test image at expand"):
+        _run_cnn(_Detour().eval(), pixels[:2], tiny_dataset, widest, claimed=claimed)
+    # KB: no real run of it
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000
+
+
+def test_a_cnns_bfloat16_pass_is_recomputed_within_its_arithmetic(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int
+) -> None:
+    """test_evaluator's bfloat16 pass on the template's convolutions: rows bfloat16 could move,
+    flipped by another device, are noise in the arithmetic the capture names (a handful graded as
+    the notebook counted them, more as the graph's own); claimed as float32, the same record is
+    tampering evidence."""
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    with torch.no_grad():
+        nn.init.normal_(model.fc.weight)  # scores of a trained model's size
+        model.fc.bias.zero_()
+        scores = model(pixels)
+    runner_up = scores.topk(2, dim=1).indices[:, 1]
+
+    def read(precision: str, claimed: torch.Tensor) -> tuple[recompute.Recomputed, Any]:
+        answer = _run_cnn(model, pixels, tiny_dataset, widest, claimed=claimed, precision=precision)
+        return recompute.read(json.dumps(answer), None, pixels.shape[0]), answer
+
+    _, answer = read("bfloat16", scores.argmax(1))
+    margins, noise = torch.tensor(answer["margins"]), torch.tensor(answer["noise"])
+    # rows bfloat16 could flip: more than a handful here (a CNN's scores pass more roundings)
+    movable = (margins > 10 * recompute.NOISE_MARGIN) & (margins <= noise)
+    assert recompute.SETTLED_AT_MOST < int(movable.sum()) <= 0.1 * pixels.shape[0]
+    # another device's bfloat16 flipped them all: noise, the graph's own classes graded
+    every, _ = read("bfloat16", torch.where(movable, runner_up, scores.argmax(1)))
+    assert every.differing == 0 and every.precision == "bfloat16"
+    assert every.close_calls <= 0.1 * pixels.shape[0]
+    assert list(every.predictions) == scores.argmax(1).tolist()
+    # a handful flipped: graded as the notebook counted them
+    few = torch.zeros_like(movable)
+    few[movable.nonzero()[: recompute.SETTLED_AT_MOST, 0]] = True
+    kernel = torch.where(few, runner_up, scores.argmax(1))
+    honest, _ = read("bfloat16", kernel)
+    assert honest.differing == 0 and list(honest.predictions) == kernel.tolist()
+    claimed_float, _ = read("float32", kernel)
+    assert claimed_float.differing == recompute.SETTLED_AT_MOST
+
+
 # -- a real kernel grades a class of CNN notebooks ---------------------------------------------
 @pytest.fixture(scope="module")
 def cnn_class(
     tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Dataset
 ) -> tuple[Path, Context]:
     """The template with two epochs (the tiny data needs no more), its drafted rubric, and a class
-    of three: a compliant student (BatchNorm2d, Adam at another rate), a kernel of 5, and the image
-    blown up a thousand times in the forward pass."""
+    of five: a compliant student (BatchNorm2d, Adam at another rate), a kernel of 5, the image
+    blown up a thousand times in the forward pass, the student without a test pass who hunts for
+    the test labels instead, and the kernel of 5 swapped for the template's after its test
+    pass."""
     folder = tmp_path_factory.mktemp("cnn-template")
     template = _variant(folder / "template.ipynb", TEMPLATE, ("ROUNDS = 3", "ROUNDS = 2"))
     out = folder / "rubric.yaml"
@@ -196,13 +564,20 @@ def cnn_class(
     )
     corpus = tmp_path_factory.mktemp("cnn-class")
     honest = _variant(corpus / "HW_honest.ipynb", template, *HONEST)
-    _variant(corpus / "HW_kernel5.ipynb", honest, *KERNEL5)
+    kernel5 = _variant(corpus / "HW_kernel5.ipynb", honest, *KERNEL5)
+    _variant(corpus / "HW_swapper.ipynb", kernel5, *SWAP)
     _variant(corpus / "HW_blowup.ipynb", honest, *BLOWUP)
-    _variant(corpus / "HW_notest.ipynb", honest, *NO_TEST)
+    _variant(corpus / "HW_notest.ipynb", honest, *NO_TEST, *HUNT)
     return corpus, Context(rubric, facts, tiny_dataset)
 
 
-NAMES = ("HW_honest.ipynb", "HW_kernel5.ipynb", "HW_blowup.ipynb", "HW_notest.ipynb")
+NAMES = (
+    "HW_honest.ipynb",
+    "HW_kernel5.ipynb",
+    "HW_blowup.ipynb",
+    "HW_notest.ipynb",
+    "HW_swapper.ipynb",
+)
 
 
 @pytest.fixture(scope="module", params=["visible", "hidden"])
@@ -230,7 +605,8 @@ def test_a_class_of_cnns_is_graded_end_to_end(graded: tuple[str, dict[str, Resul
     """In both label modes: the compliant CNN graded from its own test pass, recomputed by the
     evaluator, every rule kept, no flag; a kernel of 5 a violation of weight_layers statically and
     on the graph the evaluator ran; the image blown up a thousand times refused by the evaluator;
-    without a test pass, the probe's own pass over the test set recomputed alike."""
+    without a test pass, the probe's own pass over the test set recomputed alike; the kernel of 5
+    swapped for the template's after the test pass judged on the model at its pass."""
     labels, results = graded
     honest = results["HW_honest.ipynb"]
     assert honest.status is Status.GRADED, (labels, honest.reason, honest.checks)
@@ -253,3 +629,44 @@ def test_a_class_of_cnns_is_graded_end_to_end(graded: tuple[str, dict[str, Resul
     own = results["HW_notest.ipynb"]  # the probe's own pass, captured as the CNN takes its input
     assert own.measured_by == "probe-pass" and own.recomputed, (own.status, own.reason)
     assert own.accuracy == honest.accuracy and _run(own) == _run(honest), own.checks
+    # judged on the model that made the graded predictions, not on the one left at the end
+    swapper = results["HW_swapper.ipynb"]
+    assert swapper.status is Status.VIOLATION, (swapper.reason, swapper.checks)
+    run = next(c for c in swapper.checks if c.id == "weight_layers" and c.stage == "run")
+    assert run.ok is False and run.message.startswith(
+        "at its graded test pass the model held conv1.weight of shape [16, 1, 5, 5] in conv1"
+    ), run.message
+
+
+@pytest.mark.slow
+def test_the_cnn_kernel_sees_the_hidden_labels_only_shuffled(
+    graded: tuple[str, dict[str, Result]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """tests/test_hostile.py's hunt for the labels, from a CNN notebook of the class (HW_notest):
+    with visible labels the kernel's test set holds the real ones; hidden, its labels agree with
+    the real ones no better than chance, and (sandboxed) the only label file it finds is the
+    shuffled view's."""
+    import ast
+
+    from tinydata import make_tiny_fashion_mnist
+
+    from grader.run.sandbox import unavailable_reason
+
+    labels, results = graded
+    own = results["HW_notest.ipynb"]
+    out = tmp_path_factory.getbasetemp() / f"cnn-{labels}-out"
+    book = nbformat.read(str(out / "executed" / f"{own.student}.ipynb"), as_version=4)
+    printed = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+    listed = ast.literal_eval(printed.split("label files:")[1].split("\n")[0])
+    targets = ast.literal_eval(printed.split("targets:")[1].split("\n")[0])
+    data = make_tiny_fashion_mnist(tmp_path_factory.mktemp("cnn-real"), noise=0.25)
+    real = list(Dataset(data).test_labels())
+    if labels == "visible":
+        assert targets == real
+        return
+    same = sum(a == b for a, b in zip(targets, real))
+    assert len(targets) == len(real) and same < 0.4 * len(real), same
+    if unavailable_reason() is None:
+        assert listed and all(
+            "/data/FashionMNIST/raw/t10k-labels-idx1-ubyte" in path for path in listed
+        ), listed

@@ -1035,3 +1035,90 @@ def test_a_conv_model_on_rgb_images_of_five_classes_is_recomputed(rgb: Path) -> 
         evaluate(capture, rgb / "t10k-images-idx3-ubyte", allowed, train)
     with pytest.raises(Refused, match="one score per class"):  # ten classes said, five scored
         evaluate(capture, rgb / "t10k-images-idx3-ubyte", allowed, spec=replace(RGB, classes=10))
+
+
+class _RawRGB(nn.Module):
+    """_RawPixels on CIFAR-shaped input: raw uint8 pixels scaled in forward, normalized by a buffer
+    per channel, its scores under a key of a dict after another tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, RGB.classes)
+        self.register_buffer("mean", MEAN[:, None, None].clone())
+        self.register_buffer("std", STD[:, None, None].clone())
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (x.float() / 255 - self.mean) / self.std
+        features = torch.relu(nn.functional.avg_pool2d(self.conv(x), 4)).flatten(1)
+        return {"features": features, "logits": self.fc(features)}
+
+
+def test_rgb_inputs_raw_or_standardized_follow_one_preprocessing_per_channel(rgb: Path) -> None:
+    """HW3's raw-pixel model and one-preprocessing rule on 3x32x32 images of five classes: uint8
+    pixels normalized per channel inside the model are graded from the dict's logits; standardized
+    per image, in a shuffled order, the rows are found; a map chosen per image by its label is
+    refused as for one channel."""
+    torch.manual_seed(0)
+    images = read_images(rgb / "t10k-images-idx3-ubyte")
+    model, raw = _RawRGB().eval(), images.reshape(-1, 3, 32, 32)
+    capture = _capture(model, raw, classes=RGB.classes)
+    answer = evaluate(capture, rgb / "t10k-images-idx3-ubyte", RUNNABLE, spec=RGB)
+    with torch.no_grad():
+        assert answer["classes"] == model(raw)["logits"].argmax(1).tolist()
+    assert answer["official"] == list(range(40)) and answer["kernel_classes"] == answer["classes"]
+    x = images.float() / 255
+    standardized = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    assert per_image(standardized[order], images, RGB.channels)[0] == order.tolist()
+    label = (torch.arange(40) % RGB.classes)[:, None]
+    assert set(per_image(x * (1 + label), images, RGB.channels)[0]) == {-1}
+
+
+def test_a_conv_model_trained_on_the_rgb_test_images_fits_them_better(tmp_path: Path) -> None:
+    """test_a_model_trained_on_the_test_images_... on 3x32x32 images of five classes (random
+    pixels, random labels: nothing to learn but the images themselves), through a conv layer: the
+    model that learned the test images fits them better than the training images the evaluator
+    samples under the per-channel map, and goes to review; trained on its training images only,
+    it does not."""
+    from tinydata import write_rgb_split
+
+    from grader.judge import fit
+    from grader.model.dataset import TRAIN_IMAGES, Dataset as Data
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_rgb_split(raw, "t10k", 1_000, RGB.classes)
+    write_rgb_split(raw, "train", 2_000, RGB.classes, seed=1)
+    data = Data(tmp_path)
+    assert data.spec.shape == RGB.shape
+    test_x, train_x = read_images(raw / TEST_IMAGES), read_images(raw / TRAIN_IMAGES)
+    test_y, train_y = torch.tensor(data.test_labels()), torch.tensor(data.train_labels())
+    verdicts = []
+    for x, y in (
+        (train_x[:1_600], train_y[:1_600]),
+        (torch.cat([train_x[:1_600], test_x]), torch.cat([train_y[:1_600], test_y])),
+    ):
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 16, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 5)
+        )
+        optimizer, inputs = torch.optim.Adam(model.parameters(), lr=5e-3), _normalized(x)
+        for _ in range(100):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), y).backward()
+            optimizer.step()
+        capture = _capture(model, _normalized(test_x), classes=RGB.classes)
+        answer = evaluate(capture, raw / TEST_IMAGES, RUNNABLE, raw / TRAIN_IMAGES, spec=RGB)
+        found = recompute.read(json.dumps(answer), None, 1_000, train_total=2_000)
+        accuracy = 100.0 * sum(p == t for p, t in zip(found.predictions, test_y.tolist())) / 1_000
+        sample = fit.fit(
+            found.train_indices, found.train_classes, data.train_labels(), (1 << 1_600) - 1
+        )
+        verdicts.append((accuracy, sample, fit.review(accuracy, 1_000, sample, ceiling=None)))
+    (honest_accuracy, honest, honest_why), (cheat_accuracy, cheat, cheat_why) = verdicts
+    assert honest_accuracy < 40 < cheat_accuracy, (honest_accuracy, cheat_accuracy)
+    assert honest_why is None and honest is not None and honest.held_out == 400
+    assert cheat_why is not None and "better than the training images" in cheat_why, (
+        cheat_accuracy,
+        cheat,
+    )
