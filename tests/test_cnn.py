@@ -16,6 +16,7 @@ import nbformat
 import pytest
 import torch
 from classes import grade_class
+from notebooks import variant
 from test_evaluator import _capture, _keep_the_sum
 from torch import nn
 
@@ -85,17 +86,6 @@ BLOWUP = (
         "        x = self.pool(F.relu(self.bn1(self.conv1(x))))",
     ),
 )
-
-
-def _variant(path: Path, source: Path, *changes: tuple[str, str]) -> Path:
-    """``source`` with each ``old`` replaced by ``new`` (each found exactly once)."""
-    book = nbformat.read(str(source), as_version=4)
-    for old, new in changes:
-        found = [cell for cell in book.cells if old in cell.source]
-        assert len(found) == 1 and found[0].source.count(old) == 1, old
-        found[0].source = found[0].source.replace(old, new)
-    nbformat.write(book, str(path))
-    return path
 
 
 class SmallCNN(nn.Module):
@@ -554,7 +544,7 @@ def cnn_class(
     the test labels instead, and the kernel of 5 swapped for the template's after its test
     pass."""
     folder = tmp_path_factory.mktemp("cnn-template")
-    template = _variant(folder / "template.ipynb", TEMPLATE, ("ROUNDS = 3", "ROUNDS = 2"))
+    template = variant(folder / "template.ipynb", TEMPLATE, ("ROUNDS = 3", "ROUNDS = 2"))
     out = folder / "rubric.yaml"
     assert main(["rubric", str(template), "--out", str(out)]) == ExitCode.OK
     rubric: Rubric = load_rubric(out)
@@ -563,11 +553,11 @@ def cnn_class(
         {"Conv2d": 2, "Linear": 1}
     )
     corpus = tmp_path_factory.mktemp("cnn-class")
-    honest = _variant(corpus / "HW_honest.ipynb", template, *HONEST)
-    kernel5 = _variant(corpus / "HW_kernel5.ipynb", honest, *KERNEL5)
-    _variant(corpus / "HW_swapper.ipynb", kernel5, *SWAP)
-    _variant(corpus / "HW_blowup.ipynb", honest, *BLOWUP)
-    _variant(corpus / "HW_notest.ipynb", honest, *NO_TEST, *HUNT)
+    honest = variant(corpus / "HW_honest.ipynb", template, *HONEST)
+    kernel5 = variant(corpus / "HW_kernel5.ipynb", honest, *KERNEL5)
+    variant(corpus / "HW_swapper.ipynb", kernel5, *SWAP)
+    variant(corpus / "HW_blowup.ipynb", honest, *BLOWUP)
+    variant(corpus / "HW_notest.ipynb", honest, *NO_TEST, *HUNT)
     return corpus, Context(rubric, facts, tiny_dataset)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from notebooks import variant
 
 from grader.cli import ExitCode, main
 from grader.intake.read import read_submission
@@ -30,17 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "tests" / "fixtures" / "cnn" / "template.ipynb"
 CONV1 = "self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)"
 CONV2 = "self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)"
-
-
-def _variant(path: Path, *changes: tuple[str, str]) -> Path:
-    """The template with each ``old`` replaced by ``new`` (each found exactly once)."""
-    book = nbformat.read(str(TEMPLATE), as_version=4)
-    for old, new in changes:
-        found = [cell for cell in book.cells if old in cell.source]
-        assert len(found) == 1 and found[0].source.count(old) == 1, old
-        found[0].source = found[0].source.replace(old, new)
-    nbformat.write(book, str(path))
-    return path
 
 
 def _notebook(path: Path, cells: tuple[str, ...]) -> Path:
@@ -108,8 +98,9 @@ def test_the_draft_freezes_the_weight_layers_and_grades_the_template_clean(
 def test_a_compliant_student_passes(tmp_path: Path, drafted: tuple[Rubric, FrozenFacts]) -> None:
     """Normalization, dropout, another optimizer and batch size, the same layers spelled another
     way (keywords, a (3, 3) kernel, padding='same', stride=1 given): every rule kept."""
-    path = _variant(
+    path = variant(
         tmp_path / "HW_good.ipynb",
+        TEMPLATE,
         (
             CONV1,
             "self.conv1 = nn.Conv2d(in_channels=1, out_channels=16, kernel_size=(3, 3), "
@@ -211,7 +202,7 @@ def test_each_change_is_one_rule_broken_with_a_line_that_names_it(
     rule: str,
     says: str,
 ) -> None:
-    checks = _checks(_variant(tmp_path / "HW_bad.ipynb", *changes), drafted)
+    checks = _checks(variant(tmp_path / "HW_bad.ipynb", TEMPLATE, *changes), drafted)
     broken = [c for c in checks.values() if c.ok is not True]
     assert [c.id for c in broken] == [rule], checks
     (check,) = broken
@@ -222,13 +213,14 @@ def test_each_change_is_one_rule_broken_with_a_line_that_names_it(
 def test_layers_removed_or_computed_at_run_time(
     tmp_path: Path, drafted: tuple[Rubric, FrozenFacts]
 ) -> None:
-    removed = _variant(tmp_path / "HW_one.ipynb", (CONV2, "self.conv2 = nn.Identity()"))
+    removed = variant(tmp_path / "HW_one.ipynb", TEMPLATE, (CONV2, "self.conv2 = nn.Identity()"))
     check = _checks(removed, drafted)["weight_layers"]
     assert check.ok is False and "the model has 1 nn.Conv2d layers; the homework fixes 2" in (
         check.message
     )
-    computed = _variant(
+    computed = variant(
         tmp_path / "HW_width.ipynb",
+        TEMPLATE,
         ("self.conv1 = nn.Conv2d(1, 16,", "self.conv1 = nn.Conv2d(1, int(width()),"),
     )
     check = _checks(computed, drafted)["weight_layers"]
