@@ -418,6 +418,36 @@ class _Widened(SmallCNN):
         return self.fc(torch.flatten(x, 1))
 
 
+class _MeanImage(SmallCNN):
+    """Zero-centred inputs: the training set's mean image and spread kept as buffers of the
+    image's shape (``shape``: or one value per channel), as HW3 keeps one value per pixel."""
+
+    def __init__(self, shape: tuple[int, ...] = (1, 28, 28)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.rand(*shape) * 0.3)
+        self.register_buffer("std", torch.full(shape, 0.35))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward((x - self.mean) / self.std)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 1, 1)], ids=["per-pixel", "per-channel"])
+def test_an_input_normalization_kept_in_a_cnn_is_a_map_not_data(
+    tiny_dataset: Dataset,
+    pixels: torch.Tensor,
+    widest: int,
+    template_facts: FrozenFacts,
+    shape: tuple[int, ...],
+) -> None:
+    """A mean image (or one mean per channel) as the first convolution's input is normalized:
+    the rule's map of the image, allowed as in HW3, not data beside the weight layers."""
+    torch.manual_seed(0)
+    check = _cnn_check(
+        _run_cnn(_MeanImage(shape).eval(), pixels, tiny_dataset, widest), template_facts
+    )
+    assert check.ok is True, check.message
+
+
 def test_a_cnns_graph_off_the_templates_layers_is_judged_by_the_rule(
     tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
 ) -> None:

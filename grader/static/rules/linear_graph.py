@@ -99,12 +99,15 @@ class GraphView:
             for tensors in (graph.parameters, graph.buffers, graph.constants)
         )
         first = next(iter(frozen), None)
-        # one value per input feature (a Linear layer first) or channel (a convolution first)
-        image = (first[0] if len(first) == 2 else first[1]) if first else 0
+        # one value per input feature (a Linear layer first), or per channel or per pixel of the
+        # image as the first convolution takes it (a mean image)
+        sizes = {1, (first[0] if len(first) == 2 else first[1]) if first else 0}
+        if first and len(first) > 2 and graph.products:
+            sizes.add(_size(graph.products[0].rows[1:]))
         maps = frozenset(
             n
             for n, s in buffers + constants
-            if _size(s) in (1, image)
+            if _size(s) in sizes
             and graph.uses.get(n)
             and all(op in ELEMENTWISE for op, _ in graph.uses[n])
         )
