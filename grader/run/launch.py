@@ -48,6 +48,22 @@ def launch(
 ) -> Launched:
     """Execute the notebook in a kernel under ``rundir`` (sandboxed when the context says so);
     ``seed`` replaces the rubric's (a borderline result's re-run, scoring/seeds.py)."""
+    if slot is not None or not context.sandboxed:
+        return _launch(sub, context, rundir, slot, seed, slot.index if slot else 0)
+    # A run outside a batch claims a machine-wide number too, so that its sandbox's user is its own
+    # and its process limit counts its processes alone (two `grader check --run` at once).
+    with claim_index() as index:
+        return _launch(sub, context, rundir, slot, seed, index)
+
+
+def _launch(
+    sub: Submission,
+    context: Context,
+    rundir: Path,
+    slot: Slot | None,
+    seed: int | None,
+    index: int,
+) -> Launched:
     # Imported here so the static path (`grader check FILE`) never loads nbclient or the kernel
     # machinery.
     from grader.run.cgroups import find_hierarchy
@@ -72,7 +88,7 @@ def launch(
                 limits.memory_mb, limits.max_processes, limits.max_file_mb, limits.scratch_mb
             ),
             gpu=_gpu(slot),
-            uid=SANDBOX_UID - (slot.index if slot else 0),
+            uid=SANDBOX_UID - index,
             cores=slot.cores if slot else (),
             masked=masked,
         )
