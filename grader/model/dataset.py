@@ -95,8 +95,8 @@ class Dataset:
     def test_images(self, indices: list[int]) -> bytes:
         """The official test images at ``indices``, ``spec.values`` bytes each (channel by
         channel, row by row), concatenated."""
-        header = _idx_header(self.raw / TEST_IMAGES)
-        count, pixels, start = header[0], self.spec.values, 16 if header[1] == 1 else 20
+        count, channels, height, width = _idx_header(self.raw / TEST_IMAGES)
+        pixels, start = channels * height * width, 16 if channels == 1 else 20
         with (self.raw / TEST_IMAGES).open("rb") as handle:
             rows = []
             for index in indices:
