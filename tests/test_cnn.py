@@ -490,16 +490,101 @@ class _StridedSameShapes(SmallCNN):
         return self.fc(torch.flatten(x, 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 31: the evaluator records a convolution's weight and input shapes, not its "
-    "stride, padding, dilation or groups; only the static rule sees them in the source",
-)
 def test_a_convolution_with_the_templates_weights_but_another_stride_is_not_the_templates(
     tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
 ) -> None:
+    """Every weight of the template's shape and conv1 run with a stride of 2: the graph's
+    convolution is held to the template's layer, not only its weight's shape."""
     answer = _run_cnn(_StridedSameShapes().eval(), pixels, tiny_dataset, widest)
-    assert _cnn_check(answer, template_facts).ok is not True
+    check = _cnn_check(answer, template_facts)
+    assert check.ok is False and "stride 2 (the template's 1)" in check.message, check.message
+
+
+class _LayerNorms(SmallCNN):
+    """LayerNorm over conv1's whole maps and over conv2's rows: weights of the maps' shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.LayerNorm([16, 28, 28]), nn.LayerNorm([14, 14])
+
+
+class _Padded(SmallCNN):
+    """conv1 padding by reflection (``mode``), or by an nn.ZeroPad2d before an unpadded conv1."""
+
+    def __init__(self, mode: str = "reflect") -> None:
+        super().__init__()
+        self.conv1 = (
+            nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 16, 3))
+            if mode == "zeros"
+            else nn.Conv2d(1, 16, 3, padding=1, padding_mode=mode)
+        )
+
+
+class _LocalResponse(SmallCNN):
+    """AlexNet's LocalResponseNorm in place of the first BatchNorm2d, and log-sigmoid scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1 = nn.LocalResponseNorm(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.logsigmoid(super().forward(x))
+
+
+class _Pointwise(SmallCNN):
+    """Activations that combine the image's way with a function of itself, value by value:
+    nn.Softsign (x / (1 + |x|)), a SiLU by hand (x * sigmoid(x)), nn.Tanhshrink (x - tanh(x))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(nn.functional.softsign(self.bn1(self.conv1(x))))
+        x = self.bn2(self.conv2(x))
+        x = self.pool(x * torch.sigmoid(x))
+        return nn.functional.tanhshrink(self.fc(torch.flatten(x, 1)))
+
+
+class _Functional(SmallCNN):
+    """conv1 applied with F.conv2d and its own weight: ``padding`` 'same' (the template's padding
+    of 1, spelled otherwise) or dilated (``dilation`` 3, padding 3: the same shapes, another
+    layer)."""
+
+    def __init__(self, **arguments: Any) -> None:
+        super().__init__()
+        self.arguments = arguments
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.conv2d(x, self.conv1.weight, self.conv1.bias, **self.arguments)
+        x = self.pool(torch.relu(self.bn1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_cnn_written_with_other_allowed_layers_is_run_and_judged_as_its_layers_are(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
+) -> None:
+    """What a student may write beside the template's layers runs in the evaluator: LayerNorms
+    over whole maps keep the weight layers; a padding_mode or a ZeroPad2d before an unpadded conv1
+    pads as the template's padding does; F.conv2d with conv1's weight and padding='same' is conv1;
+    activations written as a function of the way and itself (Softsign, x * sigmoid(x)) are no mix.
+    LocalResponseNorm runs and goes to a person (it combines the image's way with itself); a
+    dilated conv1 of the template's shapes is another layer."""
+    torch.manual_seed(0)
+
+    def check(model: nn.Module) -> Any:
+        return _cnn_check(_run_cnn(model.eval(), pixels, tiny_dataset, widest), template_facts)
+
+    for model in (
+        _LayerNorms(),
+        *(_Padded(mode) for mode in ("reflect", "circular", "replicate", "zeros")),
+        _Functional(padding="same"),
+        _Pointwise(),
+    ):
+        found = check(model)
+        assert found.ok is True, (model, found.message)
+    found = check(_LocalResponse())
+    assert found.ok is None and "combines two tensors" in found.message, found.message
+    found = check(_Functional(padding=3, dilation=3))
+    assert found.ok is False, found.message
+    assert "padding 3 (the template's 1), dilation 3 (the template's 1)" in found.message
 
 
 class _Detour(SmallCNN):

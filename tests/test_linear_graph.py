@@ -14,8 +14,9 @@ import pytest
 from grader.judge import recompute
 from grader.judge.recompute import GraphFacts, Product
 from grader.model.probe_facts import parse
-from grader.model.rubric import FrozenFacts, Rubric
+from grader.model.rubric import FrozenFacts, Rubric, WeightLayer
 from grader.probe.schema import RECORD_VERSION
+from grader.static.layers import Spec, spec
 from grader.static.rules import linear_graph, linear_layers
 from grader.static.rules.linear_graph import CHECKS, GraphView
 
@@ -192,10 +193,35 @@ HONEST = GraphFacts(
 )
 
 
-def _with(**changes: Any) -> GraphView:
-    """The honest graph's view with some facts changed (``GraphFacts`` fields)."""
+def _with(specs: tuple[Spec, ...] = (), **changes: Any) -> GraphView:
+    """The honest graph's view with some facts changed (``GraphFacts`` fields), and the template's
+    layers as ``specs`` where a check reads them."""
     fields = {name: getattr(HONEST, name) for name in HONEST.__dataclass_fields__}
-    return GraphView.of(GraphFacts(**{**fields, **changes}), FROZEN)
+    return GraphView.of(GraphFacts(**{**fields, **changes}), FROZEN, specs)
+
+
+# A template's conv1 (kernel 3, padding 1); a convolution by its weight as the evaluator read it.
+CONV1 = spec(
+    WeightLayer(
+        kind="Conv2d",
+        name="self.conv1",
+        args=(("in_channels", 1), ("out_channels", 16), ("kernel_size", 3), ("padding", 1)),
+    )
+)
+
+
+def _conv(conv: Any = (), transposed: bool = False, **arguments: Any) -> tuple[Product, ...]:
+    ran = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1, **arguments}
+    return (
+        Product(
+            op="conv2d",
+            weight="conv1.weight",
+            used=(16, 1, 3, 3),
+            rows=(2, 1, 28, 28),
+            conv=tuple(ran.items()) if conv is None else conv,
+            transposed=transposed,
+        ),
+    )
 
 
 def _products(**at: Product) -> tuple[Product, ...]:
@@ -287,6 +313,25 @@ CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
         "multiplies by something that is no weight matrix in mv; each Linear layer multiplies",
     ),
     (
+        linear_graph.conv_arguments,
+        {"specs": (CONV1,), "products": _conv(None, stride=(2, 2))},
+        False,
+        "applies conv1.weight as Conv2d(1, 16, kernel_size=3, stride=2, padding=1); the "
+        "template's conv1 is Conv2d(1, 16, kernel_size=3, padding=1): stride 2 (the template's 1)",
+    ),
+    (
+        linear_graph.conv_arguments,
+        {"specs": (CONV1,), "products": _conv(None, transposed=True)},
+        False,
+        "applies conv1.weight [16, 1, 3, 3] in a transposed convolution",
+    ),
+    (
+        linear_graph.conv_arguments,
+        {"specs": (CONV1,), "products": _conv()},
+        None,
+        "in a convolution whose stride, padding, dilation or groups could not be read",
+    ),
+    (
         linear_graph.odd_way,
         {"way": CHAIN[:3] + (("sum", (2, 512)),) + CHAIN[3:]},
         None,
@@ -358,6 +403,7 @@ def test_the_checks_run_in_order_and_the_first_finding_is_the_verdict(
         "tensor_uses",
         "mixed_image",
         "odd_products",
+        "conv_arguments",
         "odd_way",
         "other_ops",
         "product_count",

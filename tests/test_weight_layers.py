@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "tests" / "fixtures" / "cnn" / "template.ipynb"
 CONV1 = "self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)"
 CONV2 = "self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)"
+FORWARD = "x = self.pool(F.relu(self.conv1(x)))"
 
 
 def _notebook(path: Path, cells: tuple[str, ...]) -> Path:
@@ -97,7 +98,8 @@ def test_the_draft_freezes_the_weight_layers_and_grades_the_template_clean(
 
 def test_a_compliant_student_passes(tmp_path: Path, drafted: tuple[Rubric, FrozenFacts]) -> None:
     """Normalization, dropout, another optimizer and batch size, the same layers spelled another
-    way (keywords, a (3, 3) kernel, padding='same', stride=1 given): every rule kept."""
+    way (keywords, a (3, 3) kernel, padding='same', stride=1 given, conv2 applied by F.conv2d with
+    its own weight and the same padding): every rule kept."""
     path = variant(
         tmp_path / "HW_good.ipynb",
         TEMPLATE,
@@ -109,6 +111,10 @@ def test_a_compliant_student_passes(tmp_path: Path, drafted: tuple[Rubric, Froze
         (CONV2, CONV2 + "\n        self.drop = nn.Dropout(0.25)"),
         ("x = self.pool(F.relu(self.conv1(x)))", "x = self.pool(F.relu(self.bn1(self.conv1(x))))"),
         ("torch.flatten(x, 1)", "self.drop(torch.flatten(x, 1))"),
+        (
+            "x = self.pool(F.relu(self.conv2(x)))",
+            "x = self.pool(F.relu(F.conv2d(x, self.conv2.weight, self.conv2.bias, 1, 'same')))",
+        ),
         ("BATCH_SIZE = 64", "BATCH_SIZE = 128"),
         (
             "torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)",
@@ -172,6 +178,19 @@ def test_a_compliant_student_passes(tmp_path: Path, drafted: tuple[Rubric, Froze
             "applies its own weights with F.conv2d; only the template's weight layers may",
         ),
         (
+            (
+                (
+                    "x = self.pool(F.relu(self.conv1(x)))",
+                    "x = F.relu(F.conv2d(x, self.conv1.weight, self.conv1.bias, stride=2, "
+                    "padding=1))",
+                ),
+            ),
+            "weight_layers",
+            "F.conv2d applies self.conv1's weight as nn.Conv2d(1, 16, kernel_size=3, stride=2, "
+            "padding=1); the template's layer is nn.Conv2d(1, 16, kernel_size=3, padding=1): "
+            "stride 2 (the template's 1)",
+        ),
+        (
             (("ROUNDS = 3", "ROUNDS = 5"),),
             "epochs",
             "ROUNDS is 5; the homework fixes it at 3",
@@ -191,6 +210,7 @@ def test_a_compliant_student_passes(tmp_path: Path, drafted: tuple[Rubric, Froze
         "conv1d",
         "linear",
         "functional",
+        "functional-stride",
         "epochs",
         "fraction",
     ],
@@ -225,6 +245,21 @@ def test_layers_removed_or_computed_at_run_time(
     )
     check = _checks(computed, drafted)["weight_layers"]
     assert check.ok is None and "a Conv2d's arguments are computed at run time" in check.message
+    # a frozen layer's stride set after it is built, or passed to F.conv2d from a variable
+    for forward, says in (
+        (
+            "self.conv1.stride = (2, 2)\n        " + FORWARD,
+            "sets self.conv1.stride after the layer",
+        ),
+        (
+            "x = F.conv2d(x, self.conv1.weight, self.conv1.bias, padding=self.pad)",
+            "F.conv2d applies self.conv1's weight with a stride, padding, dilation or groups "
+            "computed at run time",
+        ),
+    ):
+        later = variant(tmp_path / "HW_later.ipynb", TEMPLATE, (FORWARD, forward))
+        check = _checks(later, drafted)["weight_layers"]
+        assert check.ok is None and says in check.message, check.message
 
 
 def test_the_kernel_trace_counts_convolutions_as_products(
@@ -318,12 +353,7 @@ def _graph(model: Any) -> recompute.GraphFacts:
         constants=(),
         uses={n: tuple((op, argument) for op, argument in found) for n, found in uses.items()},
         mixes=tuple(mixes),
-        products=tuple(
-            recompute.Product(
-                op=p["op"], weight=p["weight"], used=tuple(p["used"]), rows=tuple(p["rows"])
-            )
-            for p in products
-        ),
+        products=recompute._products(products),  # as the judge parses the evaluator's JSON
         way=tuple((op, tuple(shape)) for op, shape in way),
     )
 
@@ -606,3 +636,22 @@ def test_a_split_of_literal_fractions_names_no_constant(tmp_path: Path) -> None:
     )
     with pytest.raises(RubricError, match="random_split's last fraction"):
         derive_facts(_notebook(tmp_path / "T.ipynb", cells))
+
+
+def test_a_convolutions_arguments_are_read_as_a_layers() -> None:
+    """The evaluator's record of a convolution, parsed: a padding op just before it counts in its
+    padding only as a layer's padding_mode pads (each side alike, zeros for a constant pad); a
+    single stride stands for every dimension; a transposed one is marked."""
+    conv = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1}
+
+    def parsed(**more: Any) -> dict[str, Any]:
+        arguments, transposed = recompute._convolution({**conv, **more}, 2)
+        return {**dict(arguments), "transposed": transposed}
+
+    assert parsed(pad=[1, 1, 2, 2], mode="reflect")["padding"] == (2, 1)
+    assert parsed(pad=[1, 1, 1, 1], mode="constant", value=0.0)["padding"] == (1, 1)
+    assert parsed(pad=[1, 2, 1, 1], mode="constant", value=0.0)["padding"] is None
+    assert parsed(pad=[1, 1, 1, 1], mode="constant", value=0.5)["padding"] is None
+    assert parsed(stride=[2])["stride"] == (2, 2) and parsed(stride="2")["stride"] is None
+    assert parsed(transposed=True)["transposed"] and not parsed(transposed=False)["transposed"]
+    assert recompute._convolution(None, 2) == ((), False)

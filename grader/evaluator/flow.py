@@ -12,7 +12,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.passes.shape_prop import ShapeProp
 
 from grader.evaluator.manifest import Refused
-from grader.evaluator.ops import PASS_THROUGH, SIZES, WEIGHTED
+from grader.evaluator.ops import CONVOLUTIONS, PADDING, PASS_THROUGH, POINTWISE, SIZES, WEIGHTED
 
 _TENSOR_INPUTS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
@@ -26,7 +26,8 @@ def flow(
     is], looking through reshapes and copies; the ops that combine two tensors computed from the
     image; and every product with the shapes it really ran on (the graph run once on two blank
     rows). The homework's model is one chain: each op takes the image's way through the network
-    once, beside weights. Two of them combined is a filter built by hand from slices of the image, a
+    once, beside weights. Two of them combined (other than value by value, both computed pointwise
+    from one tensor: x * sigmoid(x)) is a filter built by hand from slices of the image, a
     table read back from a layer's output (a LayerNorm of zeros is its bias), or one row compared
     with the rest of the batch. Last, the shape of every tensor on the image's way, as it ran (the
     rule holds them to the layers' widths). Refuses dropout left on and any op that writes into a
@@ -36,12 +37,15 @@ def flow(
     of images it ran on."""
     origin: dict[str, str] = {}
     flowing: set[str] = set()
+    # each tensor of the image's way -> the last one before it that no pointwise op computed
+    source: dict[str, str] = {}
     feed: list[Any] = []
     for spec in program.graph_signature.input_specs:
         name = getattr(spec.arg, "name", None)
         value = None
         if isinstance(name, str) and spec.kind == InputKind.USER_INPUT:
             flowing.add(name)
+            source[name] = name
             value = torch.zeros(2, *shape, dtype=dtype)
         elif isinstance(name, str) and isinstance(spec.target, str) and spec.kind in _TENSOR_INPUTS:
             origin[name] = spec.target
@@ -74,6 +78,7 @@ def flow(
             if a.alias_info is not None and a.alias_info.is_write
         }
         carried, weight, image = 0, None, None
+        ways: set[str] = set()
         for argument, value in _bound(node):
             switched = value is True or isinstance(value, torch.fx.Node)
             if argument in ("train", "training") and switched:
@@ -88,6 +93,7 @@ def flow(
                     f"({op}, {argument})"
                 )
             carried += sum(1 for n in held if n.name in flowing)
+            ways.update(source[n.name] for n in held if n.name in flowing)
             image = next((n for n in held if n.name in flowing), image)
             for n in held:
                 if n.name not in origin:
@@ -98,10 +104,13 @@ def flow(
                     uses[origin[n.name]].append([op, argument])
                     if op in WEIGHTED and argument not in ("bias", "self", "input"):
                         weight = n
-        if carried > 1:
+        # x / (1 + |x|): the way combined with a pointwise function of itself, value by value
+        pointwise = op in POINTWISE and len(ways) == 1
+        if carried > 1 and not pointwise:
             mixes.append(op)
         if carried and op not in SIZES:
             flowing.add(node.name)
+            source[node.name] = ways.pop() if pointwise else node.name
         if op in WEIGHTED:
             products.append((node, op, weight, image))
     _shapes_first(program, feed, flowing, widest)
@@ -113,20 +122,57 @@ def flow(
         ) from None
     found = []
     for node, op, weight, image in products:
-        found.append(
-            {
-                "op": op,
-                "weight": origin.get(weight.name, "") if weight is not None else "",
-                "used": shape_of(weight),
-                "rows": shape_of(image),
-            }
-        )
+        product: dict[str, Any] = {
+            "op": op,
+            "weight": origin.get(weight.name, "") if weight is not None else "",
+            "used": shape_of(weight),
+            "rows": shape_of(image),
+        }
+        if op in CONVOLUTIONS:
+            product["conv"] = _convolution(node, image)
+        found.append(product)
     way = [
         [op_name(node), shape_of(node)]
         for node in program.graph_module.graph.nodes
         if node.name in flowing and node.op == "call_function"
     ]  # [] where it is no one tensor
     return uses, mixes, found, way
+
+
+def _convolution(node: Any, image: Any) -> dict[str, Any]:
+    """How a convolution ran: its stride, padding, dilation, groups and transposed as the op was
+    called (the op's defaults filled in), and the padding op the image came through just before
+    (``pad``: its amounts and mode), which nn.Conv2d's padding_mode and nn.ZeroPad2d make. The
+    rule (static/rules/linear_graph.py) holds them to the template's layer."""
+    schema = getattr(node.target, "_schema", None)
+    defaults = {
+        a.name: a.default_value
+        for a in (schema.arguments if schema is not None else ())
+        if a.has_default_value()
+    }
+    called = {**defaults, **dict(_bound(node))}
+    found: dict[str, Any] = {
+        name: _plain(called.get(name))
+        for name in ("stride", "padding", "dilation", "groups", "transposed", "output_padding")
+        if name in called
+    }
+    if image is not None and op_name(image) in PADDING:
+        given = dict(_bound(image))
+        found["pad"] = _plain(given.get("pad", given.get("padding")))
+        found["mode"] = _plain(given.get("mode", "constant"))
+        found["value"] = _plain(given.get("value", 0.0))
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """A constant argument as JSON (ints, floats, strings, lists of them); None for anything
+    computed in the graph."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        items = [_plain(v) for v in value]
+        return items if all(v is not None for v in items) else None
+    return None
 
 
 def _shapes_first(program: Any, feed: list[Any], flowing: set[str], widest: int) -> None:

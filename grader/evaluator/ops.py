@@ -71,6 +71,7 @@ LAYERS = NORMS | frozenset(
         "prelu",
         "_prelu_kernel",
         "rrelu",
+        "log_sigmoid",
         "log_sigmoid_forward",
         "clamp",
         "clamp_min",
@@ -124,11 +125,25 @@ POOLING = frozenset(
         "_adaptive_avg_pool2d",
         "adaptive_max_pool1d",
         "adaptive_max_pool2d",
+        "avg_pool3d",  # nn.LocalResponseNorm's sum over neighbouring channels
+    }
+)
+# Padding the image's way before a convolution (nn.Conv2d's padding_mode, nn.ZeroPad2d): the
+# evaluator records the amounts beside the convolution it feeds.
+PADDING = frozenset(
+    {
+        "pad",
+        "constant_pad_nd",
+        "reflection_pad1d",
+        "reflection_pad2d",
+        "replication_pad1d",
+        "replication_pad2d",
+        "_pad_circular",
     }
 )
 # The only ops the evaluator runs at all (sanitize.py refuses a graph with any other): no op that
 # reads or writes files, allocates or mutates.
-RUNNABLE = PRODUCTS | SHAPING | LAYERS | CONVOLUTIONS | POOLING
+RUNNABLE = PRODUCTS | SHAPING | LAYERS | CONVOLUTIONS | POOLING | PADDING
 # Values per image the image's way may hold before the evaluator runs a graph at all (flow.py), in
 # images' worth without the grader's bound (HW3's) or in widths of the template's widest layer
 # (static/layers.py ``widest_way``, the bound the grader passes).
@@ -156,6 +171,61 @@ PASS_THROUGH = frozenset(
         "expand",
         "unsqueeze",
         "squeeze",
+    }
+)
+# Ops that compute each element from the same element of their operands (and numbers): two tensors
+# of the image's way combined by one of them, both computed element by element from the same
+# tensor, make a function of each value (x / (1 + |x|) is nn.Softsign, x * sigmoid(x) a SiLU by
+# hand), never a mix of values (flow.py).
+POINTWISE = frozenset(
+    {
+        "add",
+        "sub",
+        "rsub",
+        "mul",
+        "div",
+        "neg",
+        "abs",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "exp",
+        "log",
+        "log1p",
+        "expm1",
+        "reciprocal",
+        "square",
+        "sign",
+        "relu",
+        "relu_",
+        "relu6",
+        "leaky_relu",
+        "leaky_relu_",
+        "gelu",
+        "elu",
+        "selu",
+        "celu",
+        "silu",
+        "mish",
+        "sigmoid",
+        "tanh",
+        "hardtanh",
+        "hardtanh_",
+        "hardswish",
+        "hardsigmoid",
+        "softplus",
+        "log_sigmoid",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "threshold",
+        "dropout",
+        "clone",
+        "contiguous",
+        "detach",
+        "alias",
+        "_to_copy",
+        "to",
     }
 )
 # Ops that read a shape, never the image's data.

@@ -32,15 +32,27 @@ NOISE_MARGIN = 1e-3
 CLOSE_CALLS_AT_MOST = 0.10
 
 
+# A convolution's arguments as a layer's (static/layers.py COMPARED names): stride, padding,
+# dilation, groups; a value None where the evaluator could not read it.
+ConvArguments = tuple[tuple[str, "int | str | tuple[int, ...] | None"], ...]
+# The padding modes of nn.Conv2d (padding_mode), as F.pad names them; constant pads only with 0.
+_PAD_MODES = frozenset({"constant", "reflect", "replicate", "circular"})
+
+
 @dataclass(frozen=True)
 class Product:
     """One product op of the graph as it ran on two rows: the parameter it multiplies by ("" when it
-    is none), that operand's shape as used, and the shape of the image's way into it."""
+    is none), that operand's shape as used, and the shape of the image's way into it. A
+    convolution's also how it ran (``conv``: its arguments, a padding op just before it counted in
+    its padding, as nn.Conv2d's padding_mode makes one; () where the evaluator recorded none) and
+    whether it ran transposed."""
 
     op: str
     weight: str
     used: tuple[int, ...]
     rows: tuple[int, ...]
+    conv: ConvArguments = ()
+    transposed: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,15 +141,71 @@ def _products(value: Any) -> tuple[Product, ...]:
     found = []
     for item in value[:100] if isinstance(value, list) else []:
         if isinstance(item, dict):
+            used = tuple(int(d) for d in item.get("used") or () if type(d) is int)
             found.append(
                 Product(
                     str(item.get("op"))[:80],
                     str(item.get("weight"))[:200],
-                    tuple(int(d) for d in item.get("used") or () if type(d) is int),
+                    used,
                     tuple(int(d) for d in item.get("rows") or () if type(d) is int),
+                    *_convolution(item.get("conv"), len(used) - 2),
                 )
             )
     return tuple(found)
+
+
+def _convolution(value: Any, dims: int) -> tuple[ConvArguments, bool]:
+    """A convolution's arguments as the evaluator recorded them (flow.py), one int per spatial
+    dimension, with the padding op before it folded into its padding where it pads each side
+    alike; ((), False) where nothing was recorded."""
+    if not isinstance(value, dict) or dims < 1:
+        return (), False
+    stride, dilation = _per_dim(value.get("stride"), dims), _per_dim(value.get("dilation"), dims)
+    padding: int | str | tuple[int, ...] | None = (
+        value["padding"]
+        if value.get("padding") in ("same", "valid")
+        else _per_dim(value.get("padding"), dims)
+    )
+    if "pad" in value:
+        padding = _folded(padding, value, dims)
+    groups = value.get("groups")
+    return (
+        (
+            ("stride", stride),
+            ("padding", padding),
+            ("dilation", dilation),
+            ("groups", groups if type(groups) is int else None),
+        ),
+        "transposed" in value and value["transposed"] is not False,
+    )
+
+
+def _per_dim(value: Any, dims: int) -> tuple[int, ...] | None:
+    """[2] or [2, 2] or 2 -> (2, 2) for two dimensions; None for anything else."""
+    items = [value] if type(value) is int else value if isinstance(value, list) else None
+    if items is None or len(items) not in (1, dims) or any(type(v) is not int for v in items):
+        return None
+    return tuple(items) * (dims // len(items))
+
+
+def _folded(padding: Any, value: dict[str, Any], dims: int) -> tuple[int, ...] | None:
+    """The convolution's padding with a pad just before it added: F.pad's amounts run from the last
+    dimension backwards, a (before, after) pair each; only a pad of each side alike, in one of
+    nn.Conv2d's padding modes (a constant one of zeros), adds up to a layer's padding."""
+    pad, mode, fill = value.get("pad"), value.get("mode"), value.get("value")
+    if (
+        not isinstance(padding, tuple)
+        or not isinstance(pad, list)
+        or len(pad) != 2 * dims
+        or any(type(p) is not int for p in pad)
+        or mode not in _PAD_MODES
+        or (mode == "constant" and fill not in (0, 0.0, None))
+    ):
+        return None
+    pairs = [(pad[2 * i], pad[2 * i + 1]) for i in range(dims)][::-1]
+    if any(before != after for before, after in pairs):
+        return None
+    return tuple(p + before for p, (before, _) in zip(padding, pairs))
 
 
 def _way(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:

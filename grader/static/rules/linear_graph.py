@@ -19,10 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from grader.evaluator.ops import CONVOLUTIONS, LAYERS, NORMS, POOLING, PRODUCTS, SHAPING
+from grader.evaluator.ops import (
+    CONVOLUTIONS,
+    LAYERS,
+    NORMS,
+    PADDING,
+    POOLING,
+    PRODUCTS,
+    SHAPING,
+)
 from grader.model.findings import RuleId
 from grader.model.results import Check
-from grader.static.layers import WeightKey, key_text, spec
+from grader.model.rubric import WeightLayer
+from grader.static.layers import CONV_DIMS, Spec, WeightKey, key_text, spec
 from grader.static.rules.common import run_check
 
 if TYPE_CHECKING:
@@ -63,6 +72,10 @@ class GraphView:
     buffers: Shapes
     constants: Shapes
     maps: frozenset[str]  # buffers and constants of an input normalization kept in the model
+    # parameters of more than one value per channel that a normalization layer applies to the
+    # image's way element by element (LayerNorm([16, 28, 28]) after a convolution)
+    norms: frozenset[str] = frozenset()
+    convolutions: tuple[Spec, ...] = ()  # the template's conv layers, as the static rule reads them
 
     @property
     def fixed(self) -> str:
@@ -91,7 +104,7 @@ class GraphView:
         return len(shape) == 2 or (len(shape) > 2 and shape in self.frozen)
 
     @classmethod
-    def of(cls, graph: GraphFacts, frozen: Layers) -> GraphView:
+    def of(cls, graph: GraphFacts, frozen: Layers, specs: tuple[Spec, ...] = ()) -> GraphView:
         # A layer held under two names is listed twice and used under one: the copy counts once. (A
         # layer held and never used is still a layer the notebook added.)
         parameters, buffers, constants = (
@@ -118,16 +131,36 @@ class GraphView:
             buffers=buffers,
             constants=constants,
             maps=maps,
+            norms=_norm_maps(graph, parameters),
+            convolutions=tuple(s for s in specs if s.kind in CONV_DIMS),
         )
 
 
 GraphCheck = Callable[[GraphView], Check | None]
 
 
+def _norm_maps(graph: GraphFacts, parameters: Shapes) -> frozenset[str]:
+    """The parameters of more than one dimension used once, as a normalization op's weight or bias,
+    shaped as the last dimensions of the image's way where a normalization op ran on it: an
+    elementwise affine map of a LayerNorm over whole maps (one value per element, the same for
+    every image), never a table a product reads."""
+    normalized = [shape for op, shape in graph.way if op in NORMS]
+    return frozenset(
+        name
+        for name, shape in parameters
+        if len(shape) >= 2
+        and len(graph.uses.get(name, ())) == 1
+        and all(op in NORMS and arg in ("weight", "bias") for op, arg in graph.uses[name])
+        and any(len(w) > len(shape) and w[-len(shape) :] == shape for w in normalized)
+    )
+
+
 def held_weights(view: GraphView) -> Check | None:
     """A parameter of more than two dimensions, or a vector longer than any layer's: weights of
     another kind of layer."""
     for name, shape in view.parameters:
+        if name in view.norms:
+            continue
         if (len(shape) > 2 and not view.is_weight(shape)) or (
             len(shape) == 1 and shape[0] > MAX_VECTOR
         ):
@@ -140,7 +173,9 @@ def held_weights(view: GraphView) -> Check | None:
 
 def weight_matrices(view: GraphView) -> Check | None:
     """The weight matrices (and convolution weights) are the template's, no more and no fewer."""
-    matrices: Layers = Counter(_key(s) for _, s in view.parameters if len(s) >= 2)
+    matrices: Layers = Counter(
+        _key(s) for name, s in view.parameters if len(s) >= 2 and name not in view.norms
+    )
     if matrices == view.frozen:
         return None
     found = _layers(matrices) or "none"
@@ -168,7 +203,11 @@ def stored_data(view: GraphView) -> Check | None:
 
 def values_beside(view: GraphView) -> Check | None:
     """More values beside the weight matrices than biases and normalization need."""
-    beside = sum(_size(s) for name, s in view.tensors if not view.is_weight(s) or name in view.maps)
+    beside = sum(
+        _size(s)
+        for name, s in view.tensors
+        if (not view.is_weight(s) or name in view.maps) and name not in view.norms
+    )
     if beside <= MAX_BESIDE:
         return None
     what = "weights" if view.convolutional else "weight matrices"
@@ -191,7 +230,8 @@ def tensor_uses(view: GraphView) -> Check | None:
         odd = [
             f"{op} ({argument})"
             for op, argument in uses.get(name, ())
-            if name not in view.maps and not _fits(op, argument, len(shape), view.products)
+            if name not in view.maps | view.norms
+            and not _fits(op, argument, len(shape), view.products)
         ]
         if odd:
             return _for_a_person(
@@ -247,6 +287,57 @@ def odd_products(view: GraphView) -> Check | None:
     return None
 
 
+def conv_arguments(view: GraphView) -> Check | None:
+    """Each convolution runs as one of the template's conv layers: its weight's shape and its
+    stride, padding, dilation and groups (a padding op just before it counted in, as padding_mode
+    makes one), never transposed. (F.conv2d with conv1's weight and stride 2 keeps every weight's
+    shape and is another layer.)"""
+    if not view.convolutions:
+        return None
+    expected = Counter(c.values for c in view.convolutions)
+    for p in view.graph.products:
+        if p.op not in CONVOLUTIONS:
+            continue
+        kind = next((k for k, dims in CONV_DIMS.items() if dims == len(p.used) - 2), None)
+        arguments = dict(p.conv)
+        if p.transposed or kind is None:
+            how = "transposed" if p.transposed else f"{len(p.used) - 2}-dimensional"
+            return _violated(
+                f"{WHO} applies {p.weight} {list(p.used)} in a {how} convolution; the "
+                f"homework's are {view.fixed}"
+            )
+        if not p.conv or None in arguments.values():
+            return _for_a_person(
+                f"{WHO} applies {p.weight} {list(p.used)} in a convolution whose stride, padding, "
+                f"dilation or groups could not be read; {LOOK}"
+            )
+        groups = arguments["groups"]
+        assert isinstance(groups, int)
+        ran = spec(
+            WeightLayer(
+                kind=kind,
+                name=p.weight,
+                args=(
+                    ("in_channels", p.used[1] * groups),
+                    ("out_channels", p.used[0]),
+                    ("kernel_size", p.used[2:]),
+                    *p.conv,
+                ),
+            )
+        )
+        if expected[ran.values] > 0:
+            expected[ran.values] -= 1
+            continue
+        same = [c for c in view.convolutions if c.kind == kind] or list(view.convolutions)
+        template = min(same, key=lambda c: len(ran.differences(c)))
+        return _violated(
+            f"{WHO} applies {p.weight} as {ran.text}; the template's "
+            f"{(template.name or 'layer').removeprefix('self.')} "
+            f"is {template.text}: {ran.changes(template)}"
+        )
+    return None
+
+
 def odd_way(view: GraphView) -> Check | None:
     """The image's way is no chain of the template's layers with normalization and activations
     between them: a tensor not as wide as a Linear layer (nor, for a convolutional template, a
@@ -295,7 +386,7 @@ def odd_way(view: GraphView) -> Check | None:
 def other_ops(view: GraphView) -> Check | None:
     """An op that is none of the products, reshaping and layers (and, for a convolutional template,
     pooling) the homework's model uses."""
-    pooling = POOLING if view.convolutional else frozenset()
+    pooling = POOLING | PADDING if view.convolutional else frozenset()
     for target, count in sorted(view.graph.ops.items()):
         name = _op(target)
         if name not in view.products | SHAPING | LAYERS | pooling:
@@ -328,6 +419,7 @@ CHECKS: tuple[GraphCheck, ...] = (
     tensor_uses,
     mixed_image,
     odd_products,
+    conv_arguments,
     odd_way,
     other_ops,
     product_count,
@@ -339,10 +431,11 @@ def graph_check(recomputed: Recomputed | None, facts: FrozenFacts) -> Check | No
     graph = recomputed.graph if recomputed is not None else None
     if graph is None or recomputed is None:
         return None
-    frozen: Layers = Counter(spec(layer).key for layer in facts.weight_layers)
+    specs = tuple(spec(layer) for layer in facts.weight_layers)
+    frozen: Layers = Counter(s.key for s in specs)
     if recomputed.changed_after_pass:
         return structure_check(recomputed.structure_at_pass, frozen)
-    view = GraphView.of(graph, frozen)
+    view = GraphView.of(graph, frozen, specs)
     for check in CHECKS:
         found = check(view)
         if found is not None:

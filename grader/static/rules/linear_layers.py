@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from grader.evaluator.ops import CONVOLUTIONS, PRODUCTS
 from grader.model.findings import RuleId
 from grader.model.results import Check
-from grader.model.rubric import FrozenFacts
+from grader.model.rubric import FrozenFacts, WeightLayer
 from grader.model.submission import Submission
 from grader.static.layers import LINEAR, Spec, WeightKey, key_text, number, spec
 from grader.static.pyast import (
@@ -34,7 +34,7 @@ from grader.static.pyast import (
     top_level_constants,
     walk_cells,
 )
-from grader.static.reference import weight_calls, weight_layer
+from grader.static.reference import arg_value, weight_calls, weight_layer
 from grader.static.rules.common import RunView, run_check, static_check
 from grader.static.rules.linear_graph import graph_check
 
@@ -138,12 +138,42 @@ def _unknown(specs: tuple[Spec, ...]) -> str | None:
     return None
 
 
-def _frozen_weight(node: ast.AST | None, specs: tuple[Spec, ...], kind: str | None) -> bool:
-    """True for ``self.fc1.weight``-style arguments: F.linear (F.conv2d) applied with a frozen
-    layer's own weight."""
-    names = {s.name.rsplit(".", 1)[-1] for s in specs if s.name and s.kind == kind}
+def _frozen_layer(node: ast.AST | None, specs: tuple[Spec, ...], kind: str | None) -> Spec | None:
+    """The template's layer whose own weight ``node`` is (``self.fc1.weight``: F.linear, F.conv2d
+    applied with a frozen layer's weight), or None."""
     parts = (dotted(node) or "").split(".") if node is not None else []
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in names
+    if len(parts) < 2 or parts[-1] != "weight":
+        return None
+    return next(
+        (s for s in specs if s.kind == kind and s.name and s.name.split(".")[-1] == parts[-2]),
+        None,
+    )
+
+
+# F.conv1d / F.conv2d's arguments after (input, weight, bias): a layer's, by the same names.
+_FUNCTIONAL_CONV = ("stride", "padding", "dilation", "groups")
+
+
+def _run_as(call: ast.Call, layer: Spec, constants: dict[str, float]) -> Spec | None:
+    """The layer F.conv2d(x, self.conv1.weight, self.conv1.bias, stride=2) applies: conv1's
+    channels and kernel with the call's own stride, padding, dilation and groups (torch's defaults
+    where it passes none); None where one is no constant."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(
+        k.arg is None for k in call.keywords
+    ):
+        return None
+    given = [(n, a) for n, a in zip(_FUNCTIONAL_CONV, call.args[3:])] + [
+        (k.arg, k.value) for k in call.keywords if k.arg in _FUNCTIONAL_CONV
+    ]
+    kept = tuple((n, v) for n, v in layer.values if n not in _FUNCTIONAL_CONV)
+    ran = spec(
+        WeightLayer(
+            kind=layer.kind,
+            name=layer.name,
+            args=kept + tuple((n, arg_value(a, constants)) for n, a in given if n is not None),
+        )
+    )
+    return ran if ran.known else None
 
 
 def _class_owners(cells: tuple[ParsedCell, ...]) -> dict[int, str]:
@@ -160,31 +190,59 @@ def _added_weights(
     sub: Submission, cells: tuple[ParsedCell, ...], specs: tuple[Spec, ...]
 ) -> tuple[Check | None, Check | None]:
     """(a violation for the first weight-carrying layer, raw nn.Parameter or functional weight op
-    added,
-    an undecided check for one that only a class never instantiated holds: the run decides)."""
+    added, or a frozen layer's weight applied by F.conv2d as another layer; an undecided check for
+    one that only a class never instantiated holds, or for a frozen layer's arguments set or
+    passed at run time: the run decides)."""
     aliases = import_aliases(cells)
     owners = _class_owners(cells)
     called = {dotted(n.func) for _, n in walk_cells(cells) if isinstance(n, ast.Call)}
+    constants = top_level_constants(cells)
     kinds = {s.kind for s in specs}
     unused: Check | None = None
     for parsed, node in walk_cells(cells):
+        if unused is None and (changed := _changed_argument(node, specs)) is not None:
+            unused = static_check(
+                sub,
+                RULE,
+                parsed,
+                node,
+                None,
+                f"sets {changed} after the layer is built; the run checks the layer it makes",
+            )
         if not isinstance(node, ast.Call):
             continue
         name = resolve(dotted(node.func) or "", aliases)
         short = name.rsplit(".", 1)[-1]
         message = None
-        if name.startswith("torch.nn.functional."):
+        if name.startswith("torch.nn.functional.") and short in _FUNCTIONAL_WEIGHT_OPS:
             weight = (
                 node.args[1]
                 if len(node.args) > 1
                 else next((k.value for k in node.keywords if k.arg == "weight"), None)
             )
-            if short in _FUNCTIONAL_WEIGHT_OPS and not _frozen_weight(
-                weight, specs, _FUNCTIONAL_KIND.get(short)
-            ):
+            layer = _frozen_layer(weight, specs, _FUNCTIONAL_KIND.get(short))
+            ran = _run_as(node, layer, constants) if layer and layer.kind != LINEAR else layer
+            if layer is None:
                 message = (
                     f"applies its own weights with F.{short}; only {_the_layers(specs)} "
                     "may apply weights"
+                )
+            elif ran is None:
+                if unused is None:
+                    unused = static_check(
+                        sub,
+                        RULE,
+                        parsed,
+                        node,
+                        None,
+                        f"F.{short} applies {layer.name}'s weight with a stride, padding, "
+                        "dilation or groups computed at run time; the run checks it",
+                    )
+                continue
+            elif ran.values != layer.values:
+                message = (
+                    f"F.{short} applies {layer.name}'s weight as nn.{ran.text}; the template's "
+                    f"layer is nn.{layer.text}: {ran.changes(layer)}"
                 )
         elif (
             name.startswith("torch.nn.")
@@ -216,6 +274,35 @@ def _added_weights(
                 "instantiated; the run checks the model that is trained",
             )
     return None, unused
+
+
+# A conv layer's attributes that make it another layer when set after it is built.
+_LAYER_ATTRIBUTES = frozenset({*_FUNCTIONAL_CONV, "kernel_size", "in_channels", "out_channels"})
+
+
+def _changed_argument(node: ast.AST, specs: tuple[Spec, ...]) -> str | None:
+    """``self.conv1.stride`` for ``self.conv1.stride = (2, 2)`` (or setattr(self.conv1, 'stride',
+    ...)) on a template's conv layer, else None."""
+    convs = {s.name.split(".")[-1] for s in specs if s.name and s.kind != LINEAR}
+    targets: list[ast.AST] = []
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        targets = [node.target]
+    for target in targets:
+        parts = (dotted(target) or "").split(".")
+        if len(parts) >= 2 and parts[-1] in _LAYER_ATTRIBUTES and parts[-2] in convs:
+            return ".".join(parts)
+    if (
+        isinstance(node, ast.Call)
+        and dotted(node.func) == "setattr"
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and node.args[1].value in _LAYER_ATTRIBUTES
+        and (dotted(node.args[0]) or "").split(".")[-1] in convs
+    ):
+        return f"{dotted(node.args[0])}.{node.args[1].value}"
+    return None
 
 
 Call = tuple[ParsedCell, ast.Call, Spec]
