@@ -304,6 +304,27 @@ def test_embedded_labels_are_found_through_base64_and_compression(
     assert result.status is Status.ERROR and "the test labels?" in (result.reason or "")
 
 
+def test_embedded_labels_are_looked_for_in_the_rubrics_alphabet(tmp_path: Path) -> None:
+    """A dataset of five classes (the rubric's): its test labels as a run of five symbols are
+    evidence, as FashionMNIST's ten are; the default alphabet of ten does not see them."""
+    import random
+
+    from grader.model.datasets import DataChoice
+    from grader.static.pyast import parse_cells
+    from grader.static.tamper import LabelRun, label_run, static_evidence
+
+    rng = random.Random(0)
+    path = tmp_path / "HW4_eve.py"
+    path.write_text(f"L = {''.join(rng.choice('abcde') for _ in range(10_000))!r}\n")
+    sub = read_submission(path, "eve")
+    cells = parse_cells(sub)
+    assert static_evidence(sub, cells).evidence == ()
+    found = static_evidence(sub, cells, LabelRun(length=10_000, classes=5))
+    assert found.evidence and "over an alphabet of five (the test labels?)" in found.evidence[0]
+    cifar = label_run(DataChoice(name="CIFAR10", classes=tuple("abcde")))
+    assert cifar == LabelRun(length=10_000, classes=5)
+
+
 @pytest.mark.slow
 def test_tens_of_kilobytes_of_literal_data_go_to_review(tmp_path: Path, sandboxed: Context) -> None:
     """The public labels as letters beside a short hash of each image (60 KB of small literals, no

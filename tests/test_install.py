@@ -34,6 +34,7 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "grader/_data/rubric.yaml" in names and "grader/_data/templates/check.txt.j2" in names
     assert "grader/_data/reference/HW3_template.ipynb" in names
+    assert "grader/_data/homeworks/hw4-cnn/rubric.yaml" in names
     # students install this: no reference solution in it
     assert not [n for n in names if "solution" in n]
 
@@ -57,6 +58,7 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
     elsewhere = tmp_path / "colab"
     elsewhere.mkdir()
     (elsewhere / "HW3_ann.py").write_text((FIXTURES / "HW3_tinyok.py").read_text())
+    (elsewhere / "HW4_ann.py").write_text((ROOT / "homeworks/hw4-cnn/template.py").read_text())
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("GRADER_RUBRIC", None)
     where = subprocess.run(
@@ -89,3 +91,14 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
         and "valid_size" in check.stdout
         and "linear_layers" in check.stdout
     )
+    # the shipped second homework, named as in a checkout
+    check = subprocess.run(
+        [sys.executable, "-m", "grader", "check", "HW4_ann.py", "--rubric", "homeworks/hw4-cnn"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "weight_layers" in check.stdout and "linear_layers" not in check.stdout

@@ -89,7 +89,9 @@ def label_copies(dataset: Dataset, roots: tuple[Path, ...]) -> tuple[Path, ...]:
 
 
 def default_cache() -> Path:
-    """$GRADER_DATA_CACHE, else ~/.cache/grader/fashion-mnist."""
+    """$GRADER_DATA_CACHE, else ~/.cache/grader/fashion-mnist: the root every rubric's dataset is
+    prepared under (FashionMNIST/raw, cifar-10-batches-py, ...), named for the first homework's
+    and kept so that a TA's prepared data stays where it is."""
     env = os.environ.get("GRADER_DATA_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "grader" / "fashion-mnist"
 

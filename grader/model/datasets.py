@@ -35,6 +35,7 @@ class DatasetKind:
     test: tuple[str, ...]  # the test split's (IDX: images, labels; CIFAR: the test batch)
     meta: str | None = None  # CIFAR's batches.meta (the class names)
     classes: tuple[str, ...] = ()  # the official class names
+    test_count: int = 10_000  # images in the official test split (each known dataset's: 10,000)
     # file -> (algorithm, hex digest) of the official file, uncompressed, where known
     checksums: tuple[tuple[str, tuple[str, str]], ...] = ()
 

@@ -540,8 +540,13 @@ def _parse(top: _Fields, path: Path) -> Rubric:
 
 def load_rubric(path: Path | None = None) -> Rubric:
     """Read and validate rubric.yaml (see ``default_rubric_path`` for where it is looked up); a
-    homework's folder (``homeworks/hw4-cnn``) stands for the rubric.yaml in it."""
+    homework's folder (``homeworks/hw4-cnn``) stands for the rubric.yaml in it, and a shipped
+    homework's relative path is found where the grader is installed when it is not here."""
+    from grader.model.resources import shipped
+
     path = path or default_rubric_path()
+    if not path.exists() and not path.is_absolute() and shipped(str(path)).exists():
+        path = shipped(str(path))
     if path.is_dir():
         path = path / "rubric.yaml"
     try:

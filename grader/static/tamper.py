@@ -24,10 +24,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from grader.model.datasets import DataChoice
 from grader.model.submission import Submission
+from grader.static.layers import number
 from grader.static.pyast import ParsedCell, dotted, import_aliases, parseable, resolve, walk_cells
 
-LABEL_RUN = 10_000  # a sequence of class numbers as long as FashionMNIST's test set
 TEXT_LIMIT = 4 * 1024  # bytes of data the code's text may hold beyond the template's (literal_data)
 _WINDOW = 32 * 1024  # the most of a zlib dictionary that is used
 _MIN_BLOB = 1_000  # shorter literals cannot hold such a sequence in any encoding worth trying
@@ -49,6 +50,21 @@ _DECOMPRESSORS: tuple[Callable[[bytes], bytes], ...] = (
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class LabelRun:
+    """What the test labels written into the code would look like: a run of ``length`` symbols
+    (the test set's size) over an alphabet of ``classes`` (FashionMNIST's by default; the
+    rubric's dataset gives them, ``label_run``)."""
+
+    length: int = 10_000
+    classes: int = 10
+
+
+def label_run(choice: DataChoice) -> LabelRun:
+    """The rubric's dataset's test labels as a LabelRun (the table's test size, its class names)."""
+    return LabelRun(length=choice.kind.test_count, classes=max(2, len(choice.class_names())))
+
+
 @dataclass(frozen=True)
 class Tampering:
     """What the code as written shows: evidence (an error) and weaker signs (a flag)."""
@@ -57,25 +73,26 @@ class Tampering:
     signs: tuple[str, ...] = ()
 
 
-def _has_class_run(data: bytes) -> bool:
-    """True when ``data`` holds LABEL_RUN consecutive symbols of which ten stand for the classes,
-    each frequent (digits, bytes 0-9, letters a-j, any ten characters), with at most two more
-    (separators). Such a run contains a whole aligned block of half its length, so only those
-    blocks are tried."""
-    half = LABEL_RUN // 2
+def _has_class_run(data: bytes, labels: LabelRun) -> bool:
+    """True when ``data`` holds ``labels.length`` consecutive symbols of which one per class (ten
+    for FashionMNIST) stand for the classes, each frequent (digits, bytes 0-9, letters a-j, any
+    ten characters), with at most two more (separators). Such a run contains a whole aligned block
+    of half its length, so only those blocks are tried."""
+    half, classes = labels.length // 2, labels.classes
     for start in range(0, len(data) - half + 1, half):
         block = data[start : start + half]
         alphabet = set(block)
-        if not 10 <= len(alphabet) <= 12:
+        if not classes <= len(alphabet) <= classes + 2:
             continue
-        if sum(block.count(bytes((symbol,))) >= half // 40 for symbol in alphabet) < 10:
-            continue  # ten classes are about a tenth each: not text, padding or a ruler
+        frequent = half // (4 * classes)
+        if sum(block.count(bytes((symbol,))) >= frequent for symbol in alphabet) < classes:
+            continue  # each class is about its share: not text, padding or a ruler
         low, high = start, start + half
         while low > 0 and data[low - 1] in alphabet:
             low -= 1
         while high < len(data) and data[high] in alphabet:
             high += 1
-        if high - low >= LABEL_RUN:
+        if high - low >= labels.length:
             return True
     return False
 
@@ -149,13 +166,16 @@ def _is_harmless_modules_lookup(node: ast.AST, parents: dict[ast.AST, ast.AST]) 
     return False
 
 
-def _sequence_of_classes(node: ast.AST) -> bool:
-    """A literal list of LABEL_RUN+ constants over at most ten values (numbers, letters, names)."""
+def _sequence_of_classes(node: ast.AST, labels: LabelRun) -> bool:
+    """A literal list of ``labels.length``+ constants over at most one value per class (numbers,
+    letters, names)."""
     elements = getattr(node, "elts", None)
-    if not isinstance(node, (ast.List, ast.Tuple)) or elements is None or len(elements) < LABEL_RUN:
+    if not isinstance(node, (ast.List, ast.Tuple)) or elements is None:
+        return False
+    if len(elements) < labels.length:
         return False
     values = [e.value for e in elements if isinstance(e, ast.Constant)]
-    return len(values) >= LABEL_RUN and len({repr(v) for v in values}) <= 10
+    return len(values) >= labels.length and len({repr(v) for v in values}) <= labels.classes
 
 
 def code_text(cells: tuple[ParsedCell, ...]) -> bytes:
@@ -223,8 +243,11 @@ def literal_data(sub: Submission, cells: tuple[ParsedCell, ...], prior: bytes = 
     )
 
 
-def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering:
-    """Tampering evidence and signs in the code as written (IPython syntax neutralized)."""
+def static_evidence(
+    sub: Submission, cells: tuple[ParsedCell, ...], labels: LabelRun = LabelRun()
+) -> Tampering:
+    """Tampering evidence and signs in the code as written (IPython syntax neutralized); ``labels``:
+    what the rubric's test labels written out would look like."""
     evidence: list[str] = []
     signs: list[str] = []
     aliases = import_aliases(cells)
@@ -256,15 +279,17 @@ def static_evidence(sub: Submission, cells: tuple[ParsedCell, ...]) -> Tampering
                 evidence.append(
                     f"{where}: names torch's global hook tables, where the grader's probe watches"
                 )
-            elif len(value) >= _MIN_BLOB and any(_has_class_run(d) for d in _decodings(value)):
+            elif len(value) >= _MIN_BLOB and any(
+                _has_class_run(d, labels) for d in _decodings(value)
+            ):
                 evidence.append(
-                    f"{where}: embeds a sequence of {LABEL_RUN}+ symbols over an "
-                    "alphabet of ten (the test labels?)"
+                    f"{where}: embeds a sequence of {labels.length}+ symbols over an "
+                    f"alphabet of {number(labels.classes)} (the test labels?)"
                 )
-        elif _sequence_of_classes(node):
+        elif _sequence_of_classes(node, labels):
             evidence.append(
-                f"{where}: embeds a literal list of {LABEL_RUN}+ values over ten or "
-                "fewer (the test labels?)"
+                f"{where}: embeds a literal list of {labels.length}+ values over "
+                f"{number(labels.classes)} or fewer (the test labels?)"
             )
         elif isinstance(node, ast.Attribute):
             written = dotted(node)

@@ -19,7 +19,7 @@ from grader.model.submission import Submission
 from grader.static.pyast import ParsedCell, parse_cells
 from grader.static.rules import epochs, linear_layers, valid_size
 from grader.static.rules.common import RunView
-from grader.static.tamper import literal_data, static_evidence
+from grader.static.tamper import label_run, literal_data, static_evidence
 
 if TYPE_CHECKING:
     from grader.judge.recompute import Recomputed
@@ -102,7 +102,7 @@ def check_static(sub: Submission, facts: FrozenFacts, rubric: Rubric) -> StaticR
             else c
             for c in checks
         ]
-    tampering = static_evidence(sub, cells)
+    tampering = static_evidence(sub, cells, label_run(rubric.dataset))
     return StaticReport(
         tuple(broken + checks),
         tampering.evidence,
