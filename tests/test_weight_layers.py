@@ -270,12 +270,12 @@ def test_the_kernel_trace_counts_convolutions_as_products(
     rubric, facts = drafted
     shapes = {"conv1": [16, 1, 3, 3], "conv2": [32, 16, 3, 3], "fc": [10, 1568]}
 
-    def run(conv1: list[int], ops: list[str]) -> Check:
+    def run(conv1: list[int], ops: list[str], *more: dict[str, Any]) -> Check:
         held = {**shapes, "conv1": conv1}
         owners = [
             {"module": name, "type": "Linear" if name == "fc" else "Conv2d", "shapes": [s, s[:1]]}
             for name, s in held.items()
-        ]
+        ] + list(more)
         traced = [
             {"op": op, "shapes": [[2, 1, 28, 28], held[name], held[name][:1]]}
             if op == "convolution"
@@ -298,6 +298,14 @@ def test_the_kernel_trace_counts_convolutions_as_products(
     assert wider.ok is False and "conv1 (Conv2d) of shape [16, 1, 5, 5]" in wider.message
     fewer = run(shapes["conv1"], ["convolution", "addmm", "addmm"])
     assert fewer.ok is False and "multiplies by weights of" in fewer.message
+    # LayerNorms over conv1's maps and over rows of 28 hold weights of those shapes: a
+    # normalization's, not weight layers (a weight such a module applied would be one more
+    # product, counted above)
+    norms = [
+        {"module": "ln1", "type": "LayerNorm", "shapes": [[16, 28, 28], [16, 28, 28]]},
+        {"module": "ln2", "type": "LayerNorm", "shapes": [[28, 28], [28, 28]]},
+    ]
+    assert run(shapes["conv1"], ["convolution", "convolution", "addmm"], *norms).ok is True
 
 
 # -- the captured graph ------------------------------------------------------------------------
