@@ -48,7 +48,8 @@ NORMS = frozenset(
         "rms_norm",
     }
 )
-LAYERS = NORMS | frozenset(
+# The elementwise activations and arithmetic: each element from the same element of the operands.
+ELEMENTWISE_LAYERS = frozenset(
     {
         "relu",
         "relu_",
@@ -68,24 +69,12 @@ LAYERS = NORMS | frozenset(
         "hardswish",
         "hardsigmoid",
         "softplus",
-        "prelu",
-        "_prelu_kernel",
-        "rrelu",
         "log_sigmoid",
-        "log_sigmoid_forward",
         "clamp",
         "clamp_min",
         "clamp_max",
         "threshold",
-        "softmax",
-        "_softmax",
-        "log_softmax",
-        "_log_softmax",
         "dropout",
-        "native_dropout",
-        "feature_dropout",
-        "alpha_dropout",
-        "feature_alpha_dropout",
         "add",
         "sub",
         "mul",
@@ -94,16 +83,43 @@ LAYERS = NORMS | frozenset(
         "pow",
         "sqrt",
         "rsqrt",
-        "mean",
-        "sum",
-        "var",
         "exp",
         "log",
         "abs",
-        "avg_pool1d",
-        "avg_pool2d",
-        "getitem",
     }
+)
+# Ops that compute each element from the same element of their operands (and numbers), copies
+# included. Two tensors of the image's way combined by one of them, both computed element by
+# element from the same tensor, make a function of each value (x / (1 + |x|) is nn.Softsign,
+# x * sigmoid(x) a SiLU by hand), never a mix of values (flow.py).
+POINTWISE = ELEMENTWISE_LAYERS | frozenset(
+    {"clone", "contiguous", "detach", "alias", "_to_copy", "to"}
+)
+LAYERS = (
+    NORMS
+    | ELEMENTWISE_LAYERS
+    | frozenset(
+        {
+            "prelu",
+            "_prelu_kernel",
+            "rrelu",
+            "log_sigmoid_forward",
+            "softmax",
+            "_softmax",
+            "log_softmax",
+            "_log_softmax",
+            "native_dropout",
+            "feature_dropout",
+            "alpha_dropout",
+            "feature_alpha_dropout",
+            "mean",
+            "sum",
+            "var",
+            "avg_pool1d",
+            "avg_pool2d",
+            "getitem",
+        }
+    )
 )
 # A convolutional template's own ops (nn.Conv1d/Conv2d and pooling, as torch.export and the
 # kernel's dispatch name them): the architecture rule counts a convolution as a product of a
@@ -171,61 +187,6 @@ PASS_THROUGH = frozenset(
         "expand",
         "unsqueeze",
         "squeeze",
-    }
-)
-# Ops that compute each element from the same element of their operands (and numbers): two tensors
-# of the image's way combined by one of them, both computed element by element from the same
-# tensor, make a function of each value (x / (1 + |x|) is nn.Softsign, x * sigmoid(x) a SiLU by
-# hand), never a mix of values (flow.py).
-POINTWISE = frozenset(
-    {
-        "add",
-        "sub",
-        "rsub",
-        "mul",
-        "div",
-        "neg",
-        "abs",
-        "pow",
-        "sqrt",
-        "rsqrt",
-        "exp",
-        "log",
-        "log1p",
-        "expm1",
-        "reciprocal",
-        "square",
-        "sign",
-        "relu",
-        "relu_",
-        "relu6",
-        "leaky_relu",
-        "leaky_relu_",
-        "gelu",
-        "elu",
-        "selu",
-        "celu",
-        "silu",
-        "mish",
-        "sigmoid",
-        "tanh",
-        "hardtanh",
-        "hardtanh_",
-        "hardswish",
-        "hardsigmoid",
-        "softplus",
-        "log_sigmoid",
-        "clamp",
-        "clamp_min",
-        "clamp_max",
-        "threshold",
-        "dropout",
-        "clone",
-        "contiguous",
-        "detach",
-        "alias",
-        "_to_copy",
-        "to",
     }
 )
 # Ops that read a shape, never the image's data.

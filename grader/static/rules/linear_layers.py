@@ -200,50 +200,19 @@ def _added_weights(
     kinds = {s.kind for s in specs}
     unused: Check | None = None
     for parsed, node in walk_cells(cells):
-        if unused is None and (changed := _changed_argument(node, specs)) is not None:
-            unused = static_check(
-                sub,
-                RULE,
-                parsed,
-                node,
-                None,
-                f"sets {changed} after the layer is built; the run checks the layer it makes",
+        message, undecided = None, None
+        if (changed := _changed_argument(node, specs)) is not None:
+            undecided = (
+                f"sets {changed} after the layer is built; the run checks the layer it makes"
             )
-        if not isinstance(node, ast.Call):
-            continue
-        name = resolve(dotted(node.func) or "", aliases)
+        name = resolve(dotted(node.func) or "", aliases) if isinstance(node, ast.Call) else ""
         short = name.rsplit(".", 1)[-1]
-        message = None
-        if name.startswith("torch.nn.functional.") and short in _FUNCTIONAL_WEIGHT_OPS:
-            weight = (
-                node.args[1]
-                if len(node.args) > 1
-                else next((k.value for k in node.keywords if k.arg == "weight"), None)
-            )
-            layer = _frozen_layer(weight, specs, _FUNCTIONAL_KIND.get(short))
-            ran = _run_as(node, layer, constants) if layer and layer.kind != LINEAR else layer
-            if layer is None:
-                message = (
-                    f"applies its own weights with F.{short}; only {_the_layers(specs)} "
-                    "may apply weights"
-                )
-            elif ran is None:
-                if unused is None:
-                    unused = static_check(
-                        sub,
-                        RULE,
-                        parsed,
-                        node,
-                        None,
-                        f"F.{short} applies {layer.name}'s weight with a stride, padding, "
-                        "dilation or groups computed at run time; the run checks it",
-                    )
-                continue
-            elif ran.values != layer.values:
-                message = (
-                    f"F.{short} applies {layer.name}'s weight as nn.{ran.text}; the template's "
-                    f"layer is nn.{layer.text}: {ran.changes(layer)}"
-                )
+        if (
+            isinstance(node, ast.Call)
+            and name.startswith("torch.nn.functional.")
+            and short in _FUNCTIONAL_WEIGHT_OPS
+        ):
+            message, undecided = _functional(node, short, specs, constants)
         elif (
             name.startswith("torch.nn.")
             and (short.startswith(_WEIGHT_LAYERS) or short == LINEAR)
@@ -258,6 +227,8 @@ def _added_weights(
                 "creates raw weights with nn.Parameter; the model may only use "
                 f"{_the_layers(specs, 'its')}"
             )
+        if undecided is not None and unused is None:
+            unused = static_check(sub, RULE, parsed, node, None, undecided)
         if message is None:
             continue
         cls = owners.get(id(node))
@@ -274,6 +245,40 @@ def _added_weights(
                 "instantiated; the run checks the model that is trained",
             )
     return None, unused
+
+
+def _functional(
+    call: ast.Call, short: str, specs: tuple[Spec, ...], constants: dict[str, float]
+) -> tuple[str | None, str | None]:
+    """(a violation's message, an undecided one) for F.linear, F.conv2d, ... ``short``: its own
+    weights applied, or a frozen layer's weight applied as another layer; the layer's arguments
+    passed from values computed at run time are the run's to judge."""
+    weight = (
+        call.args[1]
+        if len(call.args) > 1
+        else next((k.value for k in call.keywords if k.arg == "weight"), None)
+    )
+    layer = _frozen_layer(weight, specs, _FUNCTIONAL_KIND.get(short))
+    if layer is None:
+        return (
+            f"applies its own weights with F.{short}; only {_the_layers(specs)} may apply weights",
+            None,
+        )
+    if layer.kind == LINEAR:
+        return None, None
+    ran = _run_as(call, layer, constants)
+    if ran is None:
+        return None, (
+            f"F.{short} applies {layer.name}'s weight with a stride, padding, dilation or groups "
+            "computed at run time; the run checks it"
+        )
+    if ran.values != layer.values:
+        return (
+            f"F.{short} applies {layer.name}'s weight as nn.{ran.text}; the template's layer is "
+            f"nn.{layer.text}: {ran.changes(layer)}",
+            None,
+        )
+    return None, None
 
 
 # A conv layer's attributes that make it another layer when set after it is built.
