@@ -503,9 +503,9 @@ def test_a_convolution_with_the_templates_weights_but_another_stride_is_not_the_
 class _Restyled(SmallCNN):
     """The template's layers written otherwise: conv1 padding by reflection (``pad``: or by an
     nn.ZeroPad2d before an unpadded conv1, and conv2 applied by F.conv2d with its own weight and
-    padding='same'); LayerNorm over conv1's whole maps and over conv2's rows; activations that
-    combine the way with a function of itself, value by value (Softsign, x * sigmoid(x),
-    Tanhshrink)."""
+    padding='same'); GroupNorm after conv1 and a LayerNorm over conv2's channels between two
+    permutes (channels last); activations that combine the way with a function of itself, value
+    by value (Softsign, x * sigmoid(x), Tanhshrink)."""
 
     def __init__(self, pad: str = "reflect") -> None:
         super().__init__()
@@ -515,7 +515,7 @@ class _Restyled(SmallCNN):
             if pad == "zeros"
             else nn.Conv2d(1, 16, 3, padding=1, padding_mode=pad)
         )
-        self.bn1, self.bn2 = nn.LayerNorm([16, 28, 28]), nn.LayerNorm([14, 14])
+        self.bn1, self.bn2 = nn.GroupNorm(4, 16), nn.LayerNorm(32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(nn.functional.softsign(self.bn1(self.conv1(x))))
@@ -523,7 +523,7 @@ class _Restyled(SmallCNN):
             x = nn.functional.conv2d(x, self.conv2.weight, self.conv2.bias, padding="same")
         else:
             x = self.conv2(x)
-        x = self.bn2(x)
+        x = self.bn2(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         x = self.pool(x * torch.sigmoid(x))
         return nn.functional.tanhshrink(self.fc(torch.flatten(x, 1)))
 
@@ -555,8 +555,8 @@ def test_a_cnn_written_with_other_allowed_layers_is_run_and_judged_as_its_layers
 ) -> None:
     """What a student may write beside the template's layers runs in the evaluator and keeps the
     layers (``_Restyled``: a padding_mode or a ZeroPad2d pads as the template's padding does,
-    F.conv2d with a layer's own weight and padding='same' is that layer, LayerNorms over whole
-    maps are normalization, x * sigmoid(x) is no mix). LocalResponseNorm runs and goes to a person
+    F.conv2d with a layer's own weight and padding='same' is that layer, a LayerNorm over channels
+    last is normalization, x * sigmoid(x) is no mix). LocalResponseNorm runs and goes to a person
     (it combines the way with its pooled square); a dilated conv1 of the template's shapes is
     another layer."""
     torch.manual_seed(0)
@@ -572,6 +572,107 @@ def test_a_cnn_written_with_other_allowed_layers_is_run_and_judged_as_its_layers
     found = check(_Dilated())
     assert found.ok is False, found.message
     assert "padding 3 (the template's 1), dilation 3 (the template's 1)" in found.message
+
+
+class _StrideBySlice(SmallCNN):
+    """conv1 with a stride of 2 in effect: its maps subsampled by a slice, no pooling after it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))[:, :, ::2, ::2]
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _DilationByReshape(SmallCNN):
+    """conv1 dilated (2, 1) in effect: the image's rows paired into rows of 56."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x.reshape(-1, 1, 14, 56)).reshape(-1, 16, 28, 28)
+        x = self.pool(torch.relu(self.bn1(x)))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _DoublePad(SmallCNN):
+    """conv1 built unpadded, with two pads of 1 before it: a padding of 2 in effect, one pad
+    right before the convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(nn.functional.pad(x, (1, 1, 1, 1)), (1, 1, 1, 1))
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class _MemorisedInNorms(SmallCNN):
+    """The test labels in two LayerNorms over conv1's whole maps, nothing else but the template's
+    forward pass: conv1's channels 1-15 are zero, so the first LayerNorm gives at each of their
+    positions one number of the image (its own mean and spread); the first's bias puts a window
+    around one test image's number at each position (relu(1 - |x|)), the second's weight holds its
+    label; pooling, conv2's centre taps and the fc carry the one value that fired to the scores."""
+
+    def __init__(self, images: torch.Tensor, labels: list[int]) -> None:
+        super().__init__()
+        self.bn1, self.bn2 = nn.LayerNorm([16, 28, 28]), nn.LayerNorm([16, 28, 28])
+        n, m = len(labels), 16 * 784
+        with torch.no_grad():
+            self.conv1.weight[1:] = 0
+            self.conv1.bias.zero_()
+            keys = nn.functional.layer_norm(self.conv1(images), [16, 28, 28])[:, 1, 0, 0].double()
+            ordered = keys.sort().values
+            scale = 4.0 / max((ordered[1:] - ordered[:-1]).min().item(), 2e-6)
+            self.bn1.weight.zero_()
+            self.bn1.bias.fill_(-10.0)
+            self.bn1.weight.view(-1)[784 : 784 + n] = scale
+            self.bn1.bias.view(-1)[784 : 784 + n] = (-scale * keys).float()
+            fired = (1 - 1 / m) / ((1 / m) * (1 - 1 / m) + 1e-5) ** 0.5
+            self.bn2.weight.zero_()
+            self.bn2.weight.view(-1)[784 : 784 + n] = (torch.tensor(labels) + 1.0) / fired
+            self.bn2.bias.zero_()
+            self.conv2.weight.zero_()
+            self.conv2.bias.zero_()
+            self.conv2.weight[0, :, 1, 1] = 1.0
+            c = torch.arange(10, dtype=torch.float32)
+            self.fc.weight.zero_()
+            self.fc.weight[:, :49] = (2 * c)[:, None]
+            self.fc.bias.copy_(-2 * c - c**2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x))
+        x = self.pool(torch.relu(self.bn2(torch.relu(1 - x.abs()))))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_cnn_running_its_layers_otherwise_goes_to_a_person(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, template_facts: FrozenFacts
+) -> None:
+    """Every weight of the template's shape and every convolution called with its arguments, the
+    layers run otherwise all the same: maps subsampled by a slice (a stride), the image reshaped
+    into rows of 56 (a dilation), a pad not right before the convolution (a padding): a person
+    looks. A memorised test set in LayerNorms over whole maps (their weights a table over
+    positions, keyed by each image's statistics) answers the test images' made-up labels in the
+    evaluator, and goes to a person too."""
+    torch.manual_seed(0)
+
+    def check(model: nn.Module) -> Any:
+        return _cnn_check(_run_cnn(model.eval(), pixels, tiny_dataset, widest), template_facts)
+
+    found = check(_StrideBySlice())
+    assert found.ok is None and "[2, 16, 14, 28] after slice: maps of another size" in found.message
+    found = check(_DilationByReshape())
+    assert found.ok is None and "[2, 1, 14, 56] after reshape" in found.message, found.message
+    found = check(_DoublePad())
+    assert found.ok is None and "pads the maps 1 time other than just before" in found.message
+    labels = [(7 * i + 3) % 10 for i in range(pixels.shape[0])]
+    answer = _run_cnn(_MemorisedInNorms(pixels, labels).eval(), pixels, tiny_dataset, widest)
+    assert sum(a == b for a, b in zip(answer["classes"], labels)) > 0.9 * len(labels)
+    found = _cnn_check(answer, template_facts)
+    assert found.ok is None and "a learned table that can hold answers" in found.message
 
 
 class _Detour(SmallCNN):

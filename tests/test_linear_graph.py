@@ -193,11 +193,13 @@ HONEST = GraphFacts(
 )
 
 
-def _with(specs: tuple[Spec, ...] = (), **changes: Any) -> GraphView:
+def _with(
+    specs: tuple[Spec, ...] = (), frozen: linear_graph.Layers = FROZEN, **changes: Any
+) -> GraphView:
     """The honest graph's view with some facts changed (``GraphFacts`` fields), and the template's
-    layers as ``specs`` where a check reads them."""
+    layers as ``specs`` (or only their keys, ``frozen``) where a check reads them."""
     fields = {name: getattr(HONEST, name) for name in HONEST.__dataclass_fields__}
-    return GraphView.of(GraphFacts(**{**fields, **changes}), FROZEN, specs)
+    return GraphView.of(GraphFacts(**{**fields, **changes}), frozen, specs)
 
 
 # A template's conv1 (kernel 3, padding 1); a convolution by its weight as the evaluator read it.
@@ -210,7 +212,14 @@ CONV1 = spec(
 )
 
 
-def _conv(conv: Any = (), transposed: bool = False, **arguments: Any) -> tuple[Product, ...]:
+# A convolutional template's keys, and conv1's maps as a convolution makes them.
+CNN: linear_graph.Layers = Counter({(16, 1, 3, 3): 1, (1568, 10): 1})
+MAPS = (("view", (2, 1, 28, 28)), ("conv2d", (2, 16, 28, 28)))
+
+
+def _conv(
+    conv: Any = (), transposed: bool = False, padded: bool = False, **arguments: Any
+) -> tuple[Product, ...]:
     ran = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1, **arguments}
     return (
         Product(
@@ -220,6 +229,7 @@ def _conv(conv: Any = (), transposed: bool = False, **arguments: Any) -> tuple[P
             rows=(2, 1, 28, 28),
             conv=tuple(ran.items()) if conv is None else conv,
             transposed=transposed,
+            padded=padded,
         ),
     )
 
@@ -280,6 +290,16 @@ CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
         "uses fc1.bias [512] in mul (other), not as a Linear layer's weight or bias",
     ),
     (
+        linear_graph.norm_tables,
+        {
+            "parameters": MATRICES + (("ln.weight", (16, 28, 28)),),
+            "uses": {**HONEST.uses, "ln.weight": (("layer_norm", "weight"),)},
+            "way": CHAIN + (("layer_norm", (2, 16, 28, 28)),),
+        },
+        None,
+        "applies ln.weight [16, 28, 28]: a normalization's weights of one value per position",
+    ),
+    (
         linear_graph.mixed_image,
         {"mixes": ("mul", "add", "mul")},
         None,
@@ -330,6 +350,30 @@ CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
         {"specs": (CONV1,), "products": _conv()},
         None,
         "in a convolution whose stride, padding, dilation or groups could not be read",
+    ),
+    (
+        linear_graph.map_extents,
+        {"frozen": CNN, "image": (28, 28), "way": (("view", (2, 1, 14, 56)),)},
+        None,
+        "has the shape [2, 1, 14, 56] after view: maps of another size than the image's 28x28",
+    ),
+    (
+        linear_graph.map_extents,
+        {"frozen": CNN, "image": (28, 28), "way": MAPS + (("slice", (2, 16, 14, 14)),)},
+        None,
+        "has the shape [2, 16, 14, 14] after slice",
+    ),
+    (
+        linear_graph.map_extents,
+        {
+            "frozen": CNN,
+            "image": (28, 28),
+            "way": MAPS,
+            "ops": {"torch.ops.aten.pad.default": 2},
+            "products": _conv(None, padded=True),
+        },
+        None,
+        "pads the maps 1 time other than just before a convolution",
     ),
     (
         linear_graph.odd_way,
@@ -401,9 +445,11 @@ def test_the_checks_run_in_order_and_the_first_finding_is_the_verdict(
         "stored_data",
         "values_beside",
         "tensor_uses",
+        "norm_tables",
         "mixed_image",
         "odd_products",
         "conv_arguments",
+        "map_extents",
         "odd_way",
         "other_ops",
         "product_count",

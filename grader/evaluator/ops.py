@@ -77,6 +77,7 @@ ELEMENTWISE_LAYERS = frozenset(
         "dropout",
         "add",
         "sub",
+        "rsub",
         "mul",
         "div",
         "neg",

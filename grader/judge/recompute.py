@@ -53,6 +53,7 @@ class Product:
     rows: tuple[int, ...]
     conv: ConvArguments = ()
     transposed: bool = False
+    padded: bool = False  # a padding op just before it was counted in its padding
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class GraphFacts:
     way: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # tensors it never uses that equal one it uses (a layer held under two names)
     copies: tuple[str, ...] = ()
+    image: tuple[int, ...] = ()  # the images' height and width (the grader's, not the capture's)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def _products(value: Any) -> tuple[Product, ...]:
                     used,
                     tuple(int(d) for d in item.get("rows") or () if type(d) is int),
                     *_convolution(item.get("conv"), len(used) - 2),
+                    padded=isinstance(item.get("conv"), dict) and "pad" in item["conv"],
                 )
             )
     return tuple(found)
@@ -214,6 +217,13 @@ def _way(value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
         if isinstance(item, list) and len(item) == 2 and isinstance(item[1], list):
             found.append((str(item[0])[:80], tuple(int(d) for d in item[1][:8] if type(d) is int)))
     return tuple(found)
+
+
+def _extent(value: Any) -> tuple[int, ...]:
+    """The images' (height, width), () where the answer has none."""
+    if not isinstance(value, list) or len(value) != 2:
+        return ()
+    return tuple(d for d in value if type(d) is int and 0 < d < 100_000)
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -318,6 +328,7 @@ def read(
         _products(graph.get("products")),
         _way(graph.get("way")),
         _names(graph.get("copies")),
+        _extent(graph.get("image")),
     )
     sample = data.get("train_sample")
     listed = sample.get("indices") if isinstance(sample, dict) else None

@@ -241,6 +241,21 @@ def tensor_uses(view: GraphView) -> Check | None:
     return None
 
 
+def norm_tables(view: GraphView) -> Check | None:
+    """A normalization's weights of one value per position of whole maps (LayerNorm([16, 28, 28])
+    after a convolution): allowed as normalization, but a learned table over positions, which the
+    maps' own mean and spread can key per image (a memorised test set fits in it)."""
+    if not view.norms:
+        return None
+    name = min(view.norms)
+    shape = dict(view.parameters)[name]
+    return _for_a_person(
+        f"{WHO} applies {name} {list(shape)}: a normalization's weights of one value per position "
+        f"of whole maps, a learned table that can hold answers keyed by each image's statistics; "
+        f"{LOOK}"
+    )
+
+
 def mixed_image(view: GraphView) -> Check | None:
     """An op combining two tensors computed from the image: no chain of layers."""
     if not view.graph.mixes:
@@ -338,6 +353,42 @@ def conv_arguments(view: GraphView) -> Check | None:
     return None
 
 
+def map_extents(view: GraphView) -> Check | None:
+    """For a template of 2-D convolutions: every batch of maps on the image's way (channels first
+    or last) is the image's size or the size a convolution, pooling or padding op made, and every
+    padding op feeds a convolution (which counts it in its padding). A view or slice giving maps
+    another size (conv1 run on the image reshaped to 14x56: another dilation; a map subsampled by
+    slicing: another stride) or a pad the convolution's padding does not show goes to a person."""
+    convs = [k for k in view.frozen if k is not None and len(k) == 4]
+    if not convs or len(view.graph.image) != 2:
+        return None
+    channels = {c for k in convs for c in k[:2]}
+    extents = {view.graph.image}
+    for op, shape in view.graph.way:
+        if len(shape) != 4:
+            continue
+        if op in CONVOLUTIONS | POOLING | PADDING:
+            extents.add(shape[2:])
+        elif not (
+            (shape[1] in channels and shape[2:] in extents)
+            or (shape[3] in channels and shape[1:3] in extents)
+        ):
+            height, width = view.graph.image
+            return _for_a_person(
+                f"the image's way through {WHO} has the shape {list(shape)} after {op}: maps of "
+                f"another size than the image's {height}x{width} or what a convolution or pooling "
+                f"made of them (maps reshaped or sliced); {LOOK}"
+            )
+    pads = sum(count for target, count in view.graph.ops.items() if _op(target) in PADDING)
+    unfolded = pads - sum(p.padded for p in view.graph.products)
+    if unfolded > 0:
+        return _for_a_person(
+            f"{WHO} pads the maps {unfolded} time{'s' if unfolded > 1 else ''} other than just "
+            f"before a convolution; {LOOK}"
+        )
+    return None
+
+
 def odd_way(view: GraphView) -> Check | None:
     """The image's way is no chain of the template's layers with normalization and activations
     between them: a tensor not as wide as a Linear layer (nor, for a convolutional template, a
@@ -354,7 +405,10 @@ def odd_way(view: GraphView) -> Check | None:
         # layer's width per image (the image's 1x28x28 before it is flattened, scaled to [0, 1]): a
         # norm, softmax or pick over a regrouped view mixes the features by groups of its choosing.
         if len(shape) > 2 and convs:
-            fits = shape[0] == 2 and len(shape) in ranks and shape[1] in channels
+            # channels first, or last (a LayerNorm over channels between two permutes) where no
+            # convolution or pooling made them
+            last = shape[-1] in channels and op not in CONVOLUTIONS | POOLING | PADDING
+            fits = shape[0] == 2 and len(shape) in ranks and (shape[1] in channels or last)
         else:
             fits = not shape or not (
                 shape[0] != 2
@@ -417,9 +471,11 @@ CHECKS: tuple[GraphCheck, ...] = (
     stored_data,
     values_beside,
     tensor_uses,
+    norm_tables,
     mixed_image,
     odd_products,
     conv_arguments,
+    map_extents,
     odd_way,
     other_ops,
     product_count,

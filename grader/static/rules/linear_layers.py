@@ -575,6 +575,14 @@ def runtime(run: RunView, facts: FrozenFacts, rubric: Rubric) -> Check:
             f"the forward pass uses exactly the {noun} {fixed}, beside parameters "
             f"in {', '.join(unknown_owners[:3])}, not a layer kind the rubric lists",
         )
+    if convolutions:
+        return run_check(
+            RULE,
+            None,
+            f"the trained model's forward pass uses weights of exactly the {noun} {fixed}; how "
+            "its convolutions ran (stride, padding, dilation) is read only on the captured "
+            "graph, and there is none",
+        )
     return run_check(
         RULE, True, f"the trained model's forward pass uses exactly the {noun} {fixed}"
     )
