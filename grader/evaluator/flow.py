@@ -40,8 +40,9 @@ def flow(
     table read back from a layer's output (a LayerNorm of zeros is its bias), or one row compared
     with the rest of the batch. Last, the shape of every tensor on the image's way, as it ran (the
     rule holds them to the layers' widths). Refuses dropout left on and any op that writes into a
-    tensor other than the image's way (``mm.out`` into a weight, say), and a way wider than
-    ``widest`` values per image (the grader's bound, static/layers.py ``widest_way``). A
+    tensor other than the image's way (``mm.out`` into a weight, say), a way wider than
+    ``widest`` values per image (the grader's bound, static/layers.py ``widest_way``) and work
+    past the bounds derived from it (``_shapes_first``). A
     convolution is a product like a matrix product: its weight, the weight's shape and the batch
     of images it ran on."""
     origin: dict[str, str] = {}
