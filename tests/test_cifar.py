@@ -100,6 +100,54 @@ def test_the_reader_refuses_a_pickle_that_names_anything_else(
     assert pickle.loads(io.BytesIO(pickle.dumps([1])).read()) == [1]
 
 
+class _Uninitialized:
+    """numpy.ndarray((4, 3072), 'u1') called by the pickle: an array of whatever memory held."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import numpy
+
+        return (numpy.ndarray, ((4, 3072), "u1"))
+
+
+class _Python2:
+    """An array as Python 2's numpy pickles it (the official files): numpy's own reconstruction,
+    its bytes a str (read as latin-1), ``size`` bytes of a (``rows``, 3072) array."""
+
+    def __init__(self, raw: bytes, rows: int) -> None:
+        self.raw, self.rows = raw, rows
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import numpy
+
+        reconstruct = numpy.zeros(1, numpy.uint8).__reduce__()[0]
+        state = (1, (self.rows, 3072), numpy.dtype("u1"), False, self.raw.decode("latin1"))
+        return (reconstruct, (numpy.ndarray, (0,), "b"), state)
+
+
+def test_the_reader_builds_arrays_only_from_the_pickles_own_bytes(tmp_path: Path) -> None:
+    """numpy.ndarray(shape) called by a pickle (memory no one wrote, of any size a few bytes
+    name) and an array whose bytes fall short of its shape are refused in one line; Python 2's
+    pickle of a batch (the official files) and numpy's own in Python 3's protocols, in Fortran
+    order too, read back byte for byte."""
+    import numpy
+
+    batch = tmp_path / "data_batch_1"
+    short = _Python2(bytes(10), 4)
+    for bad, says in ((_Uninitialized(), "only from its own bytes"), (short, "holds 10 bytes")):
+        batch.write_bytes(pickle.dumps({"data": bad, "labels": [0] * 4}, protocol=2))
+        with pytest.raises(DataError, match=says) as refused:
+            cifar.read_batch(batch)
+        assert "\n" not in str(refused.value)
+    images = numpy.random.default_rng(0).integers(0, 256, (3, 3072), dtype=numpy.uint8)
+    old = {"data": _Python2(images.tobytes(), 3), "labels": [0, 1, 2]}
+    batch.write_bytes(pickle.dumps(old, protocol=2))
+    assert cifar.read_batch(batch) == (images.tobytes(), (0, 1, 2))
+    for protocol in (3, 4, 5):
+        for array in (images, numpy.asfortranarray(images)):
+            batch.write_bytes(pickle.dumps({"data": array, "labels": [0, 1, 2]}, protocol=protocol))
+            assert cifar.read_batch(batch) == (images.tobytes(), (0, 1, 2))
+
+
 # -- preparing ------------------------------------------------------------------------------------
 def test_prepared_cifar_is_converted_and_its_geometry_read_from_the_data(
     cifar_data: Dataset, source: Path

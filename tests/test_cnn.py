@@ -697,6 +697,85 @@ def test_a_cnn_widening_the_images_way_past_its_bound_is_refused_before_it_runs(
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000
 
 
+class _Blob(SmallCNN):
+    """fc's bias expanded to 2,000,000,000 values (8 GB) beside the image's way: not on it, so no
+    width of the way sees it (made only under torch.export: the test's own run stays small)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        blob = self.fc.bias.reshape(1, 1, 10).expand(200_000, 1000, 10).contiguous()
+        return super().forward(x) + blob[0, 0] * 0.0
+
+
+class _Flops(SmallCNN):
+    """conv2's 32 maps of 14x14 through a 32->32 convolution of 27x27 kernels (padding 13): as wide
+    as conv2's output, 147 million multiply-adds per image (the template's whole model: one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.big = nn.Parameter(torch.randn(32, 32, 27, 27) * 1e-4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = nn.functional.conv2d(torch.relu(self.bn2(self.conv2(x))), self.big, padding=13)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        (_Blob, "makes 4000010030 values from its weights alone (expand the most), more than 1024"),
+        (_Flops, "multiplies and adds 147363776 times per test image (conv2d the most)"),
+    ],
+    ids=["blob", "flops"],
+)
+def test_a_cnn_whose_work_is_past_the_templates_bounds_is_refused_before_it_runs(
+    tiny_dataset: Dataset, pixels: torch.Tensor, widest: int, model: type[SmallCNN], says: str
+) -> None:
+    """Within the width bound, the graph's work is bounded too, in the same template's terms: a
+    tensor made from a weight alone (no batch dimension, so no width of the way) and the
+    multiply-adds of its convolutions per image are refused, followed with fake tensors, never
+    run."""
+    import resource
+
+    torch.manual_seed(0)
+    capture = _capture(model().eval(), pixels[:2])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(Refused) as refused:
+        evaluate(capture, tiny_dataset.raw / TEST_IMAGES, RUNNABLE, widest=widest)
+    assert says in str(refused.value), refused.value
+    # KB: no real run of it
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000
+
+
+def test_an_honest_models_work_is_well_within_its_templates_bounds(
+    facts: FrozenFacts,
+    template_facts: FrozenFacts,
+    pixels: torch.Tensor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HW3's MLP (784->512->256->10, BatchNorm) under HW3's bound and the CNN (BatchNorm after
+    each convolution) under the template's pass bounds four times tighter than the evaluator's:
+    measured, the MLP makes 1.2 widths of values and 171 of multiply-adds per image, the CNN 0.6
+    and 10.5, nothing from weights alone."""
+    from test_evaluator import Net
+
+    from grader.evaluator import flow
+    from grader.evaluator.manifest import read_manifest
+    from grader.evaluator.rebuild import program
+
+    for name in ("VALUES_PER_IMAGE", "MACS_PER_VALUE", "FIXED_VALUES"):
+        monkeypatch.setattr(flow, name, getattr(flow, name) // 4)
+    for model, layers in ((Net(), facts), (SmallCNN(), template_facts)):
+        manifest, payload = read_manifest(_capture(model.eval(), pixels[:4]))
+        bound = widest_way(layers.weight_layers, FASHION_MNIST)
+        program(manifest, payload, RUNNABLE, FASHION_MNIST, bound)  # not refused
+    monkeypatch.setattr(flow, "MACS_PER_VALUE", 128)  # the MLP's 171 widths
+    with pytest.raises(Refused, match=r"multiplies and adds 535040 times per test image \(linear"):
+        program(*read_manifest(_capture(Net().eval(), pixels[:4])), RUNNABLE, FASHION_MNIST, None)
+
+
 def test_a_cnns_bfloat16_pass_is_recomputed_within_its_arithmetic(
     tiny_dataset: Dataset, pixels: torch.Tensor, widest: int
 ) -> None:

@@ -12,7 +12,16 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.passes.shape_prop import ShapeProp
 
 from grader.evaluator.manifest import Refused
-from grader.evaluator.ops import CONVOLUTIONS, PADDING, PASS_THROUGH, POINTWISE, SIZES, WEIGHTED
+from grader.evaluator.ops import (
+    CONVOLUTIONS,
+    PADDING,
+    PASS_THROUGH,
+    POINTWISE,
+    POOLING,
+    PRODUCTS,
+    SIZES,
+    WEIGHTED,
+)
 
 _TENSOR_INPUTS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
@@ -31,8 +40,9 @@ def flow(
     table read back from a layer's output (a LayerNorm of zeros is its bias), or one row compared
     with the rest of the batch. Last, the shape of every tensor on the image's way, as it ran (the
     rule holds them to the layers' widths). Refuses dropout left on and any op that writes into a
-    tensor other than the image's way (``mm.out`` into a weight, say), and a way wider than
-    ``widest`` values per image (the grader's bound, static/layers.py ``widest_way``). A
+    tensor other than the image's way (``mm.out`` into a weight, say), a way wider than
+    ``widest`` values per image (the grader's bound, static/layers.py ``widest_way``) and work
+    past the bounds derived from it (``_shapes_first``). A
     convolution is a product like a matrix product: its weight, the weight's shape and the batch
     of images it ran on."""
     origin: dict[str, str] = {}
@@ -175,19 +185,28 @@ def _plain(value: Any) -> Any:
     return None
 
 
+# What a graph may cost before the evaluator runs it, in ``widest`` (the values per image the
+# image's way may hold, the template's widest layer four times): per test image, the values of all
+# the tensors it makes, views included (VALUES_PER_IMAGE: an honest model makes about one), and the
+# multiply-accumulates of its products and convolutions, and the values its pooling windows read
+# (MACS_PER_VALUE: HW3's 784->512->256->10 costs 171, a CNN of 3x3 kernels ten); once a call,
+# tensors made from weights alone (FIXED_VALUES: HW3's weights whole are 171) and products of them
+# (MACS_PER_VALUE). A convolution of 27x27 kernels over 32 channels, or a bias expanded to
+# gigabytes, is refused before it runs.
+VALUES_PER_IMAGE = 8
+MACS_PER_VALUE = 1024
+FIXED_VALUES = 1024
+LARGEST = 1000  # the most rows the evaluator feeds the graph at once (predict.py's chunks)
+
+
 def _shapes_first(program: Any, feed: list[Any], flowing: set[str], widest: int) -> None:
     """Shapes with fake tensors (nothing allocated): a graph widening the image's way to gigabytes
     (x.unsqueeze(1).expand(-1, 10**6, 784).sum(1)), beyond ``widest`` values per image, is refused
-    before any real run."""
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=True) as fake:
-            ShapeProp(program.graph_module, fake_mode=fake).propagate(
-                *[fake.from_tensor(t) for t in feed]
-            )
-    except Exception as exc:  # noqa: BLE001 - a graph whose shapes cannot be followed is not run
-        raise Refused(
-            f"the captured graph does not run on a sample ({type(exc).__name__})"
-        ) from None
+    before any real run, and so is one whose work is past the bounds above. The graph is followed
+    on 3, ``LARGEST`` and 2 blank images: what it makes beside the batch (3 * cost(2) - 2 * cost(3),
+    per op) is once a call, the rest of its cost at ``LARGEST`` rows per image (a tensor of the
+    batch's square, rows compared with rows, costs what it does in the evaluator's own batch)."""
+    three, largest, two = (_fake_costs(program, feed, flowing, rows) for rows in (3, LARGEST, 2))
     for node in program.graph_module.graph.nodes:
         shape = shape_of(node)
         width = math.prod(shape[1:]) if node.name in flowing and len(shape) > 1 else 0
@@ -196,6 +215,102 @@ def _shapes_first(program: Any, feed: list[Any], flowing: set[str], widest: int)
                 f"the captured graph holds {width} values per test image at "
                 f"{op_name(node)}, far more than any layer of the homework's model"
             )
+    ops = {node.name: op_name(node) for node in program.graph_module.graph.nodes}
+    fixed = {
+        name: [max(0, 3 * cost - 2 * three[name][kind]) for kind, cost in enumerate(costs)]
+        for name, costs in two.items()
+    }
+    per_image = {
+        name: [-(-max(0, cost - fixed[name][kind]) // LARGEST) for kind, cost in enumerate(costs)]
+        for name, costs in largest.items()
+    }
+    bounds = (
+        (per_image, 0, VALUES_PER_IMAGE, "makes {} values per test image"),
+        (per_image, 1, MACS_PER_VALUE, "multiplies and adds {} times per test image"),
+        (fixed, 0, FIXED_VALUES, "makes {} values from its weights alone"),
+        (fixed, 1, MACS_PER_VALUE, "multiplies and adds {} times on its weights alone"),
+    )
+    for found, kind, factor, says in bounds:
+        total = sum(cost[kind] for cost in found.values())
+        if total > factor * widest:
+            most = max(found, key=lambda name: found[name][kind])
+            raise Refused(
+                f"the captured graph {says.format(total)} ({ops[most]} the most), more than "
+                f"{factor} times the widest way the homework's layers allow ({widest} values)"
+            )
+
+
+def _fake_costs(
+    program: Any, feed: list[Any], flowing: set[str], rows: int
+) -> dict[str, tuple[int, int]]:
+    """Per op of the graph followed with fake tensors on ``rows`` blank images: the values it makes
+    and its multiply-accumulates (``node.meta`` keeps these shapes)."""
+    placeholders = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"]
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as fake:
+            inputs = [
+                torch.empty(rows, *t.shape[1:], dtype=t.dtype)
+                if node.name in flowing
+                else fake.from_tensor(t)
+                for node, t in zip(placeholders, feed, strict=True)
+            ]
+            ShapeProp(program.graph_module, fake_mode=fake).propagate(*inputs)
+    except Exception as exc:  # noqa: BLE001 - a graph whose shapes cannot be followed is not run
+        raise Refused(
+            f"the captured graph does not run on a sample ({type(exc).__name__})"
+        ) from None
+    return {
+        node.name: (_values(node), _macs(node))
+        for node in program.graph_module.graph.nodes
+        if node.op == "call_function"
+    }
+
+
+def _values(node: Any) -> int:
+    """The values of the tensors a node makes (each of a tuple's: max_pool2d_with_indices), none
+    for ``getitem``, which picks one of them."""
+    meta = node.meta.get("tensor_meta")
+    if op_name(node) == "getitem" or meta is None:
+        return 0
+    items = [meta] if hasattr(meta, "shape") else meta if isinstance(meta, list | tuple) else []
+    return sum(math.prod(m.shape) for m in items if hasattr(m, "shape"))
+
+
+def _macs(node: Any) -> int:
+    """A product's or a convolution's multiply-accumulates, or the values a pooling op's windows
+    read, from the shapes it ran on; 0 for any other op."""
+    op, given = op_name(node), dict(_bound(node))
+    shape = _made(node)
+    out = math.prod(shape)
+    if op in CONVOLUTIONS:  # each output value (each input value, transposed): a weight's row
+        weight, rows = shape_of(given.get("weight")), shape
+        if given.get("transposed") is True:
+            rows = shape_of(given.get("input"))
+        return math.prod(rows) * math.prod(weight[1:])
+    if op in POOLING:
+        dims = 3 if "3d" in op else 2 if "2d" in op else 1
+        if "adaptive" in op:  # windows of at most ceil(in / out) + 1 along each dimension
+            image = shape_of(given.get("self", given.get("input")))
+            pairs = zip(image[-dims:], shape[-dims:], strict=True)
+            return out * math.prod(-(-i // max(o, 1)) + 1 for i, o in pairs)
+        size = _plain(given.get("kernel_size"))
+        sizes = [size] if isinstance(size, int) else size if isinstance(size, list) else [1]
+        return out * math.prod(sizes * dims if len(sizes) == 1 else sizes)
+    if op not in PRODUCTS:
+        return 0
+    factors = [v for name, v in _bound(node) if isinstance(v, torch.fx.Node) and name != "bias"]
+    if op.startswith("add") or op == "baddbmm":  # the added tensor first
+        factors = factors[1:]
+    first = shape_of(factors[0]) if factors else []
+    batches = first[0] if op == "addbmm" and first else 1
+    return out * (first[-1] if first else 0) * batches
+
+
+def _made(node: Any) -> list[int]:
+    """The shape of the tensor a node makes (the first of a tuple: max_pool2d_with_indices)."""
+    meta = node.meta.get("tensor_meta")
+    first = meta[0] if not hasattr(meta, "shape") and isinstance(meta, list | tuple) else meta
+    return [int(d) for d in first.shape] if hasattr(first, "shape") else []
 
 
 def copies(program: Any, uses: Uses) -> list[str]:
