@@ -48,6 +48,7 @@ def _capture(
     precision: str = "float32",
     views: tuple[str, ...] = ("identity",),
     classes: int = 10,
+    training: bool = False,
 ) -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
     ``claimed``: the classes the kernel records (else the model's own); ``precision``: the
@@ -98,6 +99,7 @@ def _capture(
         "input_dtype": str(inputs.dtype).removeprefix("torch."),
         "input_shape": list(inputs.shape[1:]),
         "row_classes": base64.b64encode(classes.numpy().tobytes()).decode(),
+        "training_at_pass": training,
     }
     return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
 
@@ -615,6 +617,40 @@ def test_scores_scaled_below_float_noise_do_not_hide_a_forged_record(
         x.shape[0],
     )
     assert honest.close_calls < 0.1 * x.shape[0] and honest.differing > 0.5 * x.shape[0]
+
+
+def test_a_pass_in_training_mode_is_graded_in_eval_mode_not_called_tampering(
+    tiny_dataset: Dataset, images: torch.Tensor
+) -> None:
+    """A test pass without model.eval(): BatchNorm normalized each batch by its own statistics, so
+    the kernel's record differs from the graph, which is exported in eval mode. Honest code does
+    that: the eval-mode predictions are graded, with a note, and nothing is tampering. The same
+    record from a pass the capture says ran in eval mode is tampering evidence."""
+    from grader.model.results import Measurement
+
+    torch.manual_seed(0)
+    model, x = Net(), images.float() / 255
+    with torch.no_grad():
+        nn.init.normal_(model.fc3.weight)
+        model.bn.running_mean.fill_(0.5)  # running statistics far from the batch's own
+        in_training = model.train()(x).argmax(1)
+    labels = tuple(_labels(tiny_dataset).tolist())
+    found = {}
+    for training in (True, False):
+        capture = _capture(model, x, claimed=in_training, training=training)
+        answer = evaluate(capture, tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        found[training] = recompute.apply(
+            Measurement(50.0, None, 100, 200, "student-test-pass", ()),
+            recompute.read(json.dumps(answer), None, x.shape[0]),
+            labels,
+            1.0,
+            False,
+        )
+    assert found[True].tampering == () and found[True].recomputed
+    assert any(f.note == recompute.TRAINING_NOTE for f in found[True].findings), found[True]
+    assert (
+        found[False].tampering and "differ from the grader's own run" in found[False].tampering[0]
+    )
 
 
 def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampering(

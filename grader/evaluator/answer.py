@@ -89,6 +89,7 @@ def evaluate(
         "graph": graph,
         "changed_after_pass": manifest.get("changed_after_pass") is True,
         "structure_at_pass": manifest.get("structure_at_pass"),
+        "training_at_pass": manifest.get("training_at_pass") is True,
         "by_probe": manifest.get("by_probe") is True,
         "assumed": str(manifest.get("preprocessing") or "").startswith("assumed"),
         "train_sample": sample,

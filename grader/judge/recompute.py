@@ -18,6 +18,11 @@ from grader.model.findings import Finding, Flag
 from grader.model.probe_facts import ProbeFacts
 from grader.model.results import Measurement
 
+TRAINING_NOTE = (
+    "the graded test pass ran with the model in training mode (no model.eval()): graded as the "
+    "model predicts in eval mode; the notebook's own predictions (batch statistics, dropout) are "
+    "not compared with it"
+)
 MIRRORED_NOTE = (
     "graded as the model's softmax averaged over each test image and its mirror image (test-time "
     "augmentation), as the notebook evaluated it"
@@ -101,6 +106,9 @@ class Recomputed:
     # the secret sample of official training images the graph ran on its class for each
     train_indices: tuple[int, ...] = ()
     train_classes: tuple[int, ...] = ()
+    # the model was in training mode at the graded pass (as the capture says): the kernel's record
+    # of that pass is no check of the graph, exported in eval mode
+    training: bool = False
 
 
 def _ints(value: Any, size: int, low: int, high: int) -> list[int] | None:
@@ -270,7 +278,8 @@ def read(
     margins = data.get("margins")
     if official is None or ours is None or not isinstance(margins, list) or len(margins) != rows:
         return Recomputed("the trusted evaluation's answer is malformed")
-    kernel = _ints(data.get("kernel_classes"), rows, -128, 128)
+    training = data.get("training_at_pass") is True
+    kernel = None if training else _ints(data.get("kernel_classes"), rows, -128, 128)
     # per row: how far the kernel's arithmetic (the capture's precision) may move it
     noise = data.get("noise")
     if not isinstance(noise, list) or len(noise) != rows:
@@ -341,22 +350,23 @@ def read(
     if indices is None or train_classes is None or len(set(indices)) != len(indices):
         indices, train_classes = [], []
     return Recomputed(
-        None,
-        tuple(predictions),
-        len(graded),
-        official.count(-1),
-        differing if kernel is not None else rows,
-        close_images if kernel is not None else 0,
-        str(data.get("preprocessing"))[:40],
-        facts,
-        data.get("changed_after_pass") is True,
-        data.get("structure_at_pass"),
-        data.get("assumed") is True,
-        data.get("by_probe") is True,
-        str(data.get("precision"))[:10],
-        averaged is not None,
-        tuple(indices),
-        tuple(train_classes),
+        problem=None,
+        predictions=tuple(predictions),
+        rows=len(graded),
+        unverified=official.count(-1),
+        differing=differing if kernel is not None or training else rows,
+        close_calls=close_images if kernel is not None else 0,
+        preprocessing=str(data.get("preprocessing"))[:40],
+        graph=facts,
+        changed_after_pass=data.get("changed_after_pass") is True,
+        structure_at_pass=data.get("structure_at_pass"),
+        assumed=data.get("assumed") is True,
+        by_probe=data.get("by_probe") is True,
+        precision=str(data.get("precision"))[:10],
+        mirrored=averaged is not None,
+        train_indices=tuple(indices),
+        train_classes=tuple(train_classes),
+        training=training,
     )
 
 
@@ -452,6 +462,8 @@ def apply(
     )
     if recomputed.mirrored:
         findings += (Finding(None, MIRRORED_NOTE),)
+    if recomputed.training:
+        findings += (Finding(None, TRAINING_NOTE),)
     return replace(
         measurement,
         accuracy=accuracy,

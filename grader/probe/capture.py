@@ -31,6 +31,9 @@ class Snapshot:
     def __init__(self, module: torch.nn.Module) -> None:
         self.module = weakref.ref(module)
         self.structure = structure(module)
+        # a module left in training mode (no model.eval()): BatchNorm's batch statistics and
+        # dropout made the pass's predictions, which the graph (exported in eval mode) does not
+        self.training = any(m.training for m in module.modules())
         self.state = {
             name: value.detach().clone()
             for name, value in module.state_dict(keep_vars=True).items()
@@ -191,6 +194,7 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
         "row_classes": base64.b64encode(classes).decode(),
         "changed_after_pass": changed,
         "structure_at_pass": snapshot.structure,
+        "training_at_pass": snapshot.training,
         "by_probe": getattr(graded, "by_probe", False),
         "preprocessing": getattr(graded, "preprocessing", None),
         "precision": graded.precision,
