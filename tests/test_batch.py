@@ -145,11 +145,19 @@ def test_a_rerun_reuses_finished_results_and_regrades_what_changed(
     assert [replace(r, duration_s=0) for r in again.results] == [
         replace(r, duration_s=0) for r in first.results
     ]
-    # A changed submission is graded again; --force grades everything.
+    # A changed submission has another key, under which its stored result is not reused (the same
+    # lookup as a missing one's, above: no third batch needed); --force grades everything.
+    from grader.intake.read import read_submission
+    from grader.pipeline.cache import batch_key, cache_key, environment_key, reusable
+
+    stored, batch = out / "results" / "ann.json", batch_key(tiny_context, environment_key("cpu"))
+    key = cache_key(read_submission(class_dir / "HW3_ann.py", "ann"), batch)
+    assert key == first.results[0].cache_key and reusable(stored, key) is not None
     (class_dir / "HW3_ann.py").write_text(
         (FIXTURES / "HW3_tinyok.py").read_text() + "\nprint('changed')\n"
     )
-    assert grade_directory(class_dir, out, tiny_context, SLOTS).cached == 1
+    changed = read_submission(class_dir / "HW3_ann.py", "ann")
+    assert reusable(stored, cache_key(changed, batch)) is None
     assert grade_directory(class_dir, out, tiny_context, SLOTS, force=True).cached == 0
     rows = (out / "gradebook.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["ann", "ben"]
