@@ -48,7 +48,6 @@ def _capture(
     precision: str = "float32",
     views: tuple[str, ...] = ("identity",),
     classes: int = 10,
-    training: bool = False,
 ) -> bytes:
     """capture.bin as grader/probe/capture.py writes it; ``edit`` changes the graph's JSON first;
     ``claimed``: the classes the kernel records (else the model's own); ``precision``: the
@@ -99,7 +98,6 @@ def _capture(
         "input_dtype": str(inputs.dtype).removeprefix("torch."),
         "input_shape": list(inputs.shape[1:]),
         "row_classes": base64.b64encode(classes.numpy().tobytes()).decode(),
-        "training_at_pass": training,
     }
     return json.dumps(manifest).encode() + b"\n" + b"".join(chunks)
 
@@ -623,34 +621,45 @@ def test_a_pass_in_training_mode_is_graded_in_eval_mode_not_called_tampering(
     tiny_dataset: Dataset, images: torch.Tensor
 ) -> None:
     """A test pass without model.eval(): BatchNorm normalized each batch by its own statistics, so
-    the kernel's record differs from the graph, which is exported in eval mode. Honest code does
-    that: the eval-mode predictions are graded, with a note, and nothing is tampering. The same
-    record from a pass the capture says ran in eval mode is tampering evidence."""
+    the pass's classes are no graph's exported in eval mode. The probe's capture says so and
+    records the classes again, in eval mode with the weights of that pass: the evaluator agrees,
+    the eval-mode predictions are graded with a note, nothing is tampering, and the record is still
+    checked. The pass's own classes, claimed as an eval-mode pass's, are tampering evidence."""
+    import types
+
     from grader.model.results import Measurement
+    from grader.probe import capture as probe_capture
 
     torch.manual_seed(0)
     model, x = Net(), images.float() / 255
     with torch.no_grad():
         nn.init.normal_(model.fc3.weight)
         model.bn.running_mean.fill_(0.5)  # running statistics far from the batch's own
-        in_training = model.train()(x).argmax(1)
+        batches = list(x.split(64))
+        in_training = torch.cat([model.train()(b).argmax(1) for b in batches])
+    graded = probe_capture.Pass(
+        batches, in_training.tolist(), probe_capture.Snapshot(model), "ToTensor", by_probe=False
+    )
+    recorder = types.SimpleNamespace(internal=False, shared=types.SimpleNamespace(classes=10))
+    manifest, payload = probe_capture.capture(graded, model, recorder)
+    assert manifest["training_at_pass"] is True and model.training and model.bn.training
     labels = tuple(_labels(tiny_dataset).tolist())
-    found = {}
-    for training in (True, False):
-        capture = _capture(model, x, claimed=in_training, training=training)
-        answer = evaluate(capture, tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
-        found[training] = recompute.apply(
+
+    def judged(data: bytes) -> Any:
+        answer = evaluate(data, tiny_dataset.raw / TEST_IMAGES, RUNNABLE)
+        return recompute.apply(
             Measurement(50.0, None, 100, 200, "student-test-pass", ()),
             recompute.read(json.dumps(answer), None, x.shape[0]),
             labels,
             1.0,
             False,
         )
-    assert found[True].tampering == () and found[True].recomputed
-    assert any(f.note == recompute.TRAINING_NOTE for f in found[True].findings), found[True]
-    assert (
-        found[False].tampering and "differ from the grader's own run" in found[False].tampering[0]
-    )
+
+    honest = judged(json.dumps(manifest).encode() + b"\n" + payload)
+    assert honest.tampering == () and honest.recomputed
+    assert any(f.note == recompute.TRAINING_NOTE for f in honest.findings), honest
+    claimed = judged(_capture(model, x, claimed=in_training))
+    assert claimed.tampering and "differ from the grader's own run" in claimed.tampering[0]
 
 
 def test_a_pass_in_bfloat16_is_recomputed_within_its_arithmetic_not_called_tampering(

@@ -300,6 +300,17 @@ CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
         "applies ln.weight [16, 28, 28]: a normalization's weights of one value per position",
     ),
     (
+        linear_graph.norm_tables,
+        {
+            "frozen": CNN,
+            "parameters": (("conv1.weight", (16, 1, 3, 3)), ("ln.bias", (1568,))),
+            "uses": {"ln.bias": (("layer_norm", "bias"),)},
+            "way": (("flatten", (2, 1568)), ("layer_norm", (2, 1568))),
+        },
+        None,
+        "applies ln.bias [1568]: a normalization's weights of one value per position",
+    ),
+    (
         linear_graph.mixed_image,
         {"mixes": ("mul", "add", "mul")},
         None,
@@ -374,6 +385,18 @@ CASES: list[tuple[Any, dict[str, Any], bool | None, str]] = [
         },
         None,
         "pads the maps 1 time other than just before a convolution",
+    ),
+    (
+        linear_graph.map_extents,
+        {"frozen": CNN, "image": (28, 28), "way": (("adaptive_avg_pool2d", (2, 1, 56, 56)),)},
+        None,
+        "is pooled from 28x28 to 56x56, larger maps than it pooled",
+    ),
+    (
+        linear_graph.odd_way,
+        {"way": CHAIN + (("abs", (2, 10)), ("sub", (2, 10)), ("mul", (2, 10))) * 5},
+        None,
+        "goes through more than 12 elementwise activations and arithmetic ops between two Linear",
     ),
     (
         linear_graph.odd_way,

@@ -664,6 +664,7 @@ def test_a_convolutions_arguments_are_read_as_a_layers() -> None:
     assert parsed(pad=[1, 1, 1, 1], mode="constant", value=0.0)["padding"] == (1, 1)
     assert parsed(pad=[1, 2, 1, 1], mode="constant", value=0.0)["padding"] is None
     assert parsed(pad=[1, 1, 1, 1], mode="constant", value=0.5)["padding"] is None
+    assert parsed(pad=[-7, -7, -7, -7], mode="constant", value=0.0)["padding"] is None  # a crop
     assert parsed(stride=[2])["stride"] == (2, 2) and parsed(stride="2")["stride"] is None
     assert parsed(transposed=True)["transposed"] and not parsed(transposed=False)["transposed"]
     assert recompute._convolution(None, 2) == ((), False)

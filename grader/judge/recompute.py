@@ -20,8 +20,7 @@ from grader.model.results import Measurement
 
 TRAINING_NOTE = (
     "the graded test pass ran with the model in training mode (no model.eval()): graded as the "
-    "model predicts in eval mode; the notebook's own predictions (batch statistics, dropout) are "
-    "not compared with it"
+    "model predicts in eval mode (batch statistics and dropout off), as the probe ran it again"
 )
 MIRRORED_NOTE = (
     "graded as the model's softmax averaged over each test image and its mirror image (test-time "
@@ -107,7 +106,7 @@ class Recomputed:
     train_indices: tuple[int, ...] = ()
     train_classes: tuple[int, ...] = ()
     # the model was in training mode at the graded pass (as the capture says): the kernel's record
-    # of that pass is no check of the graph, exported in eval mode
+    # is the probe's run of it in eval mode (capture.py), graded so with a note
     training: bool = False
 
 
@@ -202,13 +201,14 @@ def _per_dim(value: Any, dims: int) -> tuple[int, ...] | None:
 def _folded(padding: Any, value: dict[str, Any], dims: int) -> tuple[int, ...] | None:
     """The convolution's padding with a pad just before it added: F.pad's amounts run from the last
     dimension backwards, a (before, after) pair each; only a pad of each side alike, in one of
-    nn.Conv2d's padding modes (a constant one of zeros), adds up to a layer's padding."""
+    nn.Conv2d's padding modes (a constant one of zeros), adds up to a layer's padding (a negative
+    pad is a crop)."""
     pad, mode, fill = value.get("pad"), value.get("mode"), value.get("value")
     if (
         not isinstance(padding, tuple)
         or not isinstance(pad, list)
         or len(pad) != 2 * dims
-        or any(type(p) is not int for p in pad)
+        or any(type(p) is not int or p < 0 for p in pad)
         or mode not in _PAD_MODES
         or (mode == "constant" and fill not in (0, 0.0, None))
     ):
@@ -279,7 +279,7 @@ def read(
     if official is None or ours is None or not isinstance(margins, list) or len(margins) != rows:
         return Recomputed("the trusted evaluation's answer is malformed")
     training = data.get("training_at_pass") is True
-    kernel = None if training else _ints(data.get("kernel_classes"), rows, -128, 128)
+    kernel = _ints(data.get("kernel_classes"), rows, -128, 128)
     # per row: how far the kernel's arithmetic (the capture's precision) may move it
     noise = data.get("noise")
     if not isinstance(noise, list) or len(noise) != rows:
@@ -354,7 +354,7 @@ def read(
         predictions=tuple(predictions),
         rows=len(graded),
         unverified=official.count(-1),
-        differing=differing if kernel is not None or training else rows,
+        differing=differing if kernel is not None else rows,
         close_calls=close_images if kernel is not None else 0,
         preprocessing=str(data.get("preprocessing"))[:40],
         graph=facts,

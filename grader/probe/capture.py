@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from grader.probe import model as models
+from grader.probe import model as models, passes
 from grader.probe.identity import Serials
 
 # 2: the pass's arithmetic (precision), its inputs' dtype, the views it averaged
@@ -131,6 +131,27 @@ def python_twin(script: torch.nn.Module, sample: torch.Tensor) -> torch.nn.Modul
     return None
 
 
+def _in_eval_mode(
+    model: torch.nn.Module, snapshot: Snapshot, inputs: list[torch.Tensor], recorder: Any
+) -> list[torch.Tensor]:
+    """The graded pass's classes as the model (in eval mode, its probe hooks quiet) gives them
+    with the weights it had at that pass: the record the graph, exported in eval mode, is checked
+    against when the pass ran in training mode (its batch statistics and dropout are no graph's).
+    [] when it cannot be run so: the pass's own record is then compared, as any other."""
+    classes = recorder.shared.classes
+    found = []
+    try:
+        for x in inputs:
+            output = torch.func.functional_call(model, snapshot.state, (x,))
+            scores = passes.class_scores(output, x.shape[0], classes)
+            if scores is None:
+                return []
+            found.append(scores.argmax(1).to(torch.int8))
+    except Exception:  # noqa: BLE001 - the student's forward, run again: any error at all
+        return []
+    return found
+
+
 def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[str, Any], bytes]:
     """(manifest, payload) of the graded pass; raises when the model cannot be captured."""
     from torch._export.serde.serialize import serialize
@@ -145,8 +166,9 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
         raise ValueError(f"the graded test pass fed {inputs.shape[0]} rows")
     changed = structure(found) != snapshot.structure
     sample = torch.cat([x[:2] for x in graded.inputs[:2]])[:2]  # two rows, even from batches of one
-    was_training = found.training
+    modes = {module: module.training for module in found.modules()}
     recorder.internal = True
+    row_classes = graded.row_classes
     try:
         found.eval()
         exported = found
@@ -156,8 +178,12 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
             program = torch.export.export(
                 exported, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
             )
+            if snapshot.training:
+                row_classes = _in_eval_mode(exported, snapshot, graded.inputs, recorder)
+                row_classes = row_classes or graded.row_classes
     finally:
-        found.train(was_training)
+        for module, mode in modes.items():
+            module.training = mode
         recorder.internal = False
     artifact = serialize(program)
     chunks: list[bytes] = []
@@ -184,7 +210,7 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
     mirrored = predictor is not None and recorder.observers.tests.mirrored_all(
         predictor[0], graded.end_step
     )
-    classes = torch.cat(graded.row_classes).to(torch.int8).cpu().numpy().tobytes()
+    classes = torch.cat(row_classes).to(torch.int8).cpu().numpy().tobytes()
     manifest = {
         "version": CAPTURE_VERSION,
         "graph": artifact.exported_program.decode("utf-8"),

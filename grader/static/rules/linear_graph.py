@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from grader.evaluator.ops import (
     CONVOLUTIONS,
+    ELEMENTWISE_LAYERS,
     LAYERS,
     NORMS,
     PADDING,
@@ -52,7 +53,12 @@ ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "rsub"})
 # more learned layer (copies scaled, then summed), so a chain of the homework's layers has none.
 WIDENING = frozenset({"expand", "sum", "mean", "var", "avg_pool1d", "avg_pool2d"})
 NORMS_PER_GAP = 2  # normalization ops (and PReLUs) between two Linear layers (or before the first)
+# Elementwise activations and arithmetic between two weight layers (or before the first, or after
+# the last): GELU written out takes 8, an input normalization 2 or 3; a memorised answer as a window
+# of literal numbers on the scores takes about 7, one test image each.
+ELEMENTWISE_PER_GAP = 12
 LEARNED_ACTIVATIONS = frozenset({"prelu", "_prelu_kernel"})
+LAYER_NORMS = frozenset({"layer_norm", "native_layer_norm"})
 WHO = "the model that made the graded predictions"
 LOOK = "a person checks what it computes"
 
@@ -131,7 +137,11 @@ class GraphView:
             buffers=buffers,
             constants=constants,
             maps=maps,
-            norms=_norm_maps(graph, parameters),
+            norms=_norm_maps(
+                graph,
+                parameters,
+                max((c for k in frozen if k is not None and len(k) > 2 for c in k[:2]), default=0),
+            ),
             convolutions=tuple(s for s in specs if s.kind in CONV_DIMS),
         )
 
@@ -139,20 +149,24 @@ class GraphView:
 GraphCheck = Callable[[GraphView], Check | None]
 
 
-def _norm_maps(graph: GraphFacts, parameters: Shapes) -> frozenset[str]:
-    """The parameters of more than one dimension used once, as a normalization op's weight or bias,
-    shaped as the last dimensions of the image's way where a normalization op ran on it: an
-    elementwise affine map of a LayerNorm over whole maps (one value per element, the same for
-    every image), never a table a product reads."""
+def _norm_maps(graph: GraphFacts, parameters: Shapes, channels: int) -> frozenset[str]:
+    """The parameters used once, as a normalization op's weight or bias, shaped as the last
+    dimensions of the image's way where a normalization op ran on it, that hold a value per
+    position: of more than one dimension (a LayerNorm over whole maps), or, for a convolutional
+    template (``channels``: its most), a LayerNorm's longer than any channel count (over flattened
+    maps). An elementwise affine map, the same for every image, never a table a product reads."""
     normalized = [shape for op, shape in graph.way if op in NORMS]
-    return frozenset(
-        name
-        for name, shape in parameters
-        if len(shape) >= 2
-        and len(graph.uses.get(name, ())) == 1
-        and all(op in NORMS and arg in ("weight", "bias") for op, arg in graph.uses[name])
-        and any(len(w) > len(shape) and w[-len(shape) :] == shape for w in normalized)
-    )
+
+    def per_position(name: str, shape: tuple[int, ...]) -> bool:
+        uses = graph.uses.get(name, ())
+        if len(uses) != 1 or uses[0][0] not in NORMS or uses[0][1] not in ("weight", "bias"):
+            return False
+        if not any(len(w) > len(shape) and w[-len(shape) :] == shape for w in normalized):
+            return False
+        flattened = len(shape) == 1 and 0 < channels < shape[0] and uses[0][0] in LAYER_NORMS
+        return len(shape) >= 2 or flattened
+
+    return frozenset(name for name, shape in parameters if per_position(name, shape))
 
 
 def held_weights(view: GraphView) -> Check | None:
@@ -364,9 +378,15 @@ def map_extents(view: GraphView) -> Check | None:
         return None
     channels = {c for k in convs for c in k[:2]}
     extents = {view.graph.image}
+    before = view.graph.image  # the maps' size before the op (the way is one chain)
     for op, shape in view.graph.way:
         if len(shape) != 4:
             continue
+        if op in POOLING and any(a > b for a, b in zip(shape[2:], before)):
+            return _for_a_person(
+                f"the image's way through {WHO} is pooled from {before[0]}x{before[1]} to "
+                f"{shape[2]}x{shape[3]}, larger maps than it pooled; {LOOK}"
+            )
         if op in CONVOLUTIONS | POOLING | PADDING:
             extents.add(shape[2:])
         elif not (
@@ -379,6 +399,8 @@ def map_extents(view: GraphView) -> Check | None:
                 f"another size than the image's {height}x{width} or what a convolution or pooling "
                 f"made of them (maps reshaped or sliced); {LOOK}"
             )
+        first = op in CONVOLUTIONS | POOLING | PADDING or shape[1] in channels
+        before = shape[2:] if first else shape[1:3]
     pads = sum(count for target, count in view.graph.ops.items() if _op(target) in PADDING)
     unfolded = pads - sum(p.padded for p in view.graph.products)
     if unfolded > 0:
@@ -398,7 +420,7 @@ def odd_way(view: GraphView) -> Check | None:
     convs = [k for k in view.frozen if k is not None and len(k) > 2]
     channels = {c for k in convs for c in k[:2]}
     ranks = {len(k) for k in convs}  # a batch of images has as many dimensions as a conv weight
-    norms = 0
+    norms = pointwise = 0
     for op, shape in view.graph.way:
         odd = None
         # Only reshaping and elementwise arithmetic may give the way another form than one row of a
@@ -427,10 +449,16 @@ def odd_way(view: GraphView) -> Check | None:
             odd = f"goes through {op}, which copies, pools or sums it"
         else:
             norms = 0 if op in view.products else norms + (op in NORMS or op in LEARNED_ACTIVATIONS)
+            pointwise = 0 if op in view.products else pointwise + (op in ELEMENTWISE_LAYERS)
             if norms > NORMS_PER_GAP:
                 odd = (
                     f"goes through more than {NORMS_PER_GAP} normalization layers or PReLUs "
                     f"between two {view.noun}"
+                )
+            elif pointwise > ELEMENTWISE_PER_GAP:
+                odd = (
+                    f"goes through more than {ELEMENTWISE_PER_GAP} elementwise activations and "
+                    f"arithmetic ops between two {view.noun} (or after the last)"
                 )
         if odd:
             return _for_a_person(f"the image's way through {WHO} {odd}; {LOOK}")
