@@ -77,28 +77,22 @@ def test_a_plain_wheel_install_checks_a_notebook_from_any_folder(tmp_path: Path)
         str(site / "grader" / "__init__.py"),
         str(site / "grader" / "_data" / "templates"),
     ]
-    check = subprocess.run(
-        [sys.executable, "-m", "grader", "check", "HW3_ann.py"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert check.returncode == 0, check.stderr
-    assert (
-        "epochs" in check.stdout
-        and "valid_size" in check.stdout
-        and "linear_layers" in check.stdout
-    )
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        """`grader check ...` as a TA runs it there, with only the wheel on the path."""
+        return subprocess.run(
+            [sys.executable, "-m", "grader", "check", *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    hw3 = check("HW3_ann.py")
+    assert hw3.returncode == 0, hw3.stderr
+    assert "epochs" in hw3.stdout and "valid_size" in hw3.stdout and "linear_layers" in hw3.stdout
     # the shipped second homework, named as in a checkout
-    check = subprocess.run(
-        [sys.executable, "-m", "grader", "check", "HW4_ann.py", "--rubric", "homeworks/hw4-cnn"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert check.returncode == 0, check.stderr
-    assert "weight_layers" in check.stdout and "linear_layers" not in check.stdout
+    hw4 = check("HW4_ann.py", "--rubric", "homeworks/hw4-cnn")
+    assert hw4.returncode == 0, hw4.stderr
+    assert "weight_layers" in hw4.stdout and "linear_layers" not in hw4.stdout

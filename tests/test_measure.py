@@ -258,6 +258,10 @@ def test_a_figure_printed_above_chance_under_hidden_labels_is_not_believed() -> 
     assert [(f.flag, f.note) for f in honest] == [(None, HIDDEN_LABELS_NOTE)]
     bragger = reported_findings(95.0, 55.72, 0.5, compare=False, finished=True)
     assert [f.flag for f in bragger] == [None, Flag.REPORTED_ACCURACY_MISMATCH]
+    # five classes: chance is 20%, and a small shuffled test set strays further from it
+    five = reported_findings(27.0, 90.0, 0.5, compare=False, finished=True, classes=5)
+    assert [f.flag for f in five] == [None]
+    assert reported_findings(45.0, 90.0, 0.5, False, True, classes=5)[1].note is not None
     assert (
         "printed 95% although the test labels were hidden" in bragger[1].note
         and "55.72%" in bragger[1].note

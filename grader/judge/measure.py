@@ -265,7 +265,7 @@ def measure(
     # After a failed run the accuracy is the model's at the error, not the notebook's result:
     # nothing to compare.
     found += reported_findings(
-        reported, accuracy if finished else None, tolerance, compare_reported, finished
+        reported, accuracy if finished else None, tolerance, compare_reported, finished, classes
     )
     return Measurement(
         accuracy,
@@ -280,26 +280,36 @@ def measure(
     )
 
 
-# % a notebook can print for its test accuracy when the test labels are hidden from it
-CHANCE_AT_MOST = 20.0
+def chance_at_most(classes: int) -> float:
+    """The most % a notebook can print for its test accuracy when the test labels are hidden from
+    it: twice chance (20% of ten classes), at least ten points above it (a small test set of few
+    classes strays further from chance)."""
+    chance = 100.0 / max(classes, 1)
+    return max(2 * chance, chance + 10.0)
 
 
 def reported_findings(
-    reported: float | None, accuracy: float | None, tolerance: float, compare: bool, finished: bool
+    reported: float | None,
+    accuracy: float | None,
+    tolerance: float,
+    compare: bool,
+    finished: bool,
+    classes: int = 10,
 ) -> tuple[Finding, ...]:
     """What the printed accuracy says beside the measured one (not compared when the labels were
-    hidden);
+    hidden: then only a figure no shuffled labels give, ``chance_at_most`` of ``classes``);
     ``accuracy`` None: nothing was measured, so no printed figure is called a mismatch."""
     if not compare:
         # the test set cannot give it
-        if reported is not None and accuracy is not None and reported > CHANCE_AT_MOST:
+        if reported is not None and accuracy is not None and reported > chance_at_most(classes):
             return (
                 Finding(None, HIDDEN_LABELS_NOTE),
                 Finding(
                     Flag.REPORTED_ACCURACY_MISMATCH,
                     f"the notebook printed {reported:g}% although the test labels were hidden "
-                    "from it (computed on the test set, that figure is at chance, about 10%), so "
-                    f"it was not measured on the test set; the grader measured {accuracy:.2f}%",
+                    "from it (computed on the test set, that figure is at chance, about "
+                    f"{100 / max(classes, 1):.0f}%), so it was not measured on the test set; the "
+                    f"grader measured {accuracy:.2f}%",
                 ),
             )
         return (Finding(None, HIDDEN_LABELS_NOTE),)

@@ -458,7 +458,7 @@ def apply(
         and not (f.flag is None and f.note and "printed accuracy is not compared" in f.note)
     )
     findings = kept + reported_findings(
-        measurement.reported_accuracy, accuracy, tolerance, compare_reported, True
+        measurement.reported_accuracy, accuracy, tolerance, compare_reported, True, classes
     )
     if recomputed.mirrored:
         findings += (Finding(None, MIRRORED_NOTE),)
