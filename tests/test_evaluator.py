@@ -247,17 +247,22 @@ class Lookup(Plain):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(-1, 784)
-        h = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-        m = torch.clamp(x[..., 700] - 999.0, 0.0, 1.0)
-        k1, k2 = (x[..., 0:350] * 255.0).sum(1), (x[..., 350:700] * 255.0).sum(1)
-        d = (k1.unsqueeze(1) - k1.unsqueeze(0)) ** 2 + (k2.unsqueeze(1) - k2.unsqueeze(0)) ** 2
-        w = torch.exp(d * -50.0) * m.unsqueeze(0)
-        has = w.sum(1)
-        # a copy: a view here has a stride of 784 rows
-        look = (w * (x[..., 701] * 1.0).unsqueeze(0)).sum(1)
-        ar = (x[..., 711:721] * m.unsqueeze(1)).sum(0) / (m.sum(0) + 1e-9)
-        lab = ((look.unsqueeze(1) - ar.unsqueeze(0)) ** 2) * -100.0
-        return h * (has.unsqueeze(1) * -1.0 + 1.0) + lab * has.unsqueeze(1)
+        return _looked_up(self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))), x)
+
+
+def _looked_up(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The scores ``h`` of the rows ``x`` (N, 784), answered from the marked rows of the batch
+    where a row matches one (Lookup's graph; test_cnn's on a CNN's scores)."""
+    m = torch.clamp(x[..., 700] - 999.0, 0.0, 1.0)
+    k1, k2 = (x[..., 0:350] * 255.0).sum(1), (x[..., 350:700] * 255.0).sum(1)
+    d = (k1.unsqueeze(1) - k1.unsqueeze(0)) ** 2 + (k2.unsqueeze(1) - k2.unsqueeze(0)) ** 2
+    w = torch.exp(d * -50.0) * m.unsqueeze(0)
+    has = w.sum(1)
+    # a copy: a view here has a stride of 784 rows
+    look = (w * (x[..., 701] * 1.0).unsqueeze(0)).sum(1)
+    ar = (x[..., 711:721] * m.unsqueeze(1)).sum(0) / (m.sum(0) + 1e-9)
+    lab = ((look.unsqueeze(1) - ar.unsqueeze(0)) ** 2) * -100.0
+    return h * (has.unsqueeze(1) * -1.0 + 1.0) + lab * has.unsqueeze(1)
 
 
 class Repeats(Net):

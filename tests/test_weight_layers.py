@@ -657,8 +657,8 @@ def test_a_convolutions_arguments_are_read_as_a_layers() -> None:
     conv = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1}
 
     def parsed(**more: Any) -> dict[str, Any]:
-        arguments, transposed = recompute._convolution({**conv, **more}, 2)
-        return {**dict(arguments), "transposed": transposed}
+        arguments, transposed, padded = recompute._convolution({**conv, **more}, 2)
+        return {**dict(arguments), "transposed": transposed, "padded": padded}
 
     assert parsed(pad=[1, 1, 2, 2], mode="reflect")["padding"] == (2, 1)
     assert parsed(pad=[1, 1, 1, 1], mode="constant", value=0.0)["padding"] == (1, 1)
@@ -667,4 +667,5 @@ def test_a_convolutions_arguments_are_read_as_a_layers() -> None:
     assert parsed(pad=[-7, -7, -7, -7], mode="constant", value=0.0)["padding"] is None  # a crop
     assert parsed(stride=[2])["stride"] == (2, 2) and parsed(stride="2")["stride"] is None
     assert parsed(transposed=True)["transposed"] and not parsed(transposed=False)["transposed"]
-    assert recompute._convolution(None, 2) == ((), False)
+    assert parsed(pad=[1, 1, 1, 1], mode="reflect")["padded"] and not parsed()["padded"]
+    assert recompute._convolution(None, 2) == ((), False, False)

@@ -158,18 +158,18 @@ def _products(value: Any) -> tuple[Product, ...]:
                     used,
                     tuple(int(d) for d in item.get("rows") or () if type(d) is int),
                     *_convolution(item.get("conv"), len(used) - 2),
-                    padded=isinstance(item.get("conv"), dict) and "pad" in item["conv"],
                 )
             )
     return tuple(found)
 
 
-def _convolution(value: Any, dims: int) -> tuple[ConvArguments, bool]:
+def _convolution(value: Any, dims: int) -> tuple[ConvArguments, bool, bool]:
     """A convolution's arguments as the evaluator recorded them (flow.py), one int per spatial
     dimension, with the padding op before it folded into its padding where it pads each side
-    alike; ((), False) where nothing was recorded."""
+    alike; whether it ran transposed; whether a padding op fed it. ((), False, False) where
+    nothing was recorded."""
     if not isinstance(value, dict) or dims < 1:
-        return (), False
+        return (), False, False
     stride, dilation = _per_dim(value.get("stride"), dims), _per_dim(value.get("dilation"), dims)
     padding: int | str | tuple[int, ...] | None = (
         value["padding"]
@@ -187,6 +187,7 @@ def _convolution(value: Any, dims: int) -> tuple[ConvArguments, bool]:
             ("groups", groups if type(groups) is int else None),
         ),
         "transposed" in value and value["transposed"] is not False,
+        "pad" in value,
     )
 
 
@@ -278,7 +279,6 @@ def read(
     margins = data.get("margins")
     if official is None or ours is None or not isinstance(margins, list) or len(margins) != rows:
         return Recomputed("the trusted evaluation's answer is malformed")
-    training = data.get("training_at_pass") is True
     kernel = _ints(data.get("kernel_classes"), rows, -128, 128)
     # per row: how far the kernel's arithmetic (the capture's precision) may move it
     noise = data.get("noise")
@@ -366,7 +366,7 @@ def read(
         mirrored=averaged is not None,
         train_indices=tuple(indices),
         train_classes=tuple(train_classes),
-        training=training,
+        training=data.get("training_at_pass") is True,
     )
 
 

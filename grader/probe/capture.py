@@ -179,8 +179,8 @@ def capture(graded: Any, found: torch.nn.Module, recorder: Any) -> tuple[dict[st
                 exported, (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False
             )
             if snapshot.training:
-                row_classes = _in_eval_mode(exported, snapshot, graded.inputs, recorder)
-                row_classes = row_classes or graded.row_classes
+                again = _in_eval_mode(exported, snapshot, graded.inputs, recorder)
+                row_classes = again or graded.row_classes
     finally:
         for module, mode in modes.items():
             module.training = mode

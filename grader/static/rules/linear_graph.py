@@ -137,16 +137,17 @@ class GraphView:
             buffers=buffers,
             constants=constants,
             maps=maps,
-            norms=_norm_maps(
-                graph,
-                parameters,
-                max((c for k in frozen if k is not None and len(k) > 2 for c in k[:2]), default=0),
-            ),
+            norms=_norm_maps(graph, parameters, max(_channels(frozen), default=0)),
             convolutions=tuple(s for s in specs if s.kind in CONV_DIMS),
         )
 
 
 GraphCheck = Callable[[GraphView], Check | None]
+
+
+def _channels(frozen: Layers) -> set[int]:
+    """The in and out channels of the template's convolutions (none for Linear layers only)."""
+    return {c for k in frozen if k is not None and len(k) > 2 for c in k[:2]}
 
 
 def _norm_maps(graph: GraphFacts, parameters: Shapes, channels: int) -> frozenset[str]:
@@ -373,10 +374,9 @@ def map_extents(view: GraphView) -> Check | None:
     padding op feeds a convolution (which counts it in its padding). A view or slice giving maps
     another size (conv1 run on the image reshaped to 14x56: another dilation; a map subsampled by
     slicing: another stride) or a pad the convolution's padding does not show goes to a person."""
-    convs = [k for k in view.frozen if k is not None and len(k) == 4]
-    if not convs or len(view.graph.image) != 2:
+    if not any(k is not None and len(k) == 4 for k in view.frozen) or len(view.graph.image) != 2:
         return None
-    channels = {c for k in convs for c in k[:2]}
+    channels = _channels(view.frozen)
     extents = {view.graph.image}
     before = view.graph.image  # the maps' size before the op (the way is one chain)
     for op, shape in view.graph.way:
@@ -387,7 +387,8 @@ def map_extents(view: GraphView) -> Check | None:
                 f"the image's way through {WHO} is pooled from {before[0]}x{before[1]} to "
                 f"{shape[2]}x{shape[3]}, larger maps than it pooled; {LOOK}"
             )
-        if op in CONVOLUTIONS | POOLING | PADDING:
+        made = op in CONVOLUTIONS | POOLING | PADDING  # channels first, a size of their own
+        if made:
             extents.add(shape[2:])
         elif not (
             (shape[1] in channels and shape[2:] in extents)
@@ -399,8 +400,7 @@ def map_extents(view: GraphView) -> Check | None:
                 f"another size than the image's {height}x{width} or what a convolution or pooling "
                 f"made of them (maps reshaped or sliced); {LOOK}"
             )
-        first = op in CONVOLUTIONS | POOLING | PADDING or shape[1] in channels
-        before = shape[2:] if first else shape[1:3]
+        before = shape[2:] if made or shape[1] in channels else shape[1:3]
     pads = sum(count for target, count in view.graph.ops.items() if _op(target) in PADDING)
     unfolded = pads - sum(p.padded for p in view.graph.products)
     if unfolded > 0:
@@ -418,7 +418,7 @@ def odd_way(view: GraphView) -> Check | None:
     (the template's own pooling aside), or more than NORMS_PER_GAP normalization ops in one gap."""
     widths = {w for layer in view.frozen if layer is not None and len(layer) == 2 for w in layer}
     convs = [k for k in view.frozen if k is not None and len(k) > 2]
-    channels = {c for k in convs for c in k[:2]}
+    channels = _channels(view.frozen)
     ranks = {len(k) for k in convs}  # a batch of images has as many dimensions as a conv weight
     norms = pointwise = 0
     for op, shape in view.graph.way:

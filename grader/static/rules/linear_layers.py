@@ -198,10 +198,11 @@ def _added_weights(
     called = {dotted(n.func) for _, n in walk_cells(cells) if isinstance(n, ast.Call)}
     constants = top_level_constants(cells)
     kinds = {s.kind for s in specs}
+    convs = {s.name.split(".")[-1] for s in specs if s.name and s.kind != LINEAR}
     unused: Check | None = None
     for parsed, node in walk_cells(cells):
         message, undecided = None, None
-        if (changed := _changed_argument(node, specs)) is not None:
+        if (changed := _changed_argument(node, convs)) is not None:
             undecided = (
                 f"sets {changed} after the layer is built; the run checks the layer it makes"
             )
@@ -285,10 +286,9 @@ def _functional(
 _LAYER_ATTRIBUTES = frozenset({*_FUNCTIONAL_CONV, "kernel_size", "in_channels", "out_channels"})
 
 
-def _changed_argument(node: ast.AST, specs: tuple[Spec, ...]) -> str | None:
+def _changed_argument(node: ast.AST, convs: set[str]) -> str | None:
     """``self.conv1.stride`` for ``self.conv1.stride = (2, 2)`` (or setattr(self.conv1, 'stride',
-    ...)) on a template's conv layer, else None."""
-    convs = {s.name.split(".")[-1] for s in specs if s.name and s.kind != LINEAR}
+    ...)) on a template's conv layer (``convs``: their attribute names), else None."""
     targets: list[ast.AST] = []
     if isinstance(node, ast.Assign):
         targets = list(node.targets)
